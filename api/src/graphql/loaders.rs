@@ -1,0 +1,94 @@
+//! Per-request DataLoaders, so nested fields cost one query per level, not per node.
+
+use std::collections::HashMap;
+
+use async_graphql::dataloader::Loader;
+use corral_projections::group_tree::{read, Node};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::errors::internal;
+
+/// Groups by id.
+pub struct GroupLoader(pub PgPool);
+
+impl Loader<Uuid> for GroupLoader {
+    type Value = Node;
+    type Error = async_graphql::Error;
+
+    async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, Node>, Self::Error> {
+        let nodes = read::by_ids(&self.0, keys).await.map_err(internal)?;
+        Ok(nodes.into_iter().map(|n| (n.id, n)).collect())
+    }
+}
+
+/// Ancestors (root first) by group id.
+pub struct AncestorsLoader(pub PgPool);
+
+impl Loader<Uuid> for AncestorsLoader {
+    type Value = Vec<Node>;
+    type Error = async_graphql::Error;
+
+    async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, Vec<Node>>, Self::Error> {
+        read::ancestors(&self.0, keys).await.map_err(internal)
+    }
+}
+
+/// Child counts by parent id.
+pub struct ChildCountLoader(pub PgPool);
+
+impl Loader<Uuid> for ChildCountLoader {
+    type Value = i64;
+    type Error = async_graphql::Error;
+
+    async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, i64>, Self::Error> {
+        read::child_counts(&self.0, keys).await.map_err(internal)
+    }
+}
+
+/// A page of children: parent, page size (+1 to detect a next page), keyset position.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ChildrenKey {
+    /// Parent group.
+    pub parent: Uuid,
+    /// Rows to fetch.
+    pub limit: i64,
+    /// Keyset position.
+    pub after: Option<read::After>,
+}
+
+/// Children pages; keys with the same page arguments are fetched in one query.
+pub struct ChildrenLoader(pub PgPool);
+
+impl Loader<ChildrenKey> for ChildrenLoader {
+    type Value = Vec<Node>;
+    type Error = async_graphql::Error;
+
+    async fn load(
+        &self,
+        keys: &[ChildrenKey],
+    ) -> Result<HashMap<ChildrenKey, Vec<Node>>, Self::Error> {
+        let mut by_page: HashMap<(i64, Option<read::After>), Vec<Uuid>> = HashMap::new();
+        for k in keys {
+            by_page
+                .entry((k.limit, k.after.clone()))
+                .or_default()
+                .push(k.parent);
+        }
+        let mut out = HashMap::new();
+        for ((limit, after), parents) in by_page {
+            let mut pages = read::children(&self.0, &parents, limit, after.as_ref())
+                .await
+                .map_err(internal)?;
+            for parent in parents {
+                let key = ChildrenKey {
+                    parent,
+                    limit,
+                    after: after.clone(),
+                };
+                out.insert(key, pages.remove(&parent).unwrap_or_default());
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,72 @@
+//! The GraphQL schema.
+
+pub mod errors;
+pub mod loaders;
+pub mod mutation;
+pub mod query;
+pub mod scalars;
+pub mod types;
+
+use async_graphql::dataloader::DataLoader;
+use async_graphql::{EmptySubscription, Request, Schema};
+
+use crate::auth::Actor;
+use crate::state::AppState;
+use loaders::{AncestorsLoader, ChildCountLoader, ChildrenLoader, GroupLoader};
+use mutation::{MutationRoot, MutationWait};
+use query::QueryRoot;
+
+/// Corral's schema type.
+pub type CorralSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
+
+/// Deepest query accepted.
+pub const MAX_DEPTH: usize = 16;
+/// Most expensive query accepted (connections count `first` x child cost).
+pub const MAX_COMPLEXITY: usize = 20_000;
+
+/// The schema without runtime data, for SDL export.
+pub fn schema_builder() -> async_graphql::SchemaBuilder<QueryRoot, MutationRoot, EmptySubscription>
+{
+    Schema::build(QueryRoot, MutationRoot, EmptySubscription)
+        .extension(crate::policy::Authorization)
+        .limit_depth(MAX_DEPTH)
+        .limit_complexity(MAX_COMPLEXITY)
+}
+
+/// The SDL, as committed in `docs/schema.graphql`.
+pub fn sdl() -> String {
+    schema_builder().finish().sdl()
+}
+
+/// The schema with the process-wide data.
+pub fn build_schema(state: &AppState) -> CorralSchema {
+    schema_builder()
+        .data(state.pool.clone())
+        .data(state.groups.clone())
+        .data(state.waiter.clone())
+        .data(state.enforcer.clone())
+        .data(MutationWait(state.config.mutation_wait))
+        .finish()
+}
+
+/// Adds the per-request data: the actor and fresh DataLoaders.
+pub fn prepare(request: Request, state: &AppState, actor: Actor) -> Request {
+    let pool = state.pool.clone();
+    request
+        .data(actor)
+        .data(DataLoader::new(GroupLoader(pool.clone()), tokio::spawn))
+        .data(DataLoader::new(AncestorsLoader(pool.clone()), tokio::spawn))
+        .data(DataLoader::new(ChildrenLoader(pool.clone()), tokio::spawn))
+        .data(DataLoader::new(ChildCountLoader(pool), tokio::spawn))
+}
+
+#[cfg(test)]
+mod tests {
+    /// CI fails when the committed schema drifts from the code. Regenerate with
+    /// `cargo run -p corral-api --bin corral -- schema > docs/schema.graphql`.
+    #[test]
+    fn committed_schema_matches_the_code() {
+        let committed = include_str!("../../../docs/schema.graphql");
+        assert!(committed == super::sdl(), "docs/schema.graphql is stale: run `cargo run -p corral-api --bin corral -- schema > docs/schema.graphql`");
+    }
+}

@@ -1,0 +1,386 @@
+//! Group mutations. Each returns after the read models reflect it (bounded wait).
+
+use std::time::Duration;
+
+use async_graphql::{Context, InputObject, Json, Object, Result, SimpleObject, ID};
+use corral_domain::group::{GroupCommand, GroupType as DomainGroupType};
+use corral_domain::metadata::{EventMetadata, Source};
+use corral_projections::directory::GroupCommands;
+use corral_projections::executor::Committed;
+use corral_projections::group_tree::GROUP_TREE;
+use corral_projections::sequencer::SEQUENCER;
+use corral_projections::waiter::ConsistencyWaiter;
+use serde_json::{Map, Value};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::errors::{from_exec, internal, UserError};
+use super::scalars::Position;
+use super::types::{parse_id, Group, GroupType};
+use crate::auth::Actor;
+
+/// How long a mutation waits for the read models.
+#[derive(Debug, Clone, Copy)]
+pub struct MutationWait(pub Duration);
+
+/// Longest `reason`.
+pub const MAX_REASON_CHARS: usize = 1024;
+
+/// The result of a group mutation.
+#[derive(SimpleObject, Default)]
+pub struct GroupPayload {
+    /// The group after the change (`null` on error).
+    pub group: Option<Group>,
+    /// Log position of the change (consistency token); `null` if nothing committed.
+    pub position: Option<Position>,
+    /// True when the read models did not catch up within the wait; the change is committed.
+    pub wait_timed_out: bool,
+    /// Expected failures; nothing was changed when this is not empty.
+    pub user_errors: Vec<UserError>,
+}
+
+/// The result of `deleteGroup`.
+#[derive(SimpleObject, Default)]
+pub struct DeleteGroupPayload {
+    /// The id of the deleted group.
+    pub deleted_id: Option<ID>,
+    /// Log position of the deletion.
+    pub position: Option<Position>,
+    /// True when the read models did not catch up within the wait.
+    pub wait_timed_out: bool,
+    /// Expected failures.
+    pub user_errors: Vec<UserError>,
+}
+
+/// Input of `createGroup`.
+#[derive(InputObject)]
+pub struct CreateGroupInput {
+    /// Name, 1-128 characters, no `/`, unique among siblings ignoring case.
+    pub name: String,
+    /// Device or service group.
+    #[graphql(name = "type")]
+    pub group_type: GroupType,
+    /// Parent group; defaults to the root of the type.
+    pub parent_id: Option<ID>,
+    /// Free text, at most 4096 characters.
+    pub description: Option<String>,
+    /// A JSON object, at most 16 KiB.
+    pub metadata: Option<Json<Value>>,
+    /// Why (kept in the audit trail).
+    pub reason: Option<String>,
+}
+
+/// Input of `renameGroup`.
+#[derive(InputObject)]
+pub struct RenameGroupInput {
+    /// The group.
+    pub id: ID,
+    /// The new name.
+    pub name: String,
+    /// Refuse unless the group is at this version.
+    pub expected_version: Option<i64>,
+    /// Why.
+    pub reason: Option<String>,
+}
+
+/// Input of `updateGroup`; omitted fields keep their values.
+#[derive(InputObject)]
+pub struct UpdateGroupInput {
+    /// The group.
+    pub id: ID,
+    /// New description (empty string clears it).
+    pub description: Option<String>,
+    /// New metadata object (replaces the old one).
+    pub metadata: Option<Json<Value>>,
+    /// Refuse unless the group is at this version.
+    pub expected_version: Option<i64>,
+    /// Why.
+    pub reason: Option<String>,
+}
+
+/// Input of `moveGroup`.
+#[derive(InputObject)]
+pub struct MoveGroupInput {
+    /// The group to move (with its subtree).
+    pub id: ID,
+    /// Its new parent, of the same type.
+    pub new_parent_id: ID,
+    /// Refuse unless the group is at this version.
+    pub expected_version: Option<i64>,
+    /// Why.
+    pub reason: Option<String>,
+}
+
+/// Input of `deleteGroup`.
+#[derive(InputObject)]
+pub struct DeleteGroupInput {
+    /// The group; it must have no children.
+    pub id: ID,
+    /// Refuse unless the group is at this version.
+    pub expected_version: Option<i64>,
+    /// Why.
+    pub reason: Option<String>,
+}
+
+fn metadata_object(
+    m: Option<Json<Value>>,
+) -> std::result::Result<Option<Map<String, Value>>, UserError> {
+    match m.map(|j| j.0) {
+        None => Ok(None),
+        Some(Value::Object(map)) => Ok(Some(map)),
+        Some(_) => Err(UserError::new(
+            Some("metadata"),
+            "INVALID",
+            "metadata must be a JSON object",
+        )),
+    }
+}
+
+fn expected(v: Option<i64>) -> std::result::Result<Option<u64>, UserError> {
+    match v {
+        Some(n) if n < 0 => Err(UserError::new(
+            Some("expectedVersion"),
+            "INVALID",
+            "expectedVersion must not be negative",
+        )),
+        other => Ok(other.map(|n| n as u64)),
+    }
+}
+
+struct Outcome {
+    group_id: Uuid,
+    position: Option<Position>,
+    wait_timed_out: bool,
+}
+
+/// Runs a command for the calling actor and waits for the read models.
+async fn run(
+    ctx: &Context<'_>,
+    command: GroupCommand,
+    expected_version: Option<u64>,
+    reason: Option<String>,
+) -> Result<std::result::Result<Outcome, UserError>> {
+    if reason
+        .as_ref()
+        .is_some_and(|r| r.chars().count() > MAX_REASON_CHARS)
+    {
+        return Ok(Err(UserError::new(
+            Some("reason"),
+            "INVALID",
+            format!("reason must be at most {MAX_REASON_CHARS} characters"),
+        )));
+    }
+    let actor = ctx.data::<Actor>()?;
+    let metadata = EventMetadata {
+        actor_subject: actor.subject.clone(),
+        actor_role: actor.role.clone(),
+        source: Source::Api,
+        correlation_id: actor.request_id.clone(),
+        causation_id: actor.request_id.clone(),
+        reason: reason
+            .map(|r| r.trim().to_string())
+            .filter(|r| !r.is_empty()),
+        client_addr: actor.client_addr.clone(),
+    };
+    let group_id = GroupCommands::target(&command);
+    let committed: Committed = match ctx
+        .data_unchecked::<std::sync::Arc<GroupCommands>>()
+        .execute(command, expected_version, &metadata)
+        .await
+    {
+        Ok(c) => c,
+        Err(e) => return Ok(Err(from_exec(e)?)),
+    };
+    let pool = ctx.data_unchecked::<PgPool>();
+    let wait = ctx.data_unchecked::<MutationWait>().0;
+    let mut wait_timed_out = false;
+    if let Some(cursor) = committed.cursor {
+        let waiter = ctx.data_unchecked::<ConsistencyWaiter>();
+        wait_timed_out = !waiter.wait(cursor, &[SEQUENCER, GROUP_TREE], wait).await;
+    }
+    // The position of the group's latest event: this change, or the state a no-op confirmed.
+    let position: Option<i64> = sqlx::query_scalar(
+        "SELECT log_position FROM events WHERE aggregate_type = 'Group' AND aggregate_id = $1 ORDER BY sequence DESC LIMIT 1",
+    )
+    .bind(group_id.to_string())
+    .fetch_optional(pool)
+    .await
+    .map_err(internal)?
+    .flatten();
+    Ok(Ok(Outcome {
+        group_id,
+        position: position.map(Position),
+        wait_timed_out,
+    }))
+}
+
+async fn group_payload(
+    ctx: &Context<'_>,
+    outcome: std::result::Result<Outcome, UserError>,
+) -> Result<GroupPayload> {
+    let outcome = match outcome {
+        Ok(o) => o,
+        Err(e) => {
+            return Ok(GroupPayload {
+                user_errors: vec![e],
+                ..Default::default()
+            })
+        }
+    };
+    // A fresh read: the request's loader may have cached the group before the change.
+    let group = corral_projections::group_tree::read::by_ids(
+        ctx.data_unchecked::<PgPool>(),
+        &[outcome.group_id],
+    )
+    .await
+    .map_err(internal)?
+    .pop()
+    .map(Group::from);
+    Ok(GroupPayload {
+        group,
+        position: outcome.position,
+        wait_timed_out: outcome.wait_timed_out,
+        user_errors: vec![],
+    })
+}
+
+macro_rules! try_input {
+    ($e:expr, $payload:ty) => {
+        match $e {
+            Ok(v) => v,
+            Err(err) => return Ok(<$payload>::from_error(err)),
+        }
+    };
+}
+
+trait FromUserError: Default {
+    fn from_error(e: UserError) -> Self;
+}
+impl FromUserError for GroupPayload {
+    fn from_error(e: UserError) -> Self {
+        Self {
+            user_errors: vec![e],
+            ..Default::default()
+        }
+    }
+}
+impl FromUserError for DeleteGroupPayload {
+    fn from_error(e: UserError) -> Self {
+        Self {
+            user_errors: vec![e],
+            ..Default::default()
+        }
+    }
+}
+
+/// The root mutation type.
+pub struct MutationRoot;
+
+#[Object(name = "Mutation")]
+impl MutationRoot {
+    /// Creates a group (admin).
+    async fn create_group(
+        &self,
+        ctx: &Context<'_>,
+        input: CreateGroupInput,
+    ) -> Result<GroupPayload> {
+        let group_type = DomainGroupType::from(input.group_type);
+        let parent_id = match &input.parent_id {
+            Some(p) => try_input!(parse_id(p, "parentId"), GroupPayload),
+            None => group_type.root_id(),
+        };
+        let metadata = try_input!(metadata_object(input.metadata), GroupPayload);
+        let command = GroupCommand::Create {
+            id: Uuid::new_v4(),
+            name: input.name,
+            group_type,
+            parent_id,
+            description: input.description,
+            metadata,
+        };
+        let outcome = run(ctx, command, None, input.reason).await?;
+        group_payload(ctx, outcome).await
+    }
+
+    /// Renames a group (admin).
+    async fn rename_group(
+        &self,
+        ctx: &Context<'_>,
+        input: RenameGroupInput,
+    ) -> Result<GroupPayload> {
+        let id = try_input!(parse_id(&input.id, "id"), GroupPayload);
+        let expected_version = try_input!(expected(input.expected_version), GroupPayload);
+        let outcome = run(
+            ctx,
+            GroupCommand::Rename {
+                id,
+                name: input.name,
+            },
+            expected_version,
+            input.reason,
+        )
+        .await?;
+        group_payload(ctx, outcome).await
+    }
+
+    /// Changes a group's description and/or metadata (admin).
+    async fn update_group(
+        &self,
+        ctx: &Context<'_>,
+        input: UpdateGroupInput,
+    ) -> Result<GroupPayload> {
+        let id = try_input!(parse_id(&input.id, "id"), GroupPayload);
+        let expected_version = try_input!(expected(input.expected_version), GroupPayload);
+        let metadata = try_input!(metadata_object(input.metadata), GroupPayload);
+        let command = GroupCommand::Update {
+            id,
+            description: input.description,
+            metadata,
+        };
+        let outcome = run(ctx, command, expected_version, input.reason).await?;
+        group_payload(ctx, outcome).await
+    }
+
+    /// Moves a group and its subtree under another parent (admin).
+    async fn move_group(&self, ctx: &Context<'_>, input: MoveGroupInput) -> Result<GroupPayload> {
+        let id = try_input!(parse_id(&input.id, "id"), GroupPayload);
+        let new_parent_id = try_input!(parse_id(&input.new_parent_id, "newParentId"), GroupPayload);
+        let expected_version = try_input!(expected(input.expected_version), GroupPayload);
+        let outcome = run(
+            ctx,
+            GroupCommand::Move { id, new_parent_id },
+            expected_version,
+            input.reason,
+        )
+        .await?;
+        group_payload(ctx, outcome).await
+    }
+
+    /// Deletes a group that has no children (admin).
+    async fn delete_group(
+        &self,
+        ctx: &Context<'_>,
+        input: DeleteGroupInput,
+    ) -> Result<DeleteGroupPayload> {
+        let id = try_input!(parse_id(&input.id, "id"), DeleteGroupPayload);
+        let expected_version = try_input!(expected(input.expected_version), DeleteGroupPayload);
+        Ok(
+            match run(
+                ctx,
+                GroupCommand::Delete { id },
+                expected_version,
+                input.reason,
+            )
+            .await?
+            {
+                Ok(o) => DeleteGroupPayload {
+                    deleted_id: Some(ID(o.group_id.to_string())),
+                    position: o.position,
+                    wait_timed_out: o.wait_timed_out,
+                    user_errors: vec![],
+                },
+                Err(e) => DeleteGroupPayload::from_error(e),
+            },
+        )
+    }
+}

@@ -1,0 +1,97 @@
+//! Read queries.
+
+use async_graphql::dataloader::DataLoader;
+use async_graphql::{Context, Object, Result, ID};
+use corral_domain::group::GroupType as DomainGroupType;
+use corral_projections::group_tree::read;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::errors::{coded, internal};
+use super::loaders::GroupLoader;
+use super::types::{decode_cursor, page_size, Group, GroupConnection, GroupType};
+
+/// The root query type.
+pub struct QueryRoot;
+
+#[Object(name = "Query")]
+impl QueryRoot {
+    /// The system root group (`Inventory`) of a type.
+    async fn root(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(name = "type")] group_type: GroupType,
+    ) -> Result<Option<Group>> {
+        let id = DomainGroupType::from(group_type).root_id();
+        Ok(ctx
+            .data_unchecked::<DataLoader<GroupLoader>>()
+            .load_one(id)
+            .await?
+            .map(Group::from))
+    }
+
+    /// A group by id.
+    async fn group(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Group>> {
+        let Ok(id) = id.parse::<Uuid>() else {
+            return Ok(None);
+        };
+        Ok(ctx
+            .data_unchecked::<DataLoader<GroupLoader>>()
+            .load_one(id)
+            .await?
+            .map(Group::from))
+    }
+
+    /// A group by path, e.g. `Inventory/Site-A/Core` (ignoring case).
+    async fn group_by_path(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(name = "type")] group_type: GroupType,
+        path: String,
+    ) -> Result<Option<Group>> {
+        if path.len() > 4096 {
+            return Err(coded("BAD_USER_INPUT", "path is too long"));
+        }
+        let t = DomainGroupType::from(group_type).as_str();
+        let node = read::by_path(ctx.data_unchecked::<PgPool>(), t, &path)
+            .await
+            .map_err(internal)?;
+        Ok(node.map(Group::from))
+    }
+
+    /// Groups of a type, ordered by path; `search` matches names (ignoring case).
+    #[graphql(
+        complexity = "i64::from(first.unwrap_or(super::types::DEFAULT_PAGE)).max(1) as usize * child_complexity + 1"
+    )]
+    async fn groups(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(name = "type")] group_type: GroupType,
+        search: Option<String>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<GroupConnection> {
+        let first = page_size(first)?;
+        if search.as_ref().is_some_and(|s| s.chars().count() > 128) {
+            return Err(coded(
+                "BAD_USER_INPUT",
+                "search must be at most 128 characters",
+            ));
+        }
+        let after = after.as_deref().map(decode_cursor).transpose()?;
+        let t = DomainGroupType::from(group_type).as_str();
+        let search = search.as_deref().map(str::trim).filter(|s| !s.is_empty());
+        let (rows, total) = read::search(
+            ctx.data_unchecked::<PgPool>(),
+            t,
+            search,
+            first + 1,
+            after.as_ref(),
+        )
+        .await
+        .map_err(internal)?;
+        Ok(GroupConnection::page(rows, first, total, |n| {
+            n.path.to_lowercase()
+        }))
+    }
+}

@@ -1,0 +1,264 @@
+//! The `Group` type and its connection.
+
+use async_graphql::dataloader::DataLoader;
+use async_graphql::{ComplexObject, Context, Enum, Json, Result, SimpleObject, ID};
+use chrono::{DateTime, Utc};
+use corral_domain::group::GroupType as DomainGroupType;
+use corral_projections::group_tree::{read::After, Node};
+use uuid::Uuid;
+
+use super::errors::coded;
+use super::loaders::{AncestorsLoader, ChildCountLoader, ChildrenKey, ChildrenLoader, GroupLoader};
+
+/// Largest page a client may ask for.
+pub const MAX_PAGE: i32 = 1000;
+/// Page size when `first` is omitted.
+pub const DEFAULT_PAGE: i32 = 50;
+
+/// What a group holds.
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum GroupType {
+    /// Devices.
+    Device,
+    /// Services.
+    Service,
+}
+
+impl From<GroupType> for DomainGroupType {
+    fn from(t: GroupType) -> Self {
+        match t {
+            GroupType::Device => DomainGroupType::Device,
+            GroupType::Service => DomainGroupType::Service,
+        }
+    }
+}
+
+impl GroupType {
+    fn from_stored(s: &str) -> Self {
+        if s == "SERVICE" {
+            GroupType::Service
+        } else {
+            GroupType::Device
+        }
+    }
+}
+
+/// A group of devices or services in the hierarchy.
+#[derive(SimpleObject, Clone, Debug)]
+#[graphql(complex)]
+pub struct Group {
+    /// The group's id (its aggregate id).
+    pub id: ID,
+    /// Name, unique among its siblings ignoring case.
+    pub name: String,
+    /// Device or service group.
+    #[graphql(name = "type")]
+    pub group_type: GroupType,
+    /// Free text.
+    pub description: Option<String>,
+    /// A JSON object (at most 16 KiB).
+    pub metadata: Json<serde_json::Value>,
+    /// Names from the root down, joined by `/`.
+    pub path: String,
+    /// Levels below the root (the root is 0).
+    pub depth: i32,
+    /// System root groups cannot be renamed, moved or deleted.
+    pub is_system: bool,
+    /// The aggregate version; pass it as `expectedVersion` for optimistic concurrency.
+    pub version: i64,
+    /// When created.
+    pub created_at: DateTime<Utc>,
+    /// When last changed.
+    pub updated_at: DateTime<Utc>,
+    #[graphql(skip)]
+    pub uuid: Uuid,
+    #[graphql(skip)]
+    pub parent_id: Option<Uuid>,
+}
+
+impl From<Node> for Group {
+    fn from(n: Node) -> Self {
+        Self {
+            id: ID(n.id.to_string()),
+            name: n.name,
+            group_type: GroupType::from_stored(&n.group_type),
+            description: n.description,
+            metadata: Json(n.metadata),
+            path: n.path,
+            depth: n.depth,
+            is_system: n.is_system,
+            version: n.version,
+            created_at: n.created_at,
+            updated_at: n.updated_at,
+            uuid: n.id,
+            parent_id: n.parent_id,
+        }
+    }
+}
+
+#[ComplexObject]
+impl Group {
+    /// The parent group (`null` for a root).
+    async fn parent(&self, ctx: &Context<'_>) -> Result<Option<Group>> {
+        let Some(parent) = self.parent_id else {
+            return Ok(None);
+        };
+        Ok(ctx
+            .data_unchecked::<DataLoader<GroupLoader>>()
+            .load_one(parent)
+            .await?
+            .map(Group::from))
+    }
+
+    /// Ancestors from the root down to the parent.
+    async fn ancestors(&self, ctx: &Context<'_>) -> Result<Vec<Group>> {
+        let loaded = ctx
+            .data_unchecked::<DataLoader<AncestorsLoader>>()
+            .load_one(self.uuid)
+            .await?;
+        Ok(loaded
+            .unwrap_or_default()
+            .into_iter()
+            .map(Group::from)
+            .collect())
+    }
+
+    /// Child groups, ordered by name.
+    #[graphql(
+        complexity = "i64::from(first.unwrap_or(DEFAULT_PAGE)).max(1) as usize * child_complexity + 1"
+    )]
+    async fn children(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<GroupConnection> {
+        let first = page_size(first)?;
+        let after = after.as_deref().map(decode_cursor).transpose()?;
+        let key = ChildrenKey {
+            parent: self.uuid,
+            limit: first + 1,
+            after,
+        };
+        let rows = ctx
+            .data_unchecked::<DataLoader<ChildrenLoader>>()
+            .load_one(key)
+            .await?
+            .unwrap_or_default();
+        let total = ctx
+            .data_unchecked::<DataLoader<ChildCountLoader>>()
+            .load_one(self.uuid)
+            .await?
+            .unwrap_or(0);
+        Ok(GroupConnection::page(rows, first, total, |n| {
+            n.name.to_lowercase()
+        }))
+    }
+}
+
+/// One group in a page.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct GroupEdge {
+    /// Opaque position of this edge, for `after`.
+    pub cursor: String,
+    /// The group.
+    pub node: Group,
+}
+
+/// Relay page information.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct PageInfo {
+    /// More edges follow.
+    pub has_next_page: bool,
+    /// Edges precede this page.
+    pub has_previous_page: bool,
+    /// Cursor of the first edge.
+    pub start_cursor: Option<String>,
+    /// Cursor of the last edge.
+    pub end_cursor: Option<String>,
+}
+
+/// A page of groups.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct GroupConnection {
+    /// The groups in this page.
+    pub edges: Vec<GroupEdge>,
+    /// Where this page stands.
+    pub page_info: PageInfo,
+    /// Matches in all pages.
+    pub total_count: i64,
+}
+
+impl GroupConnection {
+    /// Builds a page from `first + 1` fetched rows; `key` gives each row's sort key.
+    pub fn page(
+        mut rows: Vec<Node>,
+        first: i64,
+        total: i64,
+        key: impl Fn(&Node) -> String,
+    ) -> Self {
+        let has_next_page = rows.len() as i64 > first;
+        rows.truncate(first as usize);
+        let edges: Vec<GroupEdge> = rows
+            .into_iter()
+            .map(|n| GroupEdge {
+                cursor: encode_cursor(&After {
+                    key: key(&n),
+                    id: n.id,
+                }),
+                node: Group::from(n),
+            })
+            .collect();
+        let page_info = PageInfo {
+            has_next_page,
+            has_previous_page: false,
+            start_cursor: edges.first().map(|e| e.cursor.clone()),
+            end_cursor: edges.last().map(|e| e.cursor.clone()),
+        };
+        Self {
+            edges,
+            page_info,
+            total_count: total,
+        }
+    }
+}
+
+/// Validates `first`.
+pub fn page_size(first: Option<i32>) -> Result<i64> {
+    match first.unwrap_or(DEFAULT_PAGE) {
+        n if (0..=MAX_PAGE).contains(&n) => Ok(i64::from(n)),
+        n => Err(coded(
+            "BAD_USER_INPUT",
+            format!("first must be between 0 and {MAX_PAGE}, got {n}"),
+        )),
+    }
+}
+
+/// An opaque cursor: hex of `key NUL id`.
+pub fn encode_cursor(after: &After) -> String {
+    hex::encode(format!("{}\0{}", after.key, after.id))
+}
+
+/// Decodes [`encode_cursor`]'s output.
+pub fn decode_cursor(cursor: &str) -> Result<After> {
+    let bad = || {
+        coded(
+            "BAD_USER_INPUT",
+            "after is not a cursor returned by this connection",
+        )
+    };
+    let bytes = hex::decode(cursor).map_err(|_| bad())?;
+    let text = String::from_utf8(bytes).map_err(|_| bad())?;
+    let (key, id) = text.rsplit_once('\0').ok_or_else(bad)?;
+    Ok(After {
+        key: key.to_string(),
+        id: id.parse().map_err(|_| bad())?,
+    })
+}
+
+/// Parses a GraphQL ID as a group id.
+pub fn parse_id(id: &ID, field: &str) -> std::result::Result<Uuid, super::errors::UserError> {
+    id.parse().map_err(|_| {
+        super::errors::UserError::new(Some(field), "INVALID", format!("{field} is not a group id"))
+    })
+}

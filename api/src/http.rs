@@ -1,0 +1,197 @@
+//! The HTTP surface: `/graphql` (POST, GraphiQL on GET), `/graphql/ws`, health, metrics.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use async_graphql::http::{GraphiQLSource, ALL_WEBSOCKET_PROTOCOLS};
+use async_graphql::Data;
+use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse, GraphQLWebSocket};
+use axum::extract::{ConnectInfo, FromRequest, MatchedPath, Request, State, WebSocketUpgrade};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use uuid::Uuid;
+
+use crate::auth::{self, Actor};
+use crate::state::AppState;
+
+/// The router, testable in-process.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/graphql", get(graphiql).post(graphql))
+        .route("/graphql/ws", get(graphql_ws))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            state.config.max_body_bytes,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            record_metrics,
+        ))
+        .with_state(state)
+}
+
+async fn record_metrics(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().to_string();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let response = next.run(request).await;
+    state.metrics.record(
+        &method,
+        &route,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
+}
+
+fn unauthorized(message: &str) -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Bearer")],
+        Json(serde_json::json!({ "errors": [{ "message": message, "extensions": { "code": "UNAUTHENTICATED" } }] })),
+    )
+        .into_response()
+}
+
+async fn actor_from_token(
+    state: &AppState,
+    value: Option<&str>,
+    client_addr: Option<String>,
+) -> Result<Actor, Response> {
+    let Some(token) = value.and_then(auth::bearer) else {
+        return Err(unauthorized("missing bearer token"));
+    };
+    match auth::lookup(&state.pool, token).await {
+        Ok(Some((subject, role))) => Ok(Actor {
+            subject,
+            role,
+            client_addr,
+            request_id: Uuid::new_v4().to_string(),
+        }),
+        Ok(None) => Err(unauthorized("invalid or revoked token")),
+        Err(err) => {
+            tracing::error!(error = %err, "token lookup failed");
+            Err(StatusCode::SERVICE_UNAVAILABLE.into_response())
+        }
+    }
+}
+
+async fn graphql(State(state): State<AppState>, request: Request) -> Response {
+    let headers: &HeaderMap = request.headers();
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let client_addr = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_string());
+    let actor = match actor_from_token(&state, authorization.as_deref(), client_addr).await {
+        Ok(a) => a,
+        Err(response) => return response,
+    };
+    // Read the body under the limit ourselves: the GraphQL extractor streams it unbounded.
+    let (parts, body) = request.into_parts();
+    let bytes = match axum::body::to_bytes(body, state.config.max_body_bytes).await {
+        Ok(b) => b,
+        Err(_) => {
+            return (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("request body over {} bytes", state.config.max_body_bytes),
+            )
+                .into_response()
+        }
+    };
+    let request = Request::from_parts(parts, axum::body::Body::from(bytes));
+    let gql = match GraphQLRequest::<async_graphql_axum::rejection::GraphQLRejection>::from_request(
+        request, &state,
+    )
+    .await
+    {
+        Ok(r) => r.into_inner(),
+        Err(rejection) => return rejection.into_response(),
+    };
+    let Some(schema) = state.schema.clone() else {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    };
+    let gql = crate::graphql::prepare(gql, &state, actor);
+    GraphQLResponse::from(schema.execute(gql).await).into_response()
+}
+
+async fn graphiql() -> Html<String> {
+    Html(
+        GraphiQLSource::build()
+            .endpoint("/graphql")
+            .subscription_endpoint("/graphql/ws")
+            .finish(),
+    )
+}
+
+async fn graphql_ws(
+    State(state): State<AppState>,
+    protocol: GraphQLProtocol,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let Some(schema) = state.schema.clone() else {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    };
+    upgrade
+        .protocols(ALL_WEBSOCKET_PROTOCOLS)
+        .on_upgrade(move |socket| async move {
+            let init_state = state.clone();
+            GraphQLWebSocket::new(socket, schema, protocol)
+                .on_connection_init(move |payload| async move {
+                    let value = payload.get("Authorization").or_else(|| payload.get("authorization")).and_then(|v| v.as_str());
+                    match actor_from_token(&init_state, value, None).await {
+                        Ok(actor) => {
+                            let mut data = Data::default();
+                            data.insert(actor);
+                            Ok(data)
+                        }
+                        Err(_) => Err(async_graphql::Error::new("unauthorized: send {\"Authorization\": \"Bearer <token>\"} in connection_init")),
+                    }
+                })
+                .serve()
+                .await;
+        })
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    match sqlx::query_scalar::<_, i64>("SELECT count(*) FROM projection_checkpoints")
+        .fetch_one(&state.pool)
+        .await
+    {
+        Ok(_) => "ready".into_response(),
+        Err(err) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("database not ready: {err}"),
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let projectors = corral_projections::runner::status(&state.pool)
+        .await
+        .unwrap_or_else(|err| {
+            tracing::warn!(error = %err, "could not read projector status for /metrics");
+            vec![]
+        });
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(&projectors),
+    )
+        .into_response()
+}

@@ -1,0 +1,11 @@
+//! Corral's API: GraphQL over axum, bearer-token auth, casbin policies, and the `corral`
+//! binary's building blocks.
+
+pub mod auth;
+pub mod embedded_pg;
+pub mod graphql;
+pub mod http;
+pub mod metrics;
+pub mod policy;
+pub mod runtime;
+pub mod state;

@@ -1,0 +1,271 @@
+//! The `corral` binary.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use corral_api::runtime::{self, BoxError};
+use corral_api::state::{ApiConfig, AppState};
+use corral_projections::rebuild;
+
+mod bench;
+
+#[derive(Parser)]
+#[command(
+    name = "corral",
+    version,
+    about = "Event-sourced inventory groups: GraphQL API, projectors and workers"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the API, projectors and workers (embedded PostgreSQL when DATABASE_URL is unset).
+    Serve {
+        /// Serve the API only; run projectors elsewhere with `corral work`.
+        #[arg(long)]
+        no_workers: bool,
+    },
+    /// Run projectors and workers without the API.
+    Work,
+    /// Apply database migrations.
+    Migrate,
+    /// Manage API tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Inspect or rebuild projections.
+    Projections {
+        #[command(subcommand)]
+        command: ProjectionCommand,
+    },
+    /// Print the GraphQL schema (SDL).
+    Schema,
+    /// Run the benchmarks and print a table beside same-run baselines.
+    Bench(bench::BenchArgs),
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a bearer token; the token is the last line of output, shown once.
+    Create {
+        /// Who the token is for.
+        #[arg(long)]
+        subject: String,
+        /// admin, operator or viewer.
+        #[arg(long)]
+        role: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ProjectionCommand {
+    /// Show each projector's checkpoint and lag.
+    Status,
+    /// Rebuild a projection into fresh tables, then swap (resumes after a crash).
+    Rebuild {
+        /// Projection name (see `corral projections status`).
+        name: String,
+    },
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    init_tracing();
+    match run(Cli::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), BoxError> {
+    if let Command::Schema = cli.command {
+        print!("{}", corral_api::graphql::sdl());
+        return Ok(());
+    }
+    if let Command::Bench(args) = cli.command {
+        return bench::run(args).await;
+    }
+    let database = runtime::database().await?;
+    let (pool, lock_pool) = runtime::pools(&database.url, 32).await?;
+    corral_migrations::migrate(&pool).await?;
+    match cli.command {
+        Command::Migrate => println!("migrations applied"),
+        Command::Token {
+            command: TokenCommand::Create { subject, role },
+        } => {
+            let token = corral_api::auth::create_token(&pool, &subject, &role).await?;
+            println!("created a {role} token for {subject}; it is shown only once:");
+            println!("{token}");
+        }
+        Command::Projections {
+            command: ProjectionCommand::Status,
+        } => {
+            println!(
+                "{:<24} {:>14} {:>12} {:>12} {:>10}",
+                "PROJECTOR", "CHECKPOINT", "PROCESSED", "LAG_EVENTS", "LAG_SECS"
+            );
+            for s in corral_projections::runner::status(&pool).await? {
+                let checkpoint =
+                    format!("{}:{}", s.cursor.transaction_id, s.cursor.global_position);
+                println!(
+                    "{:<24} {:>14} {:>12} {:>12} {:>10.1}",
+                    s.name, checkpoint, s.events_processed, s.lag_events, s.lag_seconds
+                );
+            }
+        }
+        Command::Projections {
+            command: ProjectionCommand::Rebuild { name },
+        } => rebuild_projection(&pool, &name).await?,
+        Command::Serve { no_workers } => serve(pool, lock_pool, !no_workers).await?,
+        Command::Work => work(pool).await?,
+        Command::Schema | Command::Bench(_) => {}
+    }
+    if let Some(embedded) = database.embedded {
+        embedded.stop().await?;
+    }
+    Ok(())
+}
+
+async fn rebuild_projection(pool: &sqlx::PgPool, name: &str) -> Result<(), BoxError> {
+    let projections = corral_workers::projections();
+    let Some(projection) = projections.iter().find(|p| p.name() == name) else {
+        let names: Vec<&str> = projections.iter().map(|p| p.name()).collect();
+        return Err(format!("unknown projection {name:?}; known: {}", names.join(", ")).into());
+    };
+    corral_projections::runner::ensure_schema(pool, projection.as_ref()).await?;
+    let mut last = std::time::Instant::now() - Duration::from_secs(1);
+    let outcome = rebuild::rebuild(
+        pool,
+        projection.as_ref(),
+        rebuild::Options::default(),
+        |p| {
+            if last.elapsed() >= Duration::from_millis(500) {
+                last = std::time::Instant::now();
+                let pct = if p.total > 0 {
+                    100.0 * p.processed as f64 / p.total as f64
+                } else {
+                    100.0
+                };
+                eprintln!(
+                    "rebuilding {name}: {}/{} events ({pct:.0}%), {:.0} events/s",
+                    p.processed, p.total, p.rate
+                );
+            }
+        },
+    )
+    .await?;
+    match outcome {
+        rebuild::Outcome::Swapped { processed, resumed } => {
+            println!(
+                "rebuilt {name} from {processed} events{}; the new tables are live",
+                if resumed { " (resumed)" } else { "" }
+            );
+        }
+        rebuild::Outcome::Interrupted { processed } => {
+            println!("rebuild of {name} stopped at {processed} events; run it again to resume")
+        }
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+fn announce_nats() {
+    match std::env::var("NATS_URL") {
+        Ok(url) if !url.trim().is_empty() => {
+            tracing::warn!(nats.url = %url, "NATS_URL is set, but this version does not publish to NATS yet; NATS publishing is off")
+        }
+        _ => tracing::info!("NATS_URL is not set: NATS publishing is off"),
+    }
+}
+
+fn config_from_env() -> Result<ApiConfig, BoxError> {
+    let mut config = ApiConfig::default();
+    if let Ok(ms) = std::env::var("CORRAL_MUTATION_WAIT_MS") {
+        config.mutation_wait = Duration::from_millis(
+            ms.parse()
+                .map_err(|_| "CORRAL_MUTATION_WAIT_MS must be milliseconds")?,
+        );
+    }
+    if let Ok(bytes) = std::env::var("CORRAL_MAX_BODY_BYTES") {
+        config.max_body_bytes = bytes
+            .parse()
+            .map_err(|_| "CORRAL_MAX_BODY_BYTES must be a number of bytes")?;
+    }
+    Ok(config)
+}
+
+async fn serve(
+    pool: sqlx::PgPool,
+    lock_pool: sqlx::PgPool,
+    run_workers: bool,
+) -> Result<(), BoxError> {
+    announce_nats();
+    let listen: SocketAddr = std::env::var("CORRAL_LISTEN")
+        .unwrap_or_else(|_| "127.0.0.1:8080".into())
+        .parse()
+        .map_err(|e| format!("CORRAL_LISTEN: {e}"))?;
+    let background =
+        corral_workers::start(pool.clone(), run_workers, Duration::from_secs(1)).await?;
+    let state = AppState::new(
+        pool,
+        lock_pool,
+        background.waiter(),
+        corral_api::policy::enforcer().await?,
+        config_from_env()?,
+    );
+    runtime::ensure_roots(&state.groups).await?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    tracing::info!(listen = %listen, "corral is serving GraphQL at http://{listen}/graphql");
+    axum::serve(
+        listener,
+        corral_api::http::app(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await?;
+    background.shutdown().await;
+    Ok(())
+}
+
+async fn work(pool: sqlx::PgPool) -> Result<(), BoxError> {
+    announce_nats();
+    let background = corral_workers::start(pool, true, Duration::from_secs(1)).await?;
+    tracing::info!("corral work: projectors running");
+    shutdown_signal().await;
+    background.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,133 @@
+//! Process wiring shared by the `corral` subcommands: finding the database, pools, start-up.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use corral_domain::group::{GroupCommand, GroupType};
+use corral_domain::metadata::{EventMetadata, Source};
+use corral_projections::directory::GroupCommands;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, PgPool};
+
+use crate::embedded_pg::{EmbeddedOptions, EmbeddedPostgres};
+
+/// A boxed error for the binary's top level.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Where the data of the embedded PostgreSQL lives: `CORRAL_DATA_DIR`, else
+/// `/var/lib/corral` for root (PostgreSQL runs as the `postgres` user, who cannot enter
+/// `/root`), else `$XDG_DATA_HOME/corral` or `~/.local/share/corral`.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("CORRAL_DATA_DIR") {
+        return PathBuf::from(dir);
+    }
+    let is_root = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(2) == Some("0"))
+        })
+        .unwrap_or(false);
+    if is_root {
+        return PathBuf::from("/var/lib/corral");
+    }
+    if let Some(xdg) = std::env::var_os("XDG_DATA_HOME") {
+        return PathBuf::from(xdg).join("corral");
+    }
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
+    home.join(".local/share/corral")
+}
+
+/// The database Corral uses, and the embedded server behind it if any.
+pub struct Database {
+    /// Connection URL.
+    pub url: String,
+    /// Kept alive for as long as the process uses it.
+    pub embedded: Option<EmbeddedPostgres>,
+}
+
+/// The URL of an embedded server that another `corral` process already runs on `pg_dir`
+/// (read from its `postmaster.pid`: line 4 is the port, line 5 the socket directory).
+fn running_server_url(pg_dir: &Path) -> Option<String> {
+    let pid = std::fs::read_to_string(pg_dir.join("postmaster.pid")).ok()?;
+    let lines: Vec<&str> = pid.lines().collect();
+    let port = lines.get(3)?.trim();
+    let socket = lines.get(4)?.trim();
+    (!socket.is_empty())
+        .then(|| format!("postgres://postgres@localhost/corral?host={socket}&port={port}"))
+}
+
+/// Uses `DATABASE_URL`, or starts (or joins) the embedded PostgreSQL.
+pub async fn database() -> Result<Database, BoxError> {
+    if let Ok(url) = std::env::var("DATABASE_URL") {
+        if !url.trim().is_empty() {
+            return Ok(Database {
+                url,
+                embedded: None,
+            });
+        }
+    }
+    let pg_dir = default_data_dir().join("pg");
+    if let Some(url) = running_server_url(&pg_dir) {
+        if PgConnectOptions::from_url(&url.parse()?)?
+            .connect()
+            .await
+            .is_ok()
+        {
+            tracing::info!(data_dir = %pg_dir.display(), "using the embedded PostgreSQL another corral process runs");
+            return Ok(Database {
+                url,
+                embedded: None,
+            });
+        }
+    }
+    tracing::info!(data_dir = %pg_dir.display(), "DATABASE_URL is not set: starting the embedded PostgreSQL");
+    let embedded = EmbeddedPostgres::start(EmbeddedOptions::persistent(&pg_dir)).await?;
+    let admin = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&embedded.url("postgres"))
+        .await?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = 'corral')")
+            .fetch_one(&admin)
+            .await?;
+    if !exists {
+        sqlx::query("CREATE DATABASE corral")
+            .execute(&admin)
+            .await?;
+    }
+    admin.close().await;
+    Ok(Database {
+        url: embedded.url("corral"),
+        embedded: Some(embedded),
+    })
+}
+
+/// The main pool and the pool for hierarchy lock transactions.
+pub async fn pools(url: &str, max_connections: u32) -> Result<(PgPool, PgPool), BoxError> {
+    let options: PgConnectOptions = url.parse::<PgConnectOptions>()?.application_name("corral");
+    let pool = PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(options.clone())
+        .await?;
+    let lock_pool = PgPoolOptions::new()
+        .max_connections((max_connections / 2).max(2))
+        .acquire_timeout(Duration::from_secs(30))
+        .connect_with(options.application_name("corral-locks"))
+        .await?;
+    Ok((pool, lock_pool))
+}
+
+/// Creates the system root groups if they do not exist (idempotent, safe to race).
+pub async fn ensure_roots(groups: &GroupCommands) -> Result<(), BoxError> {
+    for group_type in GroupType::ALL {
+        let meta = EventMetadata::system(Source::Worker, "startup");
+        groups
+            .execute(GroupCommand::EnsureRoot { group_type }, None, &meta)
+            .await
+            .map_err(|e| format!("creating the {} root: {e}", group_type.as_str()))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,72 @@
+//! What every request handler shares.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use casbin::Enforcer;
+use corral_projections::directory::GroupCommands;
+use corral_projections::waiter::ConsistencyWaiter;
+use sqlx::PgPool;
+
+use crate::graphql::CorralSchema;
+use crate::metrics::Metrics;
+
+/// Runtime settings of the API.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// How long a mutation waits for the read models.
+    pub mutation_wait: Duration,
+    /// Largest request body.
+    pub max_body_bytes: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            mutation_wait: Duration::from_secs(5),
+            max_body_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// Shared state of the HTTP server.
+#[derive(Clone)]
+pub struct AppState {
+    /// Database pool.
+    pub pool: PgPool,
+    /// Group command runner.
+    pub groups: Arc<GroupCommands>,
+    /// Read-your-writes waiter.
+    pub waiter: ConsistencyWaiter,
+    /// casbin enforcer.
+    pub enforcer: Arc<Enforcer>,
+    /// Settings.
+    pub config: Arc<ApiConfig>,
+    /// Request metrics.
+    pub metrics: Arc<Metrics>,
+    /// The schema (built once).
+    pub schema: Option<CorralSchema>,
+}
+
+impl AppState {
+    /// State with the schema built.
+    pub fn new(
+        pool: PgPool,
+        lock_pool: PgPool,
+        waiter: ConsistencyWaiter,
+        enforcer: Arc<Enforcer>,
+        config: ApiConfig,
+    ) -> Self {
+        let mut state = Self {
+            groups: Arc::new(GroupCommands::new(pool.clone(), lock_pool)),
+            pool,
+            waiter,
+            enforcer,
+            config: Arc::new(config),
+            metrics: Arc::new(Metrics::default()),
+            schema: None,
+        };
+        state.schema = Some(crate::graphql::build_schema(&state));
+        state
+    }
+}

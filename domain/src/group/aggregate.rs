@@ -1,0 +1,314 @@
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::Aggregate;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use super::{
+    GroupCommand, GroupDirectory, GroupError, GroupEvent, GroupType, MAX_DEPTH,
+    MAX_DESCRIPTION_CHARS, MAX_METADATA_BYTES, MAX_NAME_CHARS, ROOT_NAME,
+};
+
+/// A group's state, folded from its events. Cross-group invariants (sibling names, cycles,
+/// depth) are checked against the [`GroupDirectory`] service.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Group {
+    created: bool,
+    deleted: bool,
+    group_type: Option<GroupType>,
+    name: String,
+    parent_id: Option<Uuid>,
+    description: Option<String>,
+    metadata: Map<String, Value>,
+    is_system: bool,
+}
+
+impl Group {
+    /// Whether the group exists and was not deleted.
+    pub fn is_live(&self) -> bool {
+        self.created && !self.deleted
+    }
+}
+
+fn directory_err(e: super::DirectoryError) -> GroupError {
+    GroupError::Directory(e.0)
+}
+
+/// Trims and checks a group name.
+pub(crate) fn valid_name(raw: &str) -> Result<String, GroupError> {
+    let name = raw.trim();
+    let invalid = |message: &str| GroupError::Invalid {
+        field: "name",
+        message: message.to_string(),
+    };
+    if name.is_empty() {
+        return Err(invalid("must not be empty"));
+    }
+    if name.chars().count() > MAX_NAME_CHARS {
+        return Err(invalid(&format!(
+            "must be at most {MAX_NAME_CHARS} characters"
+        )));
+    }
+    if name.contains('/') {
+        return Err(invalid("must not contain '/'"));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(invalid("must not contain control characters"));
+    }
+    Ok(name.to_string())
+}
+
+fn valid_description(d: Option<String>) -> Result<Option<String>, GroupError> {
+    match d {
+        Some(d) if d.chars().count() > MAX_DESCRIPTION_CHARS => Err(GroupError::Invalid {
+            field: "description",
+            message: format!("must be at most {MAX_DESCRIPTION_CHARS} characters"),
+        }),
+        Some(d) if d.trim().is_empty() => Ok(None),
+        d => Ok(d),
+    }
+}
+
+fn valid_metadata(m: &Map<String, Value>) -> Result<(), GroupError> {
+    let size = serde_json::to_vec(m).map(|v| v.len()).unwrap_or(usize::MAX);
+    if size > MAX_METADATA_BYTES {
+        return Err(GroupError::Invalid {
+            field: "metadata",
+            message: format!("must be at most {MAX_METADATA_BYTES} bytes of JSON, got {size}"),
+        });
+    }
+    Ok(())
+}
+
+impl Group {
+    fn require_live(&self, id: Uuid) -> Result<(), GroupError> {
+        if self.is_live() {
+            Ok(())
+        } else {
+            Err(GroupError::NotFound { what: "group", id })
+        }
+    }
+
+    fn require_editable(&self, id: Uuid) -> Result<(), GroupError> {
+        self.require_live(id)?;
+        if self.is_system {
+            return Err(GroupError::SystemGroup);
+        }
+        Ok(())
+    }
+
+    /// Checks that `parent` can hold a group of `group_type` whose subtree is `height` deep.
+    async fn check_parent(
+        &self,
+        dir: &dyn GroupDirectory,
+        parent: Uuid,
+        group_type: GroupType,
+        height: u32,
+    ) -> Result<(), GroupError> {
+        let entry = dir
+            .get(parent)
+            .await
+            .map_err(directory_err)?
+            .ok_or(GroupError::NotFound {
+                what: "parent group",
+                id: parent,
+            })?;
+        if entry.group_type != group_type {
+            return Err(GroupError::TypeMismatch {
+                child: group_type.as_str(),
+                parent: entry.group_type.as_str(),
+            });
+        }
+        if entry.depth + 1 + height > MAX_DEPTH {
+            return Err(GroupError::DepthLimit { max: MAX_DEPTH });
+        }
+        Ok(())
+    }
+
+    async fn check_name_free(
+        dir: &dyn GroupDirectory,
+        parent: Uuid,
+        name: &str,
+        except: Option<Uuid>,
+    ) -> Result<(), GroupError> {
+        if dir
+            .name_taken(parent, name, except)
+            .await
+            .map_err(directory_err)?
+        {
+            return Err(GroupError::NameTaken {
+                name: name.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    async fn decide(
+        &self,
+        command: GroupCommand,
+        dir: &dyn GroupDirectory,
+    ) -> Result<Vec<GroupEvent>, GroupError> {
+        match command {
+            GroupCommand::EnsureRoot { group_type } => {
+                if self.created {
+                    return Ok(vec![]);
+                }
+                Ok(vec![GroupEvent::GroupCreated {
+                    group_type,
+                    name: ROOT_NAME.to_string(),
+                    parent_id: None,
+                    description: Some(format!("All {} groups", group_type.as_str())),
+                    metadata: Map::new(),
+                    is_system: true,
+                }])
+            }
+            GroupCommand::Create {
+                id,
+                name,
+                group_type,
+                parent_id,
+                description,
+                metadata,
+            } => {
+                if self.created {
+                    return Err(GroupError::AlreadyExists(id));
+                }
+                let name = valid_name(&name)?;
+                let description = valid_description(description)?;
+                let metadata = metadata.unwrap_or_default();
+                valid_metadata(&metadata)?;
+                self.check_parent(dir, parent_id, group_type, 0).await?;
+                Self::check_name_free(dir, parent_id, &name, None).await?;
+                Ok(vec![GroupEvent::GroupCreated {
+                    group_type,
+                    name,
+                    parent_id: Some(parent_id),
+                    description,
+                    metadata,
+                    is_system: false,
+                }])
+            }
+            GroupCommand::Rename { id, name } => {
+                self.require_editable(id)?;
+                let name = valid_name(&name)?;
+                if name == self.name {
+                    return Ok(vec![]);
+                }
+                if let Some(parent) = self.parent_id {
+                    Self::check_name_free(dir, parent, &name, Some(id)).await?;
+                }
+                Ok(vec![GroupEvent::GroupRenamed {
+                    name,
+                    previous_name: self.name.clone(),
+                }])
+            }
+            GroupCommand::Update {
+                id,
+                description,
+                metadata,
+            } => {
+                self.require_live(id)?;
+                let description = match description {
+                    Some(d) => valid_description(Some(d))?,
+                    None => self.description.clone(),
+                };
+                let metadata = metadata.unwrap_or_else(|| self.metadata.clone());
+                valid_metadata(&metadata)?;
+                if description == self.description && metadata == self.metadata {
+                    return Ok(vec![]);
+                }
+                Ok(vec![GroupEvent::GroupUpdated {
+                    description,
+                    metadata,
+                }])
+            }
+            GroupCommand::Move { id, new_parent_id } => {
+                self.require_editable(id)?;
+                let (Some(group_type), Some(current_parent)) = (self.group_type, self.parent_id)
+                else {
+                    return Err(GroupError::SystemGroup);
+                };
+                if current_parent == new_parent_id {
+                    return Ok(vec![]);
+                }
+                if dir
+                    .in_subtree(id, new_parent_id)
+                    .await
+                    .map_err(directory_err)?
+                {
+                    return Err(GroupError::Cycle);
+                }
+                let height = dir.subtree_height(id).await.map_err(directory_err)?;
+                self.check_parent(dir, new_parent_id, group_type, height)
+                    .await?;
+                Self::check_name_free(dir, new_parent_id, &self.name, Some(id)).await?;
+                Ok(vec![GroupEvent::GroupMoved {
+                    previous_parent_id: current_parent,
+                    new_parent_id,
+                }])
+            }
+            GroupCommand::Delete { id } => {
+                self.require_editable(id)?;
+                if dir.has_children(id).await.map_err(directory_err)? {
+                    return Err(GroupError::HasChildren);
+                }
+                Ok(vec![GroupEvent::GroupDeleted {}])
+            }
+        }
+    }
+}
+
+impl Aggregate for Group {
+    const TYPE: &'static str = "Group";
+    type Command = GroupCommand;
+    type Event = GroupEvent;
+    type Error = GroupError;
+    type Services = Box<dyn GroupDirectory>;
+
+    async fn handle(
+        &mut self,
+        command: Self::Command,
+        service: &Self::Services,
+        sink: &EventSink<Self>,
+    ) -> Result<(), Self::Error> {
+        for event in self.decide(command, service.as_ref()).await? {
+            sink.write(event, self).await;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, event: Self::Event) {
+        match event {
+            GroupEvent::GroupCreated {
+                group_type,
+                name,
+                parent_id,
+                description,
+                metadata,
+                is_system,
+            } => {
+                self.created = true;
+                self.group_type = Some(group_type);
+                self.name = name;
+                self.parent_id = parent_id;
+                self.description = description;
+                self.metadata = metadata;
+                self.is_system = is_system;
+            }
+            GroupEvent::GroupRenamed { name, .. } => self.name = name,
+            GroupEvent::GroupUpdated {
+                description,
+                metadata,
+            } => {
+                self.description = description;
+                self.metadata = metadata;
+            }
+            GroupEvent::GroupMoved { new_parent_id, .. } => self.parent_id = Some(new_parent_id),
+            GroupEvent::GroupDeleted {} => self.deleted = true,
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "aggregate_tests.rs"]
+mod tests;

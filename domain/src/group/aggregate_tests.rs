@@ -1,0 +1,376 @@
+use cqrs_es::test::TestFramework;
+use serde_json::{json, Map, Value};
+use uuid::Uuid;
+
+use super::*;
+use crate::group::InMemoryDirectory;
+
+type GroupTest = TestFramework<Group>;
+
+fn id(n: u128) -> Uuid {
+    Uuid::from_u128(n)
+}
+
+const ROOT: u128 = 1;
+const SITE_A: u128 = 2;
+const CORE: u128 = 3;
+const SERVICE_ROOT: u128 = 9;
+const ME: u128 = 42;
+
+/// Inventory(1) -> Site-A(2) -> Core(3); a service root (9); the group under test is 42.
+fn directory() -> Box<dyn GroupDirectory> {
+    let dir = InMemoryDirectory::default();
+    dir.insert(id(ROOT), GroupType::Device, None, "Inventory");
+    dir.insert(id(SITE_A), GroupType::Device, Some(id(ROOT)), "Site-A");
+    dir.insert(id(CORE), GroupType::Device, Some(id(SITE_A)), "Core");
+    dir.insert(id(SERVICE_ROOT), GroupType::Service, None, "Inventory");
+    dir.insert(id(ME), GroupType::Device, Some(id(ROOT)), "Edge");
+    Box::new(dir)
+}
+
+fn chain_directory(levels: u32) -> Box<dyn GroupDirectory> {
+    let dir = InMemoryDirectory::default();
+    dir.insert(id(ROOT), GroupType::Device, None, "Inventory");
+    for level in 1..=levels {
+        dir.insert(
+            id(100 + u128::from(level)),
+            GroupType::Device,
+            Some(if level == 1 {
+                id(ROOT)
+            } else {
+                id(99 + u128::from(level))
+            }),
+            &format!("L{level}"),
+        );
+    }
+    dir.insert(id(ME), GroupType::Device, Some(id(ROOT)), "Edge");
+    Box::new(dir)
+}
+
+fn created(name: &str, parent: u128) -> GroupEvent {
+    GroupEvent::GroupCreated {
+        group_type: GroupType::Device,
+        name: name.into(),
+        parent_id: Some(id(parent)),
+        description: None,
+        metadata: Map::new(),
+        is_system: false,
+    }
+}
+
+fn root_created() -> GroupEvent {
+    GroupEvent::GroupCreated {
+        group_type: GroupType::Device,
+        name: ROOT_NAME.into(),
+        parent_id: None,
+        description: Some("All DEVICE groups".into()),
+        metadata: Map::new(),
+        is_system: true,
+    }
+}
+
+fn create(name: &str, parent: u128) -> GroupCommand {
+    GroupCommand::Create {
+        id: id(ME),
+        name: name.into(),
+        group_type: GroupType::Device,
+        parent_id: id(parent),
+        description: None,
+        metadata: None,
+    }
+}
+
+fn rename(name: &str) -> GroupCommand {
+    GroupCommand::Rename {
+        id: id(ME),
+        name: name.into(),
+    }
+}
+
+fn move_to(parent: u128) -> GroupCommand {
+    GroupCommand::Move {
+        id: id(ME),
+        new_parent_id: id(parent),
+    }
+}
+
+fn invalid_name(message: &str) -> GroupError {
+    GroupError::Invalid {
+        field: "name",
+        message: message.into(),
+    }
+}
+
+#[test]
+fn creates_a_group_with_a_trimmed_name() {
+    GroupTest::with(directory())
+        .given_no_previous_events()
+        .when(create("  Edge-2 ", SITE_A))
+        .then_expect_events(vec![created("Edge-2", SITE_A)]);
+}
+
+#[test]
+fn rejects_bad_names() {
+    GroupTest::with(directory())
+        .given_no_previous_events()
+        .when(create("   ", ROOT))
+        .then_expect_error(invalid_name("must not be empty"));
+    GroupTest::with(directory())
+        .given_no_previous_events()
+        .when(create("a/b", ROOT))
+        .then_expect_error(invalid_name("must not contain '/'"));
+    GroupTest::with(directory())
+        .given_no_previous_events()
+        .when(create(&"x".repeat(129), ROOT))
+        .then_expect_error(invalid_name("must be at most 128 characters"));
+    GroupTest::with(directory())
+        .given_no_previous_events()
+        .when(create(&"é".repeat(128), ROOT))
+        .then_expect_events(vec![created(&"é".repeat(128), ROOT)]);
+}
+
+#[test]
+fn sibling_names_are_unique_ignoring_case() {
+    GroupTest::with(directory())
+        .given_no_previous_events()
+        .when(create("site-a", ROOT))
+        .then_expect_error(GroupError::NameTaken {
+            name: "site-a".into(),
+        });
+    GroupTest::with(directory())
+        .given_no_previous_events()
+        .when(create("site-a", SITE_A))
+        .then_expect_events(vec![created("site-a", SITE_A)]);
+}
+
+#[test]
+fn parent_must_exist_and_match_type() {
+    GroupTest::with(directory())
+        .given_no_previous_events()
+        .when(create("x", 777))
+        .then_expect_error(GroupError::NotFound {
+            what: "parent group",
+            id: id(777),
+        });
+    GroupTest::with(directory())
+        .given_no_previous_events()
+        .when(create("x", SERVICE_ROOT))
+        .then_expect_error(GroupError::TypeMismatch {
+            child: "DEVICE",
+            parent: "SERVICE",
+        });
+}
+
+#[test]
+fn depth_is_limited_to_ten_below_the_root() {
+    GroupTest::with(chain_directory(9))
+        .given_no_previous_events()
+        .when(create("deepest", 109))
+        .then_expect_events(vec![created("deepest", 109)]);
+    GroupTest::with(chain_directory(10))
+        .given_no_previous_events()
+        .when(create("too-deep", 110))
+        .then_expect_error(GroupError::DepthLimit { max: 10 });
+}
+
+#[test]
+fn metadata_is_limited_to_16_kib() {
+    let mut big = Map::new();
+    big.insert("blob".into(), Value::String("x".repeat(16 * 1024)));
+    let cmd = GroupCommand::Update {
+        id: id(ME),
+        description: None,
+        metadata: Some(big),
+    };
+    let err = GroupTest::with(directory())
+        .given(vec![created("Edge", ROOT)])
+        .when(cmd)
+        .inspect_result()
+        .expect_err("too big");
+    assert_eq!(err.code(), "INVALID");
+    assert_eq!(err.field(), Some("metadata"));
+}
+
+#[test]
+fn update_emits_only_on_change() {
+    let meta: Map<String, Value> = serde_json::from_value(json!({"rack": "R1"})).expect("object");
+    let cmd = GroupCommand::Update {
+        id: id(ME),
+        description: Some("edge routers".into()),
+        metadata: Some(meta.clone()),
+    };
+    GroupTest::with(directory())
+        .given(vec![created("Edge", ROOT)])
+        .when(cmd.clone())
+        .then_expect_events(vec![GroupEvent::GroupUpdated {
+            description: Some("edge routers".into()),
+            metadata: meta.clone(),
+        }]);
+    GroupTest::with(directory())
+        .given(vec![
+            created("Edge", ROOT),
+            GroupEvent::GroupUpdated {
+                description: Some("edge routers".into()),
+                metadata: meta,
+            },
+        ])
+        .when(cmd)
+        .then_expect_events(vec![]);
+}
+
+#[test]
+fn rename_checks_siblings_but_allows_a_case_change_of_itself() {
+    GroupTest::with(directory())
+        .given(vec![created("Edge", ROOT)])
+        .when(rename("SITE-A"))
+        .then_expect_error(GroupError::NameTaken {
+            name: "SITE-A".into(),
+        });
+    GroupTest::with(directory())
+        .given(vec![created("Edge", ROOT)])
+        .when(rename("EDGE"))
+        .then_expect_events(vec![GroupEvent::GroupRenamed {
+            name: "EDGE".into(),
+            previous_name: "Edge".into(),
+        }]);
+    GroupTest::with(directory())
+        .given(vec![created("Edge", ROOT)])
+        .when(rename("Edge"))
+        .then_expect_events(vec![]);
+}
+
+#[test]
+fn system_roots_cannot_be_renamed_moved_or_deleted() {
+    GroupTest::with(directory())
+        .given(vec![root_created()])
+        .when(rename("x"))
+        .then_expect_error(GroupError::SystemGroup);
+    GroupTest::with(directory())
+        .given(vec![root_created()])
+        .when(move_to(SITE_A))
+        .then_expect_error(GroupError::SystemGroup);
+    GroupTest::with(directory())
+        .given(vec![root_created()])
+        .when(GroupCommand::Delete { id: id(ME) })
+        .then_expect_error(GroupError::SystemGroup);
+}
+
+#[test]
+fn ensure_root_is_idempotent() {
+    GroupTest::with(directory())
+        .given_no_previous_events()
+        .when(GroupCommand::EnsureRoot {
+            group_type: GroupType::Device,
+        })
+        .then_expect_events(vec![root_created()]);
+    GroupTest::with(directory())
+        .given(vec![root_created()])
+        .when(GroupCommand::EnsureRoot {
+            group_type: GroupType::Device,
+        })
+        .then_expect_events(vec![]);
+}
+
+#[test]
+fn move_rejects_cycles_and_depth_overflow() {
+    // ME (42) under ROOT; Core is not ME's descendant, so moving there is fine.
+    GroupTest::with(directory())
+        .given(vec![created("Edge", ROOT)])
+        .when(move_to(CORE))
+        .then_expect_events(vec![GroupEvent::GroupMoved {
+            previous_parent_id: id(ROOT),
+            new_parent_id: id(CORE),
+        }]);
+    GroupTest::with(directory())
+        .given(vec![created("Edge", ROOT)])
+        .when(move_to(ME))
+        .then_expect_error(GroupError::Cycle);
+    let dir = InMemoryDirectory::default();
+    dir.insert(id(ROOT), GroupType::Device, None, "Inventory");
+    dir.insert(id(ME), GroupType::Device, Some(id(ROOT)), "Edge");
+    dir.insert(id(50), GroupType::Device, Some(id(ME)), "Child");
+    GroupTest::with(Box::new(dir))
+        .given(vec![created("Edge", ROOT)])
+        .when(move_to(50))
+        .then_expect_error(GroupError::Cycle);
+    // Subtree of height 1 (ME has a child) moved under level 9 would reach depth 11.
+    let dir = InMemoryDirectory::default();
+    dir.insert(id(ROOT), GroupType::Device, None, "Inventory");
+    for level in 1..=9u128 {
+        dir.insert(
+            id(100 + level),
+            GroupType::Device,
+            Some(if level == 1 { id(ROOT) } else { id(99 + level) }),
+            &format!("L{level}"),
+        );
+    }
+    dir.insert(id(ME), GroupType::Device, Some(id(ROOT)), "Edge");
+    dir.insert(id(50), GroupType::Device, Some(id(ME)), "Child");
+    GroupTest::with(Box::new(dir))
+        .given(vec![created("Edge", ROOT)])
+        .when(move_to(109))
+        .then_expect_error(GroupError::DepthLimit { max: 10 });
+}
+
+#[test]
+fn move_checks_the_name_under_the_new_parent() {
+    let dir = InMemoryDirectory::default();
+    dir.insert(id(ROOT), GroupType::Device, None, "Inventory");
+    dir.insert(id(SITE_A), GroupType::Device, Some(id(ROOT)), "Site-A");
+    dir.insert(id(60), GroupType::Device, Some(id(SITE_A)), "edge");
+    dir.insert(id(ME), GroupType::Device, Some(id(ROOT)), "Edge");
+    GroupTest::with(Box::new(dir))
+        .given(vec![created("Edge", ROOT)])
+        .when(move_to(SITE_A))
+        .then_expect_error(GroupError::NameTaken {
+            name: "Edge".into(),
+        });
+}
+
+#[test]
+fn delete_refuses_groups_with_children_and_missing_groups() {
+    let dir = InMemoryDirectory::default();
+    dir.insert(id(ME), GroupType::Device, Some(id(ROOT)), "Edge");
+    dir.insert(id(50), GroupType::Device, Some(id(ME)), "Child");
+    GroupTest::with(Box::new(dir))
+        .given(vec![created("Edge", ROOT)])
+        .when(GroupCommand::Delete { id: id(ME) })
+        .then_expect_error(GroupError::HasChildren);
+    GroupTest::with(directory())
+        .given(vec![created("Edge", ROOT)])
+        .when(GroupCommand::Delete { id: id(ME) })
+        .then_expect_events(vec![GroupEvent::GroupDeleted {}]);
+    GroupTest::with(directory())
+        .given(vec![created("Edge", ROOT), GroupEvent::GroupDeleted {}])
+        .when(rename("x"))
+        .then_expect_error(GroupError::NotFound {
+            what: "group",
+            id: id(ME),
+        });
+    GroupTest::with(directory())
+        .given_no_previous_events()
+        .when(GroupCommand::Delete { id: id(ME) })
+        .then_expect_error(GroupError::NotFound {
+            what: "group",
+            id: id(ME),
+        });
+}
+
+#[test]
+fn event_json_shape_is_the_stored_contract() {
+    let value = serde_json::to_value(created("Edge", ROOT)).expect("serialize");
+    assert_eq!(value["GroupCreated"]["group_type"], "DEVICE");
+    assert_eq!(value["GroupCreated"]["parent_id"], id(ROOT).to_string());
+    let moved = serde_json::to_value(GroupEvent::GroupMoved {
+        previous_parent_id: id(1),
+        new_parent_id: id(2),
+    })
+    .expect("serialize");
+    assert_eq!(moved["GroupMoved"]["new_parent_id"], id(2).to_string());
+}
+
+#[test]
+fn root_ids_are_stable_and_distinct() {
+    assert_eq!(GroupType::Device.root_id(), GroupType::Device.root_id());
+    assert_ne!(GroupType::Device.root_id(), GroupType::Service.root_id());
+}

@@ -1,0 +1,41 @@
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use super::GroupType;
+
+/// What a caller may ask a group to do. Ids of the group itself travel in the command because
+/// some checks (cycles) need it; the executor routes the command to that aggregate.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GroupCommand {
+    /// Create the system root of a type if it does not exist yet (idempotent).
+    EnsureRoot { group_type: GroupType },
+    /// Create a group under a parent of the same type.
+    Create {
+        id: Uuid,
+        name: String,
+        group_type: GroupType,
+        parent_id: Uuid,
+        description: Option<String>,
+        metadata: Option<Map<String, Value>>,
+    },
+    /// Give the group a new name.
+    Rename { id: Uuid, name: String },
+    /// Change description and/or metadata; `None` keeps the current value.
+    Update {
+        id: Uuid,
+        description: Option<String>,
+        metadata: Option<Map<String, Value>>,
+    },
+    /// Put the group (and its subtree) under another parent.
+    Move { id: Uuid, new_parent_id: Uuid },
+    /// Delete a group that has no children.
+    Delete { id: Uuid },
+}
+
+impl GroupCommand {
+    /// Whether retrying this command after a version conflict gives the same outcome as if it
+    /// had run first (it commutes with any concurrent change).
+    pub fn commutes(&self) -> bool {
+        matches!(self, GroupCommand::EnsureRoot { .. })
+    }
+}

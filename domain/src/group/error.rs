@@ -1,0 +1,73 @@
+use uuid::Uuid;
+
+/// Why a group command was refused. Each variant has a stable `code` that the API returns as a
+/// userError.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum GroupError {
+    /// An input field is malformed.
+    #[error("{field}: {message}")]
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
+    /// A sibling already has this name (ignoring case).
+    #[error("a sibling group is already named {name:?}")]
+    NameTaken { name: String },
+    /// The group or a referenced group does not exist (or was deleted).
+    #[error("{what} {id} does not exist")]
+    NotFound { what: &'static str, id: Uuid },
+    /// Parent and child must be of the same group type.
+    #[error("a {child} group cannot be placed under a {parent} group")]
+    TypeMismatch {
+        child: &'static str,
+        parent: &'static str,
+    },
+    /// The move or create would put a group deeper than allowed.
+    #[error("groups may be at most {max} levels below the root")]
+    DepthLimit { max: u32 },
+    /// The move would make a group its own ancestor.
+    #[error("cannot move a group under itself or one of its descendants")]
+    Cycle,
+    /// System root groups cannot be renamed, moved or deleted.
+    #[error("system groups cannot be renamed, moved or deleted")]
+    SystemGroup,
+    /// Only leaf groups can be deleted.
+    #[error("the group still has child groups; move or delete them first")]
+    HasChildren,
+    /// Create was sent to an id that already exists.
+    #[error("group {0} already exists")]
+    AlreadyExists(Uuid),
+    /// The hierarchy directory could not be read; not the caller's fault.
+    #[error("group directory unavailable: {0}")]
+    Directory(String),
+}
+
+impl GroupError {
+    /// The stable userError code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            GroupError::Invalid { .. } => "INVALID",
+            GroupError::NameTaken { .. } => "NAME_TAKEN",
+            GroupError::NotFound { .. } => "NOT_FOUND",
+            GroupError::TypeMismatch { .. } => "TYPE_MISMATCH",
+            GroupError::DepthLimit { .. } => "DEPTH_LIMIT",
+            GroupError::Cycle => "CYCLE",
+            GroupError::SystemGroup => "SYSTEM_GROUP",
+            GroupError::HasChildren => "HAS_CHILDREN",
+            GroupError::AlreadyExists(_) => "ALREADY_EXISTS",
+            GroupError::Directory(_) => "INTERNAL",
+        }
+    }
+
+    /// The input field the error is about, when there is one.
+    pub fn field(&self) -> Option<&'static str> {
+        match self {
+            GroupError::Invalid { field, .. } => Some(field),
+            GroupError::NameTaken { .. } => Some("name"),
+            GroupError::TypeMismatch { .. } | GroupError::Cycle | GroupError::DepthLimit { .. } => {
+                Some("parentId")
+            }
+            _ => None,
+        }
+    }
+}

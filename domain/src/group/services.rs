@@ -1,0 +1,157 @@
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+use super::GroupType;
+
+/// What a command may know about another group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectoryEntry {
+    /// The group's id.
+    pub id: Uuid,
+    /// Its type.
+    pub group_type: GroupType,
+    /// Its parent (`None` for a root).
+    pub parent_id: Option<Uuid>,
+    /// Levels below its root (a root is 0).
+    pub depth: u32,
+}
+
+/// The directory could not answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct DirectoryError(pub String);
+
+/// The cross-group facts a group command checks. The production implementation reads the
+/// write-side `group_registry` under advisory locks, so the answers stay true until the
+/// command's events commit.
+#[async_trait]
+pub trait GroupDirectory: Send + Sync {
+    /// A live (not deleted) group.
+    async fn get(&self, id: Uuid) -> Result<Option<DirectoryEntry>, DirectoryError>;
+    /// Whether a live child of `parent` other than `except` has this name, ignoring case.
+    async fn name_taken(
+        &self,
+        parent: Uuid,
+        name: &str,
+        except: Option<Uuid>,
+    ) -> Result<bool, DirectoryError>;
+    /// Whether `candidate` is `root` or one of its live descendants.
+    async fn in_subtree(&self, root: Uuid, candidate: Uuid) -> Result<bool, DirectoryError>;
+    /// Levels below `id` in its subtree (0 for a leaf).
+    async fn subtree_height(&self, id: Uuid) -> Result<u32, DirectoryError>;
+    /// Whether `id` has live children.
+    async fn has_children(&self, id: Uuid) -> Result<bool, DirectoryError>;
+}
+
+#[async_trait]
+impl<T: GroupDirectory + ?Sized> GroupDirectory for std::sync::Arc<T> {
+    async fn get(&self, id: Uuid) -> Result<Option<DirectoryEntry>, DirectoryError> {
+        self.as_ref().get(id).await
+    }
+    async fn name_taken(
+        &self,
+        parent: Uuid,
+        name: &str,
+        except: Option<Uuid>,
+    ) -> Result<bool, DirectoryError> {
+        self.as_ref().name_taken(parent, name, except).await
+    }
+    async fn in_subtree(&self, root: Uuid, candidate: Uuid) -> Result<bool, DirectoryError> {
+        self.as_ref().in_subtree(root, candidate).await
+    }
+    async fn subtree_height(&self, id: Uuid) -> Result<u32, DirectoryError> {
+        self.as_ref().subtree_height(id).await
+    }
+    async fn has_children(&self, id: Uuid) -> Result<bool, DirectoryError> {
+        self.as_ref().has_children(id).await
+    }
+}
+
+/// id -> (type, parent, name).
+type Nodes = HashMap<Uuid, (GroupType, Option<Uuid>, String)>;
+
+/// A directory held in memory, for aggregate tests and tools.
+#[derive(Debug, Default)]
+pub struct InMemoryDirectory {
+    nodes: Mutex<Nodes>,
+}
+
+impl InMemoryDirectory {
+    /// Adds (or replaces) a live group.
+    pub fn insert(&self, id: Uuid, group_type: GroupType, parent: Option<Uuid>, name: &str) {
+        self.lock()
+            .insert(id, (group_type, parent, name.to_string()));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Nodes> {
+        self.nodes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn parent_of(&self, id: Uuid) -> Option<Uuid> {
+        self.lock().get(&id).and_then(|n| n.1)
+    }
+}
+
+#[async_trait]
+impl GroupDirectory for InMemoryDirectory {
+    async fn get(&self, id: Uuid) -> Result<Option<DirectoryEntry>, DirectoryError> {
+        let Some((group_type, parent_id, _)) = self.lock().get(&id).cloned() else {
+            return Ok(None);
+        };
+        let mut depth = 0;
+        let mut cursor = parent_id;
+        while let Some(p) = cursor {
+            depth += 1;
+            cursor = self.parent_of(p);
+        }
+        Ok(Some(DirectoryEntry {
+            id,
+            group_type,
+            parent_id,
+            depth,
+        }))
+    }
+
+    async fn name_taken(
+        &self,
+        parent: Uuid,
+        name: &str,
+        except: Option<Uuid>,
+    ) -> Result<bool, DirectoryError> {
+        let lower = name.to_lowercase();
+        Ok(self.lock().iter().any(|(id, (_, p, n))| {
+            *p == Some(parent) && Some(*id) != except && n.to_lowercase() == lower
+        }))
+    }
+
+    async fn in_subtree(&self, root: Uuid, candidate: Uuid) -> Result<bool, DirectoryError> {
+        let mut cursor = Some(candidate);
+        while let Some(c) = cursor {
+            if c == root {
+                return Ok(true);
+            }
+            cursor = self.parent_of(c);
+        }
+        Ok(false)
+    }
+
+    async fn subtree_height(&self, id: Uuid) -> Result<u32, DirectoryError> {
+        let nodes = self.lock().clone();
+        fn height(nodes: &Nodes, id: Uuid) -> u32 {
+            nodes
+                .iter()
+                .filter(|(_, n)| n.1 == Some(id))
+                .map(|(c, _)| 1 + height(nodes, *c))
+                .max()
+                .unwrap_or(0)
+        }
+        Ok(height(&nodes, id))
+    }
+
+    async fn has_children(&self, id: Uuid) -> Result<bool, DirectoryError> {
+        Ok(self.lock().values().any(|n| n.1 == Some(id)))
+    }
+}

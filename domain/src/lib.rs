@@ -1,0 +1,7 @@
+//! Corral's domain: pure aggregates, their commands, events and errors.
+//!
+//! Nothing here does I/O. Whatever a command needs to know about other aggregates arrives
+//! through a services trait (for groups, [`group::GroupDirectory`]).
+
+pub mod group;
+pub mod metadata;

@@ -1,0 +1,238 @@
+//! Group commands with their cross-group checks: the write-side `group_registry` read under
+//! advisory locks that serialize exactly the commands whose checks could race.
+//!
+//! Every hierarchy command takes the tree lock first (so no deadlocks):
+//! - move and delete take it exclusively: cycles, depth and "no children" are checked
+//!   against a tree nobody else is changing (two admins moving A under B and B under A at the
+//!   same instant: the second sees the first's move and gets `CYCLE`);
+//! - create and rename take it shared, plus an exclusive lock on the parent whose children's
+//!   names they check, so creates under different parents run in parallel.
+//!
+//! The registry is updated by a trigger in the same transaction as the events, so it is
+//! current when the locks are released.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use corral_domain::group::{
+    DirectoryEntry, DirectoryError, Group, GroupCommand, GroupDirectory, GroupError, GroupType,
+};
+use corral_domain::metadata::EventMetadata;
+use sqlx::{PgPool, Postgres, Row, Transaction};
+use tokio::sync::Mutex;
+use uuid::Uuid;
+
+use crate::executor::{CommandExecutor, Committed, ExecError};
+
+const TREE_LOCK: i64 = 0x636f_7272_616c_0002;
+
+fn parent_lock(id: Uuid) -> i64 {
+    let b = id.as_u64_pair();
+    (b.0 ^ b.1) as i64
+}
+
+/// [`GroupDirectory`] over `group_registry`, read inside the transaction that holds the locks.
+pub struct PgGroupDirectory {
+    tx: Mutex<Transaction<'static, Postgres>>,
+}
+
+fn dir_err(e: sqlx::Error) -> DirectoryError {
+    DirectoryError(e.to_string())
+}
+
+#[async_trait]
+impl GroupDirectory for PgGroupDirectory {
+    async fn get(&self, id: Uuid) -> Result<Option<DirectoryEntry>, DirectoryError> {
+        let mut tx = self.tx.lock().await;
+        let row = sqlx::query(
+            "WITH RECURSIVE up AS (
+                SELECT id, parent_id, 0 AS hops FROM group_registry WHERE id = $1 AND NOT deleted
+                UNION ALL
+                SELECT r.id, r.parent_id, up.hops + 1 FROM group_registry r JOIN up ON r.id = up.parent_id
+                 WHERE up.hops < 64)
+             SELECT g.group_type, g.parent_id, (SELECT max(hops) FROM up) AS depth
+               FROM group_registry g WHERE g.id = $1 AND NOT g.deleted",
+        )
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(dir_err)?;
+        let Some(row) = row else { return Ok(None) };
+        let group_type: String = row.try_get("group_type").map_err(dir_err)?;
+        let depth: i32 = row.try_get("depth").map_err(dir_err)?;
+        Ok(Some(DirectoryEntry {
+            id,
+            group_type: GroupType::parse(&group_type)
+                .ok_or_else(|| DirectoryError(format!("unknown group type {group_type}")))?,
+            parent_id: row.try_get("parent_id").map_err(dir_err)?,
+            depth: depth as u32,
+        }))
+    }
+
+    async fn name_taken(
+        &self,
+        parent: Uuid,
+        name: &str,
+        except: Option<Uuid>,
+    ) -> Result<bool, DirectoryError> {
+        let mut tx = self.tx.lock().await;
+        sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM group_registry WHERE parent_id = $1 AND NOT deleted
+                AND lower(name) = lower($2) AND id IS DISTINCT FROM $3)",
+        )
+        .bind(parent)
+        .bind(name)
+        .bind(except)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(dir_err)
+    }
+
+    async fn in_subtree(&self, root: Uuid, candidate: Uuid) -> Result<bool, DirectoryError> {
+        let mut tx = self.tx.lock().await;
+        sqlx::query_scalar(
+            "WITH RECURSIVE up AS (
+                SELECT id, parent_id, 0 AS hops FROM group_registry WHERE id = $2
+                UNION ALL
+                SELECT r.id, r.parent_id, up.hops + 1 FROM group_registry r JOIN up ON r.id = up.parent_id
+                 WHERE up.hops < 64)
+             SELECT EXISTS (SELECT 1 FROM up WHERE id = $1)",
+        )
+        .bind(root)
+        .bind(candidate)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(dir_err)
+    }
+
+    async fn subtree_height(&self, id: Uuid) -> Result<u32, DirectoryError> {
+        let mut tx = self.tx.lock().await;
+        let h: Option<i32> = sqlx::query_scalar(
+            "WITH RECURSIVE down AS (
+                SELECT id, 0 AS level FROM group_registry WHERE id = $1
+                UNION ALL
+                SELECT r.id, down.level + 1 FROM group_registry r JOIN down ON r.parent_id = down.id
+                 WHERE NOT r.deleted AND down.level < 64)
+             SELECT max(level) FROM down",
+        )
+        .bind(id)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(dir_err)?;
+        Ok(h.unwrap_or(0) as u32)
+    }
+
+    async fn has_children(&self, id: Uuid) -> Result<bool, DirectoryError> {
+        let mut tx = self.tx.lock().await;
+        sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM group_registry WHERE parent_id = $1 AND NOT deleted)",
+        )
+        .bind(id)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(dir_err)
+    }
+}
+
+/// Runs Group commands: takes the locks the command needs, checks it against the registry,
+/// commits through the executor.
+pub struct GroupCommands {
+    executor: CommandExecutor<Group>,
+    lock_pool: PgPool,
+}
+
+impl GroupCommands {
+    /// `lock_pool` holds the lock transactions; keep it separate from `pool` so that lock
+    /// holders can never starve the connections their own commits need.
+    pub fn new(pool: PgPool, lock_pool: PgPool) -> Self {
+        Self {
+            executor: CommandExecutor::new(pool),
+            lock_pool,
+        }
+    }
+
+    /// The aggregate id a command addresses.
+    pub fn target(command: &GroupCommand) -> Uuid {
+        match command {
+            GroupCommand::EnsureRoot { group_type } => group_type.root_id(),
+            GroupCommand::Create { id, .. }
+            | GroupCommand::Rename { id, .. }
+            | GroupCommand::Update { id, .. }
+            | GroupCommand::Move { id, .. }
+            | GroupCommand::Delete { id } => *id,
+        }
+    }
+
+    /// The aggregate's stored version.
+    pub async fn current_version(&self, id: Uuid) -> Result<u64, ExecError<GroupError>> {
+        self.executor.current_version(&id.to_string()).await
+    }
+
+    /// Executes a command with the locks and checks it needs.
+    pub async fn execute(
+        &self,
+        command: GroupCommand,
+        expected_version: Option<u64>,
+        metadata: &EventMetadata,
+    ) -> Result<Committed, ExecError<GroupError>> {
+        let id = Self::target(&command);
+        let mut tx = self.lock_pool.begin().await?;
+        match &command {
+            GroupCommand::Move { .. }
+            | GroupCommand::Delete { .. }
+            | GroupCommand::EnsureRoot { .. } => {
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(TREE_LOCK)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            GroupCommand::Create { parent_id, .. } => {
+                sqlx::query("SELECT pg_advisory_xact_lock_shared($1), pg_advisory_xact_lock($2)")
+                    .bind(TREE_LOCK)
+                    .bind(parent_lock(*parent_id))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            GroupCommand::Rename { id, .. } => {
+                sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
+                    .bind(TREE_LOCK)
+                    .execute(&mut *tx)
+                    .await?;
+                let parent: Option<Uuid> =
+                    sqlx::query_scalar("SELECT parent_id FROM group_registry WHERE id = $1")
+                        .bind(id)
+                        .fetch_optional(&mut *tx)
+                        .await?
+                        .flatten();
+                if let Some(parent) = parent {
+                    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                        .bind(parent_lock(parent))
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+            GroupCommand::Update { .. } => {}
+        }
+        let commutes = command.commutes();
+        let directory = Arc::new(PgGroupDirectory { tx: Mutex::new(tx) });
+        let services: Box<dyn GroupDirectory> = Box::new(directory.clone());
+        let result = self
+            .executor
+            .execute(
+                &id.to_string(),
+                command,
+                &services,
+                expected_version,
+                commutes,
+                metadata,
+            )
+            .await;
+        // End the lock transaction (it only read) now that the events are committed. If this
+        // future is cancelled instead, sqlx rolls it back when the connection is released.
+        drop(services);
+        if let Ok(directory) = Arc::try_unwrap(directory) {
+            directory.tx.into_inner().rollback().await?;
+        }
+        result
+    }
+}

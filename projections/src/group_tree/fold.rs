@@ -1,0 +1,289 @@
+//! The pure part of the group tree projection: events folded over the affected nodes, with no
+//! database. The store loads the nodes a batch touches, folds, and writes the dirty ones.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::log::EventRecord;
+use crate::StoreError;
+
+/// One group as the read model stores it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    /// Group id.
+    pub id: Uuid,
+    /// `DEVICE` or `SERVICE`.
+    pub group_type: String,
+    /// Parent group (`None` for a root).
+    pub parent_id: Option<Uuid>,
+    /// Name.
+    pub name: String,
+    /// Description.
+    pub description: Option<String>,
+    /// Metadata object.
+    pub metadata: Value,
+    /// System root?
+    pub is_system: bool,
+    /// Levels below the root.
+    pub depth: i32,
+    /// `Inventory/Site-A/Core`.
+    pub path: String,
+    /// Aggregate version.
+    pub version: i64,
+    /// When created.
+    pub created_at: DateTime<Utc>,
+    /// When last changed.
+    pub updated_at: DateTime<Utc>,
+    /// Ancestor ids, root first, without the node itself.
+    pub ancestors: Vec<Uuid>,
+}
+
+/// Nodes touched by a batch and what must be written back.
+#[derive(Debug, Default)]
+pub struct TreeFold {
+    /// Every loaded or created node.
+    pub nodes: HashMap<Uuid, Node>,
+    /// Nodes whose row changed.
+    pub dirty: HashSet<Uuid>,
+    /// Nodes whose ancestors changed (closure rows to rewrite).
+    pub closure_dirty: HashSet<Uuid>,
+    /// Nodes deleted.
+    pub deleted: HashSet<Uuid>,
+}
+
+fn field<'a>(body: &'a Value, name: &str) -> &'a Value {
+    body.get(name).unwrap_or(&Value::Null)
+}
+
+fn uuid_field(body: &Value, name: &str) -> Result<Option<Uuid>, StoreError> {
+    match field(body, name) {
+        Value::Null => Ok(None),
+        Value::String(s) => s
+            .parse()
+            .map(Some)
+            .map_err(|_| StoreError::Data(format!("{name} is not a uuid: {s:?}"))),
+        other => Err(StoreError::Data(format!("{name} is not a uuid: {other}"))),
+    }
+}
+
+fn str_field(body: &Value, name: &str) -> Option<String> {
+    field(body, name).as_str().map(str::to_string)
+}
+
+impl TreeFold {
+    /// Applies one Group event.
+    pub fn apply(&mut self, event: &EventRecord) -> Result<(), StoreError> {
+        let id: Uuid = event
+            .aggregate_id
+            .parse()
+            .map_err(|_| StoreError::Data(format!("group id {:?}", event.aggregate_id)))?;
+        let body = event.body();
+        if event.event_type == "GroupCreated" {
+            let parent_id = uuid_field(body, "parent_id")?;
+            let node = Node {
+                id,
+                group_type: str_field(body, "group_type").unwrap_or_default(),
+                parent_id,
+                name: str_field(body, "name").unwrap_or_default(),
+                description: str_field(body, "description"),
+                metadata: field(body, "metadata").clone(),
+                is_system: field(body, "is_system").as_bool().unwrap_or(false),
+                depth: 0,
+                path: String::new(),
+                version: event.sequence,
+                created_at: event.recorded_at,
+                updated_at: event.recorded_at,
+                ancestors: vec![],
+            };
+            self.nodes.insert(id, node);
+            self.deleted.remove(&id);
+            self.recompute_subtree(id)?;
+            return Ok(());
+        }
+        let node = self.nodes.get_mut(&id).ok_or_else(|| {
+            StoreError::Data(format!("{} for unknown group {id}", event.event_type))
+        })?;
+        node.version = event.sequence;
+        node.updated_at = event.recorded_at;
+        self.dirty.insert(id);
+        match event.event_type.as_str() {
+            "GroupRenamed" => {
+                node.name = str_field(body, "name").unwrap_or_default();
+                self.recompute_subtree(id)?;
+            }
+            "GroupUpdated" => {
+                node.description = str_field(body, "description");
+                node.metadata = field(body, "metadata").clone();
+            }
+            "GroupMoved" => {
+                node.parent_id = uuid_field(body, "new_parent_id")?;
+                self.recompute_subtree(id)?;
+            }
+            "GroupDeleted" => {
+                self.nodes.remove(&id);
+                self.dirty.remove(&id);
+                self.closure_dirty.remove(&id);
+                self.deleted.insert(id);
+            }
+            // Events added later that do not change the tree (e.g. capability flags).
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Recomputes depth, path and ancestors of `root` (from its parent) and of every loaded
+    /// descendant.
+    fn recompute_subtree(&mut self, root: Uuid) -> Result<(), StoreError> {
+        let mut children: HashMap<Uuid, Vec<Uuid>> = HashMap::new();
+        for node in self.nodes.values() {
+            if let Some(p) = node.parent_id {
+                children.entry(p).or_default().push(node.id);
+            }
+        }
+        let mut queue = VecDeque::from([root]);
+        while let Some(id) = queue.pop_front() {
+            let parent = match self.nodes.get(&id).and_then(|n| n.parent_id) {
+                Some(p) => Some(self.nodes.get(&p).cloned().ok_or_else(|| {
+                    StoreError::Data(format!("group {id} has unknown parent {p}"))
+                })?),
+                None => None,
+            };
+            let Some(node) = self.nodes.get_mut(&id) else {
+                continue;
+            };
+            match parent {
+                Some(p) => {
+                    node.depth = p.depth + 1;
+                    node.path = format!("{}/{}", p.path, node.name);
+                    node.ancestors = p.ancestors.clone();
+                    node.ancestors.push(p.id);
+                }
+                None => {
+                    node.depth = 0;
+                    node.path = node.name.clone();
+                    node.ancestors.clear();
+                }
+            }
+            self.dirty.insert(id);
+            self.closure_dirty.insert(id);
+            queue.extend(children.get(&id).into_iter().flatten().copied());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn event(id: u128, seq: i64, event_type: &str, body: Value) -> EventRecord {
+        EventRecord {
+            global_position: seq,
+            transaction_id: 1,
+            event_id: Uuid::from_u128(1000 + id),
+            aggregate_type: "Group".into(),
+            aggregate_id: Uuid::from_u128(id).to_string(),
+            sequence: seq,
+            event_type: event_type.into(),
+            event_version: "1".into(),
+            payload: json!({ event_type: body }),
+            metadata: json!({}),
+            recorded_at: Utc::now(),
+            log_position: None,
+            hash: None,
+        }
+    }
+
+    fn created(id: u128, parent: Option<u128>, name: &str) -> EventRecord {
+        event(
+            id,
+            1,
+            "GroupCreated",
+            json!({
+                "group_type": "DEVICE", "name": name,
+                "parent_id": parent.map(|p| Uuid::from_u128(p).to_string()),
+                "description": null, "metadata": {}, "is_system": parent.is_none()
+            }),
+        )
+    }
+
+    fn fold(events: &[EventRecord]) -> TreeFold {
+        let mut f = TreeFold::default();
+        for e in events {
+            f.apply(e).expect("apply");
+        }
+        f
+    }
+
+    fn node(f: &TreeFold, id: u128) -> &Node {
+        &f.nodes[&Uuid::from_u128(id)]
+    }
+
+    #[test]
+    fn created_groups_get_paths_depths_and_ancestors() {
+        let f = fold(&[
+            created(1, None, "Inventory"),
+            created(2, Some(1), "Site-A"),
+            created(3, Some(2), "Core"),
+        ]);
+        assert_eq!(node(&f, 3).path, "Inventory/Site-A/Core");
+        assert_eq!(node(&f, 3).depth, 2);
+        assert_eq!(
+            node(&f, 3).ancestors,
+            vec![Uuid::from_u128(1), Uuid::from_u128(2)]
+        );
+    }
+
+    #[test]
+    fn rename_and_move_rewrite_the_whole_subtree() {
+        let f = fold(&[
+            created(1, None, "Inventory"),
+            created(2, Some(1), "Site-A"),
+            created(3, Some(2), "Core"),
+            created(4, Some(1), "Site-B"),
+            event(
+                2,
+                2,
+                "GroupRenamed",
+                json!({"name": "HQ", "previous_name": "Site-A"}),
+            ),
+            event(
+                2,
+                3,
+                "GroupMoved",
+                json!({"previous_parent_id": Uuid::from_u128(1), "new_parent_id": Uuid::from_u128(4)}),
+            ),
+        ]);
+        assert_eq!(node(&f, 3).path, "Inventory/Site-B/HQ/Core");
+        assert_eq!(node(&f, 3).depth, 3);
+        assert_eq!(
+            node(&f, 3).ancestors,
+            vec![Uuid::from_u128(1), Uuid::from_u128(4), Uuid::from_u128(2)]
+        );
+        assert_eq!(node(&f, 2).version, 3);
+    }
+
+    #[test]
+    fn delete_removes_the_node_and_marks_it() {
+        let f = fold(&[
+            created(1, None, "Inventory"),
+            created(2, Some(1), "Gone"),
+            event(2, 2, "GroupDeleted", json!({})),
+        ]);
+        assert!(!f.nodes.contains_key(&Uuid::from_u128(2)));
+        assert!(f.deleted.contains(&Uuid::from_u128(2)));
+        assert!(!f.dirty.contains(&Uuid::from_u128(2)));
+    }
+
+    #[test]
+    fn events_for_unloaded_groups_are_errors_not_silently_skipped() {
+        let mut f = TreeFold::default();
+        assert!(f
+            .apply(&event(9, 2, "GroupRenamed", json!({"name": "x"})))
+            .is_err());
+    }
+}

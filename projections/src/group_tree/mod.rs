@@ -1,0 +1,237 @@
+//! The group tree read model: one row per live group (with its path and depth) and a closure
+//! table (ancestor, descendant, depth), kept by a catch-up projector.
+
+mod fold;
+pub mod read;
+
+use std::collections::HashSet;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use sqlx::{PgConnection, Row};
+use uuid::Uuid;
+
+pub use fold::{Node, TreeFold};
+
+use crate::log::EventRecord;
+use crate::projection::{schema_ident, Projection};
+use crate::StoreError;
+
+/// Projector and checkpoint name.
+pub const GROUP_TREE: &str = "group_tree";
+/// The schema that serves queries.
+pub const LIVE_SCHEMA: &str = "rm_group_tree";
+
+/// Builds `groups` and `group_closure`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct GroupTreeProjection;
+
+#[async_trait]
+impl Projection for GroupTreeProjection {
+    fn name(&self) -> &'static str {
+        GROUP_TREE
+    }
+
+    fn aggregate_types(&self) -> Vec<String> {
+        vec!["Group".to_string()]
+    }
+
+    fn live_schema(&self) -> Option<&'static str> {
+        Some(LIVE_SCHEMA)
+    }
+
+    async fn create_tables(&self, conn: &mut PgConnection, schema: &str) -> Result<(), StoreError> {
+        let s = schema_ident(schema)?;
+        let ddl = format!(
+            "CREATE TABLE {s}.groups (
+                id uuid PRIMARY KEY, group_type text NOT NULL, parent_id uuid, name text NOT NULL,
+                description text, metadata jsonb NOT NULL DEFAULT '{{}}', is_system boolean NOT NULL,
+                depth int NOT NULL, path text NOT NULL, version bigint NOT NULL,
+                created_at timestamptz NOT NULL, updated_at timestamptz NOT NULL);
+             CREATE INDEX ON {s}.groups (parent_id, lower(name), id);
+             CREATE INDEX ON {s}.groups (group_type, lower(path), id);
+             CREATE TABLE {s}.group_closure (
+                ancestor_id uuid NOT NULL, descendant_id uuid NOT NULL, depth int NOT NULL,
+                PRIMARY KEY (ancestor_id, descendant_id));
+             CREATE INDEX ON {s}.group_closure (descendant_id, depth);"
+        );
+        for statement in ddl.split(';').filter(|s| !s.trim().is_empty()) {
+            sqlx::query(statement).execute(&mut *conn).await?;
+        }
+        Ok(())
+    }
+
+    async fn apply(
+        &self,
+        conn: &mut PgConnection,
+        schema: &str,
+        events: &[EventRecord],
+    ) -> Result<(), StoreError> {
+        let s = schema_ident(schema)?;
+        let mut fold = load(conn, s, events).await?;
+        for event in events {
+            fold.apply(event)?;
+        }
+        write(conn, s, &fold).await
+    }
+}
+
+/// Loads every node the batch touches: its groups, the parents it names, and the whole
+/// subtree of any group it renames or moves.
+async fn load(
+    conn: &mut PgConnection,
+    s: &str,
+    events: &[EventRecord],
+) -> Result<TreeFold, StoreError> {
+    let mut ids = HashSet::new();
+    let mut subtree_roots = HashSet::new();
+    for e in events {
+        if let Ok(id) = e.aggregate_id.parse::<Uuid>() {
+            ids.insert(id);
+            if e.event_type == "GroupRenamed" || e.event_type == "GroupMoved" {
+                subtree_roots.insert(id);
+            }
+        }
+        for key in ["parent_id", "new_parent_id"] {
+            if let Some(p) = e
+                .body()
+                .get(key)
+                .and_then(Value::as_str)
+                .and_then(|p| p.parse().ok())
+            {
+                ids.insert(p);
+            }
+        }
+    }
+    let ids: Vec<Uuid> = ids.into_iter().collect();
+    let roots: Vec<Uuid> = subtree_roots.into_iter().collect();
+    let rows = sqlx::query(&format!(
+        "SELECT id, group_type, parent_id, name, description, metadata, is_system, depth, path,
+                version, created_at, updated_at
+           FROM {s}.groups
+          WHERE id = ANY($1)
+             OR id IN (SELECT parent_id FROM {s}.groups WHERE id = ANY($1))
+             OR id IN (SELECT descendant_id FROM {s}.group_closure WHERE ancestor_id = ANY($2))"
+    ))
+    .bind(&ids)
+    .bind(&roots)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut fold = TreeFold::default();
+    for r in &rows {
+        let node = read::row_to_node(r)?;
+        fold.nodes.insert(node.id, node);
+    }
+    let loaded: Vec<Uuid> = fold.nodes.keys().copied().collect();
+    let closure = sqlx::query(&format!(
+        "SELECT descendant_id, ancestor_id FROM {s}.group_closure
+          WHERE descendant_id = ANY($1) AND depth > 0 ORDER BY descendant_id, depth DESC"
+    ))
+    .bind(&loaded)
+    .fetch_all(&mut *conn)
+    .await?;
+    for r in &closure {
+        let d: Uuid = r.try_get("descendant_id")?;
+        let a: Uuid = r.try_get("ancestor_id")?;
+        if let Some(n) = fold.nodes.get_mut(&d) {
+            n.ancestors.push(a);
+        }
+    }
+    Ok(fold)
+}
+
+async fn write(conn: &mut PgConnection, s: &str, fold: &TreeFold) -> Result<(), StoreError> {
+    if !fold.deleted.is_empty() {
+        let deleted: Vec<Uuid> = fold.deleted.iter().copied().collect();
+        sqlx::query(&format!(
+            "DELETE FROM {s}.group_closure WHERE descendant_id = ANY($1)"
+        ))
+        .bind(&deleted)
+        .execute(&mut *conn)
+        .await?;
+        sqlx::query(&format!("DELETE FROM {s}.groups WHERE id = ANY($1)"))
+            .bind(&deleted)
+            .execute(&mut *conn)
+            .await?;
+    }
+    let dirty: Vec<&Node> = fold
+        .dirty
+        .iter()
+        .filter_map(|id| fold.nodes.get(id))
+        .collect();
+    if !dirty.is_empty() {
+        sqlx::query(&format!(
+            "INSERT INTO {s}.groups (id, group_type, parent_id, name, description, metadata,
+                    is_system, depth, path, version, created_at, updated_at)
+             SELECT * FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::text[],
+                    $6::jsonb[], $7::bool[], $8::int[], $9::text[], $10::bigint[],
+                    $11::timestamptz[], $12::timestamptz[])
+             ON CONFLICT (id) DO UPDATE SET group_type = EXCLUDED.group_type,
+                parent_id = EXCLUDED.parent_id, name = EXCLUDED.name,
+                description = EXCLUDED.description, metadata = EXCLUDED.metadata,
+                is_system = EXCLUDED.is_system, depth = EXCLUDED.depth, path = EXCLUDED.path,
+                version = EXCLUDED.version, created_at = EXCLUDED.created_at,
+                updated_at = EXCLUDED.updated_at"
+        ))
+        .bind(dirty.iter().map(|n| n.id).collect::<Vec<_>>())
+        .bind(
+            dirty
+                .iter()
+                .map(|n| n.group_type.clone())
+                .collect::<Vec<_>>(),
+        )
+        .bind(dirty.iter().map(|n| n.parent_id).collect::<Vec<_>>())
+        .bind(dirty.iter().map(|n| n.name.clone()).collect::<Vec<_>>())
+        .bind(
+            dirty
+                .iter()
+                .map(|n| n.description.clone())
+                .collect::<Vec<_>>(),
+        )
+        .bind(dirty.iter().map(|n| n.metadata.clone()).collect::<Vec<_>>())
+        .bind(dirty.iter().map(|n| n.is_system).collect::<Vec<_>>())
+        .bind(dirty.iter().map(|n| n.depth).collect::<Vec<_>>())
+        .bind(dirty.iter().map(|n| n.path.clone()).collect::<Vec<_>>())
+        .bind(dirty.iter().map(|n| n.version).collect::<Vec<_>>())
+        .bind(dirty.iter().map(|n| n.created_at).collect::<Vec<_>>())
+        .bind(dirty.iter().map(|n| n.updated_at).collect::<Vec<_>>())
+        .execute(&mut *conn)
+        .await?;
+    }
+    let rewired: Vec<&Node> = fold
+        .closure_dirty
+        .iter()
+        .filter_map(|id| fold.nodes.get(id))
+        .collect();
+    if !rewired.is_empty() {
+        let ids: Vec<Uuid> = rewired.iter().map(|n| n.id).collect();
+        sqlx::query(&format!(
+            "DELETE FROM {s}.group_closure WHERE descendant_id = ANY($1)"
+        ))
+        .bind(&ids)
+        .execute(&mut *conn)
+        .await?;
+        let (mut anc, mut desc, mut depth) = (Vec::new(), Vec::new(), Vec::new());
+        for n in rewired {
+            let len = n.ancestors.len() as i32;
+            for (i, a) in n.ancestors.iter().enumerate() {
+                anc.push(*a);
+                desc.push(n.id);
+                depth.push(len - i as i32);
+            }
+            anc.push(n.id);
+            desc.push(n.id);
+            depth.push(0);
+        }
+        sqlx::query(&format!(
+            "INSERT INTO {s}.group_closure (ancestor_id, descendant_id, depth)
+             SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::int[])"
+        ))
+        .bind(&anc)
+        .bind(&desc)
+        .bind(&depth)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,187 @@
+//! Queries over the live group tree, batched for DataLoaders.
+
+use std::collections::HashMap;
+
+use sqlx::postgres::PgRow;
+use sqlx::{PgPool, Row};
+use uuid::Uuid;
+
+use super::{Node, LIVE_SCHEMA};
+use crate::StoreError;
+
+const COLUMNS: &str = "g.id, g.group_type, g.parent_id, g.name, g.description, g.metadata, \
+    g.is_system, g.depth, g.path, g.version, g.created_at, g.updated_at";
+
+pub(crate) fn row_to_node(r: &PgRow) -> Result<Node, StoreError> {
+    Ok(Node {
+        id: r.try_get("id")?,
+        group_type: r.try_get("group_type")?,
+        parent_id: r.try_get("parent_id")?,
+        name: r.try_get("name")?,
+        description: r.try_get("description")?,
+        metadata: r.try_get("metadata")?,
+        is_system: r.try_get("is_system")?,
+        depth: r.try_get("depth")?,
+        path: r.try_get("path")?,
+        version: r.try_get("version")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+        ancestors: vec![],
+    })
+}
+
+fn nodes(rows: &[PgRow]) -> Result<Vec<Node>, StoreError> {
+    rows.iter().map(row_to_node).collect()
+}
+
+/// Groups by id (missing ids are left out).
+pub async fn by_ids(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<Node>, StoreError> {
+    let rows = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM {LIVE_SCHEMA}.groups g WHERE g.id = ANY($1)"
+    ))
+    .bind(ids)
+    .fetch_all(pool)
+    .await?;
+    nodes(&rows)
+}
+
+/// A group by its path, e.g. `Inventory/Site-A/Core`, ignoring case.
+pub async fn by_path(
+    pool: &PgPool,
+    group_type: &str,
+    path: &str,
+) -> Result<Option<Node>, StoreError> {
+    let normalized = path
+        .trim()
+        .trim_matches('/')
+        .split('/')
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join("/");
+    let row = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM {LIVE_SCHEMA}.groups g WHERE g.group_type = $1 AND lower(g.path) = lower($2)"
+    ))
+    .bind(group_type)
+    .bind(normalized)
+    .fetch_optional(pool)
+    .await?;
+    row.as_ref().map(row_to_node).transpose()
+}
+
+/// Keyset position in an ordered listing: the sort key and the id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct After {
+    /// Lower-cased name (children) or path (search).
+    pub key: String,
+    /// Tie-breaker.
+    pub id: Uuid,
+}
+
+/// Up to `first` children of each parent, ordered by name, after `after`.
+pub async fn children(
+    pool: &PgPool,
+    parents: &[Uuid],
+    first: i64,
+    after: Option<&After>,
+) -> Result<HashMap<Uuid, Vec<Node>>, StoreError> {
+    let rows = sqlx::query(&format!(
+        "SELECT * FROM (
+            SELECT {COLUMNS}, row_number() OVER (PARTITION BY g.parent_id ORDER BY lower(g.name), g.id) AS rn
+              FROM {LIVE_SCHEMA}.groups g
+             WHERE g.parent_id = ANY($1)
+               AND ($2::text IS NULL OR (lower(g.name), g.id) > ($2, $3::uuid))) t
+          WHERE rn <= $4 ORDER BY parent_id, rn"
+    ))
+    .bind(parents)
+    .bind(after.map(|a| a.key.clone()))
+    .bind(after.map(|a| a.id))
+    .bind(first)
+    .fetch_all(pool)
+    .await?;
+    let mut out: HashMap<Uuid, Vec<Node>> = HashMap::new();
+    for node in nodes(&rows)? {
+        if let Some(p) = node.parent_id {
+            out.entry(p).or_default().push(node);
+        }
+    }
+    Ok(out)
+}
+
+/// Number of children of each parent.
+pub async fn child_counts(
+    pool: &PgPool,
+    parents: &[Uuid],
+) -> Result<HashMap<Uuid, i64>, StoreError> {
+    let rows = sqlx::query(&format!(
+        "SELECT parent_id, count(*) AS n FROM {LIVE_SCHEMA}.groups WHERE parent_id = ANY($1) GROUP BY parent_id"
+    ))
+    .bind(parents)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get("parent_id")?, r.try_get("n")?)))
+        .collect()
+}
+
+/// Ancestors of each group, root first.
+pub async fn ancestors(
+    pool: &PgPool,
+    ids: &[Uuid],
+) -> Result<HashMap<Uuid, Vec<Node>>, StoreError> {
+    let rows = sqlx::query(&format!(
+        "SELECT c.descendant_id AS of_id, {COLUMNS}
+           FROM {LIVE_SCHEMA}.group_closure c JOIN {LIVE_SCHEMA}.groups g ON g.id = c.ancestor_id
+          WHERE c.descendant_id = ANY($1) AND c.depth > 0
+          ORDER BY c.descendant_id, c.depth DESC"
+    ))
+    .bind(ids)
+    .fetch_all(pool)
+    .await?;
+    let mut out: HashMap<Uuid, Vec<Node>> = HashMap::new();
+    for r in &rows {
+        out.entry(r.try_get("of_id")?)
+            .or_default()
+            .push(row_to_node(r)?);
+    }
+    Ok(out)
+}
+
+/// Groups of a type whose name contains `search` (ignoring case), ordered by path, with the
+/// total count of matches.
+pub async fn search(
+    pool: &PgPool,
+    group_type: &str,
+    search: Option<&str>,
+    first: i64,
+    after: Option<&After>,
+) -> Result<(Vec<Node>, i64), StoreError> {
+    let pattern = search.map(|s| {
+        format!(
+            "%{}%",
+            s.replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        )
+    });
+    let rows = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM {LIVE_SCHEMA}.groups g
+          WHERE g.group_type = $1 AND ($2::text IS NULL OR g.name ILIKE $2)
+            AND ($3::text IS NULL OR (lower(g.path), g.id) > ($3, $4::uuid))
+          ORDER BY lower(g.path), g.id LIMIT $5"
+    ))
+    .bind(group_type)
+    .bind(&pattern)
+    .bind(after.map(|a| a.key.clone()))
+    .bind(after.map(|a| a.id))
+    .bind(first)
+    .fetch_all(pool)
+    .await?;
+    let total: i64 = sqlx::query_scalar(&format!(
+        "SELECT count(*) FROM {LIVE_SCHEMA}.groups g WHERE g.group_type = $1 AND ($2::text IS NULL OR g.name ILIKE $2)"
+    ))
+    .bind(group_type)
+    .bind(&pattern)
+    .fetch_one(pool)
+    .await?;
+    Ok((nodes(&rows)?, total))
+}

@@ -1,0 +1,30 @@
+//! Corral's persistence engine: the event log (catch-up reader, sequencer, checkpoints), the
+//! command executor on top of cqrs-es/postgres-es, and the projectors that build read models.
+
+pub mod canonical;
+pub mod directory;
+pub mod executor;
+pub mod group_tree;
+pub mod log;
+pub mod projection;
+pub mod rebuild;
+pub mod runner;
+pub mod sequencer;
+pub mod waiter;
+
+pub use log::{CatchUpReader, Cursor, EventRecord};
+pub use projection::Projection;
+
+/// Errors of the persistence layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A database operation failed.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Stored data is not what the code expects.
+    #[error("corrupt or unexpected stored data: {0}")]
+    Data(String),
+    /// The request names something that does not exist.
+    #[error("{0}")]
+    NotFound(String),
+}

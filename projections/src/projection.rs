@@ -1,0 +1,48 @@
+//! What a projector is: a fold of events into tables, applied in the reader's transaction.
+
+use async_trait::async_trait;
+use sqlx::PgConnection;
+
+use crate::log::EventRecord;
+use crate::StoreError;
+
+/// A read model kept by a catch-up projector. `apply` runs in the same transaction as the
+/// checkpoint update, so a batch is applied exactly once or not at all.
+#[async_trait]
+pub trait Projection: Send + Sync + 'static {
+    /// Unique name; also the checkpoint row's key.
+    fn name(&self) -> &'static str;
+
+    /// Aggregate types this projection reads (all when empty).
+    fn aggregate_types(&self) -> Vec<String> {
+        vec![]
+    }
+
+    /// The schema that serves the read model, or `None` when the projection keeps no tables
+    /// of its own (the sequencer) and cannot be rebuilt.
+    fn live_schema(&self) -> Option<&'static str>;
+
+    /// Creates the projection's tables in `schema` (which exists and is empty).
+    async fn create_tables(&self, conn: &mut PgConnection, schema: &str) -> Result<(), StoreError>;
+
+    /// Applies a batch of events, in order, to the tables in `schema`.
+    async fn apply(
+        &self,
+        conn: &mut PgConnection,
+        schema: &str,
+        events: &[EventRecord],
+    ) -> Result<(), StoreError>;
+}
+
+/// Quotes a schema name produced by Corral itself (letters, digits, underscores only).
+pub(crate) fn schema_ident(schema: &str) -> Result<&str, StoreError> {
+    if !schema.is_empty()
+        && schema
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    {
+        Ok(schema)
+    } else {
+        Err(StoreError::Data(format!("bad schema name {schema:?}")))
+    }
+}

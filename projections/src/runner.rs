@@ -1,0 +1,275 @@
+//! Running projectors: claim the checkpoint, read a batch, apply it, save the checkpoint, in
+//! one transaction.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sqlx::{PgConnection, PgPool, Row};
+use tokio::sync::Notify;
+
+use crate::log::{parse_xid, CatchUpReader, Cursor};
+use crate::projection::{schema_ident, Projection};
+use crate::StoreError;
+
+/// The stored state of one reader.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// The reader's name.
+    pub name: String,
+    /// Where it stands.
+    pub cursor: Cursor,
+    /// Events applied so far.
+    pub events_processed: i64,
+}
+
+/// Creates a checkpoint row at the start of the log if there is none.
+pub async fn ensure_checkpoint(conn: &mut PgConnection, name: &str) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO projection_checkpoints (name) VALUES ($1) ON CONFLICT DO NOTHING")
+        .bind(name)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Claims a checkpoint row for this transaction, or `None` when another process holds it.
+pub async fn claim_checkpoint(
+    conn: &mut PgConnection,
+    name: &str,
+    wait: bool,
+) -> Result<Option<Checkpoint>, StoreError> {
+    let sql = format!(
+        "SELECT name, transaction_id::text AS txid, global_position, events_processed
+           FROM projection_checkpoints WHERE name = $1 FOR UPDATE{}",
+        if wait { "" } else { " SKIP LOCKED" }
+    );
+    let row = sqlx::query(&sql).bind(name).fetch_optional(conn).await?;
+    row.map(|r| {
+        Ok(Checkpoint {
+            name: r.try_get("name")?,
+            cursor: Cursor {
+                transaction_id: parse_xid(&r.try_get::<String, _>("txid")?)?,
+                global_position: r.try_get("global_position")?,
+            },
+            events_processed: r.try_get("events_processed")?,
+        })
+    })
+    .transpose()
+}
+
+/// Stores a checkpoint and tells listeners (at commit) that it moved.
+pub async fn save_checkpoint(
+    conn: &mut PgConnection,
+    name: &str,
+    cursor: Cursor,
+    applied: usize,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE projection_checkpoints
+            SET transaction_id = $2::text::xid8, global_position = $3,
+                events_processed = events_processed + $4, updated_at = now()
+          WHERE name = $1",
+    )
+    .bind(name)
+    .bind(cursor.transaction_id.to_string())
+    .bind(cursor.global_position)
+    .bind(applied as i64)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("SELECT pg_notify('corral_checkpoints', $1)")
+        .bind(format!(
+            "{name}:{}:{}",
+            cursor.transaction_id, cursor.global_position
+        ))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Creates the live schema of a projection if it does not exist yet.
+pub async fn ensure_schema<P: Projection + ?Sized>(
+    pool: &PgPool,
+    projection: &P,
+) -> Result<(), StoreError> {
+    let mut tx = pool.begin().await?;
+    // Two processes starting at once must not both create the tables.
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('corral.schema.' || $1))")
+        .bind(projection.name())
+        .execute(&mut *tx)
+        .await?;
+    ensure_checkpoint(&mut tx, projection.name()).await?;
+    if let Some(schema) = projection.live_schema() {
+        let exists: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
+                .bind(schema)
+                .fetch_one(&mut *tx)
+                .await?;
+        if !exists {
+            sqlx::query(&format!("CREATE SCHEMA {}", schema_ident(schema)?))
+                .execute(&mut *tx)
+                .await?;
+            projection.create_tables(&mut tx, schema).await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// What one step did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Another process holds the projector.
+    Busy,
+    /// A batch was applied.
+    Applied {
+        /// Events in the batch.
+        events: usize,
+        /// Whether the projector reached the horizon.
+        caught_up: bool,
+    },
+}
+
+/// Runs one batch of `projection` against `schema` with checkpoint `checkpoint`.
+pub async fn step<P: Projection + ?Sized>(
+    pool: &PgPool,
+    projection: &P,
+    reader: &CatchUpReader,
+    checkpoint: &str,
+    schema: &str,
+) -> Result<Step, StoreError> {
+    let mut tx = pool.begin().await?;
+    let Some(current) = claim_checkpoint(&mut tx, checkpoint, false).await? else {
+        return Ok(Step::Busy);
+    };
+    let batch = reader.read(&mut tx, current.cursor).await?;
+    if !batch.events.is_empty() {
+        projection.apply(&mut tx, schema, &batch.events).await?;
+    }
+    if batch.next != current.cursor {
+        save_checkpoint(&mut tx, checkpoint, batch.next, batch.events.len()).await?;
+        tx.commit().await?;
+    } else {
+        tx.rollback().await?;
+    }
+    Ok(Step::Applied {
+        events: batch.events.len(),
+        caught_up: batch.caught_up,
+    })
+}
+
+/// Keeps a projection current until `shutdown` fires: woken by `wake` (LISTEN/NOTIFY on new
+/// events), and polling every `poll` as a fallback.
+pub async fn run_projector<P: Projection + ?Sized>(
+    pool: PgPool,
+    projection: Arc<P>,
+    wake: Arc<Notify>,
+    poll: Duration,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let reader = CatchUpReader {
+        aggregate_types: projection.aggregate_types(),
+        batch_size: 2000,
+    };
+    let name = projection.name();
+    let schema = projection.live_schema().unwrap_or("public");
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let started = Instant::now();
+        let wait_for_wake = match step(&pool, projection.as_ref(), &reader, name, schema).await {
+            Ok(Step::Applied { events, caught_up }) => {
+                backoff = Duration::from_millis(100);
+                if events > 0 {
+                    tracing::debug!(
+                        projection.name = name,
+                        events,
+                        duration_ms = started.elapsed().as_millis() as u64,
+                        "applied batch"
+                    );
+                }
+                caught_up
+            }
+            Ok(Step::Busy) => true,
+            Err(err) => {
+                tracing::error!(projection.name = name, error = %err, "projector step failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+                false
+            }
+        };
+        if wait_for_wake {
+            let mut shutdown = shutdown.clone();
+            tokio::select! {
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(poll) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+/// One projector's progress, for `corral projections status` and `/metrics`.
+#[derive(Debug, Clone)]
+pub struct ProjectorStatus {
+    /// Checkpoint name.
+    pub name: String,
+    /// Where it stands.
+    pub cursor: Cursor,
+    /// Events applied so far.
+    pub events_processed: i64,
+    /// Events after the checkpoint (counted up to 1,000,000).
+    pub lag_events: i64,
+    /// Age of the oldest event not yet applied, in seconds.
+    pub lag_seconds: f64,
+}
+
+/// Reads every checkpoint with its lag.
+pub async fn status(pool: &PgPool) -> Result<Vec<ProjectorStatus>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT c.name, c.transaction_id::text AS txid, c.global_position, c.events_processed,
+                (SELECT count(*) FROM (SELECT 1 FROM events e
+                   WHERE (e.transaction_id, e.global_position) > (c.transaction_id, c.global_position)
+                   LIMIT 1000000) pending) AS lag_events,
+                coalesce(extract(epoch FROM now() - (SELECT e.recorded_at FROM events e
+                   WHERE (e.transaction_id, e.global_position) > (c.transaction_id, c.global_position)
+                   ORDER BY e.transaction_id, e.global_position LIMIT 1))::float8, 0) AS lag_seconds
+           FROM projection_checkpoints c ORDER BY c.name",
+    )
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(ProjectorStatus {
+                name: r.try_get("name")?,
+                cursor: Cursor {
+                    transaction_id: parse_xid(&r.try_get::<String, _>("txid")?)?,
+                    global_position: r.try_get("global_position")?,
+                },
+                events_processed: r.try_get("events_processed")?,
+                lag_events: r.try_get("lag_events")?,
+                lag_seconds: r.try_get::<f64, _>("lag_seconds")?.max(0.0),
+            })
+        })
+        .collect()
+}
+
+/// Every checkpoint's cursor.
+pub async fn status_cursors(pool: &PgPool) -> Result<Vec<(String, Cursor)>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT name, transaction_id::text AS txid, global_position FROM projection_checkpoints",
+    )
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok((
+                r.try_get("name")?,
+                Cursor {
+                    transaction_id: parse_xid(&r.try_get::<String, _>("txid")?)?,
+                    global_position: r.try_get("global_position")?,
+                },
+            ))
+        })
+        .collect()
+}

@@ -1,0 +1,87 @@
+//! The sequencer: gives each committed event its public, gapless, commit-ordered
+//! `log_position` and its hash-chain link. It is a projector whose "read model" is those two
+//! columns; its checkpoint row lock guarantees a single sequencer at a time.
+
+use async_trait::async_trait;
+use sqlx::{PgConnection, Row};
+
+use crate::canonical::{chain_hash, GENESIS_HASH};
+use crate::log::EventRecord;
+use crate::projection::Projection;
+use crate::StoreError;
+
+/// Checkpoint name of the sequencer.
+pub const SEQUENCER: &str = "sequencer";
+
+/// Assigns log positions and hashes.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Sequencer;
+
+/// The last sequenced event: its position and hash (0 and the genesis hash before any).
+pub async fn head(conn: &mut PgConnection) -> Result<(i64, Vec<u8>), StoreError> {
+    let row = sqlx::query(
+        "SELECT log_position, hash FROM events WHERE log_position IS NOT NULL
+          ORDER BY log_position DESC LIMIT 1",
+    )
+    .fetch_optional(conn)
+    .await?;
+    match row {
+        Some(r) => Ok((r.try_get("log_position")?, r.try_get("hash")?)),
+        None => Ok((0, GENESIS_HASH.to_vec())),
+    }
+}
+
+#[async_trait]
+impl Projection for Sequencer {
+    fn name(&self) -> &'static str {
+        SEQUENCER
+    }
+
+    fn live_schema(&self) -> Option<&'static str> {
+        None
+    }
+
+    async fn create_tables(&self, _: &mut PgConnection, _: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn apply(
+        &self,
+        conn: &mut PgConnection,
+        _schema: &str,
+        events: &[EventRecord],
+    ) -> Result<(), StoreError> {
+        let (mut position, mut prev) = head(&mut *conn).await?;
+        let mut globals = Vec::with_capacity(events.len());
+        let mut positions = Vec::with_capacity(events.len());
+        let mut hashes = Vec::with_capacity(events.len());
+        for event in events {
+            if event.log_position.is_some() {
+                return Err(StoreError::Data(format!(
+                    "event {} already has a log position",
+                    event.global_position
+                )));
+            }
+            position += 1;
+            prev = chain_hash(&prev, event, position);
+            globals.push(event.global_position);
+            positions.push(position);
+            hashes.push(prev.clone());
+        }
+        sqlx::query(
+            "UPDATE events e SET log_position = u.pos, hash = u.hash
+               FROM unnest($1::bigint[], $2::bigint[], $3::bytea[]) AS u(gp, pos, hash)
+              WHERE e.global_position = u.gp",
+        )
+        .bind(&globals)
+        .bind(&positions)
+        .bind(&hashes)
+        .execute(&mut *conn)
+        .await?;
+        sqlx::query("SELECT pg_notify('corral_log', $1)")
+            .bind(position.to_string())
+            .execute(conn)
+            .await?;
+        Ok(())
+    }
+}

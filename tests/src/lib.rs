@@ -1,0 +1,278 @@
+//! Test support: a PostgreSQL per test run (or `DATABASE_URL`), a fresh database per test,
+//! and an in-process Corral app.
+//!
+//! With `DATABASE_URL` set, tests create their databases on that server. Otherwise a
+//! throwaway server is started from the machine's PostgreSQL binaries; it is deleted when the
+//! test process exits, however it exits.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use corral_api::embedded_pg::{EmbeddedOptions, EmbeddedPostgres};
+use corral_api::state::{ApiConfig, AppState};
+use serde_json::{json, Value};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, PgPool};
+use tower::ServiceExt;
+use uuid::Uuid;
+
+struct Server {
+    /// URL of the maintenance database, with `{db}` where the database name goes.
+    url_template: String,
+    template_db: String,
+}
+
+fn server() -> &'static Server {
+    static SERVER: OnceLock<Server> = OnceLock::new();
+    SERVER.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        // The server (and its runtime) live on their own thread for the whole test process,
+        // whichever test's runtime comes and goes.
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            rt.block_on(async move {
+                let (template, embedded) = match std::env::var("DATABASE_URL") {
+                    Ok(url) if !url.trim().is_empty() => (url, None),
+                    _ => {
+                        let pg = EmbeddedPostgres::start(EmbeddedOptions::temporary())
+                            .await
+                            .unwrap_or_else(|e| panic!("DATABASE_URL is not set and no throwaway PostgreSQL could be started: {e}"));
+                        (pg.url("__DB__"), Some(pg))
+                    }
+                };
+                let url_template = if embedded.is_some() { template } else { replace_db(&template, "__DB__") };
+                let template_db = format!("corral_template_{}", std::process::id());
+                let admin = PgPoolOptions::new().max_connections(1).connect(&url_template.replace("__DB__", "postgres")).await.expect("connect to the test server");
+                sqlx::query(&format!("CREATE DATABASE {template_db}")).execute(&admin).await.expect("create template db");
+                let pool = PgPoolOptions::new().max_connections(1).connect(&url_template.replace("__DB__", &template_db)).await.expect("connect template");
+                corral_migrations::migrate(&pool).await.expect("migrate template");
+                pool.close().await;
+                tx.send(Server { url_template, template_db }).expect("send");
+                let _keep = embedded;
+                std::future::pending::<()>().await;
+            });
+        });
+        rx.recv().expect("test server start-up failed (see panic above)")
+    })
+}
+
+/// Replaces the database name in a URL.
+fn replace_db(url: &str, db: &str) -> String {
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let (prefix, _) = base
+        .rsplit_once('/')
+        .expect("DATABASE_URL must be a postgres:// URL");
+    match query {
+        Some(q) => format!("{prefix}/{db}?{q}"),
+        None => format!("{prefix}/{db}"),
+    }
+}
+
+/// A fresh, migrated database for one test.
+pub struct TestDb {
+    /// Its name.
+    pub name: String,
+    /// Its URL.
+    pub url: String,
+}
+
+impl TestDb {
+    /// Creates the database from the migrated template.
+    pub async fn new() -> Self {
+        let server = server();
+        let name = format!("corral_test_{}", Uuid::new_v4().simple());
+        let mut admin = PgConnectOptions::from_url(
+            &server
+                .url_template
+                .replace("__DB__", "postgres")
+                .parse()
+                .expect("url"),
+        )
+        .expect("options")
+        .connect()
+        .await
+        .expect("connect admin");
+        sqlx::query(&format!(
+            "CREATE DATABASE {name} TEMPLATE {}",
+            server.template_db
+        ))
+        .execute(&mut admin)
+        .await
+        .expect("create test db");
+        Self {
+            url: server.url_template.replace("__DB__", &name),
+            name,
+        }
+    }
+
+    /// A pool on this database.
+    pub async fn pool(&self, max: u32) -> PgPool {
+        PgPoolOptions::new()
+            .max_connections(max)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect(&self.url)
+            .await
+            .expect("connect test db")
+    }
+
+    /// Drops the database (call at the end of a test).
+    pub async fn drop_db(self) {
+        let server = server();
+        if let Ok(mut admin) = PgConnectOptions::from_url(
+            &server
+                .url_template
+                .replace("__DB__", "postgres")
+                .parse()
+                .expect("url"),
+        )
+        .expect("options")
+        .connect()
+        .await
+        {
+            let _ = sqlx::query(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .execute(&mut admin)
+            .await;
+        }
+    }
+}
+
+/// An in-process Corral: projectors running, roots created, one token per role.
+pub struct TestApp {
+    /// The database.
+    pub db: TestDb,
+    /// Main pool.
+    pub pool: PgPool,
+    /// Shared state.
+    pub state: AppState,
+    /// Router under test.
+    pub router: axum::Router,
+    /// Tokens by role.
+    pub admin: String,
+    /// Operator token.
+    pub operator: String,
+    /// Viewer token.
+    pub viewer: String,
+    background: Option<corral_workers::Background>,
+}
+
+impl TestApp {
+    /// Starts an app with the default settings.
+    pub async fn spawn() -> Self {
+        Self::spawn_with(ApiConfig::default(), true).await
+    }
+
+    /// Starts an app; `projectors` false leaves read models unprojected.
+    pub async fn spawn_with(config: ApiConfig, projectors: bool) -> Self {
+        let db = TestDb::new().await;
+        let pool = db.pool(10).await;
+        let lock_pool = db.pool(5).await;
+        let background =
+            corral_workers::start(pool.clone(), projectors, Duration::from_millis(200))
+                .await
+                .expect("start projectors");
+        let enforcer = corral_api::policy::enforcer().await.expect("policy");
+        let state = AppState::new(
+            pool.clone(),
+            lock_pool,
+            background.waiter(),
+            enforcer,
+            config,
+        );
+        corral_api::runtime::ensure_roots(&state.groups)
+            .await
+            .expect("roots");
+        let router = corral_api::http::app(state.clone());
+        let admin = corral_api::auth::create_token(&pool, "alice", "admin")
+            .await
+            .expect("token");
+        let operator = corral_api::auth::create_token(&pool, "oscar", "operator")
+            .await
+            .expect("token");
+        let viewer = corral_api::auth::create_token(&pool, "vera", "viewer")
+            .await
+            .expect("token");
+        Self {
+            db,
+            pool,
+            state,
+            router,
+            admin,
+            operator,
+            viewer,
+            background: Some(background),
+        }
+    }
+
+    /// Sends a raw HTTP request to the router.
+    pub async fn http(&self, request: Request<Body>) -> (StatusCode, Value) {
+        let response = self.router.clone().oneshot(request).await.expect("router");
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 16 * 1024 * 1024)
+            .await
+            .expect("body");
+        let value = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        (status, value)
+    }
+
+    /// POSTs a GraphQL request with a token; returns the whole response body.
+    pub async fn gql(&self, token: &str, query: &str, variables: Value) -> Value {
+        let request = Request::post("/graphql")
+            .header("content-type", "application/json")
+            .header("authorization", format!("Bearer {token}"))
+            .body(Body::from(
+                json!({ "query": query, "variables": variables }).to_string(),
+            ))
+            .expect("request");
+        let (status, body) = self.http(request).await;
+        assert_eq!(status, StatusCode::OK, "graphql HTTP status; body: {body}");
+        body
+    }
+
+    /// Like [`TestApp::gql`] but panics on GraphQL errors and returns `data`.
+    pub async fn data(&self, token: &str, query: &str, variables: Value) -> Value {
+        let body = self.gql(token, query, variables).await;
+        assert!(body.get("errors").is_none(), "unexpected errors: {body}");
+        body["data"].clone()
+    }
+
+    /// Creates a group as admin and returns its id (panics on userErrors).
+    pub async fn create_group(&self, name: &str, parent: Option<&str>) -> String {
+        let data = self
+            .data(
+                &self.admin,
+                "mutation($input: CreateGroupInput!) { createGroup(input: $input) { group { id } userErrors { code message } } }",
+                json!({ "input": { "name": name, "type": "DEVICE", "parentId": parent } }),
+            )
+            .await;
+        assert_eq!(
+            data["createGroup"]["userErrors"],
+            json!([]),
+            "creating {name}"
+        );
+        data["createGroup"]["group"]["id"]
+            .as_str()
+            .expect("id")
+            .to_string()
+    }
+
+    /// Stops background tasks and drops the database.
+    pub async fn shutdown(mut self) {
+        if let Some(bg) = self.background.take() {
+            bg.shutdown().await;
+        }
+        self.pool.close().await;
+        self.state.pool.close().await;
+        self.db.drop_db().await;
+    }
+}
+
+/// Shared handle, for tests that run tasks concurrently.
+pub type SharedApp = Arc<TestApp>;

@@ -1,0 +1,142 @@
+//! Races between commands, with real concurrency.
+
+use std::sync::Arc;
+
+use corral_domain::group::{Group, GroupCommand, GroupDirectory, GroupType, InMemoryDirectory};
+use corral_domain::metadata::{EventMetadata, Source};
+use corral_projections::executor::CommandExecutor;
+use corral_tests::{TestApp, TestDb};
+use serde_json::json;
+
+const MOVE: &str = "mutation($input: MoveGroupInput!) { moveGroup(input: $input) { group { id } userErrors { code } } }";
+
+#[tokio::test]
+async fn two_admins_moving_a_under_b_and_b_under_a_at_once_exactly_one_wins() {
+    let app = Arc::new(TestApp::spawn().await);
+    for round in 0..8 {
+        let a = app.create_group(&format!("A{round}"), None).await;
+        let b = app.create_group(&format!("B{round}"), None).await;
+        let barrier = Arc::new(tokio::sync::Barrier::new(2));
+        let mv = |id: String, parent: String| {
+            let app = app.clone();
+            let barrier = barrier.clone();
+            tokio::spawn(async move {
+                barrier.wait().await;
+                app.data(
+                    &app.admin,
+                    MOVE,
+                    json!({ "input": { "id": id, "newParentId": parent } }),
+                )
+                .await
+            })
+        };
+        let (r1, r2) = (mv(a.clone(), b.clone()), mv(b.clone(), a.clone()));
+        let (r1, r2) = (r1.await.expect("join"), r2.await.expect("join"));
+        let outcomes = [
+            &r1["moveGroup"]["userErrors"],
+            &r2["moveGroup"]["userErrors"],
+        ];
+        let wins = outcomes
+            .iter()
+            .filter(|e| e.as_array().is_some_and(|a| a.is_empty()))
+            .count();
+        assert_eq!(wins, 1, "round {round}: {r1} / {r2}");
+        assert!(
+            outcomes.iter().any(|e| e[0]["code"] == "CYCLE"),
+            "the loser sees the cycle"
+        );
+    }
+    Arc::try_unwrap(app)
+        .ok()
+        .expect("sole owner")
+        .shutdown()
+        .await;
+}
+
+#[tokio::test]
+async fn concurrent_creates_of_one_name_under_one_parent_leave_exactly_one() {
+    let app = Arc::new(TestApp::spawn().await);
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let app = app.clone();
+        tasks.push(tokio::spawn(async move {
+            app.data(&app.admin, "mutation { createGroup(input: {name: \"Dup\", type: DEVICE}) { userErrors { code } } }", json!({})).await
+        }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        let r = t.await.expect("join");
+        match r["createGroup"]["userErrors"]
+            .as_array()
+            .expect("errors")
+            .first()
+        {
+            None => ok += 1,
+            Some(e) => assert_eq!(e["code"], "NAME_TAKEN"),
+        }
+    }
+    assert_eq!(ok, 1);
+    Arc::try_unwrap(app)
+        .ok()
+        .expect("sole owner")
+        .shutdown()
+        .await;
+}
+
+#[tokio::test]
+async fn commuting_commands_are_retried_after_version_conflicts() {
+    let db = TestDb::new().await;
+    let pool = db.pool(20).await;
+    let executor = Arc::new(CommandExecutor::<Group>::new(pool.clone()));
+    let services: Arc<Box<dyn GroupDirectory>> = Arc::new(Box::new(InMemoryDirectory::default()));
+    let root = GroupType::Service.root_id().to_string();
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let (executor, services, root) = (executor.clone(), services.clone(), root.clone());
+        tasks.push(tokio::spawn(async move {
+            let meta = EventMetadata::system(Source::Cli, "test");
+            executor
+                .execute(
+                    &root,
+                    GroupCommand::EnsureRoot {
+                        group_type: GroupType::Service,
+                    },
+                    &services,
+                    None,
+                    true,
+                    &meta,
+                )
+                .await
+        }));
+    }
+    for t in tasks {
+        let committed = t.await.expect("join").expect("every racer succeeds");
+        assert_eq!(committed.version, 1);
+    }
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+    assert_eq!(events, 1);
+    // A non-commuting command with a stale expectedVersion is refused, naming the version.
+    let meta = EventMetadata::system(Source::Cli, "test");
+    let err = executor
+        .execute(
+            &root,
+            GroupCommand::EnsureRoot {
+                group_type: GroupType::Service,
+            },
+            &services,
+            Some(0),
+            false,
+            &meta,
+        )
+        .await
+        .expect_err("stale");
+    assert_eq!(
+        err.to_string(),
+        "version conflict: expected version 0, current version is 1"
+    );
+    pool.close().await;
+    db.drop_db().await;
+}

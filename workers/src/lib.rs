@@ -1,0 +1,72 @@
+//! Background work that runs beside (or apart from) the API: today, the projectors and the
+//! LISTEN connection that wakes them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use corral_projections::group_tree::GroupTreeProjection;
+use corral_projections::runner::{ensure_schema, run_projector};
+use corral_projections::sequencer::Sequencer;
+use corral_projections::waiter::{run_listener, Checkpoints, ConsistencyWaiter};
+use corral_projections::{Projection, StoreError};
+use sqlx::PgPool;
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinSet;
+
+/// Every projection Corral keeps, in the order they are set up.
+pub fn projections() -> Vec<Arc<dyn Projection>> {
+    vec![Arc::new(Sequencer), Arc::new(GroupTreeProjection)]
+}
+
+/// Running background tasks; dropped or [`Background::shutdown`] stops them.
+pub struct Background {
+    tasks: JoinSet<()>,
+    stop: watch::Sender<bool>,
+    waiter: ConsistencyWaiter,
+}
+
+impl Background {
+    /// A waiter for read-your-writes, fed by this process's LISTEN connection.
+    pub fn waiter(&self) -> ConsistencyWaiter {
+        self.waiter.clone()
+    }
+
+    /// Stops every task and waits for them.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// Starts the LISTEN connection and, when `run_projectors`, every projector. Creates the
+/// projections' tables first if they do not exist.
+pub async fn start(
+    pool: PgPool,
+    run_projectors: bool,
+    poll: Duration,
+) -> Result<Background, StoreError> {
+    let (stop, stop_rx) = watch::channel(false);
+    let (checkpoints_tx, checkpoints_rx) = watch::channel(Checkpoints::new());
+    let mut tasks = JoinSet::new();
+    let mut wakers = Vec::new();
+    if run_projectors {
+        for projection in projections() {
+            ensure_schema(&pool, projection.as_ref()).await?;
+            let wake = Arc::new(Notify::new());
+            wakers.push(wake.clone());
+            tasks.spawn(run_projector(
+                pool.clone(),
+                projection,
+                wake,
+                poll,
+                stop_rx.clone(),
+            ));
+        }
+    }
+    tasks.spawn(run_listener(pool, wakers, checkpoints_tx, stop_rx));
+    Ok(Background {
+        tasks,
+        stop,
+        waiter: ConsistencyWaiter::new(checkpoints_rx),
+    })
+}

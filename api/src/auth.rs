@@ -81,3 +81,53 @@ pub fn bearer(value: &str) -> Option<&str> {
     let (scheme, token) = value.trim().split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
+
+/// A cached `(subject, role)` and when it was checked.
+type CachedToken = ((String, String), std::time::Instant);
+
+/// Valid tokens seen recently, so that a request does not cost a database round trip for its
+/// token. Entries live `ttl` (a revoked token keeps working at most that long); only valid
+/// tokens are kept, at most `capacity` of them.
+pub struct TokenCache {
+    entries: std::sync::Mutex<std::collections::HashMap<Vec<u8>, CachedToken>>,
+    ttl: std::time::Duration,
+    capacity: usize,
+}
+
+impl Default for TokenCache {
+    fn default() -> Self {
+        Self {
+            entries: Default::default(),
+            ttl: std::time::Duration::from_secs(10),
+            capacity: 10_000,
+        }
+    }
+}
+
+impl TokenCache {
+    /// Like [`lookup`], answered from the cache when possible.
+    pub async fn lookup(
+        &self,
+        pool: &PgPool,
+        token: &str,
+    ) -> Result<Option<(String, String)>, sqlx::Error> {
+        let key = hash(token);
+        {
+            let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((found, at)) = entries.get(&key) {
+                if at.elapsed() < self.ttl {
+                    return Ok(Some(found.clone()));
+                }
+            }
+        }
+        let found = lookup(pool, token).await?;
+        if let Some(found) = &found {
+            let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+            if entries.len() >= self.capacity {
+                entries.clear();
+            }
+            entries.insert(key, (found.clone(), std::time::Instant::now()));
+        }
+        Ok(found)
+    }
+}

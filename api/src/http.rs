@@ -69,7 +69,7 @@ async fn actor_from_token(
     let Some(token) = value.and_then(auth::bearer) else {
         return Err(unauthorized("missing bearer token"));
     };
-    match auth::lookup(&state.pool, token).await {
+    match state.tokens.lookup(&state.pool, token).await {
         Ok(Some((subject, role))) => Ok(Actor {
             subject,
             role,

@@ -23,6 +23,7 @@ struct Histogram {
 pub struct Metrics {
     requests: Mutex<BTreeMap<(String, String, u16), u64>>,
     durations: Mutex<BTreeMap<String, Histogram>>,
+    loader_batches: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl Metrics {
@@ -43,6 +44,25 @@ impl Metrics {
         }
         h.sum += secs;
         h.count += 1;
+    }
+
+    /// Counts one DataLoader batch (one query for many keys).
+    pub fn loader_batch(&self, loader: &'static str) {
+        *self
+            .loader_batches
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(loader)
+            .or_default() += 1;
+    }
+
+    /// DataLoader batches so far, all loaders together.
+    pub fn loader_batches_total(&self) -> u64 {
+        self.loader_batches
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .sum()
     }
 
     /// Renders every metric in the Prometheus text format.
@@ -81,6 +101,18 @@ impl Metrics {
                 out,
                 "corral_http_request_duration_seconds_count{{route=\"{route}\"}} {}",
                 h.count
+            );
+        }
+        out.push_str("# HELP corral_dataloader_batches_total Queries issued by GraphQL DataLoaders.\n# TYPE corral_dataloader_batches_total counter\n");
+        for (loader, n) in self
+            .loader_batches
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "corral_dataloader_batches_total{{loader=\"{loader}\"}} {n}"
             );
         }
         out.push_str("# HELP corral_projector_lag_events Events not yet applied by each projector.\n# TYPE corral_projector_lag_events gauge\n");

@@ -44,6 +44,8 @@ pub struct AppState {
     pub config: Arc<ApiConfig>,
     /// Request metrics.
     pub metrics: Arc<Metrics>,
+    /// Recently validated tokens.
+    pub tokens: Arc<crate::auth::TokenCache>,
     /// The schema (built once).
     pub schema: Option<CorralSchema>,
 }
@@ -64,6 +66,7 @@ impl AppState {
             enforcer,
             config: Arc::new(config),
             metrics: Arc::new(Metrics::default()),
+            tokens: Arc::new(crate::auth::TokenCache::default()),
             schema: None,
         };
         state.schema = Some(crate::graphql::build_schema(&state));

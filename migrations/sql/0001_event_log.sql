@@ -2,8 +2,8 @@
 -- Corral's extensions (DESIGN.md, "The event log"):
 --   global_position  insert order (NOT commit order: never checkpoint on it alone)
 --   transaction_id   the inserting transaction; readers only read below the xmin horizon
---   log_position     gapless, commit-ordered public position, assigned by the sequencer
---   hash             sha256(prev_hash || canonical event), assigned by the sequencer
+--   recorded_at      when the event was inserted
+--   event_id         unique id (NATS Nats-Msg-Id)
 CREATE TABLE events (
     aggregate_type  text        NOT NULL,
     aggregate_id    text        NOT NULL,
@@ -16,14 +16,22 @@ CREATE TABLE events (
     transaction_id  xid8        NOT NULL DEFAULT pg_current_xact_id(),
     recorded_at     timestamptz NOT NULL DEFAULT clock_timestamp(),
     event_id        uuid        NOT NULL DEFAULT gen_random_uuid(),
-    log_position    bigint,
-    hash            bytea,
     PRIMARY KEY (aggregate_type, aggregate_id, sequence)
 );
 CREATE UNIQUE INDEX events_global_position_key ON events (global_position);
 CREATE UNIQUE INDEX events_event_id_key ON events (event_id);
 CREATE INDEX events_commit_order_idx ON events (transaction_id, global_position);
-CREATE UNIQUE INDEX events_log_position_key ON events (log_position) WHERE log_position IS NOT NULL;
+
+-- The public log: one row per committed event, written by the sequencer (a single reader).
+--   log_position  gapless, commit-ordered position (1, 2, 3, ...), the `position` of the API
+--   hash          sha256(prev_hash || canonical event); see docs/architecture.md
+-- Kept beside `events` (1:1 by global_position) rather than in it: assigning a position is then
+-- one insert, not an update that rewrites the event row and every index of `events`.
+CREATE TABLE event_log (
+    log_position    bigint PRIMARY KEY,
+    global_position bigint NOT NULL UNIQUE,
+    hash            bytea  NOT NULL
+);
 
 -- Wake readers: a notification is delivered at commit, once per transaction and channel.
 CREATE FUNCTION corral_notify_events() RETURNS trigger LANGUAGE plpgsql AS $$

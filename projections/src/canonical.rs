@@ -39,22 +39,34 @@ pub fn write_canonical(value: &Value, out: &mut Vec<u8>) {
     }
 }
 
-/// The canonical form of an event at a log position.
+/// The canonical form of an event at a log position: an object with the keys below, in
+/// sorted order, written directly (without copying the payload).
 pub fn canonical_event(event: &EventRecord, log_position: i64) -> Vec<u8> {
-    let doc = serde_json::json!({
-        "position": log_position,
-        "eventId": event.event_id.to_string(),
-        "aggregateType": event.aggregate_type,
-        "aggregateId": event.aggregate_id,
-        "version": event.sequence,
-        "eventType": event.event_type,
-        "eventVersion": event.event_version,
-        "recordedAt": event.recorded_at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
-        "payload": event.payload,
-        "metadata": event.metadata,
-    });
     let mut out = Vec::with_capacity(512);
-    write_canonical(&doc, &mut out);
+    let string = |s: &str, out: &mut Vec<u8>| write_canonical(&Value::String(s.to_string()), out);
+    out.extend_from_slice(b"{\"aggregateId\":");
+    string(&event.aggregate_id, &mut out);
+    out.extend_from_slice(b",\"aggregateType\":");
+    string(&event.aggregate_type, &mut out);
+    out.extend_from_slice(b",\"eventId\":");
+    string(&event.event_id.to_string(), &mut out);
+    out.extend_from_slice(b",\"eventType\":");
+    string(&event.event_type, &mut out);
+    out.extend_from_slice(b",\"eventVersion\":");
+    string(&event.event_version, &mut out);
+    out.extend_from_slice(b",\"metadata\":");
+    write_canonical(&event.metadata, &mut out);
+    out.extend_from_slice(b",\"payload\":");
+    write_canonical(&event.payload, &mut out);
+    out.extend_from_slice(format!(",\"position\":{log_position},\"recordedAt\":").as_bytes());
+    string(
+        &event
+            .recorded_at
+            .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+            .to_string(),
+        &mut out,
+    );
+    out.extend_from_slice(format!(",\"version\":{}}}", event.sequence).as_bytes());
     out
 }
 
@@ -84,6 +96,38 @@ mod tests {
         assert_eq!(
             String::from_utf8_lossy(&out),
             r#"{"a":{"c":null,"z":[1,{"x":"é","y":2}]},"b":1}"#
+        );
+    }
+
+    #[test]
+    fn an_event_is_an_object_with_sorted_keys() {
+        let event = EventRecord {
+            global_position: 7,
+            transaction_id: 9,
+            event_id: uuid::Uuid::nil(),
+            aggregate_type: "Group".into(),
+            aggregate_id: "g1".into(),
+            sequence: 2,
+            event_type: "GroupRenamed".into(),
+            event_version: "1".into(),
+            payload: json!({"GroupRenamed": {"previous_name": "a", "name": "b"}}),
+            metadata: json!({"source": "api", "actor_subject": "alice"}),
+            recorded_at: chrono::DateTime::from_timestamp(0, 1000).expect("time"),
+        };
+        let text = String::from_utf8(canonical_event(&event, 5)).expect("utf8");
+        let reparsed: Value = serde_json::from_str(&text).expect("valid JSON");
+        let mut sorted = Vec::new();
+        write_canonical(&reparsed, &mut sorted);
+        assert_eq!(
+            text.as_bytes(),
+            sorted.as_slice(),
+            "already canonical: {text}"
+        );
+        assert_eq!(reparsed["position"], 5);
+        assert_eq!(reparsed["recordedAt"], "1970-01-01T00:00:00.000001Z");
+        assert_ne!(
+            chain_hash(&GENESIS_HASH, &event, 5),
+            chain_hash(&GENESIS_HASH, &event, 6)
         );
     }
 

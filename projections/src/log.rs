@@ -58,10 +58,6 @@ pub struct EventRecord {
     pub metadata: Value,
     /// When the event was inserted.
     pub recorded_at: DateTime<Utc>,
-    /// Public gapless position, once the sequencer has reached the event.
-    pub log_position: Option<i64>,
-    /// Hash-chain link, once sequenced.
-    pub hash: Option<Vec<u8>>,
 }
 
 impl EventRecord {
@@ -70,7 +66,8 @@ impl EventRecord {
         self.payload.get(&self.event_type).unwrap_or(&Value::Null)
     }
 
-    pub(crate) fn from_row(row: &PgRow) -> Result<Self, StoreError> {
+    /// Decodes a row selected with [`EVENT_COLUMNS`].
+    pub fn from_row(row: &PgRow) -> Result<Self, StoreError> {
         let txid: String = row.try_get("txid")?;
         Ok(Self {
             global_position: row.try_get("global_position")?,
@@ -84,8 +81,6 @@ impl EventRecord {
             payload: row.try_get("payload")?,
             metadata: row.try_get("metadata")?,
             recorded_at: row.try_get("recorded_at")?,
-            log_position: row.try_get("log_position")?,
-            hash: row.try_get("hash")?,
         })
     }
 }
@@ -93,7 +88,7 @@ impl EventRecord {
 /// The column list every event query selects, for [`EventRecord::from_row`].
 pub const EVENT_COLUMNS: &str = "global_position, transaction_id::text AS txid, event_id, \
     aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, \
-    recorded_at, log_position, hash";
+    recorded_at";
 
 pub(crate) fn parse_xid(s: &str) -> Result<u64, StoreError> {
     s.parse()

@@ -1,6 +1,7 @@
 //! The sequencer: gives each committed event its public, gapless, commit-ordered
-//! `log_position` and its hash-chain link. It is a projector whose "read model" is those two
-//! columns; its checkpoint row lock guarantees a single sequencer at a time.
+//! `log_position` and its hash-chain link, in `event_log`. It is a projector whose read model
+//! is that table; its checkpoint row lock guarantees a single sequencer at a time, and the
+//! unique key on `global_position` that no event is sequenced twice.
 
 use async_trait::async_trait;
 use sqlx::{PgConnection, Row};
@@ -19,12 +20,10 @@ pub struct Sequencer;
 
 /// The last sequenced event: its position and hash (0 and the genesis hash before any).
 pub async fn head(conn: &mut PgConnection) -> Result<(i64, Vec<u8>), StoreError> {
-    let row = sqlx::query(
-        "SELECT log_position, hash FROM events WHERE log_position IS NOT NULL
-          ORDER BY log_position DESC LIMIT 1",
-    )
-    .fetch_optional(conn)
-    .await?;
+    let row =
+        sqlx::query("SELECT log_position, hash FROM event_log ORDER BY log_position DESC LIMIT 1")
+            .fetch_optional(conn)
+            .await?;
     match row {
         Some(r) => Ok((r.try_get("log_position")?, r.try_get("hash")?)),
         None => Ok((0, GENESIS_HASH.to_vec())),
@@ -56,12 +55,6 @@ impl Projection for Sequencer {
         let mut positions = Vec::with_capacity(events.len());
         let mut hashes = Vec::with_capacity(events.len());
         for event in events {
-            if event.log_position.is_some() {
-                return Err(StoreError::Data(format!(
-                    "event {} already has a log position",
-                    event.global_position
-                )));
-            }
             position += 1;
             prev = chain_hash(&prev, event, position);
             globals.push(event.global_position);
@@ -69,9 +62,8 @@ impl Projection for Sequencer {
             hashes.push(prev.clone());
         }
         sqlx::query(
-            "UPDATE events e SET log_position = u.pos, hash = u.hash
-               FROM unnest($1::bigint[], $2::bigint[], $3::bytea[]) AS u(gp, pos, hash)
-              WHERE e.global_position = u.gp",
+            "INSERT INTO event_log (global_position, log_position, hash)
+             SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bytea[])",
         )
         .bind(&globals)
         .bind(&positions)

@@ -7,4 +7,5 @@ mod e2e {
     mod groups;
     mod rebuild;
     mod sequencer;
+    mod websocket;
 }

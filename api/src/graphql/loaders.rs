@@ -1,6 +1,7 @@
 //! Per-request DataLoaders, so nested fields cost one query per level, not per node.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use async_graphql::dataloader::Loader;
 use corral_projections::group_tree::{read, Node};
@@ -8,40 +9,44 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::errors::internal;
+use crate::metrics::Metrics;
 
 /// Groups by id.
-pub struct GroupLoader(pub PgPool);
+pub struct GroupLoader(pub PgPool, pub Arc<Metrics>);
 
 impl Loader<Uuid> for GroupLoader {
     type Value = Node;
     type Error = async_graphql::Error;
 
     async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, Node>, Self::Error> {
+        self.1.loader_batch("group");
         let nodes = read::by_ids(&self.0, keys).await.map_err(internal)?;
         Ok(nodes.into_iter().map(|n| (n.id, n)).collect())
     }
 }
 
 /// Ancestors (root first) by group id.
-pub struct AncestorsLoader(pub PgPool);
+pub struct AncestorsLoader(pub PgPool, pub Arc<Metrics>);
 
 impl Loader<Uuid> for AncestorsLoader {
     type Value = Vec<Node>;
     type Error = async_graphql::Error;
 
     async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, Vec<Node>>, Self::Error> {
+        self.1.loader_batch("ancestors");
         read::ancestors(&self.0, keys).await.map_err(internal)
     }
 }
 
 /// Child counts by parent id.
-pub struct ChildCountLoader(pub PgPool);
+pub struct ChildCountLoader(pub PgPool, pub Arc<Metrics>);
 
 impl Loader<Uuid> for ChildCountLoader {
     type Value = i64;
     type Error = async_graphql::Error;
 
     async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, i64>, Self::Error> {
+        self.1.loader_batch("child_count");
         read::child_counts(&self.0, keys).await.map_err(internal)
     }
 }
@@ -58,7 +63,7 @@ pub struct ChildrenKey {
 }
 
 /// Children pages; keys with the same page arguments are fetched in one query.
-pub struct ChildrenLoader(pub PgPool);
+pub struct ChildrenLoader(pub PgPool, pub Arc<Metrics>);
 
 impl Loader<ChildrenKey> for ChildrenLoader {
     type Value = Vec<Node>;
@@ -68,6 +73,7 @@ impl Loader<ChildrenKey> for ChildrenLoader {
         &self,
         keys: &[ChildrenKey],
     ) -> Result<HashMap<ChildrenKey, Vec<Node>>, Self::Error> {
+        self.1.loader_batch("children");
         let mut by_page: HashMap<(i64, Option<read::After>), Vec<Uuid>> = HashMap::new();
         for k in keys {
             by_page

@@ -52,12 +52,24 @@ pub fn build_schema(state: &AppState) -> CorralSchema {
 /// Adds the per-request data: the actor and fresh DataLoaders.
 pub fn prepare(request: Request, state: &AppState, actor: Actor) -> Request {
     let pool = state.pool.clone();
+    // Keys requested while one level of the query resolves are batched; 100 µs is enough to
+    // gather them without adding the default 1 ms per level.
+    let delay = std::time::Duration::from_micros(100);
+    let batches = state.metrics.clone();
     request
         .data(actor)
-        .data(DataLoader::new(GroupLoader(pool.clone()), tokio::spawn))
-        .data(DataLoader::new(AncestorsLoader(pool.clone()), tokio::spawn))
-        .data(DataLoader::new(ChildrenLoader(pool.clone()), tokio::spawn))
-        .data(DataLoader::new(ChildCountLoader(pool), tokio::spawn))
+        .data(
+            DataLoader::new(GroupLoader(pool.clone(), batches.clone()), tokio::spawn).delay(delay),
+        )
+        .data(
+            DataLoader::new(AncestorsLoader(pool.clone(), batches.clone()), tokio::spawn)
+                .delay(delay),
+        )
+        .data(
+            DataLoader::new(ChildrenLoader(pool.clone(), batches.clone()), tokio::spawn)
+                .delay(delay),
+        )
+        .data(DataLoader::new(ChildCountLoader(pool, batches), tokio::spawn).delay(delay))
 }
 
 #[cfg(test)]

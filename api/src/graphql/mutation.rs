@@ -200,7 +200,8 @@ async fn run(
     }
     // The position of the group's latest event: this change, or the state a no-op confirmed.
     let position: Option<i64> = sqlx::query_scalar(
-        "SELECT log_position FROM events WHERE aggregate_type = 'Group' AND aggregate_id = $1 ORDER BY sequence DESC LIMIT 1",
+        "SELECT l.log_position FROM events e LEFT JOIN event_log l USING (global_position)
+          WHERE e.aggregate_type = 'Group' AND e.aggregate_id = $1 ORDER BY e.sequence DESC LIMIT 1",
     )
     .bind(group_id.to_string())
     .fetch_optional(pool)

@@ -100,7 +100,8 @@ impl TreeFold {
             };
             self.nodes.insert(id, node);
             self.deleted.remove(&id);
-            self.recompute_subtree(id)?;
+            // A new group has no children yet: only its own position needs computing.
+            self.place(id)?;
             return Ok(());
         }
         let node = self.nodes.get_mut(&id).ok_or_else(|| {
@@ -134,8 +135,39 @@ impl TreeFold {
         Ok(())
     }
 
-    /// Recomputes depth, path and ancestors of `root` (from its parent) and of every loaded
-    /// descendant.
+    /// Computes depth, path and ancestors of `id` from its parent.
+    fn place(&mut self, id: Uuid) -> Result<(), StoreError> {
+        let parent = match self.nodes.get(&id).and_then(|n| n.parent_id) {
+            Some(p) => {
+                let parent = self.nodes.get(&p).ok_or_else(|| {
+                    StoreError::Data(format!("group {id} has unknown parent {p}"))
+                })?;
+                let mut ancestors = parent.ancestors.clone();
+                ancestors.push(p);
+                Some((parent.depth + 1, parent.path.clone(), ancestors))
+            }
+            None => None,
+        };
+        if let Some(node) = self.nodes.get_mut(&id) {
+            match parent {
+                Some((depth, path, ancestors)) => {
+                    node.depth = depth;
+                    node.path = format!("{path}/{}", node.name);
+                    node.ancestors = ancestors;
+                }
+                None => {
+                    node.depth = 0;
+                    node.path = node.name.clone();
+                    node.ancestors.clear();
+                }
+            }
+        }
+        self.dirty.insert(id);
+        self.closure_dirty.insert(id);
+        Ok(())
+    }
+
+    /// Recomputes `root` and every loaded descendant (after a rename or a move).
     fn recompute_subtree(&mut self, root: Uuid) -> Result<(), StoreError> {
         let mut children: HashMap<Uuid, Vec<Uuid>> = HashMap::new();
         for node in self.nodes.values() {
@@ -145,30 +177,7 @@ impl TreeFold {
         }
         let mut queue = VecDeque::from([root]);
         while let Some(id) = queue.pop_front() {
-            let parent = match self.nodes.get(&id).and_then(|n| n.parent_id) {
-                Some(p) => Some(self.nodes.get(&p).cloned().ok_or_else(|| {
-                    StoreError::Data(format!("group {id} has unknown parent {p}"))
-                })?),
-                None => None,
-            };
-            let Some(node) = self.nodes.get_mut(&id) else {
-                continue;
-            };
-            match parent {
-                Some(p) => {
-                    node.depth = p.depth + 1;
-                    node.path = format!("{}/{}", p.path, node.name);
-                    node.ancestors = p.ancestors.clone();
-                    node.ancestors.push(p.id);
-                }
-                None => {
-                    node.depth = 0;
-                    node.path = node.name.clone();
-                    node.ancestors.clear();
-                }
-            }
-            self.dirty.insert(id);
-            self.closure_dirty.insert(id);
+            self.place(id)?;
             queue.extend(children.get(&id).into_iter().flatten().copied());
         }
         Ok(())
@@ -193,8 +202,6 @@ mod tests {
             payload: json!({ event_type: body }),
             metadata: json!({}),
             recorded_at: Utc::now(),
-            log_position: None,
-            hash: None,
         }
     }
 

@@ -47,7 +47,8 @@ impl Projection for GroupTreeProjection {
                 id uuid PRIMARY KEY, group_type text NOT NULL, parent_id uuid, name text NOT NULL,
                 description text, metadata jsonb NOT NULL DEFAULT '{{}}', is_system boolean NOT NULL,
                 depth int NOT NULL, path text NOT NULL, version bigint NOT NULL,
-                created_at timestamptz NOT NULL, updated_at timestamptz NOT NULL);
+                created_at timestamptz NOT NULL, updated_at timestamptz NOT NULL)
+                WITH (fillfactor = 70);
              CREATE INDEX ON {s}.groups (parent_id, lower(name), id);
              CREATE INDEX ON {s}.groups (group_type, lower(path), id);
              CREATE TABLE {s}.group_closure (
@@ -76,8 +77,9 @@ impl Projection for GroupTreeProjection {
     }
 }
 
-/// Loads every node the batch touches: its groups, the parents it names, and the whole
-/// subtree of any group it renames or moves.
+/// Loads every node the batch touches: its groups, their parents, and the whole subtree of
+/// any group it renames or moves. Ancestor lists are loaded only for the nodes that new
+/// positions are computed from (parents named by creates and moves, parents of renamed groups).
 async fn load(
     conn: &mut PgConnection,
     s: &str,
@@ -85,6 +87,7 @@ async fn load(
 ) -> Result<TreeFold, StoreError> {
     let mut ids = HashSet::new();
     let mut subtree_roots = HashSet::new();
+    let mut anchors = HashSet::new();
     for e in events {
         if let Ok(id) = e.aggregate_id.parse::<Uuid>() {
             ids.insert(id);
@@ -100,6 +103,7 @@ async fn load(
                 .and_then(|p| p.parse().ok())
             {
                 ids.insert(p);
+                anchors.insert(p);
             }
         }
     }
@@ -109,9 +113,9 @@ async fn load(
         "SELECT id, group_type, parent_id, name, description, metadata, is_system, depth, path,
                 version, created_at, updated_at
            FROM {s}.groups
-          WHERE id = ANY($1)
-             OR id IN (SELECT parent_id FROM {s}.groups WHERE id = ANY($1))
-             OR id IN (SELECT descendant_id FROM {s}.group_closure WHERE ancestor_id = ANY($2))"
+          WHERE id IN (SELECT unnest($1::uuid[])
+                       UNION SELECT parent_id FROM {s}.groups WHERE id = ANY($1)
+                       UNION SELECT descendant_id FROM {s}.group_closure WHERE ancestor_id = ANY($2))"
     ))
     .bind(&ids)
     .bind(&roots)
@@ -122,19 +126,29 @@ async fn load(
         let node = read::row_to_node(r)?;
         fold.nodes.insert(node.id, node);
     }
-    let loaded: Vec<Uuid> = fold.nodes.keys().copied().collect();
-    let closure = sqlx::query(&format!(
-        "SELECT descendant_id, ancestor_id FROM {s}.group_closure
-          WHERE descendant_id = ANY($1) AND depth > 0 ORDER BY descendant_id, depth DESC"
-    ))
-    .bind(&loaded)
-    .fetch_all(&mut *conn)
-    .await?;
-    for r in &closure {
-        let d: Uuid = r.try_get("descendant_id")?;
-        let a: Uuid = r.try_get("ancestor_id")?;
-        if let Some(n) = fold.nodes.get_mut(&d) {
-            n.ancestors.push(a);
+    for root in &roots {
+        if let Some(parent) = fold.nodes.get(root).and_then(|n| n.parent_id) {
+            anchors.insert(parent);
+        }
+    }
+    let anchors: Vec<Uuid> = anchors
+        .into_iter()
+        .filter(|a| fold.nodes.contains_key(a))
+        .collect();
+    if !anchors.is_empty() {
+        let closure = sqlx::query(&format!(
+            "SELECT descendant_id, ancestor_id FROM {s}.group_closure
+              WHERE descendant_id = ANY($1) AND depth > 0 ORDER BY descendant_id, depth DESC"
+        ))
+        .bind(&anchors)
+        .fetch_all(&mut *conn)
+        .await?;
+        for r in &closure {
+            let d: Uuid = r.try_get("descendant_id")?;
+            let a: Uuid = r.try_get("ancestor_id")?;
+            if let Some(n) = fold.nodes.get_mut(&d) {
+                n.ancestors.push(a);
+            }
         }
     }
     Ok(fold)

@@ -333,3 +333,43 @@ async fn health_and_metrics_endpoints() {
     );
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn update_changes_description_and_metadata_and_a_no_op_emits_nothing() {
+    let app = TestApp::spawn().await;
+    let id = app.create_group("Edge", None).await;
+    let q = "mutation($input: UpdateGroupInput!) { updateGroup(input: $input) { group { description metadata version } position userErrors { code field } } }";
+    let input = json!({ "input": { "id": id, "description": "edge routers", "metadata": { "rack": "R1", "floor": 2 } } });
+    let first = app.data(&app.admin, q, input.clone()).await["updateGroup"].clone();
+    assert_eq!(first["group"]["description"], "edge routers");
+    assert_eq!(
+        first["group"]["metadata"],
+        json!({ "rack": "R1", "floor": 2 })
+    );
+    assert_eq!(first["group"]["version"], 2);
+    let again = app.data(&app.admin, q, input).await["updateGroup"].clone();
+    assert_eq!(again["group"]["version"], 2, "same values: no new event");
+    assert_eq!(again["position"], first["position"]);
+    let not_object = app
+        .data(
+            &app.admin,
+            q,
+            json!({ "input": { "id": id, "metadata": [1, 2] } }),
+        )
+        .await["updateGroup"]
+        .clone();
+    assert_eq!(
+        not_object["userErrors"],
+        json!([{ "code": "INVALID", "field": "metadata" }])
+    );
+    let missing = app
+        .data(
+            &app.admin,
+            q,
+            json!({ "input": { "id": uuid::Uuid::new_v4(), "description": "x" } }),
+        )
+        .await["updateGroup"]
+        .clone();
+    assert_eq!(missing["userErrors"][0]["code"], "NOT_FOUND");
+    app.shutdown().await;
+}

@@ -1,0 +1,57 @@
+//! `/graphql/ws` speaks graphql-transport-ws and authenticates in `connection_init`.
+
+use std::net::SocketAddr;
+
+use corral_tests::TestApp;
+use futures::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+async fn init(addr: SocketAddr, payload: Value) -> Value {
+    let mut request = format!("ws://{addr}/graphql/ws")
+        .into_client_request()
+        .expect("request");
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        "graphql-transport-ws".parse().expect("header"),
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("connect");
+    ws.send(Message::Text(
+        json!({ "type": "connection_init", "payload": payload })
+            .to_string()
+            .into(),
+    ))
+    .await
+    .expect("send");
+    match ws.next().await {
+        Some(Ok(Message::Text(text))) => serde_json::from_str(&text).expect("json"),
+        Some(Ok(Message::Close(frame))) => json!({ "closed": frame.map(|f| f.reason.to_string()) }),
+        other => json!({ "other": format!("{other:?}") }),
+    }
+}
+
+#[tokio::test]
+async fn connection_init_needs_a_valid_bearer_token() {
+    let app = TestApp::spawn().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let router = app.router.clone();
+    let server = tokio::spawn(async move { axum::serve(listener, router).await });
+    let ok = init(
+        addr,
+        json!({ "Authorization": format!("Bearer {}", app.viewer) }),
+    )
+    .await;
+    assert_eq!(ok["type"], "connection_ack", "{ok}");
+    let denied = init(addr, json!({ "Authorization": "Bearer crl_wrong" })).await;
+    assert_ne!(denied["type"], "connection_ack", "{denied}");
+    let missing = init(addr, json!({})).await;
+    assert_ne!(missing["type"], "connection_ack", "{missing}");
+    server.abort();
+    app.shutdown().await;
+}

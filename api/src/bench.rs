@@ -211,6 +211,34 @@ async fn bench_commands(url: &str, seconds: u64, rows: &mut Vec<Row>) -> Result<
             }
         })
         .await?;
+        let (g, parents3, meta3) = (groups.clone(), parents.clone(), meta.clone());
+        let updates = throughput(concurrency, seconds, move |worker, i| {
+            let (g, id, meta) = (g.clone(), parents3[worker], meta3.clone());
+            async move {
+                let cmd = GroupCommand::Update {
+                    id,
+                    description: Some(format!("update {i}")),
+                    metadata: None,
+                };
+                g.execute(cmd, None, &meta)
+                    .await
+                    .map_err(|e| -> BoxError { e.to_string().into() })?;
+                Ok(())
+            }
+        })
+        .await?;
+        rows.push(Row {
+            name: format!("updateGroup via executor, concurrency {concurrency} (cmd/s)"),
+            corral: format!("{updates:.0}"),
+            baseline_name: "raw INSERT of an event row (rows/s)".into(),
+            baseline: format!("{raw:.0}"),
+            ratio: updates / raw,
+            target: if concurrency == 32 {
+                ">= 0.40".into()
+            } else {
+                "-".into()
+            },
+        });
         rows.push(Row {
             name: format!("createGroup via executor, concurrency {concurrency} (cmd/s)"),
             corral: format!("{corral:.0}"),

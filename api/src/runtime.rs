@@ -112,8 +112,10 @@ pub async fn pools(url: &str, max_connections: u32) -> Result<(PgPool, PgPool), 
         .acquire_timeout(Duration::from_secs(10))
         .connect_with(options.clone())
         .await?;
+    // As many lock transactions as commands in flight: a command holds one lock connection
+    // and, briefly, one main-pool connection at a time, so neither pool can starve the other.
     let lock_pool = PgPoolOptions::new()
-        .max_connections((max_connections / 2).max(2))
+        .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(30))
         .connect_with(options.application_name("corral-locks"))
         .await?;

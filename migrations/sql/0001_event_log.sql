@@ -101,3 +101,15 @@ CREATE TABLE api_tokens (
     created_at timestamptz NOT NULL DEFAULT now(),
     revoked_at timestamptz
 );
+
+-- Corral's own aggregate snapshots (not postgres-es's snapshot mode, which applies new events
+-- twice): the folded state at `version`, so loading an aggregate reads only later events.
+-- A snapshot that no longer deserializes is ignored and rewritten, never fatal.
+CREATE TABLE aggregate_snapshots (
+    aggregate_type text        NOT NULL,
+    aggregate_id   text        NOT NULL,
+    version        bigint      NOT NULL,
+    state          jsonb       NOT NULL,
+    taken_at       timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (aggregate_type, aggregate_id)
+);

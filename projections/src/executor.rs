@@ -1,11 +1,12 @@
-//! The command executor: cqrs-es's load/handle/commit, plus what `CqrsFramework::execute`
-//! does not give: the committed version and log cursor, an `expectedVersion` check, and
-//! retries of version conflicts for commands that commute.
+//! The command executor: cqrs-es's handle and postgres-es's commit, plus what
+//! `CqrsFramework::execute` does not give: the committed version and log cursor, an
+//! `expectedVersion` check, retries of version conflicts for commands that commute, and
+//! snapshots of our own so that loading an aggregate costs the same however long its history.
 
 use corral_domain::metadata::EventMetadata;
 use cqrs_es::event_sink::EventSink;
-use cqrs_es::persist::PersistedEventStore;
-use cqrs_es::{Aggregate, AggregateError, EventStore};
+use cqrs_es::persist::{EventStoreAggregateContext, PersistedEventStore, SerializedEvent};
+use cqrs_es::{Aggregate, AggregateError, EventEnvelope, EventStore};
 use postgres_es::PostgresEventRepository;
 use sqlx::{PgPool, Row};
 
@@ -14,6 +15,9 @@ use crate::StoreError;
 
 /// How many times a commuting command is retried after a version conflict.
 pub const MAX_RETRIES: usize = 8;
+
+/// A snapshot is written once an aggregate has this many events after its last one.
+pub const SNAPSHOT_EVERY: u64 = 64;
 
 /// What a successful command did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,7 +87,7 @@ where
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let mut context = self.store.load_aggregate(id).await.map_err(store_err)?;
+            let (mut context, snapshot_version) = self.load(id).await?;
             let current = context.current_sequence as u64;
             if let Some(expected) = expected_version {
                 if expected != current {
@@ -108,9 +112,17 @@ where
                 });
             }
             let count = events.len();
+            let state = if current + count as u64 - snapshot_version >= SNAPSHOT_EVERY {
+                serde_json::to_value(&context.aggregate).ok()
+            } else {
+                None
+            };
             match self.store.commit(events, context, metadata.to_map()).await {
                 Ok(_) => {
                     let version = current + count as u64;
+                    if let Some(state) = state {
+                        self.save_snapshot(id, version, state).await?;
+                    }
                     let cursor = self.cursor_of(id, version).await?;
                     return Ok(Committed {
                         version,
@@ -131,6 +143,101 @@ where
                 Err(e) => return Err(store_err(e)),
             }
         }
+    }
+
+    /// Loads an aggregate from its snapshot (if any, and if it still deserializes) and the
+    /// events after it, in one query. Returns the context and the snapshot's version.
+    async fn load(
+        &self,
+        id: &str,
+    ) -> Result<(EventStoreAggregateContext<A>, u64), ExecError<A::Error>> {
+        let rows = sqlx::query(
+            "WITH s AS (SELECT version, state FROM aggregate_snapshots
+                         WHERE aggregate_type = $1 AND aggregate_id = $2)
+             SELECT s.version AS snapshot_version, s.state AS snapshot_state,
+                    e.sequence, e.event_type, e.event_version, e.payload, e.metadata
+               FROM (SELECT 1) one
+               LEFT JOIN s ON true
+               LEFT JOIN events e ON e.aggregate_type = $1 AND e.aggregate_id = $2
+                                 AND e.sequence > coalesce(s.version, 0)
+              ORDER BY e.sequence",
+        )
+        .bind(A::TYPE)
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut aggregate = A::default();
+        let mut version = 0u64;
+        let mut snapshot_version = 0u64;
+        if let Some(first) = rows.first() {
+            let snap: Option<i64> = first.try_get("snapshot_version")?;
+            let state: Option<serde_json::Value> = first.try_get("snapshot_state")?;
+            if let (Some(v), Some(state)) = (snap, state) {
+                match serde_json::from_value::<A>(state) {
+                    Ok(restored) => {
+                        aggregate = restored;
+                        version = v as u64;
+                        snapshot_version = v as u64;
+                    }
+                    Err(err) => {
+                        // The aggregate's shape changed: replay everything, and the next
+                        // snapshot replaces this one.
+                        tracing::warn!(error = %err, "ignoring a snapshot that no longer deserializes");
+                        return self.load_all(id).await;
+                    }
+                }
+            }
+        }
+        for row in &rows {
+            let Some(sequence) = row.try_get::<Option<i64>, _>("sequence")? else {
+                continue;
+            };
+            let serialized = SerializedEvent::new(
+                id.to_string(),
+                sequence as usize,
+                A::TYPE.to_string(),
+                row.try_get("event_type")?,
+                row.try_get("event_version")?,
+                row.try_get("payload")?,
+                row.try_get("metadata")?,
+            );
+            let envelope = EventEnvelope::<A>::try_from(serialized)
+                .map_err(|e| ExecError::Store(e.to_string()))?;
+            aggregate.apply(envelope.payload);
+            version = sequence as u64;
+        }
+        Ok((context_for(id, aggregate, version), snapshot_version))
+    }
+
+    /// Replays every event through cqrs-es (used when a snapshot is unusable).
+    async fn load_all(
+        &self,
+        id: &str,
+    ) -> Result<(EventStoreAggregateContext<A>, u64), ExecError<A::Error>> {
+        let context = self.store.load_aggregate(id).await.map_err(store_err)?;
+        Ok((context, 0))
+    }
+
+    async fn save_snapshot(
+        &self,
+        id: &str,
+        version: u64,
+        state: serde_json::Value,
+    ) -> Result<(), ExecError<A::Error>> {
+        sqlx::query(
+            "INSERT INTO aggregate_snapshots (aggregate_type, aggregate_id, version, state)
+             VALUES ($1, $2, $3, $4)
+             ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE
+                SET version = EXCLUDED.version, state = EXCLUDED.state, taken_at = now()
+              WHERE aggregate_snapshots.version < EXCLUDED.version",
+        )
+        .bind(A::TYPE)
+        .bind(id)
+        .bind(version as i64)
+        .bind(state)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     /// The stored version of an aggregate (0 when it has no events).
@@ -160,6 +267,19 @@ where
             transaction_id: parse_xid(&txid).map_err(|e| ExecError::Store(e.to_string()))?,
             global_position: row.try_get("global_position")?,
         })
+    }
+}
+
+fn context_for<A: Aggregate>(
+    id: &str,
+    aggregate: A,
+    version: u64,
+) -> EventStoreAggregateContext<A> {
+    EventStoreAggregateContext {
+        aggregate_id: id.to_string(),
+        aggregate,
+        current_sequence: version as usize,
+        current_snapshot: None,
     }
 }
 

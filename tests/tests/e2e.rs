@@ -7,5 +7,6 @@ mod e2e {
     mod groups;
     mod rebuild;
     mod sequencer;
+    mod snapshots;
     mod websocket;
 }

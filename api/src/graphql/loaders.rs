@@ -3,13 +3,22 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use async_graphql::dataloader::Loader;
+use async_graphql::dataloader::{DataLoader, HashMapCache, Loader};
 use corral_projections::group_tree::{read, Node};
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::errors::internal;
 use crate::metrics::Metrics;
+
+/// Per-request loaders, with a per-request cache (so prefetched keys are not loaded again).
+pub type Groups = DataLoader<GroupLoader, HashMapCache>;
+/// Ancestors by group id.
+pub type Ancestors = DataLoader<AncestorsLoader, HashMapCache>;
+/// Children pages.
+pub type Children = DataLoader<ChildrenLoader, HashMapCache>;
+/// Child counts.
+pub type ChildCounts = DataLoader<ChildCountLoader, HashMapCache>;
 
 /// Groups by id.
 pub struct GroupLoader(pub PgPool, pub Arc<Metrics>);
@@ -34,7 +43,12 @@ impl Loader<Uuid> for AncestorsLoader {
 
     async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, Vec<Node>>, Self::Error> {
         self.1.loader_batch("ancestors");
-        read::ancestors(&self.0, keys).await.map_err(internal)
+        let mut found = read::ancestors(&self.0, keys).await.map_err(internal)?;
+        // Every key gets an answer (a root has none), so that the cache covers it.
+        Ok(keys
+            .iter()
+            .map(|k| (*k, found.remove(k).unwrap_or_default()))
+            .collect())
     }
 }
 
@@ -47,7 +61,12 @@ impl Loader<Uuid> for ChildCountLoader {
 
     async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, i64>, Self::Error> {
         self.1.loader_batch("child_count");
-        read::child_counts(&self.0, keys).await.map_err(internal)
+        let found = read::child_counts(&self.0, keys).await.map_err(internal)?;
+        // Leaves count 0 rather than being missing, so that the cache covers them.
+        Ok(keys
+            .iter()
+            .map(|k| (*k, found.get(k).copied().unwrap_or(0)))
+            .collect())
     }
 }
 

@@ -7,7 +7,7 @@ pub mod query;
 pub mod scalars;
 pub mod types;
 
-use async_graphql::dataloader::DataLoader;
+use async_graphql::dataloader::{DataLoader, HashMapCache};
 use async_graphql::{EmptySubscription, Request, Schema};
 
 use crate::auth::Actor;
@@ -52,24 +52,44 @@ pub fn build_schema(state: &AppState) -> CorralSchema {
 /// Adds the per-request data: the actor and fresh DataLoaders.
 pub fn prepare(request: Request, state: &AppState, actor: Actor) -> Request {
     let pool = state.pool.clone();
-    // Keys requested while one level of the query resolves are batched; 100 µs is enough to
-    // gather them without adding the default 1 ms per level.
-    let delay = std::time::Duration::from_micros(100);
+    // Keys requested while one level of the query resolves are batched; 250 µs gathers them
+    // without adding the default 1 ms per level.
+    let delay = std::time::Duration::from_micros(250);
     let batches = state.metrics.clone();
     request
         .data(actor)
         .data(
-            DataLoader::new(GroupLoader(pool.clone(), batches.clone()), tokio::spawn).delay(delay),
+            DataLoader::with_cache(
+                GroupLoader(pool.clone(), batches.clone()),
+                tokio::spawn,
+                HashMapCache::default(),
+            )
+            .delay(delay),
         )
         .data(
-            DataLoader::new(AncestorsLoader(pool.clone(), batches.clone()), tokio::spawn)
-                .delay(delay),
+            DataLoader::with_cache(
+                AncestorsLoader(pool.clone(), batches.clone()),
+                tokio::spawn,
+                HashMapCache::default(),
+            )
+            .delay(delay),
         )
         .data(
-            DataLoader::new(ChildrenLoader(pool.clone(), batches.clone()), tokio::spawn)
-                .delay(delay),
+            DataLoader::with_cache(
+                ChildrenLoader(pool.clone(), batches.clone()),
+                tokio::spawn,
+                HashMapCache::default(),
+            )
+            .delay(delay),
         )
-        .data(DataLoader::new(ChildCountLoader(pool, batches), tokio::spawn).delay(delay))
+        .data(
+            DataLoader::with_cache(
+                ChildCountLoader(pool, batches),
+                tokio::spawn,
+                HashMapCache::default(),
+            )
+            .delay(delay),
+        )
 }
 
 #[cfg(test)]

@@ -1,6 +1,5 @@
 //! Read queries.
 
-use async_graphql::dataloader::DataLoader;
 use async_graphql::{Context, Object, Result, ID};
 use corral_domain::group::GroupType as DomainGroupType;
 use corral_projections::group_tree::read;
@@ -8,8 +7,8 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::errors::{coded, internal};
-use super::loaders::GroupLoader;
-use super::types::{decode_cursor, page_size, Group, GroupConnection, GroupType};
+use super::loaders::Groups;
+use super::types::{decode_cursor, page_size, prefetch, Group, GroupConnection, GroupType};
 
 /// The root query type.
 pub struct QueryRoot;
@@ -24,7 +23,7 @@ impl QueryRoot {
     ) -> Result<Option<Group>> {
         let id = DomainGroupType::from(group_type).root_id();
         Ok(ctx
-            .data_unchecked::<DataLoader<GroupLoader>>()
+            .data_unchecked::<Groups>()
             .load_one(id)
             .await?
             .map(Group::from))
@@ -36,7 +35,7 @@ impl QueryRoot {
             return Ok(None);
         };
         Ok(ctx
-            .data_unchecked::<DataLoader<GroupLoader>>()
+            .data_unchecked::<Groups>()
             .load_one(id)
             .await?
             .map(Group::from))
@@ -90,6 +89,7 @@ impl QueryRoot {
         )
         .await
         .map_err(internal)?;
+        prefetch(ctx, &rows[..rows.len().min(first as usize)]).await?;
         Ok(GroupConnection::page(rows, first, total, |n| {
             n.path.to_lowercase()
         }))

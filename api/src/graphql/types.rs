@@ -1,6 +1,5 @@
 //! The `Group` type and its connection.
 
-use async_graphql::dataloader::DataLoader;
 use async_graphql::{ComplexObject, Context, Enum, Json, Result, SimpleObject, ID};
 use chrono::{DateTime, Utc};
 use corral_domain::group::GroupType as DomainGroupType;
@@ -8,7 +7,7 @@ use corral_projections::group_tree::{read::After, Node};
 use uuid::Uuid;
 
 use super::errors::coded;
-use super::loaders::{AncestorsLoader, ChildCountLoader, ChildrenKey, ChildrenLoader, GroupLoader};
+use super::loaders::{Ancestors, ChildCounts, Children, ChildrenKey, Groups};
 
 /// Largest page a client may ask for.
 pub const MAX_PAGE: i32 = 1000;
@@ -104,7 +103,7 @@ impl Group {
             return Ok(None);
         };
         Ok(ctx
-            .data_unchecked::<DataLoader<GroupLoader>>()
+            .data_unchecked::<Groups>()
             .load_one(parent)
             .await?
             .map(Group::from))
@@ -113,7 +112,7 @@ impl Group {
     /// Ancestors from the root down to the parent.
     async fn ancestors(&self, ctx: &Context<'_>) -> Result<Vec<Group>> {
         let loaded = ctx
-            .data_unchecked::<DataLoader<AncestorsLoader>>()
+            .data_unchecked::<Ancestors>()
             .load_one(self.uuid)
             .await?;
         Ok(loaded
@@ -141,12 +140,12 @@ impl Group {
             after,
         };
         let rows = ctx
-            .data_unchecked::<DataLoader<ChildrenLoader>>()
+            .data_unchecked::<Children>()
             .load_one(key)
             .await?
             .unwrap_or_default();
         let total = ctx
-            .data_unchecked::<DataLoader<ChildCountLoader>>()
+            .data_unchecked::<ChildCounts>()
             .load_one(self.uuid)
             .await?
             .unwrap_or(0);
@@ -221,6 +220,81 @@ impl GroupConnection {
             total_count: total,
         }
     }
+}
+
+fn page_args(args: &[(async_graphql::Name, async_graphql::Value)]) -> Option<(i64, Option<After>)> {
+    let mut first = i64::from(DEFAULT_PAGE);
+    let mut after = None;
+    for (name, value) in args {
+        match (name.as_str(), value) {
+            ("first", async_graphql::Value::Number(n)) => first = n.as_i64()?,
+            ("after", async_graphql::Value::String(s)) => after = Some(decode_cursor(s).ok()?),
+            ("first" | "after", async_graphql::Value::Null) => {}
+            _ => return None,
+        }
+    }
+    (0..=i64::from(MAX_PAGE))
+        .contains(&first)
+        .then_some((first, after))
+}
+
+/// Loads, one batch per field, what the selection will ask of every node of a page, so that
+/// a page costs a fixed number of queries whatever its size; and caches the nodes themselves
+/// (their children's `parent` is then free).
+pub async fn prefetch(ctx: &Context<'_>, nodes: &[Node]) -> Result<()> {
+    let node = ctx.look_ahead().field("edges").field("node");
+    if nodes.is_empty() || !node.exists() {
+        return Ok(());
+    }
+    let groups = ctx.data_unchecked::<Groups>();
+    groups
+        .feed_many(nodes.iter().map(|n| (n.id, n.clone())))
+        .await;
+    let ids: Vec<Uuid> = nodes.iter().map(|n| n.id).collect();
+    let parents: Vec<Uuid> = nodes.iter().filter_map(|n| n.parent_id).collect();
+    let children = node.field("children");
+    let mut page_keys = Vec::new();
+    for selection in children.selection_fields() {
+        if let Some((first, after)) = selection.arguments().ok().as_deref().and_then(page_args) {
+            page_keys.extend(ids.iter().map(|id| ChildrenKey {
+                parent: *id,
+                limit: first + 1,
+                after: after.clone(),
+            }));
+        }
+    }
+    let parent_load = async {
+        if node.field("parent").exists() {
+            groups.load_many(parents).await?;
+        }
+        Ok::<_, async_graphql::Error>(())
+    };
+    let ancestors_load = async {
+        if node.field("ancestors").exists() {
+            ctx.data_unchecked::<Ancestors>()
+                .load_many(ids.clone())
+                .await?;
+        }
+        Ok(())
+    };
+    let counts_load = async {
+        if children.exists() {
+            ctx.data_unchecked::<ChildCounts>()
+                .load_many(ids.clone())
+                .await?;
+        }
+        Ok(())
+    };
+    let pages_load = async {
+        if !page_keys.is_empty() {
+            ctx.data_unchecked::<Children>()
+                .load_many(page_keys)
+                .await?;
+        }
+        Ok(())
+    };
+    futures::try_join!(parent_load, ancestors_load, counts_load, pages_load)?;
+    Ok(())
 }
 
 /// Validates `first`.

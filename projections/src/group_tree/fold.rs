@@ -52,6 +52,26 @@ pub struct TreeFold {
     pub closure_dirty: HashSet<Uuid>,
     /// Nodes deleted.
     pub deleted: HashSet<Uuid>,
+    /// Description/metadata changes of groups that were not loaded (written as UPDATEs).
+    pub patches: HashMap<Uuid, Patch>,
+}
+
+/// A `GroupUpdated` for a group the batch did not need to load.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Patch {
+    /// New description.
+    pub description: Option<String>,
+    /// New metadata.
+    pub metadata: Value,
+    /// Aggregate version after the change.
+    pub version: i64,
+    /// When it changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Whether an event of this type can be applied without the group's current row.
+pub fn applies_without_row(event_type: &str) -> bool {
+    matches!(event_type, "GroupCreated" | "GroupUpdated" | "GroupDeleted")
 }
 
 fn field<'a>(body: &'a Value, name: &str) -> &'a Value {
@@ -104,6 +124,31 @@ impl TreeFold {
             self.place(id)?;
             return Ok(());
         }
+        match event.event_type.as_str() {
+            "GroupUpdated" if !self.nodes.contains_key(&id) => {
+                self.patches.insert(
+                    id,
+                    Patch {
+                        description: str_field(body, "description"),
+                        metadata: field(body, "metadata").clone(),
+                        version: event.sequence,
+                        updated_at: event.recorded_at,
+                    },
+                );
+                return Ok(());
+            }
+            "GroupDeleted" => {
+                self.nodes.remove(&id);
+                self.dirty.remove(&id);
+                self.closure_dirty.remove(&id);
+                self.patches.remove(&id);
+                self.deleted.insert(id);
+                return Ok(());
+            }
+            "GroupRenamed" | "GroupUpdated" | "GroupMoved" => {}
+            // Events added later that do not change the tree (e.g. capability flags).
+            _ => return Ok(()),
+        }
         let node = self.nodes.get_mut(&id).ok_or_else(|| {
             StoreError::Data(format!("{} for unknown group {id}", event.event_type))
         })?;
@@ -123,13 +168,6 @@ impl TreeFold {
                 node.parent_id = uuid_field(body, "new_parent_id")?;
                 self.recompute_subtree(id)?;
             }
-            "GroupDeleted" => {
-                self.nodes.remove(&id);
-                self.dirty.remove(&id);
-                self.closure_dirty.remove(&id);
-                self.deleted.insert(id);
-            }
-            // Events added later that do not change the tree (e.g. capability flags).
             _ => {}
         }
         Ok(())
@@ -284,6 +322,34 @@ mod tests {
         assert!(!f.nodes.contains_key(&Uuid::from_u128(2)));
         assert!(f.deleted.contains(&Uuid::from_u128(2)));
         assert!(!f.dirty.contains(&Uuid::from_u128(2)));
+    }
+
+    #[test]
+    fn updates_of_unloaded_groups_become_patches_and_deletes_need_no_row() {
+        let mut f = TreeFold::default();
+        f.apply(&event(
+            5,
+            3,
+            "GroupUpdated",
+            json!({"description": "d", "metadata": {"k": "v"}}),
+        ))
+        .expect("patch");
+        f.apply(&event(
+            5,
+            4,
+            "GroupUpdated",
+            json!({"description": "e", "metadata": {}}),
+        ))
+        .expect("patch");
+        let patch = &f.patches[&Uuid::from_u128(5)];
+        assert_eq!(
+            (patch.description.as_deref(), patch.version),
+            (Some("e"), 4)
+        );
+        f.apply(&event(5, 5, "GroupDeleted", json!({})))
+            .expect("delete");
+        assert!(f.patches.is_empty());
+        assert!(f.deleted.contains(&Uuid::from_u128(5)));
     }
 
     #[test]

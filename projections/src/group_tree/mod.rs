@@ -11,7 +11,7 @@ use serde_json::Value;
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
-pub use fold::{Node, TreeFold};
+pub use fold::{Node, Patch, TreeFold};
 
 use crate::log::EventRecord;
 use crate::projection::{schema_ident, Projection};
@@ -77,9 +77,10 @@ impl Projection for GroupTreeProjection {
     }
 }
 
-/// Loads every node the batch touches: its groups, their parents, and the whole subtree of
-/// any group it renames or moves. Ancestor lists are loaded only for the nodes that new
-/// positions are computed from (parents named by creates and moves, parents of renamed groups).
+/// Loads the rows a batch needs: groups it renames or moves (with their whole subtrees and
+/// their parents) and the parents that creates and moves name. Creates, updates and deletes
+/// need no row of their own. Ancestor lists are loaded only for the nodes new positions are
+/// computed from (parents named by creates and moves, parents of renamed groups).
 async fn load(
     conn: &mut PgConnection,
     s: &str,
@@ -90,7 +91,9 @@ async fn load(
     let mut anchors = HashSet::new();
     for e in events {
         if let Ok(id) = e.aggregate_id.parse::<Uuid>() {
-            ids.insert(id);
+            if !fold::applies_without_row(&e.event_type) {
+                ids.insert(id);
+            }
             if e.event_type == "GroupRenamed" || e.event_type == "GroupMoved" {
                 subtree_roots.insert(id);
             }
@@ -109,12 +112,15 @@ async fn load(
     }
     let ids: Vec<Uuid> = ids.into_iter().collect();
     let roots: Vec<Uuid> = subtree_roots.into_iter().collect();
+    if ids.is_empty() && roots.is_empty() {
+        return Ok(TreeFold::default());
+    }
     let rows = sqlx::query(&format!(
         "SELECT id, group_type, parent_id, name, description, metadata, is_system, depth, path,
                 version, created_at, updated_at
            FROM {s}.groups
           WHERE id IN (SELECT unnest($1::uuid[])
-                       UNION SELECT parent_id FROM {s}.groups WHERE id = ANY($1)
+                       UNION SELECT parent_id FROM {s}.groups WHERE id = ANY($2)
                        UNION SELECT descendant_id FROM {s}.group_closure WHERE ancestor_id = ANY($2))"
     ))
     .bind(&ids)
@@ -155,6 +161,22 @@ async fn load(
 }
 
 async fn write(conn: &mut PgConnection, s: &str, fold: &TreeFold) -> Result<(), StoreError> {
+    if !fold.patches.is_empty() {
+        let patches: Vec<(&Uuid, &Patch)> = fold.patches.iter().collect();
+        sqlx::query(&format!(
+            "UPDATE {s}.groups g SET description = u.d, metadata = u.m, version = u.v, updated_at = u.t
+               FROM unnest($1::uuid[], $2::text[], $3::jsonb[], $4::bigint[], $5::timestamptz[])
+                    AS u(id, d, m, v, t)
+              WHERE g.id = u.id"
+        ))
+        .bind(patches.iter().map(|(id, _)| **id).collect::<Vec<_>>())
+        .bind(patches.iter().map(|(_, p)| p.description.clone()).collect::<Vec<_>>())
+        .bind(patches.iter().map(|(_, p)| p.metadata.clone()).collect::<Vec<_>>())
+        .bind(patches.iter().map(|(_, p)| p.version).collect::<Vec<_>>())
+        .bind(patches.iter().map(|(_, p)| p.updated_at).collect::<Vec<_>>())
+        .execute(&mut *conn)
+        .await?;
+    }
     if !fold.deleted.is_empty() {
         let deleted: Vec<Uuid> = fold.deleted.iter().copied().collect();
         sqlx::query(&format!(

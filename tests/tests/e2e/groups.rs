@@ -373,3 +373,34 @@ async fn update_changes_description_and_metadata_and_a_no_op_emits_nothing() {
     assert_eq!(missing["userErrors"][0]["code"], "NOT_FOUND");
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn nested_fields_are_batched_not_one_query_per_node() {
+    let app = TestApp::spawn().await;
+    for i in 0..12 {
+        let g = app.create_group(&format!("g{i:02}"), None).await;
+        app.create_group("a", Some(&g)).await;
+        app.create_group("b", Some(&g)).await;
+    }
+    let q = "{ groups(type: DEVICE, first: 100) { totalCount edges { node { name parent { name } ancestors { name }
+              children(first: 5) { totalCount edges { node { name parent { name } } } } } } } }";
+    let before = app.state.metrics.loader_batches_total();
+    let data = app.data(&app.viewer, q, json!({})).await;
+    let batches = app.state.metrics.loader_batches_total() - before;
+    assert_eq!(data["groups"]["totalCount"], 37, "root + 36 groups");
+    let per_loader: Vec<String> = app
+        .state
+        .metrics
+        .render(&[])
+        .lines()
+        .filter(|l| l.starts_with("corral_dataloader_batches_total{"))
+        .map(str::to_string)
+        .collect();
+    // Four fields below the page (parent, ancestors, children, their totalCount), one query
+    // each; the children's `parent` is already known.
+    assert!(
+        batches <= 4,
+        "{batches} loader queries for 37 groups and their children: {per_loader:?}"
+    );
+    app.shutdown().await;
+}

@@ -150,7 +150,7 @@ impl Group {
             .await?
             .unwrap_or(0);
         Ok(GroupConnection::page(rows, first, total, |n| {
-            n.name.to_lowercase()
+            corral_projections::group_tree::sort_key(&n.name)
         }))
     }
 }

@@ -22,6 +22,12 @@ pub const GROUP_TREE: &str = "group_tree";
 /// The schema that serves queries.
 pub const LIVE_SCHEMA: &str = "rm_group_tree";
 
+/// The key names and paths are ordered and matched by (ignoring case): computed here, not by
+/// the database's `lower()`, so that cursors and ordering agree on every server's locale.
+pub fn sort_key(s: &str) -> String {
+    s.to_lowercase()
+}
+
 /// Builds `groups` and `group_closure`.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct GroupTreeProjection;
@@ -47,10 +53,11 @@ impl Projection for GroupTreeProjection {
                 id uuid PRIMARY KEY, group_type text NOT NULL, parent_id uuid, name text NOT NULL,
                 description text, metadata jsonb NOT NULL DEFAULT '{{}}', is_system boolean NOT NULL,
                 depth int NOT NULL, path text NOT NULL, version bigint NOT NULL,
-                created_at timestamptz NOT NULL, updated_at timestamptz NOT NULL)
+                created_at timestamptz NOT NULL, updated_at timestamptz NOT NULL,
+                name_key text COLLATE \"C\" NOT NULL, path_key text COLLATE \"C\" NOT NULL)
                 WITH (fillfactor = 70);
-             CREATE INDEX ON {s}.groups (parent_id, lower(name), id);
-             CREATE INDEX ON {s}.groups (group_type, lower(path), id);
+             CREATE INDEX ON {s}.groups (parent_id, name_key, id);
+             CREATE INDEX ON {s}.groups (group_type, path_key, id);
              CREATE TABLE {s}.group_closure (
                 ancestor_id uuid NOT NULL, descendant_id uuid NOT NULL, depth int NOT NULL,
                 PRIMARY KEY (ancestor_id, descendant_id));
@@ -198,16 +205,17 @@ async fn write(conn: &mut PgConnection, s: &str, fold: &TreeFold) -> Result<(), 
     if !dirty.is_empty() {
         sqlx::query(&format!(
             "INSERT INTO {s}.groups (id, group_type, parent_id, name, description, metadata,
-                    is_system, depth, path, version, created_at, updated_at)
+                    is_system, depth, path, version, created_at, updated_at, name_key, path_key)
              SELECT * FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::text[],
                     $6::jsonb[], $7::bool[], $8::int[], $9::text[], $10::bigint[],
-                    $11::timestamptz[], $12::timestamptz[])
+                    $11::timestamptz[], $12::timestamptz[], $13::text[], $14::text[])
              ON CONFLICT (id) DO UPDATE SET group_type = EXCLUDED.group_type,
                 parent_id = EXCLUDED.parent_id, name = EXCLUDED.name,
                 description = EXCLUDED.description, metadata = EXCLUDED.metadata,
                 is_system = EXCLUDED.is_system, depth = EXCLUDED.depth, path = EXCLUDED.path,
                 version = EXCLUDED.version, created_at = EXCLUDED.created_at,
-                updated_at = EXCLUDED.updated_at"
+                updated_at = EXCLUDED.updated_at, name_key = EXCLUDED.name_key,
+                path_key = EXCLUDED.path_key"
         ))
         .bind(dirty.iter().map(|n| n.id).collect::<Vec<_>>())
         .bind(
@@ -231,6 +239,8 @@ async fn write(conn: &mut PgConnection, s: &str, fold: &TreeFold) -> Result<(), 
         .bind(dirty.iter().map(|n| n.version).collect::<Vec<_>>())
         .bind(dirty.iter().map(|n| n.created_at).collect::<Vec<_>>())
         .bind(dirty.iter().map(|n| n.updated_at).collect::<Vec<_>>())
+        .bind(dirty.iter().map(|n| sort_key(&n.name)).collect::<Vec<_>>())
+        .bind(dirty.iter().map(|n| sort_key(&n.path)).collect::<Vec<_>>())
         .execute(&mut *conn)
         .await?;
     }

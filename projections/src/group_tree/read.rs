@@ -6,7 +6,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
-use super::{Node, LIVE_SCHEMA};
+use super::{sort_key, Node, LIVE_SCHEMA};
 use crate::StoreError;
 
 const COLUMNS: &str = "g.id, g.group_type, g.parent_id, g.name, g.description, g.metadata, \
@@ -59,10 +59,10 @@ pub async fn by_path(
         .collect::<Vec<_>>()
         .join("/");
     let row = sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM {LIVE_SCHEMA}.groups g WHERE g.group_type = $1 AND lower(g.path) = lower($2)"
+        "SELECT {COLUMNS} FROM {LIVE_SCHEMA}.groups g WHERE g.group_type = $1 AND g.path_key = $2"
     ))
     .bind(group_type)
-    .bind(normalized)
+    .bind(sort_key(&normalized))
     .fetch_optional(pool)
     .await?;
     row.as_ref().map(row_to_node).transpose()
@@ -71,7 +71,7 @@ pub async fn by_path(
 /// Keyset position in an ordered listing: the sort key and the id.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct After {
-    /// Lower-cased name (children) or path (search).
+    /// [`sort_key`] of the name (children) or path (search).
     pub key: String,
     /// Tie-breaker.
     pub id: Uuid,
@@ -86,10 +86,10 @@ pub async fn children(
 ) -> Result<HashMap<Uuid, Vec<Node>>, StoreError> {
     let rows = sqlx::query(&format!(
         "SELECT * FROM (
-            SELECT {COLUMNS}, row_number() OVER (PARTITION BY g.parent_id ORDER BY lower(g.name), g.id) AS rn
+            SELECT {COLUMNS}, row_number() OVER (PARTITION BY g.parent_id ORDER BY g.name_key, g.id) AS rn
               FROM {LIVE_SCHEMA}.groups g
              WHERE g.parent_id = ANY($1)
-               AND ($2::text IS NULL OR (lower(g.name), g.id) > ($2, $3::uuid))) t
+               AND ($2::text IS NULL OR (g.name_key, g.id) > ($2, $3::uuid))) t
           WHERE rn <= $4 ORDER BY parent_id, rn"
     ))
     .bind(parents)
@@ -166,8 +166,8 @@ pub async fn search(
     let rows = sqlx::query(&format!(
         "SELECT {COLUMNS} FROM {LIVE_SCHEMA}.groups g
           WHERE g.group_type = $1 AND ($2::text IS NULL OR g.name ILIKE $2)
-            AND ($3::text IS NULL OR (lower(g.path), g.id) > ($3, $4::uuid))
-          ORDER BY lower(g.path), g.id LIMIT $5"
+            AND ($3::text IS NULL OR (g.path_key, g.id) > ($3, $4::uuid))
+          ORDER BY g.path_key, g.id LIMIT $5"
     ))
     .bind(group_type)
     .bind(&pattern)

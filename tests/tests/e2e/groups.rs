@@ -404,3 +404,47 @@ async fn nested_fields_are_batched_not_one_query_per_node() {
     );
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn paging_children_one_by_one_visits_each_once_even_with_non_ascii_names() {
+    let app = TestApp::spawn().await;
+    let parent = app.create_group("Ünicode", None).await;
+    for name in ["Éa", "éb", "ec", "Ed", "ÆON", "zz", "Zy"] {
+        app.create_group(name, Some(&parent)).await;
+    }
+    let q = "query($id: ID!, $after: String) { group(id: $id) { children(first: 1, after: $after) { totalCount pageInfo { hasNextPage endCursor } edges { node { name } } } } }";
+    let mut seen = Vec::new();
+    let mut after = Value::Null;
+    for _ in 0..20 {
+        let page = app
+            .data(&app.viewer, q, json!({ "id": parent, "after": after }))
+            .await["group"]["children"]
+            .clone();
+        seen.extend(
+            page["edges"]
+                .as_array()
+                .expect("edges")
+                .iter()
+                .map(|e| e["node"]["name"].as_str().expect("name").to_string()),
+        );
+        if !page["pageInfo"]["hasNextPage"].as_bool().expect("bool") {
+            break;
+        }
+        after = page["pageInfo"]["endCursor"].clone();
+    }
+    let mut expected: Vec<String> = ["Éa", "éb", "ec", "Ed", "ÆON", "zz", "Zy"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    expected.sort_by_key(|s| s.to_lowercase());
+    assert_eq!(seen, expected);
+    let by_path = app
+        .data(
+            &app.viewer,
+            "{ groupByPath(type: DEVICE, path: \"INVENTORY/ünicode/éA\") { name } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(by_path["groupByPath"]["name"], "Éa");
+    app.shutdown().await;
+}

@@ -122,7 +122,7 @@ async fn graphql(State(state): State<AppState>, request: Request) -> Response {
     let Some(schema) = state.schema.clone() else {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     };
-    let gql = crate::graphql::prepare(gql, &state, actor);
+    let gql = crate::graphql::prepare(gql, actor);
     GraphQLResponse::from(schema.execute(gql).await).into_response()
 }
 

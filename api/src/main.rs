@@ -103,7 +103,8 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
     if let Command::Bench(args) = cli.command {
         return bench::run(args).await;
     }
-    let database = runtime::database().await?;
+    let long_running = matches!(cli.command, Command::Serve { .. } | Command::Work);
+    let database = runtime::database(!long_running).await?;
     let (pool, lock_pool) = runtime::pools(&database.url, 32).await?;
     corral_migrations::migrate(&pool).await?;
     match cli.command {

@@ -58,8 +58,10 @@ fn running_server_url(pg_dir: &Path) -> Option<String> {
         .then(|| format!("postgres://postgres@localhost/corral?host={socket}&port={port}"))
 }
 
-/// Uses `DATABASE_URL`, or starts (or joins) the embedded PostgreSQL.
-pub async fn database() -> Result<Database, BoxError> {
+/// Uses `DATABASE_URL`, or starts the embedded PostgreSQL. Short-lived commands
+/// (`join_running`) use an embedded server another `corral` process already runs; a server
+/// process never does, since that server stops when the process that started it exits.
+pub async fn database(join_running: bool) -> Result<Database, BoxError> {
     if let Ok(url) = std::env::var("DATABASE_URL") {
         if !url.trim().is_empty() {
             return Ok(Database {
@@ -75,6 +77,13 @@ pub async fn database() -> Result<Database, BoxError> {
             .await
             .is_ok()
         {
+            if !join_running {
+                return Err(format!(
+                    "the embedded PostgreSQL in {} is in use by another corral process; stop that process first, or set DATABASE_URL",
+                    pg_dir.display()
+                )
+                .into());
+            }
             tracing::info!(data_dir = %pg_dir.display(), "using the embedded PostgreSQL another corral process runs");
             return Ok(Database {
                 url,

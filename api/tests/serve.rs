@@ -82,6 +82,17 @@ async fn serve_on_the_embedded_default_then_join_it_with_token_create() {
     );
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let token = stdout.lines().last().expect("token line").to_string();
+    // A second server must not lean on this one's embedded PostgreSQL.
+    let second = Command::new(env!("CARGO_BIN_EXE_corral"))
+        .arg("serve")
+        .env_remove("DATABASE_URL")
+        .env("CORRAL_DATA_DIR", &data_dir)
+        .env("CORRAL_LISTEN", format!("127.0.0.1:{}", free_port()))
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("second serve");
+    assert!(!second.status.success());
+    assert!(String::from_utf8_lossy(&second.stderr).contains("in use by another corral process"));
 
     let create = r#"{"query":"mutation { createGroup(input: {name: \"Site-A\", type: DEVICE}) { group { path } userErrors { code } } }"}"#;
     let r = http(port, "POST", "/graphql", Some(&token), create)

@@ -81,6 +81,18 @@ BEGIN
     ELSIF NEW.event_type = 'GroupRenamed' THEN
         UPDATE group_registry SET name = body ->> 'name' WHERE id = NEW.aggregate_id::uuid;
     ELSIF NEW.event_type = 'GroupMoved' THEN
+        -- Last line of defence: commands check for cycles under the tree lock.
+        IF EXISTS (
+            WITH RECURSIVE up AS (
+                SELECT id, parent_id, 0 AS hops FROM group_registry
+                 WHERE id = (body ->> 'new_parent_id')::uuid
+                UNION ALL
+                SELECT r.id, r.parent_id, up.hops + 1 FROM group_registry r
+                  JOIN up ON r.id = up.parent_id WHERE up.hops < 64)
+            SELECT 1 FROM up WHERE id = NEW.aggregate_id::uuid) THEN
+            RAISE EXCEPTION 'moving group % under % would create a cycle',
+                NEW.aggregate_id, body ->> 'new_parent_id' USING ERRCODE = 'check_violation';
+        END IF;
         UPDATE group_registry SET parent_id = (body ->> 'new_parent_id')::uuid
          WHERE id = NEW.aggregate_id::uuid;
     ELSIF NEW.event_type = 'GroupDeleted' THEN
@@ -104,10 +116,12 @@ CREATE TABLE api_tokens (
 
 -- Corral's own aggregate snapshots (not postgres-es's snapshot mode, which applies new events
 -- twice): the folded state at `version`, so loading an aggregate reads only later events.
--- A snapshot that no longer deserializes is ignored and rewritten, never fatal.
+-- A snapshot of another schema_version (the aggregate's state shape changed), or one that no
+-- longer deserializes, is ignored and rewritten, never fatal.
 CREATE TABLE aggregate_snapshots (
     aggregate_type text        NOT NULL,
     aggregate_id   text        NOT NULL,
+    schema_version int         NOT NULL,
     version        bigint      NOT NULL,
     state          jsonb       NOT NULL,
     taken_at       timestamptz NOT NULL DEFAULT now(),

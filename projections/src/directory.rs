@@ -137,7 +137,7 @@ impl GroupDirectory for PgGroupDirectory {
 /// Runs Group commands: takes the locks the command needs, checks it against the registry,
 /// commits through the executor.
 pub struct GroupCommands {
-    executor: CommandExecutor<Group>,
+    executor: Arc<CommandExecutor<Group>>,
     lock_pool: PgPool,
 }
 
@@ -146,7 +146,7 @@ impl GroupCommands {
     /// holders can never starve the connections their own commits need.
     pub fn new(pool: PgPool, lock_pool: PgPool) -> Self {
         Self {
-            executor: CommandExecutor::new(pool),
+            executor: Arc::new(CommandExecutor::new(pool)),
             lock_pool,
         }
     }
@@ -169,70 +169,93 @@ impl GroupCommands {
     }
 
     /// Executes a command with the locks and checks it needs.
+    ///
+    /// The work runs in a task of its own, so that a caller that goes away (a client that
+    /// disconnects mid-request) cannot cancel it between the commit of the events and the
+    /// release of the locks: the locks are always held until the events are committed.
     pub async fn execute(
         &self,
         command: GroupCommand,
         expected_version: Option<u64>,
         metadata: &EventMetadata,
     ) -> Result<Committed, ExecError<GroupError>> {
-        let id = Self::target(&command);
-        let mut tx = self.lock_pool.begin().await?;
-        match &command {
-            GroupCommand::Move { .. }
-            | GroupCommand::Delete { .. }
-            | GroupCommand::EnsureRoot { .. } => {
-                sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                    .bind(TREE_LOCK)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            GroupCommand::Create { parent_id, .. } => {
-                sqlx::query("SELECT pg_advisory_xact_lock_shared($1), pg_advisory_xact_lock($2)")
-                    .bind(TREE_LOCK)
-                    .bind(parent_lock(*parent_id))
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            GroupCommand::Rename { id, .. } => {
-                sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
-                    .bind(TREE_LOCK)
-                    .execute(&mut *tx)
-                    .await?;
-                let parent: Option<Uuid> =
-                    sqlx::query_scalar("SELECT parent_id FROM group_registry WHERE id = $1")
-                        .bind(id)
-                        .fetch_optional(&mut *tx)
-                        .await?
-                        .flatten();
-                if let Some(parent) = parent {
-                    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                        .bind(parent_lock(parent))
-                        .execute(&mut *tx)
-                        .await?;
-                }
-            }
-            GroupCommand::Update { .. } => {}
-        }
-        let commutes = command.commutes();
-        let directory = Arc::new(PgGroupDirectory { tx: Mutex::new(tx) });
-        let services: Box<dyn GroupDirectory> = Box::new(directory.clone());
-        let result = self
-            .executor
-            .execute(
-                &id.to_string(),
-                command,
-                &services,
-                expected_version,
-                commutes,
-                metadata,
-            )
-            .await;
-        // End the lock transaction (it only read) now that the events are committed. If this
-        // future is cancelled instead, sqlx rolls it back when the connection is released.
-        drop(services);
-        if let Ok(directory) = Arc::try_unwrap(directory) {
-            directory.tx.into_inner().rollback().await?;
-        }
-        result
+        let (executor, lock_pool, metadata) = (
+            self.executor.clone(),
+            self.lock_pool.clone(),
+            metadata.clone(),
+        );
+        tokio::spawn(async move {
+            locked(&executor, &lock_pool, command, expected_version, &metadata).await
+        })
+        .await
+        .map_err(|e| ExecError::Store(format!("command task failed: {e}")))?
     }
+}
+
+async fn locked(
+    executor: &CommandExecutor<Group>,
+    lock_pool: &PgPool,
+    command: GroupCommand,
+    expected_version: Option<u64>,
+    metadata: &EventMetadata,
+) -> Result<Committed, ExecError<GroupError>> {
+    let id = GroupCommands::target(&command);
+    let mut tx = lock_pool.begin().await?;
+    match &command {
+        GroupCommand::Move { .. }
+        | GroupCommand::Delete { .. }
+        | GroupCommand::EnsureRoot { .. } => {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(TREE_LOCK)
+                .execute(&mut *tx)
+                .await?;
+        }
+        GroupCommand::Create { parent_id, .. } => {
+            sqlx::query("SELECT pg_advisory_xact_lock_shared($1), pg_advisory_xact_lock($2)")
+                .bind(TREE_LOCK)
+                .bind(parent_lock(*parent_id))
+                .execute(&mut *tx)
+                .await?;
+        }
+        GroupCommand::Rename { id, .. } => {
+            sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
+                .bind(TREE_LOCK)
+                .execute(&mut *tx)
+                .await?;
+            let parent: Option<Uuid> =
+                sqlx::query_scalar("SELECT parent_id FROM group_registry WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .flatten();
+            if let Some(parent) = parent {
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(parent_lock(parent))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        GroupCommand::Update { .. } => {}
+    }
+    let commutes = command.commutes();
+    let directory = Arc::new(PgGroupDirectory { tx: Mutex::new(tx) });
+    let services: Box<dyn GroupDirectory> = Box::new(directory.clone());
+    let result = executor
+        .execute(
+            &id.to_string(),
+            command,
+            &services,
+            expected_version,
+            commutes,
+            metadata,
+        )
+        .await;
+    // End the lock transaction (it only read) now that the events are committed.
+    drop(services);
+    if let Ok(directory) = Arc::try_unwrap(directory) {
+        if let Err(err) = directory.tx.into_inner().rollback().await {
+            tracing::warn!(error = %err, "ending a lock transaction failed; its connection is discarded");
+        }
+    }
+    result
 }

@@ -19,6 +19,18 @@ pub const MAX_RETRIES: usize = 8;
 /// A snapshot is written once an aggregate has this many events after its last one.
 pub const SNAPSHOT_EVERY: u64 = 64;
 
+/// The shape of an aggregate's snapshot. Bump `SNAPSHOT_VERSION` whenever the aggregate's
+/// state changes meaning (a new field folded from events, say): older snapshots are then
+/// ignored, even ones that would still deserialize.
+pub trait SnapshotSchema {
+    /// The current snapshot shape.
+    const SNAPSHOT_VERSION: i32;
+}
+
+impl SnapshotSchema for corral_domain::group::Group {
+    const SNAPSHOT_VERSION: i32 = 1;
+}
+
 /// What a successful command did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Committed {
@@ -26,7 +38,8 @@ pub struct Committed {
     pub version: u64,
     /// How many events were written.
     pub events: usize,
-    /// Cursor of the last event written, to wait on read models. `None` for a no-op.
+    /// Cursor of the last event written, to wait on read models. `None` for a no-op (and,
+    /// rarely, when it could not be read after the commit).
     pub cursor: Option<Cursor>,
 }
 
@@ -61,7 +74,7 @@ pub struct CommandExecutor<A: Aggregate> {
     store: PersistedEventStore<PostgresEventRepository, A>,
 }
 
-impl<A: Aggregate> CommandExecutor<A>
+impl<A: Aggregate + SnapshotSchema> CommandExecutor<A>
 where
     A::Command: Clone,
 {
@@ -120,14 +133,23 @@ where
             match self.store.commit(events, context, metadata.to_map()).await {
                 Ok(_) => {
                     let version = current + count as u64;
+                    // The events are committed: what follows must not turn success into an error.
                     if let Some(state) = state {
-                        self.save_snapshot(id, version, state).await?;
+                        if let Err(err) = self.save_snapshot(id, version, state).await {
+                            tracing::warn!(error = %err, "could not save a snapshot; the next commit retries");
+                        }
                     }
-                    let cursor = self.cursor_of(id, version).await?;
+                    let cursor = match self.cursor_of(id, version).await {
+                        Ok(cursor) => Some(cursor),
+                        Err(err) => {
+                            tracing::warn!(error = %err, "committed, but could not read the event's log cursor");
+                            None
+                        }
+                    };
                     return Ok(Committed {
                         version,
                         events: count,
-                        cursor: Some(cursor),
+                        cursor,
                     });
                 }
                 Err(AggregateError::AggregateConflict) if commutes && attempt <= MAX_RETRIES => {
@@ -153,7 +175,7 @@ where
     ) -> Result<(EventStoreAggregateContext<A>, u64), ExecError<A::Error>> {
         let rows = sqlx::query(
             "WITH s AS (SELECT version, state FROM aggregate_snapshots
-                         WHERE aggregate_type = $1 AND aggregate_id = $2)
+                         WHERE aggregate_type = $1 AND aggregate_id = $2 AND schema_version = $3)
              SELECT s.version AS snapshot_version, s.state AS snapshot_state,
                     e.sequence, e.event_type, e.event_version, e.payload, e.metadata
                FROM (SELECT 1) one
@@ -164,6 +186,7 @@ where
         )
         .bind(A::TYPE)
         .bind(id)
+        .bind(A::SNAPSHOT_VERSION)
         .fetch_all(&self.pool)
         .await?;
         let mut aggregate = A::default();
@@ -225,16 +248,19 @@ where
         state: serde_json::Value,
     ) -> Result<(), ExecError<A::Error>> {
         sqlx::query(
-            "INSERT INTO aggregate_snapshots (aggregate_type, aggregate_id, version, state)
-             VALUES ($1, $2, $3, $4)
+            "INSERT INTO aggregate_snapshots (aggregate_type, aggregate_id, schema_version, version, state)
+             VALUES ($1, $2, $5, $3, $4)
              ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE
-                SET version = EXCLUDED.version, state = EXCLUDED.state, taken_at = now()
-              WHERE aggregate_snapshots.version < EXCLUDED.version",
+                SET version = EXCLUDED.version, state = EXCLUDED.state,
+                    schema_version = EXCLUDED.schema_version, taken_at = now()
+              WHERE aggregate_snapshots.version < EXCLUDED.version
+                 OR aggregate_snapshots.schema_version <> EXCLUDED.schema_version",
         )
         .bind(A::TYPE)
         .bind(id)
         .bind(version as i64)
         .bind(state)
+        .bind(A::SNAPSHOT_VERSION)
         .execute(&self.pool)
         .await?;
         Ok(())

@@ -4,6 +4,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_graphql::dataloader::{DataLoader, HashMapCache, Loader};
+use async_graphql::extensions::{
+    Extension, ExtensionContext, ExtensionFactory, NextPrepareRequest,
+};
+use async_graphql::{Request, ServerResult};
 use corral_projections::group_tree::{read, Node};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -115,5 +119,87 @@ impl Loader<ChildrenKey> for ChildrenLoader {
             }
         }
         Ok(out)
+    }
+}
+
+/// Gives every operation, over HTTP or the websocket, its own DataLoaders (and caches).
+pub struct RequestLoaders {
+    /// Database pool.
+    pub pool: PgPool,
+    /// Where batches are counted.
+    pub metrics: Arc<Metrics>,
+}
+
+impl ExtensionFactory for RequestLoaders {
+    fn create(&self) -> Arc<dyn Extension> {
+        Arc::new(RequestLoaders {
+            pool: self.pool.clone(),
+            metrics: self.metrics.clone(),
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Extension for RequestLoaders {
+    async fn prepare_request(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        request: Request,
+        next: NextPrepareRequest<'_>,
+    ) -> ServerResult<Request> {
+        // Keys requested while one level of the query resolves are batched; 250 µs gathers them
+        // without adding the default 1 ms per level. Pages also prefetch (types::prefetch).
+        let delay = std::time::Duration::from_micros(250);
+        let (pool, m) = (&self.pool, &self.metrics);
+        let request = request
+            .data(
+                Groups::with_cache(
+                    GroupLoader(pool.clone(), m.clone()),
+                    tokio::spawn,
+                    HashMapCache::default(),
+                )
+                .delay(delay),
+            )
+            .data(
+                Ancestors::with_cache(
+                    AncestorsLoader(pool.clone(), m.clone()),
+                    tokio::spawn,
+                    HashMapCache::default(),
+                )
+                .delay(delay),
+            )
+            .data(
+                Children::with_cache(
+                    ChildrenLoader(pool.clone(), m.clone()),
+                    tokio::spawn,
+                    HashMapCache::default(),
+                )
+                .delay(delay),
+            )
+            .data(
+                ChildCounts::with_cache(
+                    ChildCountLoader(pool.clone(), m.clone()),
+                    tokio::spawn,
+                    HashMapCache::default(),
+                )
+                .delay(delay),
+            );
+        next.run(ctx, request).await
+    }
+}
+
+/// Forgets what this operation's loaders cached (after a mutation changed the tree).
+pub fn clear_caches(ctx: &async_graphql::Context<'_>) {
+    if let Ok(l) = ctx.data::<Groups>() {
+        l.clear::<Uuid>();
+    }
+    if let Ok(l) = ctx.data::<Ancestors>() {
+        l.clear::<Uuid>();
+    }
+    if let Ok(l) = ctx.data::<Children>() {
+        l.clear::<ChildrenKey>();
+    }
+    if let Ok(l) = ctx.data::<ChildCounts>() {
+        l.clear::<Uuid>();
     }
 }

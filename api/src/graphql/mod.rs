@@ -7,12 +7,11 @@ pub mod query;
 pub mod scalars;
 pub mod types;
 
-use async_graphql::dataloader::{DataLoader, HashMapCache};
 use async_graphql::{EmptySubscription, Request, Schema};
 
 use crate::auth::Actor;
 use crate::state::AppState;
-use loaders::{AncestorsLoader, ChildCountLoader, ChildrenLoader, GroupLoader};
+use loaders::RequestLoaders;
 use mutation::{MutationRoot, MutationWait};
 use query::QueryRoot;
 
@@ -46,50 +45,17 @@ pub fn build_schema(state: &AppState) -> CorralSchema {
         .data(state.waiter.clone())
         .data(state.enforcer.clone())
         .data(MutationWait(state.config.mutation_wait))
+        .extension(RequestLoaders {
+            pool: state.pool.clone(),
+            metrics: state.metrics.clone(),
+        })
         .finish()
 }
 
-/// Adds the per-request data: the actor and fresh DataLoaders.
-pub fn prepare(request: Request, state: &AppState, actor: Actor) -> Request {
-    let pool = state.pool.clone();
-    // Keys requested while one level of the query resolves are batched; 250 µs gathers them
-    // without adding the default 1 ms per level.
-    let delay = std::time::Duration::from_micros(250);
-    let batches = state.metrics.clone();
-    request
-        .data(actor)
-        .data(
-            DataLoader::with_cache(
-                GroupLoader(pool.clone(), batches.clone()),
-                tokio::spawn,
-                HashMapCache::default(),
-            )
-            .delay(delay),
-        )
-        .data(
-            DataLoader::with_cache(
-                AncestorsLoader(pool.clone(), batches.clone()),
-                tokio::spawn,
-                HashMapCache::default(),
-            )
-            .delay(delay),
-        )
-        .data(
-            DataLoader::with_cache(
-                ChildrenLoader(pool.clone(), batches.clone()),
-                tokio::spawn,
-                HashMapCache::default(),
-            )
-            .delay(delay),
-        )
-        .data(
-            DataLoader::with_cache(
-                ChildCountLoader(pool, batches),
-                tokio::spawn,
-                HashMapCache::default(),
-            )
-            .delay(delay),
-        )
+/// Adds the per-request data: the actor. (DataLoaders come from [`loaders::RequestLoaders`],
+/// for HTTP and websocket operations alike.)
+pub fn prepare(request: Request, actor: Actor) -> Request {
+    request.data(actor)
 }
 
 #[cfg(test)]

@@ -31,7 +31,8 @@ pub const MAX_REASON_CHARS: usize = 1024;
 pub struct GroupPayload {
     /// The group after the change (`null` on error).
     pub group: Option<Group>,
-    /// Log position of the change (consistency token); `null` if nothing committed.
+    /// Log position of the change (consistency token); for a no-op, the position of the state
+    /// it confirmed; `null` on error or when the wait timed out before the change was sequenced.
     pub position: Option<Position>,
     /// True when the read models did not catch up within the wait; the change is committed.
     pub wait_timed_out: bool,
@@ -193,21 +194,37 @@ async fn run(
     };
     let pool = ctx.data_unchecked::<PgPool>();
     let wait = ctx.data_unchecked::<MutationWait>().0;
-    let mut wait_timed_out = false;
-    if let Some(cursor) = committed.cursor {
-        let waiter = ctx.data_unchecked::<ConsistencyWaiter>();
-        wait_timed_out = !waiter.wait(cursor, &[SEQUENCER, GROUP_TREE], wait).await;
+    if committed.events > 0 {
+        super::loaders::clear_caches(ctx);
     }
-    // The position of the group's latest event: this change, or the state a no-op confirmed.
-    let position: Option<i64> = sqlx::query_scalar(
-        "SELECT l.log_position FROM events e LEFT JOIN event_log l USING (global_position)
-          WHERE e.aggregate_type = 'Group' AND e.aggregate_id = $1 ORDER BY e.sequence DESC LIMIT 1",
-    )
-    .bind(group_id.to_string())
-    .fetch_optional(pool)
-    .await
-    .map_err(internal)?
-    .flatten();
+    let (position, wait_timed_out) = match (committed.events, committed.cursor) {
+        // Nothing changed: the position of the state this no-op confirmed.
+        (0, _) => {
+            let position: Option<i64> = sqlx::query_scalar(
+                "SELECT l.log_position FROM events e LEFT JOIN event_log l USING (global_position)
+                  WHERE e.aggregate_type = 'Group' AND e.aggregate_id = $1 ORDER BY e.sequence DESC LIMIT 1",
+            )
+            .bind(group_id.to_string())
+            .fetch_optional(pool)
+            .await
+            .map_err(internal)?
+            .flatten();
+            (position, false)
+        }
+        (_, Some(cursor)) => {
+            let waiter = ctx.data_unchecked::<ConsistencyWaiter>();
+            let reached = waiter.wait(cursor, &[SEQUENCER, GROUP_TREE], wait).await;
+            let position: Option<i64> =
+                sqlx::query_scalar("SELECT log_position FROM event_log WHERE global_position = $1")
+                    .bind(cursor.global_position)
+                    .fetch_optional(pool)
+                    .await
+                    .map_err(internal)?;
+            (position, !reached)
+        }
+        // Committed, but where in the log is unknown (the executor logged why).
+        (_, None) => (None, true),
+    };
     Ok(Ok(Outcome {
         group_id,
         position: position.map(Position),

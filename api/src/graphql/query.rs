@@ -91,7 +91,7 @@ impl QueryRoot {
         .map_err(internal)?;
         prefetch(ctx, &rows[..rows.len().min(first as usize)]).await?;
         Ok(GroupConnection::page(rows, first, total, |n| {
-            corral_projections::group_tree::sort_key(&n.path)
+            n.path_key.clone()
         }))
     }
 }

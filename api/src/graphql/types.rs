@@ -150,7 +150,7 @@ impl Group {
             .await?
             .unwrap_or(0);
         Ok(GroupConnection::page(rows, first, total, |n| {
-            corral_projections::group_tree::sort_key(&n.name)
+            n.name_key.clone()
         }))
     }
 }

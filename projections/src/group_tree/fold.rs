@@ -39,6 +39,11 @@ pub struct Node {
     pub updated_at: DateTime<Utc>,
     /// Ancestor ids, root first, without the node itself.
     pub ancestors: Vec<Uuid>,
+    /// `lower(name)` as the database folds case; read from the database (the fold leaves it
+    /// as loaded, and the write computes it).
+    pub name_key: String,
+    /// `lower(path)`, likewise.
+    pub path_key: String,
 }
 
 /// Nodes touched by a batch and what must be written back.
@@ -117,6 +122,8 @@ impl TreeFold {
                 created_at: event.recorded_at,
                 updated_at: event.recorded_at,
                 ancestors: vec![],
+                name_key: String::new(),
+                path_key: String::new(),
             };
             self.nodes.insert(id, node);
             self.deleted.remove(&id);
@@ -214,7 +221,11 @@ impl TreeFold {
             }
         }
         let mut queue = VecDeque::from([root]);
+        let mut visited = HashSet::new();
         while let Some(id) = queue.pop_front() {
+            if !visited.insert(id) {
+                return Err(StoreError::Data(format!("group {id} is its own ancestor")));
+            }
             self.place(id)?;
             queue.extend(children.get(&id).into_iter().flatten().copied());
         }
@@ -350,6 +361,22 @@ mod tests {
             .expect("delete");
         assert!(f.patches.is_empty());
         assert!(f.deleted.contains(&Uuid::from_u128(5)));
+    }
+
+    #[test]
+    fn a_cycle_is_an_error_not_an_endless_loop() {
+        let mut f = fold(&[
+            created(1, None, "Inventory"),
+            created(2, Some(1), "A"),
+            created(3, Some(2), "B"),
+        ]);
+        let moved = event(
+            2,
+            2,
+            "GroupMoved",
+            json!({"previous_parent_id": Uuid::from_u128(1), "new_parent_id": Uuid::from_u128(3)}),
+        );
+        assert!(f.apply(&moved).is_err());
     }
 
     #[test]

@@ -22,12 +22,6 @@ pub const GROUP_TREE: &str = "group_tree";
 /// The schema that serves queries.
 pub const LIVE_SCHEMA: &str = "rm_group_tree";
 
-/// The key names and paths are ordered and matched by (ignoring case): computed here, not by
-/// the database's `lower()`, so that cursors and ordering agree on every server's locale.
-pub fn sort_key(s: &str) -> String {
-    s.to_lowercase()
-}
-
 /// Builds `groups` and `group_closure`.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct GroupTreeProjection;
@@ -54,6 +48,8 @@ impl Projection for GroupTreeProjection {
                 description text, metadata jsonb NOT NULL DEFAULT '{{}}', is_system boolean NOT NULL,
                 depth int NOT NULL, path text NOT NULL, version bigint NOT NULL,
                 created_at timestamptz NOT NULL, updated_at timestamptz NOT NULL,
+                -- lower(name), lower(path): the same case folding as group_registry's sibling
+                -- check, stored with byte order so that keyset cursors compare as they sort
                 name_key text COLLATE \"C\" NOT NULL, path_key text COLLATE \"C\" NOT NULL)
                 WITH (fillfactor = 70);
              CREATE INDEX ON {s}.groups (parent_id, name_key, id);
@@ -63,6 +59,8 @@ impl Projection for GroupTreeProjection {
                 PRIMARY KEY (ancestor_id, descendant_id));
              CREATE INDEX ON {s}.group_closure (descendant_id, depth);"
         );
+        // One statement at a time (prepared statements cannot hold several): keep `;` out of
+        // the comments above.
         for statement in ddl.split(';').filter(|s| !s.trim().is_empty()) {
             sqlx::query(statement).execute(&mut *conn).await?;
         }
@@ -124,7 +122,7 @@ async fn load(
     }
     let rows = sqlx::query(&format!(
         "SELECT id, group_type, parent_id, name, description, metadata, is_system, depth, path,
-                version, created_at, updated_at
+                version, created_at, updated_at, name_key, path_key
            FROM {s}.groups
           WHERE id IN (SELECT unnest($1::uuid[])
                        UNION SELECT parent_id FROM {s}.groups WHERE id = ANY($2)
@@ -206,9 +204,12 @@ async fn write(conn: &mut PgConnection, s: &str, fold: &TreeFold) -> Result<(), 
         sqlx::query(&format!(
             "INSERT INTO {s}.groups (id, group_type, parent_id, name, description, metadata,
                     is_system, depth, path, version, created_at, updated_at, name_key, path_key)
-             SELECT * FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::text[],
+             SELECT u.*, lower(u.name), lower(u.path)
+               FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::text[],
                     $6::jsonb[], $7::bool[], $8::int[], $9::text[], $10::bigint[],
-                    $11::timestamptz[], $12::timestamptz[], $13::text[], $14::text[])
+                    $11::timestamptz[], $12::timestamptz[])
+                    AS u(id, group_type, parent_id, name, description, metadata, is_system,
+                         depth, path, version, created_at, updated_at)
              ON CONFLICT (id) DO UPDATE SET group_type = EXCLUDED.group_type,
                 parent_id = EXCLUDED.parent_id, name = EXCLUDED.name,
                 description = EXCLUDED.description, metadata = EXCLUDED.metadata,
@@ -239,8 +240,6 @@ async fn write(conn: &mut PgConnection, s: &str, fold: &TreeFold) -> Result<(), 
         .bind(dirty.iter().map(|n| n.version).collect::<Vec<_>>())
         .bind(dirty.iter().map(|n| n.created_at).collect::<Vec<_>>())
         .bind(dirty.iter().map(|n| n.updated_at).collect::<Vec<_>>())
-        .bind(dirty.iter().map(|n| sort_key(&n.name)).collect::<Vec<_>>())
-        .bind(dirty.iter().map(|n| sort_key(&n.path)).collect::<Vec<_>>())
         .execute(&mut *conn)
         .await?;
     }

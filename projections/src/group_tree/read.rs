@@ -6,11 +6,11 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
-use super::{sort_key, Node, LIVE_SCHEMA};
+use super::{Node, LIVE_SCHEMA};
 use crate::StoreError;
 
 const COLUMNS: &str = "g.id, g.group_type, g.parent_id, g.name, g.description, g.metadata, \
-    g.is_system, g.depth, g.path, g.version, g.created_at, g.updated_at";
+    g.is_system, g.depth, g.path, g.version, g.created_at, g.updated_at, g.name_key, g.path_key";
 
 pub(crate) fn row_to_node(r: &PgRow) -> Result<Node, StoreError> {
     Ok(Node {
@@ -27,6 +27,8 @@ pub(crate) fn row_to_node(r: &PgRow) -> Result<Node, StoreError> {
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
         ancestors: vec![],
+        name_key: r.try_get("name_key")?,
+        path_key: r.try_get("path_key")?,
     })
 }
 
@@ -59,10 +61,10 @@ pub async fn by_path(
         .collect::<Vec<_>>()
         .join("/");
     let row = sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM {LIVE_SCHEMA}.groups g WHERE g.group_type = $1 AND g.path_key = $2"
+        "SELECT {COLUMNS} FROM {LIVE_SCHEMA}.groups g WHERE g.group_type = $1 AND g.path_key = lower($2)"
     ))
     .bind(group_type)
-    .bind(sort_key(&normalized))
+    .bind(normalized)
     .fetch_optional(pool)
     .await?;
     row.as_ref().map(row_to_node).transpose()
@@ -71,7 +73,7 @@ pub async fn by_path(
 /// Keyset position in an ordered listing: the sort key and the id.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct After {
-    /// [`sort_key`] of the name (children) or path (search).
+    /// `name_key` (children) or `path_key` (search) of the last row.
     pub key: String,
     /// Tie-breaker.
     pub id: Uuid,

@@ -140,3 +140,81 @@ async fn commuting_commands_are_retried_after_version_conflicts() {
     pool.close().await;
     db.drop_db().await;
 }
+
+#[tokio::test]
+async fn the_database_refuses_a_cycle_even_if_a_command_skipped_its_checks() {
+    let db = TestDb::new().await;
+    let pool = db.pool(4).await;
+    let executor = CommandExecutor::<Group>::new(pool.clone());
+    let meta = EventMetadata::system(Source::Cli, "test");
+    // A stale directory: the aggregate's own checks pass, as they would if the
+    // locks had been lost. The registry trigger still refuses the cycle.
+    let dir = InMemoryDirectory::default();
+    let root = GroupType::Device.root_id();
+    dir.insert(root, GroupType::Device, None, "Inventory");
+    let (a, b) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    let seeded: Box<dyn GroupDirectory> = Box::new(dir);
+    executor
+        .execute(
+            &root.to_string(),
+            GroupCommand::EnsureRoot {
+                group_type: GroupType::Device,
+            },
+            &seeded,
+            None,
+            false,
+            &meta,
+        )
+        .await
+        .expect("root");
+    for (id, name) in [(a, "A"), (b, "B")] {
+        let cmd = GroupCommand::Create {
+            id,
+            name: name.into(),
+            group_type: GroupType::Device,
+            parent_id: root,
+            description: None,
+            metadata: None,
+        };
+        executor
+            .execute(&id.to_string(), cmd, &seeded, None, false, &meta)
+            .await
+            .expect("create");
+    }
+    let dir_ab = InMemoryDirectory::default();
+    dir_ab.insert(root, GroupType::Device, None, "Inventory");
+    dir_ab.insert(a, GroupType::Device, Some(root), "A");
+    dir_ab.insert(b, GroupType::Device, Some(root), "B");
+    let ab: Box<dyn GroupDirectory> = Box::new(dir_ab);
+    executor
+        .execute(
+            &a.to_string(),
+            GroupCommand::Move {
+                id: a,
+                new_parent_id: b,
+            },
+            &ab,
+            None,
+            false,
+            &meta,
+        )
+        .await
+        .expect("A under B");
+    let err = executor
+        .execute(
+            &b.to_string(),
+            GroupCommand::Move {
+                id: b,
+                new_parent_id: a,
+            },
+            &ab,
+            None,
+            false,
+            &meta,
+        )
+        .await
+        .expect_err("B under A");
+    assert!(err.to_string().contains("cycle"), "{err}");
+    pool.close().await;
+    db.drop_db().await;
+}

@@ -55,8 +55,31 @@ async fn long_histories_load_from_snapshots_and_bad_snapshots_fall_back_to_repla
         .expect("no-op");
     assert_eq!((noop.version, noop.events), (updates + 1, 0));
 
+    // A snapshot of another shape version is ignored even though it deserializes.
+    sqlx::query("UPDATE aggregate_snapshots SET schema_version = schema_version + 1, state = jsonb_set(state, '{name}', '\"stale\"')")
+        .execute(&app.pool)
+        .await
+        .expect("old shape");
+    let same = app
+        .state
+        .groups
+        .execute(
+            GroupCommand::Rename {
+                id,
+                name: "busy".into(),
+            },
+            Some(updates + 1),
+            &meta,
+        )
+        .await
+        .expect("rename to the same name");
+    assert_eq!(
+        same.events, 0,
+        "the name is still busy, not the stale snapshot's"
+    );
+
     // A snapshot that no longer deserializes is ignored: everything is replayed.
-    sqlx::query("UPDATE aggregate_snapshots SET state = '{\"shape\": \"from an older release\"}'")
+    sqlx::query("UPDATE aggregate_snapshots SET schema_version = schema_version - 1, state = '{\"shape\": \"from an older release\"}'")
         .execute(&app.pool)
         .await
         .expect("corrupt");

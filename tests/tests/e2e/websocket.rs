@@ -8,6 +8,30 @@ use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect(addr: SocketAddr) -> Ws {
+    let mut request = format!("ws://{addr}/graphql/ws")
+        .into_client_request()
+        .expect("request");
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        "graphql-transport-ws".parse().expect("header"),
+    );
+    tokio_tungstenite::connect_async(request)
+        .await
+        .expect("connect")
+        .0
+}
+
+async fn next_json(ws: &mut Ws) -> Value {
+    match ws.next().await {
+        Some(Ok(Message::Text(text))) => serde_json::from_str(&text).expect("json"),
+        other => json!({ "other": format!("{other:?}") }),
+    }
+}
+
 async fn init(addr: SocketAddr, payload: Value) -> Value {
     let mut request = format!("ws://{addr}/graphql/ws")
         .into_client_request()
@@ -52,6 +76,43 @@ async fn connection_init_needs_a_valid_bearer_token() {
     assert_ne!(denied["type"], "connection_ack", "{denied}");
     let missing = init(addr, json!({})).await;
     assert_ne!(missing["type"], "connection_ack", "{missing}");
+
+    // Queries over the websocket get the same loaders (and policies) as over HTTP.
+    let mut ws = connect(addr).await;
+    ws.send(Message::Text(json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {}", app.viewer) } }).to_string().into())).await.expect("send");
+    assert_eq!(next_json(&mut ws).await["type"], "connection_ack");
+    let query = "{ root(type: DEVICE) { name parent { name } ancestors { name } children { totalCount } } }";
+    ws.send(Message::Text(
+        json!({ "id": "1", "type": "subscribe", "payload": { "query": query } })
+            .to_string()
+            .into(),
+    ))
+    .await
+    .expect("send");
+    let reply = next_json(&mut ws).await;
+    assert_eq!(reply["type"], "next", "{reply}");
+    assert_eq!(
+        reply["payload"]["data"]["root"],
+        json!({ "name": "Inventory", "parent": null, "ancestors": [], "children": { "totalCount": 0 } })
+    );
+    let mutation =
+        "mutation { createGroup(input: {name: \"x\", type: DEVICE}) { userErrors { code } } }";
+    ws.send(Message::Text(
+        json!({ "id": "2", "type": "subscribe", "payload": { "query": mutation } })
+            .to_string()
+            .into(),
+    ))
+    .await
+    .expect("send");
+    assert_eq!(
+        next_json(&mut ws).await,
+        json!({ "id": "1", "type": "complete" })
+    );
+    let reply = next_json(&mut ws).await;
+    assert_eq!(
+        reply["payload"]["errors"][0]["extensions"]["code"], "FORBIDDEN",
+        "{reply}"
+    );
     server.abort();
     app.shutdown().await;
 }

@@ -143,8 +143,11 @@ async fn graphql_ws(
     let Some(schema) = state.schema.clone() else {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     };
+    let limit = state.config.max_body_bytes;
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
+        .max_message_size(limit)
+        .max_frame_size(limit)
         .on_upgrade(move |socket| async move {
             let init_state = state.clone();
             GraphQLWebSocket::new(socket, schema, protocol)

@@ -113,6 +113,21 @@ pub async fn database(join_running: bool) -> Result<Database, BoxError> {
     })
 }
 
+/// `url` with its database name replaced by `database` (query parameters kept).
+pub fn url_with_database(url: &str, database: &str) -> Result<String, BoxError> {
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let (prefix, _) = base
+        .rsplit_once('/')
+        .filter(|(p, _)| p.contains("://"))
+        .ok_or("the database URL must look like postgres://user@host:port/database")?;
+    Ok(match query {
+        Some(q) => format!("{prefix}/{database}?{q}"),
+        None => format!("{prefix}/{database}"),
+    })
+}
+
 /// The main pool and the pool for hierarchy lock transactions.
 pub async fn pools(url: &str, max_connections: u32) -> Result<(PgPool, PgPool), BoxError> {
     let options: PgConnectOptions = url.parse::<PgConnectOptions>()?.application_name("corral");
@@ -141,4 +156,23 @@ pub async fn ensure_roots(groups: &GroupCommands) -> Result<(), BoxError> {
             .map_err(|e| format!("creating the {} root: {e}", group_type.as_str()))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::url_with_database;
+
+    #[test]
+    fn replaces_only_the_database_name() {
+        let url = "postgres://postgres@127.0.0.1:5432/corral?sslmode=disable";
+        assert_eq!(
+            url_with_database(url, "other").ok().as_deref(),
+            Some("postgres://postgres@127.0.0.1:5432/other?sslmode=disable")
+        );
+        assert_eq!(
+            url_with_database("postgres://h/db", "x").ok().as_deref(),
+            Some("postgres://h/x")
+        );
+        assert!(url_with_database("not a url", "x").is_err());
+    }
 }

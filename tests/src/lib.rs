@@ -42,7 +42,11 @@ fn server() -> &'static Server {
                         (pg.url("__DB__"), Some(pg))
                     }
                 };
-                let url_template = if embedded.is_some() { template } else { replace_db(&template, "__DB__") };
+                let url_template = if embedded.is_some() {
+                    template
+                } else {
+                    corral_api::runtime::url_with_database(&template, "__DB__").expect("DATABASE_URL must be a postgres:// URL")
+                };
                 let template_db = format!("corral_template_{}", std::process::id());
                 let admin = PgPoolOptions::new().max_connections(1).connect(&url_template.replace("__DB__", "postgres")).await.expect("connect to the test server");
                 sqlx::query(&format!("CREATE DATABASE {template_db}")).execute(&admin).await.expect("create template db");
@@ -58,18 +62,14 @@ fn server() -> &'static Server {
     })
 }
 
-/// Replaces the database name in a URL.
-fn replace_db(url: &str, db: &str) -> String {
-    let (base, query) = url
-        .split_once('?')
-        .map_or((url, None), |(b, q)| (b, Some(q)));
-    let (prefix, _) = base
-        .rsplit_once('/')
-        .expect("DATABASE_URL must be a postgres:// URL");
-    match query {
-        Some(q) => format!("{prefix}/{db}?{q}"),
-        None => format!("{prefix}/{db}"),
-    }
+/// A connection to the server's maintenance database.
+async fn admin() -> sqlx::PgConnection {
+    let url = server().url_template.replace("__DB__", "postgres");
+    PgConnectOptions::from_url(&url.parse().expect("url"))
+        .expect("options")
+        .connect()
+        .await
+        .expect("connect admin")
 }
 
 /// A fresh, migrated database for one test.
@@ -85,17 +85,7 @@ impl TestDb {
     pub async fn new() -> Self {
         let server = server();
         let name = format!("corral_test_{}", Uuid::new_v4().simple());
-        let mut admin = PgConnectOptions::from_url(
-            &server
-                .url_template
-                .replace("__DB__", "postgres")
-                .parse()
-                .expect("url"),
-        )
-        .expect("options")
-        .connect()
-        .await
-        .expect("connect admin");
+        let mut admin = admin().await;
         sqlx::query(&format!(
             "CREATE DATABASE {name} TEMPLATE {}",
             server.template_db
@@ -121,25 +111,13 @@ impl TestDb {
 
     /// Drops the database (call at the end of a test).
     pub async fn drop_db(self) {
-        let server = server();
-        if let Ok(mut admin) = PgConnectOptions::from_url(
-            &server
-                .url_template
-                .replace("__DB__", "postgres")
-                .parse()
-                .expect("url"),
-        )
-        .expect("options")
-        .connect()
-        .await
-        {
-            let _ = sqlx::query(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ))
-            .execute(&mut admin)
-            .await;
-        }
+        let mut admin = admin().await;
+        let _ = sqlx::query(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        ))
+        .execute(&mut admin)
+        .await;
     }
 }
 

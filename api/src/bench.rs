@@ -151,6 +151,7 @@ async fn bench_commands(url: &str, seconds: u64, rows: &mut Vec<Row>) -> Result<
     let groups = Arc::new(corral_projections::directory::GroupCommands::new(
         pool.clone(),
         lock_pool,
+        Default::default(),
     ));
     runtime::ensure_roots(&groups).await?;
     let meta = EventMetadata::system(Source::Cli, "bench");
@@ -412,6 +413,7 @@ async fn bench_log(url: &str, args: &BenchArgs, rows: &mut Vec<Row>) -> Result<(
         pool.clone(),
         lock_pool,
         corral_projections::waiter::ConsistencyWaiter::new(rx),
+        Default::default(),
         corral_api::policy::enforcer().await?,
         ApiConfig::default(),
     );

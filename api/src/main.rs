@@ -244,6 +244,7 @@ async fn serve(
         pool,
         lock_pool,
         background.waiter(),
+        background.commit_signal(),
         corral_api::policy::enforcer().await?,
         config_from_env()?,
     );

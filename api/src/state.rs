@@ -6,6 +6,7 @@ use std::time::Duration;
 use casbin::Enforcer;
 use corral_projections::directory::GroupCommands;
 use corral_projections::waiter::ConsistencyWaiter;
+use corral_projections::wake::CommitSignal;
 use sqlx::PgPool;
 
 use crate::graphql::CorralSchema;
@@ -56,11 +57,12 @@ impl AppState {
         pool: PgPool,
         lock_pool: PgPool,
         waiter: ConsistencyWaiter,
+        signal: CommitSignal,
         enforcer: Arc<Enforcer>,
         config: ApiConfig,
     ) -> Self {
         let mut state = Self {
-            groups: Arc::new(GroupCommands::new(pool.clone(), lock_pool)),
+            groups: Arc::new(GroupCommands::new(pool.clone(), lock_pool, signal)),
             pool,
             waiter,
             enforcer,

@@ -33,14 +33,9 @@ CREATE TABLE event_log (
     hash            bytea  NOT NULL
 );
 
--- Wake readers: a notification is delivered at commit, once per transaction and channel.
-CREATE FUNCTION corral_notify_events() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM pg_notify('corral_events', '');
-    RETURN NULL;
-END $$;
-CREATE TRIGGER events_notify AFTER INSERT ON events
-    FOR EACH STATEMENT EXECUTE FUNCTION corral_notify_events();
+-- Readers are woken by NOTIFY corral_events, sent by the writing process after its commit
+-- (coalesced), never from inside the writing transaction: PostgreSQL serializes the commits of
+-- all transactions that NOTIFY, which would undo group commit for every command.
 
 -- One row per catch-up reader (projectors and the sequencer). A reader claims its row with
 -- SELECT .. FOR UPDATE SKIP LOCKED, so several processes may run the same projectors.

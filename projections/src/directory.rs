@@ -144,9 +144,9 @@ pub struct GroupCommands {
 impl GroupCommands {
     /// `lock_pool` holds the lock transactions; keep it separate from `pool` so that lock
     /// holders can never starve the connections their own commits need.
-    pub fn new(pool: PgPool, lock_pool: PgPool) -> Self {
+    pub fn new(pool: PgPool, lock_pool: PgPool, signal: crate::wake::CommitSignal) -> Self {
         Self {
-            executor: Arc::new(CommandExecutor::new(pool)),
+            executor: Arc::new(CommandExecutor::new(pool).with_commit_signal(signal)),
             lock_pool,
         }
     }

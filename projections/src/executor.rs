@@ -11,13 +11,14 @@ use postgres_es::PostgresEventRepository;
 use sqlx::{PgPool, Row};
 
 use crate::log::{parse_xid, Cursor};
+use crate::wake::CommitSignal;
 use crate::StoreError;
 
 /// How many times a commuting command is retried after a version conflict.
 pub const MAX_RETRIES: usize = 8;
 
 /// A snapshot is written once an aggregate has this many events after its last one.
-pub const SNAPSHOT_EVERY: u64 = 64;
+pub const SNAPSHOT_EVERY: u64 = 16;
 
 /// The shape of an aggregate's snapshot. Bump `SNAPSHOT_VERSION` whenever the aggregate's
 /// state changes meaning (a new field folded from events, say): older snapshots are then
@@ -72,6 +73,7 @@ impl<E: std::error::Error> From<sqlx::Error> for ExecError<E> {
 pub struct CommandExecutor<A: Aggregate> {
     pool: PgPool,
     store: PersistedEventStore<PostgresEventRepository, A>,
+    signal: CommitSignal,
 }
 
 impl<A: Aggregate + SnapshotSchema> CommandExecutor<A>
@@ -82,7 +84,17 @@ where
     pub fn new(pool: PgPool) -> Self {
         let store =
             PersistedEventStore::new_event_store(PostgresEventRepository::new(pool.clone()));
-        Self { pool, store }
+        Self {
+            pool,
+            store,
+            signal: CommitSignal::default(),
+        }
+    }
+
+    /// Wakes readers through `signal` after every commit.
+    pub fn with_commit_signal(mut self, signal: CommitSignal) -> Self {
+        self.signal = signal;
+        self
     }
 
     /// Runs `command` on aggregate `id`. With `expected_version`, refuses to run against any
@@ -132,6 +144,7 @@ where
             };
             match self.store.commit(events, context, metadata.to_map()).await {
                 Ok(_) => {
+                    self.signal.committed();
                     let version = current + count as u64;
                     // The events are committed: what follows must not turn success into an error.
                     if let Some(state) = state {

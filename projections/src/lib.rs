@@ -11,6 +11,7 @@ pub mod rebuild;
 pub mod runner;
 pub mod sequencer;
 pub mod waiter;
+pub mod wake;
 
 pub use log::{CatchUpReader, Cursor, EventRecord};
 pub use projection::Projection;

@@ -160,6 +160,7 @@ impl TestApp {
             pool.clone(),
             lock_pool,
             background.waiter(),
+            background.commit_signal(),
             enforcer,
             config,
         );

@@ -1,5 +1,6 @@
-//! Background work that runs beside (or apart from) the API: today, the projectors and the
-//! LISTEN connection that wakes them.
+//! Background work that runs beside (or apart from) the API: today, the projectors, the
+//! LISTEN connection that wakes them, and the notifier that tells other processes about this
+//! one's commits.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,6 +9,7 @@ use corral_projections::group_tree::GroupTreeProjection;
 use corral_projections::runner::{ensure_schema, run_projector};
 use corral_projections::sequencer::Sequencer;
 use corral_projections::waiter::{run_listener, Checkpoints, ConsistencyWaiter};
+use corral_projections::wake::{run_notifier, CommitSignal};
 use corral_projections::{Projection, StoreError};
 use sqlx::PgPool;
 use tokio::sync::{watch, Notify};
@@ -23,12 +25,18 @@ pub struct Background {
     tasks: JoinSet<()>,
     stop: watch::Sender<bool>,
     waiter: ConsistencyWaiter,
+    signal: CommitSignal,
 }
 
 impl Background {
     /// A waiter for read-your-writes, fed by this process's LISTEN connection.
     pub fn waiter(&self) -> ConsistencyWaiter {
         self.waiter.clone()
+    }
+
+    /// What command executors in this process call after a commit.
+    pub fn commit_signal(&self) -> CommitSignal {
+        self.signal.clone()
     }
 
     /// Stops every task and waits for them.
@@ -63,10 +71,18 @@ pub async fn start(
             ));
         }
     }
+    let signal = CommitSignal::new(wakers.clone());
+    tasks.spawn(run_notifier(
+        pool.clone(),
+        signal.clone(),
+        Duration::from_millis(2),
+        stop_rx.clone(),
+    ));
     tasks.spawn(run_listener(pool, wakers, checkpoints_tx, stop_rx));
     Ok(Background {
         tasks,
         stop,
         waiter: ConsistencyWaiter::new(checkpoints_rx),
+        signal,
     })
 }

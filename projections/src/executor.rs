@@ -74,9 +74,48 @@ pub struct CommandExecutor<A: Aggregate> {
     pool: PgPool,
     store: PersistedEventStore<PostgresEventRepository, A>,
     signal: CommitSignal,
+    cache: AggregateCache<A>,
 }
 
-impl<A: Aggregate + SnapshotSchema> CommandExecutor<A>
+/// Most aggregates kept in memory per executor; the cache is emptied when it is full.
+pub const CACHE_CAPACITY: usize = 50_000;
+
+#[derive(Clone)]
+struct CachedAggregate<A> {
+    aggregate: A,
+    version: u64,
+    snapshot_version: u64,
+}
+
+struct AggregateCache<A> {
+    entries: std::sync::Mutex<std::collections::HashMap<String, CachedAggregate<A>>>,
+}
+
+impl<A: Clone> AggregateCache<A> {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, CachedAggregate<A>>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn get(&self, id: &str) -> Option<CachedAggregate<A>> {
+        self.lock().get(id).cloned()
+    }
+
+    fn put(&self, id: &str, entry: CachedAggregate<A>) {
+        let mut entries = self.lock();
+        if entries.len() >= CACHE_CAPACITY && !entries.contains_key(id) {
+            entries.clear();
+        }
+        entries.insert(id.to_string(), entry);
+    }
+
+    fn remove(&self, id: &str) {
+        self.lock().remove(id);
+    }
+}
+
+impl<A: Aggregate + SnapshotSchema + Clone> CommandExecutor<A>
 where
     A::Command: Clone,
 {
@@ -88,6 +127,9 @@ where
             pool,
             store,
             signal: CommitSignal::default(),
+            cache: AggregateCache {
+                entries: Default::default(),
+            },
         }
     }
 
@@ -99,6 +141,12 @@ where
 
     /// Runs `command` on aggregate `id`. With `expected_version`, refuses to run against any
     /// other version. A command that `commutes` is retried on version conflicts.
+    ///
+    /// The state of aggregates this executor touched recently is kept in memory, so a command
+    /// usually needs no load. A cached state is only ever trusted as far as the commit's
+    /// optimistic check (another process's newer event makes the insert conflict); when the
+    /// command writes nothing or is refused, the stored version is checked before answering.
+    /// Either way a stale cache means one reload and another try, never a wrong answer.
     #[tracing::instrument(skip_all, fields(aggregate.type = A::TYPE, aggregate.id = id), err)]
     pub async fn execute(
         &self,
@@ -110,12 +158,33 @@ where
         metadata: &EventMetadata,
     ) -> Result<Committed, ExecError<A::Error>> {
         let mut attempt = 0;
+        let mut use_cache = true;
         loop {
             attempt += 1;
-            let (mut context, snapshot_version) = self.load(id).await?;
+            let cached = if use_cache { self.cache.get(id) } else { None };
+            let from_cache = cached.is_some();
+            let (mut context, snapshot_version) = match cached {
+                Some(entry) => (
+                    context_for(id, entry.aggregate, entry.version),
+                    entry.snapshot_version,
+                ),
+                None => self.load(id).await?,
+            };
+            use_cache = false;
             let current = context.current_sequence as u64;
+            // Answers that rest on the cached state alone are confirmed first.
+            let stale = || async {
+                let stored = self.current_version(id).await?;
+                if stored != current {
+                    self.cache.remove(id);
+                }
+                Ok::<_, ExecError<A::Error>>(stored != current)
+            };
             if let Some(expected) = expected_version {
                 if expected != current {
+                    if from_cache && stale().await? {
+                        continue;
+                    }
                     return Err(ExecError::VersionConflict {
                         expected,
                         actual: current,
@@ -123,13 +192,21 @@ where
                 }
             }
             let sink = EventSink::<A>::default();
-            context
+            if let Err(err) = context
                 .aggregate
                 .handle(command.clone(), services, &sink)
                 .await
-                .map_err(ExecError::Domain)?;
+            {
+                if from_cache && stale().await? {
+                    continue;
+                }
+                return Err(ExecError::Domain(err));
+            }
             let events = sink.collect().await;
             if events.is_empty() {
+                if from_cache && stale().await? {
+                    continue;
+                }
                 return Ok(Committed {
                     version: current,
                     events: 0,
@@ -137,21 +214,35 @@ where
                 });
             }
             let count = events.len();
-            let state = if current + count as u64 - snapshot_version >= SNAPSHOT_EVERY {
+            let version = current + count as u64;
+            let snapshot = version - snapshot_version >= SNAPSHOT_EVERY;
+            let state = if snapshot {
                 serde_json::to_value(&context.aggregate).ok()
             } else {
                 None
             };
+            let after = context.aggregate.clone();
             match self.store.commit(events, context, metadata.to_map()).await {
                 Ok(_) => {
                     self.signal.committed();
-                    let version = current + count as u64;
                     // The events are committed: what follows must not turn success into an error.
+                    let mut snapshot_version = snapshot_version;
                     if let Some(state) = state {
-                        if let Err(err) = self.save_snapshot(id, version, state).await {
-                            tracing::warn!(error = %err, "could not save a snapshot; the next commit retries");
+                        match self.save_snapshot(id, version, state).await {
+                            Ok(()) => snapshot_version = version,
+                            Err(err) => {
+                                tracing::warn!(error = %err, "could not save a snapshot; the next commit retries")
+                            }
                         }
                     }
+                    self.cache.put(
+                        id,
+                        CachedAggregate {
+                            aggregate: after,
+                            version,
+                            snapshot_version,
+                        },
+                    );
                     let cursor = match self.cursor_of(id, version).await {
                         Ok(cursor) => Some(cursor),
                         Err(err) => {
@@ -164,6 +255,10 @@ where
                         events: count,
                         cursor,
                     });
+                }
+                // A stale cache, not a concurrent writer the caller could have seen: reload.
+                Err(AggregateError::AggregateConflict) if from_cache => {
+                    self.cache.remove(id);
                 }
                 Err(AggregateError::AggregateConflict) if commutes && attempt <= MAX_RETRIES => {
                     tracing::debug!(attempt, "version conflict on a commuting command; retrying");

@@ -1,5 +1,5 @@
 //! The command executor: cqrs-es's handle and postgres-es's commit, plus what
-//! `CqrsFramework::execute` does not give: the committed version and log cursor, an
+//! `CqrsFramework::execute` does not give: the committed version and a consistency token, an
 //! `expectedVersion` check, retries of version conflicts for commands that commute, and
 //! snapshots of our own so that loading an aggregate costs the same however long its history.
 
@@ -18,7 +18,7 @@ use crate::StoreError;
 pub const MAX_RETRIES: usize = 8;
 
 /// A snapshot is written once an aggregate has this many events after its last one.
-pub const SNAPSHOT_EVERY: u64 = 16;
+pub const SNAPSHOT_EVERY: u64 = 32;
 
 /// The shape of an aggregate's snapshot. Bump `SNAPSHOT_VERSION` whenever the aggregate's
 /// state changes meaning (a new field folded from events, say): older snapshots are then
@@ -39,9 +39,47 @@ pub struct Committed {
     pub version: u64,
     /// How many events were written.
     pub events: usize,
-    /// Cursor of the last event written, to wait on read models. `None` for a no-op (and,
-    /// rarely, when it could not be read after the commit).
-    pub cursor: Option<Cursor>,
+    /// The consistency token of the change; `None` for a no-op.
+    pub token: Option<CommitToken>,
+}
+
+/// Names a committed change: read models reflect it once they have passed the cursor of the
+/// aggregate's event at this version. Resolving it costs a query, so only callers that wait
+/// (mutations answering read-your-writes) pay for it; bulk writers do not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitToken {
+    /// Aggregate type.
+    pub aggregate_type: &'static str,
+    /// Aggregate id.
+    pub aggregate_id: String,
+    /// Version reached.
+    pub version: u64,
+}
+
+impl CommitToken {
+    /// The `(transaction_id, global_position)` of the event, to wait on checkpoints.
+    pub async fn cursor(&self, pool: &PgPool) -> Result<Cursor, StoreError> {
+        let row = sqlx::query(
+            "SELECT transaction_id::text AS txid, global_position FROM events
+              WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence = $3",
+        )
+        .bind(self.aggregate_type)
+        .bind(&self.aggregate_id)
+        .bind(self.version as i64)
+        .fetch_optional(pool)
+        .await?
+        .ok_or_else(|| {
+            StoreError::NotFound(format!(
+                "no event {}/{} v{}",
+                self.aggregate_type, self.aggregate_id, self.version
+            ))
+        })?;
+        let txid: String = row.try_get("txid")?;
+        Ok(Cursor {
+            transaction_id: parse_xid(&txid)?,
+            global_position: row.try_get("global_position")?,
+        })
+    }
 }
 
 /// Why a command did not commit.
@@ -210,7 +248,7 @@ where
                 return Ok(Committed {
                     version: current,
                     events: 0,
-                    cursor: None,
+                    token: None,
                 });
             }
             let count = events.len();
@@ -243,17 +281,15 @@ where
                             snapshot_version,
                         },
                     );
-                    let cursor = match self.cursor_of(id, version).await {
-                        Ok(cursor) => Some(cursor),
-                        Err(err) => {
-                            tracing::warn!(error = %err, "committed, but could not read the event's log cursor");
-                            None
-                        }
+                    let token = CommitToken {
+                        aggregate_type: A::TYPE,
+                        aggregate_id: id.to_string(),
+                        version,
                     };
                     return Ok(Committed {
                         version,
                         events: count,
-                        cursor,
+                        token: Some(token),
                     });
                 }
                 // A stale cache, not a concurrent writer the caller could have seen: reload.
@@ -384,23 +420,6 @@ where
         .fetch_one(&self.pool)
         .await?;
         Ok(v.unwrap_or(0) as u64)
-    }
-
-    async fn cursor_of(&self, id: &str, version: u64) -> Result<Cursor, ExecError<A::Error>> {
-        let row = sqlx::query(
-            "SELECT transaction_id::text AS txid, global_position FROM events
-              WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence = $3",
-        )
-        .bind(A::TYPE)
-        .bind(id)
-        .bind(version as i64)
-        .fetch_one(&self.pool)
-        .await?;
-        let txid: String = row.try_get("txid")?;
-        Ok(Cursor {
-            transaction_id: parse_xid(&txid).map_err(|e| ExecError::Store(e.to_string()))?,
-            global_position: row.try_get("global_position")?,
-        })
     }
 }
 

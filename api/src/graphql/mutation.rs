@@ -197,9 +197,9 @@ async fn run(
     if committed.events > 0 {
         super::loaders::clear_caches(ctx);
     }
-    let (position, wait_timed_out) = match (committed.events, committed.cursor) {
+    let (position, wait_timed_out) = match committed.token {
         // Nothing changed: the position of the state this no-op confirmed.
-        (0, _) => {
+        None => {
             let position: Option<i64> = sqlx::query_scalar(
                 "SELECT l.log_position FROM events e LEFT JOIN event_log l USING (global_position)
                   WHERE e.aggregate_type = 'Group' AND e.aggregate_id = $1 ORDER BY e.sequence DESC LIMIT 1",
@@ -211,19 +211,25 @@ async fn run(
             .flatten();
             (position, false)
         }
-        (_, Some(cursor)) => {
-            let waiter = ctx.data_unchecked::<ConsistencyWaiter>();
-            let reached = waiter.wait(cursor, &[SEQUENCER, GROUP_TREE], wait).await;
-            let position: Option<i64> =
-                sqlx::query_scalar("SELECT log_position FROM event_log WHERE global_position = $1")
-                    .bind(cursor.global_position)
-                    .fetch_optional(pool)
-                    .await
-                    .map_err(internal)?;
-            (position, !reached)
-        }
-        // Committed, but where in the log is unknown (the executor logged why).
-        (_, None) => (None, true),
+        Some(token) => match token.cursor(pool).await {
+            Ok(cursor) => {
+                let waiter = ctx.data_unchecked::<ConsistencyWaiter>();
+                let reached = waiter.wait(cursor, &[SEQUENCER, GROUP_TREE], wait).await;
+                let position: Option<i64> = sqlx::query_scalar(
+                    "SELECT log_position FROM event_log WHERE global_position = $1",
+                )
+                .bind(cursor.global_position)
+                .fetch_optional(pool)
+                .await
+                .map_err(internal)?;
+                (position, !reached)
+            }
+            // Committed, but where in the log is unknown: say so rather than fail.
+            Err(err) => {
+                tracing::warn!(error = %err, "committed, but could not read the event's cursor");
+                (None, true)
+            }
+        },
     };
     Ok(Ok(Outcome {
         group_id,

@@ -94,7 +94,12 @@ async fn long_histories_load_from_snapshots_and_bad_snapshots_fall_back_to_repla
         .await
         .expect("rename after replay");
     assert_eq!(renamed.version, updates + 2);
-    let cursor = renamed.cursor.expect("committed");
+    let cursor = renamed
+        .token
+        .expect("committed")
+        .cursor(&app.pool)
+        .await
+        .expect("cursor");
     assert!(
         app.state
             .waiter

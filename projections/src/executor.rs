@@ -171,6 +171,21 @@ where
         }
     }
 
+    /// Tells the executor that `id` has no events yet (the caller generated it), so the next
+    /// command on it loads nothing. Should the id exist after all, the commit's optimistic
+    /// check conflicts (or a refusal is re-checked) and the command is redone on the stored
+    /// state.
+    pub fn expect_new(&self, id: &str) {
+        self.cache.put(
+            id,
+            CachedAggregate {
+                aggregate: A::default(),
+                version: 0,
+                snapshot_version: 0,
+            },
+        );
+    }
+
     /// Wakes readers through `signal` after every commit.
     pub fn with_commit_signal(mut self, signal: CommitSignal) -> Self {
         self.signal = signal;

@@ -97,22 +97,24 @@ impl Group {
         Ok(())
     }
 
-    /// Checks that `parent` can hold a group of `group_type` whose subtree is `height` deep.
-    async fn check_parent(
-        &self,
+    /// Checks that `parent` can hold a group of `group_type` named `name` whose subtree is
+    /// `height` deep (one directory call).
+    async fn check_placement(
         dir: &dyn GroupDirectory,
         parent: Uuid,
         group_type: GroupType,
         height: u32,
+        name: &str,
+        except: Option<Uuid>,
     ) -> Result<(), GroupError> {
-        let entry = dir
-            .get(parent)
+        let (entry, taken) = dir
+            .placement(parent, name, except)
             .await
-            .map_err(directory_err)?
-            .ok_or(GroupError::NotFound {
-                what: "parent group",
-                id: parent,
-            })?;
+            .map_err(directory_err)?;
+        let entry = entry.ok_or(GroupError::NotFound {
+            what: "parent group",
+            id: parent,
+        })?;
         if entry.group_type != group_type {
             return Err(GroupError::TypeMismatch {
                 child: group_type.as_str(),
@@ -121,6 +123,11 @@ impl Group {
         }
         if entry.depth + 1 + height > MAX_DEPTH {
             return Err(GroupError::DepthLimit { max: MAX_DEPTH });
+        }
+        if taken {
+            return Err(GroupError::NameTaken {
+                name: name.to_string(),
+            });
         }
         Ok(())
     }
@@ -177,8 +184,7 @@ impl Group {
                 let description = valid_description(description)?;
                 let metadata = metadata.unwrap_or_default();
                 valid_metadata(&metadata)?;
-                self.check_parent(dir, parent_id, group_type, 0).await?;
-                Self::check_name_free(dir, parent_id, &name, None).await?;
+                Self::check_placement(dir, parent_id, group_type, 0, &name, None).await?;
                 Ok(vec![GroupEvent::GroupCreated {
                     group_type,
                     name,
@@ -239,9 +245,8 @@ impl Group {
                     return Err(GroupError::Cycle);
                 }
                 let height = dir.subtree_height(id).await.map_err(directory_err)?;
-                self.check_parent(dir, new_parent_id, group_type, height)
+                Self::check_placement(dir, new_parent_id, group_type, height, &self.name, Some(id))
                     .await?;
-                Self::check_name_free(dir, new_parent_id, &self.name, Some(id)).await?;
                 Ok(vec![GroupEvent::GroupMoved {
                     previous_parent_id: current_parent,
                     new_parent_id,

@@ -44,6 +44,20 @@ pub trait GroupDirectory: Send + Sync {
     async fn subtree_height(&self, id: Uuid) -> Result<u32, DirectoryError>;
     /// Whether `id` has live children.
     async fn has_children(&self, id: Uuid) -> Result<bool, DirectoryError>;
+
+    /// [`get`](Self::get) of `parent` and [`name_taken`](Self::name_taken) under it, which
+    /// placing a group needs together; implementations may answer both in one round trip.
+    async fn placement(
+        &self,
+        parent: Uuid,
+        name: &str,
+        except: Option<Uuid>,
+    ) -> Result<(Option<DirectoryEntry>, bool), DirectoryError> {
+        Ok((
+            self.get(parent).await?,
+            self.name_taken(parent, name, except).await?,
+        ))
+    }
 }
 
 #[async_trait]
@@ -67,6 +81,14 @@ impl<T: GroupDirectory + ?Sized> GroupDirectory for std::sync::Arc<T> {
     }
     async fn has_children(&self, id: Uuid) -> Result<bool, DirectoryError> {
         self.as_ref().has_children(id).await
+    }
+    async fn placement(
+        &self,
+        parent: Uuid,
+        name: &str,
+        except: Option<Uuid>,
+    ) -> Result<(Option<DirectoryEntry>, bool), DirectoryError> {
+        self.as_ref().placement(parent, name, except).await
     }
 }
 

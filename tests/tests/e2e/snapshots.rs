@@ -235,6 +235,20 @@ async fn a_stale_cache_in_one_process_never_gives_a_wrong_answer() {
         }) => {}
         other => panic!("stale expectedVersion: {other:?}"),
     }
+    // A wrong "this id is new" hint is caught too: the create conflicts and is refused.
+    a.expect_new(&id);
+    let again = GroupCommand::Create {
+        id: g,
+        name: "Again".into(),
+        group_type: GroupType::Device,
+        parent_id: root,
+        description: None,
+        metadata: None,
+    };
+    match run("a", again, None).await {
+        Err(ExecError::Domain(GroupError::AlreadyExists(x))) if x == g => {}
+        other => panic!("create over an existing group: {other:?}"),
+    }
     // A refusal on stale state is re-checked: after b deletes, a's cache says live.
     run("b", GroupCommand::Delete { id: g }, None)
         .await

@@ -373,10 +373,7 @@ async fn generate_backlog(pool: &PgPool, backlog: usize) -> Result<Vec<Uuid>, Bo
 
 async fn catch_up(pool: &PgPool, projection: &dyn Projection) -> Result<(usize, f64), BoxError> {
     ensure_schema(pool, projection).await?;
-    let reader = CatchUpReader {
-        aggregate_types: projection.aggregate_types(),
-        batch_size: 2000,
-    };
+    let reader = CatchUpReader::for_projection(projection, corral_projections::runner::BATCH_SIZE);
     let schema = projection.live_schema().unwrap_or("public");
     let started = Instant::now();
     let mut total = 0;

@@ -90,6 +90,11 @@ pub const EVENT_COLUMNS: &str = "global_position, transaction_id::text AS txid, 
     aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, \
     recorded_at";
 
+/// [`EVENT_COLUMNS`] with an empty `metadata`, for readers that never look at it.
+pub const EVENT_COLUMNS_NO_METADATA: &str = "global_position, transaction_id::text AS txid, \
+    event_id, aggregate_type, aggregate_id, sequence, event_type, event_version, payload, \
+    '{}'::jsonb AS metadata, recorded_at";
+
 pub(crate) fn parse_xid(s: &str) -> Result<u64, StoreError> {
     s.parse()
         .map_err(|_| StoreError::Data(format!("bad transaction id {s:?}")))
@@ -114,6 +119,8 @@ pub struct CatchUpReader {
     pub aggregate_types: Vec<String>,
     /// Largest batch.
     pub batch_size: i64,
+    /// Whether to read `metadata` (left as `{}` otherwise, which saves decoding it).
+    pub with_metadata: bool,
 }
 
 impl CatchUpReader {
@@ -122,6 +129,16 @@ impl CatchUpReader {
         Self {
             aggregate_types: vec![],
             batch_size,
+            with_metadata: true,
+        }
+    }
+
+    /// The reader a projection needs: its aggregate types, with metadata only if it uses it.
+    pub fn for_projection<P: crate::Projection + ?Sized>(projection: &P, batch_size: i64) -> Self {
+        Self {
+            aggregate_types: projection.aggregate_types(),
+            batch_size,
+            with_metadata: projection.needs_metadata(),
         }
     }
 
@@ -135,8 +152,13 @@ impl CatchUpReader {
                 .fetch_one(&mut *conn)
                 .await?;
         let horizon = parse_xid(&horizon)?;
+        let columns = if self.with_metadata {
+            EVENT_COLUMNS
+        } else {
+            EVENT_COLUMNS_NO_METADATA
+        };
         let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM events
+            "SELECT {columns} FROM events
               WHERE (transaction_id, global_position) > ($1::text::xid8, $2)
                 AND transaction_id < $3::text::xid8
                 AND (cardinality($4::text[]) = 0 OR aggregate_type = ANY($4))

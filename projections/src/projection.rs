@@ -18,6 +18,11 @@ pub trait Projection: Send + Sync + 'static {
         vec![]
     }
 
+    /// Whether `apply` reads event metadata (readers skip decoding it otherwise).
+    fn needs_metadata(&self) -> bool {
+        true
+    }
+
     /// The schema that serves the read model, or `None` when the projection keeps no tables
     /// of its own (the sequencer) and cannot be rebuilt.
     fn live_schema(&self) -> Option<&'static str>;

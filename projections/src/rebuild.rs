@@ -77,10 +77,7 @@ pub async fn rebuild<P: Projection + ?Sized>(
     let live = schema_ident(live)?;
     let fresh = format!("{live}_rebuild");
     let checkpoint = format!("{name}@rebuild");
-    let reader = CatchUpReader {
-        aggregate_types: projection.aggregate_types(),
-        batch_size: options.batch_size,
-    };
+    let reader = CatchUpReader::for_projection(projection, options.batch_size);
 
     let mut tx = pool.begin().await?;
     sqlx::query("SELECT pg_advisory_xact_lock(hashtext('corral.schema.' || $1))")

@@ -11,6 +11,10 @@ use crate::log::{parse_xid, CatchUpReader, Cursor};
 use crate::projection::{schema_ident, Projection};
 use crate::StoreError;
 
+/// Events per projector transaction. Large enough to amortize the per-batch work (horizon,
+/// checkpoint, commit) when catching up; a current projector reads far fewer at a time.
+pub const BATCH_SIZE: i64 = 5000;
+
 /// The stored state of one reader.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checkpoint {
@@ -165,10 +169,7 @@ pub async fn run_projector<P: Projection + ?Sized>(
     poll: Duration,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
-    let reader = CatchUpReader {
-        aggregate_types: projection.aggregate_types(),
-        batch_size: 2000,
-    };
+    let reader = CatchUpReader::for_projection(projection.as_ref(), BATCH_SIZE);
     let name = projection.name();
     let schema = projection.live_schema().unwrap_or("public");
     let mut backoff = Duration::from_millis(100);

@@ -36,6 +36,10 @@ impl Projection for GroupTreeProjection {
         vec!["Group".to_string()]
     }
 
+    fn needs_metadata(&self) -> bool {
+        false
+    }
+
     fn live_schema(&self) -> Option<&'static str> {
         Some(LIVE_SCHEMA)
     }

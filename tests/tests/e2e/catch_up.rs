@@ -69,6 +69,7 @@ async fn run_until_caught_up(pool: &PgPool) {
     let reader = CatchUpReader {
         aggregate_types: vec!["Test".into()],
         batch_size: 100,
+        with_metadata: true,
     };
     loop {
         match step(pool, &Recorder, &reader, "recorder", "public")
@@ -207,6 +208,7 @@ async fn concurrent_runners_of_one_projector_apply_each_event_exactly_once() {
             let reader = CatchUpReader {
                 aggregate_types: vec!["Test".into()],
                 batch_size: 7,
+                with_metadata: true,
             };
             for _ in 0..400 {
                 step(&pool, &Recorder, &reader, "recorder", "public")

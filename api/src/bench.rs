@@ -41,6 +41,17 @@ pub struct BenchArgs {
     pub requests: usize,
 }
 
+async fn command(
+    groups: &corral_projections::directory::GroupCommands,
+    cmd: GroupCommand,
+    meta: &EventMetadata,
+) -> Result<corral_projections::executor::Committed, BoxError> {
+    groups
+        .execute(cmd, None, meta)
+        .await
+        .map_err(|e| e.to_string().into())
+}
+
 fn command_row(command: &str, concurrency: usize, rate: f64, raw: f64) -> Row {
     Row {
         name: format!("{command} via executor, concurrency {concurrency} (cmd/s)"),
@@ -196,9 +207,7 @@ async fn bench_commands(url: &str, seconds: u64, rows: &mut Vec<Row>) -> Result<
                     description: None,
                     metadata: None,
                 };
-                g.execute(cmd, None, &meta)
-                    .await
-                    .map_err(|e| -> BoxError { e.to_string().into() })?;
+                command(&g, cmd, &meta).await?;
                 Ok(())
             }
         })
@@ -252,9 +261,7 @@ async fn bench_commands(url: &str, seconds: u64, rows: &mut Vec<Row>) -> Result<
                     description: Some(format!("update {i}")),
                     metadata: None,
                 };
-                g.execute(cmd, None, &meta)
-                    .await
-                    .map_err(|e| -> BoxError { e.to_string().into() })?;
+                command(&g, cmd, &meta).await?;
                 Ok(())
             }
         })
@@ -271,10 +278,7 @@ async fn bench_commands(url: &str, seconds: u64, rows: &mut Vec<Row>) -> Result<
                     description: Some(format!("again {i}")),
                     metadata: None,
                 };
-                let committed = g
-                    .execute(cmd, None, &meta)
-                    .await
-                    .map_err(|e| -> BoxError { e.to_string().into() })?;
+                let committed = command(&g, cmd, &meta).await?;
                 if let Some(token) = committed.token {
                     token.cursor(&p).await?;
                 }

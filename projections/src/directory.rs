@@ -40,6 +40,34 @@ fn dir_err(e: sqlx::Error) -> DirectoryError {
     DirectoryError(e.to_string())
 }
 
+/// The ancestors of `$1` (itself at hops 0), for its depth.
+const UP_FROM_1: &str = "WITH RECURSIVE up AS (
+        SELECT id, parent_id, 0 AS hops FROM group_registry WHERE id = $1 AND NOT deleted
+        UNION ALL
+        SELECT r.id, r.parent_id, up.hops + 1 FROM group_registry r JOIN up ON r.id = up.parent_id
+         WHERE up.hops < 64)";
+
+/// Decodes `group_type, parent_id, depth` (all NULL when the group is missing).
+fn entry_from_row(
+    id: Uuid,
+    row: &sqlx::postgres::PgRow,
+) -> Result<Option<DirectoryEntry>, DirectoryError> {
+    let Some(group_type) = row
+        .try_get::<Option<String>, _>("group_type")
+        .map_err(dir_err)?
+    else {
+        return Ok(None);
+    };
+    let depth: Option<i32> = row.try_get("depth").map_err(dir_err)?;
+    Ok(Some(DirectoryEntry {
+        id,
+        group_type: GroupType::parse(&group_type)
+            .ok_or_else(|| DirectoryError(format!("unknown group type {group_type}")))?,
+        parent_id: row.try_get("parent_id").map_err(dir_err)?,
+        depth: depth.unwrap_or(0) as u32,
+    }))
+}
+
 #[async_trait]
 impl GroupDirectory for PgGroupDirectory {
     async fn placement(
@@ -49,17 +77,13 @@ impl GroupDirectory for PgGroupDirectory {
         except: Option<Uuid>,
     ) -> Result<(Option<DirectoryEntry>, bool), DirectoryError> {
         let mut tx = self.tx.lock().await;
-        let row = sqlx::query(
-            "WITH RECURSIVE up AS (
-                SELECT id, parent_id, 0 AS hops FROM group_registry WHERE id = $1 AND NOT deleted
-                UNION ALL
-                SELECT r.id, r.parent_id, up.hops + 1 FROM group_registry r JOIN up ON r.id = up.parent_id
-                 WHERE up.hops < 64)
+        let row = sqlx::query(&format!(
+            "{UP_FROM_1}
              SELECT g.group_type, g.parent_id, (SELECT max(hops) FROM up) AS depth,
                     EXISTS (SELECT 1 FROM group_registry WHERE parent_id = $1 AND NOT deleted
                             AND lower(name) = lower($2) AND id IS DISTINCT FROM $3) AS taken
-               FROM (SELECT 1) one LEFT JOIN group_registry g ON g.id = $1 AND NOT g.deleted",
-        )
+               FROM (SELECT 1) one LEFT JOIN group_registry g ON g.id = $1 AND NOT g.deleted"
+        ))
         .bind(parent)
         .bind(name)
         .bind(except)
@@ -67,48 +91,24 @@ impl GroupDirectory for PgGroupDirectory {
         .await
         .map_err(dir_err)?;
         let taken: bool = row.try_get("taken").map_err(dir_err)?;
-        let Some(group_type) = row
-            .try_get::<Option<String>, _>("group_type")
-            .map_err(dir_err)?
-        else {
-            return Ok((None, taken));
-        };
-        let depth: Option<i32> = row.try_get("depth").map_err(dir_err)?;
-        let entry = DirectoryEntry {
-            id: parent,
-            group_type: GroupType::parse(&group_type)
-                .ok_or_else(|| DirectoryError(format!("unknown group type {group_type}")))?,
-            parent_id: row.try_get("parent_id").map_err(dir_err)?,
-            depth: depth.unwrap_or(0) as u32,
-        };
-        Ok((Some(entry), taken))
+        Ok((entry_from_row(parent, &row)?, taken))
     }
 
     async fn get(&self, id: Uuid) -> Result<Option<DirectoryEntry>, DirectoryError> {
         let mut tx = self.tx.lock().await;
-        let row = sqlx::query(
-            "WITH RECURSIVE up AS (
-                SELECT id, parent_id, 0 AS hops FROM group_registry WHERE id = $1 AND NOT deleted
-                UNION ALL
-                SELECT r.id, r.parent_id, up.hops + 1 FROM group_registry r JOIN up ON r.id = up.parent_id
-                 WHERE up.hops < 64)
+        let row = sqlx::query(&format!(
+            "{UP_FROM_1}
              SELECT g.group_type, g.parent_id, (SELECT max(hops) FROM up) AS depth
-               FROM group_registry g WHERE g.id = $1 AND NOT g.deleted",
-        )
+               FROM group_registry g WHERE g.id = $1 AND NOT g.deleted"
+        ))
         .bind(id)
         .fetch_optional(&mut **tx)
         .await
         .map_err(dir_err)?;
-        let Some(row) = row else { return Ok(None) };
-        let group_type: String = row.try_get("group_type").map_err(dir_err)?;
-        let depth: i32 = row.try_get("depth").map_err(dir_err)?;
-        Ok(Some(DirectoryEntry {
-            id,
-            group_type: GroupType::parse(&group_type)
-                .ok_or_else(|| DirectoryError(format!("unknown group type {group_type}")))?,
-            parent_id: row.try_get("parent_id").map_err(dir_err)?,
-            depth: depth as u32,
-        }))
+        match row {
+            Some(row) => entry_from_row(id, &row),
+            None => Ok(None),
+        }
     }
 
     async fn name_taken(

@@ -383,7 +383,9 @@ async fn catch_up(pool: &PgPool, projection: &dyn Projection) -> Result<(usize, 
     let mut total = 0;
     loop {
         match step(pool, projection, &reader, projection.name(), schema).await? {
-            Step::Applied { events, caught_up } => {
+            Step::Applied {
+                events, caught_up, ..
+            } => {
                 total += events;
                 if caught_up && events == 0 {
                     break;

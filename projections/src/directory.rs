@@ -226,11 +226,12 @@ impl GroupCommands {
             self.lock_pool.clone(),
             metadata.clone(),
         );
-        tokio::spawn(async move {
+        let work = async move {
             locked(&executor, &lock_pool, command, expected_version, &metadata).await
-        })
-        .await
-        .map_err(|e| ExecError::Store(format!("command task failed: {e}")))?
+        };
+        tokio::spawn(tracing::Instrument::in_current_span(work))
+            .await
+            .map_err(|e| ExecError::Store(format!("command task failed: {e}")))?
     }
 }
 

@@ -116,7 +116,7 @@ pub struct CommandExecutor<A: Aggregate> {
 }
 
 /// Most aggregates kept in memory per executor; the cache is emptied when it is full.
-pub const CACHE_CAPACITY: usize = 50_000;
+pub const CACHE_CAPACITY: usize = 10_000;
 
 #[derive(Clone)]
 struct CachedAggregate<A> {
@@ -140,8 +140,13 @@ impl<A: Clone> AggregateCache<A> {
         self.lock().get(id).cloned()
     }
 
+    /// Keeps `entry` unless a newer version of the aggregate is cached already (a slower
+    /// task finishing after a faster one must not put an older state back).
     fn put(&self, id: &str, entry: CachedAggregate<A>) {
         let mut entries = self.lock();
+        if entries.get(id).is_some_and(|e| e.version > entry.version) {
+            return;
+        }
         if entries.len() >= CACHE_CAPACITY && !entries.contains_key(id) {
             entries.clear();
         }
@@ -199,7 +204,10 @@ where
     /// usually needs no load. A cached state is only ever trusted as far as the commit's
     /// optimistic check (another process's newer event makes the insert conflict); when the
     /// command writes nothing or is refused, the stored version is checked before answering.
-    /// Either way a stale cache means one reload and another try, never a wrong answer.
+    /// Either way a stale cache means one reload and another try, never a wrong answer: a
+    /// conflict caused by a stale cache is not one the caller could have seen, so the command
+    /// is re-run once on fresh state, and only a conflict on fresh state is reported (or
+    /// retried, for commands that commute).
     #[tracing::instrument(skip_all, fields(aggregate.type = A::TYPE, aggregate.id = id), err)]
     pub async fn execute(
         &self,

@@ -110,6 +110,34 @@ pub struct Batch {
     pub next: Cursor,
     /// Whether the reader has caught up with the horizon.
     pub caught_up: bool,
+    /// Caught up, but transactions were still running when the horizon was read: events may
+    /// appear below the next horizon without anyone announcing them (an older writer that
+    /// commits or aborts, another reader's transaction ending), so look again soon.
+    pub held_back: bool,
+}
+
+/// Where readers may read up to: every transaction below `xmin` had finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Horizon {
+    /// `pg_snapshot_xmin` of the snapshot.
+    pub xmin: u64,
+    /// Whether any transaction (with a transaction id) was still running.
+    pub in_flight: bool,
+}
+
+/// Reads the horizon in a snapshot of its own. Read it before the reader's own transaction
+/// takes a transaction id (its first write or row lock), or that id would hold it back too.
+pub async fn horizon(conn: &mut PgConnection) -> Result<Horizon, StoreError> {
+    let (xmin, xmax): (String, String) = sqlx::query_as(
+        "SELECT pg_snapshot_xmin(s)::text, pg_snapshot_xmax(s)::text FROM pg_current_snapshot() s",
+    )
+    .fetch_one(conn)
+    .await?;
+    let (xmin, xmax) = (parse_xid(&xmin)?, parse_xid(&xmax)?);
+    Ok(Horizon {
+        xmin,
+        in_flight: xmin < xmax,
+    })
 }
 
 /// Reads the log below the xmin horizon, in commit-safe order.
@@ -145,13 +173,19 @@ impl CatchUpReader {
     /// Reads the next batch after `after`, on `conn` (usually inside the transaction that
     /// will also store the new checkpoint).
     pub async fn read(&self, conn: &mut PgConnection, after: Cursor) -> Result<Batch, StoreError> {
-        // The horizon is read first, in its own snapshot: every transaction below it had
-        // finished then, so the next statement's (newer) snapshot sees all of their events.
-        let horizon: String =
-            sqlx::query_scalar("SELECT pg_snapshot_xmin(pg_current_snapshot())::text")
-                .fetch_one(&mut *conn)
-                .await?;
-        let horizon = parse_xid(&horizon)?;
+        let below = horizon(&mut *conn).await?;
+        self.read_below(conn, after, below).await
+    }
+
+    /// Reads the next batch after `after` below a horizon read earlier (every transaction
+    /// below it had finished then, so this statement's newer snapshot sees all their events).
+    pub async fn read_below(
+        &self,
+        conn: &mut PgConnection,
+        after: Cursor,
+        below: Horizon,
+    ) -> Result<Batch, StoreError> {
+        let horizon = below.xmin;
         let columns = if self.with_metadata {
             EVENT_COLUMNS
         } else {
@@ -191,6 +225,7 @@ impl CatchUpReader {
             events,
             next,
             caught_up,
+            held_back: caught_up && below.in_flight,
         })
     }
 }

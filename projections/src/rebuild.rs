@@ -133,7 +133,9 @@ pub async fn rebuild<P: Projection + ?Sized>(
                     "another rebuild of {name} is running"
                 )));
             }
-            Step::Applied { events, caught_up } => {
+            Step::Applied {
+                events, caught_up, ..
+            } => {
                 processed += events as i64;
                 processed_now += events as i64;
                 progress(Progress {

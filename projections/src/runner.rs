@@ -129,6 +129,8 @@ pub enum Step {
         events: usize,
         /// Whether the projector reached the horizon.
         caught_up: bool,
+        /// Caught up while other transactions were running (see [`crate::log::Batch`]).
+        held_back: bool,
     },
 }
 
@@ -141,10 +143,12 @@ pub async fn step<P: Projection + ?Sized>(
     schema: &str,
 ) -> Result<Step, StoreError> {
     let mut tx = pool.begin().await?;
+    // The horizon first: the claim below gives this transaction an id, which would hold it back.
+    let below = crate::log::horizon(&mut tx).await?;
     let Some(current) = claim_checkpoint(&mut tx, checkpoint, false).await? else {
         return Ok(Step::Busy);
     };
-    let batch = reader.read(&mut tx, current.cursor).await?;
+    let batch = reader.read_below(&mut tx, current.cursor, below).await?;
     if !batch.events.is_empty() {
         projection.apply(&mut tx, schema, &batch.events).await?;
     }
@@ -157,31 +161,44 @@ pub async fn step<P: Projection + ?Sized>(
     Ok(Step::Applied {
         events: batch.events.len(),
         caught_up: batch.caught_up,
+        held_back: batch.held_back,
     })
 }
 
-/// Keeps a projection current until `shutdown` fires: woken by `wake` (LISTEN/NOTIFY on new
-/// events), and polling every `poll` as a fallback.
+/// Keeps a projection current until `shutdown` fires: woken by `wake` (a local commit or
+/// LISTEN/NOTIFY), polling every `poll` as a fallback, and looking again within milliseconds
+/// while running transactions hold its horizon back. After applying events it wakes
+/// `siblings`, whose horizon its own transaction may have been holding back.
 pub async fn run_projector<P: Projection + ?Sized>(
     pool: PgPool,
     projection: Arc<P>,
     wake: Arc<Notify>,
+    siblings: Vec<Arc<Notify>>,
     poll: Duration,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
+    const HELD_BACK_FIRST: Duration = Duration::from_millis(5);
+    const HELD_BACK_MAX: Duration = Duration::from_millis(100);
     let reader = CatchUpReader::for_projection(projection.as_ref(), BATCH_SIZE);
     let name = projection.name();
     let schema = projection.live_schema().unwrap_or("public");
-    let mut backoff = Duration::from_millis(100);
+    let mut error_backoff = Duration::from_millis(100);
+    let mut held_back_backoff = HELD_BACK_FIRST;
     loop {
         if *shutdown.borrow() {
             return;
         }
         let started = Instant::now();
-        let wait_for_wake = match step(&pool, projection.as_ref(), &reader, name, schema).await {
-            Ok(Step::Applied { events, caught_up }) => {
-                backoff = Duration::from_millis(100);
+        let pause = match step(&pool, projection.as_ref(), &reader, name, schema).await {
+            Ok(Step::Applied {
+                events,
+                caught_up,
+                held_back,
+            }) => {
+                error_backoff = Duration::from_millis(100);
                 if events > 0 {
+                    siblings.iter().for_each(|s| s.notify_one());
+                    held_back_backoff = HELD_BACK_FIRST;
                     tracing::debug!(
                         projection.name = name,
                         events,
@@ -189,21 +206,32 @@ pub async fn run_projector<P: Projection + ?Sized>(
                         "applied batch"
                     );
                 }
-                caught_up
+                match (caught_up, held_back) {
+                    (false, _) => None,
+                    (true, true) => {
+                        let pause = held_back_backoff;
+                        held_back_backoff = (held_back_backoff * 2).min(HELD_BACK_MAX);
+                        Some(pause)
+                    }
+                    (true, false) => {
+                        held_back_backoff = HELD_BACK_FIRST;
+                        Some(poll)
+                    }
+                }
             }
-            Ok(Step::Busy) => true,
+            Ok(Step::Busy) => Some(poll),
             Err(err) => {
                 tracing::error!(projection.name = name, error = %err, "projector step failed; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(10));
-                false
+                let pause = error_backoff;
+                error_backoff = (error_backoff * 2).min(Duration::from_secs(10));
+                Some(pause)
             }
         };
-        if wait_for_wake {
+        if let Some(pause) = pause {
             let mut shutdown = shutdown.clone();
             tokio::select! {
                 _ = wake.notified() => {}
-                _ = tokio::time::sleep(poll) => {}
+                _ = tokio::time::sleep(pause) => {}
                 _ = shutdown.changed() => return,
             }
         }

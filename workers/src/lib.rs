@@ -58,14 +58,23 @@ pub async fn start(
     let mut tasks = JoinSet::new();
     let mut wakers = Vec::new();
     if run_projectors {
-        for projection in projections() {
+        let all = projections();
+        for projection in &all {
             ensure_schema(&pool, projection.as_ref()).await?;
-            let wake = Arc::new(Notify::new());
-            wakers.push(wake.clone());
+            wakers.push(Arc::new(Notify::new()));
+        }
+        for (i, projection) in all.into_iter().enumerate() {
+            let siblings = wakers
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .map(|(_, w)| w.clone())
+                .collect();
             tasks.spawn(run_projector(
                 pool.clone(),
                 projection,
-                wake,
+                wakers[i].clone(),
+                siblings,
                 poll,
                 stop_rx.clone(),
             ));

@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::errors::{from_exec, internal, UserError};
+use super::errors::{from_exec, UserError};
 use super::scalars::Position;
 use super::types::{parse_id, Group, GroupType};
 use crate::auth::Actor;
@@ -194,9 +194,8 @@ async fn run(
     };
     let pool = ctx.data_unchecked::<PgPool>();
     let wait = ctx.data_unchecked::<MutationWait>().0;
-    if committed.events > 0 {
-        super::loaders::clear_caches(ctx);
-    }
+    // Whatever this operation's loaders cached may predate the change (or an earlier one).
+    super::loaders::clear_caches(ctx);
     let (position, wait_timed_out) = match committed.token {
         // Nothing changed: the position of the state this no-op confirmed.
         None => {
@@ -207,7 +206,10 @@ async fn run(
             .bind(group_id.to_string())
             .fetch_optional(pool)
             .await
-            .map_err(internal)?
+            .unwrap_or_else(|err| {
+                tracing::warn!(error = %err, "could not read the position of a no-op");
+                None
+            })
             .flatten();
             (position, false)
         }
@@ -221,7 +223,11 @@ async fn run(
                 .bind(cursor.global_position)
                 .fetch_optional(pool)
                 .await
-                .map_err(internal)?;
+                .unwrap_or_else(|err| {
+                    // Committed: report the change without its position rather than fail.
+                    tracing::warn!(error = %err, "could not read the position of a committed change");
+                    None
+                });
                 (position, !reached)
             }
             // Committed, but where in the log is unknown: say so rather than fail.
@@ -257,7 +263,11 @@ async fn group_payload(
         &[outcome.group_id],
     )
     .await
-    .map_err(internal)?
+    .unwrap_or_else(|err| {
+        // The change is committed; answer without the group rather than with an error.
+        tracing::warn!(error = %err, "could not read a group after changing it");
+        vec![]
+    })
     .pop()
     .map(Group::from);
     Ok(GroupPayload {

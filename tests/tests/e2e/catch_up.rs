@@ -239,3 +239,42 @@ async fn concurrent_runners_of_one_projector_apply_each_event_exactly_once() {
     );
     db.drop_db().await;
 }
+
+#[tokio::test]
+async fn a_reader_held_back_by_a_running_transaction_says_so() {
+    let db = TestDb::new().await;
+    let pool = db.pool(4).await;
+    setup(&pool).await;
+    let mut open = PgConnection::connect(&db.url).await.expect("open");
+    sqlx::query("BEGIN")
+        .execute(&mut open)
+        .await
+        .expect("begin");
+    sqlx::query("SELECT pg_current_xact_id()")
+        .execute(&mut open)
+        .await
+        .expect("xid");
+    let reader = CatchUpReader {
+        aggregate_types: vec!["Test".into()],
+        batch_size: 100,
+        with_metadata: true,
+    };
+    // Caught up, but the open transaction could still commit events below the next horizon:
+    // the runner looks again within milliseconds instead of sleeping until the next poll.
+    match step(&pool, &Recorder, &reader, "recorder", "public")
+        .await
+        .expect("step")
+    {
+        Step::Applied {
+            caught_up: true,
+            held_back: true,
+            ..
+        } => {}
+        other => panic!("{other:?}"),
+    }
+    sqlx::query("ROLLBACK")
+        .execute(&mut open)
+        .await
+        .expect("rollback");
+    db.drop_db().await;
+}

@@ -10,8 +10,11 @@ use cqrs_es::{Aggregate, AggregateError, EventEnvelope, EventStore};
 use postgres_es::PostgresEventRepository;
 use sqlx::{PgPool, Row};
 
+use crate::aggregate_cache::{AggregateCache, CachedAggregate};
 use crate::log::{parse_xid, Cursor};
 use crate::wake::CommitSignal;
+
+pub use crate::aggregate_cache::CACHE_CAPACITY;
 use crate::StoreError;
 
 /// How many times a commuting command is retried after a version conflict.
@@ -115,49 +118,6 @@ pub struct CommandExecutor<A: Aggregate> {
     cache: AggregateCache<A>,
 }
 
-/// Most aggregates kept in memory per executor; the cache is emptied when it is full.
-pub const CACHE_CAPACITY: usize = 10_000;
-
-#[derive(Clone)]
-struct CachedAggregate<A> {
-    aggregate: A,
-    version: u64,
-    snapshot_version: u64,
-}
-
-struct AggregateCache<A> {
-    entries: std::sync::Mutex<std::collections::HashMap<String, CachedAggregate<A>>>,
-}
-
-impl<A: Clone> AggregateCache<A> {
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, CachedAggregate<A>>> {
-        self.entries.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn get(&self, id: &str) -> Option<CachedAggregate<A>> {
-        self.lock().get(id).cloned()
-    }
-
-    /// Keeps `entry` unless a newer version of the aggregate is cached already (a slower
-    /// task finishing after a faster one must not put an older state back).
-    fn put(&self, id: &str, entry: CachedAggregate<A>) {
-        let mut entries = self.lock();
-        if entries.get(id).is_some_and(|e| e.version > entry.version) {
-            return;
-        }
-        if entries.len() >= CACHE_CAPACITY && !entries.contains_key(id) {
-            entries.clear();
-        }
-        entries.insert(id.to_string(), entry);
-    }
-
-    fn remove(&self, id: &str) {
-        self.lock().remove(id);
-    }
-}
-
 impl<A: Aggregate + SnapshotSchema + Clone> CommandExecutor<A>
 where
     A::Command: Clone,
@@ -170,9 +130,7 @@ where
             pool,
             store,
             signal: CommitSignal::default(),
-            cache: AggregateCache {
-                entries: Default::default(),
-            },
+            cache: AggregateCache::default(),
         }
     }
 

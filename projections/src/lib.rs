@@ -1,6 +1,7 @@
 //! Corral's persistence engine: the event log (catch-up reader, sequencer, checkpoints), the
 //! command executor on top of cqrs-es/postgres-es, and the projectors that build read models.
 
+mod aggregate_cache;
 pub mod canonical;
 pub mod directory;
 pub mod executor;

@@ -166,7 +166,8 @@ where
     /// conflict caused by a stale cache is not one the caller could have seen, so the command
     /// is re-run once on fresh state, and only a conflict on fresh state is reported (or
     /// retried, for commands that commute).
-    #[tracing::instrument(skip_all, fields(aggregate.type = A::TYPE, aggregate.id = id), err)]
+    // No `err` here: refusals are expected outcomes, and the API logs real failures once.
+    #[tracing::instrument(skip_all, fields(aggregate.type = A::TYPE, aggregate.id = id))]
     pub async fn execute(
         &self,
         id: &str,

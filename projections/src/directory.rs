@@ -205,11 +205,6 @@ impl GroupCommands {
         }
     }
 
-    /// The aggregate's stored version.
-    pub async fn current_version(&self, id: Uuid) -> Result<u64, ExecError<GroupError>> {
-        self.executor.current_version(&id.to_string()).await
-    }
-
     /// Executes a command with the locks and checks it needs.
     ///
     /// The work runs in a task of its own, so that a caller that goes away (a client that

@@ -155,15 +155,6 @@ pub struct CatchUpReader {
 }
 
 impl CatchUpReader {
-    /// A reader of every aggregate type.
-    pub fn all(batch_size: i64) -> Self {
-        Self {
-            aggregate_types: vec![],
-            batch_size,
-            with_metadata: true,
-        }
-    }
-
     /// The reader a projection needs: its aggregate types, with metadata only if it uses it.
     pub fn for_projection<P: crate::Projection + ?Sized>(projection: &P, batch_size: i64) -> Self {
         Self {

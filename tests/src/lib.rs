@@ -5,7 +5,7 @@
 //! throwaway server is started from the machine's PostgreSQL binaries; it is deleted when the
 //! test process exits, however it exits.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -266,6 +266,3 @@ impl TestApp {
         self.db.drop_db().await;
     }
 }
-
-/// Shared handle, for tests that run tasks concurrently.
-pub type SharedApp = Arc<TestApp>;

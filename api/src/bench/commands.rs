@@ -74,12 +74,7 @@ pub(super) async fn bench_commands(
         let raw = throughput(concurrency, seconds, move |_, _| {
             let (p, pl, md) = (p.clone(), pl.clone(), md.clone());
             async move {
-                sqlx::query("INSERT INTO bench_raw (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) VALUES ('Group', $1, 1, 'GroupCreated', '1', $2, $3)")
-                    .bind(Uuid::new_v4().to_string())
-                    .bind(pl)
-                    .bind(md)
-                    .execute(&p)
-                    .await?;
+                raw_insert(&p, pl, md).await?;
                 Ok(())
             }
         })
@@ -91,12 +86,7 @@ pub(super) async fn bench_commands(
             let (p, pl, md) = (p.clone(), pl.clone(), md.clone());
             async move {
                 let mut tx = p.begin().await?;
-                sqlx::query("INSERT INTO bench_raw (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) VALUES ('Group', $1, 1, 'GroupCreated', '1', $2, $3)")
-                    .bind(Uuid::new_v4().to_string())
-                    .bind(pl)
-                    .bind(md)
-                    .execute(&mut *tx)
-                    .await?;
+                raw_insert(&mut *tx, pl, md).await?;
                 tx.commit().await?;
                 Ok(())
             }
@@ -155,5 +145,23 @@ pub(super) async fn bench_commands(
         eprintln!("bench: commands at concurrency {concurrency}: {corral:.0}/s vs raw {raw:.0}/s");
     }
     pool.close().await;
+    Ok(())
+}
+
+/// The baseline row: one event row, as postgres-es would insert it, into `bench_raw`.
+async fn raw_insert<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    payload: serde_json::Value,
+    metadata: serde_json::Value,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO bench_raw (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+         VALUES ('Group', $1, 1, 'GroupCreated', '1', $2, $3)",
+    )
+    .bind(Uuid::new_v4().to_string())
+    .bind(payload)
+    .bind(metadata)
+    .execute(executor)
+    .await?;
     Ok(())
 }

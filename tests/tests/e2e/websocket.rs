@@ -28,33 +28,26 @@ async fn connect(addr: SocketAddr) -> Ws {
 async fn next_json(ws: &mut Ws) -> Value {
     match ws.next().await {
         Some(Ok(Message::Text(text))) => serde_json::from_str(&text).expect("json"),
+        Some(Ok(Message::Close(frame))) => json!({ "closed": frame.map(|f| f.reason.to_string()) }),
         other => json!({ "other": format!("{other:?}") }),
     }
 }
 
-async fn init(addr: SocketAddr, payload: Value) -> Value {
-    let mut request = format!("ws://{addr}/graphql/ws")
-        .into_client_request()
-        .expect("request");
-    request.headers_mut().insert(
-        "sec-websocket-protocol",
-        "graphql-transport-ws".parse().expect("header"),
-    );
-    let (mut ws, _) = tokio_tungstenite::connect_async(request)
+async fn send(ws: &mut Ws, message: Value) {
+    ws.send(Message::Text(message.to_string().into()))
         .await
-        .expect("connect");
-    ws.send(Message::Text(
-        json!({ "type": "connection_init", "payload": payload })
-            .to_string()
-            .into(),
-    ))
-    .await
-    .expect("send");
-    match ws.next().await {
-        Some(Ok(Message::Text(text))) => serde_json::from_str(&text).expect("json"),
-        Some(Ok(Message::Close(frame))) => json!({ "closed": frame.map(|f| f.reason.to_string()) }),
-        other => json!({ "other": format!("{other:?}") }),
-    }
+        .expect("send");
+}
+
+/// Connects, sends `connection_init` with `payload`, returns the server's first answer.
+async fn init(addr: SocketAddr, payload: Value) -> Value {
+    let mut ws = connect(addr).await;
+    send(
+        &mut ws,
+        json!({ "type": "connection_init", "payload": payload }),
+    )
+    .await;
+    next_json(&mut ws).await
 }
 
 #[tokio::test]
@@ -79,16 +72,14 @@ async fn connection_init_needs_a_valid_bearer_token() {
 
     // Queries over the websocket get the same loaders (and policies) as over HTTP.
     let mut ws = connect(addr).await;
-    ws.send(Message::Text(json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {}", app.viewer) } }).to_string().into())).await.expect("send");
+    send(&mut ws, json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {}", app.viewer) } })).await;
     assert_eq!(next_json(&mut ws).await["type"], "connection_ack");
     let query = "{ root(type: DEVICE) { name parent { name } ancestors { name } children { totalCount } } }";
-    ws.send(Message::Text(
-        json!({ "id": "1", "type": "subscribe", "payload": { "query": query } })
-            .to_string()
-            .into(),
-    ))
-    .await
-    .expect("send");
+    send(
+        &mut ws,
+        json!({ "id": "1", "type": "subscribe", "payload": { "query": query } }),
+    )
+    .await;
     let reply = next_json(&mut ws).await;
     assert_eq!(reply["type"], "next", "{reply}");
     assert_eq!(
@@ -97,13 +88,11 @@ async fn connection_init_needs_a_valid_bearer_token() {
     );
     let mutation =
         "mutation { createGroup(input: {name: \"x\", type: DEVICE}) { userErrors { code } } }";
-    ws.send(Message::Text(
-        json!({ "id": "2", "type": "subscribe", "payload": { "query": mutation } })
-            .to_string()
-            .into(),
-    ))
-    .await
-    .expect("send");
+    send(
+        &mut ws,
+        json!({ "id": "2", "type": "subscribe", "payload": { "query": mutation } }),
+    )
+    .await;
     assert_eq!(
         next_json(&mut ws).await,
         json!({ "id": "1", "type": "complete" })

@@ -1,7 +1,9 @@
-//! Corral's domain: pure aggregates, their commands, events and errors.
+//! Corral's domain: pure aggregates, their commands, events and errors, the inventory records
+//! and the rule language.
 //!
 //! Nothing here does I/O. Whatever a command needs to know about other aggregates arrives
 //! through a services trait (for groups, [`group::GroupDirectory`]).
 
 pub mod group;
+pub mod inventory;
 pub mod metadata;

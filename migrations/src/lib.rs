@@ -18,11 +18,18 @@ pub struct Migration {
 }
 
 /// Every migration, in order.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "0001_event_log.sql",
-    sql: include_str!("../sql/0001_event_log.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "0001_event_log.sql",
+        sql: include_str!("../sql/0001_event_log.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "0002_inventory_membership.sql",
+        sql: include_str!("../sql/0002_inventory_membership.sql"),
+    },
+];
 
 /// Why migrating failed.
 #[derive(Debug, thiserror::Error)]

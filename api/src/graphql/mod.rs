@@ -7,13 +7,23 @@ pub mod query;
 pub mod scalars;
 pub mod types;
 
-use async_graphql::{EmptySubscription, Request, Schema};
+use async_graphql::{EmptySubscription, MergedObject, Request, Schema};
 
 use crate::auth::Actor;
 use crate::state::AppState;
 use loaders::RequestLoaders;
-use mutation::{MutationRoot, MutationWait};
-use query::QueryRoot;
+use mutation::{GroupMutation, MutationWait};
+use query::GroupQuery;
+
+/// The `Query` root: one part per area.
+#[derive(MergedObject, Default)]
+#[graphql(name = "Query")]
+pub struct QueryRoot(GroupQuery);
+
+/// The `Mutation` root: one part per area.
+#[derive(MergedObject, Default)]
+#[graphql(name = "Mutation")]
+pub struct MutationRoot(GroupMutation);
 
 /// Corral's schema type.
 pub type CorralSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
@@ -26,7 +36,7 @@ pub const MAX_COMPLEXITY: usize = 20_000;
 /// The schema without runtime data, for SDL export.
 pub fn schema_builder() -> async_graphql::SchemaBuilder<QueryRoot, MutationRoot, EmptySubscription>
 {
-    Schema::build(QueryRoot, MutationRoot, EmptySubscription)
+    Schema::build(QueryRoot::default(), MutationRoot::default(), EmptySubscription)
         .extension(crate::policy::Authorization)
         .limit_depth(MAX_DEPTH)
         .limit_complexity(MAX_COMPLEXITY)

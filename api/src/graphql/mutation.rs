@@ -307,11 +307,12 @@ impl FromUserError for DeleteGroupPayload {
     }
 }
 
-/// The root mutation type.
-pub struct MutationRoot;
+/// Group mutations (part of the `Mutation` root).
+#[derive(Default)]
+pub struct GroupMutation;
 
-#[Object(name = "Mutation")]
-impl MutationRoot {
+#[Object]
+impl GroupMutation {
     /// Creates a group (admin).
     async fn create_group(
         &self,

@@ -10,11 +10,12 @@ use super::errors::{coded, internal};
 use super::loaders::Groups;
 use super::types::{decode_cursor, page_size, prefetch, Group, GroupConnection, GroupType};
 
-/// The root query type.
-pub struct QueryRoot;
+/// Group queries (part of the `Query` root).
+#[derive(Default)]
+pub struct GroupQuery;
 
-#[Object(name = "Query")]
-impl QueryRoot {
+#[Object]
+impl GroupQuery {
     /// The system root group (`Inventory`) of a type.
     async fn root(
         &self,

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use casbin::Enforcer;
 use corral_projections::directory::GroupCommands;
+use corral_projections::membership::MembershipCommands;
 use corral_projections::waiter::ConsistencyWaiter;
 use corral_projections::wake::CommitSignal;
 use sqlx::PgPool;
@@ -37,6 +38,8 @@ pub struct AppState {
     pub pool: PgPool,
     /// Group command runner.
     pub groups: Arc<GroupCommands>,
+    /// Membership command runner.
+    pub memberships: Arc<MembershipCommands>,
     /// Read-your-writes waiter.
     pub waiter: ConsistencyWaiter,
     /// casbin enforcer.
@@ -62,7 +65,12 @@ impl AppState {
         config: ApiConfig,
     ) -> Self {
         let mut state = Self {
-            groups: Arc::new(GroupCommands::new(pool.clone(), lock_pool, signal)),
+            groups: Arc::new(GroupCommands::new(
+                pool.clone(),
+                lock_pool.clone(),
+                signal.clone(),
+            )),
+            memberships: Arc::new(MembershipCommands::new(pool.clone(), lock_pool, signal)),
             pool,
             waiter,
             enforcer,

@@ -6,4 +6,5 @@
 
 pub mod group;
 pub mod inventory;
+pub mod membership;
 pub mod metadata;

@@ -69,7 +69,7 @@ ALTER TABLE group_registry
     ADD COLUMN rule_text    text,
     ADD COLUMN rule_enabled boolean NOT NULL DEFAULT false,
     ADD COLUMN rule_version bigint  NOT NULL DEFAULT 0,
-    ADD COLUMN rule_refs    uuid[]  NOT NULL DEFAULT '{}';
+    ADD COLUMN rule_refs    jsonb   NOT NULL DEFAULT '[]';
 
 CREATE OR REPLACE FUNCTION corral_group_registry_apply() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
@@ -104,12 +104,12 @@ BEGIN
            SET rule = body -> 'rule', rule_text = body ->> 'text',
                rule_enabled = (body ->> 'enabled')::boolean,
                rule_version = (body ->> 'rule_version')::bigint,
-               rule_refs = ARRAY(SELECT jsonb_array_elements_text(body -> 'refs')::uuid)
+               rule_refs = coalesce(body -> 'refs', '[]')
          WHERE id = NEW.aggregate_id::uuid;
     ELSIF NEW.event_type = 'GroupRuleCleared' THEN
         UPDATE group_registry
            SET rule = NULL, rule_text = NULL, rule_enabled = false,
-               rule_version = (body ->> 'rule_version')::bigint, rule_refs = '{}'
+               rule_version = (body ->> 'rule_version')::bigint, rule_refs = '[]'
          WHERE id = NEW.aggregate_id::uuid;
     END IF;
     RETURN NULL;

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use corral_domain::group::{
     DirectoryEntry, DirectoryError, Group, GroupCommand, GroupDirectory, GroupError, GroupType,
+    RuleRef,
 };
 use corral_domain::metadata::EventMetadata;
 use sqlx::{PgPool, Postgres, Row, Transaction};
@@ -24,7 +25,7 @@ use uuid::Uuid;
 
 use crate::executor::{CommandExecutor, Committed, ExecError};
 
-const TREE_LOCK: i64 = 0x636f_7272_616c_0002;
+pub(crate) const TREE_LOCK: i64 = 0x636f_7272_616c_0002;
 
 fn parent_lock(id: Uuid) -> i64 {
     let b = id.as_u64_pair();
@@ -164,6 +165,43 @@ impl GroupDirectory for PgGroupDirectory {
         Ok(h.unwrap_or(0) as u32)
     }
 
+    async fn subtrees(&self, roots: &[Uuid]) -> Result<Vec<Uuid>, DirectoryError> {
+        let mut tx = self.tx.lock().await;
+        sqlx::query_scalar(
+            "WITH RECURSIVE down AS (
+                SELECT id, 0 AS level FROM group_registry WHERE id = ANY($1) AND NOT deleted
+                UNION
+                SELECT r.id, down.level + 1 FROM group_registry r JOIN down ON r.parent_id = down.id
+                 WHERE NOT r.deleted AND down.level < 64)
+             SELECT DISTINCT id FROM down",
+        )
+        .bind(roots)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(dir_err)
+    }
+
+    async fn rule_refs(&self, groups: &[Uuid]) -> Result<Vec<RuleRef>, DirectoryError> {
+        let mut tx = self.tx.lock().await;
+        let rows = sqlx::query(
+            "SELECT (r ->> 'group_id')::uuid AS group_id, (r ->> 'direct')::boolean AS direct
+               FROM group_registry g, jsonb_array_elements(g.rule_refs) r
+              WHERE g.id = ANY($1) AND NOT g.deleted",
+        )
+        .bind(groups)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(dir_err)?;
+        rows.iter()
+            .map(|r| {
+                Ok(RuleRef {
+                    group_id: r.try_get("group_id").map_err(dir_err)?,
+                    direct: r.try_get("direct").map_err(dir_err)?,
+                })
+            })
+            .collect()
+    }
+
     async fn has_children(&self, id: Uuid) -> Result<bool, DirectoryError> {
         let mut tx = self.tx.lock().await;
         sqlx::query_scalar(
@@ -201,7 +239,9 @@ impl GroupCommands {
             | GroupCommand::Rename { id, .. }
             | GroupCommand::Update { id, .. }
             | GroupCommand::Move { id, .. }
-            | GroupCommand::Delete { id } => *id,
+            | GroupCommand::Delete { id }
+            | GroupCommand::SetRule { id, .. }
+            | GroupCommand::ClearRule { id } => *id,
         }
     }
 
@@ -240,9 +280,12 @@ async fn locked(
     let id = GroupCommands::target(&command);
     let mut tx = lock_pool.begin().await?;
     match &command {
+        // Rule changes take the tree lock exclusively too: their cycle checks follow other
+        // rules and subtrees, which must not change meanwhile.
         GroupCommand::Move { .. }
         | GroupCommand::Delete { .. }
-        | GroupCommand::EnsureRoot { .. } => {
+        | GroupCommand::EnsureRoot { .. }
+        | GroupCommand::SetRule { .. } => {
             sqlx::query("SELECT pg_advisory_xact_lock($1)")
                 .bind(TREE_LOCK)
                 .execute(&mut *tx)
@@ -273,7 +316,7 @@ async fn locked(
                     .await?;
             }
         }
-        GroupCommand::Update { .. } => {}
+        GroupCommand::Update { .. } | GroupCommand::ClearRule { .. } => {}
     }
     let commutes = command.commutes();
     if let GroupCommand::Create { id, .. } = &command {

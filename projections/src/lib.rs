@@ -7,6 +7,7 @@ pub mod directory;
 pub mod executor;
 pub mod group_tree;
 pub mod log;
+pub mod membership;
 pub mod projection;
 pub mod rebuild;
 pub mod runner;

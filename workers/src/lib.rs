@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use corral_projections::group_tree::GroupTreeProjection;
+use corral_projections::membership::MembershipProjection;
 use corral_projections::runner::{ensure_schema, run_projector};
 use corral_projections::sequencer::Sequencer;
 use corral_projections::waiter::{run_listener, Checkpoints, ConsistencyWaiter};
@@ -17,7 +18,11 @@ use tokio::task::JoinSet;
 
 /// Every projection Corral keeps, in the order they are set up.
 pub fn projections() -> Vec<Arc<dyn Projection>> {
-    vec![Arc::new(Sequencer), Arc::new(GroupTreeProjection)]
+    vec![
+        Arc::new(Sequencer),
+        Arc::new(GroupTreeProjection),
+        Arc::new(MembershipProjection),
+    ]
 }
 
 /// Running background tasks; dropped or [`Background::shutdown`] stops them.

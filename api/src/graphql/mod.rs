@@ -2,6 +2,7 @@
 
 pub mod errors;
 pub mod loaders;
+pub mod membership;
 pub mod mutation;
 pub mod query;
 pub mod scalars;
@@ -23,7 +24,7 @@ pub struct QueryRoot(GroupQuery);
 /// The `Mutation` root: one part per area.
 #[derive(MergedObject, Default)]
 #[graphql(name = "Mutation")]
-pub struct MutationRoot(GroupMutation);
+pub struct MutationRoot(GroupMutation, membership::MembershipMutation);
 
 /// Corral's schema type.
 pub type CorralSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
@@ -52,6 +53,7 @@ pub fn build_schema(state: &AppState) -> CorralSchema {
     schema_builder()
         .data(state.pool.clone())
         .data(state.groups.clone())
+        .data(state.memberships.clone())
         .data(state.waiter.clone())
         .data(state.enforcer.clone())
         .data(MutationWait(state.config.mutation_wait))

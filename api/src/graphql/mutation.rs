@@ -6,7 +6,8 @@ use async_graphql::{Context, InputObject, Json, Object, Result, SimpleObject, ID
 use corral_domain::group::{GroupCommand, GroupType as DomainGroupType};
 use corral_domain::metadata::{EventMetadata, Source};
 use corral_projections::directory::GroupCommands;
-use corral_projections::executor::Committed;
+use corral_projections::executor::{CommitToken, Committed};
+use corral_projections::membership::{MembershipCommands, MEMBERSHIP};
 use corral_projections::group_tree::GROUP_TREE;
 use corral_projections::sequencer::SEQUENCER;
 use corral_projections::waiter::ConsistencyWaiter;
@@ -154,13 +155,11 @@ struct Outcome {
     wait_timed_out: bool,
 }
 
-/// Runs a command for the calling actor and waits for the read models.
-async fn run(
+/// The metadata of a change made by the calling actor, or a userError for a bad reason.
+pub(crate) fn event_metadata(
     ctx: &Context<'_>,
-    command: GroupCommand,
-    expected_version: Option<u64>,
     reason: Option<String>,
-) -> Result<std::result::Result<Outcome, UserError>> {
+) -> Result<std::result::Result<EventMetadata, UserError>> {
     if reason
         .as_ref()
         .is_some_and(|r| r.chars().count() > MAX_REASON_CHARS)
@@ -172,7 +171,7 @@ async fn run(
         )));
     }
     let actor = ctx.data::<Actor>()?;
-    let metadata = EventMetadata {
+    Ok(Ok(EventMetadata {
         actor_subject: actor.subject.clone(),
         actor_role: actor.role.clone(),
         source: Source::Api,
@@ -182,28 +181,31 @@ async fn run(
             .map(|r| r.trim().to_string())
             .filter(|r| !r.is_empty()),
         client_addr: actor.client_addr.clone(),
-    };
-    let group_id = GroupCommands::target(&command);
-    let committed: Committed = match ctx
-        .data_unchecked::<std::sync::Arc<GroupCommands>>()
-        .execute(command, expected_version, &metadata)
-        .await
-    {
-        Ok(c) => c,
-        Err(e) => return Ok(Err(from_exec(e)?)),
-    };
+    }))
+}
+
+/// Waits until the read models `names` reflect a commit (bounded by the configured wait) and
+/// returns its log position and whether the wait timed out. For a no-op (`token` is `None`),
+/// the position of the aggregate's latest event, the state the no-op confirmed.
+pub(crate) async fn settle(
+    ctx: &Context<'_>,
+    token: Option<CommitToken>,
+    aggregate_type: &str,
+    aggregate_id: &str,
+    names: &[&str],
+) -> (Option<Position>, bool) {
     let pool = ctx.data_unchecked::<PgPool>();
     let wait = ctx.data_unchecked::<MutationWait>().0;
     // Whatever this operation's loaders cached may predate the change (or an earlier one).
     super::loaders::clear_caches(ctx);
-    let (position, wait_timed_out) = match committed.token {
-        // Nothing changed: the position of the state this no-op confirmed.
+    let (position, wait_timed_out) = match token {
         None => {
             let position: Option<i64> = sqlx::query_scalar(
                 "SELECT l.log_position FROM events e LEFT JOIN event_log l USING (global_position)
-                  WHERE e.aggregate_type = 'Group' AND e.aggregate_id = $1 ORDER BY e.sequence DESC LIMIT 1",
+                  WHERE e.aggregate_type = $1 AND e.aggregate_id = $2 ORDER BY e.sequence DESC LIMIT 1",
             )
-            .bind(group_id.to_string())
+            .bind(aggregate_type)
+            .bind(aggregate_id)
             .fetch_optional(pool)
             .await
             .unwrap_or_else(|err| {
@@ -216,7 +218,7 @@ async fn run(
         Some(token) => match token.cursor(pool).await {
             Ok(cursor) => {
                 let waiter = ctx.data_unchecked::<ConsistencyWaiter>();
-                let reached = waiter.wait(cursor, &[SEQUENCER, GROUP_TREE], wait).await;
+                let reached = waiter.wait(cursor, names, wait).await;
                 let position: Option<i64> = sqlx::query_scalar(
                     "SELECT log_position FROM event_log WHERE global_position = $1",
                 )
@@ -237,9 +239,54 @@ async fn run(
             }
         },
     };
+    (position.map(Position), wait_timed_out)
+}
+
+/// Runs a command for the calling actor and waits for the read models.
+async fn run(
+    ctx: &Context<'_>,
+    command: GroupCommand,
+    expected_version: Option<u64>,
+    reason: Option<String>,
+) -> Result<std::result::Result<Outcome, UserError>> {
+    let metadata = match event_metadata(ctx, reason)? {
+        Ok(m) => m,
+        Err(e) => return Ok(Err(e)),
+    };
+    let group_id = GroupCommands::target(&command);
+    let deleting = matches!(command, GroupCommand::Delete { .. });
+    let committed: Committed = match ctx
+        .data_unchecked::<std::sync::Arc<GroupCommands>>()
+        .execute(command, expected_version, &metadata)
+        .await
+    {
+        Ok(c) => c,
+        Err(e) => return Ok(Err(from_exec(e)?)),
+    };
+    let mut token = committed.token;
+    if deleting && token.is_some() {
+        // A deleted group's memberships go too, as Membership events. Should this fail, the
+        // rule worker's repair pass finishes the job.
+        match ctx
+            .data_unchecked::<std::sync::Arc<MembershipCommands>>()
+            .purge(group_id, &metadata)
+            .await
+        {
+            Ok(_) => {}
+            Err(err) => tracing::warn!(error = %err, group = %group_id, "purging a deleted group's memberships failed; the repair pass will retry"),
+        }
+    }
+    let (position, wait_timed_out) = settle(
+        ctx,
+        token.take(),
+        "Group",
+        &group_id.to_string(),
+        &[SEQUENCER, GROUP_TREE, MEMBERSHIP],
+    )
+    .await;
     Ok(Ok(Outcome {
         group_id,
-        position: position.map(Position),
+        position,
         wait_timed_out,
     }))
 }

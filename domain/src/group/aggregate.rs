@@ -21,6 +21,12 @@ pub struct Group {
     description: Option<String>,
     metadata: Map<String, Value>,
     is_system: bool,
+    #[serde(default)]
+    rule: Option<Value>,
+    #[serde(default)]
+    rule_enabled: bool,
+    #[serde(default)]
+    rule_version: u64,
 }
 
 impl Group {
@@ -150,6 +156,46 @@ impl Group {
         Ok(())
     }
 
+    /// Referenced groups must exist, hold the same kind, and not depend on this group.
+    async fn check_refs(
+        dir: &dyn GroupDirectory,
+        id: Uuid,
+        group_type: GroupType,
+        refs: &[super::RuleRef],
+    ) -> Result<(), GroupError> {
+        for r in refs {
+            let entry = dir.get(r.group_id).await.map_err(directory_err)?;
+            match entry {
+                None => {
+                    return Err(GroupError::RuleInvalid(format!(
+                        "group:{} does not exist",
+                        r.group_id
+                    )))
+                }
+                Some(e) if e.group_type != group_type => {
+                    return Err(GroupError::RuleInvalid(format!(
+                        "group:{} is a {} group; a {} rule can only refer to {} groups",
+                        r.group_id,
+                        e.group_type.as_str(),
+                        group_type.as_str(),
+                        group_type.as_str()
+                    )))
+                }
+                Some(_) => {}
+            }
+        }
+        if super::rule_reaches(dir, refs, id)
+            .await
+            .map_err(directory_err)?
+        {
+            return Err(GroupError::RuleInvalid(
+                "the rule's group: references lead back to this group's own membership (a cycle)"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
     async fn decide(
         &self,
         command: GroupCommand,
@@ -259,6 +305,43 @@ impl Group {
                 }
                 Ok(vec![GroupEvent::GroupDeleted {}])
             }
+            GroupCommand::SetRule {
+                id,
+                rule,
+                text,
+                kind,
+                refs,
+                enabled,
+            } => {
+                self.require_editable(id)?;
+                let group_type = self.group_type.ok_or(GroupError::SystemGroup)?;
+                if kind != group_type {
+                    return Err(GroupError::TypeMismatch {
+                        child: kind.as_str(),
+                        parent: group_type.as_str(),
+                    });
+                }
+                if self.rule.as_ref() == Some(&rule) && self.rule_enabled == enabled {
+                    return Ok(vec![]);
+                }
+                Self::check_refs(dir, id, group_type, &refs).await?;
+                Ok(vec![GroupEvent::GroupRuleSet {
+                    rule,
+                    text,
+                    enabled,
+                    rule_version: self.rule_version + 1,
+                    refs,
+                }])
+            }
+            GroupCommand::ClearRule { id } => {
+                self.require_editable(id)?;
+                if self.rule.is_none() {
+                    return Ok(vec![]);
+                }
+                Ok(vec![GroupEvent::GroupRuleCleared {
+                    rule_version: self.rule_version + 1,
+                }])
+            }
         }
     }
 }
@@ -310,6 +393,21 @@ impl Aggregate for Group {
             }
             GroupEvent::GroupMoved { new_parent_id, .. } => self.parent_id = Some(new_parent_id),
             GroupEvent::GroupDeleted {} => self.deleted = true,
+            GroupEvent::GroupRuleSet {
+                rule,
+                enabled,
+                rule_version,
+                ..
+            } => {
+                self.rule = Some(rule);
+                self.rule_enabled = enabled;
+                self.rule_version = rule_version;
+            }
+            GroupEvent::GroupRuleCleared { rule_version } => {
+                self.rule = None;
+                self.rule_enabled = false;
+                self.rule_version = rule_version;
+            }
         }
     }
 }

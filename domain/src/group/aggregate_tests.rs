@@ -3,7 +3,7 @@ use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
 use super::*;
-use crate::group::InMemoryDirectory;
+use crate::group::{InMemoryDirectory, RuleRef};
 
 type GroupTest = TestFramework<Group>;
 
@@ -373,4 +373,133 @@ fn event_json_shape_is_the_stored_contract() {
 fn root_ids_are_stable_and_distinct() {
     assert_eq!(GroupType::Device.root_id(), GroupType::Device.root_id());
     assert_ne!(GroupType::Device.root_id(), GroupType::Service.root_id());
+}
+
+fn set_rule(text: &str, refs: Vec<RuleRef>, enabled: bool) -> GroupCommand {
+    GroupCommand::SetRule {
+        id: id(ME),
+        rule: json!({ "text": text }),
+        text: text.into(),
+        kind: GroupType::Device,
+        refs,
+        enabled,
+    }
+}
+
+fn rule_set(text: &str, version: u64, refs: Vec<RuleRef>, enabled: bool) -> GroupEvent {
+    GroupEvent::GroupRuleSet {
+        rule: json!({ "text": text }),
+        text: text.into(),
+        enabled,
+        rule_version: version,
+        refs,
+    }
+}
+
+#[test]
+fn rules_get_increasing_versions_and_identical_ones_are_no_ops() {
+    GroupTest::with(directory())
+        .given(vec![created("Edge", ROOT)])
+        .when(set_rule("a", vec![], true))
+        .then_expect_events(vec![rule_set("a", 1, vec![], true)]);
+    GroupTest::with(directory())
+        .given(vec![created("Edge", ROOT), rule_set("a", 1, vec![], true)])
+        .when(set_rule("a", vec![], true))
+        .then_expect_events(vec![]);
+    GroupTest::with(directory())
+        .given(vec![created("Edge", ROOT), rule_set("a", 1, vec![], true)])
+        .when(set_rule("a", vec![], false))
+        .then_expect_events(vec![rule_set("a", 2, vec![], false)]);
+    GroupTest::with(directory())
+        .given(vec![created("Edge", ROOT), rule_set("a", 1, vec![], true)])
+        .when(GroupCommand::ClearRule { id: id(ME) })
+        .then_expect_events(vec![GroupEvent::GroupRuleCleared { rule_version: 2 }]);
+    GroupTest::with(directory())
+        .given(vec![created("Edge", ROOT)])
+        .when(GroupCommand::ClearRule { id: id(ME) })
+        .then_expect_events(vec![]);
+}
+
+#[test]
+fn a_rule_must_select_the_groups_kind_and_not_sit_on_a_root() {
+    let mut cmd = set_rule("a", vec![], true);
+    if let GroupCommand::SetRule { kind, .. } = &mut cmd {
+        *kind = GroupType::Service;
+    }
+    let err = GroupTest::with(directory())
+        .given(vec![created("Edge", ROOT)])
+        .when(cmd)
+        .inspect_result()
+        .expect_err("refused");
+    assert_eq!(err.code(), "TYPE_MISMATCH");
+    GroupTest::with(directory())
+        .given(vec![root_created()])
+        .when(set_rule("a", vec![], true))
+        .then_expect_error(GroupError::SystemGroup);
+}
+
+#[test]
+fn group_references_must_exist_match_and_not_form_cycles() {
+    let missing = RuleRef {
+        group_id: id(555),
+        direct: false,
+    };
+    let err = GroupTest::with(directory())
+        .given(vec![created("Edge", ROOT)])
+        .when(set_rule("r", vec![missing], true))
+        .inspect_result()
+        .expect_err("refused");
+    assert_eq!(err.code(), "RULE_INVALID");
+    let services = RuleRef {
+        group_id: id(SERVICE_ROOT),
+        direct: false,
+    };
+    let err = GroupTest::with(directory())
+        .given(vec![created("Edge", ROOT)])
+        .when(set_rule("r", vec![services], true))
+        .inspect_result()
+        .expect_err("refused");
+    assert!(err.to_string().contains("SERVICE"), "{err}");
+    // Edge sits under the root: the root's effective membership includes Edge's own.
+    let root = RuleRef {
+        group_id: id(ROOT),
+        direct: false,
+    };
+    let err = GroupTest::with(directory())
+        .given(vec![created("Edge", ROOT)])
+        .when(set_rule("r", vec![root], true))
+        .inspect_result()
+        .expect_err("refused");
+    assert!(err.to_string().contains("cycle"), "{err}");
+    // ...but the root's direct members do not depend on Edge.
+    let root_direct = RuleRef {
+        group_id: id(ROOT),
+        direct: true,
+    };
+    GroupTest::with(directory())
+        .given(vec![created("Edge", ROOT)])
+        .when(set_rule("r", vec![root_direct], true))
+        .then_expect_events(vec![rule_set("r", 1, vec![root_direct], true)]);
+    // Through another group's rule: Core's rule reads Edge, so Edge may not read Core.
+    let dir = InMemoryDirectory::default();
+    dir.insert(id(ROOT), GroupType::Device, None, "Inventory");
+    dir.insert(id(CORE), GroupType::Device, Some(id(ROOT)), "Core");
+    dir.insert(id(ME), GroupType::Device, Some(id(ROOT)), "Edge");
+    dir.set_rule_refs(
+        id(CORE),
+        vec![RuleRef {
+            group_id: id(ME),
+            direct: true,
+        }],
+    );
+    let core = RuleRef {
+        group_id: id(CORE),
+        direct: false,
+    };
+    let err = GroupTest::with(Box::new(dir))
+        .given(vec![created("Edge", ROOT)])
+        .when(set_rule("r", vec![core], true))
+        .inspect_result()
+        .expect_err("refused");
+    assert_eq!(err.code(), "RULE_INVALID");
 }

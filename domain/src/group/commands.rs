@@ -30,6 +30,22 @@ pub enum GroupCommand {
     Move { id: Uuid, new_parent_id: Uuid },
     /// Delete a group that has no children.
     Delete { id: Uuid },
+    /// Give the group a rule, parsed and validated by `corral_domain::rule` (group paths
+    /// resolved to ids); the aggregate checks what needs other groups.
+    SetRule {
+        id: Uuid,
+        /// The rule's canonical JSON form.
+        rule: Value,
+        /// Its normalized text.
+        text: String,
+        /// The kind of entity it selects.
+        kind: GroupType,
+        /// Its `group:` references.
+        refs: Vec<super::RuleRef>,
+        enabled: bool,
+    },
+    /// Remove the group's rule.
+    ClearRule { id: Uuid },
 }
 
 impl GroupCommand {

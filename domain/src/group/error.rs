@@ -37,6 +37,9 @@ pub enum GroupError {
     /// Create was sent to an id that already exists.
     #[error("group {0} already exists")]
     AlreadyExists(Uuid),
+    /// The rule is malformed, refers to groups it may not, or would depend on itself.
+    #[error("{0}")]
+    RuleInvalid(String),
     /// The hierarchy directory could not be read; not the caller's fault.
     #[error("group directory unavailable: {0}")]
     Directory(String),
@@ -55,6 +58,7 @@ impl GroupError {
             GroupError::SystemGroup => "SYSTEM_GROUP",
             GroupError::HasChildren => "HAS_CHILDREN",
             GroupError::AlreadyExists(_) => "ALREADY_EXISTS",
+            GroupError::RuleInvalid(_) => "RULE_INVALID",
             GroupError::Directory(_) => "INTERNAL",
         }
     }
@@ -64,6 +68,7 @@ impl GroupError {
         match self {
             GroupError::Invalid { field, .. } => Some(field),
             GroupError::NameTaken { .. } => Some("name"),
+            GroupError::RuleInvalid(_) => Some("rule"),
             GroupError::TypeMismatch { .. } | GroupError::Cycle | GroupError::DepthLimit { .. } => {
                 Some("parentId")
             }

@@ -3,7 +3,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use super::GroupType;
+use super::{GroupType, RuleRef};
 
 /// What happened to a group. `event_type` is the variant name; field names are part of the
 /// stored contract (the `group_registry` trigger and integrators read them).
@@ -32,6 +32,21 @@ pub enum GroupEvent {
     },
     /// The group was deleted.
     GroupDeleted {},
+    /// The group got a (new) rule, or its rule was enabled or disabled.
+    GroupRuleSet {
+        /// The canonical JSON form (see `corral_domain::rule`).
+        rule: Value,
+        /// The normalized text form.
+        text: String,
+        /// Whether workers evaluate it.
+        enabled: bool,
+        /// 1, 2, ... per group; rule-driven membership events name it.
+        rule_version: u64,
+        /// Its `group:` references (cycle checks read them).
+        refs: Vec<RuleRef>,
+    },
+    /// The group's rule was removed; its rule-driven members leave.
+    GroupRuleCleared { rule_version: u64 },
 }
 
 impl DomainEvent for GroupEvent {
@@ -42,6 +57,8 @@ impl DomainEvent for GroupEvent {
             GroupEvent::GroupUpdated { .. } => "GroupUpdated",
             GroupEvent::GroupMoved { .. } => "GroupMoved",
             GroupEvent::GroupDeleted { .. } => "GroupDeleted",
+            GroupEvent::GroupRuleSet { .. } => "GroupRuleSet",
+            GroupEvent::GroupRuleCleared { .. } => "GroupRuleCleared",
         }
         .to_string()
     }

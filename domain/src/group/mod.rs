@@ -10,7 +10,9 @@ pub use aggregate::Group;
 pub use commands::GroupCommand;
 pub use error::GroupError;
 pub use events::GroupEvent;
-pub use services::{DirectoryEntry, DirectoryError, GroupDirectory, InMemoryDirectory};
+pub use services::{
+    rule_reaches, DirectoryEntry, DirectoryError, GroupDirectory, InMemoryDirectory,
+};
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -52,6 +54,15 @@ impl GroupType {
         let namespace = Uuid::from_u128(0x8d1c_57a4_0b6e_4f7e_9c55_2a1e_6b7d_c0de);
         Uuid::new_v5(&namespace, self.as_str().as_bytes())
     }
+}
+
+/// A `group:` reference of a rule, as stored in `GroupRuleSet` events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RuleRef {
+    /// The referenced group.
+    pub group_id: Uuid,
+    /// `group:X:direct` (X's own members) rather than `group:X` (its effective members).
+    pub direct: bool,
 }
 
 /// Name of every system root group.

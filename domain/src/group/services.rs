@@ -4,7 +4,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use uuid::Uuid;
 
-use super::GroupType;
+use super::{GroupType, RuleRef};
 
 /// What a command may know about another group.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +45,12 @@ pub trait GroupDirectory: Send + Sync {
     /// Whether `id` has live children.
     async fn has_children(&self, id: Uuid) -> Result<bool, DirectoryError>;
 
+    /// Every live group in the subtrees of `roots` (the roots included).
+    async fn subtrees(&self, roots: &[Uuid]) -> Result<Vec<Uuid>, DirectoryError>;
+    /// The `group:` references of the current rules of `groups` (disabled rules included:
+    /// enabling one must not need another check).
+    async fn rule_refs(&self, groups: &[Uuid]) -> Result<Vec<RuleRef>, DirectoryError>;
+
     /// [`get`](Self::get) of `parent` and [`name_taken`](Self::name_taken) under it, which
     /// placing a group needs together; implementations may answer both in one round trip.
     async fn placement(
@@ -82,6 +88,12 @@ impl<T: GroupDirectory + ?Sized> GroupDirectory for std::sync::Arc<T> {
     async fn has_children(&self, id: Uuid) -> Result<bool, DirectoryError> {
         self.as_ref().has_children(id).await
     }
+    async fn subtrees(&self, roots: &[Uuid]) -> Result<Vec<Uuid>, DirectoryError> {
+        self.as_ref().subtrees(roots).await
+    }
+    async fn rule_refs(&self, groups: &[Uuid]) -> Result<Vec<RuleRef>, DirectoryError> {
+        self.as_ref().rule_refs(groups).await
+    }
     async fn placement(
         &self,
         parent: Uuid,
@@ -99,6 +111,7 @@ type Nodes = HashMap<Uuid, (GroupType, Option<Uuid>, String)>;
 #[derive(Debug, Default)]
 pub struct InMemoryDirectory {
     nodes: Mutex<Nodes>,
+    rules: Mutex<HashMap<Uuid, Vec<RuleRef>>>,
 }
 
 impl InMemoryDirectory {
@@ -106,6 +119,14 @@ impl InMemoryDirectory {
     pub fn insert(&self, id: Uuid, group_type: GroupType, parent: Option<Uuid>, name: &str) {
         self.lock()
             .insert(id, (group_type, parent, name.to_string()));
+    }
+
+    /// Records the `group:` references of a group's rule.
+    pub fn set_rule_refs(&self, id: Uuid, refs: Vec<RuleRef>) {
+        self.rules
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, refs);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Nodes> {
@@ -176,4 +197,71 @@ impl GroupDirectory for InMemoryDirectory {
     async fn has_children(&self, id: Uuid) -> Result<bool, DirectoryError> {
         Ok(self.lock().values().any(|n| n.1 == Some(id)))
     }
+
+    async fn subtrees(&self, roots: &[Uuid]) -> Result<Vec<Uuid>, DirectoryError> {
+        let ids: Vec<Uuid> = self.lock().keys().copied().collect();
+        let mut out = Vec::new();
+        for id in ids {
+            for root in roots {
+                if self.in_subtree(*root, id).await? {
+                    out.push(id);
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn rule_refs(&self, groups: &[Uuid]) -> Result<Vec<RuleRef>, DirectoryError> {
+        let rules = self.rules.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(groups
+            .iter()
+            .filter_map(|g| rules.get(g))
+            .flatten()
+            .copied()
+            .collect())
+    }
+}
+
+/// Whether a rule with references `start` reads, directly or through other groups' rules,
+/// the direct membership of `target`: a `group:X:direct` reference reads X's, a `group:X`
+/// reference reads that of every group in X's subtree, and each group read may itself be
+/// filled by a rule with references of its own.
+pub async fn rule_reaches(
+    dir: &dyn GroupDirectory,
+    start: &[RuleRef],
+    target: Uuid,
+) -> Result<bool, DirectoryError> {
+    let mut seen = std::collections::HashSet::new();
+    let mut refs = start.to_vec();
+    // Each round follows one more rule; more rounds than groups would revisit.
+    for _ in 0..=10_000 {
+        if refs.is_empty() {
+            return Ok(false);
+        }
+        let direct: Vec<Uuid> = refs
+            .iter()
+            .filter(|r| r.direct)
+            .map(|r| r.group_id)
+            .collect();
+        let roots: Vec<Uuid> = refs
+            .iter()
+            .filter(|r| !r.direct)
+            .map(|r| r.group_id)
+            .collect();
+        let mut read = direct;
+        if !roots.is_empty() {
+            read.extend(dir.subtrees(&roots).await?);
+        }
+        let fresh: Vec<Uuid> = read.into_iter().filter(|g| seen.insert(*g)).collect();
+        if fresh.contains(&target) {
+            return Ok(true);
+        }
+        refs = if fresh.is_empty() {
+            vec![]
+        } else {
+            dir.rule_refs(&fresh).await?
+        };
+    }
+    Ok(false)
 }

@@ -152,7 +152,9 @@ impl TreeFold {
                 self.deleted.insert(id);
                 return Ok(());
             }
-            "GroupRenamed" | "GroupUpdated" | "GroupMoved" => {}
+            // Rule changes move only the version (clients pass it as expectedVersion).
+            "GroupRenamed" | "GroupUpdated" | "GroupMoved" | "GroupRuleSet"
+            | "GroupRuleCleared" => {}
             // Events added later that do not change the tree (e.g. capability flags).
             _ => return Ok(()),
         }

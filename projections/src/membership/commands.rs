@@ -1,0 +1,225 @@
+//! Membership commands: a per-group lock, registry checks for only the ids a command carries,
+//! and a commit through the executor.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use corral_domain::group::GroupType;
+use corral_domain::membership::{
+    EntryKind, GroupFacts, Membership, MembershipCommand, MembershipDirectory, MembershipError,
+    MembershipServices,
+};
+use corral_domain::metadata::EventMetadata;
+use sqlx::{PgPool, Postgres, Row, Transaction};
+use tokio::sync::Mutex;
+use uuid::Uuid;
+
+use crate::directory::TREE_LOCK;
+use crate::executor::{CommandExecutor, Committed, ExecError};
+
+/// Ids read from the registry per purge command.
+const PURGE_CHUNK: i64 = 10_000;
+
+/// The advisory lock that serializes the membership commands of one group.
+fn member_lock(group: Uuid) -> i64 {
+    let (a, b) = group.as_u64_pair();
+    (a ^ b ^ 0x6d65_6d62_6572_7321) as i64
+}
+
+/// [`MembershipDirectory`] over `group_registry`, the inventory tables and
+/// `membership_registry`, read inside the transaction that holds the group's lock.
+struct PgMembershipDirectory {
+    group_id: Uuid,
+    tx: Mutex<Transaction<'static, Postgres>>,
+}
+
+fn err(e: sqlx::Error) -> String {
+    e.to_string()
+}
+
+#[async_trait]
+impl MembershipDirectory for PgMembershipDirectory {
+    async fn group(&self) -> Result<Option<GroupFacts>, String> {
+        let mut tx = self.tx.lock().await;
+        let row = sqlx::query("SELECT group_type, deleted FROM group_registry WHERE id = $1")
+            .bind(self.group_id)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(err)?;
+        let Some(row) = row else { return Ok(None) };
+        let t: String = row.try_get("group_type").map_err(err)?;
+        Ok(Some(GroupFacts {
+            group_type: GroupType::parse(&t).ok_or_else(|| format!("group type {t}"))?,
+            deleted: row.try_get("deleted").map_err(err)?,
+        }))
+    }
+
+    async fn unknown(&self, kind: GroupType, ids: &[String]) -> Result<Vec<String>, String> {
+        let table = match kind {
+            GroupType::Device => "devices",
+            GroupType::Service => "services",
+        };
+        let mut tx = self.tx.lock().await;
+        sqlx::query_scalar(&format!(
+            "SELECT x FROM unnest($1::text[]) WITH ORDINALITY AS u(x, n)
+              WHERE NOT EXISTS (SELECT 1 FROM {table} t WHERE t.id = u.x AND t.removed_at IS NULL)
+              ORDER BY n"
+        ))
+        .bind(ids)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(err)
+    }
+
+    async fn present(&self, kind: EntryKind, ids: &[String]) -> Result<HashSet<String>, String> {
+        if ids.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let mut tx = self.tx.lock().await;
+        let found: Vec<String> = sqlx::query_scalar(
+            "SELECT member_id FROM membership_registry
+              WHERE group_id = $1 AND kind = $2::\"char\" AND member_id = ANY($3)",
+        )
+        .bind(self.group_id)
+        .bind(kind.code().to_string())
+        .bind(ids)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(err)?;
+        Ok(found.into_iter().collect())
+    }
+}
+
+/// Runs Membership commands.
+pub struct MembershipCommands {
+    executor: Arc<CommandExecutor<Membership>>,
+    pool: PgPool,
+    lock_pool: PgPool,
+}
+
+impl MembershipCommands {
+    /// `lock_pool` holds the lock transactions (see [`crate::directory::GroupCommands::new`]).
+    pub fn new(pool: PgPool, lock_pool: PgPool, signal: crate::wake::CommitSignal) -> Self {
+        Self {
+            executor: Arc::new(CommandExecutor::new(pool.clone()).with_commit_signal(signal)),
+            pool,
+            lock_pool,
+        }
+    }
+
+    /// Runs `command` on the membership of `group`.
+    ///
+    /// The group's membership lock serializes its commands, so concurrent adds never conflict
+    /// (each sees the registry as the previous one left it); the shared tree lock keeps a group
+    /// from being deleted while a command checks it. Like group commands, the work runs in its
+    /// own task so that the locks are held until the events are committed whatever the caller
+    /// does.
+    pub async fn execute(
+        &self,
+        group: Uuid,
+        command: MembershipCommand,
+        metadata: &EventMetadata,
+    ) -> Result<Committed, ExecError<MembershipError>> {
+        let (executor, lock_pool, metadata) = (
+            self.executor.clone(),
+            self.lock_pool.clone(),
+            metadata.clone(),
+        );
+        let work = async move {
+            let mut tx = lock_pool.begin().await?;
+            sqlx::query("SELECT pg_advisory_xact_lock_shared($1), pg_advisory_xact_lock($2)")
+                .bind(TREE_LOCK)
+                .bind(member_lock(group))
+                .execute(&mut *tx)
+                .await?;
+            let directory = Arc::new(PgMembershipDirectory {
+                group_id: group,
+                tx: Mutex::new(tx),
+            });
+            let services = MembershipServices {
+                group_id: group,
+                directory: Box::new(SharedDirectory(directory.clone())),
+            };
+            let result = executor
+                .execute(&group.to_string(), command, &services, None, true, &metadata)
+                .await;
+            drop(services);
+            if let Ok(directory) = Arc::try_unwrap(directory) {
+                if let Err(e) = directory.tx.into_inner().rollback().await {
+                    tracing::warn!(error = %e, "ending a lock transaction failed; its connection is discarded");
+                }
+            }
+            result
+        };
+        tokio::spawn(tracing::Instrument::in_current_span(work))
+            .await
+            .map_err(|e| ExecError::Store(format!("command task failed: {e}")))?
+    }
+
+    /// Removes every entry of a group (after it was deleted), in commands of at most
+    /// 10,000 ids per kind. Returns the number of events written.
+    pub async fn purge(
+        &self,
+        group: Uuid,
+        metadata: &EventMetadata,
+    ) -> Result<usize, ExecError<MembershipError>> {
+        let mut events = 0;
+        loop {
+            let rows = sqlx::query(
+                "(SELECT kind::text AS kind, member_id FROM membership_registry
+                   WHERE group_id = $1 AND kind = 'S' LIMIT $2)
+                 UNION ALL
+                 (SELECT kind::text, member_id FROM membership_registry
+                   WHERE group_id = $1 AND kind = 'R' LIMIT $2)
+                 UNION ALL
+                 (SELECT kind::text, member_id FROM membership_registry
+                   WHERE group_id = $1 AND kind = 'X' LIMIT $2)",
+            )
+            .bind(group)
+            .bind(PURGE_CHUNK)
+            .fetch_all(&self.pool)
+            .await?;
+            if rows.is_empty() {
+                return Ok(events);
+            }
+            let (mut static_ids, mut rule_ids, mut excluded_ids) = (vec![], vec![], vec![]);
+            for r in rows {
+                let kind: String = r.try_get("kind")?;
+                let id: String = r.try_get("member_id")?;
+                match kind.as_str() {
+                    "S" => static_ids.push(id),
+                    "R" => rule_ids.push(id),
+                    _ => excluded_ids.push(id),
+                }
+            }
+            let command = MembershipCommand::Purge {
+                static_ids,
+                rule_ids,
+                excluded_ids,
+            };
+            let committed = self.execute(group, command, metadata).await?;
+            if committed.events == 0 {
+                // Every row read was gone by the time the lock was held: read again.
+                continue;
+            }
+            events += committed.events;
+        }
+    }
+}
+
+/// Lets the lock transaction be recovered after the executor drops the services.
+struct SharedDirectory(Arc<PgMembershipDirectory>);
+
+#[async_trait]
+impl MembershipDirectory for SharedDirectory {
+    async fn group(&self) -> Result<Option<GroupFacts>, String> {
+        self.0.group().await
+    }
+    async fn unknown(&self, kind: GroupType, ids: &[String]) -> Result<Vec<String>, String> {
+        self.0.unknown(kind, ids).await
+    }
+    async fn present(&self, kind: EntryKind, ids: &[String]) -> Result<HashSet<String>, String> {
+        self.0.present(kind, ids).await
+    }
+}

@@ -3,9 +3,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use corral_domain::group::{GroupCommand, GroupType};
+use corral_domain::group::{GroupCommand, GroupError, GroupType};
 use corral_domain::metadata::{EventMetadata, Source};
 use corral_projections::directory::GroupCommands;
+use corral_projections::executor::ExecError;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
 
@@ -154,6 +155,74 @@ pub async fn ensure_roots(groups: &GroupCommands) -> Result<(), BoxError> {
             .execute(GroupCommand::EnsureRoot { group_type }, None, &meta)
             .await
             .map_err(|e| format!("creating the {} root: {e}", group_type.as_str()))?;
+    }
+    Ok(())
+}
+
+/// The dynamic device groups every installation starts with: name and rule.
+pub const PREDEFINED_GROUPS: [(&str, &str); 2] = [
+    ("Offline > 7 days", "last_seen:<now-7d"),
+    ("Unavailable", "is_available:false"),
+];
+
+/// The fixed id of a predefined group (the same on every installation).
+pub fn predefined_id(name: &str) -> uuid::Uuid {
+    let namespace = uuid::Uuid::from_u128(0x8d1c_57a4_0b6e_4f7e_9c55_2a1e_6b7d_c0df);
+    uuid::Uuid::new_v5(&namespace, name.as_bytes())
+}
+
+/// Creates the predefined dynamic groups on first start. A group an admin deleted (or whose
+/// rule an admin changed or cleared) is left alone: each is created once, with its rule.
+pub async fn ensure_predefined_groups(
+    pool: &sqlx::PgPool,
+    groups: &GroupCommands,
+) -> Result<(), BoxError> {
+    let meta = EventMetadata::system(Source::Worker, "startup");
+    let parent_id = GroupType::Device.root_id();
+    for (name, text) in PREDEFINED_GROUPS {
+        let id = predefined_id(name);
+        let state: Option<(bool, i64)> =
+            sqlx::query_as("SELECT deleted, rule_version FROM group_registry WHERE id = $1")
+                .bind(id)
+                .fetch_optional(pool)
+                .await?;
+        match state {
+            // Created before: only a crash between create and rule needs finishing.
+            Some((deleted, rule_version)) if deleted || rule_version > 0 => continue,
+            Some(_) => {}
+            None => {
+                let command = GroupCommand::Create {
+                    id,
+                    name: name.to_string(),
+                    group_type: GroupType::Device,
+                    parent_id,
+                    description: Some("Predefined dynamic group; admins may change or delete it.".into()),
+                    metadata: None,
+                };
+                match groups.execute(command, None, &meta).await {
+                    Ok(_) => {}
+                    // A sibling of that name exists, or another process created it just now.
+                    Err(ExecError::Domain(GroupError::NameTaken { .. }))
+                    | Err(ExecError::Domain(GroupError::AlreadyExists(_))) => continue,
+                    Err(e) => return Err(format!("creating {name:?}: {e}").into()),
+                }
+            }
+        }
+        let rule = corral_domain::rule::parse(text, GroupType::Device)
+            .map_err(|e| format!("predefined rule {text:?}: {e}"))?
+            .rule;
+        let command = GroupCommand::SetRule {
+            id,
+            rule: rule.to_json(),
+            text: rule.to_text(),
+            kind: GroupType::Device,
+            refs: vec![],
+            enabled: true,
+        };
+        groups
+            .execute(command, None, &meta)
+            .await
+            .map_err(|e| format!("setting the rule of {name:?}: {e}"))?;
     }
     Ok(())
 }

@@ -95,7 +95,7 @@ pub const EVENT_COLUMNS_NO_METADATA: &str = "global_position, transaction_id::te
     event_id, aggregate_type, aggregate_id, sequence, event_type, event_version, payload, \
     '{}'::jsonb AS metadata, recorded_at";
 
-pub(crate) fn parse_xid(s: &str) -> Result<u64, StoreError> {
+pub fn parse_xid(s: &str) -> Result<u64, StoreError> {
     s.parse()
         .map_err(|_| StoreError::Data(format!("bad transaction id {s:?}")))
 }

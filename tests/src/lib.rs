@@ -5,6 +5,8 @@
 //! throwaway server is started from the machine's PostgreSQL binaries; it is deleted when the
 //! test process exits, however it exits.
 
+pub mod nats;
+
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -146,13 +148,28 @@ impl TestApp {
         Self::spawn_with(ApiConfig::default(), true).await
     }
 
-    /// Starts an app; `projectors` false leaves read models unprojected.
+    /// Starts an app; `projectors` false leaves read models unprojected (and rules
+    /// unevaluated).
     pub async fn spawn_with(config: ApiConfig, projectors: bool) -> Self {
+        let rules = projectors.then(corral_workers::rules::RuleWorkerConfig::default);
+        Self::spawn_full(config, projectors, rules).await
+    }
+
+    /// Starts an app whose rule evaluator runs with `rules`.
+    pub async fn spawn_with_rules(rules: corral_workers::rules::RuleWorkerConfig) -> Self {
+        Self::spawn_full(ApiConfig::default(), true, Some(rules)).await
+    }
+
+    async fn spawn_full(
+        config: ApiConfig,
+        projectors: bool,
+        rules: Option<corral_workers::rules::RuleWorkerConfig>,
+    ) -> Self {
         let db = TestDb::new().await;
         let pool = db.pool(10).await;
         let lock_pool = db.pool(5).await;
         let background =
-            corral_workers::start(pool.clone(), projectors, Duration::from_millis(200))
+            corral_workers::start_with(pool.clone(), projectors, Duration::from_millis(200), rules)
                 .await
                 .expect("start projectors");
         let enforcer = corral_api::policy::enforcer().await.expect("policy");

@@ -1,12 +1,16 @@
-//! Background work that runs beside (or apart from) the API: today, the projectors, the
-//! LISTEN connection that wakes them, and the notifier that tells other processes about this
-//! one's commits.
+//! Background work that runs beside (or apart from) the API: the projectors, the LISTEN
+//! connection that wakes them, the notifier that tells other processes about this one's
+//! commits, the rule evaluator and the NATS inventory feed.
+
+pub mod inventory_feed;
+pub mod rules;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use corral_projections::group_tree::GroupTreeProjection;
-use corral_projections::membership::MembershipProjection;
+use corral_projections::membership::{MembershipCommands, MembershipProjection};
+use rules::RuleWorkerConfig;
 use corral_projections::runner::{ensure_schema, run_projector};
 use corral_projections::sequencer::Sequencer;
 use corral_projections::waiter::{run_listener, Checkpoints, ConsistencyWaiter};
@@ -58,6 +62,17 @@ pub async fn start(
     run_projectors: bool,
     poll: Duration,
 ) -> Result<Background, StoreError> {
+    let rules = run_projectors.then(RuleWorkerConfig::default);
+    start_with(pool, run_projectors, poll, rules).await
+}
+
+/// Like [`start`], with the rule evaluator's settings (`None`: no evaluator in this process).
+pub async fn start_with(
+    pool: PgPool,
+    run_projectors: bool,
+    poll: Duration,
+    rules: Option<RuleWorkerConfig>,
+) -> Result<Background, StoreError> {
     let (stop, stop_rx) = watch::channel(false);
     let (checkpoints_tx, checkpoints_rx) = watch::channel(Checkpoints::new());
     let mut tasks = JoinSet::new();
@@ -86,6 +101,14 @@ pub async fn start(
         }
     }
     let signal = CommitSignal::new(wakers.clone());
+    if let Some(config) = rules {
+        let commands = Arc::new(MembershipCommands::new(
+            pool.clone(),
+            pool.clone(),
+            signal.clone(),
+        ));
+        tasks.spawn(rules::run(pool.clone(), commands, config, stop_rx.clone()));
+    }
     tasks.spawn(run_notifier(
         pool.clone(),
         signal.clone(),

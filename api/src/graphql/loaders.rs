@@ -183,13 +183,37 @@ impl Extension for RequestLoaders {
                     HashMapCache::default(),
                 )
                 .delay(delay),
+            )
+            .data(
+                super::rules::Rules::with_cache(
+                    super::rules::RuleLoader(pool.clone(), m.clone()),
+                    tokio::spawn,
+                    HashMapCache::default(),
+                )
+                .delay(delay),
+            )
+            .data(
+                super::members::MemberGroups::with_cache(
+                    super::members::MemberGroupsLoader(pool.clone(), m.clone()),
+                    tokio::spawn,
+                    HashMapCache::default(),
+                )
+                .delay(delay),
             );
+        let (devices, services) = super::inventory::loaders(pool, m, delay);
+        let request = request.data(devices).data(services);
         next.run(ctx, request).await
     }
 }
 
 /// Forgets what this operation's loaders cached (after a mutation changed the tree).
 pub fn clear_caches(ctx: &async_graphql::Context<'_>) {
+    if let Ok(l) = ctx.data::<super::rules::Rules>() {
+        l.clear::<Uuid>();
+    }
+    if let Ok(l) = ctx.data::<super::members::MemberGroups>() {
+        l.clear::<(String, corral_projections::membership::read::Mode)>();
+    }
     if let Ok(l) = ctx.data::<Groups>() {
         l.clear::<Uuid>();
     }

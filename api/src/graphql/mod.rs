@@ -1,10 +1,13 @@
 //! The GraphQL schema.
 
 pub mod errors;
+pub mod inventory;
 pub mod loaders;
+pub mod members;
 pub mod membership;
 pub mod mutation;
 pub mod query;
+pub mod rules;
 pub mod scalars;
 pub mod types;
 
@@ -19,12 +22,17 @@ use query::GroupQuery;
 /// The `Query` root: one part per area.
 #[derive(MergedObject, Default)]
 #[graphql(name = "Query")]
-pub struct QueryRoot(GroupQuery);
+pub struct QueryRoot(GroupQuery, rules::RuleQuery, inventory::InventoryQuery);
 
 /// The `Mutation` root: one part per area.
 #[derive(MergedObject, Default)]
 #[graphql(name = "Mutation")]
-pub struct MutationRoot(GroupMutation, membership::MembershipMutation);
+pub struct MutationRoot(
+    GroupMutation,
+    membership::MembershipMutation,
+    rules::RuleMutation,
+    inventory::InventoryMutation,
+);
 
 /// Corral's schema type.
 pub type CorralSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;

@@ -149,7 +149,7 @@ fn expected(v: Option<i64>) -> std::result::Result<Option<u64>, UserError> {
     }
 }
 
-struct Outcome {
+pub(crate) struct Outcome {
     group_id: Uuid,
     position: Option<Position>,
     wait_timed_out: bool,
@@ -243,7 +243,7 @@ pub(crate) async fn settle(
 }
 
 /// Runs a command for the calling actor and waits for the read models.
-async fn run(
+pub(crate) async fn run(
     ctx: &Context<'_>,
     command: GroupCommand,
     expected_version: Option<u64>,
@@ -291,7 +291,7 @@ async fn run(
     }))
 }
 
-async fn group_payload(
+pub(crate) async fn group_payload(
     ctx: &Context<'_>,
     outcome: std::result::Result<Outcome, UserError>,
 ) -> Result<GroupPayload> {
@@ -337,6 +337,13 @@ macro_rules! try_input {
 trait FromUserError: Default {
     fn from_error(e: UserError) -> Self;
 }
+impl GroupPayload {
+    /// A payload carrying one userError.
+    pub fn from_error(e: UserError) -> Self {
+        <Self as FromUserError>::from_error(e)
+    }
+}
+
 impl FromUserError for GroupPayload {
     fn from_error(e: UserError) -> Self {
         Self {

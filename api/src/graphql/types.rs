@@ -122,6 +122,40 @@ impl Group {
             .collect())
     }
 
+    /// The group's rule (dynamic membership), with its last evaluation.
+    async fn rule(&self, ctx: &Context<'_>) -> Result<Option<super::rules::GroupRule>> {
+        ctx.data_unchecked::<super::rules::Rules>()
+            .load_one(self.uuid)
+            .await
+    }
+
+    /// Members in member id order. DIRECT (the default): the group's own (static and rule matches, minus
+    /// exclusions). EFFECTIVE: its own and every descendant's, each once, with the nearest
+    /// group that holds it as `viaGroup`. `source` keeps only members of that source.
+    #[graphql(
+        complexity = "i64::from(first.unwrap_or(DEFAULT_PAGE)).max(1) as usize * child_complexity + 1"
+    )]
+    async fn members(
+        &self,
+        ctx: &Context<'_>,
+        mode: Option<super::members::MembershipMode>,
+        source: Option<super::rules::MembershipSource>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<super::members::GroupMemberConnection> {
+        super::members::page(ctx, self, mode.unwrap_or_default(), source, first, after).await
+    }
+
+    /// How many members the group has (EFFECTIVE: distinct over its subtree).
+    async fn member_count(
+        &self,
+        ctx: &Context<'_>,
+        mode: Option<super::members::MembershipMode>,
+        source: Option<super::rules::MembershipSource>,
+    ) -> Result<i64> {
+        super::members::count(ctx, self, mode.unwrap_or_default(), source).await
+    }
+
     /// Child groups, ordered by name.
     #[graphql(
         complexity = "i64::from(first.unwrap_or(DEFAULT_PAGE)).max(1) as usize * child_complexity + 1"

@@ -39,7 +39,7 @@ pub struct MemberRow {
 }
 
 /// Direct members only, or the whole subtree's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Mode {
     /// The group's own members.
     Direct,

@@ -1,0 +1,314 @@
+//! Reading memberships: a group's members (direct or effective) and an entity's groups.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_graphql::dataloader::{DataLoader, HashMapCache, Loader};
+
+use async_graphql::{ComplexObject, Context, Enum, Result, SimpleObject, Union, ID};
+use chrono::{DateTime, Utc};
+use corral_domain::group::GroupType as DomainGroupType;
+use corral_projections::group_tree::read::After;
+use corral_projections::membership::read::{self as members, Belonging, Mode};
+use sqlx::PgPool;
+use tokio::sync::OnceCell;
+use uuid::Uuid;
+
+use super::errors::internal;
+use super::inventory::{Device, Devices, Service, Services};
+use super::loaders::Groups;
+use super::rules::MembershipSource;
+use super::types::{decode_cursor, encode_cursor, page_size, Group, PageInfo};
+
+/// Direct or effective membership.
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug, Default)]
+pub enum MembershipMode {
+    /// The group's own members.
+    #[default]
+    Direct,
+    /// The group's own members and every descendant's, each once.
+    Effective,
+}
+
+impl From<MembershipMode> for Mode {
+    fn from(m: MembershipMode) -> Self {
+        match m {
+            MembershipMode::Direct => Mode::Direct,
+            MembershipMode::Effective => Mode::Effective,
+        }
+    }
+}
+
+fn source_code(s: Option<MembershipSource>) -> Option<char> {
+    s.map(|s| match s {
+        MembershipSource::Static => 'S',
+        MembershipSource::Rule => 'R',
+    })
+}
+
+/// A member: a device (device groups) or a service (service groups).
+#[derive(Union, Clone, Debug)]
+pub enum Member {
+    /// A device.
+    Device(Device),
+    /// A service.
+    Service(Service),
+}
+
+/// One member in a page, with why it is one.
+#[derive(SimpleObject, Clone, Debug)]
+#[graphql(complex)]
+pub struct GroupMemberEdge {
+    /// Opaque position of this edge, for `after`.
+    pub cursor: String,
+    /// The device or service.
+    pub node: Member,
+    /// `STATIC` or `RULE`: how it is a direct member of `viaGroup`.
+    pub source: MembershipSource,
+    /// Since when it is a direct member of `viaGroup`.
+    pub since: DateTime<Utc>,
+    #[graphql(skip)]
+    pub via: Uuid,
+}
+
+#[ComplexObject]
+impl GroupMemberEdge {
+    /// The group whose direct member it is: the group itself, or (EFFECTIVE) the nearest
+    /// descendant that holds it.
+    async fn via_group(&self, ctx: &Context<'_>) -> Result<Option<Group>> {
+        Ok(ctx
+            .data_unchecked::<Groups>()
+            .load_one(self.via)
+            .await?
+            .map(Group::from))
+    }
+}
+
+/// A page of a group's members, in member id order.
+#[derive(SimpleObject, Clone)]
+#[graphql(complex)]
+pub struct GroupMemberConnection {
+    /// The members in this page.
+    pub edges: Vec<GroupMemberEdge>,
+    /// Where this page stands.
+    pub page_info: PageInfo,
+    #[graphql(skip)]
+    pub count: MemberCount,
+}
+
+/// A member count computed once, only when asked for.
+#[derive(Clone)]
+pub struct MemberCount {
+    group: Uuid,
+    mode: Mode,
+    source: Option<char>,
+    value: Arc<OnceCell<i64>>,
+}
+
+impl MemberCount {
+    async fn get(&self, pool: &PgPool) -> Result<i64> {
+        Ok(*self
+            .value
+            .get_or_try_init(|| members::count(pool, self.group, self.mode, self.source))
+            .await
+            .map_err(internal)?)
+    }
+}
+
+#[ComplexObject]
+impl GroupMemberConnection {
+    /// Members in all pages (for EFFECTIVE this counts distinct members of the subtree,
+    /// which costs a scan of it: ask only when needed).
+    async fn total_count(&self, ctx: &Context<'_>) -> Result<i64> {
+        self.count.get(ctx.data_unchecked::<PgPool>()).await
+    }
+}
+
+/// Loads the page's nodes in one batch per kind; members missing from the live inventory
+/// (removed moments ago; their removal events are on their way) are left out.
+async fn nodes(
+    ctx: &Context<'_>,
+    kind: DomainGroupType,
+    ids: Vec<String>,
+) -> Result<HashMap<String, Member>> {
+    Ok(match kind {
+        DomainGroupType::Device => ctx
+            .data_unchecked::<Devices>()
+            .load_many(ids)
+            .await?
+            .into_iter()
+            .map(|(k, v)| (k, Member::Device(v)))
+            .collect(),
+        DomainGroupType::Service => ctx
+            .data_unchecked::<Services>()
+            .load_many(ids)
+            .await?
+            .into_iter()
+            .map(|(k, v)| (k, Member::Service(v)))
+            .collect(),
+    })
+}
+
+/// `group.members`.
+pub(crate) async fn page(
+    ctx: &Context<'_>,
+    group: &Group,
+    mode: MembershipMode,
+    source: Option<MembershipSource>,
+    first: Option<i32>,
+    after: Option<String>,
+) -> Result<GroupMemberConnection> {
+    let first = page_size(first)?;
+    let after = after.as_deref().map(decode_cursor).transpose()?.map(|a| a.key);
+    let pool = ctx.data_unchecked::<PgPool>();
+    let mode = Mode::from(mode);
+    let source = source_code(source);
+    let mut rows = members::page(pool, group.uuid, mode, source, first + 1, after.as_deref())
+        .await
+        .map_err(internal)?;
+    let has_next_page = rows.len() as i64 > first;
+    rows.truncate(first as usize);
+    let kind = DomainGroupType::from(group.group_type);
+    let mut loaded = nodes(ctx, kind, rows.iter().map(|r| r.member_id.clone()).collect()).await?;
+    let edges: Vec<GroupMemberEdge> = rows
+        .into_iter()
+        .filter_map(|r| {
+            let node = loaded.remove(&r.member_id)?;
+            Some(GroupMemberEdge {
+                cursor: encode_cursor(&After {
+                    key: r.member_id,
+                    id: Uuid::nil(),
+                }),
+                node,
+                source: MembershipSource::from_code(r.source),
+                since: r.since,
+                via: r.via_group,
+            })
+        })
+        .collect();
+    Ok(GroupMemberConnection {
+        page_info: PageInfo {
+            has_next_page,
+            has_previous_page: false,
+            start_cursor: edges.first().map(|e| e.cursor.clone()),
+            end_cursor: edges.last().map(|e| e.cursor.clone()),
+        },
+        edges,
+        count: MemberCount {
+            group: group.uuid,
+            mode,
+            source,
+            value: Arc::new(OnceCell::new()),
+        },
+    })
+}
+
+/// `group.memberCount`.
+pub(crate) async fn count(
+    ctx: &Context<'_>,
+    group: &Group,
+    mode: MembershipMode,
+    source: Option<MembershipSource>,
+) -> Result<i64> {
+    members::count(
+        ctx.data_unchecked::<PgPool>(),
+        group.uuid,
+        mode.into(),
+        source_code(source),
+    )
+    .await
+    .map_err(internal)
+}
+
+/// One group an entity belongs to, with every reason.
+#[derive(SimpleObject, Clone, Debug)]
+#[graphql(complex)]
+pub struct GroupMembership {
+    /// The reasons: each direct membership (in the group itself or, for EFFECTIVE, in a
+    /// descendant) that makes the entity a member.
+    pub reasons: Vec<super::rules::MembershipReason>,
+    #[graphql(skip)]
+    pub group_id: Uuid,
+}
+
+#[ComplexObject]
+impl GroupMembership {
+    /// The group.
+    async fn group(&self, ctx: &Context<'_>) -> Result<Option<Group>> {
+        Ok(ctx
+            .data_unchecked::<Groups>()
+            .load_one(self.group_id)
+            .await?
+            .map(Group::from))
+    }
+}
+
+impl From<Belonging> for GroupMembership {
+    fn from(b: Belonging) -> Self {
+        Self {
+            group_id: b.group_id,
+            reasons: b
+                .reasons
+                .into_iter()
+                .map(|r| super::rules::MembershipReason {
+                    via_group_id: ID(r.via_group.to_string()),
+                    source: MembershipSource::from_code(r.source),
+                    since: r.since,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Groups by (member id, mode), batched per request.
+pub type MemberGroups = DataLoader<MemberGroupsLoader, HashMapCache>;
+
+/// Loads the reverse lookup of many members at once.
+pub struct MemberGroupsLoader(pub PgPool, pub Arc<crate::metrics::Metrics>);
+
+impl Loader<(String, Mode)> for MemberGroupsLoader {
+    type Value = Vec<Belonging>;
+    type Error = async_graphql::Error;
+
+    async fn load(
+        &self,
+        keys: &[(String, Mode)],
+    ) -> Result<HashMap<(String, Mode), Vec<Belonging>>, Self::Error> {
+        self.1.loader_batch("member_groups");
+        let mut out = HashMap::new();
+        for mode in [Mode::Direct, Mode::Effective] {
+            let ids: Vec<String> = keys
+                .iter()
+                .filter(|k| k.1 == mode)
+                .map(|k| k.0.clone())
+                .collect();
+            if ids.is_empty() {
+                continue;
+            }
+            let mut found = members::groups_of(&self.0, &ids, mode)
+                .await
+                .map_err(internal)?;
+            for id in ids {
+                let v = found.remove(&id).unwrap_or_default();
+                out.insert((id, mode), v);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// `device.groups` / `service.groups`: the reverse lookup.
+pub(crate) async fn groups_of(
+    ctx: &Context<'_>,
+    member: &str,
+    mode: MembershipMode,
+) -> Result<Vec<GroupMembership>> {
+    Ok(ctx
+        .data_unchecked::<MemberGroups>()
+        .load_one((member.to_string(), mode.into()))
+        .await?
+        .unwrap_or_default()
+        .into_iter()
+        .map(GroupMembership::from)
+        .collect())
+}

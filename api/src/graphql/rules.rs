@@ -1,0 +1,717 @@
+//! Group rules: setting and clearing them, previewing a rule, explaining a membership.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_graphql::dataloader::Loader;
+use async_graphql::{Context, Enum, InputObject, Json, Object, Result, SimpleObject, ID};
+use chrono::{DateTime, Utc};
+use corral_domain::group::{GroupCommand, GroupType as DomainGroupType, RuleRef};
+use corral_domain::membership::{MemberSource, MembershipCommand};
+use corral_domain::rule::{self, Entity, EvalContext, GroupTarget, Memberships, Parsed, Rule};
+use corral_projections::group_tree::read as tree;
+use corral_projections::inventory as inv;
+use corral_projections::membership::read::{self as members, Mode};
+use serde_json::Value;
+use sqlx::{PgPool, Row};
+use uuid::Uuid;
+
+use super::errors::{coded, internal, UserError};
+use super::membership::MembershipPayload;
+use super::mutation::{group_payload, run as run_group, GroupPayload};
+use super::types::{parse_id, Group, GroupType};
+use crate::metrics::Metrics;
+
+/// Most sample entities `previewRule` returns.
+pub const MAX_PREVIEW: i32 = 100;
+
+/// A group's rule and what its last evaluation did.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct GroupRule {
+    /// The normalized text form.
+    pub text: String,
+    /// The canonical, versioned JSON form.
+    pub json: Json<Value>,
+    /// Whether workers evaluate it.
+    pub enabled: bool,
+    /// The rule's version (1, 2, ... per group).
+    pub version: i64,
+    /// When it was last evaluated over the inventory.
+    pub last_run_at: Option<DateTime<Utc>>,
+    /// `OK`, `FAILED`, `DISABLED` or `CLEARED`.
+    pub last_run_status: Option<String>,
+    /// Entities the last successful run matched.
+    pub last_match_count: Option<i64>,
+    /// Why the last run failed.
+    pub last_error: Option<String>,
+    /// The rule version the last run evaluated.
+    pub rule_version: Option<i64>,
+    /// What started the last run: `rule_changed`, `schedule`, `repair`, ...
+    pub last_cause: Option<String>,
+}
+
+/// Rules by group id, per request.
+pub type Rules = async_graphql::dataloader::DataLoader<RuleLoader, async_graphql::dataloader::HashMapCache>;
+
+/// Rules by group id (the write-side registry holds the current rule; `rule_runs` the runs).
+pub struct RuleLoader(pub PgPool, pub Arc<Metrics>);
+
+impl Loader<Uuid> for RuleLoader {
+    type Value = GroupRule;
+    type Error = async_graphql::Error;
+
+    async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, GroupRule>, Self::Error> {
+        self.1.loader_batch("rule");
+        let rows = sqlx::query(
+            "SELECT g.id, g.rule, g.rule_text, g.rule_enabled, g.rule_version,
+                    r.last_run_at, r.last_run_status, r.last_match_count, r.last_error,
+                    r.rule_version AS run_version, r.last_cause
+               FROM group_registry g LEFT JOIN rule_runs r ON r.group_id = g.id
+              WHERE g.id = ANY($1) AND g.rule IS NOT NULL AND NOT g.deleted",
+        )
+        .bind(keys)
+        .fetch_all(&self.0)
+        .await
+        .map_err(internal)?;
+        let mut out = HashMap::new();
+        for r in &rows {
+            let id: Uuid = r.try_get("id").map_err(internal)?;
+            out.insert(
+                id,
+                GroupRule {
+                    text: r.try_get("rule_text").map_err(internal)?,
+                    json: Json(r.try_get("rule").map_err(internal)?),
+                    enabled: r.try_get("rule_enabled").map_err(internal)?,
+                    version: r.try_get("rule_version").map_err(internal)?,
+                    last_run_at: r.try_get("last_run_at").map_err(internal)?,
+                    last_run_status: r.try_get("last_run_status").map_err(internal)?,
+                    last_match_count: r.try_get("last_match_count").map_err(internal)?,
+                    last_error: r.try_get("last_error").map_err(internal)?,
+                    rule_version: r.try_get("run_version").map_err(internal)?,
+                    last_cause: r.try_get("last_cause").map_err(internal)?,
+                },
+            );
+        }
+        Ok(out)
+    }
+}
+
+/// Input of `setGroupRule`.
+#[derive(InputObject)]
+pub struct SetGroupRuleInput {
+    /// The group.
+    pub group_id: ID,
+    /// The rule as text (`hostname:web% OR tags.env:prod`) or as its JSON form (a string
+    /// holding a JSON object). Give this or `ruleJson`.
+    pub rule: Option<String>,
+    /// The rule's JSON form as a JSON object.
+    pub rule_json: Option<Json<Value>>,
+    /// Whether workers evaluate it (default true).
+    #[graphql(default = true)]
+    pub enabled: bool,
+    /// Refuse unless the group is at this version.
+    pub expected_version: Option<i64>,
+    /// Why (kept in the audit trail).
+    pub reason: Option<String>,
+}
+
+/// Input of `clearGroupRule`.
+#[derive(InputObject)]
+pub struct ClearGroupRuleInput {
+    /// The group.
+    pub group_id: ID,
+    /// Refuse unless the group is at this version.
+    pub expected_version: Option<i64>,
+    /// Why.
+    pub reason: Option<String>,
+}
+
+/// Input of `addGroupMembersByRule`.
+#[derive(InputObject)]
+pub struct AddGroupMembersByRuleInput {
+    /// The group.
+    pub group_id: ID,
+    /// A rule (text or JSON); its current matches become static members.
+    pub rule: String,
+    /// Why.
+    pub reason: Option<String>,
+}
+
+/// The result of `setGroupRule`.
+#[derive(SimpleObject, Default)]
+pub struct SetGroupRulePayload {
+    /// The group with its rule (`null` on error).
+    pub group: Option<Group>,
+    /// Things worth knowing about an accepted rule (e.g. it matches everything).
+    pub warnings: Vec<String>,
+    /// Log position of the change.
+    pub position: Option<super::scalars::Position>,
+    /// True when the read models did not catch up within the wait.
+    pub wait_timed_out: bool,
+    /// Expected failures (`RULE_INVALID` carries the column in its message).
+    pub user_errors: Vec<UserError>,
+}
+
+fn rule_invalid(e: rule::RuleError) -> UserError {
+    UserError::new(Some("rule"), "RULE_INVALID", e.to_string())
+}
+
+/// Parses a rule given as text or as JSON (an object, or a string holding one).
+pub(crate) fn parse_rule(
+    text: Option<&str>,
+    json: Option<&Value>,
+    kind: DomainGroupType,
+) -> std::result::Result<Parsed, UserError> {
+    match (text, json) {
+        (Some(_), Some(_)) | (None, None) => Err(UserError::new(
+            Some("rule"),
+            "INVALID",
+            "give exactly one of rule and ruleJson",
+        )),
+        (None, Some(json)) => rule::from_json(json).map_err(rule_invalid),
+        (Some(text), None) => {
+            if text.trim_start().starts_with('{') {
+                if let Ok(json) = serde_json::from_str::<Value>(text) {
+                    return rule::from_json(&json).map_err(rule_invalid);
+                }
+            }
+            rule::parse(text, kind).map_err(rule_invalid)
+        }
+    }
+}
+
+/// Turns the rule's `group:<path>` references into ids (paths are resolved once, at save,
+/// so renaming a group never changes what a rule means).
+pub(crate) async fn resolve_paths(
+    pool: &PgPool,
+    rule: &mut Rule,
+) -> Result<std::result::Result<Vec<RuleRef>, UserError>> {
+    let mut paths = HashMap::new();
+    for r in rule.group_refs() {
+        if let GroupTarget::Path(p) = &r.target {
+            let node = tree::by_path(pool, rule.kind().as_str(), p)
+                .await
+                .map_err(internal)?;
+            paths.insert(p.clone(), node.map(|n| n.id));
+        }
+    }
+    if let Err(e) = rule.resolve_groups(&mut |p| paths.get(p).copied().flatten()) {
+        return Ok(Err(rule_invalid(e)));
+    }
+    Ok(Ok(rule
+        .group_refs()
+        .into_iter()
+        .filter_map(|r| match r.target {
+            GroupTarget::Id(id) => Some(RuleRef {
+                group_id: id,
+                direct: r.direct,
+            }),
+            GroupTarget::Path(_) => None,
+        })
+        .collect()))
+}
+
+/// A group's type from the write-side registry (`None`: no such live group).
+async fn group_type(pool: &PgPool, id: Uuid) -> Result<Option<DomainGroupType>> {
+    let t: Option<String> =
+        sqlx::query_scalar("SELECT group_type FROM group_registry WHERE id = $1 AND NOT deleted")
+            .bind(id)
+            .fetch_optional(pool)
+            .await
+            .map_err(internal)?;
+    Ok(t.as_deref().and_then(DomainGroupType::parse))
+}
+
+fn not_found(id: Uuid) -> UserError {
+    UserError::new(
+        Some("groupId"),
+        "NOT_FOUND",
+        format!("group {id} does not exist"),
+    )
+}
+
+/// Rule mutations (part of the `Mutation` root).
+#[derive(Default)]
+pub struct RuleMutation;
+
+#[Object]
+impl RuleMutation {
+    /// Gives a group a rule (admin). Its matches become members with source `RULE` as soon
+    /// as the rule evaluator has run it (see `group.rule.lastRunAt`).
+    async fn set_group_rule(
+        &self,
+        ctx: &Context<'_>,
+        input: SetGroupRuleInput,
+    ) -> Result<SetGroupRulePayload> {
+        let fail = |e| {
+            Ok(SetGroupRulePayload {
+                user_errors: vec![e],
+                ..Default::default()
+            })
+        };
+        let id = match parse_id(&input.group_id, "groupId") {
+            Ok(id) => id,
+            Err(e) => return fail(e),
+        };
+        let expected_version = match input.expected_version {
+            Some(v) if v < 0 => {
+                return fail(UserError::new(
+                    Some("expectedVersion"),
+                    "INVALID",
+                    "expectedVersion must not be negative",
+                ))
+            }
+            v => v.map(|v| v as u64),
+        };
+        let pool = ctx.data_unchecked::<PgPool>();
+        let Some(kind) = group_type(pool, id).await? else {
+            return fail(not_found(id));
+        };
+        let parsed = match parse_rule(
+            input.rule.as_deref(),
+            input.rule_json.as_ref().map(|j| &j.0),
+            kind,
+        ) {
+            Ok(p) => p,
+            Err(e) => return fail(e),
+        };
+        let mut rule = parsed.rule;
+        let refs = match resolve_paths(pool, &mut rule).await? {
+            Ok(refs) => refs,
+            Err(e) => return fail(e),
+        };
+        let command = GroupCommand::SetRule {
+            id,
+            rule: rule.to_json(),
+            text: rule.to_text(),
+            kind: rule.kind(),
+            refs,
+            enabled: input.enabled,
+        };
+        let outcome = run_group(ctx, command, expected_version, input.reason).await?;
+        let payload: GroupPayload = group_payload(ctx, outcome).await?;
+        Ok(SetGroupRulePayload {
+            warnings: if payload.user_errors.is_empty() {
+                parsed.warnings
+            } else {
+                vec![]
+            },
+            group: payload.group,
+            position: payload.position,
+            wait_timed_out: payload.wait_timed_out,
+            user_errors: payload.user_errors,
+        })
+    }
+
+    /// Removes a group's rule (admin); its rule-driven members leave once the evaluator has
+    /// run. Static members and exclusions stay.
+    async fn clear_group_rule(
+        &self,
+        ctx: &Context<'_>,
+        input: ClearGroupRuleInput,
+    ) -> Result<GroupPayload> {
+        let id = match parse_id(&input.group_id, "groupId") {
+            Ok(id) => id,
+            Err(e) => return Ok(GroupPayload::from_error(e)),
+        };
+        let expected_version = match input.expected_version {
+            Some(v) if v < 0 => {
+                return Ok(GroupPayload::from_error(UserError::new(
+                    Some("expectedVersion"),
+                    "INVALID",
+                    "expectedVersion must not be negative",
+                )))
+            }
+            v => v.map(|v| v as u64),
+        };
+        let outcome = run_group(
+            ctx,
+            GroupCommand::ClearRule { id },
+            expected_version,
+            input.reason,
+        )
+        .await?;
+        group_payload(ctx, outcome).await
+    }
+
+    /// Adds the current matches of a rule as static members (operator). At most 10,000
+    /// matches; a bigger set is refused (`TOO_MANY`) so nothing is half-added.
+    async fn add_group_members_by_rule(
+        &self,
+        ctx: &Context<'_>,
+        input: AddGroupMembersByRuleInput,
+    ) -> Result<MembershipPayload> {
+        let fail = |e| {
+            Ok(MembershipPayload {
+                user_errors: vec![e],
+                ..Default::default()
+            })
+        };
+        let id = match parse_id(&input.group_id, "groupId") {
+            Ok(id) => id,
+            Err(e) => return fail(e),
+        };
+        let pool = ctx.data_unchecked::<PgPool>();
+        let Some(kind) = group_type(pool, id).await? else {
+            return fail(not_found(id));
+        };
+        let mut rule = match parse_rule(Some(&input.rule), None, kind) {
+            Ok(p) => p.rule,
+            Err(e) => return fail(e),
+        };
+        if rule.kind() != kind {
+            return fail(UserError::new(
+                Some("rule"),
+                "TYPE_MISMATCH",
+                format!(
+                    "the rule selects {} entities but the group holds {}",
+                    rule.kind().as_str(),
+                    kind.as_str()
+                ),
+            ));
+        }
+        if let Err(e) = resolve_paths(pool, &mut rule).await? {
+            return fail(e);
+        }
+        let max = corral_domain::membership::MAX_IDS_PER_COMMAND as i64;
+        let ids = match corral_workers::rules::matching_ids(
+            pool,
+            kind,
+            &rule,
+            max,
+            std::time::Duration::from_secs(30),
+        )
+        .await
+        .map_err(internal)?
+        {
+            Ok(ids) => ids,
+            Err(message) => return fail(UserError::new(Some("rule"), "TOO_MANY", message)),
+        };
+        if ids.is_empty() {
+            return Ok(MembershipPayload {
+                group: tree::by_ids(pool, &[id])
+                    .await
+                    .map_err(internal)?
+                    .pop()
+                    .map(Group::from),
+                ..Default::default()
+            });
+        }
+        let mut ids: Vec<String> = ids.into_iter().collect();
+        ids.sort();
+        super::membership::run(
+            ctx,
+            &input.group_id,
+            || MembershipCommand::Add {
+                member_ids: ids,
+                source: MemberSource::Static,
+                rule_version: None,
+                cause: None,
+            },
+            input.reason,
+        )
+        .await
+    }
+}
+
+/// One condition of a rule and whether it held.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct ClauseMatch {
+    /// The condition, as normalized text.
+    pub clause: String,
+    /// Whether it held for the entity.
+    pub matched: bool,
+}
+
+/// A rule error with its column.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct RuleProblem {
+    /// 1-based column of the offending token, when there is one.
+    pub column: Option<i32>,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// What `previewRule` found.
+#[derive(SimpleObject, Default)]
+pub struct RulePreview {
+    /// Whether the rule is valid.
+    pub valid: bool,
+    /// The normalized text (valid rules).
+    pub normalized: Option<String>,
+    /// The JSON form (valid rules).
+    pub json: Option<Json<Value>>,
+    /// Live entities it matches now (exact up to 100,000).
+    pub count: i64,
+    /// False when more than 100,000 match.
+    pub count_exact: bool,
+    /// Ids of the first matches, in id order.
+    pub sample_ids: Vec<String>,
+    /// Why the rule is invalid.
+    pub errors: Vec<RuleProblem>,
+    /// Warnings about a valid rule.
+    pub warnings: Vec<String>,
+}
+
+/// One reason a member is in a group.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct MembershipReason {
+    /// The group whose direct member it is (the group itself or a descendant).
+    pub via_group_id: ID,
+    /// `STATIC` or `RULE`.
+    pub source: MembershipSource,
+    /// Since when.
+    pub since: DateTime<Utc>,
+}
+
+/// Where a membership comes from.
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum MembershipSource {
+    /// Added by a person, a feed or `addGroupMembersByRule`.
+    Static,
+    /// Matched by the group's rule.
+    Rule,
+}
+
+impl MembershipSource {
+    /// From the read model's one-letter code.
+    pub fn from_code(c: char) -> Self {
+        if c == 'R' {
+            MembershipSource::Rule
+        } else {
+            MembershipSource::Static
+        }
+    }
+}
+
+/// The answer of `explainMembership`.
+#[derive(SimpleObject, Default)]
+pub struct MembershipExplanation {
+    /// Member of the group's effective membership (itself or a descendant).
+    pub member: bool,
+    /// Member of the group itself.
+    pub direct_member: bool,
+    /// Every direct membership that puts it in the group (empty when not a member).
+    pub reasons: Vec<MembershipReason>,
+    /// The group holds a static entry for it.
+    pub static_entry: bool,
+    /// The group holds a rule entry for it.
+    pub rule_entry: bool,
+    /// It is excluded from the group (exclusion beats static and rule entries).
+    pub excluded: bool,
+    /// Whether the entity exists in the live inventory.
+    pub known: bool,
+    /// The group's rule, when it has one.
+    pub rule: Option<String>,
+    /// Whether the group's rule matches the entity now (`null` without a rule).
+    pub rule_matches: Option<bool>,
+    /// Each condition of the rule and whether it held.
+    pub clauses: Vec<ClauseMatch>,
+}
+
+/// Group memberships read from the read model, for explaining `group:` conditions.
+struct Loaded(std::collections::HashSet<(Uuid, bool)>);
+
+impl Memberships for Loaded {
+    fn contains(&self, group: Uuid, direct: bool, _member_id: &str) -> bool {
+        self.0.contains(&(group, direct))
+    }
+}
+
+/// Rule queries (part of the `Query` root).
+#[derive(Default)]
+pub struct RuleQuery;
+
+#[Object]
+impl RuleQuery {
+    /// Checks a rule and shows what it matches now: count, a sample, errors and warnings.
+    async fn preview_rule(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(name = "type")] kind: GroupType,
+        rule: String,
+        #[graphql(default = 10)] first: i32,
+    ) -> Result<RulePreview> {
+        if !(0..=MAX_PREVIEW).contains(&first) {
+            return Err(coded(
+                "BAD_USER_INPUT",
+                format!("first must be between 0 and {MAX_PREVIEW}"),
+            ));
+        }
+        let kind = DomainGroupType::from(kind);
+        let pool = ctx.data_unchecked::<PgPool>();
+        let problem = |e: rule::RuleError| RulePreview {
+            errors: vec![RuleProblem {
+                column: e.column.map(|c| c as i32),
+                message: e.message,
+            }],
+            ..Default::default()
+        };
+        let parsed = if rule.trim_start().starts_with('{') {
+            match serde_json::from_str::<Value>(&rule) {
+                Ok(json) => rule::from_json(&json),
+                Err(_) => rule::parse(&rule, kind),
+            }
+        } else {
+            rule::parse(&rule, kind)
+        };
+        let parsed = match parsed {
+            Ok(p) => p,
+            Err(e) => return Ok(problem(e)),
+        };
+        let mut r = parsed.rule;
+        let mut paths = HashMap::new();
+        for g in r.group_refs() {
+            if let GroupTarget::Path(p) = &g.target {
+                let node = tree::by_path(pool, r.kind().as_str(), p)
+                    .await
+                    .map_err(internal)?;
+                paths.insert(p.clone(), node.map(|n| n.id));
+            }
+        }
+        if let Err(e) = r.resolve_groups(&mut |p| paths.get(p).copied().flatten()) {
+            return Ok(problem(e));
+        }
+        let fragment = r.to_sql(&inv::sql_context(Utc::now()));
+        let (count, sample) = match r.kind() {
+            DomainGroupType::Device => (
+                inv::count_devices(pool, Some(&fragment))
+                    .await
+                    .map_err(internal)?,
+                inv::device_page(pool, Some(&fragment), None, i64::from(first))
+                    .await
+                    .map_err(internal)?
+                    .into_iter()
+                    .map(|d| d.device.id)
+                    .collect(),
+            ),
+            DomainGroupType::Service => (
+                inv::count_services(pool, Some(&fragment))
+                    .await
+                    .map_err(internal)?,
+                inv::service_page(pool, Some(&fragment), None, i64::from(first))
+                    .await
+                    .map_err(internal)?
+                    .into_iter()
+                    .map(|s| s.service.id)
+                    .collect(),
+            ),
+        };
+        Ok(RulePreview {
+            valid: true,
+            normalized: Some(r.to_text()),
+            json: Some(Json(r.to_json())),
+            count: count.total,
+            count_exact: count.exact,
+            sample_ids: sample,
+            errors: vec![],
+            warnings: parsed.warnings,
+        })
+    }
+
+    /// Why a device or service is (or is not) in a group: every reason, its entries, and each
+    /// condition of the group's rule with whether it held.
+    async fn explain_membership(
+        &self,
+        ctx: &Context<'_>,
+        group_id: ID,
+        member_id: String,
+    ) -> Result<MembershipExplanation> {
+        let group = group_id
+            .parse::<Uuid>()
+            .map_err(|_| coded("BAD_USER_INPUT", "groupId is not a group id"))?;
+        if member_id.len() > 256 {
+            return Err(coded("BAD_USER_INPUT", "memberId is too long"));
+        }
+        let pool = ctx.data_unchecked::<PgPool>();
+        let belongings = members::groups_of(pool, std::slice::from_ref(&member_id), Mode::Effective)
+            .await
+            .map_err(internal)?
+            .remove(&member_id)
+            .unwrap_or_default();
+        let reasons: Vec<MembershipReason> = belongings
+            .iter()
+            .filter(|b| b.group_id == group)
+            .flat_map(|b| b.reasons.iter())
+            .map(|r| MembershipReason {
+                via_group_id: ID(r.via_group.to_string()),
+                source: MembershipSource::from_code(r.source),
+                since: r.since,
+            })
+            .collect();
+        let (static_entry, rule_entry, excluded) = members::entries(pool, group, &member_id)
+            .await
+            .map_err(internal)?;
+        let mut out = MembershipExplanation {
+            member: !reasons.is_empty(),
+            direct_member: reasons.iter().any(|r| r.via_group_id.0 == group.to_string()),
+            reasons,
+            static_entry,
+            rule_entry,
+            excluded,
+            ..Default::default()
+        };
+        let stored: Option<Value> = sqlx::query_scalar(
+            "SELECT rule FROM group_registry WHERE id = $1 AND NOT deleted AND rule IS NOT NULL",
+        )
+        .bind(group)
+        .fetch_optional(pool)
+        .await
+        .map_err(internal)?;
+        let device = inv::devices_by_ids(pool, std::slice::from_ref(&member_id))
+            .await
+            .map_err(internal)?
+            .pop()
+            .map(|r| r.device);
+        let service = inv::services_by_ids(pool, std::slice::from_ref(&member_id))
+            .await
+            .map_err(internal)?
+            .pop()
+            .map(|r| r.service);
+        out.known = device.is_some() || service.is_some();
+        let Some(json) = stored else {
+            return Ok(out);
+        };
+        let rule = rule::from_json(&json).map_err(internal)?.rule;
+        out.rule = Some(rule.to_text());
+        let host = match &service {
+            Some(s) => inv::devices_by_ids(pool, std::slice::from_ref(&s.device_id))
+                .await
+                .map_err(internal)?
+                .pop()
+                .map(|r| r.device),
+            None => None,
+        };
+        let entity = match (rule.kind(), &device, &service) {
+            (DomainGroupType::Device, Some(d), _) => Entity::Device(d),
+            (DomainGroupType::Service, _, Some(s)) => Entity::Service(s, host.as_ref()),
+            _ => return Ok(out),
+        };
+        let mut set = std::collections::HashSet::new();
+        for (mode, direct) in [(Mode::Direct, true), (Mode::Effective, false)] {
+            for b in members::groups_of(pool, std::slice::from_ref(&member_id), mode)
+                .await
+                .map_err(internal)?
+                .remove(&member_id)
+                .unwrap_or_default()
+            {
+                set.insert((b.group_id, direct));
+            }
+        }
+        let loaded = Loaded(set);
+        let ctx = EvalContext {
+            now: Utc::now(),
+            groups: &loaded,
+        };
+        out.rule_matches = Some(rule.matches(entity, &ctx));
+        out.clauses = rule
+            .explain(entity, &ctx)
+            .into_iter()
+            .map(|c| ClauseMatch {
+                clause: c.clause,
+                matched: c.matched,
+            })
+            .collect();
+        Ok(out)
+    }
+}

@@ -10,6 +10,7 @@ use corral_api::state::{ApiConfig, AppState};
 use corral_projections::rebuild;
 
 mod bench;
+mod import;
 
 #[derive(Parser)]
 #[command(
@@ -48,6 +49,13 @@ enum Command {
     Schema,
     /// Run the benchmarks and print a table beside same-run baselines.
     Bench(bench::BenchArgs),
+    /// Import inventory from NDJSON (one device or service input object per line).
+    Import {
+        /// devices or services.
+        kind: import::ImportKind,
+        /// The .ndjson file.
+        file: std::path::PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -137,6 +145,7 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
         } => rebuild_projection(&pool, &name).await?,
         Command::Serve { no_workers } => serve(pool, lock_pool, !no_workers).await?,
         Command::Work => work(pool).await?,
+        Command::Import { kind, file } => import::run(&pool, kind, &file).await?,
         Command::Schema | Command::Bench(_) => {}
     }
     if let Some(embedded) = database.embedded {
@@ -206,10 +215,71 @@ async fn shutdown_signal() {
 fn announce_nats() {
     match std::env::var("NATS_URL") {
         Ok(url) if !url.trim().is_empty() => {
-            tracing::warn!(nats.url = %url, "NATS_URL is set, but this version does not publish to NATS yet; NATS publishing is off")
+            tracing::info!(nats.url = %url, "NATS_URL is set: the NATS inventory feed runs with the workers; publishing to NATS is not implemented yet")
         }
-        _ => tracing::info!("NATS_URL is not set: NATS publishing is off"),
+        _ => tracing::info!("NATS_URL is not set: NATS inventory feed and publishing are off"),
     }
+}
+
+/// The NATS inventory feed, running when `NATS_URL` is set.
+struct InventoryFeed {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl InventoryFeed {
+    fn start(
+        pool: &sqlx::PgPool,
+        stats: std::sync::Arc<corral_workers::inventory_feed::FeedStats>,
+    ) -> Option<Self> {
+        let url = std::env::var("NATS_URL")
+            .ok()
+            .filter(|u| !u.trim().is_empty())?;
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(corral_workers::inventory_feed::run(
+            pool.clone(),
+            url,
+            corral_workers::inventory_feed::FeedConfig::default(),
+            stats,
+            stop_rx,
+        ));
+        Some(Self { stop, task })
+    }
+
+    async fn stop(feed: Option<Self>) {
+        if let Some(feed) = feed {
+            let _ = feed.stop.send(true);
+            let _ = feed.task.await;
+        }
+    }
+}
+
+/// The rule evaluator's settings from `CORRAL_RULE_*`.
+fn rule_config_from_env() -> Result<corral_workers::rules::RuleWorkerConfig, BoxError> {
+    let mut config = corral_workers::rules::RuleWorkerConfig::default();
+    let number = |name: &str| -> Result<Option<u64>, BoxError> {
+        match std::env::var(name) {
+            Ok(v) => {
+                Ok(Some(v.parse().map_err(|_| {
+                    format!("{name} must be a whole number, got {v:?}")
+                })?))
+            }
+            Err(_) => Ok(None),
+        }
+    };
+    if let Some(n) = number("CORRAL_RULE_MAX_MATCHES")? {
+        config.max_matches = n as i64;
+    }
+    if let Some(s) = number("CORRAL_RULE_TIMEOUT_SECS")? {
+        config.timeout = Duration::from_secs(s.max(1));
+    }
+    if let Some(s) = number("CORRAL_RULE_SCHEDULE_SECS")? {
+        config.schedule_every = Duration::from_secs(s.max(1));
+    }
+    if let Some(s) = number("CORRAL_RULE_REPAIR_SECS")? {
+        config.repair_every = Duration::from_secs(s.max(1));
+    }
+    Ok(config)
 }
 
 fn config_from_env() -> Result<ApiConfig, BoxError> {
@@ -238,8 +308,13 @@ async fn serve(
         .unwrap_or_else(|_| "127.0.0.1:8080".into())
         .parse()
         .map_err(|e| format!("CORRAL_LISTEN: {e}"))?;
-    let background =
-        corral_workers::start(pool.clone(), run_workers, Duration::from_secs(1)).await?;
+    let background = corral_workers::start_with(
+        pool.clone(),
+        run_workers,
+        Duration::from_secs(1),
+        run_workers.then(rule_config_from_env).transpose()?,
+    )
+    .await?;
     let state = AppState::new(
         pool,
         lock_pool,
@@ -248,7 +323,13 @@ async fn serve(
         corral_api::policy::enforcer().await?,
         config_from_env()?,
     );
+    let feed = if run_workers {
+        InventoryFeed::start(&state.pool, state.metrics.inventory_feed.clone())
+    } else {
+        None
+    };
     runtime::ensure_roots(&state.groups).await?;
+    runtime::ensure_predefined_groups(&state.pool, &state.groups).await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
@@ -259,15 +340,24 @@ async fn serve(
     )
     .with_graceful_shutdown(shutdown_signal())
     .await?;
+    InventoryFeed::stop(feed).await;
     background.shutdown().await;
     Ok(())
 }
 
 async fn work(pool: sqlx::PgPool) -> Result<(), BoxError> {
     announce_nats();
-    let background = corral_workers::start(pool, true, Duration::from_secs(1)).await?;
+    let feed = InventoryFeed::start(&pool, std::sync::Arc::default());
+    let background = corral_workers::start_with(
+        pool,
+        true,
+        Duration::from_secs(1),
+        Some(rule_config_from_env()?),
+    )
+    .await?;
     tracing::info!("corral work: projectors running");
     shutdown_signal().await;
+    InventoryFeed::stop(feed).await;
     background.shutdown().await;
     Ok(())
 }

@@ -24,6 +24,8 @@ pub struct Metrics {
     requests: Mutex<BTreeMap<(String, String, u16), u64>>,
     durations: Mutex<BTreeMap<String, Histogram>>,
     loader_batches: Mutex<BTreeMap<&'static str, u64>>,
+    /// Counters of this process's NATS inventory feed.
+    pub inventory_feed: std::sync::Arc<corral_workers::inventory_feed::FeedStats>,
 }
 
 impl Metrics {
@@ -139,6 +141,7 @@ impl Metrics {
                 p.name, p.events_processed
             );
         }
+        out.push_str(&self.inventory_feed.render());
         out
     }
 }

@@ -196,7 +196,9 @@ pub async fn ensure_predefined_groups(
                     name: name.to_string(),
                     group_type: GroupType::Device,
                     parent_id,
-                    description: Some("Predefined dynamic group; admins may change or delete it.".into()),
+                    description: Some(
+                        "Predefined dynamic group; admins may change or delete it.".into(),
+                    ),
                     metadata: None,
                 };
                 match groups.execute(command, None, &meta).await {

@@ -26,7 +26,7 @@ impl Default for ApiConfig {
     fn default() -> Self {
         Self {
             mutation_wait: Duration::from_secs(5),
-            max_body_bytes: 1024 * 1024,
+            max_body_bytes: 8 * 1024 * 1024,
         }
     }
 }

@@ -8,3 +8,4 @@ pub mod group;
 pub mod inventory;
 pub mod membership;
 pub mod metadata;
+pub mod rule;

@@ -6,6 +6,7 @@ pub mod canonical;
 pub mod directory;
 pub mod executor;
 pub mod group_tree;
+pub mod inventory;
 pub mod log;
 pub mod membership;
 pub mod projection;

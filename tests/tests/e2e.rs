@@ -4,8 +4,12 @@ mod e2e {
     mod auth;
     mod catch_up;
     mod concurrency;
+    mod dynamic;
     mod groups;
+    mod inventory;
+    mod membership;
     mod rebuild;
+    mod rules;
     mod sequencer;
     mod snapshots;
     mod websocket;

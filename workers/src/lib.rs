@@ -10,12 +10,12 @@ use std::time::Duration;
 
 use corral_projections::group_tree::GroupTreeProjection;
 use corral_projections::membership::{MembershipCommands, MembershipProjection};
-use rules::RuleWorkerConfig;
 use corral_projections::runner::{ensure_schema, run_projector};
 use corral_projections::sequencer::Sequencer;
 use corral_projections::waiter::{run_listener, Checkpoints, ConsistencyWaiter};
 use corral_projections::wake::{run_notifier, CommitSignal};
 use corral_projections::{Projection, StoreError};
+use rules::RuleWorkerConfig;
 use sqlx::PgPool;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;

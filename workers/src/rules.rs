@@ -225,7 +225,11 @@ impl RuleWorker {
                     let outcome = self
                         .converge(group, version, &HashSet::new(), cause)
                         .await?;
-                    let status = if other.is_some() { "DISABLED" } else { "CLEARED" };
+                    let status = if other.is_some() {
+                        "DISABLED"
+                    } else {
+                        "CLEARED"
+                    };
                     self.record(
                         group,
                         version,
@@ -254,7 +258,10 @@ impl RuleWorker {
     ) -> Result<RunOutcome, RuleWorkerError> {
         let start = Instant::now();
         let outcome = match self.parse(group, version, json) {
-            Ok(cached) => self.evaluate(group, kind, version, &cached.rule, cause).await?,
+            Ok(cached) => {
+                self.evaluate(group, kind, version, &cached.rule, cause)
+                    .await?
+            }
             Err(e) => RunOutcome {
                 status: "FAILED",
                 matches: None,
@@ -445,7 +452,9 @@ impl RuleWorker {
                     kind,
                     cached,
                 }),
-                Err(e) => tracing::warn!(%group, error = %e, "skipping a stored rule that does not load"),
+                Err(e) => {
+                    tracing::warn!(%group, error = %e, "skipping a stored rule that does not load")
+                }
             }
         }
         Ok(out)
@@ -616,9 +625,10 @@ impl RuleWorker {
         let mut cause_ids: Vec<String> = vec![];
         // A device's change also reaches its services through `device.<field>`.
         if kind == GroupType::Device {
-            let uses_device = rules
-                .iter()
-                .any(|r| r.kind == GroupType::Service && r.cached.fields.iter().any(|f| f.starts_with("device.")));
+            let uses_device = rules.iter().any(|r| {
+                r.kind == GroupType::Service
+                    && r.cached.fields.iter().any(|f| f.starts_with("device."))
+            });
             if uses_device && !devices.is_empty() {
                 let ids: Vec<String> = devices.iter().map(|(d, _, _)| d.id.clone()).collect();
                 let rows = sqlx::query(&format!(
@@ -632,7 +642,10 @@ impl RuleWorker {
                     .iter()
                     .map(|(d, f, removed)| {
                         let f = if *removed { None } else { f.clone() };
-                        (d.id.as_str(), f.map(|f| f.iter().map(|x| format!("device.{x}")).collect()))
+                        (
+                            d.id.as_str(),
+                            f.map(|f| f.iter().map(|x| format!("device.{x}")).collect()),
+                        )
                     })
                     .collect();
                 for row in &rows {
@@ -643,7 +656,11 @@ impl RuleWorker {
                         _ => None,
                     };
                     // Only `device.*` rules need it: mark it so below.
-                    services.push((s, Some(fields.unwrap_or_else(|| vec!["device.*".into()])), false));
+                    services.push((
+                        s,
+                        Some(fields.unwrap_or_else(|| vec!["device.*".into()])),
+                        false,
+                    ));
                 }
             }
             cause_ids.extend(devices.iter().map(|(d, _, _)| d.id.clone()));
@@ -652,23 +669,31 @@ impl RuleWorker {
         }
         let cause = cause_text(kind, &cause_ids);
         if !devices.is_empty() {
-            let device_rules: Vec<&Active> =
-                rules.iter().filter(|r| r.kind == GroupType::Device).collect();
+            let device_rules: Vec<&Active> = rules
+                .iter()
+                .filter(|r| r.kind == GroupType::Device)
+                .collect();
             let entities: Vec<(Entity<'_>, &str, Option<&Vec<String>>, bool)> = devices
                 .iter()
                 .map(|(d, f, removed)| (Entity::Device(d), d.id.as_str(), f.as_ref(), *removed))
                 .collect();
-            self.converge_entities(&device_rules, &entities, &cause).await?;
+            self.converge_entities(&device_rules, &entities, &cause)
+                .await?;
         }
         if !services.is_empty() {
-            let hosts: Vec<String> = services.iter().map(|(s, _, _)| s.device_id.clone()).collect();
+            let hosts: Vec<String> = services
+                .iter()
+                .map(|(s, _, _)| s.device_id.clone())
+                .collect();
             let hosts: HashMap<String, Device> = inv::devices_by_ids(&self.pool, &hosts)
                 .await?
                 .into_iter()
                 .map(|r| (r.device.id.clone(), r.device))
                 .collect();
-            let service_rules: Vec<&Active> =
-                rules.iter().filter(|r| r.kind == GroupType::Service).collect();
+            let service_rules: Vec<&Active> = rules
+                .iter()
+                .filter(|r| r.kind == GroupType::Service)
+                .collect();
             let entities: Vec<(Entity<'_>, &str, Option<&Vec<String>>, bool)> = services
                 .iter()
                 .map(|(s, f, removed)| {
@@ -680,7 +705,8 @@ impl RuleWorker {
                     )
                 })
                 .collect();
-            self.converge_entities(&service_rules, &entities, &cause).await?;
+            self.converge_entities(&service_rules, &entities, &cause)
+                .await?;
         }
         Ok(())
     }
@@ -836,7 +862,10 @@ pub async fn matching_ids(
         Some(&fragment),
         &[corral_domain::rule::SqlParam::Int(max + 1)],
     )?;
-    let ids: Vec<String> = match sqlx::query_scalar_with(&sql, args).fetch_all(&mut *tx).await {
+    let ids: Vec<String> = match sqlx::query_scalar_with(&sql, args)
+        .fetch_all(&mut *tx)
+        .await
+    {
         Ok(ids) => ids,
         Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("57014") => {
             return Ok(Err(format!(
@@ -898,8 +927,9 @@ pub async fn run(
                     tracing::warn!(error = %e, "rule evaluation step failed; retrying");
                     sleep_or_stop(Duration::from_secs(1), &mut stop).await;
                     // A broken lock connection ends leadership: take it again.
-                    let alive: Result<i32, _> =
-                        sqlx::query_scalar("SELECT 1").fetch_one(&mut lock_conn).await;
+                    let alive: Result<i32, _> = sqlx::query_scalar("SELECT 1")
+                        .fetch_one(&mut lock_conn)
+                        .await;
                     if alive.is_err() {
                         break;
                     }

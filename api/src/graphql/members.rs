@@ -159,7 +159,11 @@ pub(crate) async fn page(
     after: Option<String>,
 ) -> Result<GroupMemberConnection> {
     let first = page_size(first)?;
-    let after = after.as_deref().map(decode_cursor).transpose()?.map(|a| a.key);
+    let after = after
+        .as_deref()
+        .map(decode_cursor)
+        .transpose()?
+        .map(|a| a.key);
     let pool = ctx.data_unchecked::<PgPool>();
     let mode = Mode::from(mode);
     let source = source_code(source);
@@ -169,7 +173,12 @@ pub(crate) async fn page(
     let has_next_page = rows.len() as i64 > first;
     rows.truncate(first as usize);
     let kind = DomainGroupType::from(group.group_type);
-    let mut loaded = nodes(ctx, kind, rows.iter().map(|r| r.member_id.clone()).collect()).await?;
+    let mut loaded = nodes(
+        ctx,
+        kind,
+        rows.iter().map(|r| r.member_id.clone()).collect(),
+    )
+    .await?;
     let edges: Vec<GroupMemberEdge> = rows
         .into_iter()
         .filter_map(|r| {

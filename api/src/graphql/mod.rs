@@ -45,10 +45,14 @@ pub const MAX_COMPLEXITY: usize = 20_000;
 /// The schema without runtime data, for SDL export.
 pub fn schema_builder() -> async_graphql::SchemaBuilder<QueryRoot, MutationRoot, EmptySubscription>
 {
-    Schema::build(QueryRoot::default(), MutationRoot::default(), EmptySubscription)
-        .extension(crate::policy::Authorization)
-        .limit_depth(MAX_DEPTH)
-        .limit_complexity(MAX_COMPLEXITY)
+    Schema::build(
+        QueryRoot::default(),
+        MutationRoot::default(),
+        EmptySubscription,
+    )
+    .extension(crate::policy::Authorization)
+    .limit_depth(MAX_DEPTH)
+    .limit_complexity(MAX_COMPLEXITY)
 }
 
 /// The SDL, as committed in `docs/schema.graphql`.

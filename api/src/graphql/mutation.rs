@@ -7,8 +7,8 @@ use corral_domain::group::{GroupCommand, GroupType as DomainGroupType};
 use corral_domain::metadata::{EventMetadata, Source};
 use corral_projections::directory::GroupCommands;
 use corral_projections::executor::{CommitToken, Committed};
-use corral_projections::membership::{MembershipCommands, MEMBERSHIP};
 use corral_projections::group_tree::GROUP_TREE;
+use corral_projections::membership::{MembershipCommands, MEMBERSHIP};
 use corral_projections::sequencer::SEQUENCER;
 use corral_projections::waiter::ConsistencyWaiter;
 use serde_json::{Map, Value};
@@ -273,7 +273,9 @@ pub(crate) async fn run(
             .await
         {
             Ok(_) => {}
-            Err(err) => tracing::warn!(error = %err, group = %group_id, "purging a deleted group's memberships failed; the repair pass will retry"),
+            Err(err) => {
+                tracing::warn!(error = %err, group = %group_id, "purging a deleted group's memberships failed; the repair pass will retry")
+            }
         }
     }
     let (position, wait_timed_out) = settle(

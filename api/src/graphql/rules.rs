@@ -51,7 +51,8 @@ pub struct GroupRule {
 }
 
 /// Rules by group id, per request.
-pub type Rules = async_graphql::dataloader::DataLoader<RuleLoader, async_graphql::dataloader::HashMapCache>;
+pub type Rules =
+    async_graphql::dataloader::DataLoader<RuleLoader, async_graphql::dataloader::HashMapCache>;
 
 /// Rules by group id (the write-side registry holds the current rule; `rule_runs` the runs).
 pub struct RuleLoader(pub PgPool, pub Arc<Metrics>);
@@ -181,21 +182,30 @@ pub(crate) fn parse_rule(
 }
 
 /// Turns the rule's `group:<path>` references into ids (paths are resolved once, at save,
-/// so renaming a group never changes what a rule means).
+/// so renaming a group never changes what a rule means). An unknown path is a `RuleError`
+/// with its column.
+pub(crate) async fn resolve_group_paths(
+    pool: &PgPool,
+    rule: &mut Rule,
+) -> Result<std::result::Result<(), rule::RuleError>> {
+    let mut paths = HashMap::new();
+    for r in rule.group_refs() {
+        if let GroupTarget::Path(p) = r.target {
+            let node = tree::by_path(pool, rule.kind().as_str(), &p)
+                .await
+                .map_err(internal)?;
+            paths.insert(p, node.map(|n| n.id));
+        }
+    }
+    Ok(rule.resolve_groups(&mut |p| paths.get(p).copied().flatten()))
+}
+
+/// [`resolve_group_paths`], then the references as stored in `GroupRuleSet`.
 pub(crate) async fn resolve_paths(
     pool: &PgPool,
     rule: &mut Rule,
 ) -> Result<std::result::Result<Vec<RuleRef>, UserError>> {
-    let mut paths = HashMap::new();
-    for r in rule.group_refs() {
-        if let GroupTarget::Path(p) = &r.target {
-            let node = tree::by_path(pool, rule.kind().as_str(), p)
-                .await
-                .map_err(internal)?;
-            paths.insert(p.clone(), node.map(|n| n.id));
-        }
-    }
-    if let Err(e) = rule.resolve_groups(&mut |p| paths.get(p).copied().flatten()) {
+    if let Err(e) = resolve_group_paths(pool, rule).await? {
         return Ok(Err(rule_invalid(e)));
     }
     Ok(Ok(rule
@@ -560,16 +570,7 @@ impl RuleQuery {
             Err(e) => return Ok(problem(e)),
         };
         let mut r = parsed.rule;
-        let mut paths = HashMap::new();
-        for g in r.group_refs() {
-            if let GroupTarget::Path(p) = &g.target {
-                let node = tree::by_path(pool, r.kind().as_str(), p)
-                    .await
-                    .map_err(internal)?;
-                paths.insert(p.clone(), node.map(|n| n.id));
-            }
-        }
-        if let Err(e) = r.resolve_groups(&mut |p| paths.get(p).copied().flatten()) {
+        if let Err(e) = resolve_group_paths(pool, &mut r).await? {
             return Ok(problem(e));
         }
         let fragment = r.to_sql(&inv::sql_context(Utc::now()));
@@ -624,11 +625,12 @@ impl RuleQuery {
             return Err(coded("BAD_USER_INPUT", "memberId is too long"));
         }
         let pool = ctx.data_unchecked::<PgPool>();
-        let belongings = members::groups_of(pool, std::slice::from_ref(&member_id), Mode::Effective)
-            .await
-            .map_err(internal)?
-            .remove(&member_id)
-            .unwrap_or_default();
+        let belongings =
+            members::groups_of(pool, std::slice::from_ref(&member_id), Mode::Effective)
+                .await
+                .map_err(internal)?
+                .remove(&member_id)
+                .unwrap_or_default();
         let reasons: Vec<MembershipReason> = belongings
             .iter()
             .filter(|b| b.group_id == group)
@@ -644,7 +646,9 @@ impl RuleQuery {
             .map_err(internal)?;
         let mut out = MembershipExplanation {
             member: !reasons.is_empty(),
-            direct_member: reasons.iter().any(|r| r.via_group_id.0 == group.to_string()),
+            direct_member: reasons
+                .iter()
+                .any(|r| r.via_group_id.0 == group.to_string()),
             reasons,
             static_entry,
             rule_entry,

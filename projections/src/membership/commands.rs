@@ -142,7 +142,14 @@ impl MembershipCommands {
                 directory: Box::new(SharedDirectory(directory.clone())),
             };
             let result = executor
-                .execute(&group.to_string(), command, &services, None, true, &metadata)
+                .execute(
+                    &group.to_string(),
+                    command,
+                    &services,
+                    None,
+                    true,
+                    &metadata,
+                )
                 .await;
             drop(services);
             if let Ok(directory) = Arc::try_unwrap(directory) {

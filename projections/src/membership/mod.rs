@@ -113,7 +113,11 @@ impl Projection for MembershipProjection {
                 .body()
                 .get("member_ids")
                 .and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_string))
+                        .collect()
+                })
                 .unwrap_or_default();
             if adds {
                 add_entries(conn, s, group, kind, &ids, event.recorded_at).await?;

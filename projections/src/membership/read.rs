@@ -179,9 +179,9 @@ pub async fn count(
         return Ok(n.unwrap_or(0));
     }
     let sql = match mode {
-        Mode::Direct => format!(
-            "SELECT count(*) FROM {M}.direct WHERE group_id = $1 AND source = $2::\"char\""
-        ),
+        Mode::Direct => {
+            format!("SELECT count(*) FROM {M}.direct WHERE group_id = $1 AND source = $2::\"char\"")
+        }
         Mode::Effective => format!(
             "SELECT count(DISTINCT d.member_id)
                FROM {T}.group_closure c JOIN {M}.direct d ON d.group_id = c.descendant_id

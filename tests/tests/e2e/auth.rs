@@ -109,7 +109,17 @@ async fn call_every_mutation(app: &TestApp, token: &str) -> Vec<(String, Option<
 }
 
 /// Mutations operators may call. Everything else is admin-only.
-const OPERATOR_MUTATIONS: &[&str] = &[];
+const OPERATOR_MUTATIONS: &[&str] = &[
+    "addGroupMembers",
+    "removeGroupMembers",
+    "excludeGroupMembers",
+    "unexcludeGroupMembers",
+    "addGroupMembersByRule",
+    "upsertDevices",
+    "upsertServices",
+    "removeDevices",
+    "removeServices",
+];
 
 #[tokio::test]
 async fn every_mutation_is_forbidden_to_viewers_and_admin_only_ones_to_operators() {

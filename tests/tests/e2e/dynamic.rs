@@ -25,11 +25,15 @@ async fn set_rule(app: &TestApp, group: &str, rule: &str, enabled: bool) -> Valu
 async fn evaluated(app: &TestApp, group: &str, version: i64) -> Value {
     let start = Instant::now();
     loop {
-        let rule = app.data(&app.viewer, RULE, json!({ "id": group })).await["group"]["rule"].clone();
+        let rule =
+            app.data(&app.viewer, RULE, json!({ "id": group })).await["group"]["rule"].clone();
         if rule["ruleVersion"] == version && !rule["lastRunAt"].is_null() {
             return rule;
         }
-        assert!(start.elapsed() < Duration::from_secs(20), "rule never evaluated: {rule}");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "rule never evaluated: {rule}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -42,7 +46,10 @@ async fn eventually(app: &TestApp, group: &str, check: impl Fn(&[String]) -> boo
         if check(&ids) {
             return ids;
         }
-        assert!(start.elapsed() < Duration::from_secs(20), "members never converged: {ids:?}");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "members never converged: {ids:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -66,9 +73,15 @@ async fn a_rule_fills_the_group_and_follows_inventory_changes() {
     assert_eq!(saved["group"]["rule"]["version"], 1);
     let rule = evaluated(&app, &g, 1).await;
     assert_eq!(rule["lastRunStatus"], "OK");
-    assert_eq!(rule["lastMatchCount"], 2, "% is a case-insensitive LIKE: web-01 and WEB-04");
+    assert_eq!(
+        rule["lastMatchCount"], 2,
+        "% is a case-insensitive LIKE: web-01 and WEB-04"
+    );
     assert_eq!(rule["lastCause"], "rule_changed");
-    assert_eq!(eventually(&app, &g, |ids| ids.len() == 2).await, vec!["d1", "d4"]);
+    assert_eq!(
+        eventually(&app, &g, |ids| ids.len() == 2).await,
+        vec!["d1", "d4"]
+    );
     let edge = app
         .data(
             &app.viewer,
@@ -101,7 +114,10 @@ async fn a_rule_fills_the_group_and_follows_inventory_changes() {
         .execute(&app.pool)
         .await
         .expect("update");
-    assert_eq!(eventually(&app, &g, |ids| ids == ["d1", "d2"]).await, vec!["d1", "d2"]);
+    assert_eq!(
+        eventually(&app, &g, |ids| ids == ["d1", "d2"]).await,
+        vec!["d1", "d2"]
+    );
     assert!(changed_at.elapsed() < Duration::from_secs(5));
     let cause: String = sqlx::query_scalar(
         "SELECT payload -> event_type ->> 'cause' FROM events
@@ -145,11 +161,13 @@ async fn a_rule_fills_the_group_and_follows_inventory_changes() {
     assert_eq!(saved["group"]["rule"]["enabled"], false);
     let rule = evaluated(&app, &g, 2).await;
     assert_eq!(rule["lastRunStatus"], "DISABLED");
-    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM membership_registry WHERE group_id = $1::uuid AND kind = 'R'")
-        .bind(&g)
-        .fetch_one(&app.pool)
-        .await
-        .expect("count");
+    let left: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM membership_registry WHERE group_id = $1::uuid AND kind = 'R'",
+    )
+    .bind(&g)
+    .fetch_one(&app.pool)
+    .await
+    .expect("count");
     assert_eq!(left, 0);
     assert_eq!(member_ids(&app, &g, "DIRECT").await, vec!["d3"]);
     app.shutdown().await;
@@ -200,7 +218,10 @@ async fn bad_rules_are_refused_with_their_column() {
     // An always-true rule saves with a warning.
     let warned = set_rule(&app, &g, "in:devices", true).await;
     assert_eq!(warned["userErrors"], json!([]));
-    assert!(!warned["warnings"].as_array().expect("warnings").is_empty(), "{warned}");
+    assert!(
+        !warned["warnings"].as_array().expect("warnings").is_empty(),
+        "{warned}"
+    );
     app.shutdown().await;
 }
 
@@ -211,7 +232,10 @@ async fn the_json_form_round_trips_and_paths_become_ids() {
     let h = app.create_group("H", None).await;
     let saved = set_rule(&app, &g, "group:Inventory/H OR hostname:x%", true).await;
     assert_eq!(saved["userErrors"], json!([]));
-    let text = saved["group"]["rule"]["text"].as_str().expect("text").to_string();
+    let text = saved["group"]["rule"]["text"]
+        .as_str()
+        .expect("text")
+        .to_string();
     assert!(text.contains(&h), "paths are stored as ids: {text}");
     let rule = app.data(&app.viewer, RULE, json!({ "id": g })).await["group"]["rule"].clone();
     // The JSON form saves the same rule (a no-op: same version).
@@ -316,7 +340,13 @@ async fn a_rule_over_the_maximum_fails_and_changes_nothing() {
     set_rule(&app, &g, "hostname:host-q%", true).await;
     let rule = evaluated(&app, &g, 1).await;
     assert_eq!(rule["lastRunStatus"], "FAILED");
-    assert!(rule["lastError"].as_str().expect("error").contains("maximum of 5"), "{rule}");
+    assert!(
+        rule["lastError"]
+            .as_str()
+            .expect("error")
+            .contains("maximum of 5"),
+        "{rule}"
+    );
     assert_eq!(member_ids(&app, &g, "DIRECT").await, Vec::<String>::new());
     app.shutdown().await;
 }
@@ -337,7 +367,10 @@ async fn relative_times_are_re_evaluated_on_schedule() {
     set_rule(&app, &g, "last_seen:<now-7d", true).await;
     evaluated(&app, &g, 1).await;
     assert_eq!(member_ids(&app, &g, "DIRECT").await, Vec::<String>::new());
-    assert_eq!(eventually(&app, &g, |ids| !ids.is_empty()).await, vec!["old"]);
+    assert_eq!(
+        eventually(&app, &g, |ids| !ids.is_empty()).await,
+        vec!["old"]
+    );
     let cause: String = sqlx::query_scalar(
         "SELECT payload -> event_type ->> 'cause' FROM events
           WHERE aggregate_type = 'Membership' AND aggregate_id = $1 ORDER BY sequence DESC LIMIT 1",
@@ -358,10 +391,19 @@ async fn predefined_dynamic_groups_exist_once() {
         .expect("predefined");
     let q = "{ root(type: DEVICE) { children(first: 10) { edges { node { id name rule { text enabled } } } } } }";
     let data = app.data(&app.viewer, q, json!({})).await;
-    let children = data["root"]["children"]["edges"].as_array().expect("edges").clone();
-    let names: Vec<&str> = children.iter().map(|e| e["node"]["name"].as_str().expect("name")).collect();
+    let children = data["root"]["children"]["edges"]
+        .as_array()
+        .expect("edges")
+        .clone();
+    let names: Vec<&str> = children
+        .iter()
+        .map(|e| e["node"]["name"].as_str().expect("name"))
+        .collect();
     assert_eq!(names, vec!["Offline > 7 days", "Unavailable"]);
-    assert_eq!(children[1]["node"]["rule"]["text"], "in:devices is_available:false");
+    assert_eq!(
+        children[1]["node"]["rule"]["text"],
+        "in:devices is_available:false"
+    );
     // An admin deletes one; the next start does not bring it back.
     let id = children[1]["node"]["id"].clone();
     app.data(
@@ -374,6 +416,12 @@ async fn predefined_dynamic_groups_exist_once() {
         .await
         .expect("predefined");
     let data = app.data(&app.viewer, q, json!({})).await;
-    assert_eq!(data["root"]["children"]["edges"].as_array().expect("edges").len(), 1);
+    assert_eq!(
+        data["root"]["children"]["edges"]
+            .as_array()
+            .expect("edges")
+            .len(),
+        1
+    );
     app.shutdown().await;
 }

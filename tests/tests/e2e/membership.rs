@@ -49,7 +49,10 @@ pub(crate) async fn member_ids(app: &TestApp, group: &str, mode: &str) -> Vec<St
         for e in conn["edges"].as_array().expect("edges") {
             out.push(e["node"]["id"].as_str().expect("id").to_string());
         }
-        if !conn["pageInfo"]["hasNextPage"].as_bool().expect("hasNextPage") {
+        if !conn["pageInfo"]["hasNextPage"]
+            .as_bool()
+            .expect("hasNextPage")
+        {
             return out;
         }
         after = conn["pageInfo"]["endCursor"].clone();
@@ -77,18 +80,23 @@ async fn static_members_are_added_idempotently_and_validated() {
     // Overlapping add: only the new ids count, and a repeat emits nothing.
     let second = add(&app, &g, &ids[4..]).await;
     assert_eq!(second["changed"], 4);
-    let before: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE aggregate_type = 'Membership'")
-        .fetch_one(&app.pool)
-        .await
-        .expect("count");
+    let before: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM events WHERE aggregate_type = 'Membership'")
+            .fetch_one(&app.pool)
+            .await
+            .expect("count");
     let again = add(&app, &g, &ids).await;
     assert_eq!(again["changed"], 0);
     assert_eq!(again["userErrors"], json!([]));
-    let after: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE aggregate_type = 'Membership'")
-        .fetch_one(&app.pool)
-        .await
-        .expect("count");
-    assert_eq!(before, after, "an existing member is a no-op and emits nothing");
+    let after: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM events WHERE aggregate_type = 'Membership'")
+            .fetch_one(&app.pool)
+            .await
+            .expect("count");
+    assert_eq!(
+        before, after,
+        "an existing member is a no-op and emits nothing"
+    );
     // Read-your-writes: all twelve, in id order, across pages.
     assert_eq!(member_ids(&app, &g, "DIRECT").await, ids);
     let data = app
@@ -97,7 +105,10 @@ async fn static_members_are_added_idempotently_and_validated() {
     assert_eq!(data["group"]["memberCount"], 12);
     assert_eq!(data["group"]["members"]["totalCount"], 12);
     assert_eq!(data["group"]["members"]["edges"][0]["source"], "STATIC");
-    assert_eq!(data["group"]["members"]["edges"][0]["viaGroup"]["name"], "Edge");
+    assert_eq!(
+        data["group"]["members"]["edges"][0]["viaGroup"]["name"],
+        "Edge"
+    );
 
     // Unknown ids reject the whole call, listing them.
     let mut mixed = vec!["d00000".to_string()];
@@ -106,7 +117,10 @@ async fn static_members_are_added_idempotently_and_validated() {
     assert_eq!(codes(&bad), vec!["UNKNOWN_MEMBER"]);
     let message = bad["userErrors"][0]["message"].as_str().expect("message");
     assert!(message.starts_with("150 unknown"), "{message}");
-    assert!(message.contains("ghost-99") && !message.contains("ghost-100"), "lists at most 100: {message}");
+    assert!(
+        message.contains("ghost-99") && !message.contains("ghost-100"),
+        "lists at most 100: {message}"
+    );
     // A service id in a device group.
     sqlx::query("INSERT INTO services (id, device_id, type, name) VALUES ('svc-1', 'd00000', 'http', 'web')")
         .execute(&app.pool)
@@ -185,7 +199,10 @@ async fn effective_membership_follows_the_tree_and_moves_at_once() {
         .await;
     assert_eq!(moved["moveGroup"]["userErrors"], json!([]));
     assert_eq!(member_ids(&app, &a, "EFFECTIVE").await, ids[0..5].to_vec());
-    assert_eq!(member_ids(&app, &other, "EFFECTIVE").await, ids[4..10].to_vec());
+    assert_eq!(
+        member_ids(&app, &other, "EFFECTIVE").await,
+        ids[4..10].to_vec()
+    );
     app.shutdown().await;
 }
 
@@ -225,11 +242,21 @@ async fn a_big_subtree_is_paged_by_member_with_the_same_answers() {
         .as_array()
         .expect("edges")
         .iter()
-        .map(|e| (e["node"]["id"].as_str().expect("id"), e["viaGroup"]["name"].as_str().expect("via")))
+        .map(|e| {
+            (
+                e["node"]["id"].as_str().expect("id"),
+                e["viaGroup"]["name"].as_str().expect("via"),
+            )
+        })
         .collect();
     assert_eq!(
         got,
-        vec![("e00003", "B"), ("e00004", "B"), ("m00000", "A"), ("m00001", "A")],
+        vec![
+            ("e00003", "B"),
+            ("e00004", "B"),
+            ("m00000", "A"),
+            ("m00001", "A")
+        ],
         "by-member plan: distinct, ordered, nearest group"
     );
     app.shutdown().await;
@@ -244,7 +271,10 @@ async fn exclusion_beats_static_membership_and_can_be_lifted() {
     let input = json!({ "input": { "groupId": g, "memberIds": [ids[1]] } });
     let ex = app.data(&app.operator, EXCLUDE, input.clone()).await;
     assert_eq!(ex["excludeGroupMembers"]["changed"], 1);
-    assert_eq!(member_ids(&app, &g, "DIRECT").await, vec![ids[0].clone(), ids[2].clone()]);
+    assert_eq!(
+        member_ids(&app, &g, "DIRECT").await,
+        vec![ids[0].clone(), ids[2].clone()]
+    );
     let explain = app
         .data(
             &app.viewer,
@@ -304,11 +334,12 @@ async fn deleting_a_group_removes_its_memberships_as_events() {
         )
         .await;
     assert_eq!(deleted["deleteGroup"]["userErrors"], json!([]));
-    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM membership_registry WHERE group_id = $1::uuid")
-        .bind(&g)
-        .fetch_one(&app.pool)
-        .await
-        .expect("count");
+    let left: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM membership_registry WHERE group_id = $1::uuid")
+            .bind(&g)
+            .fetch_one(&app.pool)
+            .await
+            .expect("count");
     assert_eq!(left, 0);
     let removed: Vec<(String, i64)> = sqlx::query_as(
         "SELECT event_type, sum(jsonb_array_length(payload -> event_type -> 'member_ids'))::bigint
@@ -322,7 +353,10 @@ async fn deleting_a_group_removes_its_memberships_as_events() {
     .expect("events");
     assert_eq!(
         removed,
-        vec![("MembersRemoved".to_string(), 1500), ("MembersUnexcluded".to_string(), 1)]
+        vec![
+            ("MembersRemoved".to_string(), 1500),
+            ("MembersUnexcluded".to_string(), 1)
+        ]
     );
     // Each event carries at most 1000 ids.
     let biggest: i64 = sqlx::query_scalar(

@@ -1,0 +1,159 @@
+//! Inventory queries: by id, and pages with a rule `filter`.
+
+use async_graphql::{Context, ErrorExtensions, Object, Result, ID};
+use chrono::Utc;
+use corral_domain::group::GroupType;
+use corral_domain::rule::{self, RuleError, SqlFragment};
+use corral_projections::inventory as store;
+use sqlx::PgPool;
+
+use super::{
+    cursor, lazy_count, page_info, Device, DeviceConnection, DeviceEdge, Devices, Service,
+    ServiceConnection, ServiceEdge, Services,
+};
+use crate::graphql::errors::{coded, internal};
+use crate::graphql::types::{decode_cursor, page_size, DEFAULT_PAGE};
+
+fn rule_invalid(e: RuleError) -> async_graphql::Error {
+    let message = match e.column {
+        Some(c) => format!("filter is not a valid rule at column {c}: {}", e.message),
+        None => format!("filter is not a valid rule: {}", e.message),
+    };
+    async_graphql::Error::new(message).extend_with(|_, x| {
+        x.set("code", "RULE_INVALID");
+        if let Some(c) = e.column {
+            x.set("column", c as u64);
+        }
+    })
+}
+
+/// Compiles a `filter` for `kind` into SQL, with its `group:<path>` references resolved: a
+/// rule that does not parse (or names an unknown group) is `RULE_INVALID`, with the column in
+/// the message and in `extensions.column`; a rule of the other kind is `BAD_USER_INPUT`.
+pub async fn compile_filter(
+    pool: &PgPool,
+    filter: Option<&str>,
+    kind: GroupType,
+) -> Result<Option<SqlFragment>> {
+    let Some(text) = filter.filter(|t| !t.trim().is_empty()) else {
+        return Ok(None);
+    };
+    if text.contains('\0') {
+        // PostgreSQL text cannot hold it: refuse it here rather than fail in the query.
+        return Err(coded(
+            "BAD_USER_INPUT",
+            "filter must not contain NUL characters",
+        ));
+    }
+    let mut rule = rule::parse(text, kind).map_err(rule_invalid)?.rule;
+    if rule.kind() != kind {
+        return Err(coded(
+            "BAD_USER_INPUT",
+            format!(
+                "filter selects {}s but this field lists {}s",
+                rule.kind().as_str().to_lowercase(),
+                kind.as_str().to_lowercase()
+            ),
+        ));
+    }
+    super::super::rules::resolve_group_paths(pool, &mut rule)
+        .await?
+        .map_err(rule_invalid)?;
+    Ok(Some(rule.to_sql(&store::sql_context(Utc::now()))))
+}
+
+/// Decodes `after` and validates `first` (fetching one more row, to know of a next page).
+fn page_args(first: Option<i32>, after: Option<&str>) -> Result<(i64, Option<String>)> {
+    let first = page_size(first)?;
+    let after = after.map(decode_cursor).transpose()?.map(|a| a.key);
+    Ok((first, after))
+}
+
+/// Inventory queries (part of the `Query` root).
+#[derive(Default)]
+pub struct InventoryQuery;
+
+#[Object]
+impl InventoryQuery {
+    /// A device by id (`null` when unknown or removed).
+    async fn device(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Device>> {
+        if id.0.contains('\0') {
+            return Ok(None);
+        }
+        ctx.data_unchecked::<Devices>().load_one(id.0).await
+    }
+
+    /// Devices in id order; `filter` is a device rule (`hostname:web-%  site:ams1`).
+    #[graphql(
+        complexity = "i64::from(first.unwrap_or(DEFAULT_PAGE)).max(1) as usize * child_complexity + 1"
+    )]
+    async fn devices(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<String>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<DeviceConnection> {
+        let (first, after) = page_args(first, after.as_deref())?;
+        let pool = ctx.data_unchecked::<PgPool>();
+        let filter = compile_filter(pool, filter.as_deref(), GroupType::Device).await?;
+        let mut rows = store::device_page(pool, filter.as_ref(), after.as_deref(), first + 1)
+            .await
+            .map_err(internal)?;
+        let has_next = rows.len() as i64 > first;
+        rows.truncate(first as usize);
+        let edges: Vec<DeviceEdge> = rows
+            .into_iter()
+            .map(|r| DeviceEdge {
+                cursor: cursor(&r.device.id),
+                node: Device::from(r),
+            })
+            .collect();
+        Ok(DeviceConnection {
+            page_info: page_info(&edges, |e| &e.cursor, has_next),
+            edges,
+            count: lazy_count(filter, false),
+        })
+    }
+
+    /// A service by id (`null` when unknown or removed).
+    async fn service(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Service>> {
+        if id.0.contains('\0') {
+            return Ok(None);
+        }
+        ctx.data_unchecked::<Services>().load_one(id.0).await
+    }
+
+    /// Services in id order; `filter` is a service rule (`type:http port:443`).
+    #[graphql(
+        complexity = "i64::from(first.unwrap_or(DEFAULT_PAGE)).max(1) as usize * child_complexity + 1"
+    )]
+    async fn services(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<String>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<ServiceConnection> {
+        let (first, after) = page_args(first, after.as_deref())?;
+        let pool = ctx.data_unchecked::<PgPool>();
+        let filter = compile_filter(pool, filter.as_deref(), GroupType::Service).await?;
+        let mut rows = store::service_page(pool, filter.as_ref(), after.as_deref(), first + 1)
+            .await
+            .map_err(internal)?;
+        let has_next = rows.len() as i64 > first;
+        rows.truncate(first as usize);
+        let edges: Vec<ServiceEdge> = rows
+            .into_iter()
+            .map(|r| ServiceEdge {
+                cursor: cursor(&r.service.id),
+                node: Service::from(r),
+            })
+            .collect();
+        Ok(ServiceConnection {
+            page_info: page_info(&edges, |e| &e.cursor, has_next),
+            edges,
+            count: lazy_count(filter, true),
+        })
+    }
+}

@@ -1,0 +1,92 @@
+//! `corral import devices|services FILE.ndjson`, run as an operator would run it.
+
+use std::process::Command;
+
+use corral_tests::TestDb;
+
+fn corral(url: &str, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_corral"))
+        .args(args)
+        .env("DATABASE_URL", url)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run corral");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn write(name: &str, text: &str) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("corral-import-{}-{name}", uuid::Uuid::new_v4()));
+    std::fs::write(&path, text).expect("write the file");
+    path
+}
+
+#[tokio::test]
+async fn import_applies_valid_lines_reports_invalid_ones_and_fails() {
+    let db = TestDb::new().await;
+    let file = write(
+        "devices.ndjson",
+        concat!(
+            "{\"id\": \"d1\", \"hostname\": \"web-01\", \"ip\": \"10.0.0.1\", \"tags\": [\"env=prod\"]}\n",
+            "{\"id\": \"d2\", \"ip\": \"10.0.0.300\"}\n",
+            "\n",
+            "{\"id\": \"d3\", \"mac\": \"aabb.ccdd.eeff\"}\n",
+            "not json\n",
+        ),
+    );
+    let path = file.to_str().expect("utf-8 path");
+    let (ok, stdout, stderr) = corral(&db.url, &["import", "devices", path]);
+    assert!(!ok, "invalid lines make the import fail");
+    assert!(stderr.contains("line 2: ip:"), "{stderr}");
+    assert!(stderr.contains("line 5: not JSON"), "{stderr}");
+    assert!(stderr.contains("2 invalid lines"), "{stderr}");
+    assert!(
+        stdout.contains("5 lines, 2 upserted, 0 unchanged, 2 invalid"),
+        "{stdout}"
+    );
+    let pool = db.pool(1).await;
+    let ids: Vec<String> =
+        sqlx::query_scalar("SELECT id FROM devices WHERE removed_at IS NULL ORDER BY id")
+            .fetch_all(&pool)
+            .await
+            .expect("devices");
+    assert_eq!(ids, vec!["d1", "d3"]);
+
+    // Valid lines only: success; a second run changes nothing.
+    let many: String = (0..2500)
+        .map(|i| format!("{{\"id\": \"bulk-{i}\", \"site\": \"ams1\"}}\n"))
+        .collect();
+    let file2 = write("bulk.ndjson", &many);
+    let path2 = file2.to_str().expect("utf-8 path");
+    let (ok, stdout, stderr) = corral(&db.url, &["import", "devices", path2]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("2500 upserted, 0 unchanged, 0 invalid"),
+        "{stdout}"
+    );
+    let (ok, stdout, _) = corral(&db.url, &["import", "devices", path2]);
+    assert!(ok);
+    assert!(stdout.contains("0 upserted, 2500 unchanged"), "{stdout}");
+
+    let services = write(
+        "services.ndjson",
+        "{\"deviceId\": \"d1\", \"type\": \"http\", \"name\": \"web\", \"port\": 80}\n",
+    );
+    let (ok, stdout, stderr) = corral(
+        &db.url,
+        &["import", "services", services.to_str().expect("utf-8 path")],
+    );
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("1 upserted"), "{stdout}");
+    let (ok, _, stderr) = corral(&db.url, &["import", "devices", "/nonexistent.ndjson"]);
+    assert!(!ok);
+    assert!(stderr.contains("cannot open"), "{stderr}");
+    for f in [file, file2, services] {
+        let _ = std::fs::remove_file(f);
+    }
+    pool.close().await;
+    db.drop_db().await;
+}

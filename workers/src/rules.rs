@@ -107,6 +107,9 @@ struct Active {
     group: Uuid,
     kind: GroupType,
     cached: Cached,
+    /// Its last full run, of this version, succeeded: only then do inventory changes update
+    /// it incrementally (a rule over the limits stays unchanged until a full run succeeds).
+    healthy: bool,
 }
 
 /// The evaluator's state.
@@ -434,8 +437,11 @@ impl RuleWorker {
     /// Enabled rules of live groups.
     async fn active_rules(&mut self) -> Result<Vec<Active>, RuleWorkerError> {
         let rows = sqlx::query(
-            "SELECT id, group_type, rule, rule_version FROM group_registry
-              WHERE rule_enabled AND rule IS NOT NULL AND NOT deleted",
+            "SELECT g.id, g.group_type, g.rule, g.rule_version,
+                    coalesce(r.rule_version = g.rule_version AND r.last_run_status = 'OK', false)
+                        AS healthy
+               FROM group_registry g LEFT JOIN rule_runs r ON r.group_id = g.id
+              WHERE g.rule_enabled AND g.rule IS NOT NULL AND NOT g.deleted",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -451,6 +457,7 @@ impl RuleWorker {
                     group,
                     kind,
                     cached,
+                    healthy: row.try_get("healthy")?,
                 }),
                 Err(e) => {
                     tracing::warn!(%group, error = %e, "skipping a stored rule that does not load")
@@ -572,8 +579,8 @@ impl RuleWorker {
             let fields: Option<Vec<String>> = row.try_get("changed_fields")?;
             let removed: bool = row.try_get("removed")?;
             let change = match kind {
-                GroupType::Device => Change::Device(device_row(row)?.device),
-                GroupType::Service => Change::Service(service_row(row)?.service),
+                GroupType::Device => Change::Device(Box::new(device_row(row)?.device)),
+                GroupType::Service => Change::Service(Box::new(service_row(row)?.service)),
             };
             changes.push((change, fields, removed));
             last = Some((
@@ -613,13 +620,18 @@ impl RuleWorker {
         kind: GroupType,
         changes: Vec<(Change, Option<Vec<String>>, bool)>,
     ) -> Result<(), RuleWorkerError> {
-        let rules = self.active_rules().await?;
+        let rules: Vec<Active> = self
+            .active_rules()
+            .await?
+            .into_iter()
+            .filter(|r| r.healthy)
+            .collect();
         let mut services: Vec<(Service, Option<Vec<String>>, bool)> = vec![];
         let mut devices: Vec<(Device, Option<Vec<String>>, bool)> = vec![];
         for (change, fields, removed) in changes {
             match change {
-                Change::Device(d) => devices.push((d, fields, removed)),
-                Change::Service(s) => services.push((s, fields, removed)),
+                Change::Device(d) => devices.push((*d, fields, removed)),
+                Change::Service(s) => services.push((*s, fields, removed)),
             }
         }
         let mut cause_ids: Vec<String> = vec![];
@@ -772,6 +784,33 @@ impl RuleWorker {
         for group in groups {
             // A group without an active rule (disabled since) keeps the version it had.
             let version = versions.get(&group).copied().unwrap_or(0);
+            let adds = add.get(&group).map_or(0, Vec::len) as i64;
+            if adds > 0 && versions.contains_key(&group) {
+                let removes = remove.get(&group).map_or(0, Vec::len) as i64;
+                let limit = self.config.max_matches;
+                let now: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM (SELECT 1 FROM membership_registry
+                      WHERE group_id = $1 AND kind = 'R' LIMIT $2) t",
+                )
+                .bind(group)
+                .bind(limit + 1)
+                .fetch_one(&self.pool)
+                .await?;
+                if now - removes + adds > limit {
+                    let outcome = RunOutcome {
+                        status: "FAILED",
+                        matches: None,
+                        error: Some(format!(
+                            "the rule would match more than the maximum of {limit} entities; memberships were left unchanged"
+                        )),
+                        added: 0,
+                        removed: 0,
+                    };
+                    self.record(group, version, &outcome, Instant::now(), cause)
+                        .await?;
+                    continue;
+                }
+            }
             self.apply(
                 group,
                 version,
@@ -798,8 +837,8 @@ impl RuleWorker {
 }
 
 enum Change {
-    Device(Device),
-    Service(Service),
+    Device(Box<Device>),
+    Service(Box<Service>),
 }
 
 fn cause_text(kind: GroupType, ids: &[String]) -> String {

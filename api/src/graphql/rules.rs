@@ -455,8 +455,8 @@ pub struct RulePreview {
     pub count: i64,
     /// False when more than 100,000 match.
     pub count_exact: bool,
-    /// Ids of the first matches, in id order.
-    pub sample_ids: Vec<String>,
+    /// The first matches, in id order (at most `first`).
+    pub sample: Vec<super::members::Member>,
     /// Why the rule is invalid.
     pub errors: Vec<RuleProblem>,
     /// Warnings about a valid rule.
@@ -583,7 +583,7 @@ impl RuleQuery {
                     .await
                     .map_err(internal)?
                     .into_iter()
-                    .map(|d| d.device.id)
+                    .map(|d| super::members::Member::Device(d.into()))
                     .collect(),
             ),
             DomainGroupType::Service => (
@@ -594,7 +594,7 @@ impl RuleQuery {
                     .await
                     .map_err(internal)?
                     .into_iter()
-                    .map(|s| s.service.id)
+                    .map(|s| super::members::Member::Service(s.into()))
                     .collect(),
             ),
         };
@@ -604,7 +604,7 @@ impl RuleQuery {
             json: Some(Json(r.to_json())),
             count: count.total,
             count_exact: count.exact,
-            sample_ids: sample,
+            sample,
             errors: vec![],
             warnings: parsed.warnings,
         })

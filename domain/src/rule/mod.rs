@@ -22,6 +22,18 @@
 //! - `!field:value` on a field SRQL lacks (and on every service field) also selects entities
 //!   where the field is missing; on SRQL's fields it does what SRQL does.
 //! - `NOT x` is "x is not true", so `NOT` selects missing values and SQL and memory agree.
+//! - `!` cannot be combined with a comparison (SRQL silently drops it) nor with a regex;
+//!   `NOT` can.
+//! - `missing:tags.k` is true for a bare tag `k` (its value is `""`); `tags:k` tests the key.
+//! - `in:` may appear anywhere at the top level (the last wins), not inside parentheses or
+//!   after `NOT`.
+//! - An AND that can never hold (a condition and its negation, or `=`/list values on one
+//!   single-valued field with nothing in common) is rejected wherever it appears.
+//! - The 3,072-character limit holds for the input and for the normalized text (which
+//!   starts with `in:devices`), so that every accepted rule's saved text parses again.
+//! - Case-insensitive matching (`%`, `(?i)`) folds character by character as PostgreSQL's
+//!   `lower()` does under a UTF-8 locale; characters whose lower case is longer (`İ`) may
+//!   differ between the two evaluators.
 //!
 //! A rule is saved as versioned JSON ([`Rule::to_json`]) plus its normalized text
 //! ([`Rule::to_text`]); both read back to an equal rule. One compiler produces the SQL

@@ -177,7 +177,7 @@ async fn request_limits_apply() {
     let app = TestApp::spawn().await;
     let big = format!(
         r#"{{"query":"{{ root(type: DEVICE) {{ name }} }}","variables":{{"pad":"{}"}}}}"#,
-        "x".repeat(2 * 1024 * 1024)
+        "x".repeat(9 * 1024 * 1024)
     );
     let request = Request::post("/graphql")
         .header("content-type", "application/json")

@@ -364,6 +364,13 @@ fn sql_per_field() {
     );
 }
 
+#[test]
+fn rules_are_shareable_across_threads() {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<Rule>();
+    shareable::<SqlFragment>();
+}
+
 /// Measures the in-memory predicate: `cargo test -p corral-domain --release -- --ignored
 /// --nocapture evaluations_per_second`.
 #[test]

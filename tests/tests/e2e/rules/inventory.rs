@@ -307,14 +307,21 @@ impl Members {
         ] {
             sqlx::query(sql).execute(pool).await.expect(sql);
         }
-        for (group, direct, member) in &self.0 {
-            let table = if *direct { "t.direct" } else { "t.effective" };
-            sqlx::query(&format!("INSERT INTO {table} VALUES ($1, $2)"))
-                .bind(group)
-                .bind(member)
-                .execute(pool)
-                .await
-                .expect("insert member");
+        for (table, direct) in [("t.direct", true), ("t.effective", false)] {
+            let (groups, members): (Vec<Uuid>, Vec<String>) = self
+                .0
+                .iter()
+                .filter(|(_, d, _)| *d == direct)
+                .map(|(g, _, m)| (*g, m.clone()))
+                .unzip();
+            sqlx::query(&format!(
+                "INSERT INTO {table} SELECT * FROM unnest($1::uuid[], $2::text[])"
+            ))
+            .bind(groups)
+            .bind(members)
+            .execute(pool)
+            .await
+            .expect("insert members");
         }
     }
 }

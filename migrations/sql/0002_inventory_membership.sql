@@ -127,10 +127,19 @@ CREATE TABLE membership_registry (
 );
 CREATE INDEX membership_registry_member_idx ON membership_registry (member_id);
 
+-- Entries per group and kind, so that limits are checked without counting a group's rows.
+CREATE TABLE membership_registry_counts (
+    group_id uuid   NOT NULL,
+    kind     "char" NOT NULL,
+    n        bigint NOT NULL,
+    PRIMARY KEY (group_id, kind)
+);
+
 CREATE FUNCTION corral_membership_registry_apply() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     body jsonb := NEW.payload -> NEW.event_type;
     k "char";
+    changed bigint;
 BEGIN
     IF NEW.event_type IN ('MembersExcluded', 'MembersUnexcluded') THEN
         k := 'X';
@@ -143,11 +152,19 @@ BEGIN
         INSERT INTO membership_registry (group_id, kind, member_id)
         SELECT NEW.aggregate_id::uuid, k, m FROM jsonb_array_elements_text(body -> 'member_ids') m
         ON CONFLICT DO NOTHING;
+        GET DIAGNOSTICS changed = ROW_COUNT;
     ELSIF NEW.event_type IN ('MembersRemoved', 'MembersUnexcluded') THEN
         DELETE FROM membership_registry
          WHERE group_id = NEW.aggregate_id::uuid AND kind = k
            AND member_id IN (SELECT jsonb_array_elements_text(body -> 'member_ids'));
+        GET DIAGNOSTICS changed = ROW_COUNT;
+        changed := -changed;
+    ELSE
+        RETURN NULL;
     END IF;
+    INSERT INTO membership_registry_counts (group_id, kind, n)
+    VALUES (NEW.aggregate_id::uuid, k, changed)
+    ON CONFLICT (group_id, kind) DO UPDATE SET n = membership_registry_counts.n + EXCLUDED.n;
     RETURN NULL;
 END $$;
 CREATE TRIGGER events_membership_registry AFTER INSERT ON events
@@ -163,7 +180,10 @@ CREATE TABLE rule_runs (
     last_match_count  bigint,
     last_error        text,
     last_duration_ms  bigint,
-    last_cause        text
+    last_cause        text,
+    -- The newest rule version whose full run succeeded: inventory changes update the group
+    -- incrementally only while this is the current version.
+    last_ok_version   bigint
 );
 
 -- Where the incremental evaluator stands in the inventory change feed, per table.

@@ -202,6 +202,18 @@ impl GroupDirectory for PgGroupDirectory {
             .collect()
     }
 
+    async fn rule_referrers(&self, id: Uuid) -> Result<Vec<Uuid>, DirectoryError> {
+        let mut tx = self.tx.lock().await;
+        sqlx::query_scalar(
+            "SELECT DISTINCT g.id FROM group_registry g, jsonb_array_elements(g.rule_refs) r
+              WHERE NOT g.deleted AND (r ->> 'group_id')::uuid = $1 ORDER BY g.id",
+        )
+        .bind(id)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(dir_err)
+    }
+
     async fn has_children(&self, id: Uuid) -> Result<bool, DirectoryError> {
         let mut tx = self.tx.lock().await;
         sqlx::query_scalar(

@@ -41,6 +41,8 @@ use uuid::Uuid;
 
 /// Ids per membership command the evaluator sends.
 const IDS_PER_COMMAND: usize = 10_000;
+/// Rules a repair pass evaluates per step.
+const REPAIRS_PER_STEP: usize = 4;
 /// The lock that elects the one active evaluator.
 const EVALUATOR_LOCK: i64 = 0x636f_7272_616c_0003;
 
@@ -120,6 +122,7 @@ pub struct RuleWorker {
     cache: HashMap<Uuid, Cached>,
     last_repair: Option<Instant>,
     last_schedule_check: Option<Instant>,
+    repair_queue: std::collections::VecDeque<Uuid>,
 }
 
 /// The outcome of one full evaluation.
@@ -164,6 +167,7 @@ impl RuleWorker {
             cache: HashMap::new(),
             last_repair: None,
             last_schedule_check: None,
+            repair_queue: Default::default(),
         }
     }
 
@@ -415,12 +419,13 @@ impl RuleWorker {
         }
         sqlx::query(
             "INSERT INTO rule_runs (group_id, rule_version, last_run_at, last_run_status,
-                    last_match_count, last_error, last_duration_ms, last_cause)
-             VALUES ($1, $2, now(), $3, $4, $5, $6, $7)
+                    last_match_count, last_error, last_duration_ms, last_cause, last_ok_version)
+             VALUES ($1, $2, now(), $3, $4, $5, $6, $7, CASE WHEN $3 = 'OK' THEN $2 END)
              ON CONFLICT (group_id) DO UPDATE SET rule_version = EXCLUDED.rule_version,
                 last_run_at = EXCLUDED.last_run_at, last_run_status = EXCLUDED.last_run_status,
                 last_match_count = EXCLUDED.last_match_count, last_error = EXCLUDED.last_error,
-                last_duration_ms = EXCLUDED.last_duration_ms, last_cause = EXCLUDED.last_cause",
+                last_duration_ms = EXCLUDED.last_duration_ms, last_cause = EXCLUDED.last_cause,
+                last_ok_version = coalesce(EXCLUDED.last_ok_version, rule_runs.last_ok_version)",
         )
         .bind(group)
         .bind(version as i64)
@@ -438,7 +443,7 @@ impl RuleWorker {
     async fn active_rules(&mut self) -> Result<Vec<Active>, RuleWorkerError> {
         let rows = sqlx::query(
             "SELECT g.id, g.group_type, g.rule, g.rule_version,
-                    coalesce(r.rule_version = g.rule_version AND r.last_run_status = 'OK', false)
+                    coalesce(r.last_ok_version = g.rule_version, false)
                         AS healthy
                FROM group_registry g LEFT JOIN rule_runs r ON r.group_id = g.id
               WHERE g.rule_enabled AND g.rule IS NOT NULL AND NOT g.deleted",
@@ -477,27 +482,49 @@ impl RuleWorker {
             return Ok(false);
         }
         self.last_schedule_check = Some(Instant::now());
-        let repair = self
-            .last_repair
-            .is_none_or(|at| at.elapsed() >= self.config.repair_every);
+        if self.repair_queue.is_empty()
+            && self
+                .last_repair
+                .is_none_or(|at| at.elapsed() >= self.config.repair_every)
+        {
+            // A repair pass: every rule, a few per step so that rule changes and inventory
+            // changes are not held up behind it.
+            self.purge_deleted().await?;
+            self.repair_queue = self.active_rules().await?.iter().map(|a| a.group).collect();
+            self.last_repair = Some(Instant::now());
+        }
         let rows = sqlx::query(
-            "SELECT g.id, extract(epoch FROM now() - r.last_run_at)::float8 AS age
+            "SELECT g.id, extract(epoch FROM now() - r.last_run_at)::float8 AS age,
+                    r.last_run_status = 'FAILED' AS failed
                FROM group_registry g JOIN rule_runs r ON r.group_id = g.id
               WHERE g.rule_enabled AND g.rule IS NOT NULL AND NOT g.deleted
                 AND r.rule_version = g.rule_version",
         )
         .fetch_all(&self.pool)
         .await?;
-        let ages: HashMap<Uuid, f64> = rows
+        let runs: HashMap<Uuid, (f64, bool)> = rows
             .iter()
-            .map(|r| Ok((r.try_get("id")?, r.try_get("age")?)))
+            .map(|r| Ok((r.try_get("id")?, (r.try_get("age")?, r.try_get("failed")?))))
             .collect::<Result<_, sqlx::Error>>()?;
+        let every = self.config.schedule_every.as_secs_f64();
+        let mut repair_now: HashSet<Uuid> = HashSet::new();
+        while repair_now.len() < REPAIRS_PER_STEP {
+            match self.repair_queue.pop_front() {
+                Some(g) => {
+                    repair_now.insert(g);
+                }
+                None => break,
+            }
+        }
         let mut worked = false;
         for active in self.active_rules().await? {
-            let Some(age) = ages.get(&active.group) else {
+            let Some(&(age, failed)) = runs.get(&active.group) else {
                 continue; // not run yet: rule_changes picks it up
             };
-            let due = active.cached.moves && *age >= self.config.schedule_every.as_secs_f64();
+            // Rules whose answer moves with time or other groups, and failed runs (retried
+            // at the same pace), are due on the schedule.
+            let due = (active.cached.moves || failed) && age >= every;
+            let repair = repair_now.contains(&active.group);
             if !(due || repair) {
                 continue;
             }
@@ -515,10 +542,6 @@ impl RuleWorker {
             self.record(active.group, active.cached.version, &outcome, start, cause)
                 .await?;
             worked = true;
-        }
-        if repair {
-            self.purge_deleted().await?;
-            self.last_repair = Some(Instant::now());
         }
         Ok(worked)
     }
@@ -759,22 +782,34 @@ impl RuleWorker {
         let (mut add, mut remove) = decide(rules, entities, &current, &preloaded);
         let versions: HashMap<Uuid, u64> =
             rules.iter().map(|r| (r.group, r.cached.version)).collect();
-        // Removed entities leave their static entries too (the source removed them).
+        // Removed entities leave every group, static entries too (the source removed them).
+        // Decided under each group's lock: an entity revived meanwhile keeps its entries.
         let removed: HashSet<&str> = entities.iter().filter(|e| e.3).map(|e| e.1).collect();
         if !removed.is_empty() {
             let metadata = EventMetadata::system(Source::Worker, cause.to_string());
+            let mut gone_by_group: HashMap<Uuid, Vec<String>> = HashMap::new();
             for (group, members) in statics {
-                let gone: Vec<String> = members
-                    .into_iter()
-                    .filter(|m| removed.contains(m.as_str()))
-                    .collect();
-                if gone.is_empty() {
+                gone_by_group
+                    .entry(group)
+                    .or_default()
+                    .extend(members.into_iter().filter(|m| removed.contains(m.as_str())));
+            }
+            for (group, member) in &current {
+                if removed.contains(member.as_str()) {
+                    gone_by_group
+                        .entry(*group)
+                        .or_default()
+                        .push(member.clone());
+                }
+            }
+            for (group, mut members) in gone_by_group {
+                members.sort();
+                members.dedup();
+                if members.is_empty() {
                     continue;
                 }
-                let command = MembershipCommand::Remove {
-                    member_ids: gone,
-                    source: MemberSource::Static,
-                    rule_version: None,
+                let command = MembershipCommand::RemoveGone {
+                    member_ids: members,
                     cause: Some(cause.to_string()),
                 };
                 self.send(group, command, &metadata).await?;
@@ -789,11 +824,10 @@ impl RuleWorker {
                 let removes = remove.get(&group).map_or(0, Vec::len) as i64;
                 let limit = self.config.max_matches;
                 let now: i64 = sqlx::query_scalar(
-                    "SELECT count(*) FROM (SELECT 1 FROM membership_registry
-                      WHERE group_id = $1 AND kind = 'R' LIMIT $2) t",
+                    "SELECT coalesce((SELECT n FROM membership_registry_counts
+                                       WHERE group_id = $1 AND kind = 'R'), 0)",
                 )
                 .bind(group)
-                .bind(limit + 1)
                 .fetch_one(&self.pool)
                 .await?;
                 if now - removes + adds > limit {
@@ -955,9 +989,25 @@ pub async fn run(
             sleep_or_stop(Duration::from_secs(2), &mut stop).await;
             continue;
         }
+        // An idle session must not be ended by the server: it is what holds the lock.
+        let _ = sqlx::query("SET idle_session_timeout = 0")
+            .execute(&mut lock_conn)
+            .await;
         loop {
             if *stop.borrow() {
                 return;
+            }
+            // Leadership ends with the lock's session: check it before every step, so that a
+            // process whose session was ended never evaluates beside the new leader.
+            let held: Result<bool, _> = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE pid = pg_backend_pid()
+                                   AND locktype = 'advisory' AND objsubid = 1 AND granted)",
+            )
+            .fetch_one(&mut lock_conn)
+            .await;
+            if !matches!(held, Ok(true)) {
+                tracing::warn!("rule evaluator lost its lock; waiting to take it again");
+                break;
             }
             match worker.step().await {
                 Ok(true) => tokio::task::yield_now().await,
@@ -986,8 +1036,8 @@ async fn sleep_or_stop(d: Duration, stop: &mut watch::Receiver<bool>) {
 }
 
 /// Rule entries to add and remove, per group, for changed entities: each is evaluated against
-/// the rules that read one of its changed fields (all rules when the fields are unknown); a
-/// removed entity leaves every group it has a rule entry in.
+/// the rules that read one of its changed fields (all rules when the fields are unknown);
+/// removed entities are left to `RemoveGone`.
 #[allow(clippy::type_complexity)]
 fn decide(
     rules: &[&Active],
@@ -1003,19 +1053,16 @@ fn decide(
     let mut remove: HashMap<Uuid, Vec<String>> = HashMap::new();
     for (entity, id, fields, removed) in entities {
         if *removed {
-            for (group, member) in current {
-                if member == id {
-                    remove.entry(*group).or_default().push(member.clone());
-                }
-            }
-            continue;
+            continue; // see RemoveGone in converge_entities
         }
         for rule in rules {
             let relevant = match fields {
                 None => true,
+                // A service moved to another host (`device_id`) changes every `device.*`.
                 Some(changed) => changed.iter().any(|f| {
                     rule.cached.fields.contains(f)
-                        || (f == "device.*"
+                        || ((f == "device.*"
+                            || (f == "device_id" && rule.kind == GroupType::Service))
                             && rule.cached.fields.iter().any(|x| x.starts_with("device.")))
                 }),
             };

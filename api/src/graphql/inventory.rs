@@ -148,6 +148,7 @@ impl From<ServiceRow> for Service {
 impl Device {
     /// The groups this device belongs to, each with its reasons. EFFECTIVE adds every
     /// ancestor of a group it is a direct member of.
+    #[graphql(complexity = "10 * child_complexity + 5")]
     async fn groups(
         &self,
         ctx: &Context<'_>,
@@ -168,6 +169,7 @@ impl Service {
 
     /// The groups this service belongs to, each with its reasons. EFFECTIVE adds every
     /// ancestor of a group it is a direct member of.
+    #[graphql(complexity = "10 * child_complexity + 5")]
     async fn groups(
         &self,
         ctx: &Context<'_>,

@@ -20,6 +20,10 @@ use super::loaders::Groups;
 use super::rules::MembershipSource;
 use super::types::{decode_cursor, encode_cursor, page_size, Group, PageInfo};
 
+/// The complexity charged for an effective count or page (a subtree-wide computation): a
+/// request can afford a hundred of them within the complexity limit.
+pub const EFFECTIVE_COST: usize = 200;
+
 /// Direct or effective membership.
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug, Default)]
 pub enum MembershipMode {
@@ -174,6 +178,14 @@ pub(crate) async fn page(
         .map_err(internal)?;
     let has_next_page = rows.len() as i64 > first;
     rows.truncate(first as usize);
+    // The cursor of the last row read, even when its entity is skipped below: a page whose
+    // members were all removed moments ago must still move the client forward.
+    let last_cursor = rows.last().map(|r| {
+        encode_cursor(&After {
+            key: r.member_id.clone(),
+            id: Uuid::nil(),
+        })
+    });
     let kind = DomainGroupType::from(group.group_type);
     let mut loaded = nodes(
         ctx,
@@ -202,7 +214,7 @@ pub(crate) async fn page(
             has_next_page,
             has_previous_page: false,
             start_cursor: edges.first().map(|e| e.cursor.clone()),
-            end_cursor: edges.last().map(|e| e.cursor.clone()),
+            end_cursor: last_cursor,
         },
         edges,
         count: MemberCount {

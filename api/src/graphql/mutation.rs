@@ -199,10 +199,14 @@ pub(crate) async fn settle(
     // Whatever this operation's loaders cached may predate the change (or an earlier one).
     super::loaders::clear_caches(ctx);
     let (position, wait_timed_out) = match token {
+        // A no-op confirms the latest state: wait for it too, so that a retried mutation
+        // (say, after a timed-out wait) still reads its own earlier write.
         None => {
-            let position: Option<i64> = sqlx::query_scalar(
-                "SELECT l.log_position FROM events e LEFT JOIN event_log l USING (global_position)
-                  WHERE e.aggregate_type = $1 AND e.aggregate_id = $2 ORDER BY e.sequence DESC LIMIT 1",
+            let latest: Option<(String, i64, Option<i64>)> = sqlx::query_as(
+                "SELECT e.transaction_id::text, e.global_position, l.log_position
+                   FROM events e LEFT JOIN event_log l USING (global_position)
+                  WHERE e.aggregate_type = $1 AND e.aggregate_id = $2
+                  ORDER BY e.sequence DESC LIMIT 1",
             )
             .bind(aggregate_type)
             .bind(aggregate_id)
@@ -211,9 +215,24 @@ pub(crate) async fn settle(
             .unwrap_or_else(|err| {
                 tracing::warn!(error = %err, "could not read the position of a no-op");
                 None
-            })
-            .flatten();
-            (position, false)
+            });
+            match latest {
+                None => (None, false),
+                Some((txid, global_position, position)) => {
+                    match corral_projections::log::parse_xid(&txid) {
+                        Ok(transaction_id) => {
+                            let cursor = corral_projections::Cursor {
+                                transaction_id,
+                                global_position,
+                            };
+                            let waiter = ctx.data_unchecked::<ConsistencyWaiter>();
+                            let reached = waiter.wait(cursor, names, wait).await;
+                            (position, !reached)
+                        }
+                        Err(_) => (position, false),
+                    }
+                }
+            }
         }
         Some(token) => match token.cursor(pool).await {
             Ok(cursor) => {
@@ -267,14 +286,19 @@ pub(crate) async fn run(
     if deleting && token.is_some() {
         // A deleted group's memberships go too, as Membership events. Should this fail, the
         // rule worker's repair pass finishes the job.
-        match ctx
+        // In a task of its own: a client that disconnects does not cut it short.
+        let memberships = ctx
             .data_unchecked::<std::sync::Arc<MembershipCommands>>()
-            .purge(group_id, &metadata)
-            .await
-        {
-            Ok(_) => {}
-            Err(err) => {
+            .clone();
+        let meta = metadata.clone();
+        let purge = tokio::spawn(async move { memberships.purge(group_id, &meta).await });
+        match purge.await {
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => {
                 tracing::warn!(error = %err, group = %group_id, "purging a deleted group's memberships failed; the repair pass will retry")
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, group = %group_id, "the purge task failed; the repair pass will retry")
             }
         }
     }

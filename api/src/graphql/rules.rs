@@ -535,6 +535,8 @@ pub struct RuleQuery;
 #[Object]
 impl RuleQuery {
     /// Checks a rule and shows what it matches now: count, a sample, errors and warnings.
+    /// (It runs the rule over the inventory: charged like a hundred-row page.)
+    #[graphql(complexity = "500 + usize::try_from(first).unwrap_or(0) * child_complexity")]
     async fn preview_rule(
         &self,
         ctx: &Context<'_>,
@@ -612,6 +614,7 @@ impl RuleQuery {
 
     /// Why a device or service is (or is not) in a group: every reason, its entries, and each
     /// condition of the group's rule with whether it held.
+    #[graphql(complexity = "20 + child_complexity")]
     async fn explain_membership(
         &self,
         ctx: &Context<'_>,

@@ -133,7 +133,7 @@ impl Group {
     /// exclusions). EFFECTIVE: its own and every descendant's, each once, with the nearest
     /// group that holds it as `viaGroup`. `source` keeps only members of that source.
     #[graphql(
-        complexity = "i64::from(first.unwrap_or(DEFAULT_PAGE)).max(1) as usize * child_complexity + 1"
+        complexity = "i64::from(first.unwrap_or(DEFAULT_PAGE)).max(1) as usize * child_complexity + if mode == Some(super::members::MembershipMode::Effective) { super::members::EFFECTIVE_COST } else { 1 }"
     )]
     async fn members(
         &self,
@@ -146,7 +146,10 @@ impl Group {
         super::members::page(ctx, self, mode.unwrap_or_default(), source, first, after).await
     }
 
-    /// How many members the group has (EFFECTIVE: distinct over its subtree).
+    /// How many members the group has (EFFECTIVE: distinct over its subtree, which scans it).
+    #[graphql(
+        complexity = "if mode == Some(super::members::MembershipMode::Effective) { super::members::EFFECTIVE_COST } else { 1 }"
+    )]
     async fn member_count(
         &self,
         ctx: &Context<'_>,

@@ -196,6 +196,43 @@ impl Group {
         Ok(())
     }
 
+    /// Under its new parent, the moved subtree's members become effective members of the new
+    /// ancestors: refuse the move if a rule in the subtree reads (through any chain of rules)
+    /// the effective membership of one of them, which would then include its own.
+    async fn check_move_keeps_rules_acyclic(
+        dir: &dyn GroupDirectory,
+        id: Uuid,
+        new_parent_id: Uuid,
+    ) -> Result<(), GroupError> {
+        let moved = dir.subtrees(&[id]).await.map_err(directory_err)?;
+        let refs = dir.rule_refs(&moved).await.map_err(directory_err)?;
+        if refs.is_empty() {
+            return Ok(());
+        }
+        let mut ancestors = std::collections::HashSet::new();
+        let mut cursor = Some(new_parent_id);
+        while let Some(g) = cursor {
+            if !ancestors.insert(g) {
+                break;
+            }
+            cursor = dir
+                .get(g)
+                .await
+                .map_err(directory_err)?
+                .and_then(|e| e.parent_id);
+        }
+        if super::rules_read_effective(dir, &refs, &ancestors)
+            .await
+            .map_err(directory_err)?
+        {
+            return Err(GroupError::RuleInvalid(
+                "moving the group there would make a rule in its subtree read its own membership (a group: cycle)"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
     async fn decide(
         &self,
         command: GroupCommand,
@@ -293,6 +330,7 @@ impl Group {
                 let height = dir.subtree_height(id).await.map_err(directory_err)?;
                 Self::check_placement(dir, new_parent_id, group_type, height, &self.name, Some(id))
                     .await?;
+                Self::check_move_keeps_rules_acyclic(dir, id, new_parent_id).await?;
                 Ok(vec![GroupEvent::GroupMoved {
                     previous_parent_id: current_parent,
                     new_parent_id,
@@ -302,6 +340,10 @@ impl Group {
                 self.require_editable(id)?;
                 if dir.has_children(id).await.map_err(directory_err)? {
                     return Err(GroupError::HasChildren);
+                }
+                let referrers = dir.rule_referrers(id).await.map_err(directory_err)?;
+                if !referrers.is_empty() {
+                    return Err(GroupError::Referenced(referrers));
                 }
                 Ok(vec![GroupEvent::GroupDeleted {}])
             }

@@ -503,3 +503,63 @@ fn group_references_must_exist_match_and_not_form_cycles() {
         .expect_err("refused");
     assert_eq!(err.code(), "RULE_INVALID");
 }
+
+#[test]
+fn a_move_that_would_make_a_rule_read_itself_is_refused() {
+    // Edge's rule reads Core's effective membership: Edge may not move under Core.
+    let dir = InMemoryDirectory::default();
+    dir.insert(id(ROOT), GroupType::Device, None, "Inventory");
+    dir.insert(id(CORE), GroupType::Device, Some(id(ROOT)), "Core");
+    dir.insert(id(ME), GroupType::Device, Some(id(ROOT)), "Edge");
+    dir.set_rule_refs(
+        id(ME),
+        vec![RuleRef {
+            group_id: id(CORE),
+            direct: false,
+        }],
+    );
+    let err = GroupTest::with(Box::new(dir))
+        .given(vec![created("Edge", ROOT)])
+        .when(move_to(CORE))
+        .inspect_result()
+        .expect_err("refused");
+    assert_eq!(err.code(), "RULE_INVALID");
+    // A direct reference does not include the moved subtree: allowed.
+    let dir = InMemoryDirectory::default();
+    dir.insert(id(ROOT), GroupType::Device, None, "Inventory");
+    dir.insert(id(CORE), GroupType::Device, Some(id(ROOT)), "Core");
+    dir.insert(id(ME), GroupType::Device, Some(id(ROOT)), "Edge");
+    dir.set_rule_refs(
+        id(ME),
+        vec![RuleRef {
+            group_id: id(CORE),
+            direct: true,
+        }],
+    );
+    GroupTest::with(Box::new(dir))
+        .given(vec![created("Edge", ROOT)])
+        .when(move_to(CORE))
+        .then_expect_events(vec![GroupEvent::GroupMoved {
+            previous_parent_id: id(ROOT),
+            new_parent_id: id(CORE),
+        }]);
+}
+
+#[test]
+fn a_group_that_rules_refer_to_cannot_be_deleted() {
+    let dir = InMemoryDirectory::default();
+    dir.insert(id(ROOT), GroupType::Device, None, "Inventory");
+    dir.insert(id(CORE), GroupType::Device, Some(id(ROOT)), "Core");
+    dir.insert(id(ME), GroupType::Device, Some(id(ROOT)), "Edge");
+    dir.set_rule_refs(
+        id(CORE),
+        vec![RuleRef {
+            group_id: id(ME),
+            direct: true,
+        }],
+    );
+    GroupTest::with(Box::new(dir))
+        .given(vec![created("Edge", ROOT)])
+        .when(GroupCommand::Delete { id: id(ME) })
+        .then_expect_error(GroupError::Referenced(vec![id(CORE)]));
+}

@@ -37,6 +37,9 @@ pub enum GroupError {
     /// Create was sent to an id that already exists.
     #[error("group {0} already exists")]
     AlreadyExists(Uuid),
+    /// Other groups' rules refer to this group (`group:`); change those rules first.
+    #[error("the rules of these groups refer to it (group:); change them first: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))]
+    Referenced(Vec<Uuid>),
     /// The rule is malformed, refers to groups it may not, or would depend on itself.
     #[error("{0}")]
     RuleInvalid(String),
@@ -59,6 +62,7 @@ impl GroupError {
             GroupError::HasChildren => "HAS_CHILDREN",
             GroupError::AlreadyExists(_) => "ALREADY_EXISTS",
             GroupError::RuleInvalid(_) => "RULE_INVALID",
+            GroupError::Referenced(_) => "REFERENCED",
             GroupError::Directory(_) => "INTERNAL",
         }
     }

@@ -11,7 +11,8 @@ pub use commands::GroupCommand;
 pub use error::GroupError;
 pub use events::GroupEvent;
 pub use services::{
-    rule_reaches, DirectoryEntry, DirectoryError, GroupDirectory, InMemoryDirectory,
+    rule_reaches, rules_read_effective, DirectoryEntry, DirectoryError, GroupDirectory,
+    InMemoryDirectory,
 };
 
 use serde::{Deserialize, Serialize};

@@ -50,6 +50,8 @@ pub trait GroupDirectory: Send + Sync {
     /// The `group:` references of the current rules of `groups` (disabled rules included:
     /// enabling one must not need another check).
     async fn rule_refs(&self, groups: &[Uuid]) -> Result<Vec<RuleRef>, DirectoryError>;
+    /// Live groups whose rule references `id`.
+    async fn rule_referrers(&self, id: Uuid) -> Result<Vec<Uuid>, DirectoryError>;
 
     /// [`get`](Self::get) of `parent` and [`name_taken`](Self::name_taken) under it, which
     /// placing a group needs together; implementations may answer both in one round trip.
@@ -93,6 +95,9 @@ impl<T: GroupDirectory + ?Sized> GroupDirectory for std::sync::Arc<T> {
     }
     async fn rule_refs(&self, groups: &[Uuid]) -> Result<Vec<RuleRef>, DirectoryError> {
         self.as_ref().rule_refs(groups).await
+    }
+    async fn rule_referrers(&self, id: Uuid) -> Result<Vec<Uuid>, DirectoryError> {
+        self.as_ref().rule_referrers(id).await
     }
     async fn placement(
         &self,
@@ -221,6 +226,57 @@ impl GroupDirectory for InMemoryDirectory {
             .copied()
             .collect())
     }
+
+    async fn rule_referrers(&self, id: Uuid) -> Result<Vec<Uuid>, DirectoryError> {
+        let rules = self.rules.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<Uuid> = rules
+            .iter()
+            .filter(|(_, refs)| refs.iter().any(|r| r.group_id == id))
+            .map(|(g, _)| *g)
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+}
+
+/// Whether rules with references `start`, directly or through other groups' rules, read the
+/// effective membership of a group in `targets` (a `group:X` reference with X in `targets`).
+/// Moving a subtree under such a group would make these rules read their own groups.
+pub async fn rules_read_effective(
+    dir: &dyn GroupDirectory,
+    start: &[RuleRef],
+    targets: &std::collections::HashSet<Uuid>,
+) -> Result<bool, DirectoryError> {
+    let mut seen = std::collections::HashSet::new();
+    let mut refs = start.to_vec();
+    for _ in 0..=10_000 {
+        if refs
+            .iter()
+            .any(|r| !r.direct && targets.contains(&r.group_id))
+        {
+            return Ok(true);
+        }
+        let direct: Vec<Uuid> = refs
+            .iter()
+            .filter(|r| r.direct)
+            .map(|r| r.group_id)
+            .collect();
+        let roots: Vec<Uuid> = refs
+            .iter()
+            .filter(|r| !r.direct)
+            .map(|r| r.group_id)
+            .collect();
+        let mut read = direct;
+        if !roots.is_empty() {
+            read.extend(dir.subtrees(&roots).await?);
+        }
+        let fresh: Vec<Uuid> = read.into_iter().filter(|g| seen.insert(*g)).collect();
+        if fresh.is_empty() {
+            return Ok(false);
+        }
+        refs = dir.rule_refs(&fresh).await?;
+    }
+    Ok(false)
 }
 
 /// Whether a rule with references `start` reads, directly or through other groups' rules,

@@ -147,6 +147,12 @@ pub enum MembershipCommand {
     Exclude { member_ids: Vec<String> },
     /// Lift blocks.
     Unexclude { member_ids: Vec<String> },
+    /// Remove the static and rule entries of ids that are no longer live inventory (checked
+    /// under the group's lock, so an entity that came back meanwhile keeps its entries).
+    RemoveGone {
+        member_ids: Vec<String>,
+        cause: Option<String>,
+    },
     /// Remove every entry of a deleted group (ids supplied by the caller from the registry).
     Purge {
         static_ids: Vec<String>,
@@ -399,6 +405,30 @@ impl Membership {
                         member_ids,
                     })
                     .collect())
+            }
+            MembershipCommand::RemoveGone { member_ids, cause } => {
+                let ids = clean_ids(member_ids)?;
+                let member_type = Self::live_group(d, group_id).await?;
+                let gone = d.unknown(member_type, &ids).await.map_err(dir)?;
+                let mut events = Vec::new();
+                for source in [MemberSource::Static, MemberSource::Rule] {
+                    let present = d.present(source.into(), &gone).await.map_err(dir)?;
+                    let ids: Vec<String> = gone
+                        .iter()
+                        .filter(|i| present.contains(*i))
+                        .cloned()
+                        .collect();
+                    events.extend(chunks(ids).into_iter().map(|member_ids| {
+                        MembershipEvent::MembersRemoved {
+                            member_type,
+                            member_ids,
+                            source,
+                            rule_version: None,
+                            cause: cause.clone(),
+                        }
+                    }));
+                }
+                Ok(events)
             }
             MembershipCommand::Purge {
                 static_ids,

@@ -282,3 +282,26 @@ fn the_registry_trigger_reads_these_field_names() {
     assert_eq!(v["MembersAdded"]["member_ids"][0], "x");
     assert_eq!(v["MembersAdded"]["source"], "RULE");
 }
+
+#[test]
+fn remove_gone_keeps_entities_that_came_back() {
+    let dir = device_group();
+    {
+        let mut e = dir.entries.lock().expect("lock");
+        e.insert('S', ["d1".to_string(), "ghost".to_string()].into());
+        e.insert('R', ["ghost".to_string()].into());
+    }
+    let events = TestFramework::<Membership>::with(services(dir))
+        .given_no_previous_events()
+        .when(MembershipCommand::RemoveGone {
+            member_ids: vec!["d1".into(), "ghost".into()],
+            cause: Some("inventory".into()),
+        })
+        .inspect_result()
+        .expect("accepted");
+    // d1 is live again: only the ghost's static and rule entries go.
+    assert_eq!(events.len(), 2);
+    for e in &events {
+        assert_eq!(e.member_ids(), ["ghost".to_string()]);
+    }
+}

@@ -2,18 +2,21 @@
 //!
 //! Effective members are a distinct union over a subtree, computed per request. One keyset
 //! page is answered by whichever of two plans touches fewer rows:
-//! - **per group**: walk the subtree's groups and their `(group_id, member_id)` index ranges,
-//!   then sort; its cost grows with the rows in the subtree, so it serves leaves and small
-//!   subtrees;
+//! - **per group**: for each group of the subtree, the first rows of its `(group_id,
+//!   member_id)` index range after the cursor (a LATERAL probe each), merged; its cost grows
+//!   with the number of groups, so it serves leaves, small subtrees and sparse ones;
 //! - **by member**: walk the `(member_id, group_id)` index in member order and keep rows whose
-//!   group is in the subtree (one closure-key probe each); its cost grows with
-//!   page size / the subtree's share of all rows, so it serves big subtrees.
+//!   group is in the subtree (a set held in memory); its cost grows with
+//!   page size × all rows / the subtree's rows, so it serves big subtrees: the root's first
+//!   page reads about one page of index entries.
 //!
-//! The choice uses the subtree's group count and direct-row count, cached briefly per group
-//! (they steer the plan, never the answer).
+//! The subtree (its groups and their depths) is cached per group and keyed by the group tree
+//! projector's progress, so a cached subtree is never used after the tree changed; the row
+//! counts that steer the choice are refreshed every ten seconds (they steer the plan, never
+//! the answer).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -47,45 +50,97 @@ pub enum Mode {
     Effective,
 }
 
-/// Subtrees with more direct rows than this are paged by member.
-const BY_GROUP_MAX_ROWS: i64 = 20_000;
-/// How long plan statistics are reused.
+/// How long the row counts that choose a plan are reused.
 const STATS_TTL: Duration = Duration::from_secs(10);
+/// Subtrees cached at most.
+const SUBTREE_CACHE: usize = 1024;
 
-type StatsCache = Mutex<HashMap<Uuid, (Instant, i64, i64)>>;
+/// A group's subtree: each descendant (itself included) and its distance.
+struct Subtree {
+    /// `events_processed` of the group-tree projector when read.
+    tree_version: i64,
+    depths: Arc<HashMap<Uuid, i32>>,
+    /// Direct rows in the subtree, and in all groups, when last counted.
+    rows: i64,
+    all_rows: i64,
+    counted_at: Instant,
+}
 
-fn stats_cache() -> &'static StatsCache {
-    static CACHE: std::sync::OnceLock<StatsCache> = std::sync::OnceLock::new();
+type SubtreeCache = Mutex<HashMap<(String, Uuid), Subtree>>;
+
+fn subtree_cache() -> &'static SubtreeCache {
+    static CACHE: std::sync::OnceLock<SubtreeCache> = std::sync::OnceLock::new();
     CACHE.get_or_init(Default::default)
 }
 
-/// (groups in the subtree, direct rows in the subtree).
-async fn subtree_stats(pool: &PgPool, group: Uuid) -> Result<(i64, i64), StoreError> {
-    if let Some((at, groups, rows)) = stats_cache()
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(&group)
-        .copied()
-    {
-        if at.elapsed() < STATS_TTL {
-            return Ok((groups, rows));
-        }
-    }
-    let row = sqlx::query(&format!(
-        "SELECT count(*) AS groups, coalesce(sum(gc.direct_count), 0)::bigint AS rows
-           FROM {T}.group_closure c LEFT JOIN {M}.group_counts gc ON gc.group_id = c.descendant_id
-          WHERE c.ancestor_id = $1"
-    ))
-    .bind(group)
+/// The subtree of `group` with fresh-enough row counts: (depths, subtree rows, all rows).
+async fn subtree(
+    pool: &PgPool,
+    group: Uuid,
+) -> Result<(Arc<HashMap<Uuid, i32>>, i64, i64), StoreError> {
+    // One cache per database (the same group ids exist in every database).
+    let db = pool
+        .connect_options()
+        .get_database()
+        .unwrap_or("")
+        .to_string();
+    let key = (db, group);
+    let tree_version: i64 = sqlx::query_scalar(
+        "SELECT coalesce((SELECT events_processed FROM projection_checkpoints
+                           WHERE name = 'group_tree'), 0)",
+    )
     .fetch_one(pool)
     .await?;
-    let (groups, rows): (i64, i64) = (row.try_get("groups")?, row.try_get("rows")?);
-    let mut cache = stats_cache().lock().unwrap_or_else(|e| e.into_inner());
-    if cache.len() > 10_000 {
+    let cached = {
+        let cache = subtree_cache().lock().unwrap_or_else(|e| e.into_inner());
+        cache.get(&key).and_then(|c| {
+            (c.tree_version == tree_version).then(|| {
+                (
+                    c.depths.clone(),
+                    c.rows,
+                    c.all_rows,
+                    c.counted_at.elapsed() < STATS_TTL,
+                )
+            })
+        })
+    };
+    let depths = match cached {
+        Some((depths, rows, all, true)) => return Ok((depths, rows, all)),
+        Some((depths, ..)) => depths,
+        None => {
+            let rows: Vec<(Uuid, i32)> = sqlx::query_as(&format!(
+                "SELECT descendant_id, depth FROM {T}.group_closure WHERE ancestor_id = $1"
+            ))
+            .bind(group)
+            .fetch_all(pool)
+            .await?;
+            Arc::new(rows.into_iter().collect())
+        }
+    };
+    let ids: Vec<Uuid> = depths.keys().copied().collect();
+    let (rows, all_rows): (i64, i64) = sqlx::query_as(&format!(
+        "SELECT coalesce(sum(direct_count) FILTER (WHERE group_id = ANY($1)), 0)::bigint,
+                coalesce(sum(direct_count), 0)::bigint
+           FROM {M}.group_counts"
+    ))
+    .bind(&ids)
+    .fetch_one(pool)
+    .await?;
+    let mut cache = subtree_cache().lock().unwrap_or_else(|e| e.into_inner());
+    if cache.len() >= SUBTREE_CACHE {
         cache.clear();
     }
-    cache.insert(group, (Instant::now(), groups, rows));
-    Ok((groups, rows))
+    cache.insert(
+        key,
+        Subtree {
+            tree_version,
+            depths: depths.clone(),
+            rows,
+            all_rows,
+            counted_at: Instant::now(),
+        },
+    );
+    Ok((depths, rows, all_rows))
 }
 
 fn source_code(source: Option<char>) -> Option<String> {
@@ -103,7 +158,9 @@ fn member_row(r: &PgRow) -> Result<MemberRow, StoreError> {
 }
 
 /// One page of members after `after` (a member id), at most `limit` rows, in member id order
-/// (bytewise). `source` keeps only rows of that source (`S` or `R`).
+/// (bytewise). `source` keeps only memberships of that source (`S` or `R`): for EFFECTIVE, a
+/// member counts when some group of the subtree holds it with that source, reported through
+/// the nearest such group.
 pub async fn page(
     pool: &PgPool,
     group: Uuid,
@@ -114,40 +171,33 @@ pub async fn page(
 ) -> Result<Vec<MemberRow>, StoreError> {
     let after = after.unwrap_or("");
     let source = source_code(source);
-    let by_group_direct = format!(
-        "SELECT member_id, source, group_id, since FROM {M}.direct
-          WHERE group_id = $1 AND member_id > $2 AND ($3::\"char\" IS NULL OR source = $3::\"char\")
-          ORDER BY member_id LIMIT $4"
-    );
     let sql = match mode {
-        Mode::Direct => by_group_direct,
+        Mode::Direct => format!(
+            "SELECT member_id, source, group_id, since FROM {M}.direct
+              WHERE group_id = $1 AND member_id > $2
+                AND ($3::\"char\" IS NULL OR source = $3::\"char\")
+              ORDER BY member_id LIMIT $4"
+        ),
         Mode::Effective => {
-            let (groups, rows) = subtree_stats(pool, group).await?;
-            if groups <= 1 {
-                by_group_direct
-            } else if rows <= BY_GROUP_MAX_ROWS {
-                format!(
-                    "SELECT DISTINCT ON (d.member_id) d.member_id, d.source, d.group_id, d.since
-                       FROM {T}.group_closure c JOIN {M}.direct d ON d.group_id = c.descendant_id
-                      WHERE c.ancestor_id = $1 AND d.member_id > $2
-                        AND ($3::\"char\" IS NULL OR d.source = $3::\"char\")
-                      ORDER BY d.member_id, c.depth LIMIT $4"
-                )
-            } else {
-                // The scalar subquery is not flattened into a join: each row costs one probe
-                // of the closure's primary key, and the walk stops after the page.
-                format!(
-                    "SELECT DISTINCT ON (member_id) member_id, source, group_id, since FROM (
-                        SELECT d.member_id, d.source, d.group_id, d.since,
-                               (SELECT c.depth FROM {T}.group_closure c
-                                 WHERE c.ancestor_id = $1 AND c.descendant_id = d.group_id) AS depth
-                          FROM {M}.direct d
-                         WHERE d.member_id > $2 AND ($3::\"char\" IS NULL OR d.source = $3::\"char\")
-                         ORDER BY d.member_id) x
-                      WHERE depth IS NOT NULL
-                      ORDER BY member_id, depth LIMIT $4"
-                )
+            let (depths, rows, all_rows) = subtree(pool, group).await?;
+            let groups = depths.len() as i64;
+            // Index entries each plan is expected to read.
+            let per_group = groups * 2 + rows.min(groups * limit);
+            let by_member = (limit + 1) * all_rows.max(1) / rows.max(1);
+            if by_member < per_group {
+                return by_member_page(pool, &depths, source.as_deref(), limit, after).await;
             }
+            format!(
+                "SELECT DISTINCT ON (x.member_id) x.member_id, x.source, x.group_id, x.since
+                   FROM {T}.group_closure c
+                  CROSS JOIN LATERAL (
+                        SELECT d.member_id, d.source, d.group_id, d.since FROM {M}.direct d
+                         WHERE d.group_id = c.descendant_id AND d.member_id > $2
+                           AND ($3::\"char\" IS NULL OR d.source = $3::\"char\")
+                         ORDER BY d.member_id LIMIT $4) x
+                  WHERE c.ancestor_id = $1
+                  ORDER BY x.member_id, c.depth, x.group_id LIMIT $4"
+            )
         }
     };
     let rows = sqlx::query(&sql)
@@ -158,6 +208,63 @@ pub async fn page(
         .fetch_all(pool)
         .await?;
     rows.iter().map(member_row).collect()
+}
+
+/// The by-member plan: reads `direct` in member order in chunks, keeps rows of the subtree,
+/// and for each member the nearest group (then the smallest group id).
+async fn by_member_page(
+    pool: &PgPool,
+    depths: &HashMap<Uuid, i32>,
+    source: Option<&str>,
+    limit: i64,
+    after: &str,
+) -> Result<Vec<MemberRow>, StoreError> {
+    let chunk = (limit * 4).clamp(64, 4096);
+    let mut out: Vec<MemberRow> = Vec::new();
+    let mut best_depth = i32::MAX;
+    let (mut cursor_member, mut cursor_group) = (after.to_string(), Uuid::max());
+    loop {
+        let rows = sqlx::query(&format!(
+            "SELECT member_id, source, group_id, since FROM {M}.direct
+              WHERE (member_id, group_id) > ($1, $2)
+                AND ($3::\"char\" IS NULL OR source = $3::\"char\")
+              ORDER BY member_id, group_id LIMIT $4"
+        ))
+        .bind(&cursor_member)
+        .bind(cursor_group)
+        .bind(source)
+        .bind(chunk)
+        .fetch_all(pool)
+        .await?;
+        let exhausted = (rows.len() as i64) < chunk;
+        for r in &rows {
+            let row = member_row(r)?;
+            cursor_member.clone_from(&row.member_id);
+            cursor_group = row.via_group;
+            let Some(&depth) = depths.get(&row.via_group) else {
+                continue;
+            };
+            match out.last_mut() {
+                Some(last) if last.member_id == row.member_id => {
+                    if depth < best_depth {
+                        best_depth = depth;
+                        *last = row;
+                    }
+                }
+                _ => {
+                    if out.len() as i64 == limit {
+                        // The page is complete: its last member has no rows left.
+                        return Ok(out);
+                    }
+                    best_depth = depth;
+                    out.push(row);
+                }
+            }
+        }
+        if exhausted {
+            return Ok(out);
+        }
+    }
 }
 
 /// How many members a group has.

@@ -4,6 +4,7 @@
 //! private PostgreSQL with default durability in a temporary directory.
 mod catch_up;
 mod commands;
+mod membership;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -29,6 +30,36 @@ pub struct BenchArgs {
     /// Requests for the latency measurements.
     #[arg(long, default_value_t = 2000)]
     pub requests: usize,
+    /// Suites to run (repeatable or comma-separated): commands, log, membership.
+    #[arg(long, value_delimiter = ',', default_values_t = Suite::ALL)]
+    pub suite: Vec<Suite>,
+    #[command(flatten)]
+    pub membership: membership::MembershipArgs,
+}
+
+/// A group of benchmarks that `--suite` selects.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Suite {
+    /// Group commands through the executor (issue 2, a).
+    Commands,
+    /// Projector catch-up and the tree query (issue 2, b and c).
+    Log,
+    /// Memberships, rules and inventory changes (issue 3).
+    Membership,
+}
+
+impl Suite {
+    const ALL: [Suite; 3] = [Suite::Commands, Suite::Log, Suite::Membership];
+}
+
+impl std::fmt::Display for Suite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Suite::Commands => "commands",
+            Suite::Log => "log",
+            Suite::Membership => "membership",
+        })
+    }
 }
 
 pub(super) async fn command(
@@ -154,14 +185,28 @@ where
 pub async fn run(args: BenchArgs) -> Result<(), BoxError> {
     let server = server().await?;
     let mut rows = Vec::new();
-    let (cmd_db, cmd_url) = fresh_db(&server, "cmd").await?;
-    let result = commands::bench_commands(&cmd_url, args.seconds, &mut rows).await;
-    drop_db(&server, &cmd_db).await;
-    result?;
-    let (log_db, log_url) = fresh_db(&server, "log").await?;
-    let result = catch_up::bench_log(&log_url, &args, &mut rows).await;
-    drop_db(&server, &log_db).await;
-    result?;
+    if args.suite.contains(&Suite::Commands) {
+        let (cmd_db, cmd_url) = fresh_db(&server, "cmd").await?;
+        let result = commands::bench_commands(&cmd_url, args.seconds, &mut rows).await;
+        drop_db(&server, &cmd_db).await;
+        result?;
+    }
+    if args.suite.contains(&Suite::Log) {
+        let (log_db, log_url) = fresh_db(&server, "log").await?;
+        let result = catch_up::bench_log(&log_url, &args, &mut rows).await;
+        drop_db(&server, &log_db).await;
+        result?;
+    }
+    if args.suite.contains(&Suite::Membership) {
+        let (db, url) = fresh_db(&server, "members").await?;
+        let result = membership::bench_membership(&url, &args.membership, &mut rows).await;
+        if args.membership.keep_database {
+            eprintln!("bench: membership: database {db} kept");
+        } else {
+            drop_db(&server, &db).await;
+        }
+        result?;
+    }
     if let Some((pg, dir)) = server.embedded {
         pg.stop().await?;
         let _ = std::fs::remove_dir_all(dir);
@@ -169,9 +214,15 @@ pub async fn run(args: BenchArgs) -> Result<(), BoxError> {
     println!("| benchmark | corral | baseline | baseline value | ratio | target |");
     println!("|---|---:|---|---:|---:|---|");
     for r in rows {
+        // A figure without a baseline has no ratio.
+        let ratio = if r.ratio.is_finite() {
+            format!("{:.2}", r.ratio)
+        } else {
+            "-".into()
+        };
         println!(
-            "| {} | {} | {} | {} | {:.2} | {} |",
-            r.name, r.corral, r.baseline_name, r.baseline, r.ratio, r.target
+            "| {} | {} | {} | {} | {} | {} |",
+            r.name, r.corral, r.baseline_name, r.baseline, ratio, r.target
         );
     }
     Ok(())

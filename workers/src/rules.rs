@@ -580,16 +580,24 @@ impl RuleWorker {
             sqlx::query_scalar("SELECT pg_snapshot_xmin(pg_current_snapshot())::text")
                 .fetch_one(&mut *conn)
                 .await?;
+        // The cursor is read first and bound: as a join filter it would make every step
+        // scan the whole table.
+        let (cur_tx, cur_seq): (String, i64) = sqlx::query_as(
+            "SELECT changed_tx::text, change_seq FROM inventory_cursors WHERE name = $1",
+        )
+        .bind(table)
+        .fetch_one(&mut *conn)
+        .await?;
         let rows = sqlx::query(&format!(
             "SELECT {columns}, {alias}.changed_fields, {alias}.changed_tx::text AS ctx,
                     {alias}.change_seq, {alias}.removed_at IS NOT NULL AS removed
-               FROM {table} {alias}, inventory_cursors cur
-              WHERE cur.name = $1
-                AND ({alias}.changed_tx, {alias}.change_seq) > (cur.changed_tx, cur.change_seq)
-                AND {alias}.changed_tx < $2::text::xid8
-              ORDER BY {alias}.changed_tx, {alias}.change_seq LIMIT $3"
+               FROM {table} {alias}
+              WHERE ({alias}.changed_tx, {alias}.change_seq) > ($1::text::xid8, $2)
+                AND {alias}.changed_tx < $3::text::xid8
+              ORDER BY {alias}.changed_tx, {alias}.change_seq LIMIT $4"
         ))
-        .bind(table)
+        .bind(&cur_tx)
+        .bind(cur_seq)
         .bind(&horizon)
         .bind(self.config.batch)
         .fetch_all(&mut *conn)

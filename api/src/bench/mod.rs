@@ -215,10 +215,12 @@ pub async fn run(args: BenchArgs) -> Result<(), BoxError> {
     println!("|---|---:|---|---:|---:|---|");
     for r in rows {
         // A figure without a baseline has no ratio.
-        let ratio = if r.ratio.is_finite() {
-            format!("{:.2}", r.ratio)
-        } else {
+        let ratio = if !r.ratio.is_finite() {
             "-".into()
+        } else if r.ratio < 0.01 {
+            format!("{:.4}", r.ratio)
+        } else {
+            format!("{:.2}", r.ratio)
         };
         println!(
             "| {} | {} | {} | {} | {} | {} |",

@@ -123,8 +123,8 @@ impl Projection for MembershipProjection {
                 add_entries(conn, s, group, kind, &ids, event.recorded_at).await?;
             } else {
                 sqlx::query(&format!(
-                    "DELETE FROM {s}.entries
-                      WHERE group_id = $1 AND kind = $2::\"char\" AND member_id = ANY($3)"
+                    "DELETE FROM {s}.entries e USING unnest($3::text[]) AS x(id)
+                      WHERE e.group_id = $1 AND e.kind = $2::\"char\" AND e.member_id = x.id"
                 ))
                 .bind(group)
                 .bind(kind)
@@ -172,7 +172,8 @@ async fn resolve(
     ids: &[String],
 ) -> Result<(), StoreError> {
     let removed = sqlx::query(&format!(
-        "DELETE FROM {s}.direct WHERE group_id = $1 AND member_id = ANY($2)"
+        "DELETE FROM {s}.direct d USING unnest($2::text[]) AS x(id)
+          WHERE d.group_id = $1 AND d.member_id = x.id"
     ))
     .bind(group)
     .bind(ids)
@@ -181,12 +182,12 @@ async fn resolve(
     .rows_affected() as i64;
     let added = sqlx::query(&format!(
         "INSERT INTO {s}.direct (group_id, member_id, source, since)
-         SELECT $1, member_id,
+         SELECT $1, e.member_id,
                 CASE WHEN bool_or(kind = 'S') THEN 'S' ELSE 'R' END::\"char\",
                 coalesce(min(since) FILTER (WHERE kind = 'S'), min(since))
-           FROM {s}.entries
-          WHERE group_id = $1 AND member_id = ANY($2)
-          GROUP BY member_id
+           FROM unnest($2::text[]) AS x(id)
+           JOIN {s}.entries e ON e.group_id = $1 AND e.member_id = x.id
+          GROUP BY e.member_id
          HAVING NOT bool_or(kind = 'X')"
     ))
     .bind(group)

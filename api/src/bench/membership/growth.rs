@@ -75,7 +75,11 @@ pub(super) async fn bench(
             eprintln!(
                 "bench: membership: growth group filled to {next} members in {:.1} s{}",
                 started.elapsed().as_secs_f64(),
-                if cut { " (fill budget spent: stopped short of the target)" } else { "" }
+                if cut {
+                    " (fill budget spent: stopped short of the target)"
+                } else {
+                    ""
+                }
             );
             // The projector's catch-up, and autovacuum after the bulk insert, would otherwise
             // share the two cores with the measured commands.
@@ -111,7 +115,10 @@ pub(super) async fn bench(
                 name: format!(
                     "AddMembers of {MEASURED_IDS} ids, group at {size} members{}, p50 of {} (ms)",
                     if cut {
-                        format!(" (filling stopped after {} s, target {target})", FILL_BUDGET.as_secs())
+                        format!(
+                            " (filling stopped after {} s, target {target})",
+                            FILL_BUDGET.as_secs()
+                        )
                     } else {
                         String::new()
                     },

@@ -16,7 +16,9 @@ use tokio::process::{Child, ChildStdout, Command};
 
 const NOT_FOUND: &str = "PostgreSQL server binaries (initdb, postgres) were not found; install \
 them (Debian/Ubuntu: `apt-get install postgresql`) or set DATABASE_URL to an existing server";
-const INITDB_ARGS: &str = "-U postgres --auth=trust -E UTF8 --no-locale";
+// C.UTF-8: byte order for sorting (keyset cursors), Unicode case folding for ILIKE and lower(),
+// as rules evaluated in memory fold case (docs/rules.md).
+const INITDB_ARGS: &str = "-U postgres --auth=trust -E UTF8 --locale=C.UTF-8";
 const FAST: &str = "--fsync=off --synchronous_commit=off --full_page_writes=off";
 const LOG: &str = "corral-postgres.log"; // also named in WRAPPER
 static COUNTER: AtomicU32 = AtomicU32::new(0);

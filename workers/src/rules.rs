@@ -24,14 +24,14 @@ use corral_domain::group::GroupType;
 use corral_domain::inventory::{Device, Service};
 use corral_domain::membership::{MemberSource, MembershipCommand, MembershipError};
 use corral_domain::metadata::{EventMetadata, Source};
-use corral_domain::rule::{self, Entity, EvalContext, Memberships, Rule};
+use corral_domain::rule::{self, Entity, EvalContext, Rule};
 use corral_projections::executor::ExecError;
 use corral_projections::inventory::{
     self as inv, device_row, rule_arguments, service_row, DEVICE_COLUMNS, DEVICE_FROM,
     SERVICE_COLUMNS, SERVICE_FROM,
 };
 use corral_projections::log::parse_xid;
-use corral_projections::membership::read::{groups_of, Mode};
+use corral_projections::membership::read::{group_sets, GroupSets};
 use corral_projections::membership::MembershipCommands;
 use corral_projections::StoreError;
 use serde_json::Value;
@@ -144,16 +144,6 @@ fn entity_table(kind: GroupType) -> (&'static str, &'static str, &'static str) {
     match kind {
         GroupType::Device => (DEVICE_FROM, "d", "devices"),
         GroupType::Service => (SERVICE_FROM, "s", "services"),
-    }
-}
-
-/// Group memberships preloaded for the entities of one incremental step.
-#[derive(Default)]
-struct Preloaded(HashSet<(Uuid, bool, String)>);
-
-impl Memberships for Preloaded {
-    fn contains(&self, group: Uuid, direct: bool, member_id: &str) -> bool {
-        self.0.contains(&(group, direct, member_id.to_string()))
     }
 }
 
@@ -763,9 +753,9 @@ impl RuleWorker {
         let ids: Vec<String> = entities.iter().map(|e| e.1.to_string()).collect();
         let needs_groups = rules.iter().any(|r| r.cached.moves);
         let preloaded = if needs_groups {
-            self.preload(&ids).await?
+            group_sets(&self.pool, &ids).await?
         } else {
-            Preloaded::default()
+            GroupSets::default()
         };
         // Current rule entries of these entities, in every group (removed entities leave
         // groups whose rules are disabled too).
@@ -863,18 +853,6 @@ impl RuleWorker {
             .await?;
         }
         Ok(())
-    }
-
-    async fn preload(&self, ids: &[String]) -> Result<Preloaded, RuleWorkerError> {
-        let mut set = HashSet::new();
-        for (mode, direct) in [(Mode::Direct, true), (Mode::Effective, false)] {
-            for (member, belongings) in groups_of(&self.pool, ids, mode).await? {
-                for b in belongings {
-                    set.insert((b.group_id, direct, member.clone()));
-                }
-            }
-        }
-        Ok(Preloaded(set))
     }
 }
 
@@ -1051,7 +1029,7 @@ fn decide(
     rules: &[&Active],
     entities: &[(Entity<'_>, &str, Option<&Vec<String>>, bool)],
     current: &HashSet<(Uuid, String)>,
-    groups: &Preloaded,
+    groups: &GroupSets,
 ) -> (HashMap<Uuid, Vec<String>>, HashMap<Uuid, Vec<String>>) {
     let ctx = EvalContext {
         now: Utc::now(),

@@ -138,7 +138,7 @@ fn metadata_object(
     }
 }
 
-fn expected(v: Option<i64>) -> std::result::Result<Option<u64>, UserError> {
+pub(crate) fn expected(v: Option<i64>) -> std::result::Result<Option<u64>, UserError> {
     match v {
         Some(n) if n < 0 => Err(UserError::new(
             Some("expectedVersion"),

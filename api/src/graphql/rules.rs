@@ -8,7 +8,7 @@ use async_graphql::{Context, Enum, InputObject, Json, Object, Result, SimpleObje
 use chrono::{DateTime, Utc};
 use corral_domain::group::{GroupCommand, GroupType as DomainGroupType, RuleRef};
 use corral_domain::membership::{MemberSource, MembershipCommand};
-use corral_domain::rule::{self, Entity, EvalContext, GroupTarget, Memberships, Parsed, Rule};
+use corral_domain::rule::{self, Entity, EvalContext, GroupTarget, Parsed, Rule};
 use corral_projections::group_tree::read as tree;
 use corral_projections::inventory as inv;
 use corral_projections::membership::read::{self as members, Mode};
@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use super::errors::{coded, internal, UserError};
 use super::membership::MembershipPayload;
-use super::mutation::{group_payload, run as run_group, GroupPayload};
+use super::mutation::{expected, group_payload, run as run_group, GroupPayload};
 use super::types::{parse_id, Group, GroupType};
 use crate::metrics::Metrics;
 
@@ -263,15 +263,9 @@ impl RuleMutation {
             Ok(id) => id,
             Err(e) => return fail(e),
         };
-        let expected_version = match input.expected_version {
-            Some(v) if v < 0 => {
-                return fail(UserError::new(
-                    Some("expectedVersion"),
-                    "INVALID",
-                    "expectedVersion must not be negative",
-                ))
-            }
-            v => v.map(|v| v as u64),
+        let expected_version = match expected(input.expected_version) {
+            Ok(v) => v,
+            Err(e) => return fail(e),
         };
         let pool = ctx.data_unchecked::<PgPool>();
         let Some(kind) = group_type(pool, id).await? else {
@@ -324,15 +318,9 @@ impl RuleMutation {
             Ok(id) => id,
             Err(e) => return Ok(GroupPayload::from_error(e)),
         };
-        let expected_version = match input.expected_version {
-            Some(v) if v < 0 => {
-                return Ok(GroupPayload::from_error(UserError::new(
-                    Some("expectedVersion"),
-                    "INVALID",
-                    "expectedVersion must not be negative",
-                )))
-            }
-            v => v.map(|v| v as u64),
+        let expected_version = match expected(input.expected_version) {
+            Ok(v) => v,
+            Err(e) => return Ok(GroupPayload::from_error(e)),
         };
         let outcome = run_group(
             ctx,
@@ -519,15 +507,6 @@ pub struct MembershipExplanation {
     pub clauses: Vec<ClauseMatch>,
 }
 
-/// Group memberships read from the read model, for explaining `group:` conditions.
-struct Loaded(std::collections::HashSet<(Uuid, bool)>);
-
-impl Memberships for Loaded {
-    fn contains(&self, group: Uuid, direct: bool, _member_id: &str) -> bool {
-        self.0.contains(&(group, direct))
-    }
-}
-
 /// Rule queries (part of the `Query` root).
 #[derive(Default)]
 pub struct RuleQuery;
@@ -694,18 +673,9 @@ impl RuleQuery {
             (DomainGroupType::Service, _, Some(s)) => Entity::Service(s, host.as_ref()),
             _ => return Ok(out),
         };
-        let mut set = std::collections::HashSet::new();
-        for (mode, direct) in [(Mode::Direct, true), (Mode::Effective, false)] {
-            for b in members::groups_of(pool, std::slice::from_ref(&member_id), mode)
-                .await
-                .map_err(internal)?
-                .remove(&member_id)
-                .unwrap_or_default()
-            {
-                set.insert((b.group_id, direct));
-            }
-        }
-        let loaded = Loaded(set);
+        let loaded = members::group_sets(pool, std::slice::from_ref(&member_id))
+            .await
+            .map_err(internal)?;
         let ctx = EvalContext {
             now: Utc::now(),
             groups: &loaded,

@@ -363,3 +363,29 @@ pub async fn entries(
     let has = |c: u8| kinds.iter().any(|k| *k as u8 == c);
     Ok((has(b'S'), has(b'R'), has(b'X')))
 }
+
+/// The group memberships of some entities, direct and effective, for evaluating `group:`
+/// conditions of rules in memory.
+#[derive(Debug, Default)]
+pub struct GroupSets(HashMap<String, std::collections::HashSet<(Uuid, bool)>>);
+
+impl corral_domain::rule::Memberships for GroupSets {
+    fn contains(&self, group: Uuid, direct: bool, member_id: &str) -> bool {
+        self.0
+            .get(member_id)
+            .is_some_and(|set| set.contains(&(group, direct)))
+    }
+}
+
+/// Loads [`GroupSets`] for `members` (two queries).
+pub async fn group_sets(pool: &PgPool, members: &[String]) -> Result<GroupSets, StoreError> {
+    let mut sets: HashMap<String, std::collections::HashSet<(Uuid, bool)>> = HashMap::new();
+    for (mode, direct) in [(Mode::Direct, true), (Mode::Effective, false)] {
+        for (member, belongings) in groups_of(pool, members, mode).await? {
+            sets.entry(member)
+                .or_default()
+                .extend(belongings.into_iter().map(|b| (b.group_id, direct)));
+        }
+    }
+    Ok(GroupSets(sets))
+}

@@ -3,6 +3,7 @@
 
 use async_graphql::{ErrorExtensions, SimpleObject};
 use corral_domain::group::GroupError;
+use corral_domain::membership::MembershipError;
 use corral_projections::executor::ExecError;
 
 /// An expected failure, returned in a payload.
@@ -38,10 +39,44 @@ pub fn internal(err: impl std::fmt::Display) -> async_graphql::Error {
     coded("INTERNAL", "internal error")
 }
 
+/// A refusal from an aggregate: its stable code and field, or an internal failure.
+pub trait Refusal: std::error::Error {
+    /// The userError code.
+    fn code(&self) -> &'static str;
+    /// The input field at fault.
+    fn field(&self) -> Option<&'static str>;
+    /// The failure is not the caller's (a directory could not be read).
+    fn internal(&self) -> bool;
+}
+
+impl Refusal for GroupError {
+    fn code(&self) -> &'static str {
+        GroupError::code(self)
+    }
+    fn field(&self) -> Option<&'static str> {
+        GroupError::field(self)
+    }
+    fn internal(&self) -> bool {
+        matches!(self, GroupError::Directory(_))
+    }
+}
+
+impl Refusal for MembershipError {
+    fn code(&self) -> &'static str {
+        MembershipError::code(self)
+    }
+    fn field(&self) -> Option<&'static str> {
+        MembershipError::field(self)
+    }
+    fn internal(&self) -> bool {
+        matches!(self, MembershipError::Directory(_))
+    }
+}
+
 /// Splits an executor error into a userError or an internal error.
-pub fn from_exec(err: ExecError<GroupError>) -> Result<UserError, async_graphql::Error> {
+pub fn from_exec<E: Refusal>(err: ExecError<E>) -> Result<UserError, async_graphql::Error> {
     match err {
-        ExecError::Domain(GroupError::Directory(e)) => Err(internal(e)),
+        ExecError::Domain(e) if e.internal() => Err(internal(e)),
         ExecError::Domain(e) => Ok(UserError::new(e.field(), e.code(), e.to_string())),
         ExecError::VersionConflict { expected, actual } => Ok(UserError::new(
             Some("expectedVersion"),

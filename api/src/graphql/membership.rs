@@ -3,14 +3,14 @@
 use std::sync::Arc;
 
 use async_graphql::{Context, InputObject, Object, Result, SimpleObject, ID};
-use corral_domain::membership::{MemberSource, MembershipCommand, MembershipError};
-use corral_projections::executor::{Committed, ExecError};
+use corral_domain::membership::{MemberSource, MembershipCommand};
+use corral_projections::executor::Committed;
 use corral_projections::membership::{MembershipCommands, MEMBERSHIP};
 use corral_projections::sequencer::SEQUENCER;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::errors::{internal, UserError};
+use super::errors::{from_exec, internal, UserError};
 use super::mutation::{event_metadata, settle};
 use super::scalars::Position;
 use super::types::{parse_id, Group};
@@ -50,20 +50,6 @@ pub struct GroupMembersInput {
     pub member_ids: Vec<String>,
     /// Why (kept in the audit trail).
     pub reason: Option<String>,
-}
-
-/// Splits a membership executor error into a userError or an internal error.
-fn from_exec(err: ExecError<MembershipError>) -> Result<UserError> {
-    match err {
-        ExecError::Domain(MembershipError::Directory(e)) => Err(internal(e)),
-        ExecError::Domain(e) => Ok(UserError::new(e.field(), e.code(), e.to_string())),
-        ExecError::VersionConflict { expected, actual } => Ok(UserError::new(
-            None,
-            "VERSION_CONFLICT",
-            format!("expected version {expected}, but the current version is {actual}"),
-        )),
-        ExecError::Store(e) => Err(internal(e)),
-    }
 }
 
 /// How many ids the events of a commit carry.

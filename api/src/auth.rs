@@ -24,7 +24,7 @@ pub struct Actor {
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
     /// The role is not one of [`ROLES`].
-    #[error("unknown role {0:?}; expected one of admin, operator, viewer")]
+    #[error("unknown role {0:?}; expected one of admin, operator, viewer, auditor")]
     UnknownRole(String),
     /// The subject is empty or too long.
     #[error("subject must be 1-128 characters without control characters")]

@@ -22,6 +22,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/graphql", get(graphiql).post(graphql))
         .route("/graphql/ws", get(graphql_ws))
+        .route("/audit/export", get(audit_export))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -167,6 +168,75 @@ async fn graphql_ws(
         })
 }
 
+/// `GET /audit/export?from=T&to=T[&group=ID&includeDescendants=true][&actor=..]
+/// [&correlationId=..][&eventTypes=A,B][&aggregateTypes=A,B]&format=ndjson|csv`: the audit
+/// log streamed as it is read (auditors and admins, like `auditLog`).
+async fn audit_export(
+    State(state): State<AppState>,
+    axum::extract::Query(params): axum::extract::Query<std::collections::HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let actor = match actor_from_token(&state, authorization, None).await {
+        Ok(a) => a,
+        Err(response) => return response,
+    };
+    if !crate::policy::allowed(&state.enforcer, &actor.role, "Audit.export") {
+        return (
+            StatusCode::FORBIDDEN,
+            Json(serde_json::json!({ "errors": [{ "message": "not allowed to export the audit log", "extensions": { "code": "FORBIDDEN" } }] })),
+        )
+            .into_response();
+    }
+    let request = match crate::audit::ExportRequest::from_params(&params) {
+        Ok(r) => r,
+        Err(message) => return (StatusCode::BAD_REQUEST, message).into_response(),
+    };
+    let filter = match request.filter.resolve(&state.pool).await {
+        Ok(Ok(f)) => f,
+        Ok(Err(e)) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("{}: {}", e.field, e.message),
+            )
+                .into_response()
+        }
+        Err(err) => {
+            tracing::error!(error = %err, "audit export failed");
+            return StatusCode::SERVICE_UNAVAILABLE.into_response();
+        }
+    };
+    let format = request.format;
+    let body = futures::StreamExt::map(
+        crate::audit::export(state.pool.clone(), filter, format),
+        |chunk| match chunk {
+            Ok(c) => Ok(axum::body::Bytes::from(c.text)),
+            Err(err) => {
+                // The client sees a truncated transfer (no final chunk), never a silent end.
+                tracing::error!(error = %err, "audit export failed mid-stream");
+                Err(std::io::Error::other(err.to_string()))
+            }
+        },
+    );
+    let extension = match format {
+        crate::audit::ExportFormat::Ndjson => "ndjson",
+        crate::audit::ExportFormat::Csv => "csv",
+    };
+    (
+        [
+            (header::CONTENT_TYPE, format.content_type().to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"corral-audit.{extension}\""),
+            ),
+        ],
+        axum::body::Body::from_stream(body),
+    )
+        .into_response()
+}
+
 async fn healthz() -> &'static str {
     "ok"
 }
@@ -192,9 +262,14 @@ async fn metrics(State(state): State<AppState>) -> Response {
             tracing::warn!(error = %err, "could not read projector status for /metrics");
             vec![]
         });
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(&projectors),
-    )
-        .into_response()
+    // From the database, so it is right whichever process publishes.
+    let publish_lag = corral_workers::publisher::lag(&state.pool)
+        .await
+        .unwrap_or_else(|err| {
+            tracing::warn!(error = %err, "could not read the NATS publisher's lag for /metrics");
+            vec![]
+        });
+    let mut body = state.metrics.render(&projectors);
+    body.push_str(&corral_workers::publisher::render_lag(&publish_lag));
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }

@@ -1,6 +1,7 @@
 //! Corral's API: GraphQL over axum, bearer-token auth, casbin policies, and the `corral`
 //! binary's building blocks.
 
+pub mod audit;
 pub mod auth;
 pub mod embedded_pg;
 pub mod graphql;

@@ -9,6 +9,7 @@ use corral_api::runtime::{self, BoxError};
 use corral_api::state::{ApiConfig, AppState};
 use corral_projections::rebuild;
 
+mod audit_cli;
 mod bench;
 mod import;
 
@@ -47,6 +48,16 @@ enum Command {
     },
     /// Print the GraphQL schema (SDL).
     Schema,
+    /// Generated documentation.
+    Docs {
+        #[command(subcommand)]
+        command: DocsCommand,
+    },
+    /// Export the audit log or verify its hash chain.
+    Audit {
+        #[command(subcommand)]
+        command: audit_cli::AuditCommand,
+    },
     /// Run the benchmarks and print a table beside same-run baselines.
     Bench(bench::BenchArgs),
     /// Import inventory from NDJSON (one device or service input object per line).
@@ -65,9 +76,23 @@ enum TokenCommand {
         /// Who the token is for.
         #[arg(long)]
         subject: String,
-        /// admin, operator or viewer.
+        /// admin, operator, viewer or auditor.
         #[arg(long)]
         role: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum DocsCommand {
+    /// The event reference of docs/events.md (JSON Schemas and examples from the Rust types):
+    /// prints it, or with --write rewrites that section of the file in place.
+    Events {
+        /// Rewrite the generated section of --file instead of printing it.
+        #[arg(long)]
+        write: bool,
+        /// The file --write rewrites.
+        #[arg(long, default_value = "docs/events.md")]
+        file: std::path::PathBuf,
     },
 }
 
@@ -80,6 +105,26 @@ enum ProjectionCommand {
         /// Projection name (see `corral projections status`).
         name: String,
     },
+}
+
+/// `corral docs events`: prints the generated event reference, or rewrites it in `file`.
+fn events_doc(write: bool, file: &std::path::Path) -> Result<(), BoxError> {
+    use corral_domain::catalog;
+    if !write {
+        print!("{}", catalog::events_markdown());
+        return Ok(());
+    }
+    let doc = std::fs::read_to_string(file)
+        .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    let updated = catalog::regenerate(&doc).map_err(|e| format!("{}: {e}", file.display()))?;
+    if updated == doc {
+        println!("{} is up to date", file.display());
+    } else {
+        std::fs::write(file, updated)
+            .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+        println!("rewrote the generated section of {}", file.display());
+    }
+    Ok(())
 }
 
 fn init_tracing() {
@@ -107,6 +152,12 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
     if let Command::Schema = cli.command {
         print!("{}", corral_api::graphql::sdl());
         return Ok(());
+    }
+    if let Command::Docs {
+        command: DocsCommand::Events { write, file },
+    } = &cli.command
+    {
+        return events_doc(*write, file);
     }
     if let Command::Bench(args) = cli.command {
         return bench::run(args).await;
@@ -146,7 +197,14 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
         Command::Serve { no_workers } => serve(pool, lock_pool, !no_workers).await?,
         Command::Work => work(pool).await?,
         Command::Import { kind, file } => import::run(&pool, kind, &file).await?,
-        Command::Schema | Command::Bench(_) => {}
+        Command::Audit { command } => {
+            let outcome = audit_cli::run(&pool, command).await;
+            if let Some(embedded) = database.embedded {
+                embedded.stop().await?;
+            }
+            return outcome?.map_err(Into::into);
+        }
+        Command::Schema | Command::Bench(_) | Command::Docs { .. } => {}
     }
     if let Some(embedded) = database.embedded {
         embedded.stop().await?;
@@ -215,7 +273,7 @@ async fn shutdown_signal() {
 fn announce_nats() {
     match std::env::var("NATS_URL") {
         Ok(url) if !url.trim().is_empty() => {
-            tracing::info!(nats.url = %url, "NATS_URL is set: the NATS inventory feed runs with the workers; publishing to NATS is not implemented yet")
+            tracing::info!(nats.url = %url, "NATS_URL is set: the NATS inventory feed and the event publisher run with the workers")
         }
         _ => tracing::info!("NATS_URL is not set: NATS inventory feed and publishing are off"),
     }
@@ -252,6 +310,28 @@ impl InventoryFeed {
             let _ = feed.task.await;
         }
     }
+}
+
+/// The NATS publisher of the event log, running when `NATS_URL` is set (settings from
+/// `CORRAL_EVENTS_*`).
+fn start_publisher(
+    pool: &sqlx::PgPool,
+    stats: std::sync::Arc<corral_workers::publisher::PublisherStats>,
+) -> Result<Option<corral_workers::publisher::Publisher>, BoxError> {
+    let Some(url) = std::env::var("NATS_URL")
+        .ok()
+        .filter(|u| !u.trim().is_empty())
+    else {
+        return Ok(None);
+    };
+    let config = corral_workers::publisher::PublisherConfig::from_env()?;
+    tracing::info!(nats.stream = %config.stream, nats.subject_prefix = %config.subject_prefix, "publishing the event log to NATS");
+    Ok(Some(corral_workers::publisher::spawn(
+        pool.clone(),
+        url,
+        config,
+        stats,
+    )))
 }
 
 /// The rule evaluator's settings from `CORRAL_RULE_*`.
@@ -328,6 +408,11 @@ async fn serve(
     } else {
         None
     };
+    let publisher = if run_workers {
+        start_publisher(&state.pool, state.metrics.publisher.clone())?
+    } else {
+        None
+    };
     runtime::ensure_roots(&state.groups).await?;
     runtime::ensure_predefined_groups(&state.pool, &state.groups).await?;
     let listener = tokio::net::TcpListener::bind(listen)
@@ -341,6 +426,9 @@ async fn serve(
     .with_graceful_shutdown(shutdown_signal())
     .await?;
     InventoryFeed::stop(feed).await;
+    if let Some(publisher) = publisher {
+        publisher.shutdown().await;
+    }
     background.shutdown().await;
     Ok(())
 }
@@ -348,6 +436,7 @@ async fn serve(
 async fn work(pool: sqlx::PgPool) -> Result<(), BoxError> {
     announce_nats();
     let feed = InventoryFeed::start(&pool, std::sync::Arc::default());
+    let publisher = start_publisher(&pool, std::sync::Arc::default())?;
     let background = corral_workers::start_with(
         pool,
         true,
@@ -358,6 +447,9 @@ async fn work(pool: sqlx::PgPool) -> Result<(), BoxError> {
     tracing::info!("corral work: projectors running");
     shutdown_signal().await;
     InventoryFeed::stop(feed).await;
+    if let Some(publisher) = publisher {
+        publisher.shutdown().await;
+    }
     background.shutdown().await;
     Ok(())
 }

@@ -14,7 +14,26 @@ use casbin::{CoreApi, DefaultModel, Enforcer, StringAdapter};
 use crate::auth::Actor;
 
 /// The roles tokens may carry.
-pub const ROLES: [&str; 3] = ["admin", "operator", "viewer"];
+pub const ROLES: [&str; 4] = ["admin", "operator", "viewer", "auditor"];
+
+/// Fields that read the audit trail. The policy names them `Audit.<field>` wherever they sit
+/// (a root field or `Group.history`), so that `Query.*` (viewers) does not reach them.
+const AUDIT_FIELDS: [(&str, &str); 4] = [
+    ("Query", "auditLog"),
+    ("Query", "auditChainHead"),
+    ("Group", "history"),
+    ("Subscription", "events"),
+];
+
+/// The policy object of field `name` of type `parent`: `Audit.<name>` for the audit fields,
+/// `<parent>.<name>` otherwise.
+pub fn object_of(parent: &str, name: &str) -> String {
+    if AUDIT_FIELDS.contains(&(parent, name)) {
+        format!("Audit.{name}")
+    } else {
+        format!("{parent}.{name}")
+    }
+}
 
 const MODEL: &str = include_str!("../policy/model.conf");
 const POLICY: &str = include_str!("../policy/policy.csv");
@@ -50,9 +69,13 @@ impl Extension for AuthorizationExtension {
         info: ResolveInfo<'_>,
         next: NextResolve<'_>,
     ) -> ServerResult<Option<Value>> {
-        // Every top-level field is checked, whatever its root type is called.
-        if info.path_node.parent.is_none() && !info.name.starts_with("__") {
-            let object = format!("{}.{}", info.parent_type, info.name);
+        // Every top-level field is checked, whatever its root type is called, and the audit
+        // fields wherever they are.
+        let top = info.path_node.parent.is_none();
+        if (top && !info.name.starts_with("__"))
+            || AUDIT_FIELDS.contains(&(info.parent_type, info.name))
+        {
+            let object = object_of(info.parent_type, info.name);
             let permitted = match (ctx.data::<Arc<Enforcer>>(), ctx.data::<Actor>()) {
                 (Ok(enforcer), Ok(actor)) => allowed(enforcer, &actor.role, &object),
                 _ => false,
@@ -84,5 +107,31 @@ mod tests {
             "deny by default"
         );
         assert!(!allowed(&e, "nobody", "Query.group"));
+    }
+
+    #[tokio::test]
+    async fn only_auditors_and_admins_read_the_audit_trail() {
+        let e = enforcer().await.expect("enforcer");
+        for field in [
+            ("Query", "auditLog"),
+            ("Group", "history"),
+            ("Subscription", "events"),
+        ] {
+            let object = object_of(field.0, field.1);
+            assert!(object.starts_with("Audit."), "{object}");
+            assert!(allowed(&e, "auditor", &object), "{object}");
+            assert!(allowed(&e, "admin", &object), "{object}");
+            assert!(!allowed(&e, "viewer", &object), "{object}");
+            assert!(!allowed(&e, "operator", &object), "{object}");
+        }
+        assert!(
+            allowed(&e, "auditor", "Query.group"),
+            "auditors read everything"
+        );
+        assert!(
+            !allowed(&e, "auditor", "Mutation.addGroupMembers"),
+            "and write nothing"
+        );
+        assert_eq!(object_of("Query", "group"), "Query.group");
     }
 }

@@ -4,8 +4,10 @@
 //! Nothing here does I/O. Whatever a command needs to know about other aggregates arrives
 //! through a services trait (for groups, [`group::GroupDirectory`]).
 
+pub mod catalog;
 pub mod group;
 pub mod inventory;
 pub mod membership;
 pub mod metadata;
 pub mod rule;
+pub mod upcast;

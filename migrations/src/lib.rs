@@ -29,6 +29,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0002_inventory_membership.sql",
         sql: include_str!("../sql/0002_inventory_membership.sql"),
     },
+    Migration {
+        version: 3,
+        name: "0003_audit_publisher.sql",
+        sql: include_str!("../sql/0003_audit_publisher.sql"),
+    },
 ];
 
 /// Why migrating failed.

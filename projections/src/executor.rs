@@ -4,6 +4,7 @@
 //! snapshots of our own so that loading an aggregate costs the same however long its history.
 
 use corral_domain::metadata::EventMetadata;
+use corral_domain::upcast::{upcast_serialized, CorralUpcaster};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::persist::{EventStoreAggregateContext, PersistedEventStore, SerializedEvent};
 use cqrs_es::{Aggregate, AggregateError, EventEnvelope, EventStore};
@@ -133,8 +134,10 @@ where
 {
     /// An executor over the `events` table of `pool`.
     pub fn new(pool: PgPool) -> Self {
+        // Loading goes through `load`/`load_all`, which upcast; the store's own loads would too.
         let store =
-            PersistedEventStore::new_event_store(PostgresEventRepository::new(pool.clone()));
+            PersistedEventStore::new_event_store(PostgresEventRepository::new(pool.clone()))
+                .with_upcasters(CorralUpcaster::boxed());
         Self {
             pool,
             store,
@@ -351,33 +354,34 @@ where
             }
         }
         for row in &rows {
-            let Some(sequence) = row.try_get::<Option<i64>, _>("sequence")? else {
-                continue;
-            };
-            let serialized = SerializedEvent::new(
-                id.to_string(),
-                sequence as usize,
-                A::TYPE.to_string(),
-                row.try_get("event_type")?,
-                row.try_get("event_version")?,
-                row.try_get("payload")?,
-                row.try_get("metadata")?,
-            );
-            let envelope = EventEnvelope::<A>::try_from(serialized)
-                .map_err(|e| ExecError::Store(e.to_string()))?;
-            aggregate.apply(envelope.payload);
-            version = sequence as u64;
+            if let Some(sequence) = apply_row(&mut aggregate, id, row)? {
+                version = sequence;
+            }
         }
         Ok((context_for(id, aggregate, version), snapshot_version))
     }
 
-    /// Replays every event through cqrs-es (used when a snapshot is unusable).
+    /// Replays every event, upcast like [`Self::load`]'s (used when a snapshot is unusable).
     async fn load_all(
         &self,
         id: &str,
     ) -> Result<(EventStoreAggregateContext<A>, u64), ExecError<A::Error>> {
-        let context = self.store.load_aggregate(id).await.map_err(store_err)?;
-        Ok((context, 0))
+        let rows = sqlx::query(
+            "SELECT sequence, event_type, event_version, payload, metadata FROM events
+              WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence",
+        )
+        .bind(A::TYPE)
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut aggregate = A::default();
+        let mut version = 0u64;
+        for row in &rows {
+            if let Some(sequence) = apply_row(&mut aggregate, id, row)? {
+                version = sequence;
+            }
+        }
+        Ok((context_for(id, aggregate, version), 0))
     }
 
     async fn save_snapshot(
@@ -416,6 +420,35 @@ where
         .await?;
         Ok(v.unwrap_or(0) as u64)
     }
+}
+
+/// Applies one stored event (columns `sequence`, `event_type`, `event_version`, `payload`,
+/// `metadata`) to `aggregate`, upcast to its current version first (see
+/// `corral_domain::upcast`). Returns its sequence, or `None` for a row without an event
+/// (the outer join of [`CommandExecutor::load`]).
+fn apply_row<A: Aggregate>(
+    aggregate: &mut A,
+    id: &str,
+    row: &sqlx::postgres::PgRow,
+) -> Result<Option<u64>, ExecError<A::Error>> {
+    let Some(sequence) = row.try_get::<Option<i64>, _>("sequence")? else {
+        return Ok(None);
+    };
+    let stored = SerializedEvent::new(
+        id.to_string(),
+        sequence as usize,
+        A::TYPE.to_string(),
+        row.try_get("event_type")?,
+        row.try_get("event_version")?,
+        row.try_get("payload")?,
+        row.try_get("metadata")?,
+    );
+    let serialized = upcast_serialized(stored)
+        .map_err(|e| ExecError::Store(format!("{} {id} event {sequence}: {e}", A::TYPE)))?;
+    let envelope = EventEnvelope::<A>::try_from(serialized)
+        .map_err(|e| ExecError::Store(format!("{} {id} event {sequence}: {e}", A::TYPE)))?;
+    aggregate.apply(envelope.payload);
+    Ok(Some(sequence as u64))
 }
 
 fn context_for<A: Aggregate>(

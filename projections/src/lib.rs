@@ -2,14 +2,17 @@
 //! command executor on top of cqrs-es/postgres-es, and the projectors that build read models.
 
 mod aggregate_cache;
+pub mod audit;
 pub mod canonical;
 pub mod directory;
 pub mod executor;
 pub mod group_tree;
+pub mod history;
 pub mod inventory;
 pub mod log;
 pub mod membership;
 pub mod projection;
+pub mod public_log;
 pub mod rebuild;
 pub mod runner;
 pub mod sequencer;

@@ -139,6 +139,8 @@ pub struct TestApp {
     pub operator: String,
     /// Viewer token.
     pub viewer: String,
+    /// Auditor token (read-only, with the audit log).
+    pub auditor: String,
     background: Option<corral_workers::Background>,
 }
 
@@ -208,6 +210,9 @@ impl TestApp {
         let viewer = corral_api::auth::create_token(&pool, "vera", "viewer")
             .await
             .expect("token");
+        let auditor = corral_api::auth::create_token(&pool, "audrey", "auditor")
+            .await
+            .expect("token");
         Self {
             db,
             pool,
@@ -216,6 +221,7 @@ impl TestApp {
             admin,
             operator,
             viewer,
+            auditor,
             background: Some(background),
         }
     }

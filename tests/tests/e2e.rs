@@ -1,6 +1,7 @@
 //! End-to-end tests against real PostgreSQL (one database per test).
 
 mod e2e {
+    mod audit;
     mod auth;
     mod catch_up;
     mod concurrency;
@@ -8,9 +9,13 @@ mod e2e {
     mod groups;
     mod inventory;
     mod membership;
+    mod publisher;
     mod rebuild;
     mod rules;
     mod sequencer;
     mod snapshots;
+    mod subscriptions;
+    mod time_travel;
+    mod upcasting;
     mod websocket;
 }

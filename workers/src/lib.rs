@@ -1,8 +1,9 @@
 //! Background work that runs beside (or apart from) the API: the projectors, the LISTEN
 //! connection that wakes them, the notifier that tells other processes about this one's
-//! commits, the rule evaluator and the NATS inventory feed.
+//! commits, the rule evaluator, the NATS inventory feed and the NATS publisher of the event log.
 
 pub mod inventory_feed;
+pub mod publisher;
 pub mod rules;
 
 use std::sync::Arc;

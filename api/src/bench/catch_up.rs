@@ -73,6 +73,7 @@ async fn generate_backlog(pool: &PgPool, backlog: usize) -> Result<Vec<Uuid>, Bo
         let event = GroupEvent::GroupUpdated {
             description: Some(format!("update {k}")),
             metadata: Map::new(),
+            previous: None,
         };
         rows.push((
             all[i],
@@ -85,7 +86,7 @@ async fn generate_backlog(pool: &PgPool, backlog: usize) -> Result<Vec<Uuid>, Bo
     for chunk in rows.chunks(5000) {
         sqlx::query(
             "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
-             SELECT 'Group', id, seq, et, '1', p, $5 FROM unnest($1::text[], $2::bigint[], $3::text[], $4::jsonb[]) AS u(id, seq, et, p)",
+             SELECT 'Group', id, seq, et, CASE et WHEN 'GroupUpdated' THEN '2' ELSE '1' END, p, $5 FROM unnest($1::text[], $2::bigint[], $3::text[], $4::jsonb[]) AS u(id, seq, et, p)",
         )
         .bind(chunk.iter().map(|r| r.0.to_string()).collect::<Vec<_>>())
         .bind(chunk.iter().map(|r| r.1).collect::<Vec<_>>())

@@ -75,6 +75,12 @@ pub struct GroupMemberEdge {
     pub since: DateTime<Utc>,
     #[graphql(skip)]
     pub via: Uuid,
+    /// The position of a historical edge (`members(asOf)`, or a historical group's).
+    #[graphql(skip)]
+    pub at_position: Option<i64>,
+    /// Its `viaGroup` as of that position, when prefetched.
+    #[graphql(skip)]
+    pub past_via: Option<Box<Group>>,
 }
 
 #[ComplexObject]
@@ -82,6 +88,12 @@ impl GroupMemberEdge {
     /// The group whose direct member it is: the group itself, or (EFFECTIVE) the nearest
     /// descendant that holds it.
     async fn via_group(&self, ctx: &Context<'_>) -> Result<Option<Group>> {
+        if let Some(position) = self.at_position {
+            if let Some(g) = &self.past_via {
+                return Ok(Some((**g).clone()));
+            }
+            return super::history::group(ctx, self.via, position).await;
+        }
         Ok(ctx
             .data_unchecked::<Groups>()
             .load_one(self.via)
@@ -98,6 +110,9 @@ pub struct GroupMemberConnection {
     pub edges: Vec<GroupMemberEdge>,
     /// Where this page stands.
     pub page_info: PageInfo,
+    /// Members of this page that have no edge because their device or service is no longer
+    /// in the inventory (for historical pages: removed since; they count in `totalCount`).
+    pub missing_member_ids: Vec<ID>,
     #[graphql(skip)]
     pub count: MemberCount,
 }
@@ -112,6 +127,16 @@ pub struct MemberCount {
 }
 
 impl MemberCount {
+    /// A count already known (historical pages fold their whole membership anyway).
+    pub(crate) fn known(group: Uuid, mode: Mode, source: Option<char>, n: i64) -> Self {
+        Self {
+            group,
+            mode,
+            source,
+            value: Arc::new(OnceCell::new_with(Some(n))),
+        }
+    }
+
     async fn get(&self, pool: &PgPool) -> Result<i64> {
         Ok(*self
             .value
@@ -132,7 +157,7 @@ impl GroupMemberConnection {
 
 /// Loads the page's nodes in one batch per kind; members missing from the live inventory
 /// (removed moments ago; their removal events are on their way) are left out.
-async fn nodes(
+pub(crate) async fn nodes(
     ctx: &Context<'_>,
     kind: DomainGroupType,
     ids: Vec<String>,
@@ -193,10 +218,14 @@ pub(crate) async fn page(
         rows.iter().map(|r| r.member_id.clone()).collect(),
     )
     .await?;
+    let mut missing = Vec::new();
     let edges: Vec<GroupMemberEdge> = rows
         .into_iter()
         .filter_map(|r| {
-            let node = loaded.remove(&r.member_id)?;
+            let Some(node) = loaded.remove(&r.member_id) else {
+                missing.push(ID(r.member_id));
+                return None;
+            };
             Some(GroupMemberEdge {
                 cursor: encode_cursor(&After {
                     key: r.member_id,
@@ -206,6 +235,8 @@ pub(crate) async fn page(
                 source: MembershipSource::from_code(r.source),
                 since: r.since,
                 via: r.via_group,
+                at_position: None,
+                past_via: None,
             })
         })
         .collect();
@@ -217,6 +248,7 @@ pub(crate) async fn page(
             end_cursor: last_cursor,
         },
         edges,
+        missing_member_ids: missing,
         count: MemberCount {
             group: group.uuid,
             mode,

@@ -1,6 +1,8 @@
 //! The GraphQL schema.
 
+pub mod audit;
 pub mod errors;
+pub mod history;
 pub mod inventory;
 pub mod loaders;
 pub mod members;
@@ -9,9 +11,10 @@ pub mod mutation;
 pub mod query;
 pub mod rules;
 pub mod scalars;
+pub mod subscriptions;
 pub mod types;
 
-use async_graphql::{EmptySubscription, MergedObject, Request, Schema};
+use async_graphql::{MergedObject, Request, Schema};
 
 use crate::auth::Actor;
 use crate::state::AppState;
@@ -22,7 +25,12 @@ use query::GroupQuery;
 /// The `Query` root: one part per area.
 #[derive(MergedObject, Default)]
 #[graphql(name = "Query")]
-pub struct QueryRoot(GroupQuery, rules::RuleQuery, inventory::InventoryQuery);
+pub struct QueryRoot(
+    GroupQuery,
+    rules::RuleQuery,
+    inventory::InventoryQuery,
+    audit::AuditQuery,
+);
 
 /// The `Mutation` root: one part per area.
 #[derive(MergedObject, Default)]
@@ -35,7 +43,7 @@ pub struct MutationRoot(
 );
 
 /// Corral's schema type.
-pub type CorralSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
+pub type CorralSchema = Schema<QueryRoot, MutationRoot, subscriptions::SubscriptionRoot>;
 
 /// Deepest query accepted.
 pub const MAX_DEPTH: usize = 16;
@@ -43,12 +51,12 @@ pub const MAX_DEPTH: usize = 16;
 pub const MAX_COMPLEXITY: usize = 20_000;
 
 /// The schema without runtime data, for SDL export.
-pub fn schema_builder() -> async_graphql::SchemaBuilder<QueryRoot, MutationRoot, EmptySubscription>
-{
+pub fn schema_builder(
+) -> async_graphql::SchemaBuilder<QueryRoot, MutationRoot, subscriptions::SubscriptionRoot> {
     Schema::build(
         QueryRoot::default(),
         MutationRoot::default(),
-        EmptySubscription,
+        subscriptions::SubscriptionRoot,
     )
     .extension(crate::policy::Authorization)
     .limit_depth(MAX_DEPTH)
@@ -69,6 +77,7 @@ pub fn build_schema(state: &AppState) -> CorralSchema {
         .data(state.waiter.clone())
         .data(state.enforcer.clone())
         .data(MutationWait(state.config.mutation_wait))
+        .data(subscriptions::LogHead::default())
         .extension(RequestLoaders {
             pool: state.pool.clone(),
             metrics: state.metrics.clone(),

@@ -30,11 +30,23 @@ impl GroupQuery {
             .map(Group::from))
     }
 
-    /// A group by id.
-    async fn group(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Group>> {
+    /// A group by id. With `asOf` (a time: the last event recorded at or before it) or
+    /// `atPosition` (a log position, at most the head), the group as it was then, deleted
+    /// since or not (see `deletedAt`, `asOfPosition`); null if it did not exist yet.
+    async fn group(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        as_of: Option<chrono::DateTime<chrono::Utc>>,
+        at_position: Option<super::scalars::Position>,
+    ) -> Result<Option<Group>> {
+        let position = super::history::requested_position(ctx, as_of, at_position).await?;
         let Ok(id) = id.parse::<Uuid>() else {
             return Ok(None);
         };
+        if let Some(position) = position {
+            return super::history::group(ctx, id, position).await;
+        }
         Ok(ctx
             .data_unchecked::<Groups>()
             .load_one(id)

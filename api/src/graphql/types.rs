@@ -69,10 +69,20 @@ pub struct Group {
     pub created_at: DateTime<Utc>,
     /// When last changed.
     pub updated_at: DateTime<Utc>,
+    /// When the group was deleted. Always null for a live group; a group read as of a past
+    /// position (`group(asOf | atPosition)`) reports its deletion, whether it happened at or
+    /// before that position (it no longer existed then) or since.
+    pub deleted_at: Option<DateTime<Utc>>,
     #[graphql(skip)]
     pub uuid: Uuid,
     #[graphql(skip)]
     pub parent_id: Option<Uuid>,
+    /// The log position a historical group reflects (`None`: the live group).
+    #[graphql(skip)]
+    pub at_position: Option<i64>,
+    /// The historical state behind a historical group (rule, ancestors).
+    #[graphql(skip)]
+    pub past: Option<std::sync::Arc<corral_projections::history::HistoricalGroup>>,
 }
 
 impl From<Node> for Group {
@@ -89,16 +99,29 @@ impl From<Node> for Group {
             version: n.version,
             created_at: n.created_at,
             updated_at: n.updated_at,
+            deleted_at: None,
             uuid: n.id,
             parent_id: n.parent_id,
+            at_position: None,
+            past: None,
         }
     }
 }
 
 #[ComplexObject]
 impl Group {
+    /// The log position this group reflects when read as of the past (`group(asOf |
+    /// atPosition)`); null for the live group. Every field of a historical group answers as
+    /// of this position.
+    async fn as_of_position(&self) -> Option<super::scalars::Position> {
+        self.at_position.map(super::scalars::Position)
+    }
+
     /// The parent group (`null` for a root).
     async fn parent(&self, ctx: &Context<'_>) -> Result<Option<Group>> {
+        if let Some(position) = self.at_position {
+            return super::history::parent(ctx, self, position).await;
+        }
         let Some(parent) = self.parent_id else {
             return Ok(None);
         };
@@ -111,6 +134,9 @@ impl Group {
 
     /// Ancestors from the root down to the parent.
     async fn ancestors(&self, ctx: &Context<'_>) -> Result<Vec<Group>> {
+        if let Some(position) = self.at_position {
+            return super::history::ancestors(ctx, self, position).await;
+        }
         let loaded = ctx
             .data_unchecked::<Ancestors>()
             .load_one(self.uuid)
@@ -122,8 +148,12 @@ impl Group {
             .collect())
     }
 
-    /// The group's rule (dynamic membership), with its last evaluation.
+    /// The group's rule (dynamic membership), with its last evaluation. For a historical
+    /// group, the rule it had then, without run statistics (the `last*` fields are null).
     async fn rule(&self, ctx: &Context<'_>) -> Result<Option<super::rules::GroupRule>> {
+        if self.at_position.is_some() {
+            return Ok(super::history::rule(self));
+        }
         ctx.data_unchecked::<super::rules::Rules>()
             .load_one(self.uuid)
             .await
@@ -132,6 +162,8 @@ impl Group {
     /// Members in member id order. DIRECT (the default): the group's own (static and rule matches, minus
     /// exclusions). EFFECTIVE: its own and every descendant's, each once, with the nearest
     /// group that holds it as `viaGroup`. `source` keeps only members of that source.
+    /// `asOf` (or a historical group) answers as the membership was then, tree included,
+    /// folded from the event log: see `docs/membership.md`, "Time travel", for the cost.
     #[graphql(
         complexity = "i64::from(first.unwrap_or(DEFAULT_PAGE)).max(1) as usize * child_complexity + if mode == Some(super::members::MembershipMode::Effective) { super::members::EFFECTIVE_COST } else { 1 }"
     )]
@@ -142,8 +174,13 @@ impl Group {
         source: Option<super::rules::MembershipSource>,
         first: Option<i32>,
         after: Option<String>,
+        as_of: Option<DateTime<Utc>>,
     ) -> Result<super::members::GroupMemberConnection> {
-        super::members::page(ctx, self, mode.unwrap_or_default(), source, first, after).await
+        let mode = mode.unwrap_or_default();
+        if let Some(p) = super::history::members_position(ctx, self, as_of).await? {
+            return super::history::members(ctx, self, p, mode, source, first, after).await;
+        }
+        super::members::page(ctx, self, mode, source, first, after).await
     }
 
     /// How many members the group has (EFFECTIVE: distinct over its subtree, which scans it).
@@ -156,6 +193,10 @@ impl Group {
         mode: Option<super::members::MembershipMode>,
         source: Option<super::rules::MembershipSource>,
     ) -> Result<i64> {
+        if let Some(position) = self.at_position {
+            let mode = mode.unwrap_or_default();
+            return super::history::member_count(ctx, self, position, mode, source).await;
+        }
         super::members::count(ctx, self, mode.unwrap_or_default(), source).await
     }
 
@@ -169,6 +210,9 @@ impl Group {
         first: Option<i32>,
         after: Option<String>,
     ) -> Result<GroupConnection> {
+        if let Some(position) = self.at_position {
+            return super::history::children(ctx, self, position, first, after).await;
+        }
         let first = page_size(first)?;
         let after = after.as_deref().map(decode_cursor).transpose()?;
         let key = ChildrenKey {
@@ -189,6 +233,24 @@ impl Group {
         Ok(GroupConnection::page(rows, first, total, |n| {
             n.name_key.clone()
         }))
+    }
+
+    /// The group's audit trail (auditors and admins): its own events and its membership's,
+    /// oldest first.
+    #[graphql(
+        complexity = "i64::from(first.unwrap_or(DEFAULT_PAGE)).max(1) as usize * child_complexity + 1"
+    )]
+    async fn history(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<super::audit::AuditConnection> {
+        let filter = crate::audit::AuditFilter {
+            group_id: Some(self.uuid),
+            ..Default::default()
+        };
+        super::audit::entries(ctx, filter, first, after).await
     }
 }
 

@@ -309,6 +309,10 @@ impl Group {
                 Ok(vec![GroupEvent::GroupUpdated {
                     description,
                     metadata,
+                    previous: Some(super::GroupDetails {
+                        description: self.description.clone(),
+                        metadata: self.metadata.clone(),
+                    }),
                 }])
             }
             GroupCommand::Move { id, new_parent_id } => {
@@ -429,6 +433,7 @@ impl Aggregate for Group {
             GroupEvent::GroupUpdated {
                 description,
                 metadata,
+                ..
             } => {
                 self.description = description;
                 self.metadata = metadata;

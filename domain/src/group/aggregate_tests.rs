@@ -3,7 +3,7 @@ use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
 use super::*;
-use crate::group::{InMemoryDirectory, RuleRef};
+use crate::group::{GroupDetails, InMemoryDirectory, RuleRef};
 
 type GroupTest = TestFramework<Group>;
 
@@ -205,6 +205,10 @@ fn update_emits_only_on_change() {
         .then_expect_events(vec![GroupEvent::GroupUpdated {
             description: Some("edge routers".into()),
             metadata: meta.clone(),
+            previous: Some(GroupDetails {
+                description: None,
+                metadata: Map::new(),
+            }),
         }]);
     GroupTest::with(directory())
         .given(vec![
@@ -212,10 +216,42 @@ fn update_emits_only_on_change() {
             GroupEvent::GroupUpdated {
                 description: Some("edge routers".into()),
                 metadata: meta,
+                previous: None,
             },
         ])
         .when(cmd)
         .then_expect_events(vec![]);
+}
+
+#[test]
+fn update_records_the_values_it_replaces() {
+    let old_meta: Map<String, Value> =
+        serde_json::from_value(json!({"rack": "R1"})).expect("object");
+    let new_meta: Map<String, Value> =
+        serde_json::from_value(json!({"rack": "R2"})).expect("object");
+    GroupTest::with(directory())
+        .given(vec![
+            created("Edge", ROOT),
+            // A version-1 event, upcast: it did not record what it replaced.
+            GroupEvent::GroupUpdated {
+                description: Some("old".into()),
+                metadata: old_meta.clone(),
+                previous: None,
+            },
+        ])
+        .when(GroupCommand::Update {
+            id: id(ME),
+            description: None,
+            metadata: Some(new_meta.clone()),
+        })
+        .then_expect_events(vec![GroupEvent::GroupUpdated {
+            description: Some("old".into()),
+            metadata: new_meta,
+            previous: Some(GroupDetails {
+                description: Some("old".into()),
+                metadata: old_meta,
+            }),
+        }]);
 }
 
 #[test]

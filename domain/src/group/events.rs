@@ -1,33 +1,64 @@
 use cqrs_es::DomainEvent;
-use serde::{Deserialize, Serialize};
+use schemars::JsonSchema;
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::{GroupType, RuleRef};
 
+/// A group's description and metadata, as `GroupUpdated` records the values it replaced.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+pub struct GroupDetails {
+    /// The description (null when the group had none).
+    pub description: Option<String>,
+    /// The metadata object.
+    pub metadata: Map<String, Value>,
+}
+
 /// What happened to a group. `event_type` is the variant name; field names are part of the
 /// stored contract (the `group_registry` trigger and integrators read them).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub enum GroupEvent {
     /// The group came into being.
     GroupCreated {
+        /// `DEVICE` or `SERVICE`: the kind of members it holds.
         group_type: GroupType,
+        /// Its name, unique (case-insensitively) among its siblings.
         name: String,
+        /// Its parent; null only for a system root.
         parent_id: Option<Uuid>,
+        /// Free text, or null.
         description: Option<String>,
+        /// A JSON object of the caller's choosing.
         metadata: Map<String, Value>,
+        /// True for the system roots (`Inventory`), which cannot be edited.
         is_system: bool,
     },
     /// The group got a new name.
-    GroupRenamed { name: String, previous_name: String },
-    /// Description and/or metadata changed; both carry their new values.
+    GroupRenamed {
+        /// The new name.
+        name: String,
+        /// The name it replaced.
+        previous_name: String,
+    },
+    /// Description and/or metadata changed; both carry their new values, and `previous` the
+    /// values they replaced.
     GroupUpdated {
+        /// The new description (null: none).
         description: Option<String>,
+        /// The new metadata object.
         metadata: Map<String, Value>,
+        /// The description and metadata before the change. Version 2 added it; it is null
+        /// only for version-1 events (upcast), which did not record it. Required, so a
+        /// version-1 payload that was not upcast does not deserialize.
+        #[serde(deserialize_with = "present")]
+        previous: Option<GroupDetails>,
     },
     /// The group moved to another parent.
     GroupMoved {
+        /// The parent it left.
         previous_parent_id: Uuid,
+        /// The parent it is under now.
         new_parent_id: Uuid,
     },
     /// The group was deleted.
@@ -46,7 +77,34 @@ pub enum GroupEvent {
         refs: Vec<RuleRef>,
     },
     /// The group's rule was removed; its rule-driven members leave.
-    GroupRuleCleared { rule_version: u64 },
+    GroupRuleCleared {
+        /// 1, 2, ... per group, continuing the sequence of `GroupRuleSet`.
+        rule_version: u64,
+    },
+}
+
+/// Deserializes an `Option` that must be present (serde treats a missing `Option` field as
+/// `None` unless the field has a `deserialize_with`).
+fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer)
+}
+
+impl GroupEvent {
+    /// The current version of an event type (the one [`DomainEvent::event_version`] writes),
+    /// or `None` for a type this code does not know.
+    pub fn current_version(event_type: &str) -> Option<&'static str> {
+        match event_type {
+            // 2: `previous`.
+            "GroupUpdated" => Some("2"),
+            "GroupCreated" | "GroupRenamed" | "GroupMoved" | "GroupDeleted" | "GroupRuleSet"
+            | "GroupRuleCleared" => Some("1"),
+            _ => None,
+        }
+    }
 }
 
 impl DomainEvent for GroupEvent {
@@ -64,6 +122,8 @@ impl DomainEvent for GroupEvent {
     }
 
     fn event_version(&self) -> String {
-        "1".to_string()
+        Self::current_version(&self.event_type())
+            .unwrap_or("1")
+            .to_string()
     }
 }

@@ -9,17 +9,18 @@ mod services;
 pub use aggregate::Group;
 pub use commands::GroupCommand;
 pub use error::GroupError;
-pub use events::GroupEvent;
+pub use events::{GroupDetails, GroupEvent};
 pub use services::{
     rule_reaches, rules_read_effective, DirectoryEntry, DirectoryError, GroupDirectory,
     InMemoryDirectory,
 };
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 /// The two kinds of inventory a group can hold.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum GroupType {
     /// Devices (hosts, switches, ...).
@@ -58,7 +59,7 @@ impl GroupType {
 }
 
 /// A `group:` reference of a rule, as stored in `GroupRuleSet` events.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub struct RuleRef {
     /// The referenced group.
     pub group_id: Uuid,

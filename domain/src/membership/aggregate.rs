@@ -3,13 +3,14 @@ use std::collections::HashSet;
 use async_trait::async_trait;
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{MAX_IDS_PER_COMMAND, MAX_IDS_PER_EVENT, MAX_LISTED, MAX_MEMBER_ID_CHARS};
 use crate::group::GroupType;
 
 /// Where a membership entry comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum MemberSource {
     /// Added by a person or a feed.
@@ -62,38 +63,52 @@ impl From<MemberSource> for EntryKind {
 /// What happened to a group's membership. Each event carries at most
 /// [`MAX_IDS_PER_EVENT`] ids; the field names are part of the stored contract (the
 /// `membership_registry` trigger reads `member_ids` and `source`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub enum MembershipEvent {
     /// Entries were added (ids that had no entry of this source).
     MembersAdded {
+        /// `DEVICE` or `SERVICE` (the group's type).
         member_type: GroupType,
+        /// The device or service ids (at most 1,000 per event).
         member_ids: Vec<String>,
+        /// `STATIC` or `RULE`: which kind of entry was added.
         source: MemberSource,
         /// The rule version that matched them (rule entries only).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         rule_version: Option<u64>,
-        /// Why: `rule_changed`, `inventory:<id>`, `schedule`, `repair`, ... (rule entries).
+        /// Why: `rule_changed`, `schedule`, `repair`, `inventory:devices:<ids>`, ... (rule and
+        /// worker changes).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         cause: Option<String>,
     },
     /// Entries were removed (ids that had an entry of this source).
     MembersRemoved {
+        /// `DEVICE` or `SERVICE` (the group's type).
         member_type: GroupType,
+        /// The device or service ids (at most 1,000 per event).
         member_ids: Vec<String>,
+        /// `STATIC` or `RULE`: which kind of entry was removed.
         source: MemberSource,
+        /// The rule version that stopped matching them (rule entries only).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         rule_version: Option<u64>,
+        /// Why: `rule_changed`, `rule_disabled`, `rule_cleared`, `group_deleted`,
+        /// `inventory:devices:<ids>`, ... (rule and worker changes).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         cause: Option<String>,
     },
     /// Members were blocked from the group.
     MembersExcluded {
+        /// `DEVICE` or `SERVICE` (the group's type).
         member_type: GroupType,
+        /// The blocked ids (at most 1,000 per event).
         member_ids: Vec<String>,
     },
     /// Blocks were lifted.
     MembersUnexcluded {
+        /// `DEVICE` or `SERVICE` (the group's type).
         member_type: GroupType,
+        /// The unblocked ids (at most 1,000 per event).
         member_ids: Vec<String>,
     },
 }
@@ -122,7 +137,22 @@ impl DomainEvent for MembershipEvent {
     }
 
     fn event_version(&self) -> String {
-        "1".to_string()
+        Self::current_version(&self.event_type())
+            .unwrap_or("1")
+            .to_string()
+    }
+}
+
+impl MembershipEvent {
+    /// The current version of an event type (the one [`DomainEvent::event_version`] writes),
+    /// or `None` for a type this code does not know.
+    pub fn current_version(event_type: &str) -> Option<&'static str> {
+        match event_type {
+            "MembersAdded" | "MembersRemoved" | "MembersExcluded" | "MembersUnexcluded" => {
+                Some("1")
+            }
+            _ => None,
+        }
     }
 }
 

@@ -1,0 +1,337 @@
+//! Time travel in GraphQL: `group(id, asOf | atPosition)`, `group.members(asOf)` and every
+//! field of a historical `Group`, answered from the event log as of a position
+//! ([`corral_projections::history`]); never from the live read models.
+//!
+//! A historical `Group` carries the position it reflects (`asOfPosition`); its `parent`,
+//! `ancestors`, `children`, `rule`, `members` and `memberCount` answer as of that position.
+//! Its `rule` is the rule then, without run statistics (`lastRunAt` and the other run fields
+//! are null: runs are not events). Member edges still load their device or service from the
+//! live inventory: a member that has left the inventory since has no edge, its id is listed in
+//! the connection's `missingMemberIds`, and it is counted in `totalCount`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_graphql::{Context, Json, Result, ID};
+use chrono::{DateTime, Utc};
+use corral_domain::group::GroupType as DomainGroupType;
+use corral_projections::group_tree::read::After;
+use corral_projections::history::{self, HistoricalGroup, Source};
+use corral_projections::membership::read::Mode;
+use corral_projections::public_log;
+use sqlx::pool::PoolConnection;
+use sqlx::{PgPool, Postgres};
+use uuid::Uuid;
+
+use super::errors::{coded, internal};
+use super::members::{GroupMemberConnection, GroupMemberEdge, MemberCount, MembershipMode};
+use super::rules::{GroupRule, MembershipSource};
+use super::scalars::Position;
+use super::types::{
+    decode_cursor, encode_cursor, page_size, Group, GroupConnection, GroupEdge, GroupType, PageInfo,
+};
+
+async fn conn(ctx: &Context<'_>) -> Result<PoolConnection<Postgres>> {
+    ctx.data_unchecked::<PgPool>()
+        .acquire()
+        .await
+        .map_err(internal)
+}
+
+/// The position `group(asOf, atPosition)` asks for: `None` for the live group. Both at once,
+/// or a position beyond the head of the log, is `BAD_USER_INPUT`.
+pub(crate) async fn requested_position(
+    ctx: &Context<'_>,
+    as_of: Option<DateTime<Utc>>,
+    at_position: Option<Position>,
+) -> Result<Option<i64>> {
+    match (as_of, at_position) {
+        (None, None) => Ok(None),
+        (Some(_), Some(_)) => Err(coded("BAD_USER_INPUT", "give asOf or atPosition, not both")),
+        (Some(t), None) => Ok(Some(position_at(ctx, t).await?)),
+        (None, Some(Position(p))) => {
+            let (head, _) = public_log::head(&mut *conn(ctx).await?)
+                .await
+                .map_err(internal)?;
+            if p > head {
+                return Err(coded(
+                    "BAD_USER_INPUT",
+                    format!("atPosition {p} is beyond the head of the log ({head})"),
+                ));
+            }
+            Ok(Some(p))
+        }
+    }
+}
+
+async fn position_at(ctx: &Context<'_>, t: DateTime<Utc>) -> Result<i64> {
+    public_log::position_at(&mut *conn(ctx).await?, t)
+        .await
+        .map_err(internal)
+}
+
+/// A historical group as a GraphQL `Group`. `deletedAt` is its deletion whether it happened
+/// at or before the position or since.
+pub(crate) fn to_group(h: HistoricalGroup) -> Group {
+    Group {
+        id: ID(h.id.to_string()),
+        name: h.name.clone(),
+        group_type: if h.group_type == "SERVICE" {
+            GroupType::Service
+        } else {
+            GroupType::Device
+        },
+        description: h.description.clone(),
+        metadata: Json(h.metadata.clone()),
+        path: h.path.clone(),
+        depth: h.depth,
+        is_system: h.is_system,
+        version: h.version,
+        created_at: h.created_at,
+        updated_at: h.updated_at,
+        deleted_at: h.deleted_at.or(h.deleted_since),
+        uuid: h.id,
+        parent_id: h.parent_id,
+        at_position: Some(h.position),
+        past: Some(Arc::new(h)),
+    }
+}
+
+async fn groups_at(ctx: &Context<'_>, ids: &[Uuid], position: i64) -> Result<HashMap<Uuid, Group>> {
+    let found = history::groups_at(&mut *conn(ctx).await?, ids, position)
+        .await
+        .map_err(internal)?;
+    Ok(found.into_iter().map(|(id, g)| (id, to_group(g))).collect())
+}
+
+/// `group(id)` as of `position` (`null` if not yet created then).
+pub(crate) async fn group(ctx: &Context<'_>, id: Uuid, position: i64) -> Result<Option<Group>> {
+    Ok(groups_at(ctx, &[id], position).await?.remove(&id))
+}
+
+/// A historical group's parent, as of the same position.
+pub(crate) async fn parent(ctx: &Context<'_>, g: &Group, position: i64) -> Result<Option<Group>> {
+    match g.parent_id {
+        Some(p) => group(ctx, p, position).await,
+        None => Ok(None),
+    }
+}
+
+/// A historical group's ancestors (root first), as of the same position.
+pub(crate) async fn ancestors(ctx: &Context<'_>, g: &Group, position: i64) -> Result<Vec<Group>> {
+    let ids = g
+        .past
+        .as_ref()
+        .map(|p| p.ancestors.clone())
+        .unwrap_or_default();
+    let mut found = groups_at(ctx, &ids, position).await?;
+    Ok(ids.iter().filter_map(|id| found.remove(id)).collect())
+}
+
+/// A historical group's rule then, without run statistics.
+pub(crate) fn rule(g: &Group) -> Option<GroupRule> {
+    let r = g.past.as_ref()?.rule.as_ref()?;
+    Some(GroupRule {
+        text: r.text.clone(),
+        json: Json(r.json.clone()),
+        enabled: r.enabled,
+        version: r.version,
+        last_run_at: None,
+        last_run_status: None,
+        last_match_count: None,
+        last_error: None,
+        rule_version: None,
+        last_cause: None,
+    })
+}
+
+/// A historical group's children then, ordered by lower-cased name and id.
+pub(crate) async fn children(
+    ctx: &Context<'_>,
+    g: &Group,
+    position: i64,
+    first: Option<i32>,
+    after: Option<String>,
+) -> Result<GroupConnection> {
+    let first = page_size(first)? as usize;
+    let after = after.as_deref().map(decode_cursor).transpose()?;
+    let mut c = conn(ctx).await?;
+    let tree = history::tree_at(&mut c, position).await.map_err(internal)?;
+    let all = tree.children(g.uuid);
+    let key = |id: &Uuid| {
+        (
+            tree.node(*id)
+                .map(|n| n.name.to_lowercase())
+                .unwrap_or_default(),
+            *id,
+        )
+    };
+    let rest: Vec<Uuid> = all
+        .iter()
+        .filter(|id| {
+            after
+                .as_ref()
+                .is_none_or(|a| key(id) > (a.key.clone(), a.id))
+        })
+        .copied()
+        .take(first + 1)
+        .collect();
+    let has_next_page = rest.len() > first;
+    let page: Vec<Uuid> = rest.into_iter().take(first).collect();
+    let mut found = history::groups_at(&mut c, &page, position)
+        .await
+        .map_err(internal)?;
+    let edges: Vec<GroupEdge> = page
+        .iter()
+        .filter_map(|id| {
+            let (name_key, id) = key(id);
+            let node = found.remove(&id)?;
+            Some(GroupEdge {
+                cursor: encode_cursor(&After { key: name_key, id }),
+                node: to_group(node),
+            })
+        })
+        .collect();
+    Ok(GroupConnection {
+        page_info: PageInfo {
+            has_next_page,
+            has_previous_page: false,
+            start_cursor: edges.first().map(|e| e.cursor.clone()),
+            end_cursor: edges.last().map(|e| e.cursor.clone()),
+        },
+        edges,
+        total_count: all.len() as i64,
+    })
+}
+
+/// The position `members`/`memberCount` answer at: `asOf` when given, else the historical
+/// group's own position; `None` for live answers.
+pub(crate) async fn members_position(
+    ctx: &Context<'_>,
+    g: &Group,
+    as_of: Option<DateTime<Utc>>,
+) -> Result<Option<i64>> {
+    match as_of {
+        Some(t) => Ok(Some(position_at(ctx, t).await?)),
+        None => Ok(g.at_position),
+    }
+}
+
+fn source_of(s: Option<MembershipSource>) -> Option<Source> {
+    s.map(|s| match s {
+        MembershipSource::Static => Source::Static,
+        MembershipSource::Rule => Source::Rule,
+    })
+}
+
+async fn members_at(
+    ctx: &Context<'_>,
+    g: &Group,
+    position: i64,
+    mode: MembershipMode,
+    source: Option<MembershipSource>,
+) -> Result<Vec<history::HistoricalMember>> {
+    history::members_at(
+        &mut *conn(ctx).await?,
+        g.uuid,
+        position,
+        mode == MembershipMode::Effective,
+        source_of(source),
+    )
+    .await
+    .map_err(internal)
+}
+
+/// `group.members` as of `position`: the whole historical membership is folded, then paged
+/// by member id (bytewise) like the live connection.
+pub(crate) async fn members(
+    ctx: &Context<'_>,
+    g: &Group,
+    position: i64,
+    mode: MembershipMode,
+    source: Option<MembershipSource>,
+    first: Option<i32>,
+    after: Option<String>,
+) -> Result<GroupMemberConnection> {
+    let first = page_size(first)? as usize;
+    let after = after
+        .as_deref()
+        .map(decode_cursor)
+        .transpose()?
+        .map(|a| a.key);
+    let all = members_at(ctx, g, position, mode, source).await?;
+    let total = all.len() as i64;
+    let start = match &after {
+        Some(a) => all.partition_point(|m| m.member_id.as_str() <= a.as_str()),
+        None => 0,
+    };
+    let rows = &all[start.min(all.len())..];
+    let has_next_page = rows.len() > first;
+    let rows = &rows[..rows.len().min(first)];
+    let cursor = |member: &str| {
+        encode_cursor(&After {
+            key: member.to_string(),
+            id: Uuid::nil(),
+        })
+    };
+    let kind = DomainGroupType::from(g.group_type);
+    let mut loaded = super::members::nodes(
+        ctx,
+        kind,
+        rows.iter().map(|r| r.member_id.clone()).collect(),
+    )
+    .await?;
+    // The groups members came through, as of the same position (only when asked for).
+    let mut via: HashMap<Uuid, Group> = HashMap::new();
+    if ctx.look_ahead().field("edges").field("viaGroup").exists() {
+        let mut ids: Vec<Uuid> = rows.iter().map(|r| r.via_group).collect();
+        ids.sort();
+        ids.dedup();
+        via = groups_at(ctx, &ids, position).await?;
+    }
+    let mut missing = Vec::new();
+    let mut edges = Vec::with_capacity(rows.len());
+    for r in rows {
+        let Some(node) = loaded.remove(&r.member_id) else {
+            missing.push(ID(r.member_id.clone()));
+            continue;
+        };
+        edges.push(GroupMemberEdge {
+            cursor: cursor(&r.member_id),
+            node,
+            source: MembershipSource::from_code(r.source.code()),
+            since: r.since,
+            via: r.via_group,
+            at_position: Some(position),
+            past_via: via.get(&r.via_group).cloned().map(Box::new),
+        });
+    }
+    Ok(GroupMemberConnection {
+        page_info: PageInfo {
+            has_next_page,
+            has_previous_page: false,
+            start_cursor: edges.first().map(|e| e.cursor.clone()),
+            // The last row read, even when its entity is gone: the client must move forward.
+            end_cursor: rows.last().map(|r| cursor(&r.member_id)),
+        },
+        edges,
+        missing_member_ids: missing,
+        count: MemberCount::known(
+            g.uuid,
+            Mode::from(mode),
+            source_of(source).map(Source::code),
+            total,
+        ),
+    })
+}
+
+/// `group.memberCount` as of `position`.
+pub(crate) async fn member_count(
+    ctx: &Context<'_>,
+    g: &Group,
+    position: i64,
+    mode: MembershipMode,
+    source: Option<MembershipSource>,
+) -> Result<i64> {
+    Ok(members_at(ctx, g, position, mode, source).await?.len() as i64)
+}

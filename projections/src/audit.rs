@@ -1,0 +1,228 @@
+//! What a Group event changed: `changes { field before after }` of audit entries.
+//!
+//! Events say what is new (GroupRenamed also what was), not always what was before, so the
+//! before values come from folding the group's earlier events: a small, flat view of the
+//! fields an auditor cares about, compared before and after each event.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde_json::{Map, Value};
+use sqlx::{PgConnection, Row};
+
+use crate::StoreError;
+
+/// One field an event changed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FieldChange {
+    /// `name`, `parentId`, `description`, `metadata`, `rule`, `ruleEnabled`, `deleted`, ...
+    pub field: &'static str,
+    /// The value before the event (`null` when unset).
+    pub before: Value,
+    /// The value after it.
+    pub after: Value,
+}
+
+/// The audited fields of a group, in the order changes are listed.
+const FIELDS: [&str; 8] = [
+    "type",
+    "name",
+    "parentId",
+    "description",
+    "metadata",
+    "rule",
+    "ruleEnabled",
+    "deleted",
+];
+
+/// The audited view of one group.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GroupView(BTreeMap<&'static str, Value>);
+
+impl GroupView {
+    fn get(&self, field: &'static str) -> Value {
+        self.0.get(field).cloned().unwrap_or(Value::Null)
+    }
+
+    fn set(&mut self, field: &'static str, value: Value) {
+        self.0.insert(field, value);
+    }
+
+    /// Applies one Group event (`body` is the payload without its variant wrapper).
+    pub fn apply(&mut self, event_type: &str, body: &Value) {
+        let take = |key: &str| body.get(key).cloned().unwrap_or(Value::Null);
+        match event_type {
+            "GroupCreated" => {
+                self.set("type", take("group_type"));
+                self.set("name", take("name"));
+                self.set("parentId", take("parent_id"));
+                self.set("description", take("description"));
+                self.set("metadata", take("metadata"));
+                self.set("deleted", Value::Bool(false));
+            }
+            "GroupRenamed" => self.set("name", take("name")),
+            "GroupUpdated" => {
+                self.set("description", take("description"));
+                self.set("metadata", take("metadata"));
+            }
+            "GroupMoved" => self.set("parentId", take("new_parent_id")),
+            "GroupDeleted" => self.set("deleted", Value::Bool(true)),
+            "GroupRuleSet" => {
+                self.set("rule", take("text"));
+                self.set("ruleEnabled", take("enabled"));
+            }
+            "GroupRuleCleared" => {
+                self.set("rule", Value::Null);
+                self.set("ruleEnabled", Value::Null);
+            }
+            _ => {}
+        }
+    }
+
+    /// The fields that differ from `before`, in [`FIELDS`] order.
+    pub fn changes_since(&self, before: &GroupView) -> Vec<FieldChange> {
+        FIELDS
+            .iter()
+            .filter_map(|&field| {
+                let (b, a) = (before.get(field), self.get(field));
+                (!same(&b, &a)).then_some(FieldChange {
+                    field,
+                    before: b,
+                    after: a,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Equal values, with an empty metadata object equal to a missing one.
+fn same(a: &Value, b: &Value) -> bool {
+    let empty = |v: &Value| v.is_null() || v.as_object().is_some_and(Map::is_empty);
+    a == b || (empty(a) && empty(b) && (a.is_object() || b.is_object()))
+}
+
+/// The changes of the Group events `wanted` (`(group id, sequence)` pairs), found by folding
+/// each group's events up to the latest wanted sequence, in one query.
+pub async fn group_changes(
+    conn: &mut PgConnection,
+    wanted: &[(String, i64)],
+) -> Result<HashMap<(String, i64), Vec<FieldChange>>, StoreError> {
+    let mut upto: BTreeMap<&str, i64> = BTreeMap::new();
+    for (id, sequence) in wanted {
+        let e = upto.entry(id.as_str()).or_insert(0);
+        *e = (*e).max(*sequence);
+    }
+    if upto.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let ids: Vec<String> = upto.keys().map(|s| s.to_string()).collect();
+    let limits: Vec<i64> = upto.values().copied().collect();
+    let rows = sqlx::query(
+        "SELECT e.aggregate_id, e.sequence, e.event_type, e.payload
+           FROM unnest($1::text[], $2::bigint[]) AS w(id, upto)
+           JOIN events e ON e.aggregate_type = 'Group' AND e.aggregate_id = w.id
+                        AND e.sequence <= w.upto
+          ORDER BY e.aggregate_id, e.sequence",
+    )
+    .bind(&ids)
+    .bind(&limits)
+    .fetch_all(&mut *conn)
+    .await?;
+    let wanted: std::collections::HashSet<(&str, i64)> =
+        wanted.iter().map(|(id, s)| (id.as_str(), *s)).collect();
+    let mut out = HashMap::new();
+    let mut current: Option<(String, GroupView)> = None;
+    for row in &rows {
+        let id: String = row.try_get("aggregate_id")?;
+        let sequence: i64 = row.try_get("sequence")?;
+        let event_type: String = row.try_get("event_type")?;
+        let payload: Value = row.try_get("payload")?;
+        if current.as_ref().is_none_or(|(c, _)| *c != id) {
+            current = Some((id.clone(), GroupView::default()));
+        }
+        let Some((_, view)) = current.as_mut() else {
+            continue;
+        };
+        let before = view.clone();
+        view.apply(
+            &event_type,
+            payload.get(&event_type).unwrap_or(&Value::Null),
+        );
+        if wanted.contains(&(id.as_str(), sequence)) {
+            out.insert((id, sequence), view.changes_since(&before));
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn fold(events: &[(&str, Value)]) -> Vec<Vec<(String, Value, Value)>> {
+        let mut view = GroupView::default();
+        events
+            .iter()
+            .map(|(t, body)| {
+                let before = view.clone();
+                view.apply(t, body);
+                view.changes_since(&before)
+                    .into_iter()
+                    .map(|c| (c.field.to_string(), c.before, c.after))
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn each_event_lists_what_it_changed_with_the_value_before() {
+        let changes = fold(&[
+            (
+                "GroupCreated",
+                json!({"group_type": "DEVICE", "name": "a", "parent_id": "p1",
+                       "description": null, "metadata": {}, "is_system": false}),
+            ),
+            ("GroupRenamed", json!({"name": "b", "previous_name": "a"})),
+            (
+                "GroupUpdated",
+                json!({"description": "d", "metadata": {"k": "v"}}),
+            ),
+            (
+                "GroupMoved",
+                json!({"previous_parent_id": "p1", "new_parent_id": "p2"}),
+            ),
+            ("GroupRuleSet", json!({"text": "os:linux", "enabled": true})),
+            ("GroupRuleCleared", json!({"rule_version": 1})),
+            ("GroupDeleted", json!({})),
+        ]);
+        assert_eq!(
+            changes[0].iter().map(|c| c.0.as_str()).collect::<Vec<_>>(),
+            ["type", "name", "parentId", "deleted"],
+            "empty description and metadata are not changes"
+        );
+        assert_eq!(changes[1], [("name".into(), json!("a"), json!("b"))]);
+        assert_eq!(
+            changes[2],
+            [
+                ("description".into(), json!(null), json!("d")),
+                ("metadata".into(), json!({}), json!({"k": "v"})),
+            ]
+        );
+        assert_eq!(changes[3], [("parentId".into(), json!("p1"), json!("p2"))]);
+        assert_eq!(
+            changes[4],
+            [
+                ("rule".into(), json!(null), json!("os:linux")),
+                ("ruleEnabled".into(), json!(null), json!(true)),
+            ]
+        );
+        assert_eq!(
+            changes[5],
+            [
+                ("rule".into(), json!("os:linux"), json!(null)),
+                ("ruleEnabled".into(), json!(true), json!(null)),
+            ]
+        );
+        assert_eq!(changes[6], [("deleted".into(), json!(false), json!(true))]);
+    }
+}

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use corral_projections::audit::{group_changes, FieldChange};
+use corral_projections::audit::{group_changes, FieldChange, ViewCache};
 use corral_projections::public_log::{self, format_time, LogEntry, LogFilter};
 use corral_projections::StoreError;
 use futures::Stream;
@@ -89,8 +89,22 @@ impl AuditFilter {
                 ids.extend(below.into_iter().map(|id| id.to_string()));
             }
         }
+        // A group's events are those of its Group and Membership aggregates (same id). Naming
+        // the types lets the primary key (aggregate_type, aggregate_id, ...) serve the filter.
+        let mut aggregate_types = self.aggregate_types.clone();
+        if self.group_id.is_some() {
+            if aggregate_types.is_empty() {
+                aggregate_types = vec!["Group".into(), "Membership".into()];
+            } else {
+                aggregate_types.retain(|t| t == "Group" || t == "Membership");
+                if aggregate_types.is_empty() {
+                    // Only other aggregate types were asked for: nothing of a group's passes.
+                    aggregate_types.push(String::new());
+                }
+            }
+        }
         Ok(Ok(LogFilter {
-            aggregate_types: self.aggregate_types.clone(),
+            aggregate_types,
             aggregate_ids: ids,
             event_types: self.event_types.clone(),
             actor: self.actor.clone(),
@@ -280,6 +294,7 @@ pub async fn page(
     after: i64,
     up_to: Option<i64>,
     limit: i64,
+    views: &mut ViewCache,
 ) -> Result<Vec<AuditRecord>, StoreError> {
     let mut conn = pool.acquire().await?;
     let entries = public_log::read(&mut conn, after, up_to, filter, limit).await?;
@@ -289,7 +304,7 @@ pub async fn page(
         .map(|e| (e.event.aggregate_id.clone(), e.event.sequence))
         .collect();
     let mut changes: HashMap<(String, i64), Vec<FieldChange>> =
-        group_changes(&mut conn, &wanted).await?;
+        group_changes(&mut conn, &wanted, views).await?;
     Ok(entries
         .into_iter()
         .map(|entry| {
@@ -356,8 +371,8 @@ pub fn export(
     format: ExportFormat,
 ) -> impl Stream<Item = Result<ExportChunk, StoreError>> {
     futures::stream::try_unfold(
-        (None::<i64>, 0i64, 0u64, false),
-        move |(head, after, written, done)| {
+        (None::<i64>, 0i64, 0u64, false, ViewCache::new()),
+        move |(head, after, written, done, mut views)| {
             let pool = pool.clone();
             let filter = filter.clone();
             async move {
@@ -379,10 +394,12 @@ pub fn export(
                             position: 0,
                             head: h,
                         };
-                        return Ok(Some((chunk, (Some(h), 0, 0, false))));
+                        return Ok(Some((chunk, (Some(h), 0, 0, false, views))));
                     }
                 };
-                let records = page(&pool, &filter, after, Some(head), EXPORT_PAGE).await?;
+                // The groups folded for `changes` carry over from page to page.
+                let records =
+                    page(&pool, &filter, after, Some(head), EXPORT_PAGE, &mut views).await?;
                 let finished = (records.len() as i64) < EXPORT_PAGE;
                 let last = records.last().map_or(head, |r| r.entry.position);
                 let mut text = String::with_capacity(records.len() * 512);
@@ -402,7 +419,7 @@ pub fn export(
                     position: if finished { head } else { last },
                     head,
                 };
-                Ok(Some((chunk, (Some(head), last, written, finished))))
+                Ok(Some((chunk, (Some(head), last, written, finished, views))))
             }
         },
     )

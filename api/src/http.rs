@@ -158,6 +158,7 @@ async fn graphql_ws(
                         Ok(actor) => {
                             let mut data = Data::default();
                             data.insert(actor);
+                            data.insert(crate::graphql::subscriptions::SubscriptionSlots::default());
                             Ok(data)
                         }
                         Err(_) => Err(async_graphql::Error::new("unauthorized: send {\"Authorization\": \"Bearer <token>\"} in connection_init")),

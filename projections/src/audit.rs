@@ -100,11 +100,17 @@ fn same(a: &Value, b: &Value) -> bool {
     a == b || (empty(a) && empty(b) && (a.is_object() || b.is_object()))
 }
 
+/// Groups folded so far, by id: the last sequence folded and the view after it. Carried from
+/// page to page (an export), each group's events are read once, not from the start per page.
+pub type ViewCache = HashMap<String, (i64, GroupView)>;
+
 /// The changes of the Group events `wanted` (`(group id, sequence)` pairs), found by folding
-/// each group's events up to the latest wanted sequence, in one query.
+/// each group's events up to the latest wanted sequence, in one query, starting where `views`
+/// left each group.
 pub async fn group_changes(
     conn: &mut PgConnection,
     wanted: &[(String, i64)],
+    views: &mut ViewCache,
 ) -> Result<HashMap<(String, i64), Vec<FieldChange>>, StoreError> {
     let mut upto: BTreeMap<&str, i64> = BTreeMap::new();
     for (id, sequence) in wanted {
@@ -114,32 +120,55 @@ pub async fn group_changes(
     if upto.is_empty() {
         return Ok(HashMap::new());
     }
+    // Where each group's fold starts: after its cached sequence, unless an event at or before
+    // that is wanted (pages out of order): then from the start.
+    let mut from: BTreeMap<&str, i64> = BTreeMap::new();
+    for (id, sequence) in wanted {
+        let cached = views.get(id.as_str()).map_or(0, |v| v.0);
+        let start = from.entry(id.as_str()).or_insert(cached);
+        if *sequence <= cached {
+            *start = 0;
+        }
+    }
     let ids: Vec<String> = upto.keys().map(|s| s.to_string()).collect();
     let limits: Vec<i64> = upto.values().copied().collect();
+    let starts: Vec<i64> = upto.keys().map(|id| from[id]).collect();
     let rows = sqlx::query(
         "SELECT e.aggregate_id, e.sequence, e.event_type, e.payload
-           FROM unnest($1::text[], $2::bigint[]) AS w(id, upto)
+           FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS w(id, upto, after)
            JOIN events e ON e.aggregate_type = 'Group' AND e.aggregate_id = w.id
-                        AND e.sequence <= w.upto
+                        AND e.sequence > w.after AND e.sequence <= w.upto
           ORDER BY e.aggregate_id, e.sequence",
     )
     .bind(&ids)
     .bind(&limits)
+    .bind(&starts)
     .fetch_all(&mut *conn)
     .await?;
     let wanted: std::collections::HashSet<(&str, i64)> =
         wanted.iter().map(|(id, s)| (id.as_str(), *s)).collect();
     let mut out = HashMap::new();
-    let mut current: Option<(String, GroupView)> = None;
+    let mut current: Option<(String, i64, GroupView)> = None;
+    let finish = |current: Option<(String, i64, GroupView)>, views: &mut ViewCache| {
+        if let Some((id, sequence, view)) = current {
+            views.insert(id, (sequence, view));
+        }
+    };
     for row in &rows {
         let id: String = row.try_get("aggregate_id")?;
         let sequence: i64 = row.try_get("sequence")?;
         let event_type: String = row.try_get("event_type")?;
         let payload: Value = row.try_get("payload")?;
-        if current.as_ref().is_none_or(|(c, _)| *c != id) {
-            current = Some((id.clone(), GroupView::default()));
+        if current.as_ref().is_none_or(|(c, _, _)| *c != id) {
+            finish(current.take(), views);
+            let start = from.get(id.as_str()).copied().unwrap_or(0);
+            let view = match views.get(&id) {
+                Some((s, v)) if start > 0 && *s == start => v.clone(),
+                _ => GroupView::default(),
+            };
+            current = Some((id.clone(), start, view));
         }
-        let Some((_, view)) = current.as_mut() else {
+        let Some((_, folded, view)) = current.as_mut() else {
             continue;
         };
         let before = view.clone();
@@ -147,10 +176,12 @@ pub async fn group_changes(
             &event_type,
             payload.get(&event_type).unwrap_or(&Value::Null),
         );
+        *folded = sequence;
         if wanted.contains(&(id.as_str(), sequence)) {
             out.insert((id, sequence), view.changes_since(&before));
         }
     }
+    finish(current, views);
     Ok(out)
 }
 

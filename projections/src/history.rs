@@ -78,6 +78,10 @@ pub struct HistoricalGroup {
     pub ancestors: Vec<Uuid>,
     /// The position asked for.
     pub position: i64,
+    /// The position its path and membership are read at: `position`, or just before its
+    /// deletion for a group deleted by then (its members as they were when it was deleted,
+    /// not as the purge that followed left them).
+    pub state_position: i64,
 }
 
 /// One Group event, parsed for the folds.
@@ -163,6 +167,7 @@ impl GroupFold {
                 depth: 0,
                 ancestors: Vec::new(),
                 position,
+                state_position: position,
             });
             self.deleted_position = None;
             return;
@@ -311,6 +316,7 @@ pub async fn groups_at(
         let mut group = group.clone();
         let (path, ancestors) = chain(&folds, &group, fold.chain_position(position));
         group.depth = ancestors.len() as i32;
+        group.state_position = fold.chain_position(position);
         group.path = path;
         group.ancestors = ancestors;
         out.insert(*id, group);

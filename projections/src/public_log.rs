@@ -61,6 +61,85 @@ impl LogEntry {
     }
 }
 
+/// A sequenced event with its envelope already written as JSON text, for publishers: the
+/// stored payload and metadata are spliced in as PostgreSQL prints them, never parsed and
+/// re-encoded. Parsed, the envelope equals [`LogEntry::envelope`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawEntry {
+    /// The public position.
+    pub position: i64,
+    /// Unique event id.
+    pub event_id: uuid::Uuid,
+    /// Aggregate type.
+    pub aggregate_type: String,
+    /// Aggregate id.
+    pub aggregate_id: String,
+    /// Event type.
+    pub event_type: String,
+    /// `metadata.correlation_id`, when it is a string.
+    pub correlation_id: Option<String>,
+    /// The envelope, compact JSON.
+    pub envelope: String,
+}
+
+/// Up to `limit` entries after `after`, in position order, as [`RawEntry`]s.
+pub async fn read_raw(
+    conn: &mut PgConnection,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<RawEntry>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT l.log_position, l.hash, e.event_id, e.aggregate_type, e.aggregate_id,
+                e.sequence, e.event_type, e.event_version, e.recorded_at,
+                e.metadata::text AS metadata, e.payload::text AS payload,
+                e.metadata ->> 'correlation_id' AS correlation_id
+           FROM event_log l JOIN events e USING (global_position)
+          WHERE l.log_position > $1
+          ORDER BY l.log_position LIMIT $2",
+    )
+    .bind(after)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?;
+    let text = |s: &str| Value::String(s.to_string()).to_string();
+    rows.iter()
+        .map(|r| {
+            let position: i64 = r.try_get("log_position")?;
+            let hash: Vec<u8> = r.try_get("hash")?;
+            let event_id: uuid::Uuid = r.try_get("event_id")?;
+            let aggregate_type: String = r.try_get("aggregate_type")?;
+            let aggregate_id: String = r.try_get("aggregate_id")?;
+            let sequence: i64 = r.try_get("sequence")?;
+            let event_type: String = r.try_get("event_type")?;
+            let event_version: String = r.try_get("event_version")?;
+            let recorded_at: DateTime<Utc> = r.try_get("recorded_at")?;
+            let metadata: String = r.try_get("metadata")?;
+            let payload: String = r.try_get("payload")?;
+            let envelope = format!(
+                "{{\"position\":{position},\"eventId\":\"{event_id}\",\"aggregateType\":{},\
+                 \"aggregateId\":{},\"version\":{sequence},\"eventType\":{},\
+                 \"eventVersion\":{},\"recordedAt\":\"{}\",\"metadata\":{metadata},\
+                 \"payload\":{payload},\"hash\":\"{}\"}}",
+                text(&aggregate_type),
+                text(&aggregate_id),
+                text(&event_type),
+                text(&event_version),
+                format_time(recorded_at),
+                hex::encode(&hash),
+            );
+            Ok(RawEntry {
+                position,
+                event_id,
+                aggregate_type,
+                aggregate_id,
+                event_type,
+                correlation_id: r.try_get("correlation_id")?,
+                envelope,
+            })
+        })
+        .collect()
+}
+
 /// Timestamps as the chain hashes them: RFC 3339, UTC, microseconds.
 pub fn format_time(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
@@ -130,7 +209,9 @@ fn filter_sql(filter: &LogFilter, first: usize) -> String {
         next(" AND e.aggregate_type = ANY(#::text[])");
     }
     if !filter.aggregate_ids.is_empty() {
-        next(" AND e.aggregate_id = ANY(#::text[])");
+        // A semi-join on the list, not `= ANY(...)`: a generic plan cannot size the array
+        // and scans the whole table for it (measured: 1.3 s instead of 1 ms over 1M events).
+        next(" AND e.aggregate_id IN (SELECT unnest(#::text[]))");
     }
     if !filter.event_types.is_empty() {
         next(" AND e.event_type = ANY(#::text[])");
@@ -221,6 +302,9 @@ pub fn watch_head(pool: PgPool, poll: Duration) -> watch::Receiver<i64> {
     tokio::spawn(async move {
         let mut listener: Option<PgListener> = None;
         loop {
+            if pool.is_closed() || tx.is_closed() {
+                return;
+            }
             if listener.is_none() {
                 match PgListener::connect_with(&pool).await {
                     Ok(mut l) => match l.listen(LOG_CHANNEL).await {

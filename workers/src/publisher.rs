@@ -28,7 +28,7 @@ use async_nats::jetstream::context::PublishAckFuture;
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::stream::{self, StorageType};
 use async_nats::jetstream::{self, Context};
-use corral_projections::public_log::{self, LogEntry, LogFilter};
+use corral_projections::public_log::{self, LogEntry, RawEntry};
 use corral_projections::StoreError;
 use sqlx::{PgConnection, PgPool, Row};
 use tokio::sync::watch;
@@ -133,15 +133,72 @@ impl PublisherConfig {
     }
 
     /// The subject of one event.
-    pub fn subject(&self, entry: &LogEntry) -> String {
-        let e = &entry.event;
+    pub fn subject(&self, entry: &impl Published) -> String {
         format!(
             "{}.{}.{}.{}",
             self.subject_prefix,
-            subject_token(&e.aggregate_type),
-            subject_token(&e.aggregate_id),
-            subject_token(&e.event_type)
+            subject_token(entry.aggregate_type()),
+            subject_token(entry.aggregate_id()),
+            subject_token(entry.event_type())
         )
+    }
+}
+
+/// What the subject and headers of a published event are made of.
+pub trait Published {
+    /// Aggregate type.
+    fn aggregate_type(&self) -> &str;
+    /// Aggregate id.
+    fn aggregate_id(&self) -> &str;
+    /// Event type.
+    fn event_type(&self) -> &str;
+    /// Event id.
+    fn event_id(&self) -> uuid::Uuid;
+    /// Log position.
+    fn position(&self) -> i64;
+    /// `metadata.correlation_id`.
+    fn correlation_id(&self) -> Option<&str>;
+}
+
+impl Published for LogEntry {
+    fn aggregate_type(&self) -> &str {
+        &self.event.aggregate_type
+    }
+    fn aggregate_id(&self) -> &str {
+        &self.event.aggregate_id
+    }
+    fn event_type(&self) -> &str {
+        &self.event.event_type
+    }
+    fn event_id(&self) -> uuid::Uuid {
+        self.event.event_id
+    }
+    fn position(&self) -> i64 {
+        self.position
+    }
+    fn correlation_id(&self) -> Option<&str> {
+        LogEntry::correlation_id(self)
+    }
+}
+
+impl Published for RawEntry {
+    fn aggregate_type(&self) -> &str {
+        &self.aggregate_type
+    }
+    fn aggregate_id(&self) -> &str {
+        &self.aggregate_id
+    }
+    fn event_type(&self) -> &str {
+        &self.event_type
+    }
+    fn event_id(&self) -> uuid::Uuid {
+        self.event_id
+    }
+    fn position(&self) -> i64 {
+        self.position
+    }
+    fn correlation_id(&self) -> Option<&str> {
+        self.correlation_id.as_deref()
     }
 }
 
@@ -172,10 +229,10 @@ pub fn subject_token(s: &str) -> String {
 
 /// The headers of one event's message, as (name, value) pairs: `Nats-Msg-Id` (the event id),
 /// `Corral-Position` and, when the metadata has one, `Corral-Correlation-Id`.
-pub fn headers(entry: &LogEntry) -> Vec<(&'static str, String)> {
+pub fn headers(entry: &impl Published) -> Vec<(&'static str, String)> {
     let mut out = vec![
-        ("Nats-Msg-Id", entry.event.event_id.to_string()),
-        (POSITION_HEADER, entry.position.to_string()),
+        ("Nats-Msg-Id", entry.event_id().to_string()),
+        (POSITION_HEADER, entry.position().to_string()),
     ];
     if let Some(id) = entry.correlation_id() {
         // A header value cannot hold line breaks.
@@ -374,6 +431,9 @@ fn is_stopped(stop: &watch::Receiver<bool>) -> bool {
     *stop.borrow() || stop.has_changed().is_err()
 }
 
+/// Longest a busy publisher goes without recording its checkpoint.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+
 /// Logs failures once per outage (later ones at debug level) and paces retries.
 struct Outage {
     what: Option<String>,
@@ -566,6 +626,11 @@ async fn publish_while_leader(
     let mut synced: Option<Synced> = None;
     let mut outage = Outage::new();
     let began = std::time::Instant::now();
+    let mut last_checkpoint = std::time::Instant::now();
+    // The position last written to the checkpoint.
+    let mut recorded = 0i64;
+    // The batch after the one in flight, read while its acks were awaited.
+    let mut prefetched: Option<Vec<RawEntry>> = None;
     loop {
         if is_stopped(stop) {
             return;
@@ -585,24 +650,50 @@ async fn publish_while_leader(
             };
             // Mark the head seen before reading, so a notification after the read wakes us.
             head.borrow_and_update();
-            let entries = public_log::read(
-                lock_conn,
-                at.position,
-                None,
-                &LogFilter::default(),
-                config.batch,
-            )
-            .await?;
+            let entries = match prefetched.take() {
+                // Read while the previous batch's acks were awaited (only a non-empty read:
+                // an empty one may predate the head just marked seen).
+                Some(next) if next.first().map(|e| e.position) == Some(at.position + 1) => next,
+                _ => public_log::read_raw(lock_conn, at.position, config.batch).await?,
+            };
             if entries.is_empty() {
+                if at.position > recorded {
+                    public_log::advance(lock_conn, &checkpoint, at.position).await?;
+                    recorded = at.position;
+                }
                 return Ok(None);
             }
-            let outcome = publish_batch(js, config, at, &entries).await;
+            // A full batch: more is likely waiting, so read the next one while this one's
+            // acks come back (the connection is free while NATS works).
+            let outcome = if entries.len() as i64 == config.batch {
+                let after = entries.last().map_or(at.position, |e| e.position);
+                let (outcome, next) = tokio::join!(
+                    publish_batch(js, config, at, &entries),
+                    public_log::read_raw(lock_conn, after, config.batch)
+                );
+                prefetched = next.ok().filter(|n| !n.is_empty());
+                outcome
+            } else {
+                publish_batch(js, config, at, &entries).await
+            };
+            if outcome.error.is_some() {
+                prefetched = None;
+            }
             if let Some(done) = outcome.done {
                 synced = Some(done);
                 stats
                     .published
                     .fetch_add(outcome.published, Ordering::Relaxed);
-                public_log::advance(lock_conn, &checkpoint, done.position).await?;
+                // The stream, not the checkpoint, says where to resume (see `sync`), so the
+                // checkpoint (which the lag metrics read) is written at most every
+                // CHECKPOINT_EVERY while busy, and always once caught up: a commit per batch
+                // would cost a WAL flush per batch.
+                let caught_up = (entries.len() as i64) < config.batch;
+                if caught_up || last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
+                    public_log::advance(lock_conn, &checkpoint, done.position).await?;
+                    last_checkpoint = std::time::Instant::now();
+                    recorded = done.position;
+                }
                 stats.position.store(done.position, Ordering::Relaxed);
             }
             match outcome.error {
@@ -678,17 +769,43 @@ async fn sync(
     config: &PublisherConfig,
     checkpoint: &str,
 ) -> Result<Synced, PublishError> {
-    let info = js
-        .create_or_update_stream(stream::Config {
-            name: config.stream.clone(),
-            subjects: vec![format!("{}.>", config.subject_prefix)],
-            storage: StorageType::File,
-            max_age: config.max_age,
-            duplicate_window: config.duplicate_window,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| nats("creating or updating the stream", e))?;
+    // Create the stream when it is missing; otherwise change only what Corral owns (its
+    // subjects, the dedup window), keeping what an operator set (replicas, limits, ...).
+    let wanted_subjects = vec![format!("{}.>", config.subject_prefix)];
+    let info = match js.get_stream(&config.stream).await {
+        Ok(mut existing) => {
+            let info = existing
+                .info()
+                .await
+                .map_err(|e| nats("reading the stream's configuration", e))?
+                .clone();
+            if info.config.subjects != wanted_subjects
+                || info.config.duplicate_window != config.duplicate_window
+            {
+                let mut updated = info.config.clone();
+                updated.subjects = wanted_subjects;
+                updated.duplicate_window = config.duplicate_window;
+                js.update_stream(updated)
+                    .await
+                    .map_err(|e| nats("updating the stream", e))?
+            } else {
+                info
+            }
+        }
+        Err(_) => js
+            .create_stream(stream::Config {
+                name: config.stream.clone(),
+                subjects: wanted_subjects,
+                storage: StorageType::File,
+                max_age: config.max_age,
+                duplicate_window: config.duplicate_window,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| nats("creating the stream", e))?
+            .cached_info()
+            .clone(),
+    };
     let state = info.state;
     let in_stream = if state.messages > 0 {
         last_position(js, config, state.last_sequence).await?
@@ -737,7 +854,11 @@ async fn sync(
     })
 }
 
-/// The `Corral-Position` of the stream's last message (`None` when it has none).
+/// Most messages `last_position` looks back past messages without a `Corral-Position`.
+const LOOK_BACK: u64 = 1_000;
+
+/// The `Corral-Position` of the stream's last message that has one (`None` when none of the
+/// last [`LOOK_BACK`] has). Messages from other publishers on our subjects are skipped.
 async fn last_position(
     js: &Context,
     config: &PublisherConfig,
@@ -747,26 +868,31 @@ async fn last_position(
         .get_stream_no_info(&config.stream)
         .await
         .map_err(|e| nats("opening the stream", e))?;
-    let message = match stream.get_raw_message(last_sequence).await {
-        Ok(m) => m,
-        // The last sequence was deleted: the last message on our subjects.
-        Err(_) => stream
-            .get_last_raw_message_by_subject(&format!("{}.>", config.subject_prefix))
-            .await
-            .map_err(|e| nats("reading the stream's last message", e))?,
-    };
-    let position = message
-        .headers
-        .get(POSITION_HEADER)
-        .and_then(|v| v.as_str().parse::<i64>().ok());
-    if position.is_none() {
-        tracing::warn!(
-            nats.stream = %config.stream,
-            nats.sequence = message.sequence,
-            "the stream's last message has no Corral-Position header; resuming from the checkpoint"
-        );
+    let lowest = last_sequence.saturating_sub(LOOK_BACK).max(1);
+    let mut sequence = last_sequence;
+    while sequence >= lowest {
+        // A deleted sequence (purged, or removed by hand) is skipped.
+        if let Ok(message) = stream.get_raw_message(sequence).await {
+            let position = message
+                .headers
+                .get(POSITION_HEADER)
+                .and_then(|v| v.as_str().parse::<i64>().ok());
+            if position.is_some() {
+                return Ok(position);
+            }
+            tracing::warn!(
+                nats.stream = %config.stream,
+                nats.sequence = message.sequence,
+                "a message without a Corral-Position header in the stream (another publisher on its subjects?)"
+            );
+        }
+        sequence -= 1;
     }
-    Ok(position)
+    tracing::warn!(
+        nats.stream = %config.stream,
+        "none of the stream's last messages has a Corral-Position header; resuming from the checkpoint"
+    );
+    Ok(None)
 }
 
 /// What a batch did: how far the stream got (`None`: not at all) and the first error.
@@ -783,19 +909,13 @@ async fn publish_batch(
     js: &Context,
     config: &PublisherConfig,
     at: Synced,
-    entries: &[LogEntry],
+    entries: &[RawEntry],
 ) -> BatchOutcome {
     let mut pending: Vec<(i64, u64, PublishAckFuture)> = Vec::with_capacity(entries.len());
     let mut error = None;
     for (i, entry) in entries.iter().enumerate() {
         let expected = at.last_sequence + i as u64;
-        let body = match serde_json::to_vec(&entry.envelope()) {
-            Ok(b) => b,
-            Err(e) => {
-                error = Some(PublishError::Nats(format!("encoding the envelope: {e}")));
-                break;
-            }
-        };
+        let body = entry.envelope.clone().into_bytes();
         let mut message = PublishMessage::build()
             .payload(body.into())
             .expected_last_sequence(expected);
@@ -818,7 +938,15 @@ async fn publish_batch(
         futures::future::join_all(acks.into_iter().map(std::future::IntoFuture::into_future)).await;
     let mut done = None;
     let mut published = 0;
+    let mut broken = false;
     for ((position, sequence), result) in expected.into_iter().zip(results) {
+        // Only an unbroken run of acks counts: after a failed ack, a later message may have
+        // been stored after someone else's message took the expected sequence (a foreign
+        // publisher on our subjects), which would leave a gap if taken as progress.
+        if broken {
+            break;
+        }
+        broken = !matches!(&result, Ok(ack) if ack.sequence == sequence && !ack.duplicate);
         match result {
             Ok(ack) if ack.sequence == sequence && !ack.duplicate => {
                 published += 1;

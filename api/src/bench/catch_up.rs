@@ -99,7 +99,10 @@ async fn generate_backlog(pool: &PgPool, backlog: usize) -> Result<Vec<Uuid>, Bo
     Ok(all)
 }
 
-async fn catch_up(pool: &PgPool, projection: &dyn Projection) -> Result<(usize, f64), BoxError> {
+pub(super) async fn catch_up(
+    pool: &PgPool,
+    projection: &dyn Projection,
+) -> Result<(usize, f64), BoxError> {
     ensure_schema(pool, projection).await?;
     let reader = CatchUpReader::for_projection(projection, corral_projections::runner::BATCH_SIZE);
     let schema = projection.live_schema().unwrap_or("public");

@@ -2,6 +2,7 @@
 //!
 //! Uses `DATABASE_URL`'s server when set (creating and dropping its own databases), else a
 //! private PostgreSQL with default durability in a temporary directory.
+mod audit;
 mod catch_up;
 mod commands;
 mod membership;
@@ -30,11 +31,13 @@ pub struct BenchArgs {
     /// Requests for the latency measurements.
     #[arg(long, default_value_t = 2000)]
     pub requests: usize,
-    /// Suites to run (repeatable or comma-separated): commands, log, membership.
+    /// Suites to run (repeatable or comma-separated): commands, log, membership, audit, streams.
     #[arg(long, value_delimiter = ',', default_values_t = Suite::ALL)]
     pub suite: Vec<Suite>,
     #[command(flatten)]
     pub membership: membership::MembershipArgs,
+    #[command(flatten)]
+    pub audit: audit::AuditArgs,
 }
 
 /// A group of benchmarks that `--suite` selects.
@@ -46,10 +49,20 @@ pub enum Suite {
     Log,
     /// Memberships, rules and inventory changes (issue 3).
     Membership,
+    /// The audit trail, time travel, verification over a large log (issue 4).
+    Audit,
+    /// Commit-to-subscriber latency and the NATS publisher (issue 4).
+    Streams,
 }
 
 impl Suite {
-    const ALL: [Suite; 3] = [Suite::Commands, Suite::Log, Suite::Membership];
+    const ALL: [Suite; 5] = [
+        Suite::Commands,
+        Suite::Log,
+        Suite::Membership,
+        Suite::Audit,
+        Suite::Streams,
+    ];
 }
 
 impl std::fmt::Display for Suite {
@@ -58,6 +71,8 @@ impl std::fmt::Display for Suite {
             Suite::Commands => "commands",
             Suite::Log => "log",
             Suite::Membership => "membership",
+            Suite::Audit => "audit",
+            Suite::Streams => "streams",
         })
     }
 }
@@ -205,6 +220,18 @@ pub async fn run(args: BenchArgs) -> Result<(), BoxError> {
         } else {
             drop_db(&server, &db).await;
         }
+        result?;
+    }
+    if args.suite.contains(&Suite::Audit) {
+        let (db, url) = fresh_db(&server, "audit").await?;
+        let result = audit::bench_audit(&url, &args.audit, &mut rows).await;
+        drop_db(&server, &db).await;
+        result?;
+    }
+    if args.suite.contains(&Suite::Streams) {
+        let (db, url) = fresh_db(&server, "streams").await?;
+        let result = audit::bench_streams(&url, &args.audit, &mut rows).await;
+        drop_db(&server, &db).await;
         result?;
     }
     if let Some((pg, dir)) = server.embedded {

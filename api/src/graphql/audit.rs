@@ -230,7 +230,8 @@ pub(crate) async fn entries(
             ))
         }
     };
-    let mut records = audit::page(pool, &filter, after, None, first + 1)
+    let mut views = corral_projections::audit::ViewCache::new();
+    let mut records = audit::page(pool, &filter, after, None, first + 1, &mut views)
         .await
         .map_err(internal)?;
     let has_next_page = records.len() as i64 > first;

@@ -156,7 +156,7 @@ pub(crate) async fn children(
     let first = page_size(first)? as usize;
     let after = after.as_deref().map(decode_cursor).transpose()?;
     let mut c = conn(ctx).await?;
-    let tree = history::tree_at(&mut c, position).await.map_err(internal)?;
+    let tree = tree_at(ctx, &mut c, position).await?;
     let all = tree.children(g.uuid);
     let key = |id: &Uuid| {
         (
@@ -213,8 +213,14 @@ pub(crate) async fn members_position(
 ) -> Result<Option<i64>> {
     match as_of {
         Some(t) => Ok(Some(position_at(ctx, t).await?)),
-        None => Ok(g.at_position),
+        None => Ok(state_position(g)),
     }
+}
+
+/// Where a historical group's membership is read: as of its position, or just before its
+/// deletion when it was deleted by then. `None` for live groups.
+pub(crate) fn state_position(g: &Group) -> Option<i64> {
+    g.past.as_ref().map(|h| h.state_position).or(g.at_position)
 }
 
 fn source_of(s: Option<MembershipSource>) -> Option<Source> {
@@ -224,22 +230,67 @@ fn source_of(s: Option<MembershipSource>) -> Option<Source> {
     })
 }
 
+/// The complexity a historical read is charged (it folds events from the log): at most a
+/// handful per request under `MAX_COMPLEXITY`.
+pub const HISTORY_COST: usize = 2_000;
+
+/// Folds computed once per request: a historical query that asks for the tree or a
+/// membership several times (children of children, members and memberCount) folds once.
+#[derive(Default)]
+pub struct HistoryCache {
+    trees: std::sync::Mutex<HashMap<i64, Arc<history::TreeFold>>>,
+    members: std::sync::Mutex<HashMap<MembersKey, Arc<Vec<history::HistoricalMember>>>>,
+}
+
+type MembersKey = (Uuid, i64, bool, Option<char>);
+
+fn cache<'a>(ctx: &'a Context<'_>) -> Option<&'a HistoryCache> {
+    ctx.data_opt::<HistoryCache>()
+}
+
+async fn tree_at(
+    ctx: &Context<'_>,
+    c: &mut PoolConnection<Postgres>,
+    position: i64,
+) -> Result<Arc<history::TreeFold>> {
+    let cached = cache(ctx).and_then(|k| k.trees.lock().ok()?.get(&position).cloned());
+    if let Some(tree) = cached {
+        return Ok(tree);
+    }
+    let tree = Arc::new(
+        history::tree_at(c, position)
+            .await
+            .map_err(internal)?,
+    );
+    if let Some(Ok(mut trees)) = cache(ctx).map(|k| k.trees.lock()) {
+        trees.insert(position, tree.clone());
+    }
+    Ok(tree)
+}
+
 async fn members_at(
     ctx: &Context<'_>,
     g: &Group,
     position: i64,
     mode: MembershipMode,
     source: Option<MembershipSource>,
-) -> Result<Vec<history::HistoricalMember>> {
-    history::members_at(
-        &mut *conn(ctx).await?,
-        g.uuid,
-        position,
-        mode == MembershipMode::Effective,
-        source_of(source),
-    )
-    .await
-    .map_err(internal)
+) -> Result<Arc<Vec<history::HistoricalMember>>> {
+    let effective = mode == MembershipMode::Effective;
+    let source = source_of(source);
+    let key = (g.uuid, position, effective, source.map(Source::code));
+    let cached = cache(ctx).and_then(|k| k.members.lock().ok()?.get(&key).cloned());
+    if let Some(members) = cached {
+        return Ok(members);
+    }
+    let members = Arc::new(
+        history::members_at(&mut *conn(ctx).await?, g.uuid, position, effective, source)
+            .await
+            .map_err(internal)?,
+    );
+    if let Some(Ok(mut all)) = cache(ctx).map(|k| k.members.lock()) {
+        all.insert(key, members.clone());
+    }
+    Ok(members)
 }
 
 /// `group.members` as of `position`: the whole historical membership is folded, then paged

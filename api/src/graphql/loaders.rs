@@ -152,6 +152,7 @@ impl Extension for RequestLoaders {
         let delay = std::time::Duration::from_micros(250);
         let (pool, m) = (&self.pool, &self.metrics);
         let request = request
+            .data(super::history::HistoryCache::default())
             .data(
                 Groups::with_cache(
                     GroupLoader(pool.clone(), m.clone()),

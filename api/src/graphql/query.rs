@@ -33,6 +33,10 @@ impl GroupQuery {
     /// A group by id. With `asOf` (a time: the last event recorded at or before it) or
     /// `atPosition` (a log position, at most the head), the group as it was then, deleted
     /// since or not (see `deletedAt`, `asOfPosition`); null if it did not exist yet.
+    /// Historical reads fold the log and are charged more in query complexity.
+    #[graphql(
+        complexity = "child_complexity + if as_of.is_some() || at_position.is_some() { super::history::HISTORY_COST } else { 1 }"
+    )]
     async fn group(
         &self,
         ctx: &Context<'_>,

@@ -26,10 +26,45 @@ use super::scalars::Position;
 use crate::audit::{MAX_FILTER_CHARS, MAX_FILTER_TYPES};
 use crate::auth::Actor;
 
-/// Entries read per query while replaying.
-const BATCH: i64 = 500;
-/// Longest wait for a notification before looking at the log anyway.
+/// Entries read per query while replaying (a Membership event is up to ~260 KB).
+const BATCH: i64 = 100;
+/// How often the process's log watcher looks at the head when no notification came.
 const POLL: Duration = Duration::from_secs(1);
+
+/// Most subscriptions one websocket connection may hold at once.
+pub const MAX_SUBSCRIPTIONS_PER_CONNECTION: usize = 16;
+
+/// The subscriptions a websocket connection holds (inserted at `connection_init`).
+#[derive(Clone, Default)]
+pub struct SubscriptionSlots(Arc<std::sync::atomic::AtomicUsize>);
+
+/// One taken slot; dropping it (the stream ends or the client stops it) frees it.
+pub struct Slot(Option<SubscriptionSlots>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some(slots) = &self.0 {
+            slots.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+/// Takes a slot of the connection, if it has a limit (streams run outside a websocket, like
+/// the benchmark's, have none).
+fn take_slot(ctx: &Context<'_>) -> Result<Slot> {
+    let Some(slots) = ctx.data_opt::<SubscriptionSlots>() else {
+        return Ok(Slot(None));
+    };
+    let held = slots.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let slot = Slot(Some(slots.clone()));
+    if held >= MAX_SUBSCRIPTIONS_PER_CONNECTION {
+        return Err(coded(
+            "TOO_MANY_SUBSCRIPTIONS",
+            format!("at most {MAX_SUBSCRIPTIONS_PER_CONNECTION} subscriptions per connection"),
+        ));
+    }
+    Ok(slot)
+}
 
 /// The process's view of the log head, started on first use (one LISTEN connection).
 #[derive(Clone, Default)]
@@ -186,10 +221,16 @@ pub(crate) fn follow(
             if let Some(entry) = s.buffer.pop_front() {
                 return Some((Ok(entry), s));
             }
-            s.head.borrow_and_update();
+            // The head as the watcher last saw it: everything up to it is committed. Read from
+            // the database only when the watcher has not seen as far as we are (it starts at 0).
+            let watched = *s.head.borrow_and_update();
             let read = async {
                 let mut conn = s.pool.acquire().await?;
-                let (top, _) = public_log::head(&mut conn).await?;
+                let top = if watched > s.after {
+                    watched
+                } else {
+                    public_log::head(&mut conn).await?.0
+                };
                 let entries =
                     public_log::read(&mut conn, s.after, Some(top), &s.filter, BATCH).await?;
                 Ok::<_, StoreError>((top, entries))
@@ -207,8 +248,11 @@ pub(crate) fn follow(
                         _ => top.max(s.after),
                     };
                     s.buffer.extend(entries);
-                    if s.buffer.is_empty() {
-                        let _ = tokio::time::timeout(POLL, s.head.changed()).await;
+                    // Idle: wait for the head to move (the process's one watcher polls the
+                    // log for everyone, so idle subscriptions cost no queries).
+                    if s.buffer.is_empty() && s.head.changed().await.is_err() {
+                        s.failed = true;
+                        return Some((Err(StoreError::Data("the log watcher stopped".into())), s));
                     }
                 }
             }
@@ -233,6 +277,7 @@ impl SubscriptionRoot {
         filter: Option<EventStreamFilter>,
     ) -> Result<impl Stream<Item = Result<LogEvent>>> {
         authorize(ctx, "events")?;
+        let slot = take_slot(ctx)?;
         let filter = filter.unwrap_or_default().into_filter()?;
         let pool = ctx.data_unchecked::<PgPool>().clone();
         let head = ctx.data_unchecked::<LogHead>().receiver(&pool).await;
@@ -245,7 +290,10 @@ impl SubscriptionRoot {
         };
         Ok(futures::StreamExt::map(
             follow(pool, head, filter, after),
-            |item| item.map(LogEvent::from).map_err(internal),
+            move |item| {
+                let _held = &slot;
+                item.map(LogEvent::from).map_err(internal)
+            },
         ))
     }
 
@@ -261,10 +309,15 @@ impl SubscriptionRoot {
         include_descendants: Option<bool>,
     ) -> Result<impl Stream<Item = Result<MembershipChange>>> {
         authorize(ctx, "membershipChanges")?;
+        let slot = take_slot(ctx)?;
         let group = group_id
             .parse::<Uuid>()
             .map_err(|_| coded("BAD_USER_INPUT", "groupId is not a group id"))?;
-        membership_stream(ctx, group, include_descendants.unwrap_or(false)).await
+        let stream = membership_stream(ctx, group, include_descendants.unwrap_or(false)).await?;
+        Ok(futures::StreamExt::map(stream, move |item| {
+            let _held = &slot;
+            item
+        }))
     }
 }
 
@@ -306,6 +359,8 @@ struct MembershipWatch {
     groups: HashMap<Uuid, MembershipFold>,
     parents: HashMap<Uuid, Uuid>,
     holders: HashMap<String, u32>,
+    /// The watched group was deleted: the stream ends after its last changes.
+    ended: bool,
 }
 
 fn change(
@@ -455,6 +510,21 @@ impl MembershipWatch {
             }
             return Ok(out);
         }
+        if e.aggregate_type == "Group" && e.event_type == "GroupDeleted" && id == self.root {
+            // The group itself is gone: every member leaves, and the stream ends.
+            self.ended = true;
+            for (member, source, group) in self.remove_subtree(id) {
+                out.push(change(
+                    entry,
+                    MembershipChangeKind::Left,
+                    &member,
+                    source,
+                    group,
+                    Some("deleted".into()),
+                ));
+            }
+            return Ok(out);
+        }
         if e.aggregate_type != "Group" || !self.descendants || id == self.root {
             return Ok(out);
         }
@@ -468,6 +538,20 @@ impl MembershipWatch {
                 if let Some(parent) = parent_of("parent_id").filter(|p| self.groups.contains_key(p))
                 {
                     self.add_groups(vec![(id, Some(parent), MembershipFold::default())]);
+                }
+            }
+            "GroupDeleted" if self.groups.contains_key(&id) => {
+                // Gone from the tree at once (as live and historical reads have it); the purge
+                // events that follow concern a group no longer watched.
+                for (member, source, group) in self.remove_subtree(id) {
+                    out.push(change(
+                        entry,
+                        MembershipChangeKind::Left,
+                        &member,
+                        source,
+                        group,
+                        Some("deleted".into()),
+                    ));
                 }
             }
             "GroupMoved" => {
@@ -524,6 +608,16 @@ impl MembershipWatch {
 /// Most membership entries one `membershipChanges` subscription may watch (its memory).
 pub const MAX_WATCHED_ENTRIES: usize = 500_000;
 
+fn too_large(entries: usize, descendants: bool) -> async_graphql::Error {
+    coded(
+        "TOO_LARGE",
+        format!(
+            "the group{} holds {entries} membership entries, over the {MAX_WATCHED_ENTRIES} one subscription may watch; subscribe to a smaller subtree, or to `events` filtered on Membership",
+            if descendants { " and its descendants" } else { "" }
+        ),
+    )
+}
+
 /// `membershipChanges`: the watch, loaded at the head, then fed by the log.
 async fn membership_stream(
     ctx: &Context<'_>,
@@ -545,19 +639,26 @@ async fn membership_stream(
     if groups.is_empty() {
         return Err(coded("NOT_FOUND", format!("no group {group}")));
     }
+    // Refuse before folding: the write-side registry counts the entries the watch would hold.
+    let ids: Vec<Uuid> = groups.iter().map(|g| g.0).collect();
+    let current: i64 = sqlx::query_scalar(
+        "SELECT coalesce(sum(c.n), 0)::bigint FROM unnest($1::uuid[]) g(id)
+           JOIN membership_registry_counts c ON c.group_id = g.id",
+    )
+    .bind(&ids)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(internal)?;
+    if current as usize > MAX_WATCHED_ENTRIES {
+        return Err(too_large(current as usize, descendants));
+    }
     let mut folds = history::membership_folds(&mut conn, &groups, start)
         .await
         .map_err(internal)?;
     drop(conn);
     let entries: usize = folds.values().map(MembershipFold::entry_count).sum();
     if entries > MAX_WATCHED_ENTRIES {
-        return Err(coded(
-            "TOO_LARGE",
-            format!(
-                "the group{} holds {entries} membership entries, over the {MAX_WATCHED_ENTRIES} one subscription may watch; subscribe to a smaller subtree, or to `events` filtered on Membership",
-                if descendants { " and its descendants" } else { "" }
-            ),
-        ));
+        return Err(too_large(entries, descendants));
     }
     let mut watch = MembershipWatch {
         root: group,
@@ -565,6 +666,7 @@ async fn membership_stream(
         groups: HashMap::new(),
         parents: HashMap::new(),
         holders: HashMap::new(),
+        ended: false,
     };
     watch.add_groups(
         groups
@@ -581,8 +683,9 @@ async fn membership_stream(
             ..Default::default()
         }
     } else {
+        // The group's own Group events too (its deletion ends the stream).
         LogFilter {
-            aggregate_types: vec!["Membership".into()],
+            aggregate_types: vec!["Group".into(), "Membership".into()],
             aggregate_ids: vec![group.to_string()],
             ..Default::default()
         }
@@ -604,6 +707,9 @@ async fn membership_stream(
             loop {
                 if let Some(item) = pending.pop_front() {
                     return Some((Ok(item), (entries, watch, pending, pool, false)));
+                }
+                if watch.ended {
+                    return None;
                 }
                 let entry = match futures::StreamExt::next(&mut entries).await? {
                     Ok(entry) => entry,

@@ -165,7 +165,7 @@ impl Group {
     /// `asOf` (or a historical group) answers as the membership was then, tree included,
     /// folded from the event log: see `docs/membership.md`, "Time travel", for the cost.
     #[graphql(
-        complexity = "i64::from(first.unwrap_or(DEFAULT_PAGE)).max(1) as usize * child_complexity + if mode == Some(super::members::MembershipMode::Effective) { super::members::EFFECTIVE_COST } else { 1 }"
+        complexity = "i64::from(first.unwrap_or(DEFAULT_PAGE)).max(1) as usize * child_complexity + if mode == Some(super::members::MembershipMode::Effective) { super::members::EFFECTIVE_COST } else { 1 } + if as_of.is_some() { super::history::HISTORY_COST } else { 0 }"
     )]
     async fn members(
         &self,
@@ -193,7 +193,7 @@ impl Group {
         mode: Option<super::members::MembershipMode>,
         source: Option<super::rules::MembershipSource>,
     ) -> Result<i64> {
-        if let Some(position) = self.at_position {
+        if let Some(position) = super::history::state_position(self) {
             let mode = mode.unwrap_or_default();
             return super::history::member_count(ctx, self, position, mode, source).await;
         }

@@ -245,6 +245,11 @@ async fn changes(ws: &mut Ws, wanted: &[(&str, usize)]) -> HashMap<String, Vec<C
         .any(|(id, n)| out.get(*id).map_or(0, Vec::len) < *n)
     {
         let message = next(ws).await;
+        if message["type"] == "complete" {
+            let id = message["id"].as_str().expect("id");
+            out.entry(format!("{id}:complete")).or_default();
+            continue;
+        }
         let c = &message["payload"]["data"]["membershipChanges"];
         assert!(c.is_object(), "{message}");
         let s = |k: &str| c[k].as_str().expect(k).to_string();
@@ -299,14 +304,25 @@ async fn membership_changes_report_members_entering_and_leaving() {
     .expect("root");
     move_group(&app, &c, &root).await;
 
-    let mut all = changes(&mut ws, &[("tree", 5), ("rack", 4)]).await;
+    // A member of the rack, then the rack is deleted: it leaves both at once.
+    members_edit(&app, "addGroupMembers", &b, &["d00002"]).await;
+    let deleted = app
+        .data(
+            &app.admin,
+            "mutation($input: DeleteGroupInput!) { deleteGroup(input: $input) { userErrors { code message } } }",
+            json!({ "input": { "id": b } }),
+        )
+        .await;
+    assert_eq!(deleted["deleteGroup"]["userErrors"], json!([]));
+
+    let mut all = changes(&mut ws, &[("tree", 7), ("rack", 6)]).await;
     let tree = all.remove("tree").expect("tree");
     let simple: Vec<(&str, &str, &str)> = tree
         .iter()
         .map(|(k, m, g, _, _)| (k.as_str(), m.as_str(), g.as_str()))
         .collect();
     assert_eq!(
-        simple,
+        simple[..5],
         [
             ("ENTERED", "d00000", b.as_str()),
             ("ENTERED", "d00001", b.as_str()),
@@ -319,6 +335,13 @@ async fn membership_changes_report_members_entering_and_leaving() {
     assert!(tree.iter().all(|t| t.3 == "STATIC"));
     assert_eq!(tree[3].4, "moved");
     assert_eq!(tree[0].4, Value::Null);
+    assert_eq!(
+        tree[5..]
+            .iter()
+            .map(|t| (t.0.as_str(), t.1.as_str(), t.4.as_str().unwrap_or("")))
+            .collect::<Vec<_>>(),
+        [("ENTERED", "d00002", ""), ("LEFT", "d00002", "deleted")]
+    );
 
     let rack = all.remove("rack").expect("rack");
     let simple: Vec<(&str, &str)> = rack
@@ -332,8 +355,18 @@ async fn membership_changes_report_members_entering_and_leaving() {
             ("ENTERED", "d00001"),
             ("LEFT", "d00001"),
             ("LEFT", "d00000"),
+            ("ENTERED", "d00002"),
+            ("LEFT", "d00002"),
         ]
     );
+    // The rack is gone: its subscription ends.
+    if !all.contains_key("rack:complete") {
+        let mut end = next(&mut ws).await;
+        while end["id"] != "rack" {
+            end = next(&mut ws).await;
+        }
+        assert_eq!(end["type"], "complete", "{end}");
+    }
 
     // An unknown group is refused.
     subscribe(
@@ -348,6 +381,48 @@ async fn membership_changes_report_members_entering_and_leaving() {
         reply["payload"]["errors"][0]["extensions"]["code"], "NOT_FOUND",
         "{reply}"
     );
+    server.abort();
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_connection_holds_a_bounded_number_of_subscriptions() {
+    let app = TestApp::spawn().await;
+    let (addr, server) = serve(&app).await;
+    let a = app.create_group("Site-A", None).await;
+    let mut ws = connect(addr, &app.viewer).await;
+    // Seventeen at once: exactly one is refused (which one depends on how they interleave).
+    for i in 0..17 {
+        subscribe(&mut ws, &format!("s{i}"), CHANGES, json!({ "id": a })).await;
+    }
+    let reply = next(&mut ws).await;
+    assert_eq!(
+        reply["payload"]["errors"][0]["extensions"]["code"], "TOO_MANY_SUBSCRIPTIONS",
+        "{reply}"
+    );
+    let refused = reply["id"].as_str().expect("id").to_string();
+    assert_eq!(next(&mut ws).await, json!({ "id": refused, "type": "complete" }));
+    let held = if refused == "s0" { "s1" } else { "s0" };
+    // Ending one frees its slot.
+    send(&mut ws, json!({ "id": held, "type": "complete" })).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    subscribe(&mut ws, "again", CHANGES, json!({ "id": a })).await;
+    let ids = devices(&app, "d", 1).await;
+    add(&app, &a, &ids).await;
+    loop {
+        let message = next(&mut ws).await;
+        assert_ne!(
+            message["payload"]["errors"][0]["extensions"]["code"], "TOO_MANY_SUBSCRIPTIONS",
+            "{message}"
+        );
+        if message["id"] == "again" {
+            assert_eq!(
+                message["payload"]["data"]["membershipChanges"]["memberId"],
+                ids[0].as_str()
+            );
+            break;
+        }
+    }
     server.abort();
     app.shutdown().await;
 }

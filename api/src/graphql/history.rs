@@ -257,11 +257,7 @@ async fn tree_at(
     if let Some(tree) = cached {
         return Ok(tree);
     }
-    let tree = Arc::new(
-        history::tree_at(c, position)
-            .await
-            .map_err(internal)?,
-    );
+    let tree = Arc::new(history::tree_at(c, position).await.map_err(internal)?);
     if let Some(Ok(mut trees)) = cache(ctx).map(|k| k.trees.lock()) {
         trees.insert(position, tree.clone());
     }

@@ -401,7 +401,10 @@ async fn a_connection_holds_a_bounded_number_of_subscriptions() {
         "{reply}"
     );
     let refused = reply["id"].as_str().expect("id").to_string();
-    assert_eq!(next(&mut ws).await, json!({ "id": refused, "type": "complete" }));
+    assert_eq!(
+        next(&mut ws).await,
+        json!({ "id": refused, "type": "complete" })
+    );
     let held = if refused == "s0" { "s1" } else { "s0" };
     // Ending one frees its slot.
     send(&mut ws, json!({ "id": held, "type": "complete" })).await;

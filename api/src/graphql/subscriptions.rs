@@ -382,6 +382,21 @@ fn change(
     }
 }
 
+/// One change per `(member, source, group)`, all for the same cause.
+fn changes(
+    entry: &LogEntry,
+    kind: MembershipChangeKind,
+    members: Vec<(String, HistorySource, Uuid)>,
+    cause: &str,
+) -> Vec<MembershipChange> {
+    members
+        .into_iter()
+        .map(|(member, source, group)| {
+            change(entry, kind, &member, source, group, Some(cause.into()))
+        })
+        .collect()
+}
+
 impl MembershipWatch {
     /// Adds groups (with their folded entries); returns the members that entered.
     fn add_groups(
@@ -513,16 +528,12 @@ impl MembershipWatch {
         if e.aggregate_type == "Group" && e.event_type == "GroupDeleted" && id == self.root {
             // The group itself is gone: every member leaves, and the stream ends.
             self.ended = true;
-            for (member, source, group) in self.remove_subtree(id) {
-                out.push(change(
-                    entry,
-                    MembershipChangeKind::Left,
-                    &member,
-                    source,
-                    group,
-                    Some("deleted".into()),
-                ));
-            }
+            out.extend(changes(
+                entry,
+                MembershipChangeKind::Left,
+                self.remove_subtree(id),
+                "deleted",
+            ));
             return Ok(out);
         }
         if e.aggregate_type != "Group" || !self.descendants || id == self.root {
@@ -543,16 +554,12 @@ impl MembershipWatch {
             "GroupDeleted" if self.groups.contains_key(&id) => {
                 // Gone from the tree at once (as live and historical reads have it); the purge
                 // events that follow concern a group no longer watched.
-                for (member, source, group) in self.remove_subtree(id) {
-                    out.push(change(
-                        entry,
-                        MembershipChangeKind::Left,
-                        &member,
-                        source,
-                        group,
-                        Some("deleted".into()),
-                    ));
-                }
+                out.extend(changes(
+                    entry,
+                    MembershipChangeKind::Left,
+                    self.remove_subtree(id),
+                    "deleted",
+                ));
             }
             "GroupMoved" => {
                 let Some(parent) = parent_of("new_parent_id") else {
@@ -561,16 +568,12 @@ impl MembershipWatch {
                 let inside = self.groups.contains_key(&parent);
                 let was = self.groups.contains_key(&id);
                 if was && !inside {
-                    for (member, source, group) in self.remove_subtree(id) {
-                        out.push(change(
-                            entry,
-                            MembershipChangeKind::Left,
-                            &member,
-                            source,
-                            group,
-                            Some("moved".into()),
-                        ));
-                    }
+                    out.extend(changes(
+                        entry,
+                        MembershipChangeKind::Left,
+                        self.remove_subtree(id),
+                        "moved",
+                    ));
                 } else if was {
                     self.parents.insert(id, parent);
                 } else if inside {
@@ -587,16 +590,12 @@ impl MembershipWatch {
                             (*g, parent, folds.remove(g).unwrap_or_default())
                         })
                         .collect();
-                    for (member, source, group) in self.add_groups(added) {
-                        out.push(change(
-                            entry,
-                            MembershipChangeKind::Entered,
-                            &member,
-                            source,
-                            group,
-                            Some("moved".into()),
-                        ));
-                    }
+                    out.extend(changes(
+                        entry,
+                        MembershipChangeKind::Entered,
+                        self.add_groups(added),
+                        "moved",
+                    ));
                 }
             }
             _ => {}

@@ -59,15 +59,15 @@ pub fn canonical_event(event: &EventRecord, log_position: i64) -> Vec<u8> {
     out.extend_from_slice(b",\"payload\":");
     write_canonical(&event.payload, &mut out);
     out.extend_from_slice(format!(",\"position\":{log_position},\"recordedAt\":").as_bytes());
-    string(
-        &event
-            .recorded_at
-            .format("%Y-%m-%dT%H:%M:%S%.6fZ")
-            .to_string(),
-        &mut out,
-    );
+    string(&format_time(event.recorded_at), &mut out);
     out.extend_from_slice(format!(",\"version\":{}}}", event.sequence).as_bytes());
     out
+}
+
+/// Timestamps as the chain hashes them (and the envelope carries them): RFC 3339, UTC,
+/// microseconds.
+pub fn format_time(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
 }
 
 /// The chain link: `sha256(prev_hash || canonical event)`.

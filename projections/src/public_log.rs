@@ -140,10 +140,7 @@ pub async fn read_raw(
         .collect()
 }
 
-/// Timestamps as the chain hashes them: RFC 3339, UTC, microseconds.
-pub fn format_time(t: DateTime<Utc>) -> String {
-    t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
-}
+pub use crate::canonical::format_time;
 
 /// Which events to read. Empty lists and `None` mean "any".
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -40,7 +40,12 @@ pub struct GroupView(BTreeMap<&'static str, Value>);
 
 impl GroupView {
     fn get(&self, field: &'static str) -> Value {
-        self.0.get(field).cloned().unwrap_or(Value::Null)
+        match self.0.get(field) {
+            Some(v) => v.clone(),
+            // A group is not deleted until it is: creating one changes no `deleted` field.
+            None if field == "deleted" => Value::Bool(false),
+            None => Value::Null,
+        }
     }
 
     fn set(&mut self, field: &'static str, value: Value) {
@@ -57,7 +62,6 @@ impl GroupView {
                 self.set("parentId", take("parent_id"));
                 self.set("description", take("description"));
                 self.set("metadata", take("metadata"));
-                self.set("deleted", Value::Bool(false));
             }
             "GroupRenamed" => self.set("name", take("name")),
             "GroupUpdated" => {
@@ -228,8 +232,8 @@ mod tests {
         ]);
         assert_eq!(
             changes[0].iter().map(|c| c.0.as_str()).collect::<Vec<_>>(),
-            ["type", "name", "parentId", "deleted"],
-            "empty description and metadata are not changes"
+            ["type", "name", "parentId"],
+            "empty description and metadata, and not being deleted, are not changes"
         );
         assert_eq!(changes[1], [("name".into(), json!("a"), json!("b"))]);
         assert_eq!(

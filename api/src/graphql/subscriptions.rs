@@ -66,14 +66,27 @@ fn take_slot(ctx: &Context<'_>) -> Result<Slot> {
     Ok(slot)
 }
 
-/// The process's view of the log head, started on first use (one LISTEN connection).
+/// Connections the subscriptions of one process share.
+pub const STREAM_POOL_SIZE: u32 = 8;
+
+/// What the subscriptions of a process share, made on first use: a small pool of their own
+/// (a burst of commands does not delay subscribers, and many subscribers cannot starve
+/// commands and queries of connections) and the view of the log head (one LISTEN connection).
 #[derive(Clone, Default)]
-pub struct LogHead(Arc<OnceCell<watch::Receiver<i64>>>);
+pub struct LogHead(Arc<OnceCell<(PgPool, watch::Receiver<i64>)>>);
 
 impl LogHead {
-    async fn receiver(&self, pool: &PgPool) -> watch::Receiver<i64> {
+    /// The subscriptions' pool (connecting as `pool` does) and the head watch.
+    async fn get(&self, pool: &PgPool) -> (PgPool, watch::Receiver<i64>) {
         self.0
-            .get_or_init(|| async { public_log::watch_head(pool.clone(), POLL) })
+            .get_or_init(|| async {
+                let options = pool.connect_options().as_ref().clone();
+                let streams = sqlx::postgres::PgPoolOptions::new()
+                    .max_connections(STREAM_POOL_SIZE)
+                    .connect_lazy_with(options);
+                let head = public_log::watch_head(streams.clone(), POLL);
+                (streams, head)
+            })
             .await
             .clone()
     }
@@ -279,8 +292,10 @@ impl SubscriptionRoot {
         authorize(ctx, "events")?;
         let slot = take_slot(ctx)?;
         let filter = filter.unwrap_or_default().into_filter()?;
-        let pool = ctx.data_unchecked::<PgPool>().clone();
-        let head = ctx.data_unchecked::<LogHead>().receiver(&pool).await;
+        let (pool, head) = ctx
+            .data_unchecked::<LogHead>()
+            .get(ctx.data_unchecked::<PgPool>())
+            .await;
         let after = match from_position {
             Some(Position(p)) => (p - 1).max(0),
             None => {
@@ -623,8 +638,10 @@ async fn membership_stream(
     group: Uuid,
     descendants: bool,
 ) -> Result<impl Stream<Item = Result<MembershipChange>>> {
-    let pool = ctx.data_unchecked::<PgPool>().clone();
-    let head = ctx.data_unchecked::<LogHead>().receiver(&pool).await;
+    let (pool, head) = ctx
+        .data_unchecked::<LogHead>()
+        .get(ctx.data_unchecked::<PgPool>())
+        .await;
     let mut conn = pool.acquire().await.map_err(internal)?;
     let (start, _) = public_log::head(&mut conn).await.map_err(internal)?;
     let tree = history::tree_at(&mut conn, start).await.map_err(internal)?;

@@ -13,12 +13,12 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use serde_json::Value;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
 pub use commands::MembershipCommands;
 
+use crate::history::{MembershipChange, Source};
 use crate::log::EventRecord;
 use crate::projection::{schema_ident, Projection};
 use crate::StoreError;
@@ -32,18 +32,17 @@ pub const LIVE_SCHEMA: &str = "rm_membership";
 #[derive(Debug, Default, Clone, Copy)]
 pub struct MembershipProjection;
 
-/// The entry kind an event is about, and whether it adds.
-fn kind_of(event: &EventRecord) -> Option<(&'static str, bool)> {
-    let body = event.body();
-    let rule = body.get("source").and_then(Value::as_str) == Some("RULE");
-    let sr = if rule { "R" } else { "S" };
-    match event.event_type.as_str() {
-        "MembersAdded" => Some((sr, true)),
-        "MembersRemoved" => Some((sr, false)),
-        "MembersExcluded" => Some(("X", true)),
-        "MembersUnexcluded" => Some(("X", false)),
-        _ => None,
-    }
+/// The entry kind an event is about (`S`, `R` or `X`), whether it adds, and its ids.
+fn entries_of(event: &EventRecord) -> Option<(&'static str, bool, Vec<String>)> {
+    let code = |source: Source| if source == Source::Rule { "R" } else { "S" };
+    Some(
+        match MembershipChange::parse(&event.event_type, event.body())? {
+            MembershipChange::Added(source, ids) => (code(source), true, ids),
+            MembershipChange::Removed(source, ids) => (code(source), false, ids),
+            MembershipChange::Excluded(ids) => ("X", true, ids),
+            MembershipChange::Unexcluded(ids) => ("X", false, ids),
+        },
+    )
 }
 
 #[async_trait]
@@ -102,23 +101,13 @@ impl Projection for MembershipProjection {
         // Ids whose direct row must be recomputed, per group.
         let mut touched: BTreeMap<Uuid, BTreeSet<String>> = BTreeMap::new();
         for event in events {
-            let Some((kind, adds)) = kind_of(event) else {
+            let Some((kind, adds, ids)) = entries_of(event) else {
                 continue;
             };
             let group: Uuid = event
                 .aggregate_id
                 .parse()
                 .map_err(|_| StoreError::Data(format!("group id {:?}", event.aggregate_id)))?;
-            let ids: Vec<String> = event
-                .body()
-                .get("member_ids")
-                .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|v| v.as_str().map(str::to_string))
-                        .collect()
-                })
-                .unwrap_or_default();
             if adds {
                 add_entries(conn, s, group, kind, &ids, event.recorded_at).await?;
             } else {

@@ -498,6 +498,36 @@ async fn global_at(app: &TestApp, position: i64) -> i64 {
         .expect("global position")
 }
 
+/// Sets `column` of the event at `position` to `edit`, checks that verification breaks there,
+/// then restores the original value and checks that it verifies again.
+async fn tamper(app: &TestApp, position: i64, column: &str, edit: &str) {
+    let g = global_at(app, position).await;
+    let original: Value = sqlx::query_scalar(&format!(
+        "SELECT {column} FROM events WHERE global_position = $1"
+    ))
+    .bind(g)
+    .fetch_one(&app.pool)
+    .await
+    .expect("original value");
+    sqlx::query(&format!(
+        "UPDATE events SET {column} = {edit} WHERE global_position = $1"
+    ))
+    .bind(g)
+    .execute(&app.pool)
+    .await
+    .expect("tamper");
+    assert_eq!(broken_at(&check(app).await), Some(position), "{column}");
+    sqlx::query(&format!(
+        "UPDATE events SET {column} = $2 WHERE global_position = $1"
+    ))
+    .bind(g)
+    .bind(&original)
+    .execute(&app.pool)
+    .await
+    .expect("restore");
+    assert_eq!(broken_at(&check(app).await), None, "restored {column}");
+}
+
 #[tokio::test]
 async fn verification_detects_edited_deleted_and_reordered_events() {
     let app = TestApp::spawn().await;
@@ -531,49 +561,21 @@ async fn verification_detects_edited_deleted_and_reordered_events() {
         "{suffix:?}"
     );
 
-    // An edited payload.
-    let g = global_at(&app, 4).await;
-    let original: Value =
-        sqlx::query_scalar("SELECT payload FROM events WHERE global_position = $1")
-            .bind(g)
-            .fetch_one(&app.pool)
-            .await
-            .expect("payload");
-    sqlx::query("UPDATE events SET payload = jsonb_set(payload, '{GroupCreated,name}', '\"Forged\"') WHERE global_position = $1")
-        .bind(g)
-        .execute(&app.pool)
-        .await
-        .expect("tamper");
-    assert_eq!(broken_at(&check(&app).await), Some(4));
-    sqlx::query("UPDATE events SET payload = $2 WHERE global_position = $1")
-        .bind(g)
-        .bind(&original)
-        .execute(&app.pool)
-        .await
-        .expect("restore");
-    assert_eq!(broken_at(&check(&app).await), None, "restored");
-
-    // Edited metadata (who did it).
-    let g = global_at(&app, 5).await;
-    let original: Value =
-        sqlx::query_scalar("SELECT metadata FROM events WHERE global_position = $1")
-            .bind(g)
-            .fetch_one(&app.pool)
-            .await
-            .expect("metadata");
-    sqlx::query("UPDATE events SET metadata = jsonb_set(metadata, '{actor_subject}', '\"mallory\"') WHERE global_position = $1")
-        .bind(g)
-        .execute(&app.pool)
-        .await
-        .expect("tamper");
-    assert_eq!(broken_at(&check(&app).await), Some(5));
-    sqlx::query("UPDATE events SET metadata = $2 WHERE global_position = $1")
-        .bind(g)
-        .bind(&original)
-        .execute(&app.pool)
-        .await
-        .expect("restore");
-    assert_eq!(broken_at(&check(&app).await), None, "restored");
+    // An edited payload, then edited metadata (who did it).
+    tamper(
+        &app,
+        4,
+        "payload",
+        "jsonb_set(payload, '{GroupCreated,name}', '\"Forged\"')",
+    )
+    .await;
+    tamper(
+        &app,
+        5,
+        "metadata",
+        "jsonb_set(metadata, '{actor_subject}', '\"mallory\"')",
+    )
+    .await;
 
     // Two events swapped in the log.
     let (g3, g4) = (global_at(&app, 3).await, global_at(&app, 4).await);

@@ -12,6 +12,7 @@ use corral_projections::rebuild;
 mod audit_cli;
 mod bench;
 mod import;
+mod rollups_cli;
 
 #[derive(Parser)]
 #[command(
@@ -57,6 +58,11 @@ enum Command {
     Audit {
         #[command(subcommand)]
         command: audit_cli::AuditCommand,
+    },
+    /// Verify group rollups against raw samples, or rebuild them.
+    Rollups {
+        #[command(subcommand)]
+        command: rollups_cli::RollupsCommand,
     },
     /// Run the benchmarks and print a table beside same-run baselines.
     Bench(bench::BenchArgs),
@@ -197,6 +203,13 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
         Command::Serve { no_workers } => serve(pool, lock_pool, !no_workers).await?,
         Command::Work => work(pool).await?,
         Command::Import { kind, file } => import::run(&pool, kind, &file).await?,
+        Command::Rollups { command } => {
+            let outcome = rollups_cli::run(&pool, command).await;
+            if let Some(embedded) = database.embedded {
+                embedded.stop().await?;
+            }
+            return outcome?.map_err(Into::into);
+        }
         Command::Audit { command } => {
             let outcome = audit_cli::run(&pool, command).await;
             if let Some(embedded) = database.embedded {
@@ -375,6 +388,7 @@ fn config_from_env() -> Result<ApiConfig, BoxError> {
             .parse()
             .map_err(|_| "CORRAL_MAX_BODY_BYTES must be a number of bytes")?;
     }
+    config.health = corral_projections::health::HealthConfig::from_env()?;
     Ok(config)
 }
 
@@ -388,13 +402,19 @@ async fn serve(
         .unwrap_or_else(|_| "127.0.0.1:8080".into())
         .parse()
         .map_err(|e| format!("CORRAL_LISTEN: {e}"))?;
-    let background = corral_workers::start_with(
+    let mut background = corral_workers::start_with(
         pool.clone(),
         run_workers,
         Duration::from_secs(1),
         run_workers.then(rule_config_from_env).transpose()?,
     )
     .await?;
+    if run_workers {
+        background.spawn_capabilities(
+            pool.clone(),
+            corral_workers::capabilities::CapabilityConfig::from_env()?,
+        );
+    }
     let state = AppState::new(
         pool,
         lock_pool,
@@ -437,13 +457,17 @@ async fn work(pool: sqlx::PgPool) -> Result<(), BoxError> {
     announce_nats();
     let feed = InventoryFeed::start(&pool, std::sync::Arc::default());
     let publisher = start_publisher(&pool, std::sync::Arc::default())?;
-    let background = corral_workers::start_with(
-        pool,
+    let mut background = corral_workers::start_with(
+        pool.clone(),
         true,
         Duration::from_secs(1),
         Some(rule_config_from_env()?),
     )
     .await?;
+    background.spawn_capabilities(
+        pool,
+        corral_workers::capabilities::CapabilityConfig::from_env()?,
+    );
     tracing::info!("corral work: projectors running");
     shutdown_signal().await;
     InventoryFeed::stop(feed).await;

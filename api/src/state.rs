@@ -20,6 +20,8 @@ pub struct ApiConfig {
     pub mutation_wait: Duration,
     /// Largest request body.
     pub max_body_bytes: usize,
+    /// Telemetry retention and ingest limits.
+    pub health: corral_projections::health::HealthConfig,
 }
 
 impl Default for ApiConfig {
@@ -27,6 +29,7 @@ impl Default for ApiConfig {
         Self {
             mutation_wait: Duration::from_secs(5),
             max_body_bytes: 8 * 1024 * 1024,
+            health: corral_projections::health::HealthConfig::default(),
         }
     }
 }

@@ -13,7 +13,7 @@ use serde::Serialize;
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
-use crate::group::{GroupDetails, GroupEvent, GroupType, RuleRef};
+use crate::group::{GroupCapabilities, GroupDetails, GroupEvent, GroupType, RuleRef};
 use crate::membership::{MemberSource, MembershipEvent};
 use crate::upcast::{current_version, STEPS};
 
@@ -191,6 +191,16 @@ fn group_examples() -> Vec<Value> {
             }],
         },
         GroupEvent::GroupRuleCleared { rule_version: 2 },
+        GroupEvent::GroupCapabilitiesChanged {
+            has_sysmon: true,
+            has_snmp: true,
+            has_services: false,
+            previous: GroupCapabilities {
+                has_sysmon: false,
+                has_snmp: true,
+                has_services: false,
+            },
+        },
     ];
     events.iter().map(to_json).collect()
 }
@@ -382,7 +392,7 @@ mod tests {
     fn every_event_type_has_a_version_a_description_and_an_example() {
         let docs = catalog();
         let types: BTreeSet<_> = docs.iter().map(|d| d.event_type.as_str()).collect();
-        assert_eq!(types.len(), 11, "{types:?}");
+        assert_eq!(types.len(), 12, "{types:?}");
         for d in &docs {
             assert_ne!(d.version, "?", "{} has no current version", d.event_type);
             assert!(

@@ -34,6 +34,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0003_audit_publisher.sql",
         sql: include_str!("../sql/0003_audit_publisher.sql"),
     },
+    Migration {
+        version: 4,
+        name: "0004_health.sql",
+        sql: include_str!("../sql/0004_health.sql"),
+    },
 ];
 
 /// Why migrating failed.

@@ -14,7 +14,8 @@ use crate::StoreError;
 /// One field an event changed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FieldChange {
-    /// `name`, `parentId`, `description`, `metadata`, `rule`, `ruleEnabled`, `deleted`, ...
+    /// `name`, `parentId`, `description`, `metadata`, `rule`, `ruleEnabled`, `deleted`,
+    /// `hasSysmon`, `hasSnmp`, `hasServices`, ...
     pub field: &'static str,
     /// The value before the event (`null` when unset).
     pub before: Value,
@@ -23,7 +24,7 @@ pub struct FieldChange {
 }
 
 /// The audited fields of a group, in the order changes are listed.
-const FIELDS: [&str; 8] = [
+const FIELDS: [&str; 11] = [
     "type",
     "name",
     "parentId",
@@ -32,6 +33,16 @@ const FIELDS: [&str; 8] = [
     "rule",
     "ruleEnabled",
     "deleted",
+    "hasSysmon",
+    "hasSnmp",
+    "hasServices",
+];
+
+/// The capability flags: false until the capabilities worker says otherwise.
+const CAPABILITIES: [(&str, &str); 3] = [
+    ("hasSysmon", "has_sysmon"),
+    ("hasSnmp", "has_snmp"),
+    ("hasServices", "has_services"),
 ];
 
 /// The audited view of one group.
@@ -43,7 +54,10 @@ impl GroupView {
         match self.0.get(field) {
             Some(v) => v.clone(),
             // A group is not deleted until it is: creating one changes no `deleted` field.
-            None if field == "deleted" => Value::Bool(false),
+            // Likewise it has no capability until the worker finds one.
+            None if field == "deleted" || CAPABILITIES.iter().any(|(f, _)| *f == field) => {
+                Value::Bool(false)
+            }
             None => Value::Null,
         }
     }
@@ -77,6 +91,12 @@ impl GroupView {
             "GroupRuleCleared" => {
                 self.set("rule", Value::Null);
                 self.set("ruleEnabled", Value::Null);
+            }
+            "GroupCapabilitiesChanged" => {
+                for (field, key) in CAPABILITIES {
+                    let flag = body.get(key).and_then(Value::as_bool).unwrap_or(false);
+                    self.set(field, Value::Bool(flag));
+                }
             }
             _ => {}
         }
@@ -259,5 +279,37 @@ mod tests {
             ]
         );
         assert_eq!(changes[6], [("deleted".into(), json!(false), json!(true))]);
+    }
+
+    #[test]
+    fn capability_changes_list_only_the_flags_that_flipped() {
+        let flags = |sysmon: bool, snmp: bool| {
+            json!({"has_sysmon": sysmon, "has_snmp": snmp, "has_services": false,
+                   "previous": {"has_sysmon": false, "has_snmp": false, "has_services": false}})
+        };
+        let changes = fold(&[
+            (
+                "GroupCreated",
+                json!({"group_type": "DEVICE", "name": "a", "parent_id": "p1",
+                       "description": null, "metadata": {}, "is_system": false}),
+            ),
+            ("GroupCapabilitiesChanged", flags(true, false)),
+            ("GroupCapabilitiesChanged", flags(false, true)),
+        ]);
+        assert!(
+            !changes[0].iter().any(|c| c.0.starts_with("has")),
+            "a new group has no capability, and that is no change"
+        );
+        assert_eq!(
+            changes[1],
+            [("hasSysmon".into(), json!(false), json!(true))]
+        );
+        assert_eq!(
+            changes[2],
+            [
+                ("hasSysmon".into(), json!(true), json!(false)),
+                ("hasSnmp".into(), json!(false), json!(true)),
+            ]
+        );
     }
 }

@@ -253,7 +253,8 @@ impl GroupCommands {
             | GroupCommand::Move { id, .. }
             | GroupCommand::Delete { id }
             | GroupCommand::SetRule { id, .. }
-            | GroupCommand::ClearRule { id } => *id,
+            | GroupCommand::ClearRule { id }
+            | GroupCommand::SetCapabilities { id, .. } => *id,
         }
     }
 
@@ -328,7 +329,9 @@ async fn locked(
                     .await?;
             }
         }
-        GroupCommand::Update { .. } | GroupCommand::ClearRule { .. } => {}
+        GroupCommand::Update { .. }
+        | GroupCommand::ClearRule { .. }
+        | GroupCommand::SetCapabilities { .. } => {}
     }
     let commutes = command.commutes();
     if let GroupCommand::Create { id, .. } = &command {

@@ -18,6 +18,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
+use corral_domain::group::GroupCapabilities;
 use serde_json::Value;
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
@@ -65,6 +66,8 @@ pub struct HistoricalGroup {
     pub updated_at: DateTime<Utc>,
     /// Its rule then.
     pub rule: Option<HistoricalRule>,
+    /// Its capability flags then (all false before its first `GroupCapabilitiesChanged`).
+    pub capabilities: GroupCapabilities,
     /// When it was deleted, if that was at or before the position.
     pub deleted_at: Option<DateTime<Utc>>,
     /// When it was deleted, if that was after the position ("deleted since").
@@ -161,6 +164,7 @@ impl GroupFold {
                 created_at: e.recorded_at,
                 updated_at: e.recorded_at,
                 rule: None,
+                capabilities: GroupCapabilities::default(),
                 deleted_at: None,
                 deleted_since: None,
                 path: String::new(),
@@ -206,6 +210,16 @@ impl GroupFold {
                 });
             }
             "GroupRuleCleared" => g.rule = None,
+            // Computed flags, not an edit: like the live tree, `updated_at` stays.
+            "GroupCapabilitiesChanged" => {
+                let flag = |name: &str| body.get(name).and_then(Value::as_bool).unwrap_or(false);
+                g.capabilities = GroupCapabilities {
+                    has_sysmon: flag("has_sysmon"),
+                    has_snmp: flag("has_snmp"),
+                    has_services: flag("has_services"),
+                };
+                return;
+            }
             "GroupDeleted" => {
                 g.deleted_at = Some(e.recorded_at);
                 self.deleted_position = Some(e.position);
@@ -908,6 +922,44 @@ mod tests {
         assert_eq!(group.updated_at, t(60));
         assert_eq!(deleted.chain_position(80), 69);
         assert_eq!(GroupFold::fold(g, &events, 65).chain_position(65), 65);
+    }
+
+    #[test]
+    fn capabilities_fold_as_of_each_position_without_touching_updated_at() {
+        let g = id(9);
+        let changed = |position, sequence, sysmon: bool, previous: bool| {
+            ev(
+                position,
+                sequence,
+                "GroupCapabilitiesChanged",
+                json!({"has_sysmon": sysmon, "has_snmp": false, "has_services": true,
+                       "previous": {"has_sysmon": previous, "has_snmp": false, "has_services": false}}),
+            )
+        };
+        let events = vec![
+            history()[0].clone(),
+            changed(15, 2, true, false),
+            changed(25, 3, false, true),
+        ];
+        let at = |p| {
+            GroupFold::fold(g, &events, p)
+                .group()
+                .cloned()
+                .expect("group")
+        };
+        assert_eq!(at(10).capabilities, GroupCapabilities::default());
+        let first = at(15);
+        assert_eq!(
+            first.capabilities,
+            GroupCapabilities {
+                has_sysmon: true,
+                has_snmp: false,
+                has_services: true
+            }
+        );
+        assert_eq!((first.version, first.updated_at), (2, t(10)));
+        assert!(!at(30).capabilities.has_sysmon);
+        assert_eq!(at(30).version, 3);
     }
 
     #[test]

@@ -4,9 +4,11 @@
 mod aggregate_cache;
 pub mod audit;
 pub mod canonical;
+pub mod capabilities;
 pub mod directory;
 pub mod executor;
 pub mod group_tree;
+pub mod health;
 pub mod history;
 pub mod inventory;
 pub mod log;

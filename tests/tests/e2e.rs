@@ -3,10 +3,12 @@
 mod e2e {
     mod audit;
     mod auth;
+    mod capabilities;
     mod catch_up;
     mod concurrency;
     mod dynamic;
     mod groups;
+    mod health;
     mod inventory;
     mod membership;
     mod publisher;

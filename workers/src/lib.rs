@@ -2,6 +2,8 @@
 //! connection that wakes them, the notifier that tells other processes about this one's
 //! commits, the rule evaluator, the NATS inventory feed and the NATS publisher of the event log.
 
+pub mod capabilities;
+pub mod health;
 pub mod inventory_feed;
 pub mod publisher;
 pub mod rules;
@@ -9,7 +11,10 @@ pub mod rules;
 use std::sync::Arc;
 use std::time::Duration;
 
+use corral_projections::capabilities::CapabilitiesProjection;
+use corral_projections::directory::GroupCommands;
 use corral_projections::group_tree::GroupTreeProjection;
+use corral_projections::health::{HealthConfig, HealthProjection};
 use corral_projections::membership::{MembershipCommands, MembershipProjection};
 use corral_projections::runner::{ensure_schema, run_projector};
 use corral_projections::sequencer::Sequencer;
@@ -27,6 +32,8 @@ pub fn projections() -> Vec<Arc<dyn Projection>> {
         Arc::new(Sequencer),
         Arc::new(GroupTreeProjection),
         Arc::new(MembershipProjection),
+        Arc::new(HealthProjection),
+        Arc::new(CapabilitiesProjection),
     ]
 }
 
@@ -47,6 +54,22 @@ impl Background {
     /// What command executors in this process call after a commit.
     pub fn commit_signal(&self) -> CommitSignal {
         self.signal.clone()
+    }
+
+    /// Starts the capabilities worker (`docs/capabilities.md`) beside the other tasks; it
+    /// stops with them. Its commands wake this process's projectors.
+    pub fn spawn_capabilities(&mut self, pool: PgPool, config: capabilities::CapabilityConfig) {
+        let commands = Arc::new(GroupCommands::new(
+            pool.clone(),
+            pool.clone(),
+            self.signal.clone(),
+        ));
+        self.tasks.spawn(capabilities::run(
+            pool,
+            commands,
+            config,
+            self.stop.subscribe(),
+        ));
     }
 
     /// Stops every task and waits for them.
@@ -102,6 +125,20 @@ pub async fn start_with(
         }
     }
     let signal = CommitSignal::new(wakers.clone());
+    if run_projectors {
+        let config = HealthConfig::from_env().map_err(StoreError::Data)?;
+        tasks.spawn(health::run_refresh(
+            pool.clone(),
+            config.clone(),
+            poll.min(Duration::from_secs(1)),
+            stop_rx.clone(),
+        ));
+        tasks.spawn(health::run_retention_loop(
+            pool.clone(),
+            config,
+            stop_rx.clone(),
+        ));
+    }
     if let Some(config) = rules {
         let commands = Arc::new(MembershipCommands::new(
             pool.clone(),

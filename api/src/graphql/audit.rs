@@ -71,8 +71,8 @@ pub struct AuditActor {
 /// One field a Group event changed.
 #[derive(SimpleObject, Clone, Debug)]
 pub struct FieldChange {
-    /// `type`, `name`, `parentId`, `description`, `metadata`, `rule`, `ruleEnabled` or
-    /// `deleted`.
+    /// `type`, `name`, `parentId`, `description`, `metadata`, `rule`, `ruleEnabled`,
+    /// `deleted`, `hasSysmon`, `hasSnmp` or `hasServices`.
     pub field: String,
     /// The value before (null when unset).
     pub before: Json<Value>,

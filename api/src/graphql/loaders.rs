@@ -23,6 +23,28 @@ pub type Ancestors = DataLoader<AncestorsLoader, HashMapCache>;
 pub type Children = DataLoader<ChildrenLoader, HashMapCache>;
 /// Child counts.
 pub type ChildCounts = DataLoader<ChildCountLoader, HashMapCache>;
+/// Capability flags by group id.
+pub type Capabilities = DataLoader<CapabilitiesLoader, HashMapCache>;
+
+/// Capability flags by group id (all false for a group the worker never flagged).
+pub struct CapabilitiesLoader(pub PgPool, pub Arc<Metrics>);
+
+impl Loader<Uuid> for CapabilitiesLoader {
+    type Value = corral_domain::group::GroupCapabilities;
+    type Error = async_graphql::Error;
+
+    async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, Self::Value>, Self::Error> {
+        self.1.loader_batch("capabilities");
+        let mut found = corral_projections::capabilities::by_ids(&self.0, keys)
+            .await
+            .map_err(internal)?;
+        // Every key gets an answer, so that the cache covers it.
+        Ok(keys
+            .iter()
+            .map(|k| (*k, found.remove(k).unwrap_or_default()))
+            .collect())
+    }
+}
 
 /// Groups by id.
 pub struct GroupLoader(pub PgPool, pub Arc<Metrics>);
@@ -186,6 +208,14 @@ impl Extension for RequestLoaders {
                 .delay(delay),
             )
             .data(
+                Capabilities::with_cache(
+                    CapabilitiesLoader(pool.clone(), m.clone()),
+                    tokio::spawn,
+                    HashMapCache::default(),
+                )
+                .delay(delay),
+            )
+            .data(
                 super::rules::Rules::with_cache(
                     super::rules::RuleLoader(pool.clone(), m.clone()),
                     tokio::spawn,
@@ -225,6 +255,9 @@ pub fn clear_caches(ctx: &async_graphql::Context<'_>) {
         l.clear::<ChildrenKey>();
     }
     if let Ok(l) = ctx.data::<ChildCounts>() {
+        l.clear::<Uuid>();
+    }
+    if let Ok(l) = ctx.data::<Capabilities>() {
         l.clear::<Uuid>();
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod errors;
+pub mod health;
 pub mod history;
 pub mod inventory;
 pub mod loaders;
@@ -40,6 +41,7 @@ pub struct MutationRoot(
     membership::MembershipMutation,
     rules::RuleMutation,
     inventory::InventoryMutation,
+    health::HealthMutation,
 );
 
 /// Corral's schema type.
@@ -77,6 +79,7 @@ pub fn build_schema(state: &AppState) -> CorralSchema {
         .data(state.waiter.clone())
         .data(state.enforcer.clone())
         .data(MutationWait(state.config.mutation_wait))
+        .data(state.config.health.clone())
         .data(subscriptions::LogHead::default())
         .extension(RequestLoaders {
             pool: state.pool.clone(),

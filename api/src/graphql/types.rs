@@ -7,7 +7,7 @@ use corral_projections::group_tree::{read::After, Node};
 use uuid::Uuid;
 
 use super::errors::coded;
-use super::loaders::{Ancestors, ChildCounts, Children, ChildrenKey, Groups};
+use super::loaders::{Ancestors, Capabilities, ChildCounts, Children, ChildrenKey, Groups};
 
 /// Largest page a client may ask for.
 pub const MAX_PAGE: i32 = 1000;
@@ -38,6 +38,32 @@ impl GroupType {
             GroupType::Service
         } else {
             GroupType::Device
+        }
+    }
+}
+
+/// What a group's effective members (its own and every descendant's) offer, as the
+/// capabilities worker last computed it (`docs/capabilities.md`). All false until it finds
+/// otherwise.
+#[derive(SimpleObject, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GroupCapabilities {
+    /// Some effective member device sent sysmon telemetry in the recent window (24 h by
+    /// default). Always false for service groups.
+    pub has_sysmon: bool,
+    /// Some effective member device (not removed) lists `snmp` among its discovery sources.
+    /// Always false for service groups.
+    pub has_snmp: bool,
+    /// Service groups: some effective member service was checked in the recent window.
+    /// Device groups: some service of an effective member device was.
+    pub has_services: bool,
+}
+
+impl From<corral_domain::group::GroupCapabilities> for GroupCapabilities {
+    fn from(c: corral_domain::group::GroupCapabilities) -> Self {
+        Self {
+            has_sysmon: c.has_sysmon,
+            has_snmp: c.has_snmp,
+            has_services: c.has_services,
         }
     }
 }
@@ -159,6 +185,20 @@ impl Group {
             .await
     }
 
+    /// The group's capability flags, kept by the capabilities worker from recent telemetry
+    /// and the inventory. For a historical group, the flags it had then.
+    async fn capabilities(&self, ctx: &Context<'_>) -> Result<GroupCapabilities> {
+        if let Some(past) = &self.past {
+            return Ok(past.capabilities.into());
+        }
+        Ok(ctx
+            .data_unchecked::<Capabilities>()
+            .load_one(self.uuid)
+            .await?
+            .unwrap_or_default()
+            .into())
+    }
+
     /// Members in member id order. DIRECT (the default): the group's own (static and rule matches, minus
     /// exclusions). EFFECTIVE: its own and every descendant's, each once, with the nearest
     /// group that holds it as `viaGroup`. `source` keeps only members of that source.
@@ -251,6 +291,36 @@ impl Group {
             ..Default::default()
         };
         super::audit::entries(ctx, filter, first, after).await
+    }
+
+    /// Health over `[from, to)` in buckets of `bucket`: from the group rollups, or, when the
+    /// group has none yet, computed from raw samples for windows up to 24 hours (`source`
+    /// says which; pass `source` to insist on one). Telemetry is not event-sourced: a group
+    /// read as of the past reports the same series as the live group. `bucket` defaults to
+    /// `FIVE_MINUTES`; at most 2016 buckets.
+    #[graphql(complexity = 50)]
+    async fn health(
+        &self,
+        ctx: &Context<'_>,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        bucket: Option<super::health::HealthBucketSize>,
+        source: Option<super::health::HealthSource>,
+    ) -> Result<super::health::GroupHealth> {
+        if self.deleted_at.is_some() {
+            return Err(coded("NOT_FOUND", "the group is deleted"));
+        }
+        super::health::load_health(
+            ctx.data_unchecked::<sqlx::PgPool>(),
+            self.uuid,
+            from,
+            to,
+            bucket
+                .unwrap_or(super::health::HealthBucketSize::FiveMinutes)
+                .into(),
+            source,
+        )
+        .await
     }
 }
 

@@ -5,7 +5,7 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::{
-    GroupCommand, GroupDirectory, GroupError, GroupEvent, GroupType, MAX_DEPTH,
+    GroupCapabilities, GroupCommand, GroupDirectory, GroupError, GroupEvent, GroupType, MAX_DEPTH,
     MAX_DESCRIPTION_CHARS, MAX_METADATA_BYTES, MAX_NAME_CHARS, ROOT_NAME,
 };
 
@@ -27,6 +27,11 @@ pub struct Group {
     rule_enabled: bool,
     #[serde(default)]
     rule_version: u64,
+    /// Absent from snapshots taken before `GroupCapabilitiesChanged` existed, which folded
+    /// none (code that could not read the event could not snapshot past it): all false is
+    /// right for them, so the snapshot shape needs no new version.
+    #[serde(default)]
+    capabilities: GroupCapabilities,
 }
 
 impl Group {
@@ -388,6 +393,19 @@ impl Group {
                     rule_version: self.rule_version + 1,
                 }])
             }
+            GroupCommand::SetCapabilities { id, capabilities } => {
+                // Live groups only, system roots included: the flags are computed, not edited.
+                self.require_live(id)?;
+                if capabilities == self.capabilities {
+                    return Ok(vec![]);
+                }
+                Ok(vec![GroupEvent::GroupCapabilitiesChanged {
+                    has_sysmon: capabilities.has_sysmon,
+                    has_snmp: capabilities.has_snmp,
+                    has_services: capabilities.has_services,
+                    previous: self.capabilities,
+                }])
+            }
         }
     }
 }
@@ -454,6 +472,18 @@ impl Aggregate for Group {
                 self.rule = None;
                 self.rule_enabled = false;
                 self.rule_version = rule_version;
+            }
+            GroupEvent::GroupCapabilitiesChanged {
+                has_sysmon,
+                has_snmp,
+                has_services,
+                ..
+            } => {
+                self.capabilities = GroupCapabilities {
+                    has_sysmon,
+                    has_snmp,
+                    has_services,
+                };
             }
         }
     }

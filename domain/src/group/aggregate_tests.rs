@@ -3,7 +3,7 @@ use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
 use super::*;
-use crate::group::{GroupDetails, InMemoryDirectory, RuleRef};
+use crate::group::{GroupCapabilities, GroupDetails, InMemoryDirectory, RuleRef};
 
 type GroupTest = TestFramework<Group>;
 
@@ -598,4 +598,119 @@ fn a_group_that_rules_refer_to_cannot_be_deleted() {
         .given(vec![created("Edge", ROOT)])
         .when(GroupCommand::Delete { id: id(ME) })
         .then_expect_error(GroupError::Referenced(vec![id(CORE)]));
+}
+
+fn caps(has_sysmon: bool, has_snmp: bool, has_services: bool) -> GroupCapabilities {
+    GroupCapabilities {
+        has_sysmon,
+        has_snmp,
+        has_services,
+    }
+}
+
+fn set_caps(c: GroupCapabilities) -> GroupCommand {
+    GroupCommand::SetCapabilities {
+        id: id(ME),
+        capabilities: c,
+    }
+}
+
+fn caps_changed(c: GroupCapabilities, previous: GroupCapabilities) -> GroupEvent {
+    GroupEvent::GroupCapabilitiesChanged {
+        has_sysmon: c.has_sysmon,
+        has_snmp: c.has_snmp,
+        has_services: c.has_services,
+        previous,
+    }
+}
+
+#[test]
+fn capabilities_are_recorded_only_when_a_flag_changes() {
+    let none = caps(false, false, false);
+    let sysmon = caps(true, false, false);
+    GroupTest::with(directory())
+        .given(vec![created("Edge", ROOT)])
+        .when(set_caps(none))
+        .then_expect_events(vec![]);
+    GroupTest::with(directory())
+        .given(vec![created("Edge", ROOT)])
+        .when(set_caps(sysmon))
+        .then_expect_events(vec![caps_changed(sysmon, none)]);
+    GroupTest::with(directory())
+        .given(vec![created("Edge", ROOT), caps_changed(sysmon, none)])
+        .when(set_caps(sysmon))
+        .then_expect_events(vec![]);
+    GroupTest::with(directory())
+        .given(vec![created("Edge", ROOT), caps_changed(sysmon, none)])
+        .when(set_caps(caps(true, true, true)))
+        .then_expect_events(vec![caps_changed(caps(true, true, true), sysmon)]);
+    GroupTest::with(directory())
+        .given(vec![created("Edge", ROOT), caps_changed(sysmon, none)])
+        .when(set_caps(none))
+        .then_expect_events(vec![caps_changed(none, sysmon)]);
+    // Other events leave the flags alone.
+    GroupTest::with(directory())
+        .given(vec![
+            created("Edge", ROOT),
+            caps_changed(sysmon, none),
+            GroupEvent::GroupRenamed {
+                name: "Edge-2".into(),
+                previous_name: "Edge".into(),
+            },
+        ])
+        .when(set_caps(sysmon))
+        .then_expect_events(vec![]);
+}
+
+#[test]
+fn capabilities_are_set_on_roots_but_not_on_deleted_or_missing_groups() {
+    let sysmon = caps(true, false, false);
+    GroupTest::with(directory())
+        .given(vec![root_created()])
+        .when(set_caps(sysmon))
+        .then_expect_events(vec![caps_changed(sysmon, caps(false, false, false))]);
+    GroupTest::with(directory())
+        .given(vec![created("Edge", ROOT), GroupEvent::GroupDeleted {}])
+        .when(set_caps(sysmon))
+        .then_expect_error(GroupError::NotFound {
+            what: "group",
+            id: id(ME),
+        });
+    GroupTest::with(directory())
+        .given_no_previous_events()
+        .when(set_caps(sysmon))
+        .then_expect_error(GroupError::NotFound {
+            what: "group",
+            id: id(ME),
+        });
+}
+
+#[test]
+fn set_capabilities_commutes_and_old_snapshots_have_no_flags() {
+    assert!(set_caps(caps(true, true, true)).commutes());
+    // A snapshot taken before the flags existed lacks the field: it reads as all false.
+    let mut state = serde_json::to_value(Group::default()).expect("serialize");
+    state
+        .as_object_mut()
+        .expect("object")
+        .remove("capabilities")
+        .expect("the state has the field");
+    let restored: Group = serde_json::from_value(state).expect("old snapshot");
+    assert_eq!(restored.capabilities, caps(false, false, false));
+}
+
+#[test]
+fn capabilities_changed_json_is_the_stored_contract() {
+    let value = serde_json::to_value(caps_changed(
+        caps(true, false, true),
+        caps(false, false, true),
+    ))
+    .expect("serialize");
+    assert_eq!(
+        value,
+        json!({"GroupCapabilitiesChanged": {
+            "has_sysmon": true, "has_snmp": false, "has_services": true,
+            "previous": {"has_sysmon": false, "has_snmp": false, "has_services": true}
+        }})
+    );
 }

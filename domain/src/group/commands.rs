@@ -46,12 +46,22 @@ pub enum GroupCommand {
     },
     /// Remove the group's rule.
     ClearRule { id: Uuid },
+    /// Record the capability flags the capabilities worker computed; a no-op when they equal
+    /// the group's current ones. Allowed on system roots (the flags are not a user edit).
+    SetCapabilities {
+        id: Uuid,
+        capabilities: super::GroupCapabilities,
+    },
 }
 
 impl GroupCommand {
     /// Whether retrying this command after a version conflict gives the same outcome as if it
     /// had run first (it commutes with any concurrent change).
     pub fn commutes(&self) -> bool {
-        matches!(self, GroupCommand::EnsureRoot { .. })
+        // SetCapabilities sets absolute flags whatever else changed meanwhile.
+        matches!(
+            self,
+            GroupCommand::EnsureRoot { .. } | GroupCommand::SetCapabilities { .. }
+        )
     }
 }

@@ -15,6 +15,21 @@ pub struct GroupDetails {
     pub metadata: Map<String, Value>,
 }
 
+/// What a group's effective members offer, as the capabilities worker computes it from recent
+/// data (`docs/capabilities.md`). A group that never had a `GroupCapabilitiesChanged` has
+/// every flag false.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, JsonSchema)]
+pub struct GroupCapabilities {
+    /// Some effective member device sent sysmon telemetry in the recent window.
+    pub has_sysmon: bool,
+    /// Some effective member device that is not removed lists `snmp` among its discovery
+    /// sources.
+    pub has_snmp: bool,
+    /// Some effective member service (service groups), or some service of an effective
+    /// member device (device groups), was checked in the recent window.
+    pub has_services: bool,
+}
+
 /// What happened to a group. `event_type` is the variant name; field names are part of the
 /// stored contract (the `group_registry` trigger and integrators read them).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -81,6 +96,22 @@ pub enum GroupEvent {
         /// 1, 2, ... per group, continuing the sequence of `GroupRuleSet`.
         rule_version: u64,
     },
+    /// At least one of the group's capability flags changed. Written by the capabilities
+    /// worker (metadata `source` `worker`) from recent telemetry and the inventory, only when a
+    /// flag changes; the flags describe the group's effective members (its own and every
+    /// descendant's). See `docs/capabilities.md`.
+    GroupCapabilitiesChanged {
+        /// Some effective member device sent sysmon telemetry in the recent window.
+        has_sysmon: bool,
+        /// Some effective member device that is not removed lists `snmp` (any case) among its
+        /// discovery sources.
+        has_snmp: bool,
+        /// Service groups: some effective member service was checked in the recent window.
+        /// Device groups: some service (not removed) of an effective member device was.
+        has_services: bool,
+        /// The flags before the change (all false for a group that had none yet).
+        previous: GroupCapabilities,
+    },
 }
 
 /// Deserializes an `Option` that must be present (serde treats a missing `Option` field as
@@ -100,8 +131,13 @@ impl GroupEvent {
         match event_type {
             // 2: `previous`.
             "GroupUpdated" => Some("2"),
-            "GroupCreated" | "GroupRenamed" | "GroupMoved" | "GroupDeleted" | "GroupRuleSet"
-            | "GroupRuleCleared" => Some("1"),
+            "GroupCreated"
+            | "GroupRenamed"
+            | "GroupMoved"
+            | "GroupDeleted"
+            | "GroupRuleSet"
+            | "GroupRuleCleared"
+            | "GroupCapabilitiesChanged" => Some("1"),
             _ => None,
         }
     }
@@ -117,6 +153,7 @@ impl DomainEvent for GroupEvent {
             GroupEvent::GroupDeleted { .. } => "GroupDeleted",
             GroupEvent::GroupRuleSet { .. } => "GroupRuleSet",
             GroupEvent::GroupRuleCleared { .. } => "GroupRuleCleared",
+            GroupEvent::GroupCapabilitiesChanged { .. } => "GroupCapabilitiesChanged",
         }
         .to_string()
     }

@@ -9,7 +9,7 @@ mod services;
 pub use aggregate::Group;
 pub use commands::GroupCommand;
 pub use error::GroupError;
-pub use events::{GroupDetails, GroupEvent};
+pub use events::{GroupCapabilities, GroupDetails, GroupEvent};
 pub use services::{
     rule_reaches, rules_read_effective, DirectoryEntry, DirectoryError, GroupDirectory,
     InMemoryDirectory,

@@ -155,7 +155,17 @@ impl TreeFold {
             // Rule changes move only the version (clients pass it as expectedVersion).
             "GroupRenamed" | "GroupUpdated" | "GroupMoved" | "GroupRuleSet"
             | "GroupRuleCleared" => {}
-            // Events added later that do not change the tree (e.g. capability flags).
+            // Capability flags (the capabilities read model) move the version too, or a
+            // client's expectedVersion would conflict with a version it cannot read; no field
+            // of the row changed, so `updated_at` stays (as in time travel).
+            "GroupCapabilitiesChanged" => {
+                if let Some(node) = self.nodes.get_mut(&id) {
+                    node.version = event.sequence;
+                    self.dirty.insert(id);
+                }
+                return Ok(());
+            }
+            // Events added later that do not change the tree.
             _ => return Ok(()),
         }
         let node = self.nodes.get_mut(&id).ok_or_else(|| {
@@ -379,6 +389,31 @@ mod tests {
             json!({"previous_parent_id": Uuid::from_u128(1), "new_parent_id": Uuid::from_u128(3)}),
         );
         assert!(f.apply(&moved).is_err());
+    }
+
+    #[test]
+    fn capability_changes_move_only_the_version() {
+        let mut f = fold(&[created(1, None, "Inventory"), created(2, Some(1), "Edge")]);
+        let before = node(&f, 2).clone();
+        f.apply(&event(
+            2,
+            2,
+            "GroupCapabilitiesChanged",
+            json!({"has_sysmon": true, "has_snmp": false, "has_services": false,
+                   "previous": {"has_sysmon": false, "has_snmp": false, "has_services": false}}),
+        ))
+        .expect("apply");
+        let after = node(&f, 2);
+        assert_eq!(after.version, 2);
+        assert_eq!(
+            Node {
+                version: before.version,
+                ..after.clone()
+            },
+            before,
+            "nothing but the version changes"
+        );
+        assert!(f.dirty.contains(&Uuid::from_u128(2)));
     }
 
     #[test]

@@ -119,6 +119,8 @@ const OPERATOR_MUTATIONS: &[&str] = &[
     "upsertServices",
     "removeDevices",
     "removeServices",
+    "ingestSysmon",
+    "ingestServiceChecks",
 ];
 
 #[tokio::test]

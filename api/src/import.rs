@@ -1,13 +1,20 @@
-//! `corral import devices|services FILE.ndjson`: one input object per line (the GraphQL input
-//! shape, camelCase keys), validated as every feed validates, upserted in batches of 1000 (each
-//! its own short transaction). Invalid lines are reported with their numbers and skipped; the
-//! command fails at the end if there were any, after importing the valid ones.
+//! `corral import devices|services|telemetry FILE.ndjson`: one input object per line (the
+//! GraphQL input shape, camelCase keys), validated as every feed validates, written in batches
+//! (1000 inventory items, 5000 telemetry samples; each batch its own short transaction).
+//! Telemetry lines are sysmon samples (`deviceId`, ...) or service checks (`serviceId`, ...);
+//! samples of unknown devices or services are counted and listed, not stored. Invalid or
+//! rejected lines are reported with their numbers and skipped; the command fails at the end
+//! if there were any, after importing the valid ones.
 
 use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use corral_domain::inventory::{device_from_json, service_from_json, Device, Service, MAX_BATCH};
+use corral_projections::health::{
+    ingest_services, ingest_sysmon, HealthConfig, IngestReport, ServiceCheck, SysmonSample,
+    MAX_INGEST_BATCH,
+};
 use corral_projections::inventory::{upsert_devices, upsert_services, UpsertOutcome};
 use sqlx::PgPool;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -21,35 +28,94 @@ pub enum ImportKind {
     Devices,
     /// Service inputs.
     Services,
+    /// Sysmon samples and service checks.
+    Telemetry,
 }
 
 /// A batch being gathered.
 enum Batch {
     Devices(Vec<Device>),
     Services(Vec<Service>),
+    /// Samples and checks, each with its line number.
+    Telemetry {
+        samples: Vec<(u64, SysmonSample)>,
+        checks: Vec<(u64, ServiceCheck)>,
+        config: HealthConfig,
+    },
+}
+
+/// What one flush wrote.
+#[derive(Default)]
+struct Flushed {
+    inventory: UpsertOutcome,
+    telemetry: IngestReport,
+    /// Rejected telemetry lines: line number and why.
+    rejected: Vec<(u64, String)>,
+}
+
+/// Ingests one kind of telemetry; rejections come back with their line numbers.
+fn rejected_lines(lines: &[u64], report: &IngestReport) -> Vec<(u64, String)> {
+    report
+        .rejections
+        .iter()
+        .map(|r| {
+            (
+                lines[r.index],
+                format!("{}: {} ({})", r.field, r.message, r.code),
+            )
+        })
+        .collect()
 }
 
 impl Batch {
-    fn new(kind: ImportKind) -> Self {
-        match kind {
+    fn new(kind: ImportKind) -> Result<Self, BoxError> {
+        Ok(match kind {
             ImportKind::Devices => Batch::Devices(Vec::with_capacity(MAX_BATCH)),
             ImportKind::Services => Batch::Services(Vec::with_capacity(MAX_BATCH)),
-        }
+            ImportKind::Telemetry => Batch::Telemetry {
+                samples: Vec::new(),
+                checks: Vec::new(),
+                config: HealthConfig::from_env()?,
+            },
+        })
     }
 
-    fn len(&self) -> usize {
+    /// Whether the batch is full.
+    fn full(&self) -> bool {
         match self {
-            Batch::Devices(v) => v.len(),
-            Batch::Services(v) => v.len(),
+            Batch::Devices(v) => v.len() >= MAX_BATCH,
+            Batch::Services(v) => v.len() >= MAX_BATCH,
+            Batch::Telemetry {
+                samples, checks, ..
+            } => samples.len() >= MAX_INGEST_BATCH || checks.len() >= MAX_INGEST_BATCH,
         }
     }
 
-    /// Validates a line into the batch; `Err` lists what is wrong.
-    fn push(&mut self, line: &str) -> Result<(), String> {
-        let value = serde_json::from_str(line).map_err(|e| format!("not JSON: {e}"))?;
+    /// Validates line `number` into the batch; `Err` lists what is wrong.
+    fn push(&mut self, number: u64, line: &str) -> Result<(), String> {
+        let value: serde_json::Value =
+            serde_json::from_str(line).map_err(|e| format!("not JSON: {e}"))?;
         let errors = match self {
             Batch::Devices(v) => device_from_json(value).map(|d| v.push(d)),
             Batch::Services(v) => service_from_json(value).map(|s| v.push(s)),
+            Batch::Telemetry {
+                samples, checks, ..
+            } => {
+                if value.get("deviceId").is_some() {
+                    let s = serde_json::from_value(value)
+                        .map_err(|e| format!("not a sysmon sample: {e}"))?;
+                    samples.push((number, s));
+                } else if value.get("serviceId").is_some() {
+                    let c = serde_json::from_value(value)
+                        .map_err(|e| format!("not a service check: {e}"))?;
+                    checks.push((number, c));
+                } else {
+                    return Err(
+                        "neither a sysmon sample (deviceId) nor a service check (serviceId)".into(),
+                    );
+                }
+                Ok(())
+            }
         };
         errors.map_err(|errors| {
             errors
@@ -63,11 +129,33 @@ impl Batch {
         })
     }
 
-    async fn flush(&mut self, pool: &PgPool) -> Result<UpsertOutcome, BoxError> {
-        Ok(match self {
-            Batch::Devices(v) => upsert_devices(pool, &std::mem::take(v)).await?,
-            Batch::Services(v) => upsert_services(pool, &std::mem::take(v)).await?,
-        })
+    async fn flush(&mut self, pool: &PgPool) -> Result<Flushed, BoxError> {
+        let mut out = Flushed::default();
+        match self {
+            Batch::Devices(v) => out.inventory = upsert_devices(pool, &std::mem::take(v)).await?,
+            Batch::Services(v) => out.inventory = upsert_services(pool, &std::mem::take(v)).await?,
+            Batch::Telemetry {
+                samples,
+                checks,
+                config,
+            } => {
+                let (lines, items): (Vec<u64>, Vec<SysmonSample>) =
+                    std::mem::take(samples).into_iter().unzip();
+                if !items.is_empty() {
+                    let report = ingest_sysmon(pool, config, &items).await?;
+                    out.rejected.extend(rejected_lines(&lines, &report));
+                    out.telemetry.merge(report, 0);
+                }
+                let (lines, items): (Vec<u64>, Vec<ServiceCheck>) =
+                    std::mem::take(checks).into_iter().unzip();
+                if !items.is_empty() {
+                    let report = ingest_services(pool, config, &items).await?;
+                    out.rejected.extend(rejected_lines(&lines, &report));
+                    out.telemetry.merge(report, 0);
+                }
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -78,6 +166,19 @@ struct Progress {
     bytes: u64,
     invalid: u64,
     done: UpsertOutcome,
+    telemetry: IngestReport,
+}
+
+impl Progress {
+    fn add(&mut self, flushed: Flushed, bar: &Bar) {
+        self.done.upserted += flushed.inventory.upserted;
+        self.done.unchanged += flushed.inventory.unchanged;
+        for (line, why) in &flushed.rejected {
+            bar.note(&format!("line {line}: {why}"));
+        }
+        self.invalid += flushed.telemetry.rejected;
+        self.telemetry.merge(flushed.telemetry, 0);
+    }
 }
 
 /// The `\r` progress line, drawn on a terminal only.
@@ -140,7 +241,7 @@ pub async fn run(pool: &PgPool, kind: ImportKind, file: &Path) -> Result<(), Box
         last: None,
         enabled: std::io::stderr().is_terminal(),
     };
-    let mut batch = Batch::new(kind);
+    let mut batch = Batch::new(kind)?;
     let mut p = Progress::default();
     while let Some(line) = lines
         .next_line()
@@ -152,20 +253,18 @@ pub async fn run(pool: &PgPool, kind: ImportKind, file: &Path) -> Result<(), Box
         if line.trim().is_empty() {
             continue;
         }
-        if let Err(why) = batch.push(&line) {
+        if let Err(why) = batch.push(p.lines, &line) {
             p.invalid += 1;
             bar.note(&format!("line {}: {why}", p.lines));
         }
-        if batch.len() >= MAX_BATCH {
-            let o = batch.flush(pool).await?;
-            p.done.upserted += o.upserted;
-            p.done.unchanged += o.unchanged;
+        if batch.full() {
+            let flushed = batch.flush(pool).await?;
+            p.add(flushed, &bar);
         }
         bar.draw(&p, false);
     }
-    let o = batch.flush(pool).await?;
-    p.done.upserted += o.upserted;
-    p.done.unchanged += o.unchanged;
+    let flushed = batch.flush(pool).await?;
+    p.add(flushed, &bar);
     bar.draw(&p, true);
     if bar.enabled {
         eprintln!();
@@ -173,6 +272,32 @@ pub async fn run(pool: &PgPool, kind: ImportKind, file: &Path) -> Result<(), Box
     let what = match kind {
         ImportKind::Devices => "devices",
         ImportKind::Services => "services",
+        ImportKind::Telemetry => {
+            let t = &p.telemetry;
+            println!(
+                "imported telemetry from {}: {} lines, {} accepted, {} of unknown devices or services (not stored{}), {} invalid or rejected, in {:.1} s",
+                file.display(),
+                p.lines,
+                t.accepted,
+                t.unknown,
+                if t.unknown_ids.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", t.unknown_ids.join(", "))
+                },
+                p.invalid,
+                bar.started.elapsed().as_secs_f64()
+            );
+            return if p.invalid > 0 {
+                Err(format!(
+                    "{} invalid or rejected lines were skipped (listed above)",
+                    p.invalid
+                )
+                .into())
+            } else {
+                Ok(())
+            };
+        }
     };
     println!(
         "imported {what} from {}: {} lines, {} upserted, {} unchanged, {} invalid, in {:.1} s",

@@ -66,9 +66,9 @@ enum Command {
     },
     /// Run the benchmarks and print a table beside same-run baselines.
     Bench(bench::BenchArgs),
-    /// Import inventory from NDJSON (one device or service input object per line).
+    /// Import inventory or telemetry from NDJSON (one input object, sample or check per line).
     Import {
-        /// devices or services.
+        /// devices, services or telemetry.
         kind: import::ImportKind,
         /// The .ndjson file.
         file: std::path::PathBuf,

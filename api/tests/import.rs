@@ -1,4 +1,4 @@
-//! `corral import devices|services FILE.ndjson`, run as an operator would run it.
+//! `corral import devices|services|telemetry FILE.ndjson`, run as an operator would run it.
 
 use std::process::Command;
 
@@ -87,6 +87,70 @@ async fn import_applies_valid_lines_reports_invalid_ones_and_fails() {
     for f in [file, file2, services] {
         let _ = std::fs::remove_file(f);
     }
+    pool.close().await;
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn import_telemetry_stores_known_samples_and_reports_the_rest() {
+    let db = TestDb::new().await;
+    let pool = db.pool(1).await;
+    sqlx::query("INSERT INTO devices (id) VALUES ('t1'), ('t2')")
+        .execute(&pool)
+        .await
+        .expect("devices");
+    sqlx::query("INSERT INTO services (id, device_id, type, name) VALUES ('t1/http/web', 't1', 'http', 'web')")
+        .execute(&pool)
+        .await
+        .expect("service");
+    let now = chrono::Utc::now();
+    let at = |secs: i64| (now - chrono::TimeDelta::seconds(secs)).to_rfc3339();
+    // 6000 samples: two batches of at most 5000.
+    let mut text: String = (0..6000)
+        .map(|i| {
+            format!(
+                "{{\"deviceId\": \"t{}\", \"ts\": \"{}\", \"cpuPercent\": 10, \"memPercent\": 20, \"diskPercent\": 30}}\n",
+                1 + i % 2,
+                at(i)
+            )
+        })
+        .collect();
+    text += &format!("{{\"serviceId\": \"t1/http/web\", \"ts\": \"{}\", \"available\": true, \"latencyMs\": 3.5}}\n", at(5));
+    text += &format!("{{\"deviceId\": \"ghost\", \"ts\": \"{}\", \"cpuPercent\": 1, \"memPercent\": 1, \"diskPercent\": 1}}\n", at(5));
+    text += &format!("{{\"deviceId\": \"t1\", \"ts\": \"{}\", \"cpuPercent\": 1, \"memPercent\": 1, \"diskPercent\": 1}}\n", at(9 * 86400));
+    text += "{\"hostname\": \"x\"}\n";
+    let file = write("telemetry.ndjson", &text);
+    let (ok, stdout, stderr) = corral(
+        &db.url,
+        &["import", "telemetry", file.to_str().expect("utf-8 path")],
+    );
+    assert!(
+        !ok,
+        "rejected and invalid lines make the import fail: {stdout}"
+    );
+    assert!(stderr.contains("line 6003: ts:"), "{stderr}");
+    assert!(stderr.contains("TOO_OLD"), "{stderr}");
+    assert!(
+        stderr.contains("line 6004: neither a sysmon sample"),
+        "{stderr}"
+    );
+    assert!(
+        stdout.contains("6004 lines, 6001 accepted, 1 of unknown devices or services (not stored: ghost), 2 invalid or rejected"),
+        "{stdout}"
+    );
+    let (samples, checks): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM telemetry_sysmon), (SELECT count(*) FROM telemetry_services)",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("counts");
+    assert_eq!((samples, checks), (6000, 1));
+    let ghost: i64 =
+        sqlx::query_scalar("SELECT samples FROM telemetry_unknown WHERE entity_id = 'ghost'")
+            .fetch_one(&pool)
+            .await
+            .expect("unknown counted");
+    assert_eq!(ghost, 1);
     pool.close().await;
     db.drop_db().await;
 }

@@ -292,35 +292,51 @@ fn announce_nats() {
     }
 }
 
-/// The NATS inventory feed, running when `NATS_URL` is set.
+/// The NATS inventory and telemetry feeds, running when `NATS_URL` is set.
 struct InventoryFeed {
     stop: tokio::sync::watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl InventoryFeed {
     fn start(
         pool: &sqlx::PgPool,
         stats: std::sync::Arc<corral_workers::inventory_feed::FeedStats>,
+        telemetry: std::sync::Arc<corral_workers::telemetry_feed::TelemetryStats>,
     ) -> Option<Self> {
         let url = std::env::var("NATS_URL")
             .ok()
             .filter(|u| !u.trim().is_empty())?;
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
-        let task = tokio::spawn(corral_workers::inventory_feed::run(
+        let inventory = tokio::spawn(corral_workers::inventory_feed::run(
             pool.clone(),
-            url,
+            url.clone(),
             corral_workers::inventory_feed::FeedConfig::default(),
             stats,
+            stop_rx.clone(),
+        ));
+        // The settings were checked at start-up (config_from_env).
+        let health = corral_projections::health::HealthConfig::from_env().unwrap_or_default();
+        let telemetry = tokio::spawn(corral_workers::telemetry_feed::run(
+            pool.clone(),
+            url,
+            corral_workers::telemetry_feed::default_config(),
+            health,
+            telemetry,
             stop_rx,
         ));
-        Some(Self { stop, task })
+        Some(Self {
+            stop,
+            tasks: vec![inventory, telemetry],
+        })
     }
 
     async fn stop(feed: Option<Self>) {
         if let Some(feed) = feed {
             let _ = feed.stop.send(true);
-            let _ = feed.task.await;
+            for task in feed.tasks {
+                let _ = task.await;
+            }
         }
     }
 }
@@ -424,7 +440,11 @@ async fn serve(
         config_from_env()?,
     );
     let feed = if run_workers {
-        InventoryFeed::start(&state.pool, state.metrics.inventory_feed.clone())
+        InventoryFeed::start(
+            &state.pool,
+            state.metrics.inventory_feed.clone(),
+            state.metrics.telemetry_feed.clone(),
+        )
     } else {
         None
     };
@@ -455,7 +475,7 @@ async fn serve(
 
 async fn work(pool: sqlx::PgPool) -> Result<(), BoxError> {
     announce_nats();
-    let feed = InventoryFeed::start(&pool, std::sync::Arc::default());
+    let feed = InventoryFeed::start(&pool, std::sync::Arc::default(), std::sync::Arc::default());
     let publisher = start_publisher(&pool, std::sync::Arc::default())?;
     let mut background = corral_workers::start_with(
         pool.clone(),

@@ -26,6 +26,8 @@ pub struct Metrics {
     loader_batches: Mutex<BTreeMap<&'static str, u64>>,
     /// Counters of this process's NATS inventory feed.
     pub inventory_feed: std::sync::Arc<corral_workers::inventory_feed::FeedStats>,
+    /// Counters of this process's NATS telemetry feed.
+    pub telemetry_feed: std::sync::Arc<corral_workers::telemetry_feed::TelemetryStats>,
     /// Counters of this process's NATS publisher of the event log.
     pub publisher: std::sync::Arc<corral_workers::publisher::PublisherStats>,
 }
@@ -144,6 +146,7 @@ impl Metrics {
             );
         }
         out.push_str(&self.inventory_feed.render());
+        out.push_str(&self.telemetry_feed.render());
         out.push_str(&self.publisher.render());
         out
     }

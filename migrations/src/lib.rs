@@ -39,6 +39,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0004_health.sql",
         sql: include_str!("../sql/0004_health.sql"),
     },
+    Migration {
+        version: 5,
+        name: "0005_telemetry_feed.sql",
+        sql: include_str!("../sql/0005_telemetry_feed.sql"),
+    },
 ];
 
 /// Why migrating failed.

@@ -17,6 +17,7 @@ mod e2e {
     mod sequencer;
     mod snapshots;
     mod subscriptions;
+    mod telemetry_feed;
     mod time_travel;
     mod upcasting;
     mod websocket;

@@ -12,71 +12,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::{pull, AckPolicy, PullConsumer};
 use async_nats::jetstream::message::AckKind;
-use async_nats::jetstream::stream::{self, StorageType};
-use async_nats::jetstream::{self, Message};
+use async_nats::jetstream::Message;
 use corral_domain::inventory::{device_from_json, service_from_json, FieldError};
 use corral_projections::inventory::{upsert_devices, upsert_services, UpsertOutcome};
 use corral_projections::StoreError;
-use futures::StreamExt;
 use serde_json::Value;
 use sqlx::PgPool;
 use tokio::sync::watch;
-use tracing::Instrument;
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// Where the feed reads. Tests give each run its own names.
-#[derive(Debug, Clone)]
-pub struct FeedConfig {
-    /// JetStream stream (file storage) holding both subjects.
-    pub stream: String,
-    /// Subject of device arrays.
-    pub devices_subject: String,
-    /// Subject of service arrays.
-    pub services_subject: String,
-    /// Durable consumer of the device subject.
-    pub devices_consumer: String,
-    /// Durable consumer of the service subject.
-    pub services_consumer: String,
-    /// How long JetStream waits before redelivering a message that failed on the database.
-    pub retry_delay: Duration,
-    /// How long the stream keeps messages.
-    pub max_age: Duration,
-}
-
-impl Default for FeedConfig {
-    fn default() -> Self {
-        Self {
-            stream: "CORRAL_INVENTORY".into(),
-            devices_subject: "corral.inventory.devices".into(),
-            services_subject: "corral.inventory.services".into(),
-            devices_consumer: "corral-inventory-devices".into(),
-            services_consumer: "corral-inventory-services".into(),
-            retry_delay: Duration::from_secs(5),
-            max_age: Duration::from_secs(7 * 24 * 3600),
-        }
-    }
-}
-
-/// What a feed carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// Device arrays.
-    Devices,
-    /// Service arrays.
-    Services,
-}
-
-impl Kind {
-    fn as_str(self) -> &'static str {
-        match self {
-            Kind::Devices => "devices",
-            Kind::Services => "services",
-        }
-    }
-}
+use crate::feed::MessageHandler;
+pub use crate::feed::{FeedConfig, Kind};
 
 /// Counters of the feed (all kinds together), for `/metrics` and tests.
 #[derive(Debug, Default)]
@@ -184,144 +130,60 @@ fn split<T>(
     valid
 }
 
-/// Handles, then settles one message: ack after commit, term if malformed, nak on errors.
-async fn process(pool: &PgPool, kind: Kind, msg: Message, config: &FeedConfig, stats: &FeedStats) {
-    let started = std::time::Instant::now();
-    let (settle, result) = match handle(pool, kind, &msg.payload).await {
-        Ok(applied) => {
-            for (i, errors) in applied.invalid.iter().take(10) {
-                for e in errors {
-                    tracing::warn!(item.index = i, item.field = %e.field, "invalid inventory item: {}", e.message);
-                }
-            }
-            stats.messages.fetch_add(1, Ordering::Relaxed);
-            stats
-                .upserted
-                .fetch_add(applied.outcome.upserted, Ordering::Relaxed);
-            stats
-                .unchanged
-                .fetch_add(applied.outcome.unchanged, Ordering::Relaxed);
-            stats
-                .invalid
-                .fetch_add(applied.invalid.len() as u64, Ordering::Relaxed);
-            tracing::info!(
-                inventory.upserted = applied.outcome.upserted,
-                inventory.unchanged = applied.outcome.unchanged,
-                inventory.invalid = applied.invalid.len(),
-                duration_ms = started.elapsed().as_millis() as u64,
-                "inventory message applied"
-            );
-            (AckKind::Ack, "ack")
-        }
-        Err(FeedError::Malformed(e)) => {
-            stats.malformed.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(error = %e, "inventory message is not a JSON array; dropping it");
-            (AckKind::Term, "term")
-        }
-        Err(FeedError::Store(e)) => {
-            stats.retried.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(error = %e, retry_in_ms = config.retry_delay.as_millis() as u64, "inventory message not applied; it will be redelivered");
-            (AckKind::Nak(Some(config.retry_delay)), "nak")
-        }
-    };
-    // An acknowledgement the server confirms: once this returns, a restart does not redeliver.
-    let acked = if matches!(settle, AckKind::Ack) {
-        msg.double_ack().await
-    } else {
-        msg.ack_with(settle).await
-    };
-    if let Err(e) = acked {
-        // Redelivery applies the same (idempotent) upsert again.
-        tracing::warn!(error = %e, nats.ack = result, "could not settle an inventory message");
-    }
-}
-
-/// Resolves once `stop` turns true or its sender is gone (the guard it returns is not `Send`,
-/// so it is dropped here).
-async fn stopped(stop: &mut watch::Receiver<bool>) {
-    let _ = stop.wait_for(|s| *s).await;
-}
-
-/// One subject's durable consumer, until `stop` or an error.
-async fn consume(
-    pool: &PgPool,
-    js: &jetstream::Context,
-    config: &FeedConfig,
-    kind: Kind,
-    stats: &FeedStats,
-    stop: &mut watch::Receiver<bool>,
-) -> Result<(), BoxError> {
-    let stream = js
-        .get_or_create_stream(stream::Config {
-            name: config.stream.clone(),
-            subjects: vec![
-                config.devices_subject.clone(),
-                config.services_subject.clone(),
-            ],
-            storage: StorageType::File,
-            max_age: config.max_age,
-            ..Default::default()
-        })
-        .await?;
-    let (name, subject) = match kind {
-        Kind::Devices => (&config.devices_consumer, &config.devices_subject),
-        Kind::Services => (&config.services_consumer, &config.services_subject),
-    };
-    let consumer: PullConsumer = stream
-        .get_or_create_consumer(
-            name,
-            pull::Config {
-                durable_name: Some(name.clone()),
-                filter_subject: subject.clone(),
-                ack_policy: AckPolicy::Explicit,
-                ack_wait: Duration::from_secs(60),
-                ..Default::default()
-            },
-        )
-        .await?;
-    let mut messages = consumer.messages().await?;
-    tracing::info!(nats.stream = %config.stream, nats.consumer = %name, nats.subject = %subject, "inventory feed consuming");
-    loop {
-        tokio::select! {
-            _ = stopped(stop) => return Ok(()),
-            next = messages.next() => match next {
-                None => return Err("the message stream ended".into()),
-                Some(Err(e)) => return Err(e.into()),
-                Some(Ok(msg)) => {
-                    let span = tracing::info_span!("inventory_feed.message", nats.subject = %msg.subject, inventory.kind = kind.as_str());
-                    process(pool, kind, msg, config, stats).instrument(span).await;
-                }
-            }
-        }
-    }
-}
-
-/// Runs one consumer, starting it again (with back-off) after errors, until `stop`.
-async fn run_kind(
+/// The inventory feed's handler.
+struct InventoryHandler {
     pool: PgPool,
-    js: jetstream::Context,
-    config: Arc<FeedConfig>,
-    kind: Kind,
     stats: Arc<FeedStats>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut backoff = Duration::from_millis(250);
-    loop {
+    retry_delay: Duration,
+}
+
+#[async_trait::async_trait]
+impl MessageHandler for InventoryHandler {
+    fn name(&self) -> &'static str {
+        "inventory"
+    }
+
+    /// Ack after commit, term if malformed, nak on errors.
+    async fn handle(&self, kind: Kind, _consumer: &str, msg: &Message) -> AckKind {
+        let (pool, stats) = (&self.pool, &self.stats);
         let started = std::time::Instant::now();
-        match consume(&pool, &js, &config, kind, &stats, &mut stop).await {
-            Ok(()) => return,
-            Err(e) => {
-                tracing::warn!(error = %e, inventory.kind = kind.as_str(), retry_in_ms = backoff.as_millis() as u64, "inventory feed interrupted; starting again")
+        match handle(pool, kind, &msg.payload).await {
+            Ok(applied) => {
+                for (i, errors) in applied.invalid.iter().take(10) {
+                    for e in errors {
+                        tracing::warn!(item.index = i, item.field = %e.field, "invalid inventory item: {}", e.message);
+                    }
+                }
+                stats.messages.fetch_add(1, Ordering::Relaxed);
+                stats
+                    .upserted
+                    .fetch_add(applied.outcome.upserted, Ordering::Relaxed);
+                stats
+                    .unchanged
+                    .fetch_add(applied.outcome.unchanged, Ordering::Relaxed);
+                stats
+                    .invalid
+                    .fetch_add(applied.invalid.len() as u64, Ordering::Relaxed);
+                tracing::info!(
+                    inventory.upserted = applied.outcome.upserted,
+                    inventory.unchanged = applied.outcome.unchanged,
+                    inventory.invalid = applied.invalid.len(),
+                    duration_ms = started.elapsed().as_millis() as u64,
+                    "inventory message applied"
+                );
+                AckKind::Ack
+            }
+            Err(FeedError::Malformed(e)) => {
+                stats.malformed.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "inventory message is not a JSON array; dropping it");
+                AckKind::Term
+            }
+            Err(FeedError::Store(e)) => {
+                stats.retried.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, retry_in_ms = self.retry_delay.as_millis() as u64, "inventory message not applied; it will be redelivered");
+                AckKind::Nak(Some(self.retry_delay))
             }
         }
-        if started.elapsed() > Duration::from_secs(30) {
-            backoff = Duration::from_millis(250);
-        }
-        tokio::select! {
-            _ = stopped(&mut stop) => return,
-            _ = tokio::time::sleep(backoff) => {}
-        }
-        backoff = (backoff * 2).min(Duration::from_secs(30));
     }
 }
 
@@ -332,35 +194,12 @@ pub async fn run(
     nats_url: String,
     config: FeedConfig,
     stats: Arc<FeedStats>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
-    let client = loop {
-        let connecting = async_nats::ConnectOptions::new()
-            .name("corral-inventory-feed")
-            .retry_on_initial_connect()
-            .connect(nats_url.as_str());
-        match connecting.await {
-            Ok(c) => break c,
-            Err(e) => {
-                tracing::error!(error = %e, nats.url = %nats_url, "cannot use NATS_URL; trying again in 30 s");
-                tokio::select! {
-                    _ = stopped(&mut stop) => return,
-                    _ = tokio::time::sleep(Duration::from_secs(30)) => {}
-                }
-            }
-        }
-    };
-    let js = jetstream::new(client);
-    let config = Arc::new(config);
-    tokio::join!(
-        run_kind(
-            pool.clone(),
-            js.clone(),
-            config.clone(),
-            Kind::Devices,
-            stats.clone(),
-            stop.clone()
-        ),
-        run_kind(pool, js, config, Kind::Services, stats, stop),
-    );
+    let handler = Arc::new(InventoryHandler {
+        pool,
+        stats,
+        retry_delay: config.retry_delay,
+    });
+    crate::feed::run(handler, nats_url, config, stop).await;
 }

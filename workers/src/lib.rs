@@ -3,10 +3,12 @@
 //! commits, the rule evaluator, the NATS inventory feed and the NATS publisher of the event log.
 
 pub mod capabilities;
+pub mod feed;
 pub mod health;
 pub mod inventory_feed;
 pub mod publisher;
 pub mod rules;
+pub mod telemetry_feed;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -114,6 +114,35 @@ impl IngestReport {
     }
 }
 
+/// A message delivery (a JetStream stream sequence, per consumer) that must apply once.
+#[derive(Debug, Clone, Copy)]
+pub struct DeliveryKey<'a> {
+    /// The durable consumer.
+    pub consumer: &'a str,
+    /// The message's stream sequence.
+    pub sequence: u64,
+}
+
+/// Records `key` in `telemetry_feed_applied`; false when it was there already.
+async fn record_delivery(
+    conn: &mut PgConnection,
+    key: Option<DeliveryKey<'_>>,
+) -> Result<bool, StoreError> {
+    let Some(key) = key else {
+        return Ok(true);
+    };
+    let inserted = sqlx::query(
+        "INSERT INTO telemetry_feed_applied (consumer, stream_seq) VALUES ($1, $2)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(key.consumer)
+    .bind(key.sequence as i64)
+    .execute(conn)
+    .await?
+    .rows_affected();
+    Ok(inserted == 1)
+}
+
 /// Checks an entity id and timestamp; records a rejection and returns false when bad.
 fn check_common(
     report: &mut IngestReport,
@@ -312,6 +341,19 @@ pub async fn ingest_sysmon(
     config: &HealthConfig,
     samples: &[SysmonSample],
 ) -> Result<IngestReport, StoreError> {
+    Ok(ingest_sysmon_once(pool, config, samples, None)
+        .await?
+        .unwrap_or_default())
+}
+
+/// Like [`ingest_sysmon`], applying a delivery at most once: with a `key`, records it in the
+/// batch's transaction and returns `None`, storing nothing, when it was applied before.
+pub async fn ingest_sysmon_once(
+    pool: &PgPool,
+    config: &HealthConfig,
+    samples: &[SysmonSample],
+    key: Option<DeliveryKey<'_>>,
+) -> Result<Option<IngestReport>, StoreError> {
     if samples.len() > MAX_INGEST_BATCH {
         return Err(StoreError::Data(format!(
             "at most {MAX_INGEST_BATCH} samples per call, not {}",
@@ -331,7 +373,7 @@ pub async fn ingest_sysmon(
         }
     }
     if valid.is_empty() {
-        return Ok(report);
+        return Ok(Some(report));
     }
     let ids: Vec<String> = valid
         .iter()
@@ -344,6 +386,9 @@ pub async fn ingest_sysmon(
     let days: BTreeSet<NaiveDate> = valid.iter().map(|s| s.ts.date_naive()).collect();
     ensure_partitions(pool, &days).await?;
     let mut tx = pool.begin().await?;
+    if !record_delivery(&mut tx, key).await? {
+        return Ok(None);
+    }
     let known = known_ids(&mut tx, "devices", &ids).await?;
     let mut unknown: BTreeMap<String, i64> = BTreeMap::new();
     valid.retain(|s| {
@@ -356,7 +401,7 @@ pub async fn ingest_sysmon(
     count_unknown(&mut tx, "device", &unknown, &mut report).await?;
     if valid.is_empty() {
         tx.commit().await?;
-        return Ok(report);
+        return Ok(Some(report));
     }
 
     // Values are stored as real: fold the same rounded values into the buckets.
@@ -491,7 +536,7 @@ pub async fn ingest_sysmon(
     }
     report.rollups_updated = apply_deltas(&mut tx, &deltas).await?;
     tx.commit().await?;
-    Ok(report)
+    Ok(Some(report))
 }
 
 /// Adds rollup deltas (sorted by key, so concurrent writers lock rows in one order).
@@ -580,6 +625,19 @@ pub async fn ingest_services(
     config: &HealthConfig,
     checks: &[ServiceCheck],
 ) -> Result<IngestReport, StoreError> {
+    Ok(ingest_services_once(pool, config, checks, None)
+        .await?
+        .unwrap_or_default())
+}
+
+/// Like [`ingest_services`], applying a delivery at most once: with a `key`, records it in the
+/// batch's transaction and returns `None`, storing nothing, when it was applied before.
+pub async fn ingest_services_once(
+    pool: &PgPool,
+    config: &HealthConfig,
+    checks: &[ServiceCheck],
+    key: Option<DeliveryKey<'_>>,
+) -> Result<Option<IngestReport>, StoreError> {
     if checks.len() > MAX_INGEST_BATCH {
         return Err(StoreError::Data(format!(
             "at most {MAX_INGEST_BATCH} checks per call, not {}",
@@ -615,7 +673,7 @@ pub async fn ingest_services(
         valid.push(c);
     }
     if valid.is_empty() {
-        return Ok(report);
+        return Ok(Some(report));
     }
     let ids: Vec<String> = valid
         .iter()
@@ -626,6 +684,9 @@ pub async fn ingest_services(
     let days: BTreeSet<NaiveDate> = valid.iter().map(|c| c.ts.date_naive()).collect();
     ensure_partitions(pool, &days).await?;
     let mut tx = pool.begin().await?;
+    if !record_delivery(&mut tx, key).await? {
+        return Ok(None);
+    }
     let known = known_ids(&mut tx, "services", &ids).await?;
     let mut unknown: BTreeMap<String, i64> = BTreeMap::new();
     valid.retain(|c| {
@@ -638,7 +699,7 @@ pub async fn ingest_services(
     count_unknown(&mut tx, "service", &unknown, &mut report).await?;
     if valid.is_empty() {
         tx.commit().await?;
-        return Ok(report);
+        return Ok(Some(report));
     }
     sqlx::query(
         "INSERT INTO telemetry_services (service_id, ts, available, latency_ms)
@@ -751,5 +812,5 @@ pub async fn ingest_services(
     }
     report.rollups_updated = apply_deltas(&mut tx, &deltas).await?;
     tx.commit().await?;
-    Ok(report)
+    Ok(Some(report))
 }

@@ -91,6 +91,11 @@ pub async fn run_retention(
         .execute(pool)
         .await?
         .rows_affected();
+    // The feed's stream keeps messages a day: older delivery records cannot be redelivered.
+    sqlx::query("DELETE FROM telemetry_feed_applied WHERE applied_at < $1")
+        .bind(now - TimeDelta::days(2))
+        .execute(pool)
+        .await?;
     report.unknown_deleted = sqlx::query("DELETE FROM telemetry_unknown WHERE last_seen < $1")
         .bind(cutoff)
         .execute(pool)

@@ -1,0 +1,183 @@
+//! The NATS telemetry feed end to end: arrays of samples and checks become rows, unknown ids
+//! are counted, malformed and oversized messages are dropped, and a redelivered message
+//! stores nothing twice.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use corral_projections::health::ingest::DeliveryKey;
+use corral_projections::health::HealthConfig;
+use corral_tests::{nats, TestDb};
+use corral_workers::feed::Kind;
+use corral_workers::telemetry_feed::{self, TelemetryStats};
+use serde_json::json;
+use sqlx::PgPool;
+use tokio::sync::watch;
+
+async fn count(pool: &PgPool, sql: &str) -> i64 {
+    sqlx::query_scalar(sql)
+        .fetch_one(pool)
+        .await
+        .expect("count")
+}
+
+async fn eventually<F, Fut>(what: &str, check: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..400 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+async fn publish(subject: &str, payload: String) {
+    nats::jetstream()
+        .await
+        .publish(subject.to_string(), payload.into())
+        .await
+        .expect("publish")
+        .await
+        .expect("stored by JetStream");
+}
+
+#[tokio::test]
+async fn samples_and_checks_arrive_over_jetstream() {
+    let db = TestDb::new().await;
+    let pool = db.pool(4).await;
+    sqlx::query("INSERT INTO devices (id) VALUES ('n1'), ('n2')")
+        .execute(&pool)
+        .await
+        .expect("devices");
+    sqlx::query("INSERT INTO services (id, device_id, type, name) VALUES ('n1/http/web', 'n1', 'http', 'web')")
+        .execute(&pool)
+        .await
+        .expect("service");
+    let config = nats::feed_config();
+    let stats = Arc::new(TelemetryStats::default());
+    let (stop, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(telemetry_feed::run(
+        pool.clone(),
+        nats::url(),
+        config.clone(),
+        HealthConfig::default(),
+        stats.clone(),
+        stop_rx,
+    ));
+    let js = nats::jetstream().await;
+    eventually("the consumers exist", || async {
+        let Ok(stream) = js.get_stream(&config.stream).await else {
+            return false;
+        };
+        stream.consumer_info(&config.devices_consumer).await.is_ok()
+            && stream
+                .consumer_info(&config.services_consumer)
+                .await
+                .is_ok()
+    })
+    .await;
+
+    let ts = Utc::now().to_rfc3339();
+    let sample = |id: &str| json!({ "deviceId": id, "ts": ts, "cpuPercent": 5, "memPercent": 6, "diskPercent": 7 });
+    publish(
+        &config.devices_subject,
+        json!([sample("n1"), sample("n2"), sample("ghost"), { "deviceId": "n1" }]).to_string(),
+    )
+    .await;
+    publish(&config.devices_subject, "not json".into()).await;
+    let oversized: Vec<_> = (0..5001).map(|_| sample("n1")).collect();
+    publish(&config.devices_subject, json!(oversized).to_string()).await;
+    publish(
+        &config.services_subject,
+        json!([{ "serviceId": "n1/http/web", "ts": ts, "available": false, "latencyMs": 9 }])
+            .to_string(),
+    )
+    .await;
+    eventually("everything was handled", || async {
+        stats.messages.load(Ordering::Relaxed) == 2 && stats.malformed.load(Ordering::Relaxed) == 2
+    })
+    .await;
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM telemetry_sysmon").await,
+        2
+    );
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM telemetry_services").await,
+        1
+    );
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT samples FROM telemetry_unknown WHERE entity_id = 'ghost'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(stats.accepted.load(Ordering::Relaxed), 3);
+    assert_eq!(stats.unknown.load(Ordering::Relaxed), 1);
+    assert_eq!(stats.rejected.load(Ordering::Relaxed), 1);
+    let _ = stop.send(true);
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("the feed stops")
+        .expect("the feed task");
+    nats::delete_stream(&config).await;
+    pool.close().await;
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn a_redelivered_message_is_not_stored_twice() {
+    let db = TestDb::new().await;
+    let pool = db.pool(2).await;
+    sqlx::query("INSERT INTO devices (id) VALUES ('r1')")
+        .execute(&pool)
+        .await
+        .expect("device");
+    let payload = json!([{ "deviceId": "r1", "ts": Utc::now().to_rfc3339(), "cpuPercent": 5, "memPercent": 6, "diskPercent": 7 }]).to_string();
+    let key = DeliveryKey {
+        consumer: "c",
+        sequence: 42,
+    };
+    let config = HealthConfig::default();
+    let first =
+        telemetry_feed::handle(&pool, &config, Kind::Devices, payload.as_bytes(), Some(key))
+            .await
+            .expect("first delivery");
+    assert_eq!(first.report.expect("applied").accepted, 1);
+    let again =
+        telemetry_feed::handle(&pool, &config, Kind::Devices, payload.as_bytes(), Some(key))
+            .await
+            .expect("redelivery");
+    assert!(again.report.is_none(), "a redelivery applies nothing");
+    let other = DeliveryKey {
+        consumer: "c",
+        sequence: 43,
+    };
+    let next = telemetry_feed::handle(
+        &pool,
+        &config,
+        Kind::Devices,
+        payload.as_bytes(),
+        Some(other),
+    )
+    .await
+    .expect("another message");
+    assert!(next.report.is_some());
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM telemetry_sysmon").await,
+        2
+    );
+    assert_eq!(
+        count(&pool, "SELECT samples::bigint FROM health_device_buckets WHERE device_id = 'r1' AND bucket_size = 300").await,
+        2
+    );
+    pool.close().await;
+    db.drop_db().await;
+}

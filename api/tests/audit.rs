@@ -1,22 +1,11 @@
 //! `corral audit verify` and `corral audit export`, run as an auditor would run them.
 
-use std::process::Command;
 use std::time::Duration;
 
 use corral_tests::TestApp;
 
 fn corral(url: &str, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_corral"))
-        .args(args)
-        .env("DATABASE_URL", url)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run corral");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    corral_tests::run_corral(env!("CARGO_BIN_EXE_corral"), url, args)
 }
 
 /// Waits until every event has its position; returns the head.

@@ -1,21 +1,9 @@
 //! `corral import devices|services|telemetry FILE.ndjson`, run as an operator would run it.
 
-use std::process::Command;
-
 use corral_tests::TestDb;
 
 fn corral(url: &str, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_corral"))
-        .args(args)
-        .env("DATABASE_URL", url)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run corral");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    corral_tests::run_corral(env!("CARGO_BIN_EXE_corral"), url, args)
 }
 
 fn write(name: &str, text: &str) -> std::path::PathBuf {

@@ -1,6 +1,5 @@
 //! `corral rollups verify` and `corral rollups backfill`, run as an operator would.
 
-use std::process::Command;
 use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
@@ -9,17 +8,7 @@ use corral_tests::TestApp;
 use serde_json::json;
 
 fn corral(url: &str, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_corral"))
-        .args(args)
-        .env("DATABASE_URL", url)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run corral");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    corral_tests::run_corral(env!("CARGO_BIN_EXE_corral"), url, args)
 }
 
 #[tokio::test]

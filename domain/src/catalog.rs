@@ -13,6 +13,7 @@ use serde::Serialize;
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
+use crate::dashboard::{DashboardEvent, Widget, WidgetContent, WidgetKind, WidgetPosition};
 use crate::group::{GroupCapabilities, GroupDetails, GroupEvent, GroupType, RuleRef};
 use crate::membership::{MemberSource, MembershipEvent};
 use crate::upcast::{current_version, STEPS};
@@ -43,13 +44,14 @@ pub struct EventDoc {
     pub example: Option<Value>,
 }
 
-/// The two aggregates whose events are stored, with what their aggregate id is.
-const AGGREGATES: [(&str, &str); 2] = [
+/// The aggregates whose events are stored, with what their aggregate id is.
+const AGGREGATES: [(&str, &str); 3] = [
     ("Group", "the group's UUID"),
     (
         "Membership",
         "the group's UUID (a group's membership is an aggregate of its own)",
     ),
+    ("Dashboard", "the dashboard's (or template's) UUID"),
 ];
 
 /// Every event type, in declaration order.
@@ -58,6 +60,10 @@ pub fn catalog() -> Vec<EventDoc> {
     out.extend(event_docs::<MembershipEvent>(
         "Membership",
         membership_examples(),
+    ));
+    out.extend(event_docs::<DashboardEvent>(
+        "Dashboard",
+        dashboard_examples(),
     ));
     out
 }
@@ -233,6 +239,85 @@ fn membership_examples() -> Vec<Value> {
     events.iter().map(to_json).collect()
 }
 
+fn dashboard_examples() -> Vec<Value> {
+    let group = Uuid::from_u128(0x5b3e_9f2a_1c4d_4e6f_8a7b_9c0d_1e2f_3a4b);
+    let template = Uuid::from_u128(0x2c4e_6a8b_0d1f_4e3a_8b5c_7d9e_1f2a_3b4c);
+    let cpu = Widget {
+        id: Uuid::from_u128(0x9a8b_7c6d_5e4f_4a3b_8c2d_1e0f_9a8b_7c6d),
+        kind: WidgetKind::GroupUtilization,
+        title: "Site A CPU".into(),
+        config: object(json!({"group": group.to_string(), "bucket": "ONE_HOUR", "rangeHours": 48})),
+        position: WidgetPosition {
+            x: 0,
+            y: 0,
+            w: 6,
+            h: 4,
+        },
+    };
+    let members = Widget {
+        id: Uuid::from_u128(0x1b2c_3d4e_5f6a_4b7c_8d9e_0f1a_2b3c_4d5e),
+        kind: WidgetKind::GroupMemberCount,
+        title: "Members".into(),
+        config: object(json!({"group": "$group", "mode": "EFFECTIVE"})),
+        position: WidgetPosition {
+            x: 6,
+            y: 0,
+            w: 3,
+            h: 2,
+        },
+    };
+    let events = [
+        DashboardEvent::DashboardCreated {
+            owner: Some("vera".into()),
+            name: "Network overview".into(),
+            is_template: false,
+            copied_from: Some(template),
+            widgets: vec![cpu.clone()],
+            layout_version: 1,
+        },
+        DashboardEvent::DashboardRenamed {
+            name: "Site A".into(),
+            previous_name: "Network overview".into(),
+        },
+        DashboardEvent::DashboardDeleted {},
+        DashboardEvent::DashboardMadeDefault {
+            owner: "vera".into(),
+        },
+        DashboardEvent::WidgetAdded {
+            widget: members.clone(),
+            layout_version: 2,
+        },
+        DashboardEvent::WidgetUpdated {
+            widget_id: members.id,
+            kind: WidgetKind::GroupMemberCount,
+            title: "Direct members".into(),
+            config: object(json!({"group": "$group", "mode": "DIRECT"})),
+            previous: WidgetContent {
+                kind: members.kind,
+                title: members.title.clone(),
+                config: members.config.clone(),
+            },
+            layout_version: 3,
+        },
+        DashboardEvent::WidgetMoved {
+            widget_id: members.id,
+            position: WidgetPosition {
+                x: 6,
+                y: 4,
+                w: 6,
+                h: 2,
+            },
+            previous_position: members.position,
+            layout_version: 4,
+        },
+        DashboardEvent::WidgetRemoved {
+            widget: cpu,
+            layout_version: 5,
+        },
+    ];
+    events.iter().map(to_json).collect()
+}
+
 /// Keys sorted at every level (whatever serde_json's `preserve_order` says), so the output is
 /// stable; in a schema (`schema`), the line breaks of doc comments are unwrapped too (a blank
 /// line stays a paragraph break).
@@ -392,7 +477,7 @@ mod tests {
     fn every_event_type_has_a_version_a_description_and_an_example() {
         let docs = catalog();
         let types: BTreeSet<_> = docs.iter().map(|d| d.event_type.as_str()).collect();
-        assert_eq!(types.len(), 12, "{types:?}");
+        assert_eq!(types.len(), 20, "{types:?}");
         for d in &docs {
             assert_ne!(d.version, "?", "{} has no current version", d.event_type);
             assert!(
@@ -411,6 +496,14 @@ mod tests {
             match d.aggregate_type {
                 "Group" => {
                     let e: GroupEvent = serde_json::from_value(example).expect("group event");
+                    assert_eq!(
+                        (e.event_type(), e.event_version()),
+                        (d.event_type, d.version.to_string())
+                    );
+                }
+                "Dashboard" => {
+                    let e: DashboardEvent =
+                        serde_json::from_value(example).expect("dashboard event");
                     assert_eq!(
                         (e.event_type(), e.event_version()),
                         (d.event_type, d.version.to_string())

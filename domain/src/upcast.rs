@@ -15,13 +15,14 @@ use cqrs_es::persist::{EventUpcaster, SerializedEvent};
 use cqrs_es::Aggregate;
 use serde_json::{Map, Value};
 
+use crate::dashboard::{Dashboard, DashboardEvent};
 use crate::group::{Group, GroupEvent};
 use crate::membership::{Membership, MembershipEvent};
 
 /// One step of the chain: rewrites the fields of an event of version `from` into version `to`.
 #[derive(Debug, Clone, Copy)]
 pub struct UpcastStep {
-    /// The aggregate type (`Group`, `Membership`).
+    /// The aggregate type (`Group`, `Membership`, `Dashboard`).
     pub aggregate_type: &'static str,
     /// The event type (the variant name).
     pub event_type: &'static str,
@@ -106,6 +107,7 @@ pub fn current_version(aggregate_type: &str, event_type: &str) -> Option<&'stati
     match aggregate_type {
         Group::TYPE => GroupEvent::current_version(event_type),
         Membership::TYPE => MembershipEvent::current_version(event_type),
+        Dashboard::TYPE => DashboardEvent::current_version(event_type),
         _ => None,
     }
 }

@@ -7,6 +7,22 @@
 
 pub mod nats;
 
+/// Runs the `corral` binary `bin` (an api test's `env!("CARGO_BIN_EXE_corral")`) against the
+/// database `url`; returns whether it succeeded, its stdout and its stderr.
+pub fn run_corral(bin: &str, url: &str, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(bin)
+        .args(args)
+        .env("DATABASE_URL", url)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run corral");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 use std::sync::OnceLock;
 use std::time::Duration;
 

@@ -116,6 +116,25 @@ pub async fn jetstream() -> async_nats::jetstream::Context {
     async_nats::jetstream::new(client)
 }
 
+/// Waits (up to 20 s) until a feed's stream and both its durable consumers exist.
+pub async fn wait_for_consumers(config: &FeedConfig) {
+    let js = jetstream().await;
+    for _ in 0..400 {
+        if let Ok(stream) = js.get_stream(&config.stream).await {
+            if stream.consumer_info(&config.devices_consumer).await.is_ok()
+                && stream
+                    .consumer_info(&config.services_consumer)
+                    .await
+                    .is_ok()
+            {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the feed's consumers on {} did not appear", config.stream);
+}
+
 /// Deletes a test's stream (and with it its consumers).
 pub async fn delete_stream(config: &FeedConfig) {
     let _ = jetstream().await.delete_stream(&config.stream).await;

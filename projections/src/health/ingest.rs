@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
-use super::{bin_of, BucketSize, HealthConfig, BINS, HEALTH_LOCK, MAX_INGEST_BATCH};
+use super::{bin_of, BucketSize, HealthConfig, BINS, HEALTH_LOCK, MAX_INGEST_BATCH, ROLLUP_ADD};
 use crate::StoreError;
 
 /// Longest device or service id accepted.
@@ -569,21 +569,7 @@ async fn apply_deltas(
                        $11::real[], $12::bigint[], $13::int[], $14::int[])
                 WITH ORDINALITY AS t(g, sz, st, n, dv, cs, cm, ms, mm, ds, dm, ck, su, sd, i)
           ORDER BY g, sz, st
-         ON CONFLICT (group_id, bucket_size, bucket_start) DO UPDATE
-            SET samples = r.samples + EXCLUDED.samples,
-                devices_reporting = r.devices_reporting + EXCLUDED.devices_reporting,
-                cpu_sum = r.cpu_sum + EXCLUDED.cpu_sum,
-                cpu_max = greatest(r.cpu_max, EXCLUDED.cpu_max),
-                cpu_bins = corral_bins_add(r.cpu_bins, EXCLUDED.cpu_bins),
-                mem_sum = r.mem_sum + EXCLUDED.mem_sum,
-                mem_max = greatest(r.mem_max, EXCLUDED.mem_max),
-                mem_bins = corral_bins_add(r.mem_bins, EXCLUDED.mem_bins),
-                disk_sum = r.disk_sum + EXCLUDED.disk_sum,
-                disk_max = greatest(r.disk_max, EXCLUDED.disk_max),
-                disk_bins = corral_bins_add(r.disk_bins, EXCLUDED.disk_bins),
-                checks = r.checks + EXCLUDED.checks,
-                services_up = r.services_up + EXCLUDED.services_up,
-                services_down = r.services_down + EXCLUDED.services_down"
+         {ROLLUP_ADD}"
     );
     let done = sqlx::query(&sql)
         .bind(keys.iter().map(|k| k.0).collect::<Vec<_>>())

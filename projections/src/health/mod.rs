@@ -166,6 +166,24 @@ impl HealthConfig {
     }
 }
 
+/// How a rollup row absorbs another for the same key: counts and sums add, maxima take the
+/// greater, bins add element-wise (a NULL side leaves the other as it is).
+pub(crate) const ROLLUP_ADD: &str = "ON CONFLICT (group_id, bucket_size, bucket_start) DO UPDATE
+    SET samples = r.samples + EXCLUDED.samples,
+        devices_reporting = r.devices_reporting + EXCLUDED.devices_reporting,
+        cpu_sum = r.cpu_sum + EXCLUDED.cpu_sum,
+        cpu_max = greatest(r.cpu_max, EXCLUDED.cpu_max),
+        cpu_bins = corral_bins_add(r.cpu_bins, EXCLUDED.cpu_bins),
+        mem_sum = r.mem_sum + EXCLUDED.mem_sum,
+        mem_max = greatest(r.mem_max, EXCLUDED.mem_max),
+        mem_bins = corral_bins_add(r.mem_bins, EXCLUDED.mem_bins),
+        disk_sum = r.disk_sum + EXCLUDED.disk_sum,
+        disk_max = greatest(r.disk_max, EXCLUDED.disk_max),
+        disk_bins = corral_bins_add(r.disk_bins, EXCLUDED.disk_bins),
+        checks = r.checks + EXCLUDED.checks,
+        services_up = r.services_up + EXCLUDED.services_up,
+        services_down = r.services_down + EXCLUDED.services_down";
+
 /// The bin (0..=100) of a bucket average. A tiny epsilon keeps averages that are integers up
 /// to rounding error (49.999999999) in the bin of that integer; SQL uses the same rule
 /// (`corral_bin` in queries).

@@ -151,6 +151,24 @@ pub fn aligned_window(
     Ok((start, end, count))
 }
 
+/// The group's kind of members and, when it has rollups, the members they count.
+pub(crate) async fn group_state(
+    pool: &PgPool,
+    group: Uuid,
+) -> Result<(MemberKind, Option<i64>), HealthError> {
+    let row: Option<(String, Option<i64>)> = sqlx::query_as(
+        "SELECT g.group_type, h.members FROM rm_group_tree.groups g
+           LEFT JOIN health_groups h ON h.group_id = g.id
+          WHERE g.id = $1",
+    )
+    .bind(group)
+    .fetch_optional(pool)
+    .await?;
+    let (group_type, members) = row.ok_or(HealthError::NotFound(group))?;
+    let kind = MemberKind::of_group_type(&group_type).ok_or(HealthError::NotFound(group))?;
+    Ok((kind, members))
+}
+
 /// The health of `group` over `[from, to)` in `bucket` buckets (see the module docs).
 pub async fn group_health(
     pool: &PgPool,
@@ -161,20 +179,7 @@ pub async fn group_health(
     pref: SourcePreference,
 ) -> Result<HealthSeries, HealthError> {
     let (start, end, count) = aligned_window(from, to, bucket)?;
-    let group_type: Option<String> =
-        sqlx::query_scalar("SELECT group_type FROM rm_group_tree.groups WHERE id = $1")
-            .bind(group)
-            .fetch_optional(pool)
-            .await?;
-    let kind = group_type
-        .as_deref()
-        .and_then(MemberKind::of_group_type)
-        .ok_or(HealthError::NotFound(group))?;
-    let members: Option<i64> =
-        sqlx::query_scalar("SELECT members FROM health_groups WHERE group_id = $1")
-            .bind(group)
-            .fetch_optional(pool)
-            .await?;
+    let (kind, members) = group_state(pool, group).await?;
     let raw_ok = end - start <= MAX_RAW_WINDOW;
     let source = match (pref, members.is_some()) {
         (SourcePreference::Raw, _) | (SourcePreference::Auto, false) => {

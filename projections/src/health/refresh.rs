@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
-use super::{sql_bin, HealthConfig, MemberKind, BINS, HEALTH_LOCK};
+use super::{sql_bin, HealthConfig, MemberKind, BINS, HEALTH_LOCK, ROLLUP_ADD};
 use crate::StoreError;
 
 /// What a refresh did.
@@ -203,18 +203,7 @@ async fn add_buckets(
                    JOIN dense dd ON dd.bucket_size = a.bucket_size
                         AND dd.bucket_start = a.bucket_start AND dd.metric = 3
                   ORDER BY a.bucket_size, a.bucket_start
-                 ON CONFLICT (group_id, bucket_size, bucket_start) DO UPDATE
-                    SET samples = r.samples + EXCLUDED.samples,
-                        devices_reporting = r.devices_reporting + EXCLUDED.devices_reporting,
-                        cpu_sum = r.cpu_sum + EXCLUDED.cpu_sum,
-                        cpu_max = greatest(r.cpu_max, EXCLUDED.cpu_max),
-                        cpu_bins = corral_bins_add(r.cpu_bins, EXCLUDED.cpu_bins),
-                        mem_sum = r.mem_sum + EXCLUDED.mem_sum,
-                        mem_max = greatest(r.mem_max, EXCLUDED.mem_max),
-                        mem_bins = corral_bins_add(r.mem_bins, EXCLUDED.mem_bins),
-                        disk_sum = r.disk_sum + EXCLUDED.disk_sum,
-                        disk_max = greatest(r.disk_max, EXCLUDED.disk_max),
-                        disk_bins = corral_bins_add(r.disk_bins, EXCLUDED.disk_bins)"
+                 {ROLLUP_ADD}"
             )
         }
         MemberKind::Service => format!(
@@ -228,10 +217,7 @@ async fn add_buckets(
               WHERE b.bucket_start >= $2
               GROUP BY b.bucket_size, b.bucket_start
               ORDER BY b.bucket_size, b.bucket_start
-             ON CONFLICT (group_id, bucket_size, bucket_start) DO UPDATE
-                SET checks = r.checks + EXCLUDED.checks,
-                    services_up = r.services_up + EXCLUDED.services_up,
-                    services_down = r.services_down + EXCLUDED.services_down"
+             {ROLLUP_ADD}"
         ),
     };
     let mut query = sqlx::query(&sql).bind(group).bind(from);

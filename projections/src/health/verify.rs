@@ -44,20 +44,7 @@ pub async fn verify_group(
     bucket: BucketSize,
 ) -> Result<VerifyReport, HealthError> {
     let (start, end, _) = aligned_window(from, to, bucket)?;
-    let group_type: Option<String> =
-        sqlx::query_scalar("SELECT group_type FROM rm_group_tree.groups WHERE id = $1")
-            .bind(group)
-            .fetch_optional(pool)
-            .await?;
-    let kind = group_type
-        .as_deref()
-        .and_then(MemberKind::of_group_type)
-        .ok_or(HealthError::NotFound(group))?;
-    let counted: Option<i64> =
-        sqlx::query_scalar("SELECT members FROM health_groups WHERE group_id = $1")
-            .bind(group)
-            .fetch_optional(pool)
-            .await?;
+    let (kind, counted) = super::query::group_state(pool, group).await?;
     let Some(counted) = counted else {
         return Err(HealthError::NoRollups(format!(
             "group {group} has no rollups yet (its first refresh is pending)"

@@ -70,18 +70,7 @@ async fn samples_and_checks_arrive_over_jetstream() {
         stats.clone(),
         stop_rx,
     ));
-    let js = nats::jetstream().await;
-    eventually("the consumers exist", || async {
-        let Ok(stream) = js.get_stream(&config.stream).await else {
-            return false;
-        };
-        stream.consumer_info(&config.devices_consumer).await.is_ok()
-            && stream
-                .consumer_info(&config.services_consumer)
-                .await
-                .is_ok()
-    })
-    .await;
+    nats::wait_for_consumers(&config).await;
 
     let ts = Utc::now().to_rfc3339();
     let sample = |id: &str| json!({ "deviceId": id, "ts": ts, "cpuPercent": 5, "memPercent": 6, "diskPercent": 7 });

@@ -31,18 +31,7 @@ impl Feed {
             stats.clone(),
             stop_rx,
         ));
-        let js = nats::jetstream().await;
-        eventually("the feed's consumers exist", || async {
-            let Ok(stream) = js.get_stream(&config.stream).await else {
-                return false;
-            };
-            stream.consumer_info(&config.devices_consumer).await.is_ok()
-                && stream
-                    .consumer_info(&config.services_consumer)
-                    .await
-                    .is_ok()
-        })
-        .await;
+        nats::wait_for_consumers(config).await;
         Self { stats, stop, task }
     }
 

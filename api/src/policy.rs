@@ -40,8 +40,19 @@ const POLICY: &str = include_str!("../policy/policy.csv");
 
 /// Builds the enforcer from the embedded model and policy.
 pub async fn enforcer() -> Result<Arc<Enforcer>, casbin::Error> {
+    enforcer_with(POLICY).await
+}
+
+/// The embedded policy's text (`policy/policy.csv`).
+pub fn default_policy() -> &'static str {
+    POLICY
+}
+
+/// Builds an enforcer from the embedded model and the policy lines `policy` (CSV as in
+/// `policy/policy.csv`).
+pub async fn enforcer_with(policy: &str) -> Result<Arc<Enforcer>, casbin::Error> {
     let model = DefaultModel::from_str(MODEL).await?;
-    let enforcer = Enforcer::new(model, StringAdapter::new(POLICY)).await?;
+    let enforcer = Enforcer::new(model, StringAdapter::new(policy.to_string())).await?;
     Ok(Arc::new(enforcer))
 }
 

@@ -43,6 +43,8 @@ pub struct AppState {
     pub groups: Arc<GroupCommands>,
     /// Membership command runner.
     pub memberships: Arc<MembershipCommands>,
+    /// Dashboard command runner.
+    pub dashboards: Arc<corral_projections::dashboards::DashboardCommands>,
     /// Read-your-writes waiter.
     pub waiter: ConsistencyWaiter,
     /// casbin enforcer.
@@ -71,6 +73,10 @@ impl AppState {
             groups: Arc::new(GroupCommands::new(
                 pool.clone(),
                 lock_pool.clone(),
+                signal.clone(),
+            )),
+            dashboards: Arc::new(corral_projections::dashboards::DashboardCommands::new(
+                pool.clone(),
                 signal.clone(),
             )),
             memberships: Arc::new(MembershipCommands::new(pool.clone(), lock_pool, signal)),

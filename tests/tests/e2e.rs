@@ -6,6 +6,7 @@ mod e2e {
     mod capabilities;
     mod catch_up;
     mod concurrency;
+    mod dashboards;
     mod dynamic;
     mod groups;
     mod health;

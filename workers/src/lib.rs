@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use corral_projections::capabilities::CapabilitiesProjection;
+use corral_projections::dashboards::DashboardsProjection;
 use corral_projections::directory::GroupCommands;
 use corral_projections::group_tree::GroupTreeProjection;
 use corral_projections::health::{HealthConfig, HealthProjection};
@@ -36,6 +37,7 @@ pub fn projections() -> Vec<Arc<dyn Projection>> {
         Arc::new(MembershipProjection),
         Arc::new(HealthProjection),
         Arc::new(CapabilitiesProjection),
+        Arc::new(DashboardsProjection),
     ]
 }
 

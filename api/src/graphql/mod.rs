@@ -1,6 +1,7 @@
 //! The GraphQL schema.
 
 pub mod audit;
+pub mod dashboards;
 pub mod errors;
 pub mod health;
 pub mod history;
@@ -31,6 +32,7 @@ pub struct QueryRoot(
     rules::RuleQuery,
     inventory::InventoryQuery,
     audit::AuditQuery,
+    dashboards::DashboardQuery,
 );
 
 /// The `Mutation` root: one part per area.
@@ -42,6 +44,7 @@ pub struct MutationRoot(
     rules::RuleMutation,
     inventory::InventoryMutation,
     health::HealthMutation,
+    dashboards::DashboardMutation,
 );
 
 /// Corral's schema type.
@@ -76,6 +79,7 @@ pub fn build_schema(state: &AppState) -> CorralSchema {
         .data(state.pool.clone())
         .data(state.groups.clone())
         .data(state.memberships.clone())
+        .data(state.dashboards.clone())
         .data(state.waiter.clone())
         .data(state.enforcer.clone())
         .data(MutationWait(state.config.mutation_wait))

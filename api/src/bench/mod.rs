@@ -5,6 +5,7 @@
 mod audit;
 mod catch_up;
 mod commands;
+mod health;
 mod membership;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,13 +32,16 @@ pub struct BenchArgs {
     /// Requests for the latency measurements.
     #[arg(long, default_value_t = 2000)]
     pub requests: usize,
-    /// Suites to run (repeatable or comma-separated): commands, log, membership, audit, streams.
+    /// Suites to run (repeatable or comma-separated): commands, log, membership, audit, streams,
+    /// health.
     #[arg(long, value_delimiter = ',', default_values_t = Suite::ALL)]
     pub suite: Vec<Suite>,
     #[command(flatten)]
     pub membership: membership::MembershipArgs,
     #[command(flatten)]
     pub audit: audit::AuditArgs,
+    #[command(flatten)]
+    pub health: health::HealthArgs,
 }
 
 /// A group of benchmarks that `--suite` selects.
@@ -53,15 +57,18 @@ pub enum Suite {
     Audit,
     /// Commit-to-subscriber latency and the NATS publisher (issue 4).
     Streams,
+    /// Group health: ingest, series from rollups, refresh after a move (issue 5).
+    Health,
 }
 
 impl Suite {
-    const ALL: [Suite; 5] = [
+    const ALL: [Suite; 6] = [
         Suite::Commands,
         Suite::Log,
         Suite::Membership,
         Suite::Audit,
         Suite::Streams,
+        Suite::Health,
     ];
 }
 
@@ -73,6 +80,7 @@ impl std::fmt::Display for Suite {
             Suite::Membership => "membership",
             Suite::Audit => "audit",
             Suite::Streams => "streams",
+            Suite::Health => "health",
         })
     }
 }
@@ -232,6 +240,16 @@ pub async fn run(args: BenchArgs) -> Result<(), BoxError> {
         let (db, url) = fresh_db(&server, "streams").await?;
         let result = audit::bench_streams(&url, &args.audit, &mut rows).await;
         drop_db(&server, &db).await;
+        result?;
+    }
+    if args.suite.contains(&Suite::Health) {
+        let (db, url) = fresh_db(&server, "health").await?;
+        let result = health::bench_health(&url, &args.health, &mut rows).await;
+        if args.health.health_keep_database {
+            eprintln!("bench: health: database {db} kept");
+        } else {
+            drop_db(&server, &db).await;
+        }
         result?;
     }
     if let Some((pg, dir)) = server.embedded {

@@ -10,3 +10,4 @@ pub mod metrics;
 pub mod policy;
 pub mod runtime;
 pub mod state;
+pub mod sweep_export;

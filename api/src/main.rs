@@ -13,6 +13,7 @@ mod audit_cli;
 mod bench;
 mod import;
 mod rollups_cli;
+mod sweeps_cli;
 
 #[derive(Parser)]
 #[command(
@@ -66,6 +67,13 @@ enum Command {
     },
     /// Run the benchmarks and print a table beside same-run baselines.
     Bench(bench::BenchArgs),
+    /// Run the reference sweep poller (needs NATS, not the database).
+    Poller(sweeps_cli::PollerArgs),
+    /// Export a sweep run's results.
+    Sweeps {
+        #[command(subcommand)]
+        command: sweeps_cli::SweepsCommand,
+    },
     /// Import inventory or telemetry from NDJSON (one input object, sample or check per line).
     Import {
         /// devices, services or telemetry.
@@ -168,6 +176,9 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
     if let Command::Bench(args) = cli.command {
         return bench::run(args).await;
     }
+    if let Command::Poller(args) = cli.command {
+        return sweeps_cli::poller(args).await;
+    }
     let long_running = matches!(cli.command, Command::Serve { .. } | Command::Work);
     let database = runtime::database(!long_running).await?;
     let (pool, lock_pool) = runtime::pools(&database.url, 32).await?;
@@ -210,6 +221,13 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
             }
             return outcome?.map_err(Into::into);
         }
+        Command::Sweeps { command } => {
+            let outcome = sweeps_cli::run(&pool, command).await;
+            if let Some(embedded) = database.embedded {
+                embedded.stop().await?;
+            }
+            return outcome;
+        }
         Command::Audit { command } => {
             let outcome = audit_cli::run(&pool, command).await;
             if let Some(embedded) = database.embedded {
@@ -217,7 +235,7 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
             }
             return outcome?.map_err(Into::into);
         }
-        Command::Schema | Command::Bench(_) | Command::Docs { .. } => {}
+        Command::Schema | Command::Bench(_) | Command::Docs { .. } | Command::Poller(_) => {}
     }
     if let Some(embedded) = database.embedded {
         embedded.stop().await?;
@@ -286,13 +304,14 @@ async fn shutdown_signal() {
 fn announce_nats() {
     match std::env::var("NATS_URL") {
         Ok(url) if !url.trim().is_empty() => {
-            tracing::info!(nats.url = %url, "NATS_URL is set: the NATS inventory feed and the event publisher run with the workers")
+            tracing::info!(nats.url = %url, "NATS_URL is set: the NATS inventory and telemetry feeds, the sweep workers and the event publisher run with the workers")
         }
-        _ => tracing::info!("NATS_URL is not set: NATS inventory feed and publishing are off"),
+        _ => tracing::info!("NATS_URL is not set: NATS feeds, sweeps and publishing are off"),
     }
 }
 
-/// The NATS inventory and telemetry feeds, running when `NATS_URL` is set.
+/// The NATS inventory and telemetry feeds and the sweep workers, running when `NATS_URL` is
+/// set.
 struct InventoryFeed {
     stop: tokio::sync::watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -303,6 +322,8 @@ impl InventoryFeed {
         pool: &sqlx::PgPool,
         stats: std::sync::Arc<corral_workers::inventory_feed::FeedStats>,
         telemetry: std::sync::Arc<corral_workers::telemetry_feed::TelemetryStats>,
+        sweeps: std::sync::Arc<corral_projections::sweeps::SweepCommands>,
+        sweep_config: corral_projections::sweeps::SweepConfig,
     ) -> Option<Self> {
         let url = std::env::var("NATS_URL")
             .ok()
@@ -319,15 +340,21 @@ impl InventoryFeed {
         let health = corral_projections::health::HealthConfig::from_env().unwrap_or_default();
         let telemetry = tokio::spawn(corral_workers::telemetry_feed::run(
             pool.clone(),
-            url,
+            url.clone(),
             corral_workers::telemetry_feed::default_config(),
             health,
             telemetry,
+            stop_rx.clone(),
+        ));
+        let sweeps = tokio::spawn(corral_workers::sweep_control::run(
+            pool.clone(),
+            sweeps,
+            corral_workers::sweep_control::SweepWorkerConfig::new(url, sweep_config),
             stop_rx,
         ));
         Some(Self {
             stop,
-            tasks: vec![inventory, telemetry],
+            tasks: vec![inventory, telemetry, sweeps],
         })
     }
 
@@ -405,6 +432,7 @@ fn config_from_env() -> Result<ApiConfig, BoxError> {
             .map_err(|_| "CORRAL_MAX_BODY_BYTES must be a number of bytes")?;
     }
     config.health = corral_projections::health::HealthConfig::from_env()?;
+    config.sweeps = corral_projections::sweeps::SweepConfig::from_env()?;
     Ok(config)
 }
 
@@ -444,6 +472,8 @@ async fn serve(
             &state.pool,
             state.metrics.inventory_feed.clone(),
             state.metrics.telemetry_feed.clone(),
+            state.sweeps.clone(),
+            state.config.sweeps.clone(),
         )
     } else {
         None
@@ -475,7 +505,6 @@ async fn serve(
 
 async fn work(pool: sqlx::PgPool) -> Result<(), BoxError> {
     announce_nats();
-    let feed = InventoryFeed::start(&pool, std::sync::Arc::default(), std::sync::Arc::default());
     let publisher = start_publisher(&pool, std::sync::Arc::default())?;
     let mut background = corral_workers::start_with(
         pool.clone(),
@@ -484,6 +513,17 @@ async fn work(pool: sqlx::PgPool) -> Result<(), BoxError> {
         Some(rule_config_from_env()?),
     )
     .await?;
+    let sweeps = std::sync::Arc::new(corral_projections::sweeps::SweepCommands::new(
+        pool.clone(),
+        background.commit_signal(),
+    ));
+    let feed = InventoryFeed::start(
+        &pool,
+        std::sync::Arc::default(),
+        std::sync::Arc::default(),
+        sweeps,
+        corral_projections::sweeps::SweepConfig::from_env()?,
+    );
     background.spawn_capabilities(
         pool,
         corral_workers::capabilities::CapabilityConfig::from_env()?,

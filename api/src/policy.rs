@@ -25,11 +25,24 @@ const AUDIT_FIELDS: [(&str, &str); 4] = [
     ("Subscription", "events"),
 ];
 
+/// Fields of on-demand sweeps: a permission of their own (`Sweep.<field>`), apart from group
+/// edits and out of viewers' `Query.*`.
+const SWEEP_FIELDS: [(&str, &str); 6] = [
+    ("Query", "sweepRuns"),
+    ("Query", "sweepRun"),
+    ("Query", "previewSweep"),
+    ("Mutation", "scheduleSweep"),
+    ("Mutation", "cancelSweep"),
+    ("Subscription", "sweepProgress"),
+];
+
 /// The policy object of field `name` of type `parent`: `Audit.<name>` for the audit fields,
-/// `<parent>.<name>` otherwise.
+/// `Sweep.<name>` for the sweep fields, `<parent>.<name>` otherwise.
 pub fn object_of(parent: &str, name: &str) -> String {
     if AUDIT_FIELDS.contains(&(parent, name)) {
         format!("Audit.{name}")
+    } else if SWEEP_FIELDS.contains(&(parent, name)) {
+        format!("Sweep.{name}")
     } else {
         format!("{parent}.{name}")
     }

@@ -22,6 +22,8 @@ pub struct ApiConfig {
     pub max_body_bytes: usize,
     /// Telemetry retention and ingest limits.
     pub health: corral_projections::health::HealthConfig,
+    /// Sweep limits, allow-lists and timings.
+    pub sweeps: corral_projections::sweeps::SweepConfig,
 }
 
 impl Default for ApiConfig {
@@ -30,6 +32,7 @@ impl Default for ApiConfig {
             mutation_wait: Duration::from_secs(5),
             max_body_bytes: 8 * 1024 * 1024,
             health: corral_projections::health::HealthConfig::default(),
+            sweeps: corral_projections::sweeps::SweepConfig::default(),
         }
     }
 }
@@ -45,6 +48,8 @@ pub struct AppState {
     pub memberships: Arc<MembershipCommands>,
     /// Dashboard command runner.
     pub dashboards: Arc<corral_projections::dashboards::DashboardCommands>,
+    /// Sweep run command runner.
+    pub sweeps: Arc<corral_projections::sweeps::SweepCommands>,
     /// Read-your-writes waiter.
     pub waiter: ConsistencyWaiter,
     /// casbin enforcer.
@@ -76,6 +81,10 @@ impl AppState {
                 signal.clone(),
             )),
             dashboards: Arc::new(corral_projections::dashboards::DashboardCommands::new(
+                pool.clone(),
+                signal.clone(),
+            )),
+            sweeps: Arc::new(corral_projections::sweeps::SweepCommands::new(
                 pool.clone(),
                 signal.clone(),
             )),

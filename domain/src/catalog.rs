@@ -16,6 +16,7 @@ use uuid::Uuid;
 use crate::dashboard::{DashboardEvent, Widget, WidgetContent, WidgetKind, WidgetPosition};
 use crate::group::{GroupCapabilities, GroupDetails, GroupEvent, GroupType, RuleRef};
 use crate::membership::{MemberSource, MembershipEvent};
+use crate::sweep::{SweepEvent, SweepPlan};
 use crate::upcast::{current_version, STEPS};
 
 /// The line that opens the generated section of `docs/events.md`.
@@ -45,13 +46,17 @@ pub struct EventDoc {
 }
 
 /// The aggregates whose events are stored, with what their aggregate id is.
-const AGGREGATES: [(&str, &str); 3] = [
+const AGGREGATES: [(&str, &str); 4] = [
     ("Group", "the group's UUID"),
     (
         "Membership",
         "the group's UUID (a group's membership is an aggregate of its own)",
     ),
     ("Dashboard", "the dashboard's (or template's) UUID"),
+    (
+        "SweepRun",
+        "the run's UUID (derived from its idempotency key)",
+    ),
 ];
 
 /// Every event type, in declaration order.
@@ -65,6 +70,7 @@ pub fn catalog() -> Vec<EventDoc> {
         "Dashboard",
         dashboard_examples(),
     ));
+    out.extend(event_docs::<SweepEvent>("SweepRun", sweep_examples()));
     out
 }
 
@@ -318,6 +324,54 @@ fn dashboard_examples() -> Vec<Value> {
     events.iter().map(to_json).collect()
 }
 
+fn sweep_examples() -> Vec<Value> {
+    let at = |s: i64| chrono::DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap_or_default();
+    let plan = SweepPlan {
+        poller_id: "poller-1".into(),
+        agent_id: Some("agent-1".into()),
+        targets: vec!["127.0.0.0/28".into()],
+        group_id: None,
+        hosts: vec!["127.0.0.0-127.0.0.15".into()],
+        hosts_total: 16,
+        ports: vec![22, 443],
+        icmp: true,
+        timeout_ms: 1000,
+        concurrency: 64,
+        retention_days: 30,
+        idempotency_key: "nightly-2026-12-04".into(),
+        reason: Some("after the core switch change".into()),
+    };
+    let events = [
+        SweepEvent::SweepScheduled {
+            plan,
+            requested_by: "alice".into(),
+            deadline: at(600),
+        },
+        SweepEvent::SweepDispatched {
+            job_key: "jobs.sweeps.poller-1.6f1c2a4e-8b3d-5e7f-9a1b-2c3d4e5f6a7b".into(),
+            claim_by: at(300),
+        },
+        SweepEvent::SweepAcknowledged {
+            poller_id: "poller-1".into(),
+        },
+        SweepEvent::SweepStarted {},
+        SweepEvent::SweepCompleted { hosts_done: 16 },
+        SweepEvent::SweepFailed {
+            code: "POLLER_OFFLINE".into(),
+            message: "poller poller-1 has not sent a heartbeat in 30 s".into(),
+            hosts_done: 0,
+        },
+        SweepEvent::SweepTimedOut { hosts_done: 9 },
+        SweepEvent::SweepCancelled {
+            cancelled_by: "alice".into(),
+            reason: Some("wrong window".into()),
+            hosts_done: 4,
+        },
+        SweepEvent::SweepExpired {},
+    ];
+    events.iter().map(to_json).collect()
+}
+
 /// Keys sorted at every level (whatever serde_json's `preserve_order` says), so the output is
 /// stable; in a schema (`schema`), the line breaks of doc comments are unwrapped too (a blank
 /// line stays a paragraph break).
@@ -477,7 +531,7 @@ mod tests {
     fn every_event_type_has_a_version_a_description_and_an_example() {
         let docs = catalog();
         let types: BTreeSet<_> = docs.iter().map(|d| d.event_type.as_str()).collect();
-        assert_eq!(types.len(), 20, "{types:?}");
+        assert_eq!(types.len(), 29, "{types:?}");
         for d in &docs {
             assert_ne!(d.version, "?", "{} has no current version", d.event_type);
             assert!(
@@ -496,6 +550,13 @@ mod tests {
             match d.aggregate_type {
                 "Group" => {
                     let e: GroupEvent = serde_json::from_value(example).expect("group event");
+                    assert_eq!(
+                        (e.event_type(), e.event_version()),
+                        (d.event_type, d.version.to_string())
+                    );
+                }
+                "SweepRun" => {
+                    let e: SweepEvent = serde_json::from_value(example).expect("sweep event");
                     assert_eq!(
                         (e.event_type(), e.event_version()),
                         (d.event_type, d.version.to_string())

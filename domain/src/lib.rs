@@ -11,4 +11,5 @@ pub mod inventory;
 pub mod membership;
 pub mod metadata;
 pub mod rule;
+pub mod sweep;
 pub mod upcast;

@@ -18,6 +18,7 @@ use serde_json::{Map, Value};
 use crate::dashboard::{Dashboard, DashboardEvent};
 use crate::group::{Group, GroupEvent};
 use crate::membership::{Membership, MembershipEvent};
+use crate::sweep::{SweepEvent, SweepRun};
 
 /// One step of the chain: rewrites the fields of an event of version `from` into version `to`.
 #[derive(Debug, Clone, Copy)]
@@ -108,6 +109,7 @@ pub fn current_version(aggregate_type: &str, event_type: &str) -> Option<&'stati
         Group::TYPE => GroupEvent::current_version(event_type),
         Membership::TYPE => MembershipEvent::current_version(event_type),
         Dashboard::TYPE => DashboardEvent::current_version(event_type),
+        SweepRun::TYPE => SweepEvent::current_version(event_type),
         _ => None,
     }
 }

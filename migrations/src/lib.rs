@@ -44,6 +44,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0005_telemetry_feed.sql",
         sql: include_str!("../sql/0005_telemetry_feed.sql"),
     },
+    Migration {
+        version: 6,
+        name: "0006_sweeps.sql",
+        sql: include_str!("../sql/0006_sweeps.sql"),
+    },
 ];
 
 /// Why migrating failed.

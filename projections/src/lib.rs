@@ -19,6 +19,7 @@ pub mod public_log;
 pub mod rebuild;
 pub mod runner;
 pub mod sequencer;
+pub mod sweeps;
 pub mod waiter;
 pub mod wake;
 

@@ -18,6 +18,7 @@ mod e2e {
     mod sequencer;
     mod snapshots;
     mod subscriptions;
+    mod sweeps;
     mod telemetry_feed;
     mod time_travel;
     mod upcasting;

@@ -8,6 +8,8 @@ pub mod health;
 pub mod inventory_feed;
 pub mod publisher;
 pub mod rules;
+pub mod sweep_control;
+pub mod sweeps;
 pub mod telemetry_feed;
 
 use std::sync::Arc;
@@ -38,6 +40,7 @@ pub fn projections() -> Vec<Arc<dyn Projection>> {
         Arc::new(HealthProjection),
         Arc::new(CapabilitiesProjection),
         Arc::new(DashboardsProjection),
+        Arc::new(corral_projections::sweeps::SweepsProjection),
     ]
 }
 

@@ -7,6 +7,7 @@ mod catch_up;
 mod commands;
 mod health;
 mod membership;
+mod sweeps;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -33,7 +34,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 2000)]
     pub requests: usize,
     /// Suites to run (repeatable or comma-separated): commands, log, membership, audit, streams,
-    /// health.
+    /// health, sweeps.
     #[arg(long, value_delimiter = ',', default_values_t = Suite::ALL)]
     pub suite: Vec<Suite>,
     #[command(flatten)]
@@ -42,6 +43,8 @@ pub struct BenchArgs {
     pub audit: audit::AuditArgs,
     #[command(flatten)]
     pub health: health::HealthArgs,
+    #[command(flatten)]
+    pub sweeps: sweeps::SweepArgs,
 }
 
 /// A group of benchmarks that `--suite` selects.
@@ -59,16 +62,19 @@ pub enum Suite {
     Streams,
     /// Group health: ingest, series from rollups, refresh after a move (issue 5).
     Health,
+    /// Sweeps: hosts/s end to end on loopback, results ingest (issue 6).
+    Sweeps,
 }
 
 impl Suite {
-    const ALL: [Suite; 6] = [
+    const ALL: [Suite; 7] = [
         Suite::Commands,
         Suite::Log,
         Suite::Membership,
         Suite::Audit,
         Suite::Streams,
         Suite::Health,
+        Suite::Sweeps,
     ];
 }
 
@@ -81,6 +87,7 @@ impl std::fmt::Display for Suite {
             Suite::Audit => "audit",
             Suite::Streams => "streams",
             Suite::Health => "health",
+            Suite::Sweeps => "sweeps",
         })
     }
 }
@@ -250,6 +257,12 @@ pub async fn run(args: BenchArgs) -> Result<(), BoxError> {
         } else {
             drop_db(&server, &db).await;
         }
+        result?;
+    }
+    if args.suite.contains(&Suite::Sweeps) {
+        let (db, url) = fresh_db(&server, "sweeps").await?;
+        let result = sweeps::bench_sweeps(&url, &args.sweeps, &mut rows).await;
+        drop_db(&server, &db).await;
         result?;
     }
     if let Some((pg, dir)) = server.embedded {

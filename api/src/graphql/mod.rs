@@ -14,6 +14,7 @@ pub mod query;
 pub mod rules;
 pub mod scalars;
 pub mod subscriptions;
+pub mod sweeps;
 pub mod types;
 
 use async_graphql::{MergedObject, Request, Schema};
@@ -33,6 +34,7 @@ pub struct QueryRoot(
     inventory::InventoryQuery,
     audit::AuditQuery,
     dashboards::DashboardQuery,
+    sweeps::SweepQuery,
 );
 
 /// The `Mutation` root: one part per area.
@@ -45,6 +47,7 @@ pub struct MutationRoot(
     inventory::InventoryMutation,
     health::HealthMutation,
     dashboards::DashboardMutation,
+    sweeps::SweepMutation,
 );
 
 /// Corral's schema type.
@@ -80,6 +83,8 @@ pub fn build_schema(state: &AppState) -> CorralSchema {
         .data(state.groups.clone())
         .data(state.memberships.clone())
         .data(state.dashboards.clone())
+        .data(state.sweeps.clone())
+        .data(state.config.sweeps.clone())
         .data(state.waiter.clone())
         .data(state.enforcer.clone())
         .data(MutationWait(state.config.mutation_wait))

@@ -334,6 +334,22 @@ impl SubscriptionRoot {
             item
         }))
     }
+
+    /// A sweep run's progress: its state now, then each change (status, hosts done), ending
+    /// after the run has ended. Admins (`Sweep.sweepProgress`).
+    async fn sweep_progress(
+        &self,
+        ctx: &Context<'_>,
+        run_id: ID,
+    ) -> Result<impl Stream<Item = Result<super::sweeps::SweepProgress>>> {
+        authorize(ctx, "sweepProgress")?;
+        let slot = take_slot(ctx)?;
+        let stream = super::sweeps::progress_stream(ctx, &run_id).await?;
+        Ok(futures::StreamExt::map(stream, move |item| {
+            let _held = &slot;
+            item
+        }))
+    }
 }
 
 /// Whether a member entered or left.

@@ -1,0 +1,468 @@
+//! On-demand network sweeps: `scheduleSweep`, `previewSweep`, `cancelSweep`, `sweepRuns`,
+//! `sweepRun`, and the `sweepProgress` subscription (in `subscriptions.rs`).
+//!
+//! Every field here is named `Sweep.<field>` in the policy (see `policy::object_of`), a
+//! permission of its own that only admins hold: viewers' `Query.*` does not reach them.
+
+mod types;
+
+use async_graphql::{Context, InputObject, Object, Result, SimpleObject, ID};
+use chrono::{TimeDelta, Utc};
+use corral_domain::sweep::{plan, run_id_for, SweepCommand, SweepError, SweepPlan, SweepRequest};
+use corral_projections::executor::ExecError;
+use corral_projections::sequencer::SEQUENCER;
+use corral_projections::sweeps::{read, SweepCommands, SweepConfig, SWEEPS};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+pub use types::{SweepProgress, SweepResult, SweepRun, SweepRunConnection, SweepStatus};
+
+use super::errors::{coded, internal, UserError};
+use super::mutation::{event_metadata, settle};
+use super::scalars::Position;
+use super::types::{page_size, DEFAULT_PAGE};
+use crate::auth::Actor;
+
+/// Input of `scheduleSweep` and `previewSweep`.
+#[derive(InputObject, Clone)]
+pub struct ScheduleSweepInput {
+    /// The poller that runs the sweep (letters, digits, `-`, `_`).
+    pub poller_id: String,
+    /// The agent behind the poller, if any.
+    pub agent_id: Option<String>,
+    /// IP addresses, CIDRs (`10.0.0.0/24`, no prefix shorter than /16) and ranges
+    /// (`10.0.0.5-10.0.0.9`), all inside the poller's allow-list.
+    #[graphql(default)]
+    pub targets: Vec<String>,
+    /// A group whose effective device members' IP addresses are swept too.
+    pub group_id: Option<ID>,
+    /// TCP ports, 1-65535, at most 1024.
+    #[graphql(default)]
+    pub ports: Vec<i32>,
+    /// Ping every host too (a poller without the privilege reports ICMP as unknown).
+    #[graphql(default)]
+    pub icmp: bool,
+    /// Connect timeout per probe, 10-60000 ms (default 1000).
+    pub timeout_ms: Option<i32>,
+    /// Probes in flight, 1-1024 (default 64).
+    pub concurrency: Option<i32>,
+    /// Days results are kept after the run ends, 1-90 (default 30).
+    pub retention_days: Option<i32>,
+    /// The same key returns the same run (the request is not sent twice).
+    pub idempotency_key: String,
+    /// Why (kept in the audit trail).
+    pub reason: Option<String>,
+    /// Seconds the run may take before it is `TIMED_OUT` (default and maximum: see
+    /// `docs/sweeps.md`).
+    pub deadline_secs: Option<i32>,
+}
+
+/// The result of `scheduleSweep`.
+#[derive(SimpleObject, Default)]
+pub struct ScheduleSweepPayload {
+    /// The run (the existing one when the idempotency key was used before).
+    pub run: Option<SweepRun>,
+    /// False when the idempotency key named an existing run.
+    pub created: bool,
+    /// Log position of the scheduling.
+    pub position: Option<Position>,
+    /// True when the read model did not catch up within the wait.
+    pub wait_timed_out: bool,
+    /// Expected failures; nothing was scheduled when this is not empty.
+    pub user_errors: Vec<UserError>,
+}
+
+/// What a sweep would cover (`previewSweep`).
+#[derive(SimpleObject, Default)]
+pub struct SweepPreview {
+    /// Addresses it would sweep (targets and group members, each once).
+    pub hosts_total: i64,
+    /// Those addresses as disjoint ranges (at most the first 100).
+    pub hosts: Vec<String>,
+    /// Ports, ascending, each once.
+    pub ports: Vec<i32>,
+    /// Device members of the group without a usable IP address (not swept).
+    pub members_without_ip: i64,
+    /// Why the request would be refused.
+    pub user_errors: Vec<UserError>,
+}
+
+/// Input of `cancelSweep`.
+#[derive(InputObject)]
+pub struct CancelSweepInput {
+    /// The run.
+    pub id: ID,
+    /// Why.
+    pub reason: Option<String>,
+}
+
+/// The result of `cancelSweep`.
+#[derive(SimpleObject, Default)]
+pub struct CancelSweepPayload {
+    /// The run after the cancel.
+    pub run: Option<SweepRun>,
+    /// Log position of the cancel.
+    pub position: Option<Position>,
+    /// True when the read model did not catch up within the wait.
+    pub wait_timed_out: bool,
+    /// Expected failures (`NOT_FOUND`, `ALREADY_ENDED`).
+    pub user_errors: Vec<UserError>,
+}
+
+fn sweep_error(e: &SweepError) -> UserError {
+    UserError::new(e.field(), e.code(), e.to_string())
+}
+
+/// Checks a request (reading the group's members' addresses) into a plan.
+async fn checked(
+    ctx: &Context<'_>,
+    input: &ScheduleSweepInput,
+) -> Result<(std::result::Result<SweepPlan, UserError>, i64)> {
+    let config = ctx.data_unchecked::<SweepConfig>();
+    let pool = ctx.data_unchecked::<PgPool>();
+    let mut request = SweepRequest {
+        poller_id: input.poller_id.clone(),
+        agent_id: input.agent_id.clone(),
+        targets: input.targets.clone(),
+        group_id: None,
+        group_hosts: vec![],
+        ports: input.ports.iter().map(|p| i64::from(*p)).collect(),
+        icmp: input.icmp,
+        timeout_ms: input.timeout_ms.map(i64::from),
+        concurrency: input.concurrency.map(i64::from),
+        retention_days: input.retention_days.map(i64::from),
+        idempotency_key: input.idempotency_key.clone(),
+        reason: input.reason.clone(),
+    };
+    if request.targets.len() > 1024 {
+        return Ok((
+            Err(UserError::new(
+                Some("targets"),
+                "INVALID",
+                "at most 1024 targets per run",
+            )),
+            0,
+        ));
+    }
+    let mut without_ip = 0;
+    if let Some(group) = &input.group_id {
+        let Ok(id) = group.parse::<Uuid>() else {
+            return Ok((
+                Err(UserError::new(
+                    Some("groupId"),
+                    "INVALID",
+                    "groupId is not a group id",
+                )),
+                0,
+            ));
+        };
+        let exists: Option<String> =
+            sqlx::query_scalar("SELECT group_type FROM rm_group_tree.groups WHERE id = $1")
+                .bind(id)
+                .fetch_optional(pool)
+                .await
+                .map_err(internal)?;
+        match exists.as_deref() {
+            None => {
+                return Ok((
+                    Err(UserError::new(
+                        Some("groupId"),
+                        "NOT_FOUND",
+                        "no such group",
+                    )),
+                    0,
+                ))
+            }
+            Some("DEVICE") => {}
+            Some(_) => {
+                return Ok((
+                    Err(UserError::new(
+                        Some("groupId"),
+                        "INVALID",
+                        "only device groups can be swept",
+                    )),
+                    0,
+                ))
+            }
+        }
+        let (ips, skipped) = read::group_device_ips(pool, id).await.map_err(internal)?;
+        request.group_id = Some(id);
+        request.group_hosts = ips;
+        without_ip = skipped as i64;
+    }
+    let planned = plan(
+        &request,
+        &config.limits,
+        config.allow_for(request.poller_id.trim()),
+    )
+    .map_err(|e| sweep_error(&e));
+    Ok((planned, without_ip))
+}
+
+/// Sweep queries (part of the `Query` root; admin only, as `Sweep.*`).
+#[derive(Default)]
+pub struct SweepQuery;
+
+#[Object]
+impl SweepQuery {
+    /// Runs, newest first, optionally of one status and/or poller.
+    #[graphql(
+        complexity = "i64::from(first.unwrap_or(DEFAULT_PAGE)).max(1) as usize * child_complexity + 1"
+    )]
+    async fn sweep_runs(
+        &self,
+        ctx: &Context<'_>,
+        status: Option<SweepStatus>,
+        poller_id: Option<String>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<SweepRunConnection> {
+        let first = page_size(first)?;
+        let after = after.as_deref().map(types::decode_run_cursor).transpose()?;
+        let (rows, total) = read::list(
+            ctx.data_unchecked::<PgPool>(),
+            status.map(Into::into),
+            poller_id.as_deref(),
+            first + 1,
+            after,
+        )
+        .await
+        .map_err(internal)?;
+        Ok(SweepRunConnection::page(rows, first, total))
+    }
+
+    /// One run.
+    async fn sweep_run(&self, ctx: &Context<'_>, id: ID) -> Result<Option<SweepRun>> {
+        let Ok(id) = id.parse::<Uuid>() else {
+            return Ok(None);
+        };
+        let run = read::by_id(ctx.data_unchecked::<PgPool>(), id)
+            .await
+            .map_err(internal)?;
+        Ok(run.map(SweepRun::from))
+    }
+
+    /// What `scheduleSweep` would do with this input, without scheduling anything.
+    async fn preview_sweep(
+        &self,
+        ctx: &Context<'_>,
+        input: ScheduleSweepInput,
+    ) -> Result<SweepPreview> {
+        let (planned, without_ip) = checked(ctx, &input).await?;
+        Ok(match planned {
+            Ok(p) => SweepPreview {
+                hosts_total: p.hosts_total as i64,
+                hosts: p.hosts.into_iter().take(100).collect(),
+                ports: p.ports.iter().map(|p| i32::from(*p)).collect(),
+                members_without_ip: without_ip,
+                user_errors: vec![],
+            },
+            Err(e) => SweepPreview {
+                members_without_ip: without_ip,
+                user_errors: vec![e],
+                ..Default::default()
+            },
+        })
+    }
+}
+
+/// Sweep mutations (admin only, as `Sweep.*`).
+#[derive(Default)]
+pub struct SweepMutation;
+
+async fn fresh(ctx: &Context<'_>, id: Uuid) -> Result<Option<SweepRun>> {
+    Ok(read::by_id(ctx.data_unchecked::<PgPool>(), id)
+        .await
+        .map_err(internal)?
+        .map(SweepRun::from))
+}
+
+#[Object]
+impl SweepMutation {
+    /// Asks a poller to sweep now. The run starts `QUEUED`; a worker hands it to the poller
+    /// (or fails it at once with `POLLER_OFFLINE`). Follow it with `sweepRun` or the
+    /// `sweepProgress` subscription.
+    async fn schedule_sweep(
+        &self,
+        ctx: &Context<'_>,
+        input: ScheduleSweepInput,
+    ) -> Result<ScheduleSweepPayload> {
+        let fail = |e: UserError| ScheduleSweepPayload {
+            user_errors: vec![e],
+            ..Default::default()
+        };
+        let metadata = match event_metadata(ctx, input.reason.clone())? {
+            Ok(m) => m,
+            Err(e) => return Ok(fail(e)),
+        };
+        let config = ctx.data_unchecked::<SweepConfig>();
+        if !config.enabled {
+            return Ok(fail(UserError::new(
+                None,
+                "SWEEPS_UNAVAILABLE",
+                "sweeps need NATS: this server runs without NATS_URL, so no run could reach a poller",
+            )));
+        }
+        let max = config.max_runtime.as_secs();
+        let runtime = match input.deadline_secs {
+            None => config.default_runtime.as_secs(),
+            Some(s) if s >= 1 && (s as u64) <= max => s as u64,
+            Some(s) => {
+                return Ok(fail(UserError::new(
+                    Some("deadlineSecs"),
+                    "OUT_OF_RANGE",
+                    format!("deadlineSecs must be from 1 to {max}, got {s}"),
+                )))
+            }
+        };
+        let commands = ctx.data_unchecked::<std::sync::Arc<SweepCommands>>();
+        let id = run_id_for(&input.idempotency_key);
+        // A key used before names its run, whatever else this request says.
+        if !input.idempotency_key.trim().is_empty() {
+            let existing = commands.load(id).await.map_err(internal)?;
+            if existing.status().is_some() {
+                let (position, wait_timed_out) =
+                    settle(ctx, None, "SweepRun", &id.to_string(), &[SEQUENCER, SWEEPS]).await;
+                return Ok(ScheduleSweepPayload {
+                    run: fresh(ctx, id).await?,
+                    created: false,
+                    position,
+                    wait_timed_out,
+                    user_errors: vec![],
+                });
+            }
+        }
+        let plan = match checked(ctx, &input).await?.0 {
+            Ok(p) => p,
+            Err(e) => return Ok(fail(e)),
+        };
+        let actor = ctx.data::<Actor>()?;
+        let command = SweepCommand::Schedule {
+            plan,
+            requested_by: actor.subject.clone(),
+            deadline: Utc::now() + TimeDelta::seconds(runtime as i64),
+        };
+        let committed = match commands.execute(id, command, &metadata).await {
+            Ok(c) => c,
+            Err(ExecError::Domain(e)) => return Ok(fail(sweep_error(&e))),
+            Err(ExecError::VersionConflict { .. }) => {
+                return Ok(fail(UserError::new(
+                    None,
+                    "CONFLICT",
+                    "the same idempotency key is being scheduled concurrently; try again",
+                )))
+            }
+            Err(ExecError::Store(e)) => return Err(internal(e)),
+        };
+        let created = committed.token.is_some();
+        let (position, wait_timed_out) = settle(
+            ctx,
+            committed.token,
+            "SweepRun",
+            &id.to_string(),
+            &[SEQUENCER, SWEEPS],
+        )
+        .await;
+        Ok(ScheduleSweepPayload {
+            run: fresh(ctx, id).await?,
+            created,
+            position,
+            wait_timed_out,
+            user_errors: vec![],
+        })
+    }
+
+    /// Cancels a run that has not ended; the poller stops and the results so far are kept.
+    async fn cancel_sweep(
+        &self,
+        ctx: &Context<'_>,
+        input: CancelSweepInput,
+    ) -> Result<CancelSweepPayload> {
+        let fail = |e: UserError| CancelSweepPayload {
+            user_errors: vec![e],
+            ..Default::default()
+        };
+        let Ok(id) = input.id.parse::<Uuid>() else {
+            return Ok(fail(sweep_error(&SweepError::NotFound)));
+        };
+        let metadata = match event_metadata(ctx, input.reason.clone())? {
+            Ok(m) => m,
+            Err(e) => return Ok(fail(e)),
+        };
+        let pool = ctx.data_unchecked::<PgPool>();
+        let done = read::by_id(pool, id)
+            .await
+            .map_err(internal)?
+            .map_or(0, |r| r.hosts_done.max(0) as u64);
+        let command = SweepCommand::Cancel {
+            by: ctx.data::<Actor>()?.subject.clone(),
+            reason: metadata.reason.clone(),
+            hosts_done: done,
+        };
+        let commands = ctx.data_unchecked::<std::sync::Arc<SweepCommands>>();
+        let committed = match commands.execute(id, command, &metadata).await {
+            Ok(c) => c,
+            Err(ExecError::Domain(e)) => return Ok(fail(sweep_error(&e))),
+            Err(ExecError::VersionConflict { .. }) => {
+                return Ok(fail(UserError::new(
+                    Some("id"),
+                    "CONFLICT",
+                    "the run is changing right now; try again",
+                )))
+            }
+            Err(ExecError::Store(e)) => return Err(internal(e)),
+        };
+        let (position, wait_timed_out) = settle(
+            ctx,
+            committed.token,
+            "SweepRun",
+            &id.to_string(),
+            &[SEQUENCER, SWEEPS],
+        )
+        .await;
+        Ok(CancelSweepPayload {
+            run: fresh(ctx, id).await?,
+            position,
+            wait_timed_out,
+            user_errors: vec![],
+        })
+    }
+}
+
+/// The `sweepProgress` stream of run `id`: its progress now, then whenever it changes, until
+/// the run has ended.
+pub(crate) async fn progress_stream(
+    ctx: &Context<'_>,
+    id: &ID,
+) -> Result<impl futures::Stream<Item = Result<SweepProgress>>> {
+    let id = id
+        .parse::<Uuid>()
+        .map_err(|_| coded("BAD_USER_INPUT", "runId is not a run id"))?;
+    let pool = ctx.data_unchecked::<PgPool>().clone();
+    if read::by_id(&pool, id).await.map_err(internal)?.is_none() {
+        return Err(coded("NOT_FOUND", format!("no sweep run {id}")));
+    }
+    let poll = ctx.data_unchecked::<SweepConfig>().poll;
+    let state = (pool, None::<SweepProgress>, false);
+    Ok(futures::stream::unfold(
+        state,
+        move |(pool, last, ended)| async move {
+            if ended {
+                return None;
+            }
+            loop {
+                let run = match read::by_id(&pool, id).await {
+                    Ok(Some(run)) => run,
+                    Ok(None) => return None,
+                    Err(e) => return Some((Err(internal(e)), (pool, last, true))),
+                };
+                let now = SweepProgress::from(&run);
+                if last.as_ref() != Some(&now) {
+                    let ended = run.status.is_terminal();
+                    return Some((Ok(now.clone()), (pool, Some(now), ended)));
+                }
+                tokio::time::sleep(poll).await;
+            }
+        },
+    ))
+}

@@ -1,0 +1,40 @@
+/// Why a sweep command was refused. `code` is the userError code the API returns.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SweepError {
+    /// An input field failed a check (`field` names it).
+    #[error("{field}: {message}")]
+    Invalid {
+        /// The input field (`targets[2]`, `ports`, ...).
+        field: String,
+        /// `INVALID`, `OUT_OF_RANGE`, `PREFIX_TOO_SHORT`, `TOO_MANY_HOSTS`, `TOO_MANY_PORTS`,
+        /// `NOT_ALLOWED` or `NO_HOSTS`.
+        code: &'static str,
+        /// For humans.
+        message: String,
+    },
+    /// No such run.
+    #[error("sweep run not found")]
+    NotFound,
+    /// The run has ended and cannot be cancelled.
+    #[error("the run has already ended ({0})")]
+    AlreadyEnded(&'static str),
+}
+
+impl SweepError {
+    /// The userError code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            SweepError::Invalid { code, .. } => code,
+            SweepError::NotFound => "NOT_FOUND",
+            SweepError::AlreadyEnded(_) => "ALREADY_ENDED",
+        }
+    }
+
+    /// The input field it is about.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            SweepError::Invalid { field, .. } => Some(field),
+            SweepError::NotFound | SweepError::AlreadyEnded(_) => Some("id"),
+        }
+    }
+}

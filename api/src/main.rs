@@ -310,8 +310,7 @@ fn announce_nats() {
     }
 }
 
-/// The NATS inventory and telemetry feeds and the sweep workers, running when `NATS_URL` is
-/// set.
+/// The NATS inventory and telemetry feeds, running when `NATS_URL` is set.
 struct InventoryFeed {
     stop: tokio::sync::watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -322,8 +321,6 @@ impl InventoryFeed {
         pool: &sqlx::PgPool,
         stats: std::sync::Arc<corral_workers::inventory_feed::FeedStats>,
         telemetry: std::sync::Arc<corral_workers::telemetry_feed::TelemetryStats>,
-        sweeps: std::sync::Arc<corral_projections::sweeps::SweepCommands>,
-        sweep_config: corral_projections::sweeps::SweepConfig,
     ) -> Option<Self> {
         let url = std::env::var("NATS_URL")
             .ok()
@@ -340,21 +337,15 @@ impl InventoryFeed {
         let health = corral_projections::health::HealthConfig::from_env().unwrap_or_default();
         let telemetry = tokio::spawn(corral_workers::telemetry_feed::run(
             pool.clone(),
-            url.clone(),
+            url,
             corral_workers::telemetry_feed::default_config(),
             health,
             telemetry,
-            stop_rx.clone(),
-        ));
-        let sweeps = tokio::spawn(corral_workers::sweep_control::run(
-            pool.clone(),
-            sweeps,
-            corral_workers::sweep_control::SweepWorkerConfig::new(url, sweep_config),
             stop_rx,
         ));
         Some(Self {
             stop,
-            tasks: vec![inventory, telemetry, sweeps],
+            tasks: vec![inventory, telemetry],
         })
     }
 
@@ -472,12 +463,17 @@ async fn serve(
             &state.pool,
             state.metrics.inventory_feed.clone(),
             state.metrics.telemetry_feed.clone(),
-            state.sweeps.clone(),
-            state.config.sweeps.clone(),
         )
     } else {
         None
     };
+    let sweeps = run_workers.then(|| {
+        SweepWorkers::start(
+            &state.pool,
+            state.sweeps.clone(),
+            state.config.sweeps.clone(),
+        )
+    });
     let publisher = if run_workers {
         start_publisher(&state.pool, state.metrics.publisher.clone())?
     } else {
@@ -496,11 +492,46 @@ async fn serve(
     .with_graceful_shutdown(shutdown_signal())
     .await?;
     InventoryFeed::stop(feed).await;
+    if let Some(sweeps) = sweeps {
+        sweeps.stop().await;
+    }
     if let Some(publisher) = publisher {
         publisher.shutdown().await;
     }
     background.shutdown().await;
     Ok(())
+}
+
+/// The sweep workers: the monitor and the results retention always, the dispatcher and the
+/// reports consumer when `NATS_URL` is set.
+struct SweepWorkers {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SweepWorkers {
+    fn start(
+        pool: &sqlx::PgPool,
+        commands: std::sync::Arc<corral_projections::sweeps::SweepCommands>,
+        config: corral_projections::sweeps::SweepConfig,
+    ) -> Self {
+        let url = std::env::var("NATS_URL")
+            .ok()
+            .filter(|u| !u.trim().is_empty());
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(corral_workers::sweep_control::run(
+            pool.clone(),
+            commands,
+            corral_workers::sweep_control::SweepWorkerConfig::new(url, config),
+            stop_rx,
+        ));
+        Self { stop, task }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
 }
 
 async fn work(pool: sqlx::PgPool) -> Result<(), BoxError> {
@@ -513,14 +544,13 @@ async fn work(pool: sqlx::PgPool) -> Result<(), BoxError> {
         Some(rule_config_from_env()?),
     )
     .await?;
-    let sweeps = std::sync::Arc::new(corral_projections::sweeps::SweepCommands::new(
+    let sweeps = std::sync::Arc::new(corral_projections::sweeps::sweep_commands(
         pool.clone(),
         background.commit_signal(),
     ));
-    let feed = InventoryFeed::start(
+    let feed = InventoryFeed::start(&pool, std::sync::Arc::default(), std::sync::Arc::default());
+    let sweep_workers = SweepWorkers::start(
         &pool,
-        std::sync::Arc::default(),
-        std::sync::Arc::default(),
         sweeps,
         corral_projections::sweeps::SweepConfig::from_env()?,
     );
@@ -531,6 +561,7 @@ async fn work(pool: sqlx::PgPool) -> Result<(), BoxError> {
     tracing::info!("corral work: projectors running");
     shutdown_signal().await;
     InventoryFeed::stop(feed).await;
+    sweep_workers.stop().await;
     if let Some(publisher) = publisher {
         publisher.shutdown().await;
     }

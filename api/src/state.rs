@@ -80,11 +80,11 @@ impl AppState {
                 lock_pool.clone(),
                 signal.clone(),
             )),
-            dashboards: Arc::new(corral_projections::dashboards::DashboardCommands::new(
+            dashboards: Arc::new(corral_projections::dashboards::dashboard_commands(
                 pool.clone(),
                 signal.clone(),
             )),
-            sweeps: Arc::new(corral_projections::sweeps::SweepCommands::new(
+            sweeps: Arc::new(corral_projections::sweeps::sweep_commands(
                 pool.clone(),
                 signal.clone(),
             )),

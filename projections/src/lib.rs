@@ -14,6 +14,7 @@ pub mod history;
 pub mod inventory;
 pub mod log;
 pub mod membership;
+pub mod own_state;
 pub mod projection;
 pub mod public_log;
 pub mod rebuild;

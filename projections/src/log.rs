@@ -66,6 +66,24 @@ impl EventRecord {
         self.payload.get(&self.event_type).unwrap_or(&Value::Null)
     }
 
+    /// The event as the Rust type `E` of its aggregate, upcast to the version this code reads
+    /// (for projectors that fold typed events rather than raw JSON).
+    pub fn decode<E: serde::de::DeserializeOwned>(&self) -> Result<E, StoreError> {
+        let (_, payload) = corral_domain::upcast::upcast(
+            &self.aggregate_type,
+            &self.event_type,
+            &self.event_version,
+            self.payload.clone(),
+        )
+        .map_err(|e| StoreError::Data(e.to_string()))?;
+        serde_json::from_value(payload).map_err(|e| {
+            StoreError::Data(format!(
+                "{} of {} {}: {e}",
+                self.event_type, self.aggregate_type, self.aggregate_id
+            ))
+        })
+    }
+
     /// Decodes a row selected with [`EVENT_COLUMNS`].
     pub fn from_row(row: &PgRow) -> Result<Self, StoreError> {
         let txid: String = row.try_get("txid")?;

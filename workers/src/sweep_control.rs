@@ -3,10 +3,13 @@
 //!
 //! - The **dispatcher** (one per cluster, under an advisory lock) writes a `QUEUED` run's job
 //!   to `jobs.sweeps.<poller_id>.<run_id>` in the jobs bucket, or fails the run at once with
-//!   `POLLER_OFFLINE` when the poller's heartbeat is missing or stale. It also deletes the job
-//!   key of every run that ended (a poller watching it stops), and is the **monitor**: runs
-//!   past their deadline become `TIMED_OUT` (results so far are kept), dispatched jobs nobody
-//!   claimed in time `EXPIRED`.
+//!   `POLLER_OFFLINE` when the poller's heartbeat is missing or stale (`DISPATCH_FAILED` when
+//!   the job is too large for the NATS server). It also deletes the job key of every run that
+//!   ended (a poller watching it stops).
+//! - The **monitor** (one per cluster, under another lock; PostgreSQL only, so it runs without
+//!   NATS too): runs past their deadline become `TIMED_OUT` (results so far are kept),
+//!   dispatched jobs nobody claimed in time `EXPIRED`.
+//! - The **cleanup** deletes results past their run's retention and old partitions.
 //! - The **reports consumer** (a durable JetStream consumer; any number of processes may run
 //!   it) applies each report: acknowledgements and starts as commands, results through the
 //!   results store (each host of a run stored once, whatever is redelivered), done and fail as
@@ -36,14 +39,19 @@ use crate::sweeps::protocol::{
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// How many times (a second apart) a poller's `done` is put back while results batches it
+/// counted have not all been stored.
+const DONE_WAITS: i64 = 120;
+
 /// Advisory lock key held by the one dispatcher of a cluster.
 pub const DISPATCH_LOCK: i64 = 0x636f_7272_616c_0006;
 
 /// How the sweep workers run.
 #[derive(Debug, Clone)]
 pub struct SweepWorkerConfig {
-    /// NATS server.
-    pub nats_url: String,
+    /// NATS server; without one only the monitor (deadlines, claims) and the results
+    /// retention run.
+    pub nats_url: Option<String>,
     /// Buckets and stream names.
     pub names: SweepNames,
     /// The durable consumer of reports.
@@ -56,7 +64,7 @@ pub struct SweepWorkerConfig {
 
 impl SweepWorkerConfig {
     /// The production names, with `nats_url`.
-    pub fn new(nats_url: String, sweep: SweepConfig) -> Self {
+    pub fn new(nats_url: Option<String>, sweep: SweepConfig) -> Self {
         Self {
             nats_url,
             names: SweepNames::default(),
@@ -103,22 +111,55 @@ async fn command(
     }
 }
 
-/// Runs the dispatcher/monitor, the reports consumer and the results cleanup until `stop`.
+/// Advisory lock key held by the one monitor of a cluster.
+pub const MONITOR_LOCK: i64 = 0x636f_7272_616c_0007;
+
+/// Runs the monitor and the results cleanup, and with NATS the dispatcher and the reports
+/// consumer, until `stop`.
 pub async fn run(
+    pool: PgPool,
+    commands: Arc<SweepCommands>,
+    config: SweepWorkerConfig,
+    stop: watch::Receiver<bool>,
+) {
+    tokio::join!(
+        locked(
+            pool.clone(),
+            MONITOR_LOCK,
+            "monitors sweep deadlines",
+            stop.clone(),
+            {
+                let (pool, commands) = (pool.clone(), commands.clone());
+                move || {
+                    let (pool, commands) = (pool.clone(), commands.clone());
+                    async move { monitor_once(&pool, &commands, Utc::now()).await }
+                }
+            },
+            config.sweep.poll,
+        ),
+        cleanup_loop(pool.clone(), config.clone(), stop.clone()),
+        nats_side(pool, commands, config, stop),
+    );
+}
+
+async fn nats_side(
     pool: PgPool,
     commands: Arc<SweepCommands>,
     config: SweepWorkerConfig,
     mut stop: watch::Receiver<bool>,
 ) {
+    let Some(url) = config.nats_url.clone() else {
+        return;
+    };
     let client = loop {
         let connecting = async_nats::ConnectOptions::new()
             .name("corral-sweeps")
             .retry_on_initial_connect()
-            .connect(config.nats_url.as_str());
+            .connect(url.as_str());
         match connecting.await {
             Ok(c) => break c,
             Err(e) => {
-                tracing::error!(error = %e, nats.url = %config.nats_url, "sweeps: cannot use NATS_URL; trying again in 30 s");
+                tracing::error!(error = %e, nats.url = %url, "sweeps: cannot use NATS_URL; trying again in 30 s");
                 tokio::select! {
                     _ = stopped(&mut stop) => return,
                     _ = tokio::time::sleep(Duration::from_secs(30)) => {}
@@ -126,7 +167,7 @@ pub async fn run(
             }
         }
     };
-    let js = jetstream::new(client);
+    let js = jetstream::new(client.clone());
     let (jobs, pollers) = loop {
         match ensure_buckets(&js, &config.names).await {
             Ok((jobs, pollers, ())) => break (jobs, pollers),
@@ -139,23 +180,48 @@ pub async fn run(
             }
         }
     };
+    let dispatch = {
+        let (pool, commands, sweep) = (pool.clone(), commands.clone(), config.sweep.clone());
+        move || {
+            let (pool, commands, jobs, pollers, sweep) = (
+                pool.clone(),
+                commands.clone(),
+                jobs.clone(),
+                pollers.clone(),
+                sweep.clone(),
+            );
+            // A job larger than the server takes could never be dispatched. (The server's
+            // figure is known once connected; 1 MiB is its default.)
+            let max_payload = match client.server_info().max_payload {
+                0 => 1024 * 1024,
+                n => n,
+            };
+            async move { dispatch_once(&pool, &commands, &jobs, &pollers, &sweep, max_payload).await }
+        }
+    };
     tokio::join!(
-        dispatch_loop(
+        locked(
             pool.clone(),
-            commands.clone(),
-            jobs,
-            pollers,
-            config.clone(),
-            stop.clone()
+            DISPATCH_LOCK,
+            "dispatches sweep runs",
+            stop.clone(),
+            dispatch,
+            config.sweep.poll
         ),
-        reports_loop(pool.clone(), commands, js, config.clone(), stop.clone()),
-        cleanup_loop(pool, config, stop),
+        reports_loop(pool, commands, js, config.clone(), stop),
     );
 }
 
 async fn cleanup_loop(pool: PgPool, config: SweepWorkerConfig, mut stop: watch::Receiver<bool>) {
     loop {
-        match retention::cleanup(&pool, Utc::now(), config.sweep.limits.max_retention_days).await {
+        match retention::cleanup(
+            &pool,
+            Utc::now(),
+            config.sweep.limits.max_retention_days,
+            config.sweep.max_runtime,
+        )
+        .await
+        {
             Ok(r) if r.runs_purged > 0 || r.partitions_dropped > 0 => tracing::info!(
                 sweep.runs_purged = r.runs_purged,
                 sweep.results_deleted = r.results_deleted,
@@ -174,20 +240,24 @@ async fn cleanup_loop(pool: PgPool, config: SweepWorkerConfig, mut stop: watch::
     }
 }
 
-/// Holds the dispatch lock on a connection of its own, then dispatches and monitors.
-async fn dispatch_loop(
+/// Runs `pass` every `every` while holding advisory lock `key` on a connection of its own
+/// (one process of a cluster does the work; the others stand by and take over when it goes).
+async fn locked<F, Fut>(
     pool: PgPool,
-    commands: Arc<SweepCommands>,
-    jobs: kv::Store,
-    pollers: kv::Store,
-    config: SweepWorkerConfig,
+    key: i64,
+    what: &'static str,
     mut stop: watch::Receiver<bool>,
-) {
+    pass: F,
+    every: Duration,
+) where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<(), BoxError>>,
+{
     loop {
         let held = async {
             let mut conn = pool.acquire().await?;
             let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-                .bind(DISPATCH_LOCK)
+                .bind(key)
                 .fetch_one(&mut *conn)
                 .await?;
             Ok::<_, sqlx::Error>(got.then_some(conn))
@@ -195,24 +265,22 @@ async fn dispatch_loop(
         .await;
         match held {
             Ok(Some(conn)) => {
-                tracing::info!("sweeps: this process dispatches sweep runs");
+                tracing::info!("sweeps: this process {what}");
                 loop {
-                    if let Err(e) =
-                        dispatch_once(&pool, &commands, &jobs, &pollers, &config.sweep).await
-                    {
-                        tracing::warn!(error = %e, "sweeps: dispatch pass failed; trying again");
+                    if let Err(e) = pass().await {
+                        tracing::warn!(error = %e, "sweeps: a pass failed ({what}); trying again");
                     }
                     tokio::select! {
                         _ = stopped(&mut stop) => {
                             drop(conn);
                             return;
                         }
-                        _ = tokio::time::sleep(config.sweep.poll) => {}
+                        _ = tokio::time::sleep(every) => {}
                     }
                 }
             }
             Ok(None) => {}
-            Err(e) => tracing::warn!(error = %e, "sweeps: cannot take the dispatch lock"),
+            Err(e) => tracing::warn!(error = %e, "sweeps: cannot take an advisory lock ({what})"),
         }
         tokio::select! {
             _ = stopped(&mut stop) => return,
@@ -228,10 +296,12 @@ async fn heartbeat(
     now: DateTime<Utc>,
     offline_after: Duration,
 ) -> Option<PollerHeartbeat> {
-    let bytes = pollers.get(poller).await.ok().flatten()?;
-    let beat: PollerHeartbeat = serde_json::from_slice(&bytes).ok()?;
+    let entry = pollers.entry(poller).await.ok().flatten()?;
+    let beat: PollerHeartbeat = serde_json::from_slice(&entry.value).ok()?;
+    // Aged by the NATS server's clock (when it stored the entry), not the poller's.
+    let written = DateTime::from_timestamp(entry.created.unix_timestamp(), 0)?;
     let age = now
-        .signed_duration_since(beat.at)
+        .signed_duration_since(written)
         .to_std()
         .unwrap_or_default();
     (age <= offline_after).then_some(beat)
@@ -262,88 +332,123 @@ fn job_of(run: &SweepRunView) -> SweepJob {
     }
 }
 
-/// One pass: dispatch queued runs, end overdue ones, delete the job keys of ended runs.
+/// One monitor pass at `now`: runs past their deadline are `TIMED_OUT`, dispatched jobs
+/// nobody claimed in time `EXPIRED`.
+pub async fn monitor_once(
+    pool: &PgPool,
+    commands: &SweepCommands,
+    now: DateTime<Utc>,
+) -> Result<(), BoxError> {
+    for run in read::overdue_runs(pool, now, 500).await? {
+        let done = run.hosts_done.max(0) as u64;
+        let cmd = if run.deadline <= now {
+            SweepCommand::TimeOut {
+                now,
+                hosts_done: done,
+            }
+        } else {
+            SweepCommand::Expire { now }
+        };
+        // One run's trouble must not hold up the others.
+        if let Err(e) = command(commands, run.id, cmd, "overdue").await {
+            tracing::warn!(sweep.run_id = %run.id, error = %e, "sweeps: could not end an overdue run; trying again");
+        }
+    }
+    Ok(())
+}
+
+/// Dispatches one queued run: its job to the poller, or the run failed when it cannot be.
+async fn dispatch_run(
+    run: &SweepRunView,
+    commands: &SweepCommands,
+    jobs: &kv::Store,
+    pollers: &kv::Store,
+    config: &SweepConfig,
+    max_payload: usize,
+) -> Result<(), BoxError> {
+    let now = Utc::now();
+    if run.deadline <= now {
+        return Ok(()); // the monitor times it out
+    }
+    let reject = |code: &str, message: String| SweepCommand::Reject {
+        code: code.into(),
+        message,
+    };
+    if heartbeat(pollers, &run.poller_id, now, config.offline_after)
+        .await
+        .is_none()
+    {
+        let message = format!(
+            "poller {} has sent no heartbeat in the last {} s",
+            run.poller_id,
+            config.offline_after.as_secs()
+        );
+        return command(
+            commands,
+            run.id,
+            reject("POLLER_OFFLINE", message),
+            "poller offline",
+        )
+        .await;
+    }
+    let key = job_key(&run.poller_id, run.id);
+    let body = serde_json::to_vec(&job_of(run))?;
+    if body.len() + key.len() + 512 > max_payload {
+        let message = format!(
+            "the job is {} bytes; the NATS server takes at most {max_payload}",
+            body.len()
+        );
+        return command(
+            commands,
+            run.id,
+            reject("DISPATCH_FAILED", message),
+            "job too large",
+        )
+        .await;
+    }
+    jobs.put(&key, body.into()).await?;
+    let claim_by = now + chrono::TimeDelta::from_std(config.claim_ttl).unwrap_or_default();
+    command(
+        commands,
+        run.id,
+        SweepCommand::Dispatch {
+            job_key: key.clone(),
+            claim_by,
+        },
+        "dispatched",
+    )
+    .await?;
+    // Cancelled (or timed out) between the read and the dispatch: the job written for it must
+    // not stay for a poller to find.
+    if commands
+        .load(run.id)
+        .await?
+        .status()
+        .is_some_and(SweepStatus::is_terminal)
+    {
+        jobs.purge(&key).await?;
+    }
+    Ok(())
+}
+
+/// One dispatcher pass: hand queued runs to their pollers, delete the job keys of ended runs.
 pub async fn dispatch_once(
     pool: &PgPool,
     commands: &SweepCommands,
     jobs: &kv::Store,
     pollers: &kv::Store,
     config: &SweepConfig,
+    max_payload: usize,
 ) -> Result<(), BoxError> {
-    let now = Utc::now();
-    for run in read::open_runs(pool, 500).await? {
+    for run in read::queued_runs(pool, 500).await? {
         let span = tracing::info_span!("sweep.dispatch", sweep.run_id = %run.id, sweep.poller_id = %run.poller_id);
-        async {
-            let done = run.hosts_done.max(0) as u64;
-            if run.deadline <= now {
-                return command(
-                    commands,
-                    run.id,
-                    SweepCommand::TimeOut {
-                        now,
-                        hosts_done: done,
-                    },
-                    "deadline passed",
-                )
-                .await;
-            }
-            match run.status {
-                SweepStatus::Queued => {
-                    if heartbeat(pollers, &run.poller_id, now, config.offline_after)
-                        .await
-                        .is_none()
-                    {
-                        return command(
-                            commands,
-                            run.id,
-                            SweepCommand::Fail {
-                                code: "POLLER_OFFLINE".into(),
-                                message: format!(
-                                    "poller {} has sent no heartbeat in the last {} s",
-                                    run.poller_id,
-                                    config.offline_after.as_secs()
-                                ),
-                                hosts_done: 0,
-                            },
-                            "poller offline",
-                        )
-                        .await;
-                    }
-                    let key = job_key(&run.poller_id, run.id);
-                    let body = serde_json::to_vec(&job_of(&run))?;
-                    jobs.put(&key, body.into()).await?;
-                    let claim_by =
-                        now + chrono::TimeDelta::from_std(config.claim_ttl).unwrap_or_default();
-                    command(
-                        commands,
-                        run.id,
-                        SweepCommand::Dispatch {
-                            job_key: key.clone(),
-                            claim_by,
-                        },
-                        "dispatched",
-                    )
-                    .await?;
-                    // Cancelled (or timed out) between the read and the dispatch: the job
-                    // written for it must not stay for a poller to find.
-                    if commands
-                        .load(run.id)
-                        .await?
-                        .status()
-                        .is_some_and(SweepStatus::is_terminal)
-                    {
-                        jobs.purge(&key).await?;
-                    }
-                    Ok(())
-                }
-                SweepStatus::Dispatched if run.claim_by.is_some_and(|c| c <= now) => {
-                    command(commands, run.id, SweepCommand::Expire { now }, "unclaimed").await
-                }
-                _ => Ok(()),
-            }
+        // One run's trouble must not hold up the others.
+        if let Err(e) = dispatch_run(&run, commands, jobs, pollers, config, max_payload)
+            .instrument(span)
+            .await
+        {
+            tracing::warn!(sweep.run_id = %run.id, error = %e, "sweeps: could not dispatch a run; trying again");
         }
-        .instrument(span)
-        .await?;
     }
     // Ended runs: their job keys go, so that the poller stops (cancel, time-out) and no
     // poller that starts later finds them.
@@ -356,7 +461,10 @@ pub async fn dispatch_once(
     .fetch_all(pool)
     .await?;
     for (id, key) in ended {
-        jobs.purge(&key).await?;
+        if let Err(e) = jobs.purge(&key).await {
+            tracing::warn!(sweep.run_id = %id, error = %e, "sweeps: could not delete an ended run's job key; trying again");
+            continue;
+        }
         sqlx::query("UPDATE sweep_runs SET job_removed_at = now() WHERE id = $1")
             .bind(id)
             .execute(pool)
@@ -443,7 +551,10 @@ async fn apply(pool: &PgPool, commands: &SweepCommands, msg: &Message) -> AckKin
             return AckKind::Term;
         }
     };
-    match apply_report(pool, commands, report).await {
+    // How often the message was delivered: a `done` waits for late results batches for at
+    // most this many redeliveries (a second apart).
+    let delivered = msg.info().map_or(1, |i| i.delivered);
+    match apply_report(pool, commands, report, delivered).await {
         Ok(()) => AckKind::Ack,
         Err(e) => {
             tracing::warn!(error = %e, "sweep report not applied; it will be redelivered");
@@ -456,6 +567,7 @@ async fn apply_report(
     pool: &PgPool,
     commands: &SweepCommands,
     report: SweepReport,
+    delivered: i64,
 ) -> Result<(), BoxError> {
     let Some(run) = read::by_id(pool, report.run_id).await? else {
         tracing::warn!(sweep.run_id = %report.run_id, "report for an unknown sweep run; dropped");
@@ -512,6 +624,15 @@ async fn apply_report(
             let done = read::by_id(pool, id)
                 .await?
                 .map_or(0, |r| r.hosts_done.max(0) as u64);
+            // Results batches still on their way (redelivered after an error, or with another
+            // consumer process) must land before the run ends, or they would be dropped.
+            if done < report.hosts_done && delivered < DONE_WAITS {
+                return Err(format!(
+                    "done with {} hosts, {done} stored so far; waiting for the rest",
+                    report.hosts_done
+                )
+                .into());
+            }
             command(
                 commands,
                 id,

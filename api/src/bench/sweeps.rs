@@ -115,7 +115,10 @@ async fn bench_sweep(
     let timeout = Duration::from_millis(1000);
     let background =
         corral_workers::start_with(pool.clone(), true, Duration::from_secs(1), None).await?;
-    let commands = Arc::new(SweepCommands::new(pool.clone(), background.commit_signal()));
+    let commands = Arc::new(corral_projections::sweeps::sweep_commands(
+        pool.clone(),
+        background.commit_signal(),
+    ));
     let tag = format!("bench{}", Uuid::new_v4().simple());
     let names = SweepNames::tagged(&tag);
     let config = SweepConfig {
@@ -131,7 +134,7 @@ async fn bench_sweep(
         SweepWorkerConfig {
             names: names.clone(),
             consumer: format!("reports-{tag}"),
-            ..SweepWorkerConfig::new(nats.to_string(), config.clone())
+            ..SweepWorkerConfig::new(Some(nats.to_string()), config.clone())
         },
         stop_rx.clone(),
     ));

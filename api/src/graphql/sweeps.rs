@@ -266,6 +266,40 @@ impl SweepQuery {
     }
 }
 
+/// Runs a command on run `id` and waits for the read model: whether it wrote anything, its
+/// position and whether the wait timed out; or the refusal as a userError.
+async fn run_command(
+    ctx: &Context<'_>,
+    id: Uuid,
+    command: SweepCommand,
+    metadata: &corral_domain::metadata::EventMetadata,
+) -> Result<std::result::Result<(bool, Option<Position>, bool), UserError>> {
+    let commands = ctx.data_unchecked::<std::sync::Arc<SweepCommands>>();
+    let committed = match commands.execute(id, command, metadata).await {
+        Ok(c) => c,
+        Err(ExecError::Domain(e)) => return Ok(Err(sweep_error(&e))),
+        // Only after every retry lost a race: the run is changing right now.
+        Err(ExecError::VersionConflict { .. }) => {
+            return Ok(Err(UserError::new(
+                None,
+                "CONFLICT",
+                "the run is being changed concurrently; try again",
+            )))
+        }
+        Err(ExecError::Store(e)) => return Err(internal(e)),
+    };
+    let wrote = committed.token.is_some();
+    let (position, wait_timed_out) = settle(
+        ctx,
+        committed.token,
+        "SweepRun",
+        &id.to_string(),
+        &[SEQUENCER, SWEEPS],
+    )
+    .await;
+    Ok(Ok((wrote, position, wait_timed_out)))
+}
+
 /// Sweep mutations (admin only, as `Sweep.*`).
 #[derive(Default)]
 pub struct SweepMutation;
@@ -342,27 +376,11 @@ impl SweepMutation {
             requested_by: actor.subject.clone(),
             deadline: Utc::now() + TimeDelta::seconds(runtime as i64),
         };
-        let committed = match commands.execute(id, command, &metadata).await {
-            Ok(c) => c,
-            Err(ExecError::Domain(e)) => return Ok(fail(sweep_error(&e))),
-            Err(ExecError::VersionConflict { .. }) => {
-                return Ok(fail(UserError::new(
-                    None,
-                    "CONFLICT",
-                    "the same idempotency key is being scheduled concurrently; try again",
-                )))
-            }
-            Err(ExecError::Store(e)) => return Err(internal(e)),
-        };
-        let created = committed.token.is_some();
-        let (position, wait_timed_out) = settle(
-            ctx,
-            committed.token,
-            "SweepRun",
-            &id.to_string(),
-            &[SEQUENCER, SWEEPS],
-        )
-        .await;
+        let (created, position, wait_timed_out) =
+            match run_command(ctx, id, command, &metadata).await? {
+                Ok(settled) => settled,
+                Err(e) => return Ok(fail(e)),
+            };
         Ok(ScheduleSweepPayload {
             run: fresh(ctx, id).await?,
             created,
@@ -399,27 +417,10 @@ impl SweepMutation {
             reason: metadata.reason.clone(),
             hosts_done: done,
         };
-        let commands = ctx.data_unchecked::<std::sync::Arc<SweepCommands>>();
-        let committed = match commands.execute(id, command, &metadata).await {
-            Ok(c) => c,
-            Err(ExecError::Domain(e)) => return Ok(fail(sweep_error(&e))),
-            Err(ExecError::VersionConflict { .. }) => {
-                return Ok(fail(UserError::new(
-                    Some("id"),
-                    "CONFLICT",
-                    "the run is changing right now; try again",
-                )))
-            }
-            Err(ExecError::Store(e)) => return Err(internal(e)),
+        let (_, position, wait_timed_out) = match run_command(ctx, id, command, &metadata).await? {
+            Ok(settled) => settled,
+            Err(e) => return Ok(fail(e)),
         };
-        let (position, wait_timed_out) = settle(
-            ctx,
-            committed.token,
-            "SweepRun",
-            &id.to_string(),
-            &[SEQUENCER, SWEEPS],
-        )
-        .await;
         Ok(CancelSweepPayload {
             run: fresh(ctx, id).await?,
             position,

@@ -75,6 +75,13 @@ impl SweepRun {
                 message,
                 hosts_done,
             }],
+            SweepCommand::Reject { code, message } if status == S::Queued => {
+                vec![SweepEvent::SweepFailed {
+                    code,
+                    message,
+                    hosts_done: 0,
+                }]
+            }
             SweepCommand::TimeOut { now, hosts_done }
                 if !ended && self.deadline.is_some_and(|d| now >= d) =>
             {
@@ -331,6 +338,26 @@ mod tests {
             .given_no_previous_events()
             .when(SweepCommand::Start)
             .then_expect_error(SweepError::NotFound);
+    }
+
+    #[test]
+    fn only_a_queued_run_is_rejected() {
+        let reject = || SweepCommand::Reject {
+            code: "POLLER_OFFLINE".into(),
+            message: "gone".into(),
+        };
+        T::with(())
+            .given(vec![scheduled()])
+            .when(reject())
+            .then_expect_events(vec![SweepEvent::SweepFailed {
+                code: "POLLER_OFFLINE".into(),
+                message: "gone".into(),
+                hosts_done: 0,
+            }]);
+        T::with(())
+            .given(vec![scheduled(), dispatched()])
+            .when(reject())
+            .then_expect_events(vec![]);
     }
 
     #[test]

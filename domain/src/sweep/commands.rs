@@ -43,6 +43,15 @@ pub enum SweepCommand {
         /// Hosts with results.
         hosts_done: u64,
     },
+    /// The run cannot be handed to its poller (`POLLER_OFFLINE`, `DISPATCH_FAILED`): fails it
+    /// only while it is still `QUEUED`, so a dispatcher working from a stale view never fails
+    /// a run that is already on its way.
+    Reject {
+        /// Stable code.
+        code: String,
+        /// For humans.
+        message: String,
+    },
     /// The deadline passed (the monitor checks the clock; the aggregate checks `now`).
     TimeOut {
         /// The monitor's clock.

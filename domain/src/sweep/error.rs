@@ -6,8 +6,8 @@ pub enum SweepError {
     Invalid {
         /// The input field (`targets[2]`, `ports`, ...).
         field: String,
-        /// `INVALID`, `OUT_OF_RANGE`, `PREFIX_TOO_SHORT`, `TOO_MANY_HOSTS`, `TOO_MANY_PORTS`,
-        /// `NOT_ALLOWED` or `NO_HOSTS`.
+        /// `INVALID`, `OUT_OF_RANGE`, `PREFIX_TOO_SHORT`, `TOO_MANY_HOSTS`, `TOO_MANY_RANGES`,
+        /// `TOO_MANY_PORTS`, `NOT_ALLOWED` or `NO_HOSTS`.
         code: &'static str,
         /// For humans.
         message: String,

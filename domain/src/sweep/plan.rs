@@ -47,6 +47,9 @@ pub const DEFAULT_CONCURRENCY: u32 = 64;
 pub const MAX_CONCURRENCY: u32 = 1024;
 /// Longest idempotency key, reason and poller or agent id.
 pub const MAX_TEXT: usize = 256;
+/// Most separate address ranges one run may name (scattered group members make many): it
+/// bounds the size of the run's event and of the poller's job.
+pub const MAX_RANGES: usize = 4096;
 
 /// What a caller asks for, before any check.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -251,6 +254,20 @@ pub fn plan(
             ),
         ));
     }
+    if merged.len() > MAX_RANGES {
+        return Err(invalid(
+            if request.group_id.is_some() {
+                "groupId"
+            } else {
+                "targets"
+            },
+            "TOO_MANY_RANGES",
+            format!(
+                "the addresses form {} separate ranges; a run takes at most {MAX_RANGES}",
+                merged.len()
+            ),
+        ));
+    }
     if total == 0 {
         return Err(invalid(
             "groupId",
@@ -406,6 +423,14 @@ mod tests {
         r.poller_id = "p".into();
         r.idempotency_key = " ".into();
         assert_eq!(code(&r), ("idempotencyKey".into(), "INVALID"));
+        let mut scattered = request(&[]);
+        scattered.group_id = Some(uuid::Uuid::nil());
+        scattered.group_hosts = (0..4097u32)
+            .map(|i| std::net::IpAddr::V4(std::net::Ipv4Addr::from(0x7f00_0000 + 2 * i)))
+            .collect();
+        assert_eq!(code(&scattered), ("groupId".into(), "TOO_MANY_RANGES"));
+        scattered.group_hosts.pop();
+        assert!(plan(&scattered, &SweepLimits::default(), &allow()).is_ok());
         let mut g = request(&[]);
         g.group_id = Some(uuid::Uuid::nil());
         assert_eq!(code(&g), ("groupId".into(), "NO_HOSTS"));

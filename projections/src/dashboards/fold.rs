@@ -5,7 +5,6 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use corral_domain::dashboard::{DashboardEvent, Widget};
-use corral_domain::upcast::upcast;
 use uuid::Uuid;
 
 use crate::log::EventRecord;
@@ -56,19 +55,7 @@ pub fn applies_without_row(event_type: &str) -> bool {
 
 /// Decodes a stored Dashboard event, upcast to the version this code reads.
 pub fn decode(event: &EventRecord) -> Result<DashboardEvent, StoreError> {
-    let (_, payload) = upcast(
-        &event.aggregate_type,
-        &event.event_type,
-        &event.event_version,
-        event.payload.clone(),
-    )
-    .map_err(|e| StoreError::Data(e.to_string()))?;
-    serde_json::from_value(payload).map_err(|e| {
-        StoreError::Data(format!(
-            "{} of dashboard {}: {e}",
-            event.event_type, event.aggregate_id
-        ))
-    })
+    event.decode()
 }
 
 impl DashboardFold {

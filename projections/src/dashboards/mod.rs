@@ -16,7 +16,7 @@ use corral_domain::dashboard::{Widget, WidgetKind, WidgetPosition};
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
-pub use commands::DashboardCommands;
+pub use commands::{dashboard_commands, DashboardCommands};
 pub use fold::{applies_without_row, decode, DashboardFold, DashboardRow};
 
 use crate::log::EventRecord;

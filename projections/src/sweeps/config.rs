@@ -6,6 +6,10 @@ use std::time::Duration;
 use corral_domain::sweep::targets::{Cidr, DEFAULT_ALLOW};
 use corral_domain::sweep::SweepLimits;
 
+/// The longest a run may be allowed to last (7 days): partitions are kept this much longer
+/// than the longest retention.
+pub const MAX_RUNTIME_SECS: u64 = 7 * 86_400;
+
 /// Everything the API and the sweep workers need to know.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SweepConfig {
@@ -116,14 +120,16 @@ impl SweepConfig {
             c.claim_ttl = Duration::from_secs(n.max(1));
         }
         if let Some(n) = number::<u64>("CORRAL_POLLER_OFFLINE_SECS")? {
-            c.offline_after = Duration::from_secs(n.max(1));
+            // Heartbeats are kept 60 s: a poller silent for longer has no entry at all.
+            c.offline_after = Duration::from_secs(n.clamp(1, 60));
+        }
+        if let Some(n) = number::<u64>("CORRAL_SWEEP_MAX_RUNTIME_SECS")? {
+            c.max_runtime = Duration::from_secs(n.clamp(1, MAX_RUNTIME_SECS));
         }
         if let Some(n) = number::<u64>("CORRAL_SWEEP_DEFAULT_RUNTIME_SECS")? {
             c.default_runtime = Duration::from_secs(n.max(1));
         }
-        if let Some(n) = number::<u64>("CORRAL_SWEEP_MAX_RUNTIME_SECS")? {
-            c.max_runtime = Duration::from_secs(n.max(1));
-        }
+        c.default_runtime = c.default_runtime.min(c.max_runtime);
         Ok(c)
     }
 }

@@ -10,11 +10,10 @@ pub mod retention;
 
 use async_trait::async_trait;
 use corral_domain::sweep::{SweepEvent, SweepStatus};
-use corral_domain::upcast::upcast;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-pub use commands::SweepCommands;
+pub use commands::{sweep_commands, SweepCommands};
 pub use config::SweepConfig;
 
 use crate::log::EventRecord;
@@ -31,19 +30,7 @@ pub struct SweepsProjection;
 
 /// Decodes a stored SweepRun event, upcast to the version this code reads.
 pub fn decode(event: &EventRecord) -> Result<SweepEvent, StoreError> {
-    let (_, payload) = upcast(
-        &event.aggregate_type,
-        &event.event_type,
-        &event.event_version,
-        event.payload.clone(),
-    )
-    .map_err(|e| StoreError::Data(e.to_string()))?;
-    serde_json::from_value(payload).map_err(|e| {
-        StoreError::Data(format!(
-            "{} of sweep run {}: {e}",
-            event.event_type, event.aggregate_id
-        ))
-    })
+    event.decode()
 }
 
 #[async_trait]

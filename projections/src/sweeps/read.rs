@@ -118,13 +118,32 @@ pub async fn by_id(pool: &PgPool, id: Uuid) -> Result<Option<SweepRunView>, Stor
     row.as_ref().map(from_row).transpose()
 }
 
-/// Runs that have not ended, oldest deadline first.
-pub async fn open_runs(pool: &PgPool, limit: i64) -> Result<Vec<SweepRunView>, StoreError> {
+/// Runs waiting for dispatch, oldest first.
+pub async fn queued_runs(pool: &PgPool, limit: i64) -> Result<Vec<SweepRunView>, StoreError> {
+    let rows = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM sweep_runs WHERE status = 'QUEUED'
+          ORDER BY scheduled_at, id LIMIT $1"
+    ))
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(from_row).collect()
+}
+
+/// Runs that have not ended but should have at `now`: past their deadline, or dispatched
+/// and not claimed in time.
+pub async fn overdue_runs(
+    pool: &PgPool,
+    now: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<SweepRunView>, StoreError> {
     let rows = sqlx::query(&format!(
         "SELECT {COLUMNS} FROM sweep_runs
           WHERE status IN ('QUEUED', 'DISPATCHED', 'ACKNOWLEDGED', 'RUNNING')
-          ORDER BY deadline LIMIT $1"
+            AND (deadline <= $1 OR (status = 'DISPATCHED' AND claim_by <= $1))
+          ORDER BY deadline LIMIT $2"
     ))
+    .bind(now)
     .bind(limit)
     .fetch_all(pool)
     .await?;
@@ -246,13 +265,14 @@ pub async fn group_device_ips(
     pool: &PgPool,
     group: Uuid,
 ) -> Result<(Vec<std::net::IpAddr>, u64), StoreError> {
+    // Members the inventory no longer has (removed, or never fed) have no address either.
     let rows: Vec<Option<String>> = sqlx::query_scalar(
-        "SELECT DISTINCT ON (d.id) d.ip
+        "SELECT DISTINCT ON (m.member_id) d.ip
            FROM rm_group_tree.group_closure c
            JOIN rm_membership.direct m ON m.group_id = c.descendant_id
-           JOIN devices d ON d.id = m.member_id
+           LEFT JOIN devices d ON d.id = m.member_id AND d.removed_at IS NULL
           WHERE c.ancestor_id = $1
-          ORDER BY d.id",
+          ORDER BY m.member_id",
     )
     .bind(group)
     .fetch_all(pool)

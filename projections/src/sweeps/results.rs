@@ -1,7 +1,11 @@
 //! Storing what pollers report: each host of a run once, with the run's progress, in one
 //! transaction per report.
 
+use std::collections::HashSet;
+use std::net::IpAddr;
+
 use chrono::{DateTime, TimeDelta, Utc};
+use corral_domain::sweep::targets::{network_of, Cidr, Interval, Target};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -12,7 +16,8 @@ use crate::StoreError;
 pub struct NewResult {
     /// The host.
     pub host_ip: std::net::IpAddr,
-    /// The target block it belongs to (`127.0.0.0/28`, or the host as /32).
+    /// The target block it belongs to, as the poller says (the store works it out again from
+    /// the run's targets).
     pub network_cidr: String,
     /// ICMP reply, or unknown.
     pub icmp_available: Option<bool>,
@@ -33,7 +38,8 @@ pub struct Recorded {
     pub stored: u64,
     /// Hosts the run already had (a poller re-sent them).
     pub duplicates: u64,
-    /// Hosts dropped: the run had ended, or is unknown.
+    /// Hosts dropped: the run had ended or is unknown, or the host is not one of its
+    /// addresses.
     pub dropped: u64,
 }
 
@@ -50,8 +56,53 @@ pub async fn ensure_partitions(
         .await?)
 }
 
-/// Stores `results` of `run`: hosts the run has not stored yet, while the run has not ended,
-/// adding to its progress. Safe to repeat.
+/// What a run accepts results for: its addresses and the target blocks results are filed
+/// under.
+struct Scope {
+    hosts: Vec<Interval>,
+    blocks: Vec<Cidr>,
+}
+
+impl Scope {
+    fn of(hosts: &[String], targets: &[String]) -> Scope {
+        let hosts = hosts
+            .iter()
+            .filter_map(|h| h.parse::<Target>().ok())
+            .map(|t| t.interval())
+            .collect();
+        let blocks = targets
+            .iter()
+            .filter_map(|t| match t.parse::<Target>() {
+                Ok(Target::Block(c)) => Some(c),
+                _ => None,
+            })
+            .collect();
+        Scope { hosts, blocks }
+    }
+
+    fn contains(&self, ip: IpAddr) -> bool {
+        let one = Target::Host(ip).interval();
+        self.hosts.iter().any(|i| i.contains(&one))
+    }
+}
+
+/// Whether the run has a committed terminal event (whatever the read model says yet).
+async fn ended(conn: &mut sqlx::PgConnection, run: Uuid) -> Result<bool, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM events
+                         WHERE aggregate_type = 'SweepRun' AND aggregate_id = $1
+                           AND event_type IN ('SweepCompleted', 'SweepFailed', 'SweepTimedOut',
+                                              'SweepCancelled', 'SweepExpired'))",
+    )
+    .bind(run.to_string())
+    .fetch_one(&mut *conn)
+    .await?)
+}
+
+/// Stores `results` of `run`: each host of the run's addresses once (repeats, in this batch
+/// or earlier ones, count as duplicates; hosts outside the run are dropped), filed under the
+/// run's smallest target block that holds it (worked out here, not taken from the poller),
+/// while the run has not ended, adding to its progress. Safe to repeat.
 #[tracing::instrument(skip_all, fields(sweep.run_id = %run, sweep.results = results.len()), err)]
 pub async fn record(
     pool: &PgPool,
@@ -62,55 +113,71 @@ pub async fn record(
     if results.is_empty() {
         return Ok(Recorded::default());
     }
-    let scheduled: Option<(DateTime<Utc>, String)> =
-        sqlx::query_as("SELECT scheduled_at, status FROM sweep_runs WHERE id = $1")
+    let row: Option<(DateTime<Utc>, Vec<String>, Vec<String>)> =
+        sqlx::query_as("SELECT scheduled_at, hosts, targets FROM sweep_runs WHERE id = $1")
             .bind(run)
             .fetch_optional(pool)
             .await?;
-    let Some((scheduled_at, _)) = scheduled else {
+    let Some((scheduled_at, hosts, targets)) = row else {
         return Ok(Recorded {
             dropped: results.len() as u64,
             ..Default::default()
         });
     };
-    // A poller's clock may be off: observations outside [scheduled - 1 h, now + 5 min] are
-    // filed at now, so that no partition is needed far from today.
-    let lo = scheduled_at - TimeDelta::hours(1);
-    let hi = now + TimeDelta::minutes(5);
-    let observed: Vec<DateTime<Utc>> = results
-        .iter()
-        .map(|r| {
-            if r.observed_at < lo || r.observed_at > hi {
-                now
-            } else {
-                r.observed_at
+    let scope = Scope::of(&hosts, &targets);
+    let mut seen = HashSet::new();
+    let mut duplicates = 0u64;
+    let mut dropped = 0u64;
+    let mut batch: Vec<NewResult> = Vec::with_capacity(results.len());
+    for r in results {
+        if !scope.contains(r.host_ip) {
+            dropped += 1;
+        } else if !seen.insert(r.host_ip) {
+            duplicates += 1;
+        } else {
+            let mut r = r.clone();
+            r.network_cidr = network_of(r.host_ip, &scope.blocks).to_string();
+            // jsonb refuses \u0000; a poller's free-form detail is not worth losing a result.
+            if !r.metadata.is_object() || r.metadata.to_string().contains("\\u0000") {
+                r.metadata = serde_json::json!({});
             }
-        })
-        .collect();
-    let (min, max) = observed
-        .iter()
-        .fold((now, now), |(a, b), t| (a.min(*t), b.max(*t)));
+            // A poller's clock may be off: observations outside [scheduled - 1 h, now + 5 min]
+            // are filed at now, so that no partition is needed far from today.
+            if r.observed_at < scheduled_at - TimeDelta::hours(1)
+                || r.observed_at > now + TimeDelta::minutes(5)
+            {
+                r.observed_at = now;
+            }
+            batch.push(r);
+        }
+    }
+    if batch.is_empty() {
+        return Ok(Recorded {
+            stored: 0,
+            duplicates,
+            dropped,
+        });
+    }
+    let (min, max) = batch.iter().fold((now, now), |(a, b), r| {
+        (a.min(r.observed_at), b.max(r.observed_at))
+    });
     ensure_partitions(pool, min, max).await?;
 
     let mut tx = pool.begin().await?;
-    // The run's row is locked first, so that a concurrent terminal transition and the
-    // progress never interleave; an ended run takes no more results.
-    let status: Option<String> =
-        sqlx::query_scalar("SELECT status FROM sweep_runs WHERE id = $1 FOR UPDATE")
-            .bind(run)
-            .fetch_optional(&mut *tx)
-            .await?;
-    let open = matches!(
-        status.as_deref(),
-        Some("QUEUED" | "DISPATCHED" | "ACKNOWLEDGED" | "RUNNING")
-    );
-    if !open {
+    // The run's row is locked first, so that progress updates of one run never interleave;
+    // a run with a committed end takes no more results, even before the read model shows it.
+    sqlx::query("SELECT 1 FROM sweep_runs WHERE id = $1 FOR UPDATE")
+        .bind(run)
+        .execute(&mut *tx)
+        .await?;
+    if ended(&mut tx, run).await? {
         return Ok(Recorded {
-            dropped: results.len() as u64,
-            ..Default::default()
+            stored: 0,
+            duplicates,
+            dropped: dropped + batch.len() as u64,
         });
     }
-    let ips: Vec<String> = results.iter().map(|r| r.host_ip.to_string()).collect();
+    let ips: Vec<String> = batch.iter().map(|r| r.host_ip.to_string()).collect();
     let fresh: Vec<String> = sqlx::query_scalar(
         "INSERT INTO sweep_result_hosts (run_id, host_ip)
          SELECT $1, h::inet FROM unnest($2::text[]) AS h
@@ -120,17 +187,17 @@ pub async fn record(
     .bind(&ips)
     .fetch_all(&mut *tx)
     .await?;
-    let fresh: std::collections::HashSet<String> = fresh.into_iter().collect();
-    let keep: Vec<usize> = (0..results.len())
-        .filter(|&i| fresh.contains(&results[i].host_ip.to_string()))
+    // Compared as addresses: PostgreSQL and Rust may write one address differently.
+    let fresh: HashSet<IpAddr> = fresh.iter().filter_map(|h| h.parse().ok()).collect();
+    let keep: Vec<&NewResult> = batch
+        .iter()
+        .filter(|r| fresh.contains(&r.host_ip))
         .collect();
+    duplicates += (batch.len() - keep.len()) as u64;
     if !keep.is_empty() {
-        let pick = |f: &dyn Fn(usize) -> String| keep.iter().map(|&i| f(i)).collect::<Vec<_>>();
         let up = keep
             .iter()
-            .filter(|&&i| {
-                !results[i].open_ports.is_empty() || results[i].icmp_available == Some(true)
-            })
+            .filter(|r| !r.open_ports.is_empty() || r.icmp_available == Some(true))
             .count() as i64;
         sqlx::query(
             "INSERT INTO sweep_results (run_id, host_ip, network_cidr, icmp_available,
@@ -142,28 +209,28 @@ pub async fn record(
                     AS u(ip, net, icmp, ports, latency, meta, at)",
         )
         .bind(run)
-        .bind(pick(&|i| results[i].host_ip.to_string()))
-        .bind(pick(&|i| results[i].network_cidr.clone()))
         .bind(
             keep.iter()
-                .map(|&i| results[i].icmp_available)
-                .collect::<Vec<_>>(),
-        )
-        .bind(pick(&|i| {
-            let ports: Vec<String> = results[i].open_ports.iter().map(u16::to_string).collect();
-            format!("{{{}}}", ports.join(","))
-        }))
-        .bind(
-            keep.iter()
-                .map(|&i| results[i].latency_ms)
+                .map(|r| r.host_ip.to_string())
                 .collect::<Vec<_>>(),
         )
         .bind(
             keep.iter()
-                .map(|&i| results[i].metadata.clone())
+                .map(|r| r.network_cidr.clone())
                 .collect::<Vec<_>>(),
         )
-        .bind(keep.iter().map(|&i| observed[i]).collect::<Vec<_>>())
+        .bind(keep.iter().map(|r| r.icmp_available).collect::<Vec<_>>())
+        .bind(
+            keep.iter()
+                .map(|r| {
+                    let ports: Vec<String> = r.open_ports.iter().map(u16::to_string).collect();
+                    format!("{{{}}}", ports.join(","))
+                })
+                .collect::<Vec<_>>(),
+        )
+        .bind(keep.iter().map(|r| r.latency_ms).collect::<Vec<_>>())
+        .bind(keep.iter().map(|r| r.metadata.clone()).collect::<Vec<_>>())
+        .bind(keep.iter().map(|r| r.observed_at).collect::<Vec<_>>())
         .execute(&mut *tx)
         .await?;
         sqlx::query(
@@ -179,7 +246,7 @@ pub async fn record(
     tx.commit().await?;
     Ok(Recorded {
         stored: keep.len() as u64,
-        duplicates: (results.len() - keep.len()) as u64,
-        dropped: 0,
+        duplicates,
+        dropped,
     })
 }

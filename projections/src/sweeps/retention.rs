@@ -21,10 +21,12 @@ pub struct Cleanup {
     pub partitions_dropped: u64,
 }
 
-/// Longest retention any run may have plus the longest a run may last: a partition whose
-/// day ended longer ago than this holds no result that is still kept.
-pub fn partition_horizon(max_retention_days: u32) -> TimeDelta {
-    TimeDelta::days(i64::from(max_retention_days) + 2)
+/// Longest retention any run may have plus the longest a run may last, plus a day for the
+/// partition's own length and clock slack: a partition whose day ended longer ago than this
+/// holds no result that is still kept.
+pub fn partition_horizon(max_retention_days: u32, max_runtime: std::time::Duration) -> TimeDelta {
+    TimeDelta::days(i64::from(max_retention_days) + 1)
+        + TimeDelta::from_std(max_runtime).unwrap_or(TimeDelta::days(7))
 }
 
 /// One cleanup pass at `now`.
@@ -33,6 +35,7 @@ pub async fn cleanup(
     pool: &PgPool,
     now: DateTime<Utc>,
     max_retention_days: u32,
+    max_runtime: std::time::Duration,
 ) -> Result<Cleanup, StoreError> {
     let mut report = Cleanup {
         partitions_created: ensure_partitions(
@@ -72,7 +75,7 @@ pub async fn cleanup(
         report.runs_purged += chunk.len() as u64;
         report.results_deleted += deleted;
     }
-    let horizon = (now - partition_horizon(max_retention_days)).date_naive();
+    let horizon = (now - partition_horizon(max_retention_days, max_runtime)).date_naive();
     let parts: Vec<String> = sqlx::query_scalar(
         "SELECT c.relname::text FROM pg_inherits i
            JOIN pg_class c ON c.oid = i.inhrelid

@@ -65,7 +65,7 @@ impl Sweeps {
             SweepWorkerConfig {
                 names: names.clone(),
                 consumer: format!("reports-{tag}"),
-                ..SweepWorkerConfig::new(corral_tests::nats::url(), config())
+                ..SweepWorkerConfig::new(Some(corral_tests::nats::url()), config())
             },
             stop_rx,
         ));
@@ -354,6 +354,7 @@ async fn sweeps_are_admin_only_and_bad_requests_are_user_errors() {
     let input = sweep_input("p1", &["127.0.0.0/30"], &[22], "k-1");
     for token in [&app.viewer, &app.operator, &app.auditor] {
         for (query, vars) in [
+            (RUN, json!({ "id": Uuid::new_v4().to_string() })),
             (SCHEDULE, json!({ "input": input })),
             (PREVIEW, json!({ "input": input })),
             ("{ sweepRuns { totalCount } }", json!({})),
@@ -770,8 +771,26 @@ async fn results_go_when_the_runs_retention_ends_and_old_partitions_are_dropped(
             observed_at: now,
         })
         .collect();
-    let first = record(&app.pool, id, &results[..3], now).await.unwrap();
-    assert_eq!((first.stored, first.duplicates), (3, 0));
+    // A poller's report is not taken on trust: a host repeated in one batch counts once, a
+    // host outside the run is dropped, the block is the run's own (not what the poller
+    // says), and free-form metadata jsonb cannot hold is replaced.
+    let mut odd = results[..3].to_vec();
+    odd[0].network_cidr = "10.0.0.0/8".into();
+    odd[0].metadata = json!({ "note": "nul \u{0}" });
+    odd.push(results[2].clone());
+    odd.push(NewResult {
+        host_ip: "127.0.0.9".parse().unwrap(),
+        ..results[0].clone()
+    });
+    let first = record(&app.pool, id, &odd, now).await.unwrap();
+    assert_eq!((first.stored, first.duplicates, first.dropped), (3, 1, 1));
+    let stored: (String, Value) = sqlx::query_as(
+        "SELECT network_cidr::text, metadata FROM sweep_results WHERE host_ip = '127.0.0.0'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(stored, ("127.0.0.0/30".to_string(), json!({})));
     // A re-sent batch stores only the hosts the run lacks.
     let again = record(&app.pool, id, &results, now).await.unwrap();
     assert_eq!((again.stored, again.duplicates), (1, 3));
@@ -804,13 +823,14 @@ async fn results_go_when_the_runs_retention_ends_and_old_partitions_are_dropped(
         .execute(&app.pool)
         .await
         .unwrap();
-    let kept = cleanup(&app.pool, now + chrono::TimeDelta::days(1), 90)
+    let runtime = Duration::from_secs(86_400);
+    let kept = cleanup(&app.pool, now + chrono::TimeDelta::days(1), 90, runtime)
         .await
         .unwrap();
     assert_eq!(kept.runs_purged, 0);
     assert_eq!(kept.partitions_dropped, 1);
     assert_eq!(results_stored(&app, &id.to_string()).await.0, 4);
-    let purged = cleanup(&app.pool, now + chrono::TimeDelta::days(3), 90)
+    let purged = cleanup(&app.pool, now + chrono::TimeDelta::days(3), 90, runtime)
         .await
         .unwrap();
     assert_eq!((purged.runs_purged, purged.results_deleted), (1, 4));
@@ -833,5 +853,84 @@ async fn results_go_when_the_runs_retention_ends_and_old_partitions_are_dropped(
         run["sweepRun"]["hostsDone"], 4,
         "the run still says what it found"
     );
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_monitor_ends_overdue_runs_without_nats_and_progress_is_admin_only() {
+    use corral_domain::sweep::{plan, SweepCommand, SweepRequest};
+    let app = app().await;
+    let (stop, stop_rx) = watch::channel(false);
+    // No NATS: only the monitor and the retention run.
+    let workers = tokio::spawn(sweep_control::run(
+        app.pool.clone(),
+        app.state.sweeps.clone(),
+        SweepWorkerConfig::new(None, config()),
+        stop_rx,
+    ));
+    let config = config();
+    let planned = plan(
+        &SweepRequest {
+            poller_id: "p1".into(),
+            targets: vec!["127.0.0.1".into()],
+            ports: vec![22],
+            idempotency_key: "overdue".into(),
+            ..Default::default()
+        },
+        &config.limits,
+        &config.allow,
+    )
+    .unwrap();
+    let id = corral_domain::sweep::run_id_for("overdue");
+    let meta = corral_domain::metadata::EventMetadata {
+        actor_subject: "alice".into(),
+        actor_role: "admin".into(),
+        source: corral_domain::metadata::Source::Api,
+        correlation_id: "t".into(),
+        causation_id: "t".into(),
+        reason: None,
+        client_addr: None,
+    };
+    app.state
+        .sweeps
+        .execute(
+            id,
+            SweepCommand::Schedule {
+                plan: planned,
+                requested_by: "alice".into(),
+                deadline: chrono::Utc::now() + chrono::TimeDelta::seconds(1),
+            },
+            &meta,
+        )
+        .await
+        .unwrap();
+    wait_for(&app, &id.to_string(), 15, status_is("TIMED_OUT")).await;
+
+    // Only admins may follow a run's progress.
+    let schema = app.state.schema.clone().unwrap();
+    for role in ["viewer", "operator", "auditor"] {
+        let actor = corral_api::auth::Actor {
+            subject: "someone".into(),
+            role: role.into(),
+            client_addr: None,
+            request_id: "test".into(),
+        };
+        let request = corral_api::graphql::prepare(
+            async_graphql::Request::new(format!(
+                "subscription {{ sweepProgress(runId: \"{id}\") {{ status }} }}"
+            )),
+            actor,
+        );
+        let mut stream = Box::pin(schema.execute_stream(request));
+        let first = futures::StreamExt::next(&mut stream).await.unwrap();
+        let code = first.errors[0]
+            .extensions
+            .as_ref()
+            .and_then(|e| e.get("code"))
+            .map(|c| c.to_string());
+        assert_eq!(code.as_deref(), Some("\"FORBIDDEN\""), "{role}");
+    }
+    let _ = stop.send(true);
+    let _ = workers.await;
     app.shutdown().await;
 }

@@ -30,6 +30,8 @@ pub const POLLER_MAX_AGE: Duration = Duration::from_secs(60);
 pub const REPORTS_STREAM: &str = "CORRAL_SWEEP_REPORTS";
 /// Prefix of the report subjects: `corral.sweeps.reports.<run_id>`.
 pub const REPORTS_SUBJECT_PREFIX: &str = "corral.sweeps.reports";
+/// How long the report stream keeps a report.
+pub const REPORTS_MAX_AGE: Duration = Duration::from_secs(7 * 86_400);
 /// The stream's `Nats-Msg-Id` deduplication window.
 pub const REPORTS_DUPLICATE_WINDOW: Duration = Duration::from_secs(600);
 /// Most hosts in one `results` report. Batches are the fixed chunks `[256k, 256k + 256)` of
@@ -265,6 +267,8 @@ pub async fn ensure_buckets(
                 subjects: vec![format!("{}.>", names.reports_prefix)],
                 storage: StorageType::File,
                 duplicate_window: REPORTS_DUPLICATE_WINDOW,
+                // Reports are applied within seconds; a week covers any outage of Corral.
+                max_age: REPORTS_MAX_AGE,
                 ..Default::default()
             })
             .await;

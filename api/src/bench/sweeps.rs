@@ -326,7 +326,8 @@ async fn bench_ingest(pool: &PgPool, total: u32, rows: &mut Vec<Row>) -> Result<
         "INSERT INTO sweep_runs (id, status, poller_id, targets, hosts, hosts_total, ports, icmp,
                 timeout_ms, concurrency, retention_days, idempotency_key, requested_by,
                 scheduled_at, deadline, version, updated_at)
-         VALUES ($1, 'RUNNING', 'bench', '{}', '{}', $2, '{22,443}', true, 1000, 64, 30,
+         VALUES ($1, 'RUNNING', 'bench', '{10.0.0.0/12}', '{10.0.0.0-10.15.255.255}', $2,
+                 '{22,443}', true, 1000, 64, 30,
                  $1::text, 'bench', now(), now() + interval '1 hour', 1, now())",
     )
     .bind(id)
@@ -334,11 +335,15 @@ async fn bench_ingest(pool: &PgPool, total: u32, rows: &mut Vec<Row>) -> Result<
     .execute(pool)
     .await?;
     let started = Instant::now();
+    let mut stored = 0;
     for b in 0..total / BATCH {
         let batch: Vec<NewResult> = (b * BATCH..(b + 1) * BATCH).map(mk).collect();
-        record(pool, id, &batch, now).await?;
+        stored += record(pool, id, &batch, now).await?.stored;
     }
     let corral = f64::from(total / BATCH * BATCH) / started.elapsed().as_secs_f64();
+    if stored != u64::from(total / BATCH * BATCH) {
+        return Err(format!("sweeps: {stored} of {total} results were stored").into());
+    }
 
     sqlx::query(
         "CREATE TABLE bench_sweep_results (run_id uuid NOT NULL, host_ip inet NOT NULL,

@@ -73,7 +73,8 @@ impl Kind {
 pub trait MessageHandler: Send + Sync + 'static {
     /// For logs and the client name (`inventory`, `telemetry`).
     fn name(&self) -> &'static str;
-    /// Handles one message of `kind` from `consumer`; returns how to settle it.
+    /// Handles one message of `kind` from `consumer` (the durable consumer's name and the
+    /// stream's creation time, `<name>@<nanos>`); returns how to settle it.
     async fn handle(&self, kind: Kind, consumer: &str, msg: &Message) -> AckKind;
 }
 
@@ -133,6 +134,13 @@ async fn consume(
             },
         )
         .await?;
+    // A stream deleted and created again numbers its messages from 1 again: a stream sequence
+    // names a message only together with the stream's creation time, so handlers that
+    // remember what they applied (by consumer and sequence) are given both.
+    let identity = format!(
+        "{name}@{}",
+        stream.cached_info().created.unix_timestamp_nanos()
+    );
     let mut messages = consumer.messages().await?;
     tracing::info!(feed = handler.name(), nats.stream = %config.stream, nats.consumer = %name, nats.subject = %subject, "feed consuming");
     loop {
@@ -143,7 +151,7 @@ async fn consume(
                 Some(Err(e)) => return Err(e.into()),
                 Some(Ok(msg)) => {
                     let span = tracing::info_span!("feed.message", feed = handler.name(), nats.subject = %msg.subject, feed.kind = kind.as_str());
-                    process(handler, kind, name, msg).instrument(span).await;
+                    process(handler, kind, &identity, msg).instrument(span).await;
                 }
             }
         }

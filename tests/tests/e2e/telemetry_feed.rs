@@ -170,3 +170,56 @@ async fn a_redelivered_message_is_not_stored_twice() {
     pool.close().await;
     db.drop_db().await;
 }
+
+#[tokio::test]
+async fn a_stream_created_again_does_not_swallow_its_new_messages() {
+    let db = TestDb::new().await;
+    let pool = db.pool(4).await;
+    sqlx::query("INSERT INTO devices (id) VALUES ('s1'), ('s2')")
+        .execute(&pool)
+        .await
+        .expect("devices");
+    let config = nats::feed_config();
+    let stats = Arc::new(TelemetryStats::default());
+    let (stop, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(telemetry_feed::run(
+        pool.clone(),
+        nats::url(),
+        config.clone(),
+        HealthConfig::default(),
+        stats.clone(),
+        stop_rx,
+    ));
+    nats::wait_for_consumers(&config).await;
+    let sample = |id: &str| {
+        json!([{ "deviceId": id, "ts": Utc::now().to_rfc3339(), "cpuPercent": 5, "memPercent": 6, "diskPercent": 7 }])
+            .to_string()
+    };
+    publish(&config.devices_subject, sample("s1")).await;
+    eventually("the first sample is stored", || async {
+        count(&pool, "SELECT count(*) FROM telemetry_sysmon").await == 1
+    })
+    .await;
+    // An operator deletes the stream; the feed creates it again, and its first message has
+    // stream sequence 1 again: it is a new message, not a redelivery.
+    nats::delete_stream(&config).await;
+    nats::wait_for_consumers(&config).await;
+    publish(&config.devices_subject, sample("s2")).await;
+    eventually("the new stream's first sample is stored", || async {
+        count(
+            &pool,
+            "SELECT count(*) FROM telemetry_sysmon WHERE device_id = 's2'",
+        )
+        .await
+            == 1
+    })
+    .await;
+    let _ = stop.send(true);
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("the feed stops")
+        .expect("the feed task");
+    nats::delete_stream(&config).await;
+    pool.close().await;
+    db.drop_db().await;
+}

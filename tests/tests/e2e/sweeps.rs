@@ -934,3 +934,50 @@ async fn the_monitor_ends_overdue_runs_without_nats_and_progress_is_admin_only()
     let _ = workers.await;
     app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_nobody_claims_expires_and_its_key_goes() {
+    let app = app().await;
+    let sweeps = Sweeps::start(&app).await;
+    // A poller that heartbeats but never claims anything (hung, or watching the wrong key).
+    let poller = format!("mute-{}", sweeps.tag);
+    let js = sweeps.js().await;
+    let (_, pollers, ()) = corral_workers::sweeps::ensure_buckets(&js, &sweeps.names)
+        .await
+        .unwrap();
+    let beat = || {
+        let beat = corral_workers::sweeps::PollerHeartbeat {
+            poller_id: poller.clone(),
+            at: chrono::Utc::now(),
+            icmp: false,
+            version: "test".into(),
+        };
+        serde_json::to_vec(&beat).unwrap()
+    };
+    pollers.put(&poller, beat().into()).await.unwrap();
+    let p = schedule(
+        &app,
+        sweep_input(&poller, &["127.0.0.1"], &[22], &format!("e-{}", sweeps.tag)),
+    )
+    .await;
+    assert_eq!(p["userErrors"], json!([]), "{p}");
+    let id = p["run"]["id"].as_str().unwrap().to_string();
+    wait_for(&app, &id, 10, status_is("DISPATCHED")).await;
+    assert!(
+        sweeps.job_exists(&poller, &id).await,
+        "the job waits in its key"
+    );
+    // The test configuration's claim time is 5 s.
+    let run = wait_for(&app, &id, 20, status_is("EXPIRED")).await;
+    assert_eq!(run["hostsDone"], 0);
+    let start = Instant::now();
+    while sweeps.job_exists(&poller, &id).await {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "job key left behind"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    sweeps.stop().await;
+    app.shutdown().await;
+}

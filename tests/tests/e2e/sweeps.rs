@@ -715,28 +715,8 @@ async fn a_poller_killed_mid_run_resumes_and_reports_no_host_twice() {
     app.shutdown().await;
 }
 
-#[tokio::test]
-async fn results_go_when_the_runs_retention_ends_and_old_partitions_are_dropped() {
-    use corral_domain::sweep::{plan, SweepCommand, SweepRequest};
-    use corral_projections::sweeps::results::{record, NewResult};
-    use corral_projections::sweeps::retention::cleanup;
-    let app = app().await;
-    let config = config();
-    let planned = plan(
-        &SweepRequest {
-            poller_id: "p1".into(),
-            targets: vec!["127.0.0.0/30".into()],
-            ports: vec![22],
-            retention_days: Some(2),
-            idempotency_key: "retention".into(),
-            ..Default::default()
-        },
-        &config.limits,
-        &config.allow,
-    )
-    .unwrap();
-    let id = corral_domain::sweep::run_id_for("retention");
-    let meta = corral_domain::metadata::EventMetadata {
+fn admin_metadata() -> corral_domain::metadata::EventMetadata {
+    corral_domain::metadata::EventMetadata {
         actor_subject: "alice".into(),
         actor_role: "admin".into(),
         source: corral_domain::metadata::Source::Api,
@@ -744,8 +724,26 @@ async fn results_go_when_the_runs_retention_ends_and_old_partitions_are_dropped(
         causation_id: "t".into(),
         reason: None,
         client_addr: None,
-    };
-    let now = chrono::Utc::now();
+    }
+}
+
+/// Schedules `request` (poller `p1`, port 22 unless it says otherwise) through the commands,
+/// without the API and without a poller.
+async fn schedule_directly(
+    app: &TestApp,
+    mut request: corral_domain::sweep::SweepRequest,
+    deadline: chrono::DateTime<chrono::Utc>,
+) -> Uuid {
+    use corral_domain::sweep::{plan, run_id_for, SweepCommand};
+    if request.poller_id.is_empty() {
+        request.poller_id = "p1".into();
+    }
+    if request.ports.is_empty() {
+        request.ports = vec![22];
+    }
+    let config = config();
+    let planned = plan(&request, &config.limits, &config.allow).unwrap();
+    let id = run_id_for(&request.idempotency_key);
     app.state
         .sweeps
         .execute(
@@ -753,12 +751,33 @@ async fn results_go_when_the_runs_retention_ends_and_old_partitions_are_dropped(
             SweepCommand::Schedule {
                 plan: planned,
                 requested_by: "alice".into(),
-                deadline: now + chrono::TimeDelta::hours(1),
+                deadline,
             },
-            &meta,
+            &admin_metadata(),
         )
         .await
         .unwrap();
+    id
+}
+
+#[tokio::test]
+async fn results_go_when_the_runs_retention_ends_and_old_partitions_are_dropped() {
+    use corral_domain::sweep::{SweepCommand, SweepRequest};
+    use corral_projections::sweeps::results::{record, NewResult};
+    use corral_projections::sweeps::retention::cleanup;
+    let app = app().await;
+    let now = chrono::Utc::now();
+    let id = schedule_directly(
+        &app,
+        SweepRequest {
+            targets: vec!["127.0.0.0/30".into()],
+            retention_days: Some(2),
+            idempotency_key: "retention".into(),
+            ..Default::default()
+        },
+        now + chrono::TimeDelta::hours(1),
+    )
+    .await;
     wait_for(&app, &id.to_string(), 10, status_is("QUEUED")).await;
     let results: Vec<NewResult> = (0..4)
         .map(|i| NewResult {
@@ -808,7 +827,7 @@ async fn results_go_when_the_runs_retention_ends_and_old_partitions_are_dropped(
                 reason: None,
                 hosts_done: 4,
             },
-            &meta,
+            &admin_metadata(),
         )
         .await
         .unwrap();
@@ -858,7 +877,6 @@ async fn results_go_when_the_runs_retention_ends_and_old_partitions_are_dropped(
 
 #[tokio::test]
 async fn the_monitor_ends_overdue_runs_without_nats_and_progress_is_admin_only() {
-    use corral_domain::sweep::{plan, SweepCommand, SweepRequest};
     let app = app().await;
     let (stop, stop_rx) = watch::channel(false);
     // No NATS: only the monitor and the retention run.
@@ -868,42 +886,16 @@ async fn the_monitor_ends_overdue_runs_without_nats_and_progress_is_admin_only()
         SweepWorkerConfig::new(None, config()),
         stop_rx,
     ));
-    let config = config();
-    let planned = plan(
-        &SweepRequest {
-            poller_id: "p1".into(),
+    let id = schedule_directly(
+        &app,
+        corral_domain::sweep::SweepRequest {
             targets: vec!["127.0.0.1".into()],
-            ports: vec![22],
             idempotency_key: "overdue".into(),
             ..Default::default()
         },
-        &config.limits,
-        &config.allow,
+        chrono::Utc::now() + chrono::TimeDelta::seconds(1),
     )
-    .unwrap();
-    let id = corral_domain::sweep::run_id_for("overdue");
-    let meta = corral_domain::metadata::EventMetadata {
-        actor_subject: "alice".into(),
-        actor_role: "admin".into(),
-        source: corral_domain::metadata::Source::Api,
-        correlation_id: "t".into(),
-        causation_id: "t".into(),
-        reason: None,
-        client_addr: None,
-    };
-    app.state
-        .sweeps
-        .execute(
-            id,
-            SweepCommand::Schedule {
-                plan: planned,
-                requested_by: "alice".into(),
-                deadline: chrono::Utc::now() + chrono::TimeDelta::seconds(1),
-            },
-            &meta,
-        )
-        .await
-        .unwrap();
+    .await;
     wait_for(&app, &id.to_string(), 15, status_is("TIMED_OUT")).await;
 
     // Only admins may follow a run's progress.

@@ -47,6 +47,46 @@ async fn publish(subject: &str, payload: String) {
         .expect("stored by JetStream");
 }
 
+/// A telemetry feed on a stream of the test's own.
+struct Feed {
+    config: corral_workers::feed::FeedConfig,
+    stats: Arc<TelemetryStats>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Feed {
+    async fn start(pool: &PgPool) -> Feed {
+        let config = nats::feed_config();
+        let stats = Arc::new(TelemetryStats::default());
+        let (stop, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(telemetry_feed::run(
+            pool.clone(),
+            nats::url(),
+            config.clone(),
+            HealthConfig::default(),
+            stats.clone(),
+            stop_rx,
+        ));
+        nats::wait_for_consumers(&config).await;
+        Feed {
+            config,
+            stats,
+            stop,
+            task,
+        }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        tokio::time::timeout(Duration::from_secs(10), self.task)
+            .await
+            .expect("the feed stops")
+            .expect("the feed task");
+        nats::delete_stream(&self.config).await;
+    }
+}
+
 #[tokio::test]
 async fn samples_and_checks_arrive_over_jetstream() {
     let db = TestDb::new().await;
@@ -59,18 +99,8 @@ async fn samples_and_checks_arrive_over_jetstream() {
         .execute(&pool)
         .await
         .expect("service");
-    let config = nats::feed_config();
-    let stats = Arc::new(TelemetryStats::default());
-    let (stop, stop_rx) = watch::channel(false);
-    let task = tokio::spawn(telemetry_feed::run(
-        pool.clone(),
-        nats::url(),
-        config.clone(),
-        HealthConfig::default(),
-        stats.clone(),
-        stop_rx,
-    ));
-    nats::wait_for_consumers(&config).await;
+    let feed = Feed::start(&pool).await;
+    let (config, stats) = (feed.config.clone(), feed.stats.clone());
 
     let ts = Utc::now().to_rfc3339();
     let sample = |id: &str| json!({ "deviceId": id, "ts": ts, "cpuPercent": 5, "memPercent": 6, "diskPercent": 7 });
@@ -111,12 +141,7 @@ async fn samples_and_checks_arrive_over_jetstream() {
     assert_eq!(stats.accepted.load(Ordering::Relaxed), 3);
     assert_eq!(stats.unknown.load(Ordering::Relaxed), 1);
     assert_eq!(stats.rejected.load(Ordering::Relaxed), 1);
-    let _ = stop.send(true);
-    tokio::time::timeout(Duration::from_secs(10), task)
-        .await
-        .expect("the feed stops")
-        .expect("the feed task");
-    nats::delete_stream(&config).await;
+    feed.stop().await;
     pool.close().await;
     db.drop_db().await;
 }
@@ -179,18 +204,8 @@ async fn a_stream_created_again_does_not_swallow_its_new_messages() {
         .execute(&pool)
         .await
         .expect("devices");
-    let config = nats::feed_config();
-    let stats = Arc::new(TelemetryStats::default());
-    let (stop, stop_rx) = watch::channel(false);
-    let task = tokio::spawn(telemetry_feed::run(
-        pool.clone(),
-        nats::url(),
-        config.clone(),
-        HealthConfig::default(),
-        stats.clone(),
-        stop_rx,
-    ));
-    nats::wait_for_consumers(&config).await;
+    let feed = Feed::start(&pool).await;
+    let config = feed.config.clone();
     let sample = |id: &str| {
         json!([{ "deviceId": id, "ts": Utc::now().to_rfc3339(), "cpuPercent": 5, "memPercent": 6, "diskPercent": 7 }])
             .to_string()
@@ -214,12 +229,7 @@ async fn a_stream_created_again_does_not_swallow_its_new_messages() {
             == 1
     })
     .await;
-    let _ = stop.send(true);
-    tokio::time::timeout(Duration::from_secs(10), task)
-        .await
-        .expect("the feed stops")
-        .expect("the feed task");
-    nats::delete_stream(&config).await;
+    feed.stop().await;
     pool.close().await;
     db.drop_db().await;
 }

@@ -621,9 +621,7 @@ async fn apply_report(
             Ok(())
         }
         ReportKind::Done => {
-            let done = read::by_id(pool, id)
-                .await?
-                .map_or(0, |r| r.hosts_done.max(0) as u64);
+            let done = run.hosts_done.max(0) as u64;
             // Results batches still on their way (redelivered after an error, or with another
             // consumer process) must land before the run ends, or they would be dropped.
             if done < report.hosts_done && delivered < DONE_WAITS {
@@ -642,9 +640,7 @@ async fn apply_report(
             .await
         }
         ReportKind::Fail => {
-            let done = read::by_id(pool, id)
-                .await?
-                .map_or(0, |r| r.hosts_done.max(0) as u64);
+            let done = run.hosts_done.max(0) as u64;
             command(
                 commands,
                 id,

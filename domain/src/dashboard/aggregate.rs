@@ -404,45 +404,13 @@ impl Aggregate for Dashboard {
             DashboardEvent::DashboardRenamed { name, .. } => self.name = name,
             DashboardEvent::DashboardDeleted {} => self.deleted = true,
             DashboardEvent::DashboardMadeDefault { .. } => {}
-            DashboardEvent::WidgetAdded {
-                widget,
-                layout_version,
-            } => {
-                self.widgets.push(widget);
-                self.layout_version = layout_version;
-            }
-            DashboardEvent::WidgetUpdated {
-                widget_id,
-                kind,
-                title,
-                config,
-                layout_version,
-                ..
-            } => {
-                if let Some(w) = self.widgets.iter_mut().find(|w| w.id == widget_id) {
-                    w.kind = kind;
-                    w.title = title;
-                    w.config = config;
+            widget_event @ (DashboardEvent::WidgetAdded { .. }
+            | DashboardEvent::WidgetUpdated { .. }
+            | DashboardEvent::WidgetMoved { .. }
+            | DashboardEvent::WidgetRemoved { .. }) => {
+                if let Some(v) = widget_event.apply_to_widgets(&mut self.widgets) {
+                    self.layout_version = v;
                 }
-                self.layout_version = layout_version;
-            }
-            DashboardEvent::WidgetMoved {
-                widget_id,
-                position,
-                layout_version,
-                ..
-            } => {
-                if let Some(w) = self.widgets.iter_mut().find(|w| w.id == widget_id) {
-                    w.position = position;
-                }
-                self.layout_version = layout_version;
-            }
-            DashboardEvent::WidgetRemoved {
-                widget,
-                layout_version,
-            } => {
-                self.widgets.retain(|w| w.id != widget.id);
-                self.layout_version = layout_version;
             }
         }
     }

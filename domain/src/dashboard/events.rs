@@ -96,6 +96,58 @@ pub enum DashboardEvent {
 }
 
 impl DashboardEvent {
+    /// Applies a widget event (added, updated, moved, removed) to `widgets` and returns the
+    /// dashboard's new layout version; any other event changes nothing and returns `None`.
+    /// The aggregate and the read model fold widgets with this one function.
+    pub fn apply_to_widgets(self, widgets: &mut Vec<Widget>) -> Option<u64> {
+        match self {
+            DashboardEvent::WidgetAdded {
+                widget,
+                layout_version,
+            } => {
+                widgets.push(widget);
+                Some(layout_version)
+            }
+            DashboardEvent::WidgetUpdated {
+                widget_id,
+                kind,
+                title,
+                config,
+                layout_version,
+                ..
+            } => {
+                if let Some(w) = widgets.iter_mut().find(|w| w.id == widget_id) {
+                    w.kind = kind;
+                    w.title = title;
+                    w.config = config;
+                }
+                Some(layout_version)
+            }
+            DashboardEvent::WidgetMoved {
+                widget_id,
+                position,
+                layout_version,
+                ..
+            } => {
+                if let Some(w) = widgets.iter_mut().find(|w| w.id == widget_id) {
+                    w.position = position;
+                }
+                Some(layout_version)
+            }
+            DashboardEvent::WidgetRemoved {
+                widget,
+                layout_version,
+            } => {
+                widgets.retain(|w| w.id != widget.id);
+                Some(layout_version)
+            }
+            DashboardEvent::DashboardCreated { .. }
+            | DashboardEvent::DashboardRenamed { .. }
+            | DashboardEvent::DashboardDeleted {}
+            | DashboardEvent::DashboardMadeDefault { .. } => None,
+        }
+    }
+
     /// The current version of an event type (the one [`DomainEvent::event_version`] writes),
     /// or `None` for a type this code does not know.
     pub fn current_version(event_type: &str) -> Option<&'static str> {

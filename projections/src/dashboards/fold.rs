@@ -126,49 +126,11 @@ impl DashboardFold {
         self.dirty.insert(id);
         match row {
             DashboardEvent::DashboardRenamed { name, .. } => current.name = name,
-            DashboardEvent::WidgetAdded {
-                widget,
-                layout_version,
-            } => {
-                current.widgets.push(widget);
-                current.layout_version = layout_version as i64;
-            }
-            DashboardEvent::WidgetUpdated {
-                widget_id,
-                kind,
-                title,
-                config,
-                layout_version,
-                ..
-            } => {
-                if let Some(w) = current.widgets.iter_mut().find(|w| w.id == widget_id) {
-                    w.kind = kind;
-                    w.title = title;
-                    w.config = config;
+            widget_event => {
+                if let Some(v) = widget_event.apply_to_widgets(&mut current.widgets) {
+                    current.layout_version = v as i64;
                 }
-                current.layout_version = layout_version as i64;
             }
-            DashboardEvent::WidgetMoved {
-                widget_id,
-                position,
-                layout_version,
-                ..
-            } => {
-                if let Some(w) = current.widgets.iter_mut().find(|w| w.id == widget_id) {
-                    w.position = position;
-                }
-                current.layout_version = layout_version as i64;
-            }
-            DashboardEvent::WidgetRemoved {
-                widget,
-                layout_version,
-            } => {
-                current.widgets.retain(|w| w.id != widget.id);
-                current.layout_version = layout_version as i64;
-            }
-            DashboardEvent::DashboardCreated { .. }
-            | DashboardEvent::DashboardDeleted { .. }
-            | DashboardEvent::DashboardMadeDefault { .. } => {}
         }
         Ok(())
     }

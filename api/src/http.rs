@@ -270,7 +270,20 @@ async fn metrics(State(state): State<AppState>) -> Response {
             tracing::warn!(error = %err, "could not read the NATS publisher's lag for /metrics");
             vec![]
         });
+    let leaders = corral_projections::leader::cluster(
+        &state.pool,
+        &corral_projections::leader::Leadership::all(&state.config.events_stream),
+    )
+    .await
+    .unwrap_or_else(|err| {
+        tracing::warn!(error = %err, "could not read the cluster's leaders for /metrics");
+        vec![]
+    });
     let mut body = state.metrics.render(&projectors);
     body.push_str(&corral_workers::publisher::render_lag(&publish_lag));
+    body.push_str(&crate::metrics::render_leaders(
+        &corral_projections::leader::held_here(),
+        &leaders,
+    ));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }

@@ -11,3 +11,4 @@ pub mod policy;
 pub mod runtime;
 pub mod state;
 pub mod sweep_export;
+pub mod wiring;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use corral_api::runtime::{self, BoxError};
 use corral_api::state::{ApiConfig, AppState};
+use corral_api::wiring::{WorkerSettings, Workers};
 use corral_projections::rebuild;
 
 mod audit_cli;
@@ -207,6 +208,7 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
                     s.name, checkpoint, s.events_processed, s.lag_events, s.lag_seconds
                 );
             }
+            print_leaders(&pool).await?;
         }
         Command::Projections {
             command: ProjectionCommand::Rebuild { name },
@@ -239,6 +241,41 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
     }
     if let Some(embedded) = database.embedded {
         embedded.stop().await?;
+    }
+    Ok(())
+}
+
+/// The leaders part of `corral projections status`: each singleton worker and who runs it.
+async fn print_leaders(pool: &sqlx::PgPool) -> Result<(), BoxError> {
+    use corral_projections::leader::{self, Leadership};
+    let stream = corral_workers::nats_names::NatsNames::from_env()?.events_stream;
+    println!();
+    println!("{:<32} {:<10} {:<36} SINCE", "LEADER", "BACKEND", "HELD BY");
+    for (leadership, holder) in leader::cluster(pool, &Leadership::all(&stream)).await? {
+        match holder {
+            Some(h) => {
+                let by = match &h.client_addr {
+                    Some(addr) => format!("{} ({addr})", h.application_name),
+                    None => h.application_name.clone(),
+                };
+                let since = h.since.map_or_else(
+                    || "-".to_string(),
+                    |t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+                );
+                println!(
+                    "{:<32} {:<10} {:<36} {since}",
+                    leadership.name(),
+                    h.backend_pid,
+                    by
+                );
+            }
+            None => println!(
+                "{:<32} {:<10} {:<36} -",
+                leadership.name(),
+                "-",
+                "none (not running anywhere)"
+            ),
+        }
     }
     Ok(())
 }
@@ -301,114 +338,6 @@ async fn shutdown_signal() {
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
 }
 
-fn announce_nats() {
-    match std::env::var("NATS_URL") {
-        Ok(url) if !url.trim().is_empty() => {
-            tracing::info!(nats.url = %url, "NATS_URL is set: the NATS inventory and telemetry feeds, the sweep workers and the event publisher run with the workers")
-        }
-        _ => tracing::info!("NATS_URL is not set: NATS feeds, sweeps and publishing are off"),
-    }
-}
-
-/// The NATS inventory and telemetry feeds, running when `NATS_URL` is set.
-struct InventoryFeed {
-    stop: tokio::sync::watch::Sender<bool>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl InventoryFeed {
-    fn start(
-        pool: &sqlx::PgPool,
-        stats: std::sync::Arc<corral_workers::inventory_feed::FeedStats>,
-        telemetry: std::sync::Arc<corral_workers::telemetry_feed::TelemetryStats>,
-    ) -> Option<Self> {
-        let url = std::env::var("NATS_URL")
-            .ok()
-            .filter(|u| !u.trim().is_empty())?;
-        let (stop, stop_rx) = tokio::sync::watch::channel(false);
-        let inventory = tokio::spawn(corral_workers::inventory_feed::run(
-            pool.clone(),
-            url.clone(),
-            corral_workers::inventory_feed::FeedConfig::default(),
-            stats,
-            stop_rx.clone(),
-        ));
-        // The settings were checked at start-up (config_from_env).
-        let health = corral_projections::health::HealthConfig::from_env().unwrap_or_default();
-        let telemetry = tokio::spawn(corral_workers::telemetry_feed::run(
-            pool.clone(),
-            url,
-            corral_workers::telemetry_feed::default_config(),
-            health,
-            telemetry,
-            stop_rx,
-        ));
-        Some(Self {
-            stop,
-            tasks: vec![inventory, telemetry],
-        })
-    }
-
-    async fn stop(feed: Option<Self>) {
-        if let Some(feed) = feed {
-            let _ = feed.stop.send(true);
-            for task in feed.tasks {
-                let _ = task.await;
-            }
-        }
-    }
-}
-
-/// The NATS publisher of the event log, running when `NATS_URL` is set (settings from
-/// `CORRAL_EVENTS_*`).
-fn start_publisher(
-    pool: &sqlx::PgPool,
-    stats: std::sync::Arc<corral_workers::publisher::PublisherStats>,
-) -> Result<Option<corral_workers::publisher::Publisher>, BoxError> {
-    let Some(url) = std::env::var("NATS_URL")
-        .ok()
-        .filter(|u| !u.trim().is_empty())
-    else {
-        return Ok(None);
-    };
-    let config = corral_workers::publisher::PublisherConfig::from_env()?;
-    tracing::info!(nats.stream = %config.stream, nats.subject_prefix = %config.subject_prefix, "publishing the event log to NATS");
-    Ok(Some(corral_workers::publisher::spawn(
-        pool.clone(),
-        url,
-        config,
-        stats,
-    )))
-}
-
-/// The rule evaluator's settings from `CORRAL_RULE_*`.
-fn rule_config_from_env() -> Result<corral_workers::rules::RuleWorkerConfig, BoxError> {
-    let mut config = corral_workers::rules::RuleWorkerConfig::default();
-    let number = |name: &str| -> Result<Option<u64>, BoxError> {
-        match std::env::var(name) {
-            Ok(v) => {
-                Ok(Some(v.parse().map_err(|_| {
-                    format!("{name} must be a whole number, got {v:?}")
-                })?))
-            }
-            Err(_) => Ok(None),
-        }
-    };
-    if let Some(n) = number("CORRAL_RULE_MAX_MATCHES")? {
-        config.max_matches = n as i64;
-    }
-    if let Some(s) = number("CORRAL_RULE_TIMEOUT_SECS")? {
-        config.timeout = Duration::from_secs(s.max(1));
-    }
-    if let Some(s) = number("CORRAL_RULE_SCHEDULE_SECS")? {
-        config.schedule_every = Duration::from_secs(s.max(1));
-    }
-    if let Some(s) = number("CORRAL_RULE_REPAIR_SECS")? {
-        config.repair_every = Duration::from_secs(s.max(1));
-    }
-    Ok(config)
-}
-
 fn config_from_env() -> Result<ApiConfig, BoxError> {
     let mut config = ApiConfig::default();
     if let Ok(ms) = std::env::var("CORRAL_MUTATION_WAIT_MS") {
@@ -424,6 +353,7 @@ fn config_from_env() -> Result<ApiConfig, BoxError> {
     }
     config.health = corral_projections::health::HealthConfig::from_env()?;
     config.sweeps = corral_projections::sweeps::SweepConfig::from_env()?;
+    config.events_stream = corral_workers::nats_names::NatsNames::from_env()?.events_stream;
     Ok(config)
 }
 
@@ -432,53 +362,24 @@ async fn serve(
     lock_pool: sqlx::PgPool,
     run_workers: bool,
 ) -> Result<(), BoxError> {
-    announce_nats();
     let listen: SocketAddr = std::env::var("CORRAL_LISTEN")
         .unwrap_or_else(|_| "127.0.0.1:8080".into())
         .parse()
         .map_err(|e| format!("CORRAL_LISTEN: {e}"))?;
-    let mut background = corral_workers::start_with(
-        pool.clone(),
-        run_workers,
-        Duration::from_secs(1),
-        run_workers.then(rule_config_from_env).transpose()?,
-    )
-    .await?;
-    if run_workers {
-        background.spawn_capabilities(
-            pool.clone(),
-            corral_workers::capabilities::CapabilityConfig::from_env()?,
-        );
-    }
+    let settings = WorkerSettings::from_env()?;
+    let config = config_from_env()?;
+    let mut workers = Workers::start(&pool, &settings, run_workers).await?;
     let state = AppState::new(
         pool,
         lock_pool,
-        background.waiter(),
-        background.commit_signal(),
+        workers.waiter(),
+        workers.commit_signal(),
         corral_api::policy::enforcer().await?,
-        config_from_env()?,
+        config,
     );
-    let feed = if run_workers {
-        InventoryFeed::start(
-            &state.pool,
-            state.metrics.inventory_feed.clone(),
-            state.metrics.telemetry_feed.clone(),
-        )
-    } else {
-        None
-    };
-    let sweeps = run_workers.then(|| {
-        SweepWorkers::start(
-            &state.pool,
-            state.sweeps.clone(),
-            state.config.sweeps.clone(),
-        )
-    });
-    let publisher = if run_workers {
-        start_publisher(&state.pool, state.metrics.publisher.clone())?
-    } else {
-        None
-    };
+    if run_workers {
+        workers.start_sweeps_and_nats(&state.pool, &settings, &state.metrics, state.sweeps.clone());
+    }
     runtime::ensure_roots(&state.groups).await?;
     runtime::ensure_predefined_groups(&state.pool, &state.groups).await?;
     let listener = tokio::net::TcpListener::bind(listen)
@@ -491,80 +392,21 @@ async fn serve(
     )
     .with_graceful_shutdown(shutdown_signal())
     .await?;
-    InventoryFeed::stop(feed).await;
-    if let Some(sweeps) = sweeps {
-        sweeps.stop().await;
-    }
-    if let Some(publisher) = publisher {
-        publisher.shutdown().await;
-    }
-    background.shutdown().await;
+    workers.shutdown().await;
     Ok(())
 }
 
-/// The sweep workers: the monitor and the results retention always, the dispatcher and the
-/// reports consumer when `NATS_URL` is set.
-struct SweepWorkers {
-    stop: tokio::sync::watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl SweepWorkers {
-    fn start(
-        pool: &sqlx::PgPool,
-        commands: std::sync::Arc<corral_projections::sweeps::SweepCommands>,
-        config: corral_projections::sweeps::SweepConfig,
-    ) -> Self {
-        let url = std::env::var("NATS_URL")
-            .ok()
-            .filter(|u| !u.trim().is_empty());
-        let (stop, stop_rx) = tokio::sync::watch::channel(false);
-        let task = tokio::spawn(corral_workers::sweep_control::run(
-            pool.clone(),
-            commands,
-            corral_workers::sweep_control::SweepWorkerConfig::new(url, config),
-            stop_rx,
-        ));
-        Self { stop, task }
-    }
-
-    async fn stop(self) {
-        let _ = self.stop.send(true);
-        let _ = self.task.await;
-    }
-}
-
 async fn work(pool: sqlx::PgPool) -> Result<(), BoxError> {
-    announce_nats();
-    let publisher = start_publisher(&pool, std::sync::Arc::default())?;
-    let mut background = corral_workers::start_with(
-        pool.clone(),
-        true,
-        Duration::from_secs(1),
-        Some(rule_config_from_env()?),
-    )
-    .await?;
+    let settings = WorkerSettings::from_env()?;
+    let mut workers = Workers::start(&pool, &settings, true).await?;
     let sweeps = std::sync::Arc::new(corral_projections::sweeps::sweep_commands(
         pool.clone(),
-        background.commit_signal(),
+        workers.commit_signal(),
     ));
-    let feed = InventoryFeed::start(&pool, std::sync::Arc::default(), std::sync::Arc::default());
-    let sweep_workers = SweepWorkers::start(
-        &pool,
-        sweeps,
-        corral_projections::sweeps::SweepConfig::from_env()?,
-    );
-    background.spawn_capabilities(
-        pool,
-        corral_workers::capabilities::CapabilityConfig::from_env()?,
-    );
-    tracing::info!("corral work: projectors running");
+    let metrics = corral_api::metrics::Metrics::default();
+    workers.start_sweeps_and_nats(&pool, &settings, &metrics, sweeps);
+    tracing::info!("corral work: projectors and workers running");
     shutdown_signal().await;
-    InventoryFeed::stop(feed).await;
-    sweep_workers.stop().await;
-    if let Some(publisher) = publisher {
-        publisher.shutdown().await;
-    }
-    background.shutdown().await;
+    workers.shutdown().await;
     Ok(())
 }

@@ -151,3 +151,40 @@ impl Metrics {
         out
     }
 }
+
+/// Leadership metrics: `corral_leader` (this process leads it) and `corral_leader_present`
+/// (some process of the cluster does), one series per singleton worker.
+pub fn render_leaders(
+    here: &[String],
+    cluster: &[(
+        corral_projections::leader::Leadership,
+        Option<corral_projections::leader::Holder>,
+    )],
+) -> String {
+    let mut out = String::new();
+    out.push_str(
+        "# HELP corral_leader Whether this process leads the singleton worker.
+# TYPE corral_leader gauge
+",
+    );
+    for (leadership, _) in cluster {
+        let name = leadership.name();
+        let _ = writeln!(
+            out,
+            "corral_leader{{worker=\"{name}\"}} {}",
+            u8::from(here.contains(&name))
+        );
+    }
+    out.push_str("# HELP corral_leader_present Whether some process of the cluster leads the singleton worker (0: it runs nowhere).
+# TYPE corral_leader_present gauge
+");
+    for (leadership, holder) in cluster {
+        let _ = writeln!(
+            out,
+            "corral_leader_present{{worker=\"{}\"}} {}",
+            leadership.name(),
+            u8::from(holder.is_some())
+        );
+    }
+    out
+}

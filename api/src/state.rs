@@ -24,6 +24,9 @@ pub struct ApiConfig {
     pub health: corral_projections::health::HealthConfig,
     /// Sweep limits, allow-lists and timings.
     pub sweeps: corral_projections::sweeps::SweepConfig,
+    /// The JetStream stream the event log is published to (whose publisher's leadership
+    /// `/metrics` reports).
+    pub events_stream: String,
 }
 
 impl Default for ApiConfig {
@@ -33,6 +36,7 @@ impl Default for ApiConfig {
             max_body_bytes: 8 * 1024 * 1024,
             health: corral_projections::health::HealthConfig::default(),
             sweeps: corral_projections::sweeps::SweepConfig::default(),
+            events_stream: corral_workers::publisher::PublisherConfig::default().stream,
         }
     }
 }

@@ -23,6 +23,9 @@ pub struct PollerArgs {
     /// a finished job again nor reports a host twice. Default: `<data dir>/poller-<id>`.
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
+    /// The NATS namespace of the Corral deployment to serve (its `CORRAL_NATS_NAMESPACE`).
+    #[arg(long, env = "CORRAL_NATS_NAMESPACE")]
+    pub nats_namespace: Option<String>,
 }
 
 /// Runs the poller.
@@ -31,7 +34,10 @@ pub async fn poller(args: PollerArgs) -> Result<(), BoxError> {
         Some(d) => d,
         None => corral_api::runtime::default_data_dir().join(format!("poller-{}", args.id)),
     };
-    let config = corral_workers::sweeps::PollerConfig::new(args.id, args.nats_url, state_dir);
+    let mut config = corral_workers::sweeps::PollerConfig::new(args.id, args.nats_url, state_dir);
+    if let Some(ns) = args.nats_namespace.filter(|ns| !ns.trim().is_empty()) {
+        config.names = corral_workers::nats_names::NatsNames::namespaced(ns.trim())?.sweeps;
+    }
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let mut poller = tokio::spawn(corral_workers::sweeps::run(config, stop_rx));
     tokio::select! {

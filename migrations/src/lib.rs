@@ -3,6 +3,8 @@
 //! Migrations are append-only: an applied file must never change. The migrator records each
 //! file's sha256 and refuses to start when an applied file was edited.
 
+pub mod locks;
+
 use sha2::{Digest, Sha256};
 use sqlx::{Connection, PgPool, Row};
 
@@ -79,21 +81,18 @@ fn checksum(sql: &str) -> Vec<u8> {
     Sha256::digest(sql.as_bytes()).to_vec()
 }
 
-/// Advisory lock key that serializes concurrent migrators.
-const MIGRATION_LOCK: i64 = 0x636f_7272_616c_0001;
-
 /// Applies every pending migration; returns how many were applied. Safe to run from several
 /// processes at once (an advisory lock serializes them).
 #[tracing::instrument(skip_all, err)]
 pub async fn migrate(pool: &PgPool) -> Result<usize, MigrateError> {
     let mut conn = pool.acquire().await?;
     sqlx::query("SELECT pg_advisory_lock($1)")
-        .bind(MIGRATION_LOCK)
+        .bind(locks::Lock::Migrations.key())
         .execute(&mut *conn)
         .await?;
     let result = apply_pending(&mut conn).await;
     sqlx::query("SELECT pg_advisory_unlock($1)")
-        .bind(MIGRATION_LOCK)
+        .bind(locks::Lock::Migrations.key())
         .execute(&mut *conn)
         .await?;
     result

@@ -24,12 +24,14 @@ use tokio::sync::Mutex;
 use uuid::Uuid;
 
 use crate::executor::{CommandExecutor, Committed, ExecError};
+use crate::locks::{KeyedLock, Lock};
 
-pub(crate) const TREE_LOCK: i64 = 0x636f_7272_616c_0002;
+/// The key of the hierarchy lock.
+pub(crate) const TREE_LOCK: i64 = Lock::Tree.key();
 
-fn parent_lock(id: Uuid) -> i64 {
-    let b = id.as_u64_pair();
-    (b.0 ^ b.1) as i64
+/// The two keys of the lock on `id`'s children (sibling names).
+fn parent_lock(id: Uuid) -> (i32, i32) {
+    KeyedLock::GroupParent.for_id(id.as_u128())
 }
 
 /// [`GroupDirectory`] over `group_registry`, read inside the transaction that holds the locks.
@@ -305,9 +307,11 @@ async fn locked(
                 .await?;
         }
         GroupCommand::Create { parent_id, .. } => {
-            sqlx::query("SELECT pg_advisory_xact_lock_shared($1), pg_advisory_xact_lock($2)")
+            let (class, key) = parent_lock(*parent_id);
+            sqlx::query("SELECT pg_advisory_xact_lock_shared($1), pg_advisory_xact_lock($2, $3)")
                 .bind(TREE_LOCK)
-                .bind(parent_lock(*parent_id))
+                .bind(class)
+                .bind(key)
                 .execute(&mut *tx)
                 .await?;
         }
@@ -323,8 +327,10 @@ async fn locked(
                     .await?
                     .flatten();
             if let Some(parent) = parent {
-                sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                    .bind(parent_lock(parent))
+                let (class, key) = parent_lock(parent);
+                sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
+                    .bind(class)
+                    .bind(key)
                     .execute(&mut *tx)
                     .await?;
             }

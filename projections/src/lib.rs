@@ -12,6 +12,7 @@ pub mod group_tree;
 pub mod health;
 pub mod history;
 pub mod inventory;
+pub mod leader;
 pub mod log;
 pub mod membership;
 pub mod own_state;
@@ -24,6 +25,7 @@ pub mod sweeps;
 pub mod waiter;
 pub mod wake;
 
+pub use corral_migrations::locks;
 pub use log::{CatchUpReader, Cursor, EventRecord};
 pub use projection::Projection;
 

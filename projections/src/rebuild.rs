@@ -80,7 +80,8 @@ pub async fn rebuild<P: Projection + ?Sized>(
     let reader = CatchUpReader::for_projection(projection, options.batch_size);
 
     let mut tx = pool.begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('corral.schema.' || $1))")
+    sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+        .bind(crate::locks::KeyedLock::ProjectionSchema.class())
         .bind(name)
         .execute(&mut *tx)
         .await?;

@@ -96,7 +96,8 @@ pub async fn ensure_schema<P: Projection + ?Sized>(
 ) -> Result<(), StoreError> {
     let mut tx = pool.begin().await?;
     // Two processes starting at once must not both create the tables.
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('corral.schema.' || $1))")
+    sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+        .bind(crate::locks::KeyedLock::ProjectionSchema.class())
         .bind(projection.name())
         .execute(&mut *tx)
         .await?;

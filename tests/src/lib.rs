@@ -6,6 +6,7 @@
 //! test process exits, however it exits.
 
 pub mod nats;
+pub mod served;
 
 /// Runs the `corral` binary `bin` (an api test's `env!("CARGO_BIN_EXE_corral")`) against the
 /// database `url`; returns whether it succeeded, its stdout and its stderr.

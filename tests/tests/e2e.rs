@@ -11,6 +11,7 @@ mod e2e {
     mod groups;
     mod health;
     mod inventory;
+    mod leaders;
     mod membership;
     mod publisher;
     mod rebuild;

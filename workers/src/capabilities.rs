@@ -19,14 +19,14 @@ use corral_projections::capabilities::LIVE_SCHEMA as CAPABILITIES;
 use corral_projections::directory::GroupCommands;
 use corral_projections::executor::ExecError;
 use corral_projections::group_tree::LIVE_SCHEMA as TREE;
+use corral_projections::leader::{Leader, Leadership};
+use corral_projections::locks::Lock;
 use corral_projections::membership::LIVE_SCHEMA as MEMBERSHIP;
 use corral_projections::StoreError;
-use sqlx::{PgConnection, PgPool, Row};
+use sqlx::{PgPool, Row};
 use tokio::sync::watch;
 use uuid::Uuid;
 
-/// The lock that elects the one active worker.
-const CAPABILITIES_LOCK: i64 = 0x636f_7272_616c_0010;
 /// The subject its events name as their actor.
 pub const ACTOR: &str = "capabilities-worker";
 
@@ -282,8 +282,11 @@ pub async fn run(
     config: CapabilityConfig,
     mut stop: watch::Receiver<bool>,
 ) {
+    let leadership = Leadership::Worker(Lock::Capabilities);
     loop {
-        let Some(mut lock_conn) = lead(&pool, &mut stop).await else {
+        let Some(mut leader) =
+            Leader::wait_for(&pool, &leadership, crate::LEADER_RETRY, &mut stop).await
+        else {
             return;
         };
         tracing::info!(
@@ -295,7 +298,7 @@ pub async fn run(
                 return;
             }
             // Leadership ends with the lock's session: check it before every pass.
-            if !holds_lock(&mut lock_conn).await {
+            if !leader.check().await {
                 tracing::warn!("capabilities worker lost its lock; waiting to take it again");
                 break;
             }
@@ -305,52 +308,8 @@ pub async fn run(
                 return;
             }
         }
-        let _ = sqlx::Connection::close(lock_conn).await;
+        leader.resign().await;
     }
-}
-
-/// Waits until this process holds the lock, on a connection of its own (`None`: stopped).
-async fn lead(pool: &PgPool, stop: &mut watch::Receiver<bool>) -> Option<PgConnection> {
-    loop {
-        if *stop.borrow() {
-            return None;
-        }
-        // Detached: the lock lives exactly as long as this session.
-        match pool.acquire().await {
-            Ok(c) => {
-                let mut conn = c.detach();
-                let got: Result<bool, _> = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-                    .bind(CAPABILITIES_LOCK)
-                    .fetch_one(&mut conn)
-                    .await;
-                if matches!(got, Ok(true)) {
-                    // An idle session must not be ended by the server: it holds the lock.
-                    let _ = sqlx::query("SET idle_session_timeout = 0")
-                        .execute(&mut conn)
-                        .await;
-                    return Some(conn);
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "capabilities worker: no connection"),
-        }
-        if sleep_or_stop(Duration::from_secs(2), stop).await {
-            return None;
-        }
-    }
-}
-
-/// Whether this session still holds the lock (a broken connection does not).
-async fn holds_lock(conn: &mut PgConnection) -> bool {
-    let held: Result<bool, _> = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM pg_locks
-                         WHERE pid = pg_backend_pid() AND locktype = 'advisory' AND granted
-                           AND objsubid = 1
-                           AND ((classid::bigint << 32) | objid::bigint) = $1)",
-    )
-    .bind(CAPABILITIES_LOCK)
-    .fetch_one(conn)
-    .await;
-    matches!(held, Ok(true))
 }
 
 /// Sleeps for `d`; true when `stop` turned true meanwhile.

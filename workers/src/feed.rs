@@ -17,7 +17,7 @@ use tracing::Instrument;
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Where the feed reads. Tests give each run its own names.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FeedConfig {
     /// JetStream stream (file storage) holding both subjects.
     pub stream: String,

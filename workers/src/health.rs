@@ -7,6 +7,10 @@ use chrono::Utc;
 use corral_projections::health::refresh::refresh_pending;
 use corral_projections::health::retention::run_retention;
 use corral_projections::health::HealthConfig;
+use corral_projections::leader::{Leader, Leadership};
+use corral_projections::locks::Lock;
+
+use crate::LEADER_RETRY;
 use sqlx::PgPool;
 use tokio::sync::watch;
 
@@ -20,36 +24,47 @@ async fn sleep_or_stop(d: Duration, stop: &mut watch::Receiver<bool>) {
     }
 }
 
-/// Refreshes queued groups every `poll` until `stop`.
+/// Refreshes queued groups every `poll` until `stop`, while this process leads
+/// [`Lock::HealthRefresh`] (it stands by otherwise).
 pub async fn run_refresh(
     pool: PgPool,
     config: HealthConfig,
     poll: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
+    let leadership = Leadership::Worker(Lock::HealthRefresh);
     loop {
-        if *stop.borrow() {
+        let Some(mut leader) = Leader::wait_for(&pool, &leadership, LEADER_RETRY, &mut stop).await
+        else {
             return;
-        }
-        let started = std::time::Instant::now();
-        match refresh_pending(&pool, &config).await {
-            Ok(s) if s.queued > 0 => {
-                tracing::info!(
-                    health.queued = s.queued,
-                    health.groups = s.groups,
-                    health.recomputed = s.recomputed,
-                    health.added = s.added,
-                    health.gone = s.gone,
-                    duration_ms = started.elapsed().as_millis() as u64,
-                    "rollups refreshed"
-                );
-                // More may be queued: look again at once.
-                continue;
+        };
+        loop {
+            if *stop.borrow() {
+                return;
             }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "rollup refresh failed; retrying"),
+            if !leader.check().await {
+                break;
+            }
+            let started = std::time::Instant::now();
+            match refresh_pending(&pool, &config).await {
+                Ok(s) if s.queued > 0 => {
+                    tracing::info!(
+                        health.queued = s.queued,
+                        health.groups = s.groups,
+                        health.recomputed = s.recomputed,
+                        health.added = s.added,
+                        health.gone = s.gone,
+                        duration_ms = started.elapsed().as_millis() as u64,
+                        "rollups refreshed"
+                    );
+                    // More may be queued: look again at once.
+                    continue;
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "rollup refresh failed; retrying"),
+            }
+            sleep_or_stop(poll, &mut stop).await;
         }
-        sleep_or_stop(poll, &mut stop).await;
     }
 }
 

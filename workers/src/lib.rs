@@ -6,6 +6,7 @@ pub mod capabilities;
 pub mod feed;
 pub mod health;
 pub mod inventory_feed;
+pub mod nats_names;
 pub mod publisher;
 pub mod rules;
 pub mod sweep_control;
@@ -30,6 +31,9 @@ use rules::RuleWorkerConfig;
 use sqlx::PgPool;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
+
+/// How often a standby process tries to take a singleton worker's leadership.
+pub const LEADER_RETRY: Duration = Duration::from_secs(2);
 
 /// Every projection Corral keeps, in the order they are set up.
 pub fn projections() -> Vec<Arc<dyn Projection>> {
@@ -104,6 +108,43 @@ pub async fn start_with(
     poll: Duration,
     rules: Option<RuleWorkerConfig>,
 ) -> Result<Background, StoreError> {
+    start_with_options(
+        pool,
+        BackgroundOptions {
+            projectors: run_projectors,
+            poll,
+            rules,
+            health_refresh: run_projectors,
+        },
+    )
+    .await
+}
+
+/// What [`start_with_options`] runs.
+#[derive(Debug, Clone)]
+pub struct BackgroundOptions {
+    /// Every projector, and telemetry retention.
+    pub projectors: bool,
+    /// How often projectors poll when no notification came.
+    pub poll: Duration,
+    /// The rule evaluator's settings (`None`: no evaluator in this process).
+    pub rules: Option<RuleWorkerConfig>,
+    /// The rollup refresh worker (needs the projectors' read models).
+    pub health_refresh: bool,
+}
+
+/// Starts the LISTEN connection and what `options` asks for. Creates the projections' tables
+/// first if they do not exist.
+pub async fn start_with_options(
+    pool: PgPool,
+    options: BackgroundOptions,
+) -> Result<Background, StoreError> {
+    let BackgroundOptions {
+        projectors: run_projectors,
+        poll,
+        rules,
+        health_refresh,
+    } = options;
     let (stop, stop_rx) = watch::channel(false);
     let (checkpoints_tx, checkpoints_rx) = watch::channel(Checkpoints::new());
     let mut tasks = JoinSet::new();
@@ -132,17 +173,19 @@ pub async fn start_with(
         }
     }
     let signal = CommitSignal::new(wakers.clone());
-    if run_projectors {
-        let config = HealthConfig::from_env().map_err(StoreError::Data)?;
+    let health = HealthConfig::from_env().map_err(StoreError::Data)?;
+    if health_refresh {
         tasks.spawn(health::run_refresh(
             pool.clone(),
-            config.clone(),
+            health.clone(),
             poll.min(Duration::from_secs(1)),
             stop_rx.clone(),
         ));
+    }
+    if run_projectors {
         tasks.spawn(health::run_retention_loop(
             pool.clone(),
-            config,
+            health,
             stop_rx.clone(),
         ));
     }

@@ -28,6 +28,7 @@ use async_nats::jetstream::context::PublishAckFuture;
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::stream::{self, StorageType};
 use async_nats::jetstream::{self, Context};
+use corral_projections::leader::{Leader, Leadership};
 use corral_projections::public_log::{self, LogEntry, RawEntry};
 use corral_projections::StoreError;
 use sqlx::{PgConnection, PgPool, Row};
@@ -39,9 +40,6 @@ pub const POSITION_HEADER: &str = "Corral-Position";
 pub const CORRELATION_HEADER: &str = "Corral-Correlation-Id";
 /// Prefix of the publisher's checkpoint names in `log_checkpoints` (the stream name follows).
 pub const CHECKPOINT_PREFIX: &str = "nats-publisher:";
-/// First key of the publisher's advisory lock (the second is `hashtext(stream)`), in the
-/// two-key lock space so that it cannot collide with Corral's single-key locks.
-const LOCK_CLASS: i32 = 0x636f_7270; // "corp"
 /// Longest pause between retries while NATS or the database is unavailable.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -87,7 +85,11 @@ pub struct ConfigError(String);
 impl PublisherConfig {
     /// The defaults, with `CORRAL_EVENTS_STREAM` and `CORRAL_EVENTS_SUBJECT_PREFIX` applied.
     pub fn from_env() -> Result<Self, ConfigError> {
-        let mut config = Self::default();
+        Self::from_env_over(Self::default())
+    }
+
+    /// `config`, with `CORRAL_EVENTS_STREAM` and `CORRAL_EVENTS_SUBJECT_PREFIX` applied.
+    pub fn from_env_over(mut config: Self) -> Result<Self, ConfigError> {
         if let Some(stream) = env("CORRAL_EVENTS_STREAM") {
             config.stream = stream;
         }
@@ -524,12 +526,12 @@ pub async fn run(
         .build(client.clone());
     let mut head = public_log::watch_head(pool.clone(), config.poll);
     loop {
-        let Some(mut lock_conn) = lead(&pool, &config, &stats, &mut stop).await else {
+        let Some(mut leader) = lead(&pool, &config, &stats, &mut stop).await else {
             return;
         };
         tracing::info!(nats.stream = %config.stream, nats.subject_prefix = %config.subject_prefix, "this process is the NATS publisher");
         publish_while_leader(
-            &mut lock_conn,
+            leader.conn(),
             &client,
             &js,
             &config,
@@ -540,73 +542,37 @@ pub async fn run(
         .await;
         stats.leader.store(false, Ordering::Relaxed);
         // Ending the session releases the lock (a broken one is gone already).
-        let _ = sqlx::Connection::close(lock_conn).await;
+        leader.resign().await;
         if is_stopped(&stop) {
             return;
         }
     }
 }
 
-/// Waits until this process holds the publisher lock, on a connection of its own (`None`:
-/// stopped). Creates the checkpoint row, so that the lag shows while NATS is unreachable.
+/// Waits until this process leads the publishing of `config.stream` (`None`: stopped).
+/// Creates the checkpoint row, so that the lag shows while NATS is unreachable.
 async fn lead(
     pool: &PgPool,
     config: &PublisherConfig,
     stats: &PublisherStats,
     stop: &mut watch::Receiver<bool>,
-) -> Option<PgConnection> {
-    let mut waiting_logged = false;
+) -> Option<Leader> {
+    let leadership = Leadership::Publisher(config.stream.clone());
     loop {
-        if is_stopped(stop) {
-            return None;
-        }
-        // Detached from the pool: the lock lives exactly as long as this session, and dropping
-        // the connection ends it (a pooled one would go back to the pool still holding it).
-        let mut conn = match pool.acquire().await {
-            Ok(c) => c.detach(),
+        let mut leader = Leader::wait_for(pool, &leadership, Duration::from_secs(2), stop).await?;
+        match public_log::advance(leader.conn(), &config.checkpoint_name(), 0).await {
+            Ok(()) => {
+                stats.leader.store(true, Ordering::Relaxed);
+                return Some(leader);
+            }
             Err(e) => {
-                tracing::warn!(error = %e, "NATS publisher: no database connection");
+                tracing::warn!(error = %e, "NATS publisher: cannot create its checkpoint");
+                // The lock goes with the session.
+                leader.resign().await;
                 if pause(Duration::from_secs(1), stop).await {
                     return None;
                 }
-                continue;
             }
-        };
-        let got: Result<bool, _> =
-            sqlx::query_scalar("SELECT pg_try_advisory_lock($1, hashtext($2))")
-                .bind(LOCK_CLASS)
-                .bind(&config.stream)
-                .fetch_one(&mut conn)
-                .await;
-        match got {
-            Ok(true) => {
-                // An idle session must not be ended by the server: it is what holds the lock.
-                let _ = sqlx::query("SET idle_session_timeout = 0")
-                    .execute(&mut conn)
-                    .await;
-                if let Err(e) = public_log::advance(&mut conn, &config.checkpoint_name(), 0).await {
-                    tracing::warn!(error = %e, "NATS publisher: cannot create its checkpoint");
-                    // The lock goes with the session.
-                    drop(conn);
-                    if pause(Duration::from_secs(1), stop).await {
-                        return None;
-                    }
-                    continue;
-                }
-                stats.leader.store(true, Ordering::Relaxed);
-                return Some(conn);
-            }
-            Ok(false) => {
-                if !waiting_logged {
-                    tracing::info!(nats.stream = %config.stream, "another process publishes to NATS; waiting to take over");
-                    waiting_logged = true;
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "NATS publisher: cannot try its lock"),
-        }
-        drop(conn);
-        if pause(Duration::from_secs(2), stop).await {
-            return None;
         }
     }
 }

@@ -30,6 +30,8 @@ use corral_projections::inventory::{
     self as inv, device_row, rule_arguments, service_row, DEVICE_COLUMNS, DEVICE_FROM,
     SERVICE_COLUMNS, SERVICE_FROM,
 };
+use corral_projections::leader::{Leader, Leadership};
+use corral_projections::locks::Lock;
 use corral_projections::log::parse_xid;
 use corral_projections::membership::read::{group_sets, GroupSets};
 use corral_projections::membership::MembershipCommands;
@@ -43,8 +45,6 @@ use uuid::Uuid;
 const IDS_PER_COMMAND: usize = 10_000;
 /// Rules a repair pass evaluates per step.
 const REPAIRS_PER_STEP: usize = 4;
-/// The lock that elects the one active evaluator.
-const EVALUATOR_LOCK: i64 = 0x636f_7272_616c_0003;
 
 /// How the evaluator runs.
 #[derive(Debug, Clone)]
@@ -953,45 +953,20 @@ pub async fn run(
 ) {
     let poll = config.poll;
     let mut worker = RuleWorker::new(pool.clone(), commands, config);
+    let leadership = Leadership::Worker(Lock::RuleEvaluator);
     loop {
-        if *stop.borrow() {
+        let Some(mut leader) =
+            Leader::wait_for(&pool, &leadership, crate::LEADER_RETRY, &mut stop).await
+        else {
             return;
-        }
-        // The lock lives as long as this connection.
-        let mut lock_conn = match pool.acquire().await {
-            Ok(c) => c.detach(),
-            Err(e) => {
-                tracing::warn!(error = %e, "rule evaluator: no connection");
-                sleep_or_stop(Duration::from_secs(1), &mut stop).await;
-                continue;
-            }
         };
-        let got: Result<bool, _> = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-            .bind(EVALUATOR_LOCK)
-            .fetch_one(&mut lock_conn)
-            .await;
-        if !matches!(got, Ok(true)) {
-            drop(lock_conn);
-            sleep_or_stop(Duration::from_secs(2), &mut stop).await;
-            continue;
-        }
-        // An idle session must not be ended by the server: it is what holds the lock.
-        let _ = sqlx::query("SET idle_session_timeout = 0")
-            .execute(&mut lock_conn)
-            .await;
         loop {
             if *stop.borrow() {
                 return;
             }
             // Leadership ends with the lock's session: check it before every step, so that a
             // process whose session was ended never evaluates beside the new leader.
-            let held: Result<bool, _> = sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE pid = pg_backend_pid()
-                                   AND locktype = 'advisory' AND objsubid = 1 AND granted)",
-            )
-            .fetch_one(&mut lock_conn)
-            .await;
-            if !matches!(held, Ok(true)) {
+            if !leader.check().await {
                 tracing::warn!("rule evaluator lost its lock; waiting to take it again");
                 break;
             }
@@ -1001,13 +976,6 @@ pub async fn run(
                 Err(e) => {
                     tracing::warn!(error = %e, "rule evaluation step failed; retrying");
                     sleep_or_stop(Duration::from_secs(1), &mut stop).await;
-                    // A broken lock connection ends leadership: take it again.
-                    let alive: Result<i32, _> = sqlx::query_scalar("SELECT 1")
-                        .fetch_one(&mut lock_conn)
-                        .await;
-                    if alive.is_err() {
-                        break;
-                    }
                 }
             }
         }

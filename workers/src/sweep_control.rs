@@ -23,6 +23,8 @@ use chrono::{DateTime, Utc};
 use corral_domain::metadata::{EventMetadata, Source};
 use corral_domain::sweep::{SweepCommand, SweepStatus};
 use corral_projections::executor::ExecError;
+use corral_projections::leader::{Leader, Leadership};
+use corral_projections::locks::Lock;
 use corral_projections::sweeps::read::{self, SweepRunView};
 use corral_projections::sweeps::results::{self, NewResult};
 use corral_projections::sweeps::retention;
@@ -42,9 +44,6 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// How many times (a second apart) a poller's `done` is put back while results batches it
 /// counted have not all been stored.
 const DONE_WAITS: i64 = 120;
-
-/// Advisory lock key held by the one dispatcher of a cluster.
-pub const DISPATCH_LOCK: i64 = 0x636f_7272_616c_0006;
 
 /// How the sweep workers run.
 #[derive(Debug, Clone)]
@@ -111,9 +110,6 @@ async fn command(
     }
 }
 
-/// Advisory lock key held by the one monitor of a cluster.
-pub const MONITOR_LOCK: i64 = 0x636f_7272_616c_0007;
-
 /// Runs the monitor and the results cleanup, and with NATS the dispatcher and the reports
 /// consumer, until `stop`.
 pub async fn run(
@@ -125,7 +121,7 @@ pub async fn run(
     tokio::join!(
         locked(
             pool.clone(),
-            MONITOR_LOCK,
+            Lock::SweepMonitor,
             "monitors sweep deadlines",
             stop.clone(),
             {
@@ -202,7 +198,7 @@ async fn nats_side(
     tokio::join!(
         locked(
             pool.clone(),
-            DISPATCH_LOCK,
+            Lock::SweepDispatcher,
             "dispatches sweep runs",
             stop.clone(),
             dispatch,
@@ -240,11 +236,11 @@ async fn cleanup_loop(pool: PgPool, config: SweepWorkerConfig, mut stop: watch::
     }
 }
 
-/// Runs `pass` every `every` while holding advisory lock `key` on a connection of its own
-/// (one process of a cluster does the work; the others stand by and take over when it goes).
+/// Runs `pass` every `every` while this process leads `lock` (one process of a cluster does
+/// the work; the others stand by and take over when it goes).
 async fn locked<F, Fut>(
     pool: PgPool,
-    key: i64,
+    lock: Lock,
     what: &'static str,
     mut stop: watch::Receiver<bool>,
     pass: F,
@@ -253,38 +249,30 @@ async fn locked<F, Fut>(
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = Result<(), BoxError>>,
 {
+    let leadership = Leadership::Worker(lock);
     loop {
-        let held = async {
-            let mut conn = pool.acquire().await?;
-            let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-                .bind(key)
-                .fetch_one(&mut *conn)
-                .await?;
-            Ok::<_, sqlx::Error>(got.then_some(conn))
-        }
-        .await;
-        match held {
-            Ok(Some(conn)) => {
-                tracing::info!("sweeps: this process {what}");
-                loop {
-                    if let Err(e) = pass().await {
-                        tracing::warn!(error = %e, "sweeps: a pass failed ({what}); trying again");
-                    }
-                    tokio::select! {
-                        _ = stopped(&mut stop) => {
-                            drop(conn);
-                            return;
-                        }
-                        _ = tokio::time::sleep(every) => {}
-                    }
-                }
+        let Some(mut leader) =
+            Leader::wait_for(&pool, &leadership, crate::LEADER_RETRY, &mut stop).await
+        else {
+            return;
+        };
+        tracing::info!("sweeps: this process {what}");
+        loop {
+            // Leadership ends with the lock's session: check it before every pass.
+            if !leader.check().await {
+                tracing::warn!("sweeps: lost the lock ({what}); waiting to take it again");
+                break;
             }
-            Ok(None) => {}
-            Err(e) => tracing::warn!(error = %e, "sweeps: cannot take an advisory lock ({what})"),
-        }
-        tokio::select! {
-            _ = stopped(&mut stop) => return,
-            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            if let Err(e) = pass().await {
+                tracing::warn!(error = %e, "sweeps: a pass failed ({what}); trying again");
+            }
+            tokio::select! {
+                _ = stopped(&mut stop) => {
+                    leader.resign().await;
+                    return;
+                }
+                _ = tokio::time::sleep(every) => {}
+            }
         }
     }
 }

@@ -29,15 +29,18 @@ use corral_domain::membership::{MemberSource, MembershipCommand, MAX_IDS_PER_COM
 use corral_domain::metadata::{EventMetadata, Source};
 use corral_projections::directory::GroupCommands;
 use corral_projections::health::query::SourcePreference;
-use corral_projections::health::refresh::{refresh_pending, PendingSummary, QUEUE_LOCK};
+use corral_projections::health::refresh::{refresh_pending, PendingSummary};
 use corral_projections::health::{
     backfill, group_health, ingest_sysmon, refresh_group, BucketSize, HealthConfig, HealthSeries,
     SysmonSample, MAX_INGEST_BATCH,
 };
+use corral_projections::leader;
+use corral_projections::locks::Lock;
 use corral_projections::membership::MembershipCommands;
 use corral_workers::Background;
 use futures::{stream, StreamExt, TryStreamExt};
 use sqlx::{PgPool, Row as _};
+use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::membership::{percentile, sample};
@@ -119,15 +122,73 @@ impl Tree {
 /// Projectors, the refresh worker and commands that wake them.
 struct Runtime {
     background: Background,
+    refresh: RefreshWorker,
     groups: Arc<GroupCommands>,
     members: Arc<MembershipCommands>,
 }
 
+/// The rollup refresh worker, which the move benchmark stops to refresh by itself.
+struct RefreshWorker {
+    pool: PgPool,
+    running: Option<(watch::Sender<bool>, tokio::task::JoinHandle<()>)>,
+}
+
+impl RefreshWorker {
+    /// Starts the worker and waits until it leads the refresh.
+    async fn start(&mut self) -> Result<(), BoxError> {
+        if self.running.is_some() {
+            return Ok(());
+        }
+        let (stop, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(corral_workers::health::run_refresh(
+            self.pool.clone(),
+            HealthConfig::from_env()?,
+            POLL,
+            stop_rx,
+        ));
+        self.running = Some((stop, task));
+        let started = Instant::now();
+        while !leader::held_here()
+            .iter()
+            .any(|l| l == Lock::HealthRefresh.name())
+        {
+            if started.elapsed() > Duration::from_secs(30) {
+                return Err("health: the refresh worker did not take the lead within 30 s".into());
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Ok(())
+    }
+
+    /// Stops the worker (its leadership ends with it).
+    async fn stop(&mut self) {
+        if let Some((stop, task)) = self.running.take() {
+            let _ = stop.send(true);
+            let _ = task.await;
+        }
+    }
+}
+
 impl Runtime {
     async fn start(pool: &PgPool, lock_pool: &PgPool) -> Result<Runtime, BoxError> {
-        let background = corral_workers::start_with(pool.clone(), true, POLL, None).await?;
+        let background = corral_workers::start_with_options(
+            pool.clone(),
+            corral_workers::BackgroundOptions {
+                projectors: true,
+                poll: POLL,
+                rules: None,
+                health_refresh: false,
+            },
+        )
+        .await?;
+        let mut refresh = RefreshWorker {
+            pool: pool.clone(),
+            running: None,
+        };
+        refresh.start().await?;
         let signal = background.commit_signal();
         Ok(Runtime {
+            refresh,
             groups: Arc::new(GroupCommands::new(
                 pool.clone(),
                 lock_pool.clone(),
@@ -176,7 +237,7 @@ pub(super) async fn bench_health(
     let (pool, lock_pool) = runtime::pools(url, 16).await?;
     corral_migrations::migrate(&pool).await?;
     let config = HealthConfig::from_env()?;
-    let rt = Runtime::start(&pool, &lock_pool).await?;
+    let mut rt = Runtime::start(&pool, &lock_pool).await?;
     runtime::ensure_roots(&rt.groups).await?;
     let tree = Tree::new();
 
@@ -287,7 +348,7 @@ pub(super) async fn bench_health(
     settled(&pool).await?;
     eprintln!("bench: health: ingest done at {:.0} s", secs(suite_started));
 
-    bench_moves(&pool, &rt, &config, &tree, per_site, rows).await?;
+    bench_moves(&pool, &mut rt, &config, &tree, per_site, rows).await?;
     eprintln!("bench: health: moves done at {:.0} s", secs(suite_started));
 
     // The window now ends after the ingested samples (stamped in [end, end + 5 min)).
@@ -308,6 +369,7 @@ pub(super) async fn bench_health(
              for Global and {root_ms:.0} ms for the device root ({devices} members each)"
         );
     }
+    rt.refresh.stop().await;
     rt.background.shutdown().await;
     eprintln!("bench: health: done in {:.0} s", secs(suite_started));
     pool.close().await;
@@ -933,25 +995,22 @@ struct MoveTiming {
 }
 
 /// Moves `group` under `parent` and times the refresh: with `worker`, the running refresh
-/// worker does it (from the command's return until the queue is empty); without, this
-/// holds the queue lock so that the worker cannot, waits for the projectors, then runs
-/// `refresh_pending` itself.
+/// worker does it (from the command's return until the queue is empty); without, the worker
+/// is stopped, this waits for the projectors, then runs `refresh_pending` itself.
 async fn timed_move(
     pool: &PgPool,
-    groups: &GroupCommands,
+    rt: &mut Runtime,
     config: &HealthConfig,
     group: Uuid,
     parent: Uuid,
     worker: bool,
 ) -> Result<MoveTiming, BoxError> {
-    let mut lock = pool.acquire().await?;
-    if !worker {
-        sqlx::query("SELECT pg_advisory_lock($1)")
-            .bind(QUEUE_LOCK)
-            .execute(&mut *lock)
-            .await?;
+    if worker {
+        rt.refresh.start().await?;
+    } else {
+        rt.refresh.stop().await;
     }
-    groups
+    rt.groups
         .execute(
             GroupCommand::Move {
                 id: group,
@@ -968,14 +1027,9 @@ async fn timed_move(
     let queued = Instant::now();
     let mut summary = PendingSummary::default();
     if !worker {
-        sqlx::query("SELECT pg_advisory_unlock($1)")
-            .bind(QUEUE_LOCK)
-            .execute(&mut *lock)
-            .await?;
         summary = refresh_pending(pool, config).await?;
     }
-    drop(lock);
-    // The worker (or, if it took the lock first, the rest of the queue).
+    // The worker's refresh (or nothing left).
     loop {
         let dirty: i64 = sqlx::query_scalar("SELECT count(*) FROM health_dirty")
             .fetch_one(pool)
@@ -1013,7 +1067,7 @@ async fn forced(
 /// region 1 again; each refresh beside recomputing the same groups from scratch.
 async fn bench_moves(
     pool: &PgPool,
-    rt: &Runtime,
+    rt: &mut Runtime,
     config: &HealthConfig,
     tree: &Tree,
     per_site: usize,
@@ -1048,7 +1102,7 @@ async fn bench_moves(
         ),
     ];
     for (parent, worker, what) in cases {
-        let t = timed_move(pool, &rt.groups, config, r0, parent, worker).await?;
+        let t = timed_move(pool, rt, config, r0, parent, worker).await?;
         let baseline = forced(pool, config, &visited).await?;
         let changed = forced(pool, config, &[r1]).await?;
         eprintln!(

@@ -6,7 +6,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::refresh::{refresh_group, with_ancestors, RefreshOutcome, EFFECTIVE_MEMBERS};
-use super::{BucketSize, HealthConfig, HEALTH_LOCK};
+use super::{BucketSize, HealthConfig};
 use crate::StoreError;
 
 /// What a backfill did.
@@ -42,7 +42,7 @@ pub async fn backfill(
         let end = at + TimeDelta::hours(1);
         let mut tx = pool.begin().await?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(HEALTH_LOCK)
+            .bind(crate::locks::Lock::Health.key())
             .execute(&mut *tx)
             .await?;
         for (table, id, raw, fold) in [

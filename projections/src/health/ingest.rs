@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
-use super::{bin_of, BucketSize, HealthConfig, BINS, HEALTH_LOCK, MAX_INGEST_BATCH, ROLLUP_ADD};
+use super::{bin_of, BucketSize, HealthConfig, BINS, MAX_INGEST_BATCH, ROLLUP_ADD};
 use crate::StoreError;
 
 /// Longest device or service id accepted.
@@ -441,7 +441,7 @@ pub async fn ingest_sysmon_once(
     }
 
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(HEALTH_LOCK)
+        .bind(crate::locks::Lock::Health.key())
         .execute(&mut *tx)
         .await?;
     let keys: Vec<&BucketKey> = buckets.keys().collect();
@@ -729,7 +729,7 @@ pub async fn ingest_services_once(
         }
     }
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(HEALTH_LOCK)
+        .bind(crate::locks::Lock::Health.key())
         .execute(&mut *tx)
         .await?;
     let keys: Vec<&BucketKey> = buckets.keys().collect();

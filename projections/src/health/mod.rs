@@ -12,7 +12,7 @@
 //!   (`health_dirty`); the refresh worker diffs each one's effective members (read models)
 //!   against `health_members` and adds the buckets of members that joined, or recomputes the
 //!   group from the buckets of its members when some left;
-//! - ingest and refresh take one advisory lock ([`HEALTH_LOCK`]), so a refresh never misses
+//! - ingest and refresh take one advisory lock ([`Lock::Health`](crate::locks::Lock::Health)), so a refresh never misses
 //!   a sample that an ingest mapped with the old membership.
 
 pub mod backfill;
@@ -32,9 +32,6 @@ pub use ingest::{
 pub use projector::HealthProjection;
 pub use query::{group_health, Availability, HealthBucket, HealthError, HealthSeries, Stat};
 pub use refresh::{refresh_group, RefreshOutcome};
-
-/// Advisory lock key that serializes rollup updates (ingest) and refreshes.
-pub const HEALTH_LOCK: i64 = 0x636f_7272_616c_0005;
 
 /// Most samples or checks one ingest call takes.
 pub const MAX_INGEST_BATCH: usize = 5000;

@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
-use super::{sql_bin, HealthConfig, MemberKind, BINS, HEALTH_LOCK, ROLLUP_ADD};
+use super::{sql_bin, HealthConfig, MemberKind, BINS, ROLLUP_ADD};
 use crate::StoreError;
 
 /// What a refresh did.
@@ -57,7 +57,7 @@ pub async fn refresh_group(
 ) -> Result<RefreshOutcome, StoreError> {
     let mut tx = pool.begin().await?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(HEALTH_LOCK)
+        .bind(crate::locks::Lock::Health.key())
         .execute(&mut *tx)
         .await?;
     let outcome = refresh_in(&mut tx, group, config, force).await?;
@@ -262,33 +262,18 @@ pub struct PendingSummary {
 /// Most queue rows one pass takes.
 pub const MAX_QUEUE_BATCH: i64 = 10_000;
 
-/// Session lock held by the one process that works the queue.
-pub const QUEUE_LOCK: i64 = 0x636f_7272_616c_0006;
-
 /// Refreshes the groups queued in `health_dirty` (and their ancestors) whose events the
-/// membership and group tree read models have both passed; deletes the rows it took. One
-/// process at a time works the queue (a session advisory lock; a caller that does not get it
-/// returns an empty summary). No transaction stays open across the refreshes: an open one
-/// would hold every log reader back.
+/// membership and group tree read models have both passed; deletes the rows it took. Only the
+/// leader of [`Lock::HealthRefresh`](crate::locks::Lock::HealthRefresh) calls it (the refresh
+/// worker), so one process at a time works the queue. No transaction stays open across the
+/// refreshes: an open one would hold every log reader back.
 pub async fn refresh_pending(
     pool: &PgPool,
     config: &HealthConfig,
 ) -> Result<PendingSummary, StoreError> {
     let mut summary = PendingSummary::default();
-    let mut lock = pool.acquire().await?;
-    let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-        .bind(QUEUE_LOCK)
-        .fetch_one(&mut *lock)
-        .await?;
-    if !got {
-        return Ok(summary);
-    }
-    let result = refresh_queue(pool, config, &mut summary).await;
-    sqlx::query("SELECT pg_advisory_unlock($1)")
-        .bind(QUEUE_LOCK)
-        .execute(&mut *lock)
-        .await?;
-    result.map(|()| summary)
+    refresh_queue(pool, config, &mut summary).await?;
+    Ok(summary)
 }
 
 async fn refresh_queue(

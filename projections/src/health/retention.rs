@@ -74,7 +74,7 @@ pub async fn run_retention(
     // a bucket must not see that bucket vanish half-way.
     let mut tx = pool.begin().await?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(super::HEALTH_LOCK)
+        .bind(crate::locks::Lock::Health.key())
         .execute(&mut *tx)
         .await?;
     for table in ["health_device_buckets", "health_service_buckets"] {

@@ -17,14 +17,14 @@ use uuid::Uuid;
 
 use crate::directory::TREE_LOCK;
 use crate::executor::{CommandExecutor, Committed, ExecError};
+use crate::locks::KeyedLock;
 
 /// Ids read from the registry per purge command.
 const PURGE_CHUNK: i64 = 10_000;
 
-/// The advisory lock that serializes the membership commands of one group.
-fn member_lock(group: Uuid) -> i64 {
-    let (a, b) = group.as_u64_pair();
-    (a ^ b ^ 0x6d65_6d62_6572_7321) as i64
+/// The two keys of the advisory lock that serializes the membership commands of one group.
+fn member_lock(group: Uuid) -> (i32, i32) {
+    KeyedLock::GroupMembers.for_id(group.as_u128())
 }
 
 /// [`MembershipDirectory`] over `group_registry`, the inventory tables and
@@ -131,9 +131,11 @@ impl MembershipCommands {
         );
         let work = async move {
             let mut tx = lock_pool.begin().await?;
-            sqlx::query("SELECT pg_advisory_xact_lock_shared($1), pg_advisory_xact_lock($2)")
+            let (class, key) = member_lock(group);
+            sqlx::query("SELECT pg_advisory_xact_lock_shared($1), pg_advisory_xact_lock($2, $3)")
                 .bind(TREE_LOCK)
-                .bind(member_lock(group))
+                .bind(class)
+                .bind(key)
                 .execute(&mut *tx)
                 .await?;
             let directory = Arc::new(PgMembershipDirectory {

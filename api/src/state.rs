@@ -24,6 +24,8 @@ pub struct ApiConfig {
     pub health: corral_projections::health::HealthConfig,
     /// Sweep limits, allow-lists and timings.
     pub sweeps: corral_projections::sweeps::SweepConfig,
+    /// Whether `GET /graphql` serves the GraphQL IDE (`CORRAL_GRAPHIQL`).
+    pub graphiql: bool,
 }
 
 impl Default for ApiConfig {
@@ -33,6 +35,7 @@ impl Default for ApiConfig {
             max_body_bytes: 8 * 1024 * 1024,
             health: corral_projections::health::HealthConfig::default(),
             sweeps: corral_projections::sweeps::SweepConfig::default(),
+            graphiql: true,
         }
     }
 }

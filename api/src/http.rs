@@ -3,14 +3,14 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use async_graphql::http::{GraphiQLSource, ALL_WEBSOCKET_PROTOCOLS};
+use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
 use async_graphql::Data;
 use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse, GraphQLWebSocket};
 use axum::extract::{ConnectInfo, FromRequest, MatchedPath, Request, State, WebSocketUpgrade};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
-use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use uuid::Uuid;
 
@@ -20,7 +20,8 @@ use crate::state::AppState;
 /// The router, testable in-process.
 pub fn app(state: AppState) -> Router {
     Router::new()
-        .route("/graphql", get(graphiql).post(graphql))
+        .route("/graphql", post(graphql))
+        .merge(crate::ide::router(state.config.graphiql))
         .route("/graphql/ws", get(graphql_ws))
         .route("/audit/export", get(audit_export))
         .route("/healthz", get(healthz))
@@ -125,15 +126,6 @@ async fn graphql(State(state): State<AppState>, request: Request) -> Response {
     };
     let gql = crate::graphql::prepare(gql, actor);
     GraphQLResponse::from(schema.execute(gql).await).into_response()
-}
-
-async fn graphiql() -> Html<String> {
-    Html(
-        GraphiQLSource::build()
-            .endpoint("/graphql")
-            .subscription_endpoint("/graphql/ws")
-            .finish(),
-    )
 }
 
 async fn graphql_ws(

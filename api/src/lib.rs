@@ -6,6 +6,7 @@ pub mod auth;
 pub mod embedded_pg;
 pub mod graphql;
 pub mod http;
+pub mod ide;
 pub mod metrics;
 pub mod policy;
 pub mod runtime;

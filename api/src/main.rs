@@ -351,6 +351,9 @@ fn config_from_env() -> Result<ApiConfig, BoxError> {
             .parse()
             .map_err(|_| "CORRAL_MAX_BODY_BYTES must be a number of bytes")?;
     }
+    if let Ok(value) = std::env::var(corral_api::ide::SETTING) {
+        config.graphiql = corral_api::ide::parse_setting(&value)?;
+    }
     config.health = corral_projections::health::HealthConfig::from_env()?;
     config.sweeps = corral_projections::sweeps::SweepConfig::from_env()?;
     config.events_stream = corral_workers::nats_names::NatsNames::from_env()?.events_stream;

@@ -27,6 +27,8 @@ pub struct ApiConfig {
     /// The JetStream stream the event log is published to (whose publisher's leadership
     /// `/metrics` reports).
     pub events_stream: String,
+    /// Whether `GET /graphql` serves the GraphQL IDE (`CORRAL_GRAPHIQL`).
+    pub graphiql: bool,
 }
 
 impl Default for ApiConfig {
@@ -37,6 +39,7 @@ impl Default for ApiConfig {
             health: corral_projections::health::HealthConfig::default(),
             sweeps: corral_projections::sweeps::SweepConfig::default(),
             events_stream: corral_workers::publisher::PublisherConfig::default().stream,
+            graphiql: true,
         }
     }
 }

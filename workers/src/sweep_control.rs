@@ -9,7 +9,8 @@
 //! - The **monitor** (one per cluster, under another lock; PostgreSQL only, so it runs without
 //!   NATS too): runs past their deadline become `TIMED_OUT` (results so far are kept),
 //!   dispatched jobs nobody claimed in time `EXPIRED`.
-//! - The **cleanup** deletes results past their run's retention and old partitions.
+//! - The **cleanup** deletes results past their run's retention, old partitions, and the
+//!   idempotency keys' reservations past their window.
 //! - The **reports consumer** (a durable JetStream consumer; any number of processes may run
 //!   it) applies each report: acknowledgements and starts as commands, results through the
 //!   results store (each host of a run stored once, whatever is redelivered), done and fail as
@@ -25,7 +26,7 @@ use corral_domain::sweep::{SweepCommand, SweepStatus};
 use corral_projections::executor::ExecError;
 use corral_projections::sweeps::read::{self, SweepRunView};
 use corral_projections::sweeps::results::{self, NewResult};
-use corral_projections::sweeps::retention;
+use corral_projections::sweeps::{idempotency, retention};
 use corral_projections::sweeps::{SweepCommands, SweepConfig};
 use futures::StreamExt;
 use sqlx::PgPool;
@@ -231,6 +232,16 @@ async fn cleanup_loop(pool: PgPool, config: SweepWorkerConfig, mut stop: watch::
             Ok(_) => {}
             Err(e) => {
                 tracing::warn!(error = %e, "sweep results retention failed; trying again later")
+            }
+        }
+        match idempotency::forget_expired(&pool, config.sweep.idempotency_window).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                sweep.keys_forgotten = n,
+                "expired sweep idempotency keys deleted"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not delete expired sweep idempotency keys; trying again later")
             }
         }
         tokio::select! {

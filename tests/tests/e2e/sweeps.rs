@@ -17,6 +17,8 @@ use uuid::Uuid;
 
 use super::membership::add;
 
+mod idempotency;
+
 const SCHEDULE: &str = "mutation($input: ScheduleSweepInput!) { scheduleSweep(input: $input) { created run { id status hostsTotal targets ports } userErrors { field code message } } }";
 const RUN: &str = "query($id: ID!, $open: Boolean) { sweepRun(id: $id) { id status hostsDone hostsTotal hostsUp failureCode endedAt results(first: 1000, openOnly: $open) { totalCount edges { node { hostIp networkCidr openPorts icmpAvailable latencyMs observedAt } } } } }";
 const CANCEL: &str = "mutation($input: CancelSweepInput!) { cancelSweep(input: $input) { run { status hostsDone } userErrors { field code message } } }";
@@ -54,21 +56,31 @@ async fn app() -> TestApp {
     .await
 }
 
+/// The server-side sweep workers of `app` on `names`, reading reports as `consumer`.
+fn workers(
+    app: &TestApp,
+    names: &SweepNames,
+    consumer: String,
+) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+    let (stop, stop_rx) = watch::channel(false);
+    let workers = tokio::spawn(sweep_control::run(
+        app.pool.clone(),
+        app.state.sweeps.clone(),
+        SweepWorkerConfig {
+            names: names.clone(),
+            consumer,
+            ..SweepWorkerConfig::new(Some(corral_tests::nats::url()), config())
+        },
+        stop_rx,
+    ));
+    (stop, workers)
+}
+
 impl Sweeps {
     async fn start(app: &TestApp) -> Sweeps {
         let tag = format!("t{}", Uuid::new_v4().simple());
         let names = SweepNames::tagged(&tag);
-        let (stop, stop_rx) = watch::channel(false);
-        let workers = tokio::spawn(sweep_control::run(
-            app.pool.clone(),
-            app.state.sweeps.clone(),
-            SweepWorkerConfig {
-                names: names.clone(),
-                consumer: format!("reports-{tag}"),
-                ..SweepWorkerConfig::new(Some(corral_tests::nats::url()), config())
-            },
-            stop_rx,
-        ));
+        let (stop, workers) = workers(app, &names, format!("reports-{tag}"));
         let state_dir = std::env::temp_dir().join(format!("corral-poller-{tag}"));
         Sweeps {
             names,
@@ -77,6 +89,21 @@ impl Sweeps {
             workers,
             poller: None,
             state_dir,
+        }
+    }
+
+    /// Another deployment (`app`, a database of its own) on the same buckets and stream, so
+    /// served by the same pollers, with a reports consumer of its own.
+    fn beside(&self, app: &TestApp) -> Sweeps {
+        let consumer = format!("reports-{}-{}", self.tag, Uuid::new_v4().simple());
+        let (stop, workers) = workers(app, &self.names, consumer);
+        Sweeps {
+            names: self.names.clone(),
+            tag: self.tag.clone(),
+            stop,
+            workers,
+            poller: None,
+            state_dir: self.state_dir.clone(),
         }
     }
 
@@ -227,8 +254,12 @@ async fn a_loopback_sweep_finds_exactly_the_open_ports() {
     ports.sort_unstable();
     assert_eq!(p["run"]["ports"], json!(ports));
     let id = p["run"]["id"].as_str().unwrap().to_string();
-    // The same idempotency key returns the same run, whatever else the request says.
-    let again = schedule(&app, sweep_input(&poller, &["127.0.0.1"], &[22], &key)).await;
+    // The same idempotency key and request return the same run.
+    let again = schedule(
+        &app,
+        sweep_input(&poller, &["127.0.0.0/28"], &[pb, closed, pa, pa], &key),
+    )
+    .await;
     assert_eq!(again["created"], false);
     assert_eq!(again["run"]["id"], id.as_str());
     assert_eq!(again["run"]["hostsTotal"], 16);
@@ -734,7 +765,7 @@ async fn schedule_directly(
     mut request: corral_domain::sweep::SweepRequest,
     deadline: chrono::DateTime<chrono::Utc>,
 ) -> Uuid {
-    use corral_domain::sweep::{plan, run_id_for, SweepCommand};
+    use corral_domain::sweep::{plan, SweepCommand};
     if request.poller_id.is_empty() {
         request.poller_id = "p1".into();
     }
@@ -743,7 +774,7 @@ async fn schedule_directly(
     }
     let config = config();
     let planned = plan(&request, &config.limits, &config.allow).unwrap();
-    let id = run_id_for(&request.idempotency_key);
+    let id = Uuid::new_v4();
     app.state
         .sweeps
         .execute(

@@ -340,6 +340,7 @@ fn job_of(run: &SweepRunView) -> SweepJob {
         concurrency: run.concurrency.max(1) as u32,
         idempotency_key: run.idempotency_key.clone(),
         deadline: run.deadline,
+        scheduled_at: Some(run.scheduled_at),
     }
 }
 
@@ -586,6 +587,12 @@ async fn apply_report(
     };
     if run.poller_id != report.poller_id {
         tracing::warn!(sweep.run_id = %run.id, sweep.poller_id = %report.poller_id, "report from a poller the run is not for; dropped");
+        return Ok(());
+    }
+    // The same run id scheduled elsewhere (another deployment on this stream, with ids of an
+    // older Corral): not this run's report.
+    if report.scheduled_at.is_some_and(|at| at != run.scheduled_at) {
+        tracing::warn!(sweep.run_id = %run.id, sweep.scheduled_at = ?report.scheduled_at, "report for another run under this run's id; dropped");
         return Ok(());
     }
     let id = run.id;

@@ -107,6 +107,11 @@ impl Sweeps {
         }
     }
 
+    /// The journal the poller keeps for `run`.
+    fn journal(&self, run: &str) -> std::path::PathBuf {
+        self.state_dir.join(format!("{run}.journal"))
+    }
+
     /// Starts the in-process poller `id`.
     fn start_poller(&mut self, id: &str) {
         let (stop, stop_rx) = watch::channel(false);

@@ -1,12 +1,12 @@
 //! Issue 13, point 10: idempotency keys name a run only for the subject that used them and
 //! only for a day; run ids are random, so deployments that share a poller never share a run
-//! id.
+//! id; the poller's journal is tied to the run's identity and goes when the run ends.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::{app, closed_port, schedule, status_is, sweep_input, wait_for, Sweeps};
+use super::{app, closed_port, long_sweep, schedule, status_is, sweep_input, wait_for, Sweeps};
 use corral_tests::TestApp;
 
 const SCHEDULE_AS: &str = "mutation($input: ScheduleSweepInput!) { scheduleSweep(input: $input) { created run { id status requestedBy } userErrors { field code message } } }";
@@ -20,6 +20,19 @@ async fn schedule_as(app: &TestApp, token: &str, input: &Value) -> Value {
 fn created_id(payload: &Value) -> String {
     assert_eq!(payload["userErrors"], json!([]), "{payload}");
     payload["run"]["id"].as_str().unwrap().to_string()
+}
+
+/// Waits until `path` is gone (at most `secs`).
+async fn gone(path: &std::path::Path, secs: u64) {
+    let start = Instant::now();
+    while path.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(secs),
+            "{} is still there after {secs} s",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -187,5 +200,141 @@ async fn a_reservation_left_by_a_crash_is_completed_by_the_retry() {
         first,
         "the retry creates the reserved run"
     );
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn journals_of_ended_runs_leave_the_poller_state_directory() {
+    let app = app().await;
+    let mut sweeps = Sweeps::start(&app).await;
+    let poller = format!("p-{}", sweeps.tag);
+    // Left behind by an earlier life of the poller: one journal untouched for a month, one
+    // from today (of a run this deployment does not know; it stays until the bound).
+    std::fs::create_dir_all(&sweeps.state_dir).unwrap();
+    let ancient = sweeps.journal(&uuid::Uuid::new_v4().to_string());
+    let recent = sweeps.journal(&uuid::Uuid::new_v4().to_string());
+    for path in [&ancient, &recent] {
+        std::fs::write(path, "ack\nstart\ndone\n").unwrap();
+    }
+    let month_ago = std::time::SystemTime::now() - Duration::from_secs(30 * 86_400);
+    std::fs::File::options()
+        .write(true)
+        .open(&ancient)
+        .unwrap()
+        .set_modified(month_ago)
+        .unwrap();
+    sweeps.start_poller(&poller);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    gone(&ancient, 10).await;
+    assert!(recent.exists(), "a recent journal is kept");
+
+    // Completed.
+    let p = schedule(
+        &app,
+        sweep_input(&poller, &["127.0.0.0/28"], &[closed_port()], "k-done"),
+    )
+    .await;
+    let done = created_id(&p);
+    wait_for(&app, &done, 60, status_is("COMPLETED")).await;
+    gone(&sweeps.journal(&done), 10).await;
+
+    // Cancelled mid-run.
+    let cancelled = created_id(&schedule(&app, long_sweep(&poller, "k-cancel")).await);
+    wait_for(&app, &cancelled, 60, |r| {
+        r["hostsDone"].as_i64().unwrap() >= 256
+    })
+    .await;
+    assert!(
+        sweeps.journal(&cancelled).exists(),
+        "a running run has its journal"
+    );
+    let p = app
+        .data(
+            &app.admin,
+            super::CANCEL,
+            json!({ "input": { "id": cancelled } }),
+        )
+        .await;
+    assert_eq!(p["cancelSweep"]["userErrors"], json!([]), "{p}");
+    gone(&sweeps.journal(&cancelled), 10).await;
+
+    // Timed out.
+    let mut input = long_sweep(&poller, "k-deadline");
+    input["deadlineSecs"] = json!(3);
+    let timed_out = created_id(&schedule(&app, input).await);
+    wait_for(&app, &timed_out, 60, |r| {
+        r["hostsDone"].as_i64().unwrap() >= 1
+    })
+    .await;
+    wait_for(&app, &timed_out, 30, status_is("TIMED_OUT")).await;
+    gone(&sweeps.journal(&timed_out), 10).await;
+
+    sweeps.stop().await;
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_carries_its_runs_identity_and_reports_for_another_run_under_its_id_are_dropped() {
+    use chrono::{DateTime, TimeDelta, Utc};
+    use corral_workers::sweeps::{job_key, PollerHeartbeat, ReportKind, SweepJob, SweepReport};
+    let app = app().await;
+    let sweeps = Sweeps::start(&app).await;
+    // A poller that heartbeats and leaves its reports to the test.
+    let poller = format!("mute-{}", sweeps.tag);
+    let js = sweeps.js().await;
+    let (jobs, pollers, ()) = corral_workers::sweeps::ensure_buckets(&js, &sweeps.names)
+        .await
+        .unwrap();
+    let beat = PollerHeartbeat {
+        poller_id: poller.clone(),
+        at: Utc::now(),
+        icmp: false,
+        version: "test".into(),
+    };
+    pollers
+        .put(&poller, serde_json::to_vec(&beat).unwrap().into())
+        .await
+        .unwrap();
+    let input = sweep_input(&poller, &["127.0.0.1"], &[22], "k-identity");
+    let id = created_id(&schedule(&app, input).await);
+    wait_for(&app, &id, 10, status_is("DISPATCHED")).await;
+    let run: uuid::Uuid = id.parse().unwrap();
+    let scheduled_at: DateTime<Utc> =
+        sqlx::query_scalar("SELECT scheduled_at FROM sweep_runs WHERE id = $1")
+            .bind(run)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    let job = jobs.get(job_key(&poller, run)).await.unwrap().unwrap();
+    let job: SweepJob = serde_json::from_slice(&job).unwrap();
+    assert_eq!(job.scheduled_at, Some(scheduled_at));
+
+    let report = |kind, at| SweepReport {
+        run_id: run,
+        scheduled_at: Some(at),
+        poller_id: poller.clone(),
+        kind,
+        results: vec![],
+        hosts_done: 0,
+        error: Some("not this run's".into()),
+        at: Utc::now(),
+    };
+    // Reports are applied in order: the failure of another run under this id first, then this
+    // run's acknowledgement, which a failed run could not take.
+    for r in [
+        report(ReportKind::Fail, scheduled_at + TimeDelta::seconds(1)),
+        report(ReportKind::Ack, scheduled_at),
+    ] {
+        js.publish(
+            sweeps.names.report_subject(run),
+            serde_json::to_vec(&r).unwrap().into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    }
+    wait_for(&app, &id, 10, status_is("ACKNOWLEDGED")).await;
+    sweeps.stop().await;
     app.shutdown().await;
 }

@@ -158,6 +158,34 @@ impl Sweeps {
         out
     }
 
+    /// Heartbeats as `poller` (every 500 ms, until the task is aborted) without running
+    /// anything: a poller that never claims a job, or one whose reports the test writes.
+    async fn beat_as(&self, poller: &str) -> tokio::task::JoinHandle<()> {
+        let js = self.js().await;
+        let (_, pollers, ()) = corral_workers::sweeps::ensure_buckets(&js, &self.names)
+            .await
+            .unwrap();
+        let poller = poller.to_string();
+        let beat = move || {
+            let beat = corral_workers::sweeps::PollerHeartbeat {
+                poller_id: poller.clone(),
+                at: chrono::Utc::now(),
+                icmp: false,
+                version: "test".into(),
+            };
+            (poller.clone(), serde_json::to_vec(&beat).unwrap())
+        };
+        let (key, first) = beat();
+        pollers.put(&key, first.into()).await.unwrap();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let (key, value) = beat();
+                let _ = pollers.put(&key, value.into()).await;
+            }
+        })
+    }
+
     async fn job_exists(&self, poller: &str, run: &str) -> bool {
         let js = self.js().await;
         let jobs = js.get_key_value(&self.names.jobs_bucket).await.unwrap();
@@ -664,7 +692,8 @@ async fn a_deadline_that_passes_times_the_run_out_with_its_partial_results() {
     sweeps.start_poller(&poller);
     tokio::time::sleep(Duration::from_millis(700)).await;
     let mut input = long_sweep(&poller, &format!("d-{}", sweeps.tag));
-    input["deadlineSecs"] = json!(4);
+    // Long enough for a first batch of results even on a busy machine.
+    input["deadlineSecs"] = json!(10);
     let p = schedule(&app, input).await;
     assert_eq!(p["userErrors"], json!([]), "{p}");
     let id = p["run"]["id"].as_str().unwrap().to_string();
@@ -969,20 +998,7 @@ async fn a_job_nobody_claims_expires_and_its_key_goes() {
     let sweeps = Sweeps::start(&app).await;
     // A poller that heartbeats but never claims anything (hung, or watching the wrong key).
     let poller = format!("mute-{}", sweeps.tag);
-    let js = sweeps.js().await;
-    let (_, pollers, ()) = corral_workers::sweeps::ensure_buckets(&js, &sweeps.names)
-        .await
-        .unwrap();
-    let beat = || {
-        let beat = corral_workers::sweeps::PollerHeartbeat {
-            poller_id: poller.clone(),
-            at: chrono::Utc::now(),
-            icmp: false,
-            version: "test".into(),
-        };
-        serde_json::to_vec(&beat).unwrap()
-    };
-    pollers.put(&poller, beat().into()).await.unwrap();
+    let heartbeat = sweeps.beat_as(&poller).await;
     let p = schedule(
         &app,
         sweep_input(&poller, &["127.0.0.1"], &[22], &format!("e-{}", sweeps.tag)),
@@ -997,6 +1013,7 @@ async fn a_job_nobody_claims_expires_and_its_key_goes() {
     );
     // The test configuration's claim time is 5 s.
     let run = wait_for(&app, &id, 20, status_is("EXPIRED")).await;
+    heartbeat.abort();
     assert_eq!(run["hostsDone"], 0);
     let start = Instant::now();
     while sweeps.job_exists(&poller, &id).await {

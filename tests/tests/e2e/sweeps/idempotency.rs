@@ -260,12 +260,16 @@ async fn journals_of_ended_runs_leave_the_poller_state_directory() {
 
     // Timed out.
     let mut input = long_sweep(&poller, "k-deadline");
-    input["deadlineSecs"] = json!(3);
+    input["deadlineSecs"] = json!(6);
     let timed_out = created_id(&schedule(&app, input).await);
-    wait_for(&app, &timed_out, 60, |r| {
-        r["hostsDone"].as_i64().unwrap() >= 1
-    })
-    .await;
+    let start = Instant::now();
+    while !sweeps.journal(&timed_out).exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(6),
+            "the job never started"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     wait_for(&app, &timed_out, 30, status_is("TIMED_OUT")).await;
     gone(&sweeps.journal(&timed_out), 10).await;
 
@@ -276,25 +280,14 @@ async fn journals_of_ended_runs_leave_the_poller_state_directory() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_carries_its_runs_identity_and_reports_for_another_run_under_its_id_are_dropped() {
     use chrono::{DateTime, TimeDelta, Utc};
-    use corral_workers::sweeps::{job_key, PollerHeartbeat, ReportKind, SweepJob, SweepReport};
+    use corral_workers::sweeps::{job_key, ReportKind, SweepJob, SweepReport};
     let app = app().await;
     let sweeps = Sweeps::start(&app).await;
     // A poller that heartbeats and leaves its reports to the test.
     let poller = format!("mute-{}", sweeps.tag);
+    let heartbeat = sweeps.beat_as(&poller).await;
     let js = sweeps.js().await;
-    let (jobs, pollers, ()) = corral_workers::sweeps::ensure_buckets(&js, &sweeps.names)
-        .await
-        .unwrap();
-    let beat = PollerHeartbeat {
-        poller_id: poller.clone(),
-        at: Utc::now(),
-        icmp: false,
-        version: "test".into(),
-    };
-    pollers
-        .put(&poller, serde_json::to_vec(&beat).unwrap().into())
-        .await
-        .unwrap();
+    let jobs = js.get_key_value(&sweeps.names.jobs_bucket).await.unwrap();
     let input = sweep_input(&poller, &["127.0.0.1"], &[22], "k-identity");
     let id = created_id(&schedule(&app, input).await);
     wait_for(&app, &id, 10, status_is("DISPATCHED")).await;
@@ -335,6 +328,7 @@ async fn a_job_carries_its_runs_identity_and_reports_for_another_run_under_its_i
         .unwrap();
     }
     wait_for(&app, &id, 10, status_is("ACKNOWLEDGED")).await;
+    heartbeat.abort();
     sweeps.stop().await;
     app.shutdown().await;
 }

@@ -52,9 +52,10 @@ pub struct ScheduleSweepInput {
     pub concurrency: Option<i32>,
     /// Days results are kept after the run ends, 1-90 (default 30).
     pub retention_days: Option<i32>,
-    /// Yours for a day (the idempotency window): the same key with the same request returns
-    /// the same run (it is not sent twice), with a different request it is refused
-    /// (`IDEMPOTENCY_KEY_REUSED`). Other admins' keys are theirs.
+    /// Yours for the idempotency window (24 h by default): the same key with the same request
+    /// returns the same run (it is not sent twice), with a different request it is refused
+    /// (`IDEMPOTENCY_KEY_REUSED`); after the window it makes a new run. Other admins' keys are
+    /// theirs.
     pub idempotency_key: String,
     /// Why (kept in the audit trail).
     pub reason: Option<String>,

@@ -55,7 +55,7 @@ const AGGREGATES: [(&str, &str); 4] = [
     ("Dashboard", "the dashboard's (or template's) UUID"),
     (
         "SweepRun",
-        "the run's UUID (derived from its idempotency key)",
+        "the run's UUID (random, reserved for the asking subject's idempotency key)",
     ),
 ];
 

@@ -51,6 +51,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0006_sweeps.sql",
         sql: include_str!("../sql/0006_sweeps.sql"),
     },
+    Migration {
+        version: 7,
+        name: "0007_sweep_idempotency.sql",
+        sql: include_str!("../sql/0007_sweep_idempotency.sql"),
+    },
 ];
 
 /// Why migrating failed.

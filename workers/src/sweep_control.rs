@@ -9,7 +9,8 @@
 //! - The **monitor** (one per cluster, under another lock; PostgreSQL only, so it runs without
 //!   NATS too): runs past their deadline become `TIMED_OUT` (results so far are kept),
 //!   dispatched jobs nobody claimed in time `EXPIRED`.
-//! - The **cleanup** deletes results past their run's retention and old partitions.
+//! - The **cleanup** deletes results past their run's retention, old partitions, and the
+//!   idempotency keys' reservations past their window.
 //! - The **reports consumer** (a durable JetStream consumer; any number of processes may run
 //!   it) applies each report: acknowledgements and starts as commands, results through the
 //!   results store (each host of a run stored once, whatever is redelivered), done and fail as
@@ -27,7 +28,7 @@ use corral_projections::leader::{Leader, Leadership};
 use corral_projections::locks::Lock;
 use corral_projections::sweeps::read::{self, SweepRunView};
 use corral_projections::sweeps::results::{self, NewResult};
-use corral_projections::sweeps::retention;
+use corral_projections::sweeps::{idempotency, retention};
 use corral_projections::sweeps::{SweepCommands, SweepConfig};
 use futures::StreamExt;
 use sqlx::PgPool;
@@ -229,6 +230,16 @@ async fn cleanup_loop(pool: PgPool, config: SweepWorkerConfig, mut stop: watch::
                 tracing::warn!(error = %e, "sweep results retention failed; trying again later")
             }
         }
+        match idempotency::forget_expired(&pool, config.sweep.idempotency_window).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                sweep.keys_forgotten = n,
+                "expired sweep idempotency keys deleted"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not delete expired sweep idempotency keys; trying again later")
+            }
+        }
         tokio::select! {
             _ = stopped(&mut stop) => return,
             _ = tokio::time::sleep(config.cleanup_every) => {}
@@ -317,6 +328,7 @@ fn job_of(run: &SweepRunView) -> SweepJob {
         concurrency: run.concurrency.max(1) as u32,
         idempotency_key: run.idempotency_key.clone(),
         deadline: run.deadline,
+        scheduled_at: Some(run.scheduled_at),
     }
 }
 
@@ -563,6 +575,12 @@ async fn apply_report(
     };
     if run.poller_id != report.poller_id {
         tracing::warn!(sweep.run_id = %run.id, sweep.poller_id = %report.poller_id, "report from a poller the run is not for; dropped");
+        return Ok(());
+    }
+    // The same run id scheduled elsewhere (another deployment on this stream, with ids of an
+    // older Corral): not this run's report.
+    if report.scheduled_at.is_some_and(|at| at != run.scheduled_at) {
+        tracing::warn!(sweep.run_id = %run.id, sweep.scheduled_at = ?report.scheduled_at, "report for another run under this run's id; dropped");
         return Ok(());
     }
     let id = run.id;

@@ -16,7 +16,7 @@ use chrono::{TimeDelta, Utc};
 use clap::Args;
 use corral_api::runtime::{self, BoxError};
 use corral_domain::metadata::{EventMetadata, Source};
-use corral_domain::sweep::{plan, run_id_for, SweepCommand, SweepRequest};
+use corral_domain::sweep::{plan, SweepCommand, SweepRequest};
 use corral_projections::sweeps::results::{record, NewResult};
 use corral_projections::sweeps::{SweepCommands, SweepConfig};
 use corral_workers::sweep_control::{self, SweepWorkerConfig};
@@ -263,7 +263,8 @@ async fn timed_run(
         &config.allow,
     )
     .map_err(|e| e.to_string())?;
-    let id = run_id_for(key);
+    // Scheduled directly, without the API: no key to reserve, a run id of its own.
+    let id = Uuid::new_v4();
     let started = Instant::now();
     commands
         .execute(

@@ -4,11 +4,14 @@
 //! Every field here is named `Sweep.<field>` in the policy (see `policy::object_of`), a
 //! permission of its own that only admins hold: viewers' `Query.*` does not reach them.
 
+mod idempotency;
 mod types;
 
 use async_graphql::{Context, InputObject, Object, Result, SimpleObject, ID};
 use chrono::{TimeDelta, Utc};
-use corral_domain::sweep::{plan, run_id_for, SweepCommand, SweepError, SweepPlan, SweepRequest};
+use corral_domain::sweep::{
+    plan, RequestFingerprint, SweepCommand, SweepError, SweepPlan, SweepRequest,
+};
 use corral_projections::executor::ExecError;
 use corral_projections::sequencer::SEQUENCER;
 use corral_projections::sweeps::{read, SweepCommands, SweepConfig, SWEEPS};
@@ -22,6 +25,7 @@ use super::mutation::{event_metadata, settle};
 use super::scalars::Position;
 use super::types::{page_size, DEFAULT_PAGE};
 use crate::auth::Actor;
+use idempotency::KeyUse;
 
 /// Input of `scheduleSweep` and `previewSweep`.
 #[derive(InputObject, Clone)]
@@ -48,7 +52,10 @@ pub struct ScheduleSweepInput {
     pub concurrency: Option<i32>,
     /// Days results are kept after the run ends, 1-90 (default 30).
     pub retention_days: Option<i32>,
-    /// The same key returns the same run (the request is not sent twice).
+    /// Yours for the idempotency window (24 h by default): the same key with the same request
+    /// returns the same run (it is not sent twice), with a different request it is refused
+    /// (`IDEMPOTENCY_KEY_REUSED`); after the window it makes a new run. Other admins' keys are
+    /// theirs.
     pub idempotency_key: String,
     /// Why (kept in the audit trail).
     pub reason: Option<String>,
@@ -60,7 +67,7 @@ pub struct ScheduleSweepInput {
 /// The result of `scheduleSweep`.
 #[derive(SimpleObject, Default)]
 pub struct ScheduleSweepPayload {
-    /// The run (the existing one when the idempotency key was used before).
+    /// The run (the existing one when you used the idempotency key for this request before).
     pub run: Option<SweepRun>,
     /// False when the idempotency key named an existing run.
     pub created: bool,
@@ -113,18 +120,20 @@ fn sweep_error(e: &SweepError) -> UserError {
     UserError::new(e.field(), e.code(), e.to_string())
 }
 
-/// Checks a request (reading the group's members' addresses) into a plan.
-async fn checked(
-    ctx: &Context<'_>,
-    input: &ScheduleSweepInput,
-) -> Result<(std::result::Result<SweepPlan, UserError>, i64)> {
-    let config = ctx.data_unchecked::<SweepConfig>();
-    let pool = ctx.data_unchecked::<PgPool>();
-    let mut request = SweepRequest {
+/// The request as the domain takes it, before the group's members are read; or the userError
+/// of a `groupId` that is no id.
+fn request_of(input: &ScheduleSweepInput) -> std::result::Result<SweepRequest, UserError> {
+    let group_id = match &input.group_id {
+        None => None,
+        Some(group) => Some(group.parse::<Uuid>().map_err(|_| {
+            UserError::new(Some("groupId"), "INVALID", "groupId is not a group id")
+        })?),
+    };
+    Ok(SweepRequest {
         poller_id: input.poller_id.clone(),
         agent_id: input.agent_id.clone(),
         targets: input.targets.clone(),
-        group_id: None,
+        group_id,
         group_hosts: vec![],
         ports: input.ports.iter().map(|p| i64::from(*p)).collect(),
         icmp: input.icmp,
@@ -133,6 +142,19 @@ async fn checked(
         retention_days: input.retention_days.map(i64::from),
         idempotency_key: input.idempotency_key.clone(),
         reason: input.reason.clone(),
+    })
+}
+
+/// Checks a request (reading the group's members' addresses) into a plan.
+async fn checked(
+    ctx: &Context<'_>,
+    input: &ScheduleSweepInput,
+) -> Result<(std::result::Result<SweepPlan, UserError>, i64)> {
+    let config = ctx.data_unchecked::<SweepConfig>();
+    let pool = ctx.data_unchecked::<PgPool>();
+    let mut request = match request_of(input) {
+        Ok(r) => r,
+        Err(e) => return Ok((Err(e), 0)),
     };
     if request.targets.len() > 1024 {
         return Ok((
@@ -145,17 +167,7 @@ async fn checked(
         ));
     }
     let mut without_ip = 0;
-    if let Some(group) = &input.group_id {
-        let Ok(id) = group.parse::<Uuid>() else {
-            return Ok((
-                Err(UserError::new(
-                    Some("groupId"),
-                    "INVALID",
-                    "groupId is not a group id",
-                )),
-                0,
-            ));
-        };
+    if let Some(id) = request.group_id {
         let exists: Option<String> =
             sqlx::query_scalar("SELECT group_type FROM rm_group_tree.groups WHERE id = $1")
                 .bind(id)
@@ -186,7 +198,6 @@ async fn checked(
             }
         }
         let (ips, skipped) = read::group_device_ips(pool, id).await.map_err(internal)?;
-        request.group_id = Some(id);
         request.group_hosts = ips;
         without_ip = skipped as i64;
     }
@@ -349,12 +360,36 @@ impl SweepMutation {
                 )))
             }
         };
+        let request = match request_of(&input) {
+            Ok(r) => r,
+            Err(e) => return Ok(fail(e)),
+        };
+        let actor = ctx.data::<Actor>()?;
+        let key = KeyUse {
+            pool: ctx.data_unchecked::<PgPool>(),
+            subject: &actor.subject,
+            key: input.idempotency_key.trim(),
+            fingerprint: RequestFingerprint::of(&request, runtime),
+            window: config.idempotency_window,
+        };
+        // The subject's key, in its window, names its run (the plan checks an empty key).
+        let reserved = if key.key.is_empty() {
+            None
+        } else {
+            match key.reserved().await? {
+                Ok(reserved) => reserved,
+                Err(e) => return Ok(fail(e)),
+            }
+        };
         let commands = ctx.data_unchecked::<std::sync::Arc<SweepCommands>>();
-        let id = run_id_for(&input.idempotency_key);
-        // A key used before names its run, whatever else this request says.
-        if !input.idempotency_key.trim().is_empty() {
-            let existing = commands.load(id).await.map_err(internal)?;
-            if existing.status().is_some() {
+        if let Some(id) = reserved {
+            if commands
+                .load(id)
+                .await
+                .map_err(internal)?
+                .status()
+                .is_some()
+            {
                 let (position, wait_timed_out) =
                     settle(ctx, None, "SweepRun", &id.to_string(), &[SEQUENCER, SWEEPS]).await;
                 return Ok(ScheduleSweepPayload {
@@ -370,7 +405,15 @@ impl SweepMutation {
             Ok(p) => p,
             Err(e) => return Ok(fail(e)),
         };
-        let actor = ctx.data::<Actor>()?;
+        // A reservation without its run was left by a request that died before scheduling
+        // (or is scheduling right now): this retry schedules the same id.
+        let id = match reserved {
+            Some(id) => id,
+            None => match key.reserve().await? {
+                Ok(id) => id,
+                Err(e) => return Ok(fail(e)),
+            },
+        };
         let command = SweepCommand::Schedule {
             plan,
             requested_by: actor.subject.clone(),

@@ -9,6 +9,7 @@ use super::{SweepCommand, SweepError, SweepEvent, SweepPlan, SweepStatus};
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SweepRun {
     plan: Option<SweepPlan>,
+    requested_by: Option<String>,
     status: Option<SweepStatus>,
     deadline: Option<DateTime<Utc>>,
     claim_by: Option<DateTime<Utc>>,
@@ -38,9 +39,19 @@ impl SweepRun {
             deadline,
         } = command
         {
-            // The same idempotency key names the same run: a second request returns it.
+            // A retry of the request the id was reserved for (after a crash, or a concurrent
+            // one that lost the race) finds the run made; the id is never another key's.
             if self.status.is_some() {
-                return Ok(vec![]);
+                let same_key = self.requested_by.as_deref() == Some(requested_by.as_str())
+                    && self
+                        .plan
+                        .as_ref()
+                        .is_some_and(|p| p.idempotency_key == plan.idempotency_key);
+                return if same_key {
+                    Ok(vec![])
+                } else {
+                    Err(SweepError::IdempotencyKeyReused)
+                };
             }
             return Ok(vec![SweepEvent::SweepScheduled {
                 plan,
@@ -150,8 +161,13 @@ impl Aggregate for SweepRun {
 
     fn apply(&mut self, event: Self::Event) {
         match event {
-            SweepEvent::SweepScheduled { plan, deadline, .. } => {
+            SweepEvent::SweepScheduled {
+                plan,
+                requested_by,
+                deadline,
+            } => {
                 self.plan = Some(plan);
+                self.requested_by = Some(requested_by);
                 self.deadline = Some(deadline);
                 self.status = Some(SweepStatus::Queued);
             }
@@ -281,7 +297,7 @@ mod tests {
             },
             SweepCommand::Schedule {
                 plan: the_plan(),
-                requested_by: "bob".into(),
+                requested_by: "alice".into(),
                 deadline: t0(),
             },
         ] {
@@ -361,11 +377,27 @@ mod tests {
     }
 
     #[test]
-    fn the_same_key_names_the_same_run() {
-        assert_eq!(
-            super::super::run_id_for("k"),
-            super::super::run_id_for(" k ")
-        );
-        assert_ne!(super::super::run_id_for("k"), super::super::run_id_for("l"));
+    fn a_run_id_is_scheduled_once_and_only_for_its_subject_and_key() {
+        let schedule = |by: &str, key: &str| SweepCommand::Schedule {
+            plan: SweepPlan {
+                idempotency_key: key.into(),
+                ..the_plan()
+            },
+            requested_by: by.into(),
+            deadline: t0() + TimeDelta::minutes(30),
+        };
+        // The retry of a crashed or racing request: the run is there already.
+        T::with(())
+            .given(vec![scheduled()])
+            .when(schedule("alice", "k"))
+            .then_expect_events(vec![]);
+        T::with(())
+            .given(vec![scheduled(), dispatched()])
+            .when(schedule("bob", "k"))
+            .then_expect_error(SweepError::IdempotencyKeyReused);
+        T::with(())
+            .given(vec![scheduled()])
+            .when(schedule("alice", "other"))
+            .then_expect_error(SweepError::IdempotencyKeyReused);
     }
 }

@@ -18,6 +18,10 @@ pub enum SweepError {
     /// The run has ended and cannot be cancelled.
     #[error("the run has already ended ({0})")]
     AlreadyEnded(&'static str),
+    /// The subject used this idempotency key for a different request within the key's window
+    /// (or the run id belongs to another subject's key).
+    #[error("this idempotencyKey was used for a different request; use a new key")]
+    IdempotencyKeyReused,
 }
 
 impl SweepError {
@@ -27,6 +31,7 @@ impl SweepError {
             SweepError::Invalid { code, .. } => code,
             SweepError::NotFound => "NOT_FOUND",
             SweepError::AlreadyEnded(_) => "ALREADY_ENDED",
+            SweepError::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
         }
     }
 
@@ -35,6 +40,7 @@ impl SweepError {
         match self {
             SweepError::Invalid { field, .. } => Some(field),
             SweepError::NotFound | SweepError::AlreadyEnded(_) => Some("id"),
+            SweepError::IdempotencyKeyReused => Some("idempotencyKey"),
         }
     }
 }

@@ -8,11 +8,16 @@
 //! not written as events. Transitions a run can no longer make (a result arriving after a
 //! cancel, a redelivered "done") are no-ops, so the workers that drive runs may repeat
 //! themselves safely.
+//!
+//! A run's id is random, reserved by the API against the asking subject and the request's
+//! idempotency key ([`idempotency`]): the aggregate only makes sure that an id is scheduled
+//! once, and never for another subject or key.
 
 mod aggregate;
 mod commands;
 mod error;
 mod events;
+pub mod idempotency;
 mod plan;
 pub mod targets;
 
@@ -20,6 +25,7 @@ pub use aggregate::SweepRun;
 pub use commands::SweepCommand;
 pub use error::SweepError;
 pub use events::SweepEvent;
+pub use idempotency::{RequestFingerprint, DEFAULT_IDEMPOTENCY_WINDOW_SECS};
 pub use plan::{
     plan, SweepLimits, SweepPlan, SweepRequest, DEFAULT_CONCURRENCY, DEFAULT_RETENTION_DAYS,
     DEFAULT_TIMEOUT_MS, MAX_CONCURRENCY, TIMEOUT_MS_RANGE,
@@ -95,10 +101,4 @@ impl SweepStatus {
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|x| x.as_str() == s)
     }
-}
-
-/// The run id an idempotency key maps to: the same key always names the same run.
-pub fn run_id_for(idempotency_key: &str) -> uuid::Uuid {
-    const NS: uuid::Uuid = uuid::Uuid::from_u128(0x7377_6565_702d_7275_6e2d_6964_656d_706f);
-    uuid::Uuid::new_v5(&NS, idempotency_key.trim().as_bytes())
 }

@@ -8,14 +8,16 @@ use crate::own_state::OwnStateCommands;
 use crate::wake::CommitSignal;
 
 impl SnapshotSchema for SweepRun {
-    const SNAPSHOT_VERSION: i32 = 1;
+    /// 2: the state keeps who scheduled the run.
+    const SNAPSHOT_VERSION: i32 = 2;
 }
 
 /// Runs SweepRun commands and loads runs.
 pub type SweepCommands = OwnStateCommands<SweepRun>;
 
 /// SweepRun commands over `pool`'s `events`. Scheduling is not treated as a create: the run
-/// id comes from the idempotency key, so the run may well exist.
+/// id is reserved against the subject's idempotency key before it is scheduled, and a retry
+/// of that request (after a crash, or one that raced it) schedules the same id again.
 pub fn sweep_commands(pool: sqlx::PgPool, signal: CommitSignal) -> SweepCommands {
     OwnStateCommands::new(pool, signal, |_| false)
 }

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use corral_domain::sweep::targets::{Cidr, DEFAULT_ALLOW};
-use corral_domain::sweep::SweepLimits;
+use corral_domain::sweep::{SweepLimits, DEFAULT_IDEMPOTENCY_WINDOW_SECS};
 
 /// The longest a run may be allowed to last (7 days): partitions are kept this much longer
 /// than the longest retention.
@@ -29,6 +29,8 @@ pub struct SweepConfig {
     pub max_runtime: Duration,
     /// How often the dispatcher and monitor look for work.
     pub poll: Duration,
+    /// How long a subject's idempotency key names its run (a day, as payment APIs do).
+    pub idempotency_window: Duration,
     /// Whether this deployment runs the sweep workers (they need NATS): without them a run
     /// would never leave `QUEUED`, so `scheduleSweep` refuses.
     pub enabled: bool,
@@ -48,6 +50,7 @@ impl Default for SweepConfig {
             default_runtime: Duration::from_secs(3600),
             max_runtime: Duration::from_secs(86_400),
             poll: Duration::from_millis(500),
+            idempotency_window: Duration::from_secs(DEFAULT_IDEMPOTENCY_WINDOW_SECS),
             enabled: false,
         }
     }
@@ -130,6 +133,9 @@ impl SweepConfig {
             c.default_runtime = Duration::from_secs(n.max(1));
         }
         c.default_runtime = c.default_runtime.min(c.max_runtime);
+        if let Some(n) = number::<u64>("CORRAL_SWEEP_IDEMPOTENCY_WINDOW_SECS")? {
+            c.idempotency_window = Duration::from_secs(n.max(1));
+        }
         Ok(c)
     }
 }

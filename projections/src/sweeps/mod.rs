@@ -1,9 +1,10 @@
 //! Sweeps: the SweepRun command runner, the `sweeps` projector that keeps `sweep_runs`, the
-//! results store (ingest with per-host dedup and progress, pages, export) and the retention
-//! cleanup. See `docs/sweeps.md`.
+//! results store (ingest with per-host dedup and progress, pages, export), the retention
+//! cleanup and the idempotency keys' reservations. See `docs/sweeps.md`.
 
 mod commands;
 pub mod config;
+pub mod idempotency;
 pub mod read;
 pub mod results;
 pub mod retention;

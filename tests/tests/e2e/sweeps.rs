@@ -17,6 +17,8 @@ use uuid::Uuid;
 
 use super::membership::add;
 
+mod idempotency;
+
 const SCHEDULE: &str = "mutation($input: ScheduleSweepInput!) { scheduleSweep(input: $input) { created run { id status hostsTotal targets ports } userErrors { field code message } } }";
 const RUN: &str = "query($id: ID!, $open: Boolean) { sweepRun(id: $id) { id status hostsDone hostsTotal hostsUp failureCode endedAt results(first: 1000, openOnly: $open) { totalCount edges { node { hostIp networkCidr openPorts icmpAvailable latencyMs observedAt } } } } }";
 const CANCEL: &str = "mutation($input: CancelSweepInput!) { cancelSweep(input: $input) { run { status hostsDone } userErrors { field code message } } }";
@@ -54,21 +56,31 @@ async fn app() -> TestApp {
     .await
 }
 
+/// The server-side sweep workers of `app` on `names`, reading reports as `consumer`.
+fn workers(
+    app: &TestApp,
+    names: &SweepNames,
+    consumer: String,
+) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+    let (stop, stop_rx) = watch::channel(false);
+    let workers = tokio::spawn(sweep_control::run(
+        app.pool.clone(),
+        app.state.sweeps.clone(),
+        SweepWorkerConfig {
+            names: names.clone(),
+            consumer,
+            ..SweepWorkerConfig::new(Some(corral_tests::nats::url()), config())
+        },
+        stop_rx,
+    ));
+    (stop, workers)
+}
+
 impl Sweeps {
     async fn start(app: &TestApp) -> Sweeps {
         let tag = format!("t{}", Uuid::new_v4().simple());
         let names = SweepNames::tagged(&tag);
-        let (stop, stop_rx) = watch::channel(false);
-        let workers = tokio::spawn(sweep_control::run(
-            app.pool.clone(),
-            app.state.sweeps.clone(),
-            SweepWorkerConfig {
-                names: names.clone(),
-                consumer: format!("reports-{tag}"),
-                ..SweepWorkerConfig::new(Some(corral_tests::nats::url()), config())
-            },
-            stop_rx,
-        ));
+        let (stop, workers) = workers(app, &names, format!("reports-{tag}"));
         let state_dir = std::env::temp_dir().join(format!("corral-poller-{tag}"));
         Sweeps {
             names,
@@ -78,6 +90,26 @@ impl Sweeps {
             poller: None,
             state_dir,
         }
+    }
+
+    /// Another deployment (`app`, a database of its own) on the same buckets and stream, so
+    /// served by the same pollers, with a reports consumer of its own.
+    fn beside(&self, app: &TestApp) -> Sweeps {
+        let consumer = format!("reports-{}-{}", self.tag, Uuid::new_v4().simple());
+        let (stop, workers) = workers(app, &self.names, consumer);
+        Sweeps {
+            names: self.names.clone(),
+            tag: self.tag.clone(),
+            stop,
+            workers,
+            poller: None,
+            state_dir: self.state_dir.clone(),
+        }
+    }
+
+    /// The journal the poller keeps for `run`.
+    fn journal(&self, run: &str) -> std::path::PathBuf {
+        self.state_dir.join(format!("{run}.journal"))
     }
 
     /// Starts the in-process poller `id`.
@@ -124,6 +156,34 @@ impl Sweeps {
             out.push(serde_json::from_slice(&msg.payload).unwrap());
         }
         out
+    }
+
+    /// Heartbeats as `poller` (every 500 ms, until the task is aborted) without running
+    /// anything: a poller that never claims a job, or one whose reports the test writes.
+    async fn beat_as(&self, poller: &str) -> tokio::task::JoinHandle<()> {
+        let js = self.js().await;
+        let (_, pollers, ()) = corral_workers::sweeps::ensure_buckets(&js, &self.names)
+            .await
+            .unwrap();
+        let poller = poller.to_string();
+        let beat = move || {
+            let beat = corral_workers::sweeps::PollerHeartbeat {
+                poller_id: poller.clone(),
+                at: chrono::Utc::now(),
+                icmp: false,
+                version: "test".into(),
+            };
+            (poller.clone(), serde_json::to_vec(&beat).unwrap())
+        };
+        let (key, first) = beat();
+        pollers.put(&key, first.into()).await.unwrap();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let (key, value) = beat();
+                let _ = pollers.put(&key, value.into()).await;
+            }
+        })
     }
 
     async fn job_exists(&self, poller: &str, run: &str) -> bool {
@@ -227,8 +287,12 @@ async fn a_loopback_sweep_finds_exactly_the_open_ports() {
     ports.sort_unstable();
     assert_eq!(p["run"]["ports"], json!(ports));
     let id = p["run"]["id"].as_str().unwrap().to_string();
-    // The same idempotency key returns the same run, whatever else the request says.
-    let again = schedule(&app, sweep_input(&poller, &["127.0.0.1"], &[22], &key)).await;
+    // The same idempotency key and request return the same run.
+    let again = schedule(
+        &app,
+        sweep_input(&poller, &["127.0.0.0/28"], &[pb, closed, pa, pa], &key),
+    )
+    .await;
     assert_eq!(again["created"], false);
     assert_eq!(again["run"]["id"], id.as_str());
     assert_eq!(again["run"]["hostsTotal"], 16);
@@ -628,7 +692,8 @@ async fn a_deadline_that_passes_times_the_run_out_with_its_partial_results() {
     sweeps.start_poller(&poller);
     tokio::time::sleep(Duration::from_millis(700)).await;
     let mut input = long_sweep(&poller, &format!("d-{}", sweeps.tag));
-    input["deadlineSecs"] = json!(4);
+    // Long enough for a first batch of results even on a busy machine.
+    input["deadlineSecs"] = json!(10);
     let p = schedule(&app, input).await;
     assert_eq!(p["userErrors"], json!([]), "{p}");
     let id = p["run"]["id"].as_str().unwrap().to_string();
@@ -734,7 +799,7 @@ async fn schedule_directly(
     mut request: corral_domain::sweep::SweepRequest,
     deadline: chrono::DateTime<chrono::Utc>,
 ) -> Uuid {
-    use corral_domain::sweep::{plan, run_id_for, SweepCommand};
+    use corral_domain::sweep::{plan, SweepCommand};
     if request.poller_id.is_empty() {
         request.poller_id = "p1".into();
     }
@@ -743,7 +808,7 @@ async fn schedule_directly(
     }
     let config = config();
     let planned = plan(&request, &config.limits, &config.allow).unwrap();
-    let id = run_id_for(&request.idempotency_key);
+    let id = Uuid::new_v4();
     app.state
         .sweeps
         .execute(
@@ -933,20 +998,7 @@ async fn a_job_nobody_claims_expires_and_its_key_goes() {
     let sweeps = Sweeps::start(&app).await;
     // A poller that heartbeats but never claims anything (hung, or watching the wrong key).
     let poller = format!("mute-{}", sweeps.tag);
-    let js = sweeps.js().await;
-    let (_, pollers, ()) = corral_workers::sweeps::ensure_buckets(&js, &sweeps.names)
-        .await
-        .unwrap();
-    let beat = || {
-        let beat = corral_workers::sweeps::PollerHeartbeat {
-            poller_id: poller.clone(),
-            at: chrono::Utc::now(),
-            icmp: false,
-            version: "test".into(),
-        };
-        serde_json::to_vec(&beat).unwrap()
-    };
-    pollers.put(&poller, beat().into()).await.unwrap();
+    let heartbeat = sweeps.beat_as(&poller).await;
     let p = schedule(
         &app,
         sweep_input(&poller, &["127.0.0.1"], &[22], &format!("e-{}", sweeps.tag)),
@@ -961,6 +1013,7 @@ async fn a_job_nobody_claims_expires_and_its_key_goes() {
     );
     // The test configuration's claim time is 5 s.
     let run = wait_for(&app, &id, 20, status_is("EXPIRED")).await;
+    heartbeat.abort();
     assert_eq!(run["hostsDone"], 0);
     let start = Instant::now();
     while sweeps.job_exists(&poller, &id).await {

@@ -6,31 +6,36 @@
 //!   ([`report_msg_id`]). Results go in the fixed chunks `[256k, 256k + 256)` of the host
 //!   indices, so a chunk re-sent after a crash has the id it had before and the stream drops
 //!   it (within its 10-minute duplicate window).
-//! - **Journal**: per run, `<state_dir>/<run_id>.journal`, lines appended and fsync'd *after*
-//!   the server acked what they record (`ack`, `start`, `hosts 0-255`, `done`, `fail`). On a
-//!   restart acked reports are not sent again, reported hosts are not probed again, and a
-//!   finished run never runs again. A host is never skipped; at most one batch per run is
-//!   re-sent.
+//! - **Journal** ([`super::journal`]): per run, `<state_dir>/<run_id>.journal`, lines appended
+//!   and fsync'd *after* the server acked what they record. On a restart acked reports are not
+//!   sent again, reported hosts are not probed again, and a finished run never runs again. A
+//!   host is never skipped; at most one batch per run is re-sent. A journal is tied to its
+//!   run's identity (the job's `scheduled_at`): another run under the same id starts afresh.
 //! - **Cancellation**: a Delete or Purge of the job's key aborts its task at once (in-flight
 //!   batches are dropped). After the job's `deadline` the poller stops sending; the server
 //!   times the run out.
+//! - **Journals go with their runs**: the server deletes the key of every run that ended
+//!   (after the poller's `done` or `fail`, a cancel, a time-out, an expiry); the poller then
+//!   removes the run's journal (once its task is gone), as it does when a job's deadline
+//!   passes. Keys deleted while the poller was down show in the watch's history, and at start
+//!   journals untouched for longer than [`PollerConfig::journal_max_age`] are removed.
 
-use std::collections::{BTreeSet, HashMap};
-use std::io::Write;
+use std::collections::HashMap;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_nats::jetstream::kv::{self, Operation};
 use async_nats::jetstream::{self, Context};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use tokio::sync::{mpsc, watch, Semaphore};
-use tokio::task::{AbortHandle, JoinHandle, JoinSet};
+use tokio::task::{AbortHandle, Id as TaskId, JoinHandle, JoinSet};
 use tracing::Instrument;
 use uuid::Uuid;
 
+use super::journal::{self, Journal, JournalLine, DEFAULT_JOURNAL_MAX_AGE};
 use super::probe::{icmp_capability, icmp_echo, icmp_supported, tcp_probe, PortState};
 use super::protocol::{
     ensure_buckets, expand_hosts, host_count, network_cidr, parse_hosts, parse_job_key,
@@ -60,6 +65,8 @@ pub struct PollerConfig {
     pub heartbeat_interval: Duration,
     /// The buckets and stream to use (the server's must be the same).
     pub names: SweepNames,
+    /// At start, journals untouched for this long are removed (no open run can own them).
+    pub journal_max_age: Duration,
 }
 
 impl PollerConfig {
@@ -71,6 +78,7 @@ impl PollerConfig {
             state_dir,
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             names: SweepNames::default(),
+            journal_max_age: DEFAULT_JOURNAL_MAX_AGE,
         }
     }
 }
@@ -89,6 +97,15 @@ pub async fn run(config: PollerConfig, mut stop: watch::Receiver<bool>) -> Resul
         .into());
     }
     tokio::fs::create_dir_all(&config.state_dir).await?;
+    let removed =
+        journal::remove_old(&config.state_dir, config.journal_max_age, SystemTime::now()).await?;
+    if removed > 0 {
+        tracing::info!(
+            sweep.journals_removed = removed,
+            max_age_secs = config.journal_max_age.as_secs(),
+            "removed old sweep journals"
+        );
+    }
     let client = async_nats::ConnectOptions::new()
         .name(format!("corral-sweep-poller-{}", config.id))
         .connect(config.nats_url.as_str())
@@ -169,8 +186,7 @@ async fn heartbeat(
 /// are running or finished are not started twice.
 async fn watch_jobs(poller: &Arc<Poller>, jobs: &kv::Store, stop: &mut watch::Receiver<bool>) {
     let pattern = format!("{JOB_KEY_PREFIX}.{}.*", poller.id);
-    let mut running: HashMap<Uuid, AbortHandle> = HashMap::new();
-    let mut tasks: JoinSet<()> = JoinSet::new();
+    let mut jobs_seen = JobTasks::default();
     let mut backoff = Duration::from_millis(250);
     loop {
         match jobs.watch_with_history(pattern.as_str()).await {
@@ -182,10 +198,10 @@ async fn watch_jobs(poller: &Arc<Poller>, jobs: &kv::Store, stop: &mut watch::Re
                 loop {
                     tokio::select! {
                         _ = stopped(stop) => {
-                            tasks.shutdown().await;
+                            jobs_seen.tasks.shutdown().await;
                             return;
                         }
-                        Some(joined) = tasks.join_next_with_id(), if !tasks.is_empty() => {
+                        Some(joined) = jobs_seen.tasks.join_next_with_id(), if !jobs_seen.tasks.is_empty() => {
                             let id = match joined {
                                 Ok((id, ())) => id,
                                 Err(e) => {
@@ -195,7 +211,7 @@ async fn watch_jobs(poller: &Arc<Poller>, jobs: &kv::Store, stop: &mut watch::Re
                                     e.id()
                                 }
                             };
-                            running.retain(|_, h| h.id() != id);
+                            jobs_seen.joined(poller, id);
                         }
                         next = watch.next() => match next {
                             None => {
@@ -208,7 +224,7 @@ async fn watch_jobs(poller: &Arc<Poller>, jobs: &kv::Store, stop: &mut watch::Re
                             }
                             Some(Ok(entry)) => {
                                 backoff = Duration::from_millis(250);
-                                on_entry(poller, entry, &mut running, &mut tasks);
+                                on_entry(poller, entry, &mut jobs_seen);
                             }
                         }
                     }
@@ -217,7 +233,7 @@ async fn watch_jobs(poller: &Arc<Poller>, jobs: &kv::Store, stop: &mut watch::Re
         }
         tokio::select! {
             _ = stopped(stop) => {
-                tasks.shutdown().await;
+                jobs_seen.tasks.shutdown().await;
                 return;
             }
             _ = tokio::time::sleep(backoff) => {}
@@ -226,14 +242,40 @@ async fn watch_jobs(poller: &Arc<Poller>, jobs: &kv::Store, stop: &mut watch::Re
     }
 }
 
+/// The poller's tasks: one per running job, and those removing the journals of ended runs.
+#[derive(Default)]
+struct JobTasks {
+    tasks: JoinSet<()>,
+    /// The task of each running job, by run.
+    running: HashMap<Uuid, (AbortHandle, Option<DateTime<Utc>>)>,
+    /// Aborted jobs whose journal goes once their task is gone.
+    ending: HashMap<TaskId, Uuid>,
+}
+
+impl JobTasks {
+    /// Task `id` is gone.
+    fn joined(&mut self, poller: &Arc<Poller>, id: TaskId) {
+        self.running.retain(|_, (h, _)| h.id() != id);
+        if let Some(run) = self.ending.remove(&id) {
+            self.remove_journal(poller, run);
+        }
+    }
+
+    fn remove_journal(&mut self, poller: &Arc<Poller>, run: Uuid) {
+        let dir = poller.state_dir.clone();
+        self.tasks.spawn(async move {
+            match journal::remove(&dir, run).await {
+                Ok(true) => tracing::debug!(sweep.run_id = %run, "sweep journal removed: the run ended"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(sweep.run_id = %run, error = %e, "could not remove an ended run's journal"),
+            }
+        });
+    }
+}
+
 /// One change of a job key: a Put starts the job unless it runs already; a Delete or Purge
-/// aborts it.
-fn on_entry(
-    poller: &Arc<Poller>,
-    entry: kv::Entry,
-    running: &mut HashMap<Uuid, AbortHandle>,
-    tasks: &mut JoinSet<()>,
-) {
+/// (the run ended) aborts it and removes its journal.
+fn on_entry(poller: &Arc<Poller>, entry: kv::Entry, jobs: &mut JobTasks) {
     let Some((owner, run)) = parse_job_key(&entry.key) else {
         tracing::warn!(nats.key = %entry.key, "ignoring a key that is not a job key");
         return;
@@ -243,29 +285,55 @@ fn on_entry(
     }
     match entry.operation {
         Operation::Delete | Operation::Purge => {
-            if let Some(handle) = running.remove(&run) {
+            if let Some((handle, _)) = jobs.running.remove(&run) {
                 handle.abort();
                 tracing::info!(sweep.run_id = %run, "sweep job cancelled: its key was deleted");
+                // Its task may be in the middle of an append: the journal goes after it.
+                jobs.ending.insert(handle.id(), run);
+            } else if journal::path(&poller.state_dir, run).exists() {
+                jobs.remove_journal(poller, run);
             }
         }
         Operation::Put => {
-            if running.contains_key(&run) {
-                tracing::debug!(sweep.run_id = %run, "sweep job already running");
-                return;
-            }
             let job = serde_json::from_slice::<SweepJob>(&entry.value)
                 .map_err(|e| format!("the job is not valid JSON: {e}"));
+            let identity = job.as_ref().ok().and_then(|j| j.scheduled_at);
+            if let Some((_, running)) = jobs.running.get(&run) {
+                if *running == identity {
+                    tracing::debug!(sweep.run_id = %run, "sweep job already running");
+                } else {
+                    tracing::warn!(sweep.run_id = %run, "a job for another run under a running run's id; ignored while that one runs");
+                }
+                return;
+            }
             let span =
                 tracing::info_span!("sweep.job", sweep.run_id = %run, sweep.poller_id = %poller.id);
-            let handle = tasks.spawn(run_job(poller.clone(), run, job).instrument(span));
-            running.insert(run, handle);
+            let handle = jobs
+                .tasks
+                .spawn(run_job(poller.clone(), run, job).instrument(span));
+            jobs.running.insert(run, (handle, identity));
         }
     }
 }
 
 /// One job, from the journal's state to `done` (or `fail`), unless its deadline passes first.
 async fn run_job(poller: Arc<Poller>, run: Uuid, job: Result<SweepJob, String>) {
-    let mut journal = match Journal::open(&poller.state_dir, run).await {
+    let job = match job {
+        Ok(job) if job.run_id != run || job.poller_id != poller.id => Err(format!(
+            "the job's run_id {} and poller_id {:?} do not match its key",
+            job.run_id, job.poller_id
+        )),
+        other => other,
+    };
+    if let Ok(job) = &job {
+        if job.deadline <= Utc::now() {
+            tracing::info!(sweep.deadline = %job.deadline, "the sweep job's deadline has passed; not running it");
+            forget(&poller, run).await;
+            return;
+        }
+    }
+    let identity = job.as_ref().ok().and_then(|j| j.scheduled_at);
+    let mut journal = match Journal::open(&poller.state_dir, run, identity).await {
         Ok(j) => j,
         Err(e) => {
             tracing::error!(error = %e, "cannot read the run's journal; not running it");
@@ -277,47 +345,50 @@ async fn run_job(poller: Arc<Poller>, run: Uuid, job: Result<SweepJob, String>) 
         return;
     }
     let job = match job {
-        Ok(job) if job.run_id != run || job.poller_id != poller.id => Err(format!(
-            "the job's run_id {} and poller_id {:?} do not match its key",
-            job.run_id, job.poller_id
-        )),
-        other => other,
-    };
-    let job = match job {
         Ok(job) => job,
         Err(error) => {
             // Without a valid job there is no deadline to respect: fail it once.
-            if let Err(e) = fail(&poller, &mut journal, run, error).await {
+            if let Err(e) = fail(&poller, &mut journal, error).await {
                 tracing::error!(error = %e, "could not fail the sweep job");
             }
             return;
         }
     };
     let Ok(remaining) = (job.deadline - Utc::now()).to_std() else {
-        tracing::info!(sweep.deadline = %job.deadline, "the sweep job's deadline has passed; not running it");
+        forget(&poller, run).await;
         return;
     };
-    tokio::select! {
-        _ = tokio::time::sleep(remaining) => {
-            tracing::warn!(sweep.deadline = %job.deadline, "the sweep job's deadline passed; stopped sending");
+    let finished = tokio::select! {
+        _ = tokio::time::sleep(remaining) => None,
+        done = execute(&poller, &job, &mut journal) => Some(done),
+    };
+    match finished {
+        Some(Ok(())) => {
+            tracing::info!(
+                sweep.hosts_done = journal.state.reported.len() as u64,
+                "sweep job done"
+            )
         }
-        done = execute(&poller, &job, &mut journal) => match done {
-            Ok(()) => tracing::info!(sweep.hosts_done = journal.state.reported.len() as u64, "sweep job done"),
-            Err(e) => tracing::error!(error = %e, "sweep job interrupted"),
+        Some(Err(e)) => tracing::error!(error = %e, "sweep job interrupted"),
+        None => {
+            tracing::warn!(sweep.deadline = %job.deadline, "the sweep job's deadline passed; stopped sending");
+            forget(&poller, run).await;
         }
     }
 }
 
+/// Removes the journal of a run whose deadline passed: the server has ended it.
+async fn forget(poller: &Poller, run: Uuid) {
+    if let Err(e) = journal::remove(&poller.state_dir, run).await {
+        tracing::warn!(error = %e, "could not remove the journal of a run past its deadline");
+    }
+}
+
 /// Publishes `fail` with `error`, then records the run as finished.
-async fn fail(
-    poller: &Poller,
-    journal: &mut Journal,
-    run: Uuid,
-    error: String,
-) -> Result<(), BoxError> {
+async fn fail(poller: &Poller, journal: &mut Journal, error: String) -> Result<(), BoxError> {
     tracing::warn!(error = %error, "failing the sweep job");
     let report = poller.report(
-        run,
+        journal,
         ReportKind::Fail,
         Vec::new(),
         journal.state.reported.len() as u64,
@@ -329,16 +400,18 @@ async fn fail(
 }
 
 impl Poller {
+    /// A report on the run of `journal` (its id and identity).
     fn report(
         &self,
-        run: Uuid,
+        journal: &Journal,
         kind: ReportKind,
         results: Vec<HostResult>,
         hosts_done: u64,
         error: Option<String>,
     ) -> SweepReport {
         SweepReport {
-            run_id: run,
+            run_id: journal.run,
+            scheduled_at: journal.identity(),
             poller_id: self.id.clone(),
             kind,
             results,
@@ -352,7 +425,7 @@ impl Poller {
     /// (with the same id, so never twice in the stream) until it is acked.
     async fn publish(&self, report: &SweepReport, first_host: u64) -> Result<(), BoxError> {
         let subject = self.names.report_subject(report.run_id);
-        let msg_id = report_msg_id(report.run_id, report.kind, first_host);
+        let msg_id = report_msg_id(report.run_id, report.scheduled_at, report.kind, first_host);
         let payload = serde_json::to_vec(report)?;
         let mut backoff = Duration::from_millis(100);
         loop {
@@ -389,23 +462,22 @@ struct Batch {
 /// The job after the journal's state: ack, start, the hosts not reported yet in batches,
 /// done. Each step is journalled once the stream acked it.
 async fn execute(poller: &Poller, job: &SweepJob, journal: &mut Journal) -> Result<(), BoxError> {
-    let run = job.run_id;
     let parsed = parse_hosts(&job.hosts)
         .and_then(|hosts| parse_networks(&job.networks).map(|networks| (hosts, networks)));
     let (intervals, networks) = match parsed {
         Ok(p) => p,
-        Err(e) => return fail(poller, journal, run, e.to_string()).await,
+        Err(e) => return fail(poller, journal, e.to_string()).await,
     };
     let total = host_count(&intervals);
     if !journal.state.acked {
         let done = journal.state.reported.len() as u64;
-        let report = poller.report(run, ReportKind::Ack, Vec::new(), done, None);
+        let report = poller.report(journal, ReportKind::Ack, Vec::new(), done, None);
         poller.publish(&report, 0).await?;
         journal.append(JournalLine::Ack).await?;
     }
     if !journal.state.started {
         let done = journal.state.reported.len() as u64;
-        let report = poller.report(run, ReportKind::Start, Vec::new(), done, None);
+        let report = poller.report(journal, ReportKind::Start, Vec::new(), done, None);
         poller.publish(&report, 0).await?;
         journal.append(JournalLine::Start).await?;
     }
@@ -427,7 +499,7 @@ async fn execute(poller: &Poller, job: &SweepJob, journal: &mut Journal) -> Resu
             continue;
         };
         let done = journal.state.reported.len() as u64 + batch.indices.len() as u64;
-        let report = poller.report(run, ReportKind::Results, batch.results, done, None);
+        let report = poller.report(journal, ReportKind::Results, batch.results, done, None);
         poller.publish(&report, first).await?;
         journal.append(JournalLine::Hosts(batch.indices)).await?;
     }
@@ -437,7 +509,7 @@ async fn execute(poller: &Poller, job: &SweepJob, journal: &mut Journal) -> Resu
     if reported != total {
         return Err(format!("only {reported} of {total} hosts were probed").into());
     }
-    let report = poller.report(run, ReportKind::Done, Vec::new(), total, None);
+    let report = poller.report(journal, ReportKind::Done, Vec::new(), total, None);
     poller.publish(&report, 0).await?;
     journal.append(JournalLine::Done).await?;
     Ok(())
@@ -553,176 +625,6 @@ async fn probe_host(settings: &ProbeSettings, ip: IpAddr) -> HostResult {
     }
 }
 
-/// What a run's journal says.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-struct JournalState {
-    acked: bool,
-    started: bool,
-    reported: BTreeSet<u64>,
-    finished: bool,
-}
-
-/// One journal line.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum JournalLine {
-    Ack,
-    Start,
-    Hosts(Vec<u64>),
-    Done,
-    Fail,
-}
-
-impl JournalLine {
-    /// The line, without its newline; host indices as runs `a-b` where they are consecutive.
-    fn encode(&self) -> String {
-        match self {
-            JournalLine::Ack => "ack".into(),
-            JournalLine::Start => "start".into(),
-            JournalLine::Done => "done".into(),
-            JournalLine::Fail => "fail".into(),
-            JournalLine::Hosts(indices) => {
-                let mut out = String::from("hosts");
-                let mut iter = indices.iter().copied().peekable();
-                while let Some(start) = iter.next() {
-                    let mut end = start;
-                    while iter.peek() == Some(&(end + 1)) {
-                        end += 1;
-                        iter.next();
-                    }
-                    if start == end {
-                        out.push_str(&format!(" {start}"));
-                    } else {
-                        out.push_str(&format!(" {start}-{end}"));
-                    }
-                }
-                out
-            }
-        }
-    }
-
-    fn decode(line: &str) -> Option<JournalLine> {
-        let mut words = line.split_whitespace();
-        let line = match words.next()? {
-            "ack" => JournalLine::Ack,
-            "start" => JournalLine::Start,
-            "done" => JournalLine::Done,
-            "fail" => JournalLine::Fail,
-            "hosts" => {
-                let mut indices = Vec::new();
-                for word in words.by_ref() {
-                    let (a, b) = match word.split_once('-') {
-                        Some((a, b)) => (a.parse::<u64>().ok()?, b.parse::<u64>().ok()?),
-                        None => {
-                            let a = word.parse::<u64>().ok()?;
-                            (a, a)
-                        }
-                    };
-                    if a > b || b - a >= super::protocol::MAX_HOSTS {
-                        return None;
-                    }
-                    indices.extend(a..=b);
-                }
-                JournalLine::Hosts(indices)
-            }
-            _ => return None,
-        };
-        words.next().is_none().then_some(line)
-    }
-}
-
-impl JournalState {
-    fn apply(&mut self, line: &JournalLine) {
-        match line {
-            JournalLine::Ack => self.acked = true,
-            JournalLine::Start => self.started = true,
-            JournalLine::Hosts(indices) => self.reported.extend(indices.iter().copied()),
-            JournalLine::Done | JournalLine::Fail => self.finished = true,
-        }
-    }
-
-    /// The state of a journal's complete lines (a last line without its newline was never
-    /// fsync'd whole and is ignored; so are lines that cannot be read).
-    fn parse(text: &str) -> JournalState {
-        let mut state = JournalState::default();
-        let complete = match text.rfind('\n') {
-            Some(end) => &text[..end],
-            None => "",
-        };
-        for line in complete.lines().filter(|l| !l.trim().is_empty()) {
-            match JournalLine::decode(line) {
-                Some(line) => state.apply(&line),
-                None => {
-                    tracing::warn!(sweep.journal_line = %line, "ignoring an unreadable journal line")
-                }
-            }
-        }
-        state
-    }
-}
-
-/// A run's journal file and what it says.
-struct Journal {
-    path: PathBuf,
-    state: JournalState,
-}
-
-impl Journal {
-    /// Reads `<dir>/<run>.journal` (none yet: an empty state), cutting off a torn last line
-    /// so that the next append starts on a line of its own.
-    async fn open(dir: &Path, run: Uuid) -> std::io::Result<Journal> {
-        let path = dir.join(format!("{run}.journal"));
-        let read_path = path.clone();
-        let state = tokio::task::spawn_blocking(move || load_journal(&read_path))
-            .await
-            .map_err(std::io::Error::other)??;
-        Ok(Journal { path, state })
-    }
-
-    /// Appends `line` and fsyncs it, then applies it to the state.
-    async fn append(&mut self, line: JournalLine) -> std::io::Result<()> {
-        let path = self.path.clone();
-        let text = format!("{}\n", line.encode());
-        tokio::task::spawn_blocking(move || append_line(&path, &text))
-            .await
-            .map_err(std::io::Error::other)??;
-        self.state.apply(&line);
-        Ok(())
-    }
-}
-
-fn load_journal(path: &Path) -> std::io::Result<JournalState> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(JournalState::default()),
-        Err(e) => return Err(e),
-    };
-    if bytes.last().is_some_and(|&b| b != b'\n') {
-        let keep = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-        tracing::warn!(sweep.journal = %path.display(), bytes = (bytes.len() - keep) as u64, "cutting off a torn journal line");
-        let file = std::fs::OpenOptions::new().write(true).open(path)?;
-        file.set_len(keep as u64)?;
-        file.sync_all()?;
-    }
-    Ok(JournalState::parse(&String::from_utf8_lossy(&bytes)))
-}
-
-fn append_line(path: &Path, text: &str) -> std::io::Result<()> {
-    let existed = path.exists();
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)?;
-    file.write_all(text.as_bytes())?;
-    file.sync_all()?;
-    if !existed {
-        // Make the new file's directory entry durable too.
-        if let Some(dir) = path.parent() {
-            std::fs::File::open(dir)?.sync_all()?;
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -731,76 +633,6 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("corral-sweeps-{name}-{}", Uuid::new_v4()));
         std::fs::create_dir_all(&dir).expect("mkdir");
         dir
-    }
-
-    #[test]
-    fn journal_lines_round_trip() {
-        let lines = [
-            JournalLine::Ack,
-            JournalLine::Start,
-            JournalLine::Hosts(vec![0, 1, 2, 3, 7, 9, 10]),
-            JournalLine::Hosts(vec![256]),
-            JournalLine::Done,
-            JournalLine::Fail,
-        ];
-        assert_eq!(lines[2].encode(), "hosts 0-3 7 9-10");
-        for line in lines {
-            assert_eq!(JournalLine::decode(&line.encode()), Some(line));
-        }
-        for bad in [
-            "",
-            "hosts 3-1",
-            "hosts x",
-            "ack now",
-            "hosts 0-99999999999",
-            "nope",
-        ] {
-            assert_eq!(JournalLine::decode(bad), None, "{bad:?}");
-        }
-    }
-
-    #[tokio::test]
-    async fn journal_survives_a_torn_last_line() {
-        let dir = temp_dir("journal");
-        let run = Uuid::new_v4();
-        let mut journal = Journal::open(&dir, run).await.expect("open");
-        assert_eq!(journal.state, JournalState::default());
-        journal.append(JournalLine::Ack).await.expect("ack");
-        journal.append(JournalLine::Start).await.expect("start");
-        journal
-            .append(JournalLine::Hosts((0..256).collect()))
-            .await
-            .expect("hosts");
-        let path = dir.join(format!("{run}.journal"));
-        assert_eq!(
-            std::fs::read_to_string(&path).expect("read"),
-            "ack\nstart\nhosts 0-255\n"
-        );
-        // A crash in the middle of the next append.
-        let mut file = std::fs::OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .expect("open");
-        file.write_all(b"hosts 256-5").expect("write");
-        drop(file);
-
-        let mut journal = Journal::open(&dir, run).await.expect("reopen");
-        assert!(journal.state.acked && journal.state.started && !journal.state.finished);
-        assert_eq!(journal.state.reported, (0..256).collect());
-        journal
-            .append(JournalLine::Hosts(vec![256, 257]))
-            .await
-            .expect("hosts");
-        journal.append(JournalLine::Done).await.expect("done");
-
-        let journal = Journal::open(&dir, run).await.expect("reopen");
-        assert!(journal.state.finished);
-        assert_eq!(journal.state.reported, (0..258).collect());
-        assert_eq!(
-            std::fs::read_to_string(&path).expect("read"),
-            "ack\nstart\nhosts 0-255\nhosts 256-257\ndone\n"
-        );
-        std::fs::remove_dir_all(&dir).expect("cleanup");
     }
 
     #[tokio::test]
@@ -821,6 +653,7 @@ mod tests {
             concurrency: 64,
             idempotency_key: "k".into(),
             deadline: Utc::now(),
+            scheduled_at: None,
         };
         let intervals = parse_hosts(&job.hosts).expect("hosts");
         // Hosts 0-9 and 256 already reported: 0-255 is one chunk, 256-511 another.
@@ -897,6 +730,7 @@ mod tests {
             concurrency: 4,
             idempotency_key: format!("test-{run}"),
             deadline: Utc::now() + chrono::Duration::seconds(120),
+            scheduled_at: Some(Utc::now()),
         };
         let key = super::super::protocol::job_key(&poller_id, run);
         jobs.put(&key, serde_json::to_vec(&job).expect("json").into())
@@ -1006,8 +840,17 @@ mod tests {
             assert!(tokio::time::Instant::now() < deadline, "no results");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        assert!(journal::path(&state_dir, long_run).exists());
         jobs.delete(&long_key).await.expect("delete long job");
         tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(
+            !journal::path(&state_dir, long_run).exists(),
+            "a cancelled run's journal goes"
+        );
+        assert!(
+            journal::path(&state_dir, run).exists(),
+            "a finished run's journal stays while its key does"
+        );
         let after_cancel = read_reports(&js, &names, long_run).await;
         tokio::time::sleep(Duration::from_secs(1)).await;
         let later = read_reports(&js, &names, long_run).await;

@@ -104,9 +104,21 @@ impl SweepNames {
     }
 }
 
-/// The `Nats-Msg-Id` of a report: `<run>.ack`, `<run>.start`, `<run>.results.<first host
-/// index>`, `<run>.done`, `<run>.fail` (`first_host` only counts for results).
-pub fn report_msg_id(run: Uuid, kind: ReportKind, first_host: u64) -> String {
+/// The `Nats-Msg-Id` of a report on run `run` scheduled at `scheduled_at`:
+/// `<run>.<scheduled_at in µs>.ack`, `.start`, `.results.<first host index>`, `.done`,
+/// `.fail` (`first_host` only counts for results). The run's identity is part of it, so that
+/// another run under the same id (see [`SweepJob::scheduled_at`]) is not taken for a re-send
+/// of this one's reports; a job without it gives `<run>.ack`, ...
+pub fn report_msg_id(
+    run: Uuid,
+    scheduled_at: Option<DateTime<Utc>>,
+    kind: ReportKind,
+    first_host: u64,
+) -> String {
+    let run = match scheduled_at {
+        Some(at) => format!("{run}.{}", at.timestamp_micros()),
+        None => run.to_string(),
+    };
     match kind {
         ReportKind::Results => format!("{run}.results.{first_host}"),
         other => format!("{run}.{}", other.as_str()),
@@ -140,6 +152,11 @@ pub struct SweepJob {
     pub idempotency_key: String,
     /// After it the server times the run out; the poller stops sending.
     pub deadline: DateTime<Utc>,
+    /// When the run was scheduled in its deployment: with `run_id`, the run's identity. A
+    /// poller's journal of the same run id but another `scheduled_at` is another run's (stale),
+    /// and reports carry it back. Absent from the jobs of a Corral from before it was added.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_at: Option<DateTime<Utc>>,
 }
 
 /// A poller's heartbeat, the value at its id in [`POLLERS_BUCKET`].
@@ -189,6 +206,10 @@ impl ReportKind {
 pub struct SweepReport {
     /// The run.
     pub run_id: Uuid,
+    /// The job's `scheduled_at`, when it had one: the server drops a report whose run has
+    /// another.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_at: Option<DateTime<Utc>>,
     /// The poller that sent it.
     pub poller_id: String,
     /// What it says.
@@ -621,20 +642,34 @@ mod tests {
             "corral.sweeps.reports.00000000-0000-0000-0000-000000000000"
         );
         assert_eq!(
-            report_msg_id(run, ReportKind::Results, 512),
+            report_msg_id(run, None, ReportKind::Results, 512),
             format!("{run}.results.512")
         );
         assert_eq!(
-            report_msg_id(run, ReportKind::Done, 7),
+            report_msg_id(run, None, ReportKind::Done, 7),
             format!("{run}.done")
         );
-        assert_eq!(report_msg_id(run, ReportKind::Ack, 0), format!("{run}.ack"));
+        assert_eq!(
+            report_msg_id(run, None, ReportKind::Ack, 0),
+            format!("{run}.ack")
+        );
+        // Another run under the same id has ids of its own.
+        let at = DateTime::from_timestamp(1_800_000_000, 123_456_000);
+        assert_eq!(
+            report_msg_id(run, at, ReportKind::Results, 256),
+            format!("{run}.1800000000123456.results.256")
+        );
+        assert_eq!(
+            report_msg_id(run, at, ReportKind::Ack, 0),
+            format!("{run}.1800000000123456.ack")
+        );
     }
 
     #[test]
     fn reports_serialize_snake_case() {
         let report = SweepReport {
             run_id: Uuid::nil(),
+            scheduled_at: DateTime::from_timestamp(1_800_000_000, 0),
             poller_id: "p".into(),
             kind: ReportKind::Results,
             results: vec![HostResult {
@@ -655,6 +690,7 @@ mod tests {
         assert_eq!(json["hosts_done"], 1);
         assert_eq!(json["results"][0]["open_ports"][0], 22);
         assert!(json["results"][0]["icmp_available"].is_null());
+        assert_eq!(json["scheduled_at"], "2027-01-15T08:00:00Z");
         let back: SweepReport = serde_json::from_value(json).expect("back");
         assert_eq!(back, report);
     }

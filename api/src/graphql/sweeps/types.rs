@@ -62,7 +62,7 @@ statuses!(
 #[derive(SimpleObject, Clone, Debug)]
 #[graphql(complex)]
 pub struct SweepRun {
-    /// The run id (derived from its idempotency key).
+    /// The run id (a random UUID).
     pub id: ID,
     /// Where it is.
     pub status: SweepStatus,

@@ -5,8 +5,8 @@ use std::time::Instant;
 
 use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
 use async_graphql::Data;
-use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse, GraphQLWebSocket};
-use axum::extract::{ConnectInfo, FromRequest, MatchedPath, Request, State, WebSocketUpgrade};
+use async_graphql_axum::{GraphQLProtocol, GraphQLResponse, GraphQLWebSocket};
+use axum::extract::{ConnectInfo, MatchedPath, Request, State, WebSocketUpgrade};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -15,18 +15,25 @@ use axum::{Json, Router};
 use uuid::Uuid;
 
 use crate::auth::{self, Actor};
+use crate::error_codes::{self, ErrorCode};
 use crate::state::AppState;
 
 /// The router, testable in-process.
 pub fn app(state: AppState) -> Router {
-    Router::new()
+    let router = Router::new()
         .route("/graphql", post(graphql))
         .merge(crate::ide::router(state.config.graphiql))
         .route("/graphql/ws", get(graphql_ws))
         .route("/audit/export", get(audit_export))
         .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .route("/readyz", get(readyz));
+    // With a metrics address of its own, the API's address does not serve /metrics.
+    let router = if state.config.metrics_listen.is_none() {
+        router.route("/metrics", get(metrics))
+    } else {
+        router
+    };
+    router
         .layer(axum::extract::DefaultBodyLimit::max(
             state.config.max_body_bytes,
         ))
@@ -54,13 +61,21 @@ async fn record_metrics(State(state): State<AppState>, request: Request, next: N
     response
 }
 
+/// An HTTP answer carrying one coded error and no GraphQL response.
+pub(crate) fn error_response(code: ErrorCode, message: &str) -> Response {
+    let status = StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+    let mut response = (status, Json(error_codes::http_body(code, message))).into_response();
+    if code == ErrorCode::Unauthenticated {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+    }
+    response
+}
+
 fn unauthorized(message: &str) -> Response {
-    (
-        StatusCode::UNAUTHORIZED,
-        [(header::WWW_AUTHENTICATE, "Bearer")],
-        Json(serde_json::json!({ "errors": [{ "message": message, "extensions": { "code": "UNAUTHENTICATED" } }] })),
-    )
-        .into_response()
+    error_response(ErrorCode::Unauthenticated, message)
 }
 
 async fn actor_from_token(
@@ -81,7 +96,10 @@ async fn actor_from_token(
         Ok(None) => Err(unauthorized("invalid or revoked token")),
         Err(err) => {
             tracing::error!(error = %err, "token lookup failed");
-            Err(StatusCode::SERVICE_UNAVAILABLE.into_response())
+            Err(error_response(
+                ErrorCode::ServiceUnavailable,
+                "the server cannot check tokens now (its database is unreachable); try again",
+            ))
         }
     }
 }
@@ -100,32 +118,114 @@ async fn graphql(State(state): State<AppState>, request: Request) -> Response {
         Ok(a) => a,
         Err(response) => return response,
     };
-    // Read the body under the limit ourselves: the GraphQL extractor streams it unbounded.
-    let (parts, body) = request.into_parts();
-    let bytes = match axum::body::to_bytes(body, state.config.max_body_bytes).await {
-        Ok(b) => b,
-        Err(_) => {
-            return (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("request body over {} bytes", state.config.max_body_bytes),
-            )
-                .into_response()
+    if let Some(ct) = headers.get(header::CONTENT_TYPE) {
+        let json = ct
+            .to_str()
+            .ok()
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|v| {
+                let v = v.trim();
+                v.eq_ignore_ascii_case("application/json")
+                    || v.eq_ignore_ascii_case("application/graphql-response+json")
+            });
+        if !json {
+            return error_response(
+                ErrorCode::UnsupportedMediaType,
+                "POST /graphql takes a JSON body: Content-Type: application/json",
+            );
         }
+    }
+    let body = match read_body(&state, request.into_body()).await {
+        Ok(b) => b,
+        Err(response) => return response,
     };
-    let request = Request::from_parts(parts, axum::body::Body::from(bytes));
-    let gql = match GraphQLRequest::<async_graphql_axum::rejection::GraphQLRejection>::from_request(
-        request, &state,
-    )
-    .await
-    {
-        Ok(r) => r.into_inner(),
-        Err(rejection) => return rejection.into_response(),
+    let gql = match parse_graphql_body(&body) {
+        Ok(r) => r,
+        Err(response) => return response,
     };
     let Some(schema) = state.schema.clone() else {
-        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+        return error_response(ErrorCode::ServiceUnavailable, "the server is starting");
     };
     let gql = crate::graphql::prepare(gql, actor);
     GraphQLResponse::from(schema.execute(gql).await).into_response()
+}
+
+/// Reads a body under the size limit and within the read timeout (a client that trickles
+/// its body is cut off).
+async fn read_body(
+    state: &AppState,
+    body: axum::body::Body,
+) -> Result<axum::body::Bytes, Response> {
+    let limit = state.config.max_body_bytes;
+    match tokio::time::timeout(
+        state.config.listener.read_timeout,
+        axum::body::to_bytes(body, limit),
+    )
+    .await
+    {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(_)) => Err(error_response(
+            ErrorCode::PayloadTooLarge,
+            &format!("the request body is larger than {limit} bytes (CORRAL_MAX_BODY_BYTES)"),
+        )),
+        Err(_) => Err(error_response(
+            ErrorCode::RequestTimeout,
+            &format!(
+                "the request body did not arrive within {} ms (CORRAL_REQUEST_READ_TIMEOUT_MS)",
+                state.config.listener.read_timeout.as_millis()
+            ),
+        )),
+    }
+}
+
+/// One GraphQL request from a JSON body, or the coded answer to a body that is not one.
+fn parse_graphql_body(body: &[u8]) -> Result<async_graphql::Request, Response> {
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
+        error_response(
+            ErrorCode::BadRequest,
+            &format!("the request body is not JSON: {e}"),
+        )
+    })?;
+    if value.is_array() {
+        return Err(error_response(
+            ErrorCode::BatchNotSupported,
+            "batched requests (a JSON array) are not supported: send one operation per request",
+        ));
+    }
+    if !value.is_object() {
+        return Err(error_response(
+            ErrorCode::BadRequest,
+            "the request body must be a JSON object: {\"query\": \"...\", \"variables\": {...}}",
+        ));
+    }
+    if !value.get("query").is_some_and(serde_json::Value::is_string) {
+        return Err(error_response(
+            ErrorCode::BadRequest,
+            "the request has no \"query\" string",
+        ));
+    }
+    if let Some(v) = value.get("variables") {
+        if !(v.is_object() || v.is_null()) {
+            return Err(error_response(
+                ErrorCode::BadRequest,
+                "\"variables\" must be a JSON object",
+            ));
+        }
+    }
+    if let Some(v) = value.get("operationName") {
+        if !(v.is_string() || v.is_null()) {
+            return Err(error_response(
+                ErrorCode::BadRequest,
+                "\"operationName\" must be a string",
+            ));
+        }
+    }
+    serde_json::from_value(value).map_err(|e| {
+        error_response(
+            ErrorCode::BadRequest,
+            &format!("the request is not a GraphQL request: {e}"),
+        )
+    })
 }
 
 async fn graphql_ws(
@@ -187,7 +287,7 @@ async fn audit_export(
         Ok(r) => r,
         Err(message) => return (StatusCode::BAD_REQUEST, message).into_response(),
     };
-    let filter = match request.filter.resolve(&state.pool).await {
+    let filter = match request.filter.resolve(&state.api_pool).await {
         Ok(Ok(f)) => f,
         Ok(Err(e)) => {
             return (
@@ -203,7 +303,7 @@ async fn audit_export(
     };
     let format = request.format;
     let body = futures::StreamExt::map(
-        crate::audit::export(state.pool.clone(), filter, format),
+        crate::audit::export(state.api_pool.clone(), filter, format),
         |chunk| match chunk {
             Ok(c) => Ok(axum::body::Bytes::from(c.text)),
             Err(err) => {
@@ -248,7 +348,31 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
+/// The router of `CORRAL_METRICS_LISTEN`: `/metrics` and `/healthz` only.
+pub fn metrics_app(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .with_state(state)
+}
+
+/// Whether `headers` carry `Authorization: Bearer <token>` (compared in constant time).
+fn metrics_authorized(headers: &HeaderMap, token: &str) -> bool {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(auth::bearer)
+        .unwrap_or("");
+    let (a, b) = (given.as_bytes(), token.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Some(token) = &state.config.metrics_token {
+        if !metrics_authorized(&headers, token) {
+            return unauthorized("/metrics needs the bearer token of CORRAL_METRICS_TOKEN");
+        }
+    }
     let projectors = corral_projections::runner::status(&state.pool)
         .await
         .unwrap_or_else(|err| {

@@ -4,9 +4,11 @@
 pub mod audit;
 pub mod auth;
 pub mod embedded_pg;
+pub mod error_codes;
 pub mod graphql;
 pub mod http;
 pub mod ide;
+pub mod listener;
 pub mod metrics;
 pub mod policy;
 pub mod runtime;

@@ -99,6 +99,16 @@ enum TokenCommand {
 
 #[derive(Subcommand)]
 enum DocsCommand {
+    /// The error-code table of docs/errors.md: prints it, or with --write rewrites that
+    /// section of the file in place.
+    Errors {
+        /// Rewrite the generated section of --file instead of printing it.
+        #[arg(long)]
+        write: bool,
+        /// The file --write rewrites.
+        #[arg(long, default_value = "docs/errors.md")]
+        file: std::path::PathBuf,
+    },
     /// The event reference of docs/events.md (JSON Schemas and examples from the Rust types):
     /// prints it, or with --write rewrites that section of the file in place.
     Events {
@@ -142,6 +152,31 @@ fn events_doc(write: bool, file: &std::path::Path) -> Result<(), BoxError> {
     Ok(())
 }
 
+/// `corral docs errors`: prints the generated error-code table, or rewrites it in `file`.
+fn errors_doc(write: bool, file: &std::path::Path) -> Result<(), BoxError> {
+    use corral_api::error_codes;
+    if !write {
+        print!("{}", error_codes::markdown());
+        return Ok(());
+    }
+    let doc = std::fs::read_to_string(file)
+        .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    let updated = error_codes::regenerate(&doc).ok_or_else(|| {
+        format!(
+            "{}: the generated-section markers are missing",
+            file.display()
+        )
+    })?;
+    if updated == doc {
+        println!("{} is up to date", file.display());
+    } else {
+        std::fs::write(file, updated)
+            .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+        println!("rewrote the generated section of {}", file.display());
+    }
+    Ok(())
+}
+
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
@@ -173,6 +208,12 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
     } = &cli.command
     {
         return events_doc(*write, file);
+    }
+    if let Command::Docs {
+        command: DocsCommand::Errors { write, file },
+    } = &cli.command
+    {
+        return errors_doc(*write, file);
     }
     if let Command::Bench(args) = cli.command {
         return bench::run(args).await;
@@ -338,6 +379,25 @@ async fn shutdown_signal() {
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
 }
 
+/// A set, non-empty environment variable.
+fn env_text(name: &str) -> Option<String> {
+    std::env::var(name)
+        .ok()
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+}
+
+/// A whole number from the environment within `min..=max` (`None`: unset).
+fn env_number(name: &str, min: u64, max: u64) -> Result<Option<u64>, BoxError> {
+    let Some(raw) = env_text(name) else {
+        return Ok(None);
+    };
+    match raw.parse::<u64>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(Some(n)),
+        _ => Err(format!("{name} must be a whole number from {min} to {max}, got {raw:?}").into()),
+    }
+}
+
 fn config_from_env() -> Result<ApiConfig, BoxError> {
     let mut config = ApiConfig::default();
     if let Ok(ms) = std::env::var("CORRAL_MUTATION_WAIT_MS") {
@@ -353,6 +413,38 @@ fn config_from_env() -> Result<ApiConfig, BoxError> {
     }
     if let Ok(value) = std::env::var(corral_api::ide::SETTING) {
         config.graphiql = corral_api::ide::parse_setting(&value)?;
+    }
+    if let Some(n) = env_number("CORRAL_MAX_QUERY_BYTES", 1024, 8 * 1024 * 1024)? {
+        config.query_limits.max_query_bytes = n as usize;
+    }
+    if let Some(n) = env_number("CORRAL_MAX_QUERY_FIELDS", 10, 1_000_000)? {
+        config.query_limits.max_fields = n;
+    }
+    if let Some(ms) = env_number("CORRAL_STATEMENT_TIMEOUT_MS", 10, 3_600_000)? {
+        config.query_limits.statement_timeout = Duration::from_millis(ms);
+    }
+    if let Some(ms) = env_number("CORRAL_REQUEST_DB_BUDGET_MS", 10, 3_600_000)? {
+        config.query_limits.db_budget = Duration::from_millis(ms);
+    }
+    if let Some(n) = env_number("CORRAL_MAX_CONNECTIONS", 1, 1_000_000)? {
+        config.listener.max_connections = n as usize;
+    }
+    if let Some(ms) = env_number("CORRAL_REQUEST_READ_TIMEOUT_MS", 100, 3_600_000)? {
+        config.listener.read_timeout = Duration::from_millis(ms);
+    }
+    if let Some(addr) = env_text("CORRAL_METRICS_LISTEN") {
+        config.metrics_listen =
+            Some(addr.parse().map_err(|e| {
+                format!("CORRAL_METRICS_LISTEN must be host:port, got {addr:?}: {e}")
+            })?);
+    }
+    if let Some(token) = env_text("CORRAL_METRICS_TOKEN") {
+        if token.len() < 16 || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(
+                "CORRAL_METRICS_TOKEN must be at least 16 characters without spaces".into(),
+            );
+        }
+        config.metrics_token = Some(token);
     }
     config.health = corral_projections::health::HealthConfig::from_env()?;
     config.sweeps = corral_projections::sweeps::SweepConfig::from_env()?;
@@ -385,16 +477,33 @@ async fn serve(
     }
     runtime::ensure_roots(&state.groups).await?;
     runtime::ensure_predefined_groups(&state.pool, &state.groups).await?;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let listener = corral_api::listener::bind(listen, "CORRAL_LISTEN").await?;
+    let metrics_listener = match state.config.metrics_listen {
+        Some(addr) => Some(corral_api::listener::bind(addr, "CORRAL_METRICS_LISTEN").await?),
+        None => None,
+    };
     tracing::info!(listen = %listen, "corral is serving GraphQL at http://{listen}/graphql");
-    axum::serve(
+    let limits = state.config.listener;
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let metrics_task = metrics_listener.map(|l| {
+        tracing::info!(listen = ?state.config.metrics_listen, "serving /metrics on its own address");
+        let router = corral_api::http::metrics_app(state.clone());
+        let mut stop_rx = stop_rx.clone();
+        tokio::spawn(corral_api::listener::serve(l, router, limits, async move {
+            let _ = stop_rx.wait_for(|s| *s).await;
+        }))
+    });
+    corral_api::listener::serve(
         listener,
-        corral_api::http::app(state).into_make_service_with_connect_info::<SocketAddr>(),
+        corral_api::http::app(state),
+        limits,
+        shutdown_signal(),
     )
-    .with_graceful_shutdown(shutdown_signal())
     .await?;
+    let _ = stop.send(true);
+    if let Some(task) = metrics_task {
+        let _ = task.await;
+    }
     workers.shutdown().await;
     Ok(())
 }

@@ -12,6 +12,7 @@ use async_graphql::{ErrorExtensions, ServerResult, Value};
 use casbin::{CoreApi, DefaultModel, Enforcer, StringAdapter};
 
 use crate::auth::Actor;
+use crate::error_codes::ErrorCode;
 
 /// The roles tokens may carry.
 pub const ROLES: [&str; 4] = ["admin", "operator", "viewer", "auditor"];
@@ -106,7 +107,7 @@ impl Extension for AuthorizationExtension {
             };
             if !permitted {
                 let err = async_graphql::Error::new(format!("not allowed to call {object}"))
-                    .extend_with(|_, e| e.set("code", "FORBIDDEN"));
+                    .extend_with(|_, e| e.set("code", ErrorCode::Forbidden.as_str()));
                 return Err(err.into_server_error(info.field.name.pos));
             }
         }

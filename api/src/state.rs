@@ -27,6 +27,16 @@ pub struct ApiConfig {
     /// The JetStream stream the event log is published to (whose publisher's leadership
     /// `/metrics` reports).
     pub events_stream: String,
+    /// Query size limits checked before validation (`CORRAL_MAX_QUERY_BYTES`,
+    /// `CORRAL_MAX_QUERY_FIELDS`).
+    pub query_limits: crate::graphql::guard::QueryLimits,
+    /// Connection cap and read timeout (`CORRAL_MAX_CONNECTIONS`,
+    /// `CORRAL_REQUEST_READ_TIMEOUT_MS`).
+    pub listener: crate::listener::ListenerLimits,
+    /// Where `/metrics` is served instead of the API's address (`CORRAL_METRICS_LISTEN`).
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// The bearer token `/metrics` requires (`CORRAL_METRICS_TOKEN`; unset: open).
+    pub metrics_token: Option<String>,
     /// Whether `GET /graphql` serves the GraphQL IDE (`CORRAL_GRAPHIQL`).
     pub graphiql: bool,
 }
@@ -39,6 +49,10 @@ impl Default for ApiConfig {
             health: corral_projections::health::HealthConfig::default(),
             sweeps: corral_projections::sweeps::SweepConfig::default(),
             events_stream: corral_workers::publisher::PublisherConfig::default().stream,
+            query_limits: crate::graphql::guard::QueryLimits::default(),
+            listener: crate::listener::ListenerLimits::default(),
+            metrics_listen: None,
+            metrics_token: None,
             graphiql: true,
         }
     }
@@ -49,6 +63,10 @@ impl Default for ApiConfig {
 pub struct AppState {
     /// Database pool.
     pub pool: PgPool,
+    /// The pool GraphQL resolvers read with: the main pool's connection settings plus
+    /// `statement_timeout` (`CORRAL_STATEMENT_TIMEOUT_MS`), so no statement of a request runs
+    /// longer. Commands and workers use `pool`, without it.
+    pub api_pool: PgPool,
     /// Group command runner.
     pub groups: Arc<GroupCommands>,
     /// Membership command runner.
@@ -96,6 +114,7 @@ impl AppState {
                 signal.clone(),
             )),
             memberships: Arc::new(MembershipCommands::new(pool.clone(), lock_pool, signal)),
+            api_pool: api_pool(&pool, config.query_limits.statement_timeout),
             pool,
             waiter,
             enforcer,
@@ -107,4 +126,16 @@ impl AppState {
         state.schema = Some(crate::graphql::build_schema(&state));
         state
     }
+}
+
+/// A pool like `pool` (connecting lazily, as large) whose sessions have `statement_timeout`.
+fn api_pool(pool: &PgPool, statement_timeout: Duration) -> PgPool {
+    let options = pool.connect_options().as_ref().clone().options([(
+        "statement_timeout",
+        format!("{}ms", statement_timeout.as_millis().max(1)),
+    )]);
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(pool.options().get_max_connections())
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_lazy_with(options)
 }

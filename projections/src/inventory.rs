@@ -207,8 +207,8 @@ fn page_where(alias: &str, filter: Option<&SqlFragment>, after: bool) -> (String
     (sql, next)
 }
 
-async fn page(
-    pool: &PgPool,
+async fn page<'c>(
+    pool: impl sqlx::PgExecutor<'c>,
     select: &str,
     from: &str,
     alias: &str,
@@ -229,8 +229,8 @@ async fn page(
         .await?)
 }
 
-async fn count(
-    pool: &PgPool,
+async fn count<'c>(
+    pool: impl sqlx::PgExecutor<'c>,
     from: &str,
     alias: &str,
     filter: Option<&SqlFragment>,
@@ -252,8 +252,8 @@ async fn count(
 
 /// Up to `limit` live devices with ids after `after`, in id order, matching `filter` (a device
 /// rule compiled with [`sql_context`] over [`DEVICE_FROM`]).
-pub async fn device_page(
-    pool: &PgPool,
+pub async fn device_page<'c>(
+    pool: impl sqlx::PgExecutor<'c>,
     filter: Option<&SqlFragment>,
     after: Option<&str>,
     limit: i64,
@@ -263,8 +263,8 @@ pub async fn device_page(
 }
 
 /// Like [`device_page`], for services and a service rule over [`SERVICE_FROM`].
-pub async fn service_page(
-    pool: &PgPool,
+pub async fn service_page<'c>(
+    pool: impl sqlx::PgExecutor<'c>,
     filter: Option<&SqlFragment>,
     after: Option<&str>,
     limit: i64,
@@ -283,16 +283,16 @@ pub async fn service_page(
 }
 
 /// Live devices matching `filter`, counted up to [`COUNT_CAP`].
-pub async fn count_devices(
-    pool: &PgPool,
+pub async fn count_devices<'c>(
+    pool: impl sqlx::PgExecutor<'c>,
     filter: Option<&SqlFragment>,
 ) -> Result<Count, StoreError> {
     count(pool, DEVICE_FROM, "d", filter).await
 }
 
 /// Live services matching `filter`, counted up to [`COUNT_CAP`].
-pub async fn count_services(
-    pool: &PgPool,
+pub async fn count_services<'c>(
+    pool: impl sqlx::PgExecutor<'c>,
     filter: Option<&SqlFragment>,
 ) -> Result<Count, StoreError> {
     count(pool, SERVICE_FROM, "s", filter).await

@@ -15,6 +15,7 @@ use super::errors::{coded, internal};
 use super::scalars::Position;
 use super::types::{page_size, PageInfo, DEFAULT_PAGE};
 use crate::audit::{self, AuditRecord};
+use crate::error_codes::ErrorCode;
 
 /// Which audit entries to list. Every condition given must hold.
 #[derive(InputObject, Default, Debug, Clone)]
@@ -39,13 +40,13 @@ pub struct AuditLogFilter {
 
 impl AuditLogFilter {
     fn into_filter(self) -> Result<audit::AuditFilter> {
-        let group_id = match self.group_id {
-            None => None,
-            Some(id) => Some(
-                id.parse::<Uuid>()
-                    .map_err(|_| coded("BAD_USER_INPUT", "filter.groupId is not a group id"))?,
-            ),
-        };
+        let group_id =
+            match self.group_id {
+                None => None,
+                Some(id) => Some(id.parse::<Uuid>().map_err(|_| {
+                    coded(ErrorCode::BadUserInput, "filter.groupId is not a group id")
+                })?),
+            };
         Ok(audit::AuditFilter {
             actor: self.actor,
             group_id,
@@ -203,11 +204,12 @@ pub struct ChainHead {
 fn parse_after(after: Option<String>) -> Result<i64> {
     match after {
         None => Ok(0),
-        Some(s) => s
-            .parse::<i64>()
-            .ok()
-            .filter(|p| *p >= 0)
-            .ok_or_else(|| coded("BAD_USER_INPUT", "after is not a cursor of this list")),
+        Some(s) => s.parse::<i64>().ok().filter(|p| *p >= 0).ok_or_else(|| {
+            coded(
+                ErrorCode::BadUserInput,
+                "after is not a cursor of this list",
+            )
+        }),
     }
 }
 
@@ -225,7 +227,7 @@ pub(crate) async fn entries(
         Ok(f) => f,
         Err(e) => {
             return Err(coded(
-                "BAD_USER_INPUT",
+                ErrorCode::BadUserInput,
                 format!("filter.{}: {}", e.field, e.message),
             ))
         }

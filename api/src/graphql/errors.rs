@@ -6,6 +6,8 @@ use corral_domain::group::GroupError;
 use corral_domain::membership::MembershipError;
 use corral_projections::executor::ExecError;
 
+use crate::error_codes::ErrorCode;
+
 /// An expected failure, returned in a payload.
 #[derive(Debug, Clone, PartialEq, Eq, SimpleObject)]
 pub struct UserError {
@@ -29,14 +31,42 @@ impl UserError {
 }
 
 /// A GraphQL error with a code.
-pub fn coded(code: &'static str, message: impl Into<String>) -> async_graphql::Error {
-    async_graphql::Error::new(message.into()).extend_with(|_, e| e.set("code", code))
+pub fn coded(code: ErrorCode, message: impl Into<String>) -> async_graphql::Error {
+    async_graphql::Error::new(message.into()).extend_with(|_, e| e.set("code", code.as_str()))
 }
 
-/// An unexpected failure: logged once, reported as `INTERNAL` without details.
-pub fn internal(err: impl std::fmt::Display) -> async_graphql::Error {
-    tracing::error!(error = %err, "internal error");
-    coded("INTERNAL", "internal error")
+/// PostgreSQL's SQLSTATE for a statement cancelled by `statement_timeout` (or a cancel).
+const QUERY_CANCELED: &str = "57014";
+
+/// An unexpected failure: logged once, reported as `INTERNAL` without details. A statement
+/// that `statement_timeout` cancelled is the caller's expensive question, not a fault:
+/// `QUERY_TIMEOUT`, logged at warn.
+pub fn internal<E: std::fmt::Display + 'static>(err: E) -> async_graphql::Error {
+    let text = err.to_string();
+    if timed_out(&err) || text.contains("canceling statement due to statement timeout") {
+        tracing::warn!(error = %text, "a statement of a request timed out");
+        return coded(
+            ErrorCode::QueryTimeout,
+            "the database took longer than this server allows for one statement \
+             (CORRAL_STATEMENT_TIMEOUT_MS); ask for less: a narrower filter or a smaller page",
+        );
+    }
+    tracing::error!(error = %text, "internal error");
+    coded(ErrorCode::Internal, "internal error")
+}
+
+/// Whether `err` is a statement cancelled by `statement_timeout`.
+fn timed_out(err: &dyn std::any::Any) -> bool {
+    let sqlx_err = err.downcast_ref::<sqlx::Error>().or_else(|| match err
+        .downcast_ref::<corral_projections::StoreError>(
+    ) {
+        Some(corral_projections::StoreError::Database(e)) => Some(e),
+        _ => None,
+    });
+    sqlx_err
+        .and_then(|e| e.as_database_error())
+        .and_then(|d| d.code())
+        .is_some_and(|c| c == QUERY_CANCELED)
 }
 
 /// A refusal from an aggregate: its stable code and field, or an internal failure.
@@ -74,7 +104,9 @@ impl Refusal for MembershipError {
 }
 
 /// Splits an executor error into a userError or an internal error.
-pub fn from_exec<E: Refusal>(err: ExecError<E>) -> Result<UserError, async_graphql::Error> {
+pub fn from_exec<E: Refusal + 'static>(
+    err: ExecError<E>,
+) -> Result<UserError, async_graphql::Error> {
     match err {
         ExecError::Domain(e) if e.internal() => Err(internal(e)),
         ExecError::Domain(e) => Ok(UserError::new(e.field(), e.code(), e.to_string())),

@@ -10,6 +10,7 @@ use corral_projections::health::{
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::error_codes::ErrorCode;
 use crate::graphql::errors::{coded, internal, UserError};
 
 /// Rollup bucket sizes.
@@ -177,9 +178,11 @@ pub async fn load_health(
     };
     match store::group_health(pool, group, from, to, bucket, pref).await {
         Ok(series) => Ok(series.into()),
-        Err(HealthError::NotFound(id)) => Err(coded("NOT_FOUND", format!("group {id} not found"))),
-        Err(HealthError::BadWindow(m)) => Err(coded("BAD_REQUEST", m)),
-        Err(HealthError::NoRollups(m)) => Err(coded("NO_ROLLUPS", m)),
+        Err(HealthError::NotFound(id)) => {
+            Err(coded(ErrorCode::NotFound, format!("group {id} not found")))
+        }
+        Err(HealthError::BadWindow(m)) => Err(coded(ErrorCode::BadRequest, m)),
+        Err(HealthError::NoRollups(m)) => Err(coded(ErrorCode::NoRollups, m)),
         Err(HealthError::Store(e)) => Err(internal(e)),
     }
 }

@@ -30,6 +30,7 @@ use super::scalars::Position;
 use super::types::{
     decode_cursor, encode_cursor, page_size, Group, GroupConnection, GroupEdge, GroupType, PageInfo,
 };
+use crate::error_codes::ErrorCode;
 
 async fn conn(ctx: &Context<'_>) -> Result<PoolConnection<Postgres>> {
     ctx.data_unchecked::<PgPool>()
@@ -47,7 +48,10 @@ pub(crate) async fn requested_position(
 ) -> Result<Option<i64>> {
     match (as_of, at_position) {
         (None, None) => Ok(None),
-        (Some(_), Some(_)) => Err(coded("BAD_USER_INPUT", "give asOf or atPosition, not both")),
+        (Some(_), Some(_)) => Err(coded(
+            ErrorCode::BadUserInput,
+            "give asOf or atPosition, not both",
+        )),
         (Some(t), None) => Ok(Some(position_at(ctx, t).await?)),
         (None, Some(Position(p))) => {
             let (head, _) = public_log::head(&mut *conn(ctx).await?)
@@ -55,7 +59,7 @@ pub(crate) async fn requested_position(
                 .map_err(internal)?;
             if p > head {
                 return Err(coded(
-                    "BAD_USER_INPUT",
+                    ErrorCode::BadUserInput,
                     format!("atPosition {p} is beyond the head of the log ({head})"),
                 ));
             }

@@ -285,18 +285,30 @@ pub struct LazyCount {
 impl LazyCount {
     async fn get(&self, ctx: &Context<'_>) -> Result<Count> {
         let pool = ctx.data_unchecked::<PgPool>();
-        let filter = self.filter.as_deref();
+        let services = self.services;
         let count = self
             .count
             .get_or_try_init(|| async {
-                if self.services {
-                    store::count_services(pool, filter).await
-                } else {
-                    store::count_devices(pool, filter).await
+                match self.filter.clone() {
+                    // A filter's count scans what the caller chose: within the budget.
+                    Some(f) => {
+                        ctx.data::<crate::graphql::budget::DbBudget>()?
+                            .run(pool, move |c| {
+                                Box::pin(async move {
+                                    if services {
+                                        store::count_services(c, Some(&f)).await
+                                    } else {
+                                        store::count_devices(c, Some(&f)).await
+                                    }
+                                })
+                            })
+                            .await
+                    }
+                    None if services => store::count_services(pool, None).await.map_err(internal),
+                    None => store::count_devices(pool, None).await.map_err(internal),
                 }
             })
-            .await
-            .map_err(internal)?;
+            .await?;
         Ok(*count)
     }
 }

@@ -1,8 +1,10 @@
 //! The GraphQL schema.
 
 pub mod audit;
+pub mod budget;
 pub mod dashboards;
 pub mod errors;
+pub mod guard;
 pub mod health;
 pub mod history;
 pub mod inventory;
@@ -79,7 +81,7 @@ pub fn sdl() -> String {
 /// The schema with the process-wide data.
 pub fn build_schema(state: &AppState) -> CorralSchema {
     schema_builder()
-        .data(state.pool.clone())
+        .data(state.api_pool.clone())
         .data(state.groups.clone())
         .data(state.memberships.clone())
         .data(state.dashboards.clone())
@@ -90,8 +92,9 @@ pub fn build_schema(state: &AppState) -> CorralSchema {
         .data(MutationWait(state.config.mutation_wait))
         .data(state.config.health.clone())
         .data(subscriptions::LogHead::default())
+        .extension(guard::QueryGuard(state.config.query_limits))
         .extension(RequestLoaders {
-            pool: state.pool.clone(),
+            pool: state.api_pool.clone(),
             metrics: state.metrics.clone(),
         })
         .finish()

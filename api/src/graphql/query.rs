@@ -9,6 +9,7 @@ use uuid::Uuid;
 use super::errors::{coded, internal};
 use super::loaders::Groups;
 use super::types::{decode_cursor, page_size, prefetch, Group, GroupConnection, GroupType};
+use crate::error_codes::ErrorCode;
 
 /// Group queries (part of the `Query` root).
 #[derive(Default)]
@@ -66,7 +67,7 @@ impl GroupQuery {
         path: String,
     ) -> Result<Option<Group>> {
         if path.len() > 4096 {
-            return Err(coded("BAD_USER_INPUT", "path is too long"));
+            return Err(coded(ErrorCode::BadUserInput, "path is too long"));
         }
         let t = DomainGroupType::from(group_type).as_str();
         let node = read::by_path(ctx.data_unchecked::<PgPool>(), t, &path)
@@ -90,7 +91,7 @@ impl GroupQuery {
         let first = page_size(first)?;
         if search.as_ref().is_some_and(|s| s.chars().count() > 128) {
             return Err(coded(
-                "BAD_USER_INPUT",
+                ErrorCode::BadUserInput,
                 "search must be at most 128 characters",
             ));
         }

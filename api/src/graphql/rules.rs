@@ -20,6 +20,7 @@ use super::errors::{coded, internal, UserError};
 use super::membership::MembershipPayload;
 use super::mutation::{expected, group_payload, run as run_group, GroupPayload};
 use super::types::{parse_id, Group, GroupType};
+use crate::error_codes::ErrorCode;
 use crate::metrics::Metrics;
 
 /// Most sample entities `previewRule` returns.
@@ -514,8 +515,11 @@ pub struct RuleQuery;
 #[Object]
 impl RuleQuery {
     /// Checks a rule and shows what it matches now: count, a sample, errors and warnings.
-    /// (It runs the rule over the inventory: charged like a hundred-row page.)
-    #[graphql(complexity = "500 + usize::try_from(first).unwrap_or(0) * child_complexity")]
+    /// (It runs the rule over the inventory: charged like a hundred-row page plus the rule's
+    /// compiled cost, as a `devices(filter:)` is.)
+    #[graphql(
+        complexity = "500 + usize::try_from(first).unwrap_or(0) * child_complexity + super::inventory::query::filter_complexity(Some(rule.as_str()), kind.into())"
+    )]
     async fn preview_rule(
         &self,
         ctx: &Context<'_>,
@@ -525,7 +529,7 @@ impl RuleQuery {
     ) -> Result<RulePreview> {
         if !(0..=MAX_PREVIEW).contains(&first) {
             return Err(coded(
-                "BAD_USER_INPUT",
+                ErrorCode::BadUserInput,
                 format!("first must be between 0 and {MAX_PREVIEW}"),
             ));
         }
@@ -554,31 +558,35 @@ impl RuleQuery {
         if let Err(e) = resolve_group_paths(pool, &mut r).await? {
             return Ok(problem(e));
         }
+        let r_kind = r.kind();
         let fragment = r.to_sql(&inv::sql_context(Utc::now()));
-        let (count, sample) = match r.kind() {
-            DomainGroupType::Device => (
-                inv::count_devices(pool, Some(&fragment))
-                    .await
-                    .map_err(internal)?,
-                inv::device_page(pool, Some(&fragment), None, i64::from(first))
-                    .await
-                    .map_err(internal)?
-                    .into_iter()
-                    .map(|d| super::members::Member::Device(d.into()))
-                    .collect(),
-            ),
-            DomainGroupType::Service => (
-                inv::count_services(pool, Some(&fragment))
-                    .await
-                    .map_err(internal)?,
-                inv::service_page(pool, Some(&fragment), None, i64::from(first))
-                    .await
-                    .map_err(internal)?
-                    .into_iter()
-                    .map(|s| super::members::Member::Service(s.into()))
-                    .collect(),
-            ),
-        };
+        // The rule is the caller's: it runs within the request's database budget.
+        let limit = i64::from(first);
+        let (count, sample) = ctx
+            .data::<crate::graphql::budget::DbBudget>()?
+            .run(pool, move |c| {
+                Box::pin(async move {
+                    Ok(match r_kind {
+                        DomainGroupType::Device => (
+                            inv::count_devices(&mut *c, Some(&fragment)).await?,
+                            inv::device_page(&mut *c, Some(&fragment), None, limit)
+                                .await?
+                                .into_iter()
+                                .map(|d| super::members::Member::Device(d.into()))
+                                .collect::<Vec<_>>(),
+                        ),
+                        DomainGroupType::Service => (
+                            inv::count_services(&mut *c, Some(&fragment)).await?,
+                            inv::service_page(&mut *c, Some(&fragment), None, limit)
+                                .await?
+                                .into_iter()
+                                .map(|s| super::members::Member::Service(s.into()))
+                                .collect::<Vec<_>>(),
+                        ),
+                    })
+                })
+            })
+            .await?;
         Ok(RulePreview {
             valid: true,
             normalized: Some(r.to_text()),
@@ -602,9 +610,9 @@ impl RuleQuery {
     ) -> Result<MembershipExplanation> {
         let group = group_id
             .parse::<Uuid>()
-            .map_err(|_| coded("BAD_USER_INPUT", "groupId is not a group id"))?;
+            .map_err(|_| coded(ErrorCode::BadUserInput, "groupId is not a group id"))?;
         if member_id.len() > 256 {
-            return Err(coded("BAD_USER_INPUT", "memberId is too long"));
+            return Err(coded(ErrorCode::BadUserInput, "memberId is too long"));
         }
         let pool = ctx.data_unchecked::<PgPool>();
         let belongings =

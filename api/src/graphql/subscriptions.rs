@@ -25,6 +25,7 @@ use super::errors::{coded, internal};
 use super::scalars::Position;
 use crate::audit::{MAX_FILTER_CHARS, MAX_FILTER_TYPES};
 use crate::auth::Actor;
+use crate::error_codes::ErrorCode;
 
 /// Entries read per query while replaying (a Membership event is up to ~260 KB).
 const BATCH: i64 = 100;
@@ -59,7 +60,7 @@ fn take_slot(ctx: &Context<'_>) -> Result<Slot> {
     let slot = Slot(Some(slots.clone()));
     if held >= MAX_SUBSCRIPTIONS_PER_CONNECTION {
         return Err(coded(
-            "TOO_MANY_SUBSCRIPTIONS",
+            ErrorCode::TooManySubscriptions,
             format!("at most {MAX_SUBSCRIPTIONS_PER_CONNECTION} subscriptions per connection"),
         ));
     }
@@ -103,7 +104,10 @@ fn authorize(ctx: &Context<'_>, field: &str) -> Result<()> {
     if allowed {
         Ok(())
     } else {
-        Err(coded("FORBIDDEN", format!("not allowed to call {object}")))
+        Err(coded(
+            ErrorCode::Forbidden,
+            format!("not allowed to call {object}"),
+        ))
     }
 }
 
@@ -139,7 +143,7 @@ impl EventStreamFilter {
                     .any(|s| s.is_empty() || s.len() > MAX_FILTER_CHARS)
             {
                 return Err(coded(
-                    "BAD_USER_INPUT",
+                    ErrorCode::BadUserInput,
                     format!(
                         "filter.{field}: at most {MAX_FILTER_TYPES} values of 1-{MAX_FILTER_CHARS} characters"
                     ),
@@ -327,7 +331,7 @@ impl SubscriptionRoot {
         let slot = take_slot(ctx)?;
         let group = group_id
             .parse::<Uuid>()
-            .map_err(|_| coded("BAD_USER_INPUT", "groupId is not a group id"))?;
+            .map_err(|_| coded(ErrorCode::BadUserInput, "groupId is not a group id"))?;
         let stream = membership_stream(ctx, group, include_descendants.unwrap_or(false)).await?;
         Ok(futures::StreamExt::map(stream, move |item| {
             let _held = &slot;
@@ -640,7 +644,7 @@ pub const MAX_WATCHED_ENTRIES: usize = 500_000;
 
 fn too_large(entries: usize, descendants: bool) -> async_graphql::Error {
     coded(
-        "TOO_LARGE",
+        ErrorCode::TooLarge,
         format!(
             "the group{} holds {entries} membership entries, over the {MAX_WATCHED_ENTRIES} one subscription may watch; subscribe to a smaller subtree, or to `events` filtered on Membership",
             if descendants { " and its descendants" } else { "" }
@@ -669,7 +673,7 @@ async fn membership_stream(
             .unwrap_or_default()
     };
     if groups.is_empty() {
-        return Err(coded("NOT_FOUND", format!("no group {group}")));
+        return Err(coded(ErrorCode::NotFound, format!("no group {group}")));
     }
     // Refuse before folding: the write-side registry counts the entries the watch would hold.
     let ids: Vec<Uuid> = groups.iter().map(|g| g.0).collect();

@@ -25,6 +25,7 @@ use super::mutation::{event_metadata, settle};
 use super::scalars::Position;
 use super::types::{page_size, DEFAULT_PAGE};
 use crate::auth::Actor;
+use crate::error_codes::ErrorCode;
 use idempotency::KeyUse;
 
 /// Input of `scheduleSweep` and `previewSweep`.
@@ -481,10 +482,10 @@ pub(crate) async fn progress_stream(
 ) -> Result<impl futures::Stream<Item = Result<SweepProgress>>> {
     let id = id
         .parse::<Uuid>()
-        .map_err(|_| coded("BAD_USER_INPUT", "runId is not a run id"))?;
+        .map_err(|_| coded(ErrorCode::BadUserInput, "runId is not a run id"))?;
     let pool = ctx.data_unchecked::<PgPool>().clone();
     if read::by_id(&pool, id).await.map_err(internal)?.is_none() {
-        return Err(coded("NOT_FOUND", format!("no sweep run {id}")));
+        return Err(coded(ErrorCode::NotFound, format!("no sweep run {id}")));
     }
     let poll = ctx.data_unchecked::<SweepConfig>().poll;
     let state = (pool, None::<SweepProgress>, false);

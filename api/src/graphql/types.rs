@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use super::errors::coded;
 use super::loaders::{Ancestors, Capabilities, ChildCounts, Children, ChildrenKey, Groups};
+use crate::error_codes::ErrorCode;
 
 /// Largest page a client may ask for.
 pub const MAX_PAGE: i32 = 1000;
@@ -308,7 +309,7 @@ impl Group {
         source: Option<super::health::HealthSource>,
     ) -> Result<super::health::GroupHealth> {
         if self.deleted_at.is_some() {
-            return Err(coded("NOT_FOUND", "the group is deleted"));
+            return Err(coded(ErrorCode::NotFound, "the group is deleted"));
         }
         super::health::load_health(
             ctx.data_unchecked::<sqlx::PgPool>(),
@@ -471,7 +472,7 @@ pub fn page_size(first: Option<i32>) -> Result<i64> {
     match first.unwrap_or(DEFAULT_PAGE) {
         n if (0..=MAX_PAGE).contains(&n) => Ok(i64::from(n)),
         n => Err(coded(
-            "BAD_USER_INPUT",
+            ErrorCode::BadUserInput,
             format!("first must be between 0 and {MAX_PAGE}, got {n}"),
         )),
     }
@@ -486,7 +487,7 @@ pub fn encode_cursor(after: &After) -> String {
 pub fn decode_cursor(cursor: &str) -> Result<After> {
     let bad = || {
         coded(
-            "BAD_USER_INPUT",
+            ErrorCode::BadUserInput,
             "after is not a cursor returned by this connection",
         )
     };

@@ -41,6 +41,7 @@
 
 mod ast;
 mod check;
+mod cost;
 mod error;
 mod eval;
 mod fields;
@@ -370,6 +371,13 @@ impl Rule {
     /// The rule as a parameterized SQL condition (`"true"` for a rule without conditions).
     pub fn to_sql(&self, ctx: &SqlContext) -> SqlFragment {
         self.plan.to_sql(ctx)
+    }
+
+    /// What evaluating the rule over one entity costs, in units of one equality test
+    /// (regular expressions by their length, LIKE patterns, lists and `group:` lookups more
+    /// than `=`); at least 1.
+    pub fn cost(&self) -> u64 {
+        self.plan.cost()
     }
 
     /// Number of conditions.

@@ -16,6 +16,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::auth::Actor;
+use crate::error_codes::ErrorCode;
 use crate::graphql::errors::{coded, internal};
 use crate::graphql::health::GroupHealth;
 use crate::graphql::loaders::Groups;
@@ -109,7 +110,7 @@ pub(super) async fn resolve(
             )),
             Some(id) => id.parse::<Uuid>().map_err(|_| {
                 coded(
-                    "BAD_USER_INPUT",
+                    ErrorCode::BadUserInput,
                     format!("group {:?} is not a group id", id.0),
                 )
             })?,

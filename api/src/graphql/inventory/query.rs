@@ -11,8 +11,28 @@ use super::{
     cursor, lazy_count, page_info, Device, DeviceConnection, DeviceEdge, Devices, Service,
     ServiceConnection, ServiceEdge, Services,
 };
+use crate::error_codes::ErrorCode;
+use crate::graphql::budget::DbBudget;
 use crate::graphql::errors::{coded, internal};
 use crate::graphql::types::{decode_cursor, page_size, DEFAULT_PAGE};
+
+/// Complexity of one unit of a filter's compiled cost: a filter runs over the whole
+/// inventory, not one page, so one `=` condition counts like a hundred fields.
+pub const FILTER_WEIGHT: usize = 100;
+
+/// What a rule filter adds to a query's complexity: [`FILTER_WEIGHT`] times its compiled
+/// cost (a filter that does not parse adds nothing: it is refused before it runs).
+pub(crate) fn filter_complexity(filter: Option<&str>, kind: GroupType) -> usize {
+    let Some(text) = filter.filter(|t| !t.trim().is_empty()) else {
+        return 0;
+    };
+    match rule::parse(text, kind) {
+        Ok(parsed) => usize::try_from(parsed.rule.cost())
+            .unwrap_or(usize::MAX)
+            .saturating_mul(FILTER_WEIGHT),
+        Err(_) => 0,
+    }
+}
 
 fn rule_invalid(e: RuleError) -> async_graphql::Error {
     let message = match e.column {
@@ -20,7 +40,7 @@ fn rule_invalid(e: RuleError) -> async_graphql::Error {
         None => format!("filter is not a valid rule: {}", e.message),
     };
     async_graphql::Error::new(message).extend_with(|_, x| {
-        x.set("code", "RULE_INVALID");
+        x.set("code", ErrorCode::RuleInvalid.as_str());
         if let Some(c) = e.column {
             x.set("column", c as u64);
         }
@@ -41,14 +61,14 @@ pub async fn compile_filter(
     if text.contains('\0') {
         // PostgreSQL text cannot hold it: refuse it here rather than fail in the query.
         return Err(coded(
-            "BAD_USER_INPUT",
+            ErrorCode::BadUserInput,
             "filter must not contain NUL characters",
         ));
     }
     let mut rule = rule::parse(text, kind).map_err(rule_invalid)?.rule;
     if rule.kind() != kind {
         return Err(coded(
-            "BAD_USER_INPUT",
+            ErrorCode::BadUserInput,
             format!(
                 "filter selects {}s but this field lists {}s",
                 rule.kind().as_str().to_lowercase(),
@@ -84,8 +104,9 @@ impl InventoryQuery {
     }
 
     /// Devices in id order; `filter` is a device rule (`hostname:web-%  site:ams1`).
+    /// A filter counts its compiled cost in the query's complexity.
     #[graphql(
-        complexity = "i64::from(first.unwrap_or(DEFAULT_PAGE)).max(1) as usize * child_complexity + 1"
+        complexity = "i64::from(first.unwrap_or(DEFAULT_PAGE)).max(1) as usize * child_complexity + 1 + filter_complexity(filter.as_deref(), GroupType::Device)"
     )]
     async fn devices(
         &self,
@@ -97,9 +118,22 @@ impl InventoryQuery {
         let (first, after) = page_args(first, after.as_deref())?;
         let pool = ctx.data_unchecked::<PgPool>();
         let filter = compile_filter(pool, filter.as_deref(), GroupType::Device).await?;
-        let mut rows = store::device_page(pool, filter.as_ref(), after.as_deref(), first + 1)
-            .await
-            .map_err(internal)?;
+        let mut rows = match &filter {
+            // A filter's cost is the caller's to choose: it runs within the request's budget.
+            Some(f) => {
+                let (f, after) = (f.clone(), after.clone());
+                ctx.data::<DbBudget>()?
+                    .run(pool, move |c| {
+                        Box::pin(async move {
+                            store::device_page(c, Some(&f), after.as_deref(), first + 1).await
+                        })
+                    })
+                    .await?
+            }
+            None => store::device_page(pool, None, after.as_deref(), first + 1)
+                .await
+                .map_err(internal)?,
+        };
         let has_next = rows.len() as i64 > first;
         rows.truncate(first as usize);
         let edges: Vec<DeviceEdge> = rows
@@ -125,8 +159,9 @@ impl InventoryQuery {
     }
 
     /// Services in id order; `filter` is a service rule (`type:http port:443`).
+    /// A filter counts its compiled cost in the query's complexity.
     #[graphql(
-        complexity = "i64::from(first.unwrap_or(DEFAULT_PAGE)).max(1) as usize * child_complexity + 1"
+        complexity = "i64::from(first.unwrap_or(DEFAULT_PAGE)).max(1) as usize * child_complexity + 1 + filter_complexity(filter.as_deref(), GroupType::Service)"
     )]
     async fn services(
         &self,
@@ -138,9 +173,22 @@ impl InventoryQuery {
         let (first, after) = page_args(first, after.as_deref())?;
         let pool = ctx.data_unchecked::<PgPool>();
         let filter = compile_filter(pool, filter.as_deref(), GroupType::Service).await?;
-        let mut rows = store::service_page(pool, filter.as_ref(), after.as_deref(), first + 1)
-            .await
-            .map_err(internal)?;
+        let mut rows = match &filter {
+            // A filter's cost is the caller's to choose: it runs within the request's budget.
+            Some(f) => {
+                let (f, after) = (f.clone(), after.clone());
+                ctx.data::<DbBudget>()?
+                    .run(pool, move |c| {
+                        Box::pin(async move {
+                            store::service_page(c, Some(&f), after.as_deref(), first + 1).await
+                        })
+                    })
+                    .await?
+            }
+            None => store::service_page(pool, None, after.as_deref(), first + 1)
+                .await
+                .map_err(internal)?,
+        };
         let has_next = rows.len() as i64 > first;
         rows.truncate(first as usize);
         let edges: Vec<ServiceEdge> = rows

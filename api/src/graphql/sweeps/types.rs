@@ -6,6 +6,7 @@ use corral_domain::sweep::SweepStatus as DomainStatus;
 use corral_projections::sweeps::read::{self, HostResultView, RunCursor, SweepRunView};
 use sqlx::PgPool;
 
+use crate::error_codes::ErrorCode;
 use crate::graphql::errors::{coded, internal};
 use crate::graphql::types::{page_size, PageInfo, DEFAULT_PAGE};
 
@@ -221,7 +222,12 @@ fn decode(s: &str) -> Result<String> {
     hex::decode(s)
         .ok()
         .and_then(|b| String::from_utf8(b).ok())
-        .ok_or_else(|| coded("BAD_USER_INPUT", "after is not a cursor of this list"))
+        .ok_or_else(|| {
+            coded(
+                ErrorCode::BadUserInput,
+                "after is not a cursor of this list",
+            )
+        })
 }
 
 #[ComplexObject]
@@ -243,7 +249,7 @@ impl SweepRun {
         if let Some(a) = &after {
             if a.parse::<std::net::IpAddr>().is_err() {
                 return Err(coded(
-                    "BAD_USER_INPUT",
+                    ErrorCode::BadUserInput,
                     "after is not a cursor of this list",
                 ));
             }
@@ -304,7 +310,12 @@ fn run_cursor(r: &SweepRunView) -> String {
 /// Reads a `sweepRuns` cursor.
 pub(super) fn decode_run_cursor(s: &str) -> Result<RunCursor> {
     let raw = decode(s)?;
-    let bad = || coded("BAD_USER_INPUT", "after is not a cursor of this list");
+    let bad = || {
+        coded(
+            ErrorCode::BadUserInput,
+            "after is not a cursor of this list",
+        )
+    };
     let (micros, id) = raw.split_once('|').ok_or_else(bad)?;
     Ok(RunCursor {
         scheduled_at: DateTime::from_timestamp_micros(micros.parse().map_err(|_| bad())?)

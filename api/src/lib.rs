@@ -13,3 +13,4 @@ pub mod runtime;
 pub mod state;
 pub mod sweep_export;
 pub mod wiring;
+pub mod ws;

@@ -29,6 +29,8 @@ pub struct ApiConfig {
     pub events_stream: String,
     /// Whether `GET /graphql` serves the GraphQL IDE (`CORRAL_GRAPHIQL`).
     pub graphiql: bool,
+    /// `/graphql/ws` limits and allowed origins (`CORRAL_WS_*`).
+    pub websocket: crate::ws::WsConfig,
 }
 
 impl Default for ApiConfig {
@@ -40,6 +42,7 @@ impl Default for ApiConfig {
             sweeps: corral_projections::sweeps::SweepConfig::default(),
             events_stream: corral_workers::publisher::PublisherConfig::default().stream,
             graphiql: true,
+            websocket: crate::ws::WsConfig::default(),
         }
     }
 }
@@ -69,6 +72,8 @@ pub struct AppState {
     pub tokens: Arc<crate::auth::TokenCache>,
     /// The schema (built once).
     pub schema: Option<CorralSchema>,
+    /// Open websocket connections, counted against `config.websocket`'s limits.
+    pub websockets: crate::ws::Connections,
 }
 
 impl AppState {
@@ -103,6 +108,7 @@ impl AppState {
             metrics: Arc::new(Metrics::default()),
             tokens: Arc::new(crate::auth::TokenCache::default()),
             schema: None,
+            websockets: crate::ws::Connections::default(),
         };
         state.schema = Some(crate::graphql::build_schema(&state));
         state

@@ -3,10 +3,8 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
-use async_graphql::Data;
-use async_graphql_axum::{GraphQLProtocol, GraphQLResponse, GraphQLWebSocket};
-use axum::extract::{ConnectInfo, MatchedPath, Request, State, WebSocketUpgrade};
+use async_graphql_axum::GraphQLResponse;
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -228,37 +226,8 @@ fn parse_graphql_body(body: &[u8]) -> Result<async_graphql::Request, Response> {
     })
 }
 
-async fn graphql_ws(
-    State(state): State<AppState>,
-    protocol: GraphQLProtocol,
-    upgrade: WebSocketUpgrade,
-) -> Response {
-    let Some(schema) = state.schema.clone() else {
-        return StatusCode::SERVICE_UNAVAILABLE.into_response();
-    };
-    let limit = state.config.max_body_bytes;
-    upgrade
-        .protocols(ALL_WEBSOCKET_PROTOCOLS)
-        .max_message_size(limit)
-        .max_frame_size(limit)
-        .on_upgrade(move |socket| async move {
-            let init_state = state.clone();
-            GraphQLWebSocket::new(socket, schema, protocol)
-                .on_connection_init(move |payload| async move {
-                    let value = payload.get("Authorization").or_else(|| payload.get("authorization")).and_then(|v| v.as_str());
-                    match actor_from_token(&init_state, value, None).await {
-                        Ok(actor) => {
-                            let mut data = Data::default();
-                            data.insert(actor);
-                            data.insert(crate::graphql::subscriptions::SubscriptionSlots::default());
-                            Ok(data)
-                        }
-                        Err(_) => Err(async_graphql::Error::new("unauthorized: send {\"Authorization\": \"Bearer <token>\"} in connection_init")),
-                    }
-                })
-                .serve()
-                .await;
-        })
+async fn graphql_ws(State(state): State<AppState>, request: Request) -> Response {
+    crate::ws::accept(state, request).await
 }
 
 /// `GET /audit/export?from=T&to=T[&group=ID&includeDescendants=true][&actor=..]

@@ -15,3 +15,4 @@ pub mod runtime;
 pub mod state;
 pub mod sweep_export;
 pub mod wiring;
+pub mod ws;

@@ -446,6 +446,7 @@ fn config_from_env() -> Result<ApiConfig, BoxError> {
         }
         config.metrics_token = Some(token);
     }
+    config.websocket = corral_api::ws::WsConfig::from_env()?;
     config.health = corral_projections::health::HealthConfig::from_env()?;
     config.sweeps = corral_projections::sweeps::SweepConfig::from_env()?;
     config.events_stream = corral_workers::nats_names::NatsNames::from_env()?.events_stream;

@@ -39,6 +39,8 @@ pub struct ApiConfig {
     pub metrics_token: Option<String>,
     /// Whether `GET /graphql` serves the GraphQL IDE (`CORRAL_GRAPHIQL`).
     pub graphiql: bool,
+    /// `/graphql/ws` limits and allowed origins (`CORRAL_WS_*`).
+    pub websocket: crate::ws::WsConfig,
 }
 
 impl Default for ApiConfig {
@@ -54,6 +56,7 @@ impl Default for ApiConfig {
             metrics_listen: None,
             metrics_token: None,
             graphiql: true,
+            websocket: crate::ws::WsConfig::default(),
         }
     }
 }
@@ -87,6 +90,8 @@ pub struct AppState {
     pub tokens: Arc<crate::auth::TokenCache>,
     /// The schema (built once).
     pub schema: Option<CorralSchema>,
+    /// Open websocket connections, counted against `config.websocket`'s limits.
+    pub websockets: crate::ws::Connections,
 }
 
 impl AppState {
@@ -122,6 +127,7 @@ impl AppState {
             metrics: Arc::new(Metrics::default()),
             tokens: Arc::new(crate::auth::TokenCache::default()),
             schema: None,
+            websockets: crate::ws::Connections::default(),
         };
         state.schema = Some(crate::graphql::build_schema(&state));
         state

@@ -97,11 +97,13 @@ pub fn build_schema(state: &AppState) -> CorralSchema {
             pool: state.api_pool.clone(),
             metrics: state.metrics.clone(),
         })
+        .extension(crate::ws::OperationIdentity)
         .finish()
 }
 
 /// Adds the per-request data: the actor. (DataLoaders come from [`loaders::RequestLoaders`],
-/// for HTTP and websocket operations alike.)
+/// for HTTP and websocket operations alike; a websocket operation's actor from
+/// [`crate::ws::OperationIdentity`].)
 pub fn prepare(request: Request, actor: Actor) -> Request {
     request.data(actor)
 }

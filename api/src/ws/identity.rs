@@ -1,0 +1,163 @@
+//! Who runs an operation on a websocket: the connection authenticates once, in
+//! `connection_init`; each operation then gets an [`Actor`] of its own.
+
+use std::any::TypeId;
+use std::sync::Arc;
+
+use async_graphql::extensions::{
+    Extension, ExtensionContext, ExtensionFactory, NextPrepareRequest,
+};
+use async_graphql::{Data, ServerResult};
+use uuid::Uuid;
+
+use crate::auth::{self, Actor};
+use crate::state::AppState;
+
+/// Who authenticated a websocket connection (its session data). Operations do not read it:
+/// [`OperationIdentity`] gives each its own [`Actor`].
+#[derive(Debug, Clone)]
+struct ConnectionIdentity {
+    subject: String,
+    role: String,
+    client_addr: Option<String>,
+}
+
+/// The connection's session data for a `connection_init` payload carrying a valid
+/// `{"Authorization": "Bearer <token>"}`.
+pub(super) async fn authenticate(
+    state: &AppState,
+    payload: &serde_json::Value,
+    client_addr: Option<String>,
+) -> async_graphql::Result<Data> {
+    let token = payload
+        .get("Authorization")
+        .or_else(|| payload.get("authorization"))
+        .and_then(|v| v.as_str())
+        .and_then(auth::bearer);
+    let Some(token) = token else {
+        return Err(async_graphql::Error::new(
+            "unauthorized: send {\"Authorization\": \"Bearer <token>\"} in connection_init",
+        ));
+    };
+    match state.tokens.lookup(&state.pool, token).await {
+        Ok(Some((subject, role))) => {
+            let mut data = Data::default();
+            data.insert(ConnectionIdentity {
+                subject,
+                role,
+                client_addr,
+            });
+            data.insert(crate::graphql::subscriptions::SubscriptionSlots::default());
+            Ok(data)
+        }
+        Ok(None) => Err(async_graphql::Error::new(
+            "unauthorized: invalid or revoked token",
+        )),
+        Err(err) => {
+            tracing::error!(error = %err, "token lookup failed");
+            Err(async_graphql::Error::new(
+                "the token could not be checked; try again later",
+            ))
+        }
+    }
+}
+
+/// Gives an operation that arrives without an [`Actor`] of its own (one sent over a
+/// websocket) the connection's, with a fresh request id, so that each operation has its own
+/// correlation id as each HTTP request does. HTTP requests bring their own and are left alone.
+pub struct OperationIdentity;
+
+impl ExtensionFactory for OperationIdentity {
+    fn create(&self) -> Arc<dyn Extension> {
+        Arc::new(OperationIdentity)
+    }
+}
+
+#[async_trait::async_trait]
+impl Extension for OperationIdentity {
+    async fn prepare_request(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        request: async_graphql::Request,
+        next: NextPrepareRequest<'_>,
+    ) -> ServerResult<async_graphql::Request> {
+        let has_actor = request.data.contains_key(&TypeId::of::<Actor>());
+        let request = match ctx.data_opt::<ConnectionIdentity>() {
+            Some(connection) if !has_actor => request.data(Actor {
+                subject: connection.subject.clone(),
+                role: connection.role.clone(),
+                client_addr: connection.client_addr.clone(),
+                request_id: Uuid::new_v4().to_string(),
+            }),
+            _ => request,
+        };
+        next.run(ctx, request).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::StreamExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn each_operation_of_a_connection_gets_its_own_request_id() {
+        use async_graphql::{EmptyMutation, EmptySubscription, Object, Schema};
+        struct Query;
+        #[Object]
+        impl Query {
+            async fn who(&self, ctx: &async_graphql::Context<'_>) -> async_graphql::Result<String> {
+                let actor = ctx.data::<Actor>()?;
+                Ok(format!(
+                    "{} {} {}",
+                    actor.subject,
+                    actor.client_addr.as_deref().unwrap_or("-"),
+                    actor.request_id
+                ))
+            }
+        }
+        let schema = Schema::build(Query, EmptyMutation, EmptySubscription)
+            .extension(OperationIdentity)
+            .finish();
+        let mut session = Data::default();
+        session.insert(ConnectionIdentity {
+            subject: "vera".into(),
+            role: "viewer".into(),
+            client_addr: Some("192.0.2.7".into()),
+        });
+        let session = Arc::new(session);
+        let mut seen = Vec::new();
+        for _ in 0..2 {
+            let response = schema
+                .execute_stream_with_session_data("{ who }", session.clone())
+                .next()
+                .await
+                .expect("a response");
+            let who = response.data.into_json().expect("json")["who"].clone();
+            let who = who.as_str().expect("who").to_string();
+            assert!(who.starts_with("vera 192.0.2.7 "), "{who}");
+            seen.push(who);
+        }
+        assert_ne!(seen[0], seen[1], "request ids differ");
+        // A request that brings its own actor (HTTP) keeps it.
+        let own = Actor {
+            subject: "alice".into(),
+            role: "admin".into(),
+            client_addr: None,
+            request_id: "req-1".into(),
+        };
+        let response = schema
+            .execute_stream_with_session_data(
+                async_graphql::Request::new("{ who }").data(own),
+                session,
+            )
+            .next()
+            .await
+            .expect("a response");
+        assert_eq!(
+            response.data.into_json().expect("json")["who"],
+            "alice - req-1"
+        );
+    }
+}

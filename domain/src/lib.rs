@@ -12,4 +12,5 @@ pub mod membership;
 pub mod metadata;
 pub mod rule;
 pub mod sweep;
+pub mod text;
 pub mod upcast;

@@ -5,6 +5,7 @@ use std::time::Duration;
 use async_graphql::{Context, InputObject, Json, Object, Result, SimpleObject, ID};
 use corral_domain::group::{GroupCommand, GroupType as DomainGroupType};
 use corral_domain::metadata::{EventMetadata, Source};
+use corral_domain::text::check_free_text;
 use corral_projections::directory::GroupCommands;
 use corral_projections::executor::{CommitToken, Committed};
 use corral_projections::group_tree::GROUP_TREE;
@@ -57,18 +58,26 @@ pub struct DeleteGroupPayload {
 /// Input of `createGroup`.
 #[derive(InputObject)]
 pub struct CreateGroupInput {
-    /// Name, 1-128 characters, no `/`, unique among siblings ignoring case.
+    /// Name, 1-128 characters after trimming, no `/`, unique among siblings ignoring case.
+    /// Stored in Unicode NFC, so a precomposed and a decomposed `é` are the same name.
+    /// Refused: control characters, format characters (zero-width spaces and joiners, the
+    /// byte order mark, the soft hyphen, bidirectional marks, embeddings, overrides and
+    /// isolates, tag characters), U+2028 and U+2029, and noncharacters. Private-use
+    /// characters are allowed.
     pub name: String,
     /// Device or service group.
     #[graphql(name = "type")]
     pub group_type: GroupType,
     /// Parent group; defaults to the root of the type.
     pub parent_id: Option<ID>,
-    /// Free text, at most 4096 characters.
+    /// Free text, at most 4096 characters, kept as sent. Tabs and line breaks are allowed;
+    /// other control characters and bidirectional embeddings, overrides and isolates
+    /// (U+202A-U+202E, U+2066-U+2069) are refused.
     pub description: Option<String>,
     /// A JSON object, at most 16 KiB.
     pub metadata: Option<Json<Value>>,
-    /// Why (kept in the audit trail).
+    /// Why (kept in the audit trail). At most 1024 characters, refused with the characters
+    /// a `description` may not hold; the same holds for every mutation's `reason`.
     pub reason: Option<String>,
 }
 
@@ -77,7 +86,8 @@ pub struct CreateGroupInput {
 pub struct RenameGroupInput {
     /// The group.
     pub id: ID,
-    /// The new name.
+    /// The new name, as `CreateGroupInput.name`: NFC, unique among siblings ignoring case,
+    /// without control, format or separator characters.
     pub name: String,
     /// Refuse unless the group is at this version.
     pub expected_version: Option<i64>,
@@ -90,7 +100,7 @@ pub struct RenameGroupInput {
 pub struct UpdateGroupInput {
     /// The group.
     pub id: ID,
-    /// New description (empty string clears it).
+    /// New description (empty string clears it), as `CreateGroupInput.description`.
     pub description: Option<String>,
     /// New metadata object (replaces the old one).
     pub metadata: Option<Json<Value>>,
@@ -160,14 +170,16 @@ pub(crate) fn event_metadata(
     ctx: &Context<'_>,
     reason: Option<String>,
 ) -> Result<std::result::Result<EventMetadata, UserError>> {
-    if reason
-        .as_ref()
-        .is_some_and(|r| r.chars().count() > MAX_REASON_CHARS)
+    // Every mutation's reason comes through here: refuse what would hide or reorder text in
+    // the audit trail (control characters other than tab and line breaks, bidi overrides).
+    if let Some(Err(err)) = reason
+        .as_deref()
+        .map(|r| check_free_text("reason", r, MAX_REASON_CHARS))
     {
         return Ok(Err(UserError::new(
             Some("reason"),
             "INVALID",
-            format!("reason must be at most {MAX_REASON_CHARS} characters"),
+            err.to_string(),
         )));
     }
     let actor = ctx.data::<Actor>()?;

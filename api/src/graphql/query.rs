@@ -59,7 +59,8 @@ impl GroupQuery {
             .map(Group::from))
     }
 
-    /// A group by path, e.g. `Inventory/Site-A/Core` (ignoring case).
+    /// A group by path, e.g. `Inventory/Site-A/Core` (ignoring case). The path is put in
+    /// Unicode NFC first, as names are, so a decomposed `é` finds a group named with `é`.
     async fn group_by_path(
         &self,
         ctx: &Context<'_>,
@@ -76,7 +77,8 @@ impl GroupQuery {
         Ok(node.map(Group::from))
     }
 
-    /// Groups of a type, ordered by path; `search` matches names (ignoring case).
+    /// Groups of a type, ordered by path; `search` matches names (ignoring case, after
+    /// putting it in Unicode NFC as names are).
     #[graphql(
         complexity = "i64::from(first.unwrap_or(super::types::DEFAULT_PAGE)).max(1) as usize * child_complexity + 1"
     )]

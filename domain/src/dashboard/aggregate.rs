@@ -72,22 +72,10 @@ fn invalid(field: &str, message: impl Into<String>) -> DashboardError {
     }
 }
 
-/// Trims and checks a dashboard name.
+/// Trims and checks a dashboard name and returns its NFC form
+/// ([`crate::text::normalize_name`]).
 fn valid_name(raw: &str) -> Result<String, DashboardError> {
-    let name = raw.trim();
-    if name.is_empty() {
-        return Err(invalid("name", "must not be empty"));
-    }
-    if name.chars().count() > MAX_NAME_CHARS {
-        return Err(invalid(
-            "name",
-            format!("must be at most {MAX_NAME_CHARS} characters"),
-        ));
-    }
-    if name.chars().any(char::is_control) {
-        return Err(invalid("name", "must not contain control characters"));
-    }
-    Ok(name.to_string())
+    crate::text::normalize_name(raw, MAX_NAME_CHARS).map_err(|e| invalid("name", e.to_string()))
 }
 
 fn valid_kind(raw: &str, field: &str) -> Result<WidgetKind, DashboardError> {

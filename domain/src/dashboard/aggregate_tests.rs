@@ -590,3 +590,6 @@ fn apply_folds_the_layout() {
     assert_eq!(state.widgets()[0].position, pos(0, 5, 2, 2));
     assert!(state.readable_by("vera") && !state.readable_by("victor"));
 }
+
+#[path = "name_tests.rs"]
+mod names;

@@ -210,22 +210,10 @@ fn invalid(field: &str, message: impl Into<String>) -> DashboardError {
     }
 }
 
-/// Trims and checks a widget title; `field` names it in the error.
+/// Trims and checks a widget title and returns its NFC form
+/// ([`crate::text::normalize_name`]); `field` names it in the error.
 pub fn validate_title(raw: &str, field: &str) -> Result<String, DashboardError> {
-    let title = raw.trim();
-    if title.is_empty() {
-        return Err(invalid(field, "must not be empty"));
-    }
-    if title.chars().count() > MAX_TITLE_CHARS {
-        return Err(invalid(
-            field,
-            format!("must be at most {MAX_TITLE_CHARS} characters"),
-        ));
-    }
-    if title.chars().any(char::is_control) {
-        return Err(invalid(field, "must not contain control characters"));
-    }
-    Ok(title.to_string())
+    crate::text::normalize_name(raw, MAX_TITLE_CHARS).map_err(|e| invalid(field, e.to_string()))
 }
 
 /// Checks a config for a widget of `kind` and returns it as stored: a group id is written in

@@ -8,6 +8,7 @@ use super::{
     GroupCapabilities, GroupCommand, GroupDirectory, GroupError, GroupEvent, GroupType, MAX_DEPTH,
     MAX_DESCRIPTION_CHARS, MAX_METADATA_BYTES, MAX_NAME_CHARS, ROOT_NAME,
 };
+use crate::text::{check_free_text, normalize_name};
 
 /// A group's state, folded from its events. Cross-group invariants (sibling names, cycles,
 /// depth) are checked against the [`GroupDirectory`] service.
@@ -45,38 +46,35 @@ fn directory_err(e: super::DirectoryError) -> GroupError {
     GroupError::Directory(e.0)
 }
 
-/// Trims and checks a group name.
+/// Trims a group name, checks it ([`crate::text::normalize_name`]: no control, format or
+/// separator characters) and returns its NFC form, so that names that look alike are equal
+/// before the sibling check compares them.
 pub(crate) fn valid_name(raw: &str) -> Result<String, GroupError> {
-    let name = raw.trim();
-    let invalid = |message: &str| GroupError::Invalid {
+    let invalid = |message: String| GroupError::Invalid {
         field: "name",
-        message: message.to_string(),
+        message,
     };
-    if name.is_empty() {
-        return Err(invalid("must not be empty"));
-    }
-    if name.chars().count() > MAX_NAME_CHARS {
-        return Err(invalid(&format!(
-            "must be at most {MAX_NAME_CHARS} characters"
-        )));
-    }
+    let name = normalize_name(raw, MAX_NAME_CHARS).map_err(|e| invalid(e.to_string()))?;
     if name.contains('/') {
-        return Err(invalid("must not contain '/'"));
+        return Err(invalid("must not contain '/'".into()));
     }
-    if name.chars().any(char::is_control) {
-        return Err(invalid("must not contain control characters"));
-    }
-    Ok(name.to_string())
+    Ok(name)
 }
 
+/// A description is free text: kept as sent, refused with control characters other than
+/// tab and line breaks or with bidirectional overrides; blank means none.
 fn valid_description(d: Option<String>) -> Result<Option<String>, GroupError> {
     match d {
-        Some(d) if d.chars().count() > MAX_DESCRIPTION_CHARS => Err(GroupError::Invalid {
-            field: "description",
-            message: format!("must be at most {MAX_DESCRIPTION_CHARS} characters"),
-        }),
-        Some(d) if d.trim().is_empty() => Ok(None),
-        d => Ok(d),
+        Some(d) => {
+            check_free_text("description", &d, MAX_DESCRIPTION_CHARS).map_err(|e| {
+                GroupError::Invalid {
+                    field: "description",
+                    message: e.error.to_string(),
+                }
+            })?;
+            Ok(Some(d).filter(|d| !d.trim().is_empty()))
+        }
+        None => Ok(None),
     }
 }
 

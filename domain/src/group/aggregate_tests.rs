@@ -714,3 +714,6 @@ fn capabilities_changed_json_is_the_stored_contract() {
         }})
     );
 }
+
+#[path = "name_tests.rs"]
+mod names;

@@ -38,7 +38,8 @@ pub enum GroupEvent {
     GroupCreated {
         /// `DEVICE` or `SERVICE`: the kind of members it holds.
         group_type: GroupType,
-        /// Its name, unique (case-insensitively) among its siblings.
+        /// Its name, unique (case-insensitively) among its siblings; in Unicode NFC (events
+        /// written before names were normalized may hold another form).
         name: String,
         /// Its parent; null only for a system root.
         parent_id: Option<Uuid>,
@@ -51,7 +52,7 @@ pub enum GroupEvent {
     },
     /// The group got a new name.
     GroupRenamed {
-        /// The new name.
+        /// The new name, in Unicode NFC.
         name: String,
         /// The name it replaced.
         previous_name: String,

@@ -47,13 +47,16 @@ pub async fn by_ids(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<Node>, StoreError
     nodes(&rows)
 }
 
-/// A group by its path, e.g. `Inventory/Site-A/Core`, ignoring case.
+/// A group by its path, e.g. `Inventory/Site-A/Core`, ignoring case. The path is put in NFC
+/// first, as names are when stored (a name stored before names were normalized is found
+/// only in its stored form).
 pub async fn by_path(
     pool: &PgPool,
     group_type: &str,
     path: &str,
 ) -> Result<Option<Node>, StoreError> {
-    let normalized = path
+    let normalized = corral_domain::text::to_nfc(path);
+    let normalized = normalized
         .trim()
         .trim_matches('/')
         .split('/')
@@ -148,8 +151,8 @@ pub async fn ancestors(
     Ok(out)
 }
 
-/// Groups of a type whose name contains `search` (ignoring case), ordered by path, with the
-/// total count of matches.
+/// Groups of a type whose name contains `search` (ignoring case, `search` put in NFC as names
+/// are), ordered by path, with the total count of matches.
 pub async fn search(
     pool: &PgPool,
     group_type: &str,
@@ -157,7 +160,7 @@ pub async fn search(
     first: i64,
     after: Option<&After>,
 ) -> Result<(Vec<Node>, i64), StoreError> {
-    let pattern = search.map(|s| {
+    let pattern = search.map(corral_domain::text::to_nfc).map(|s| {
         format!(
             "%{}%",
             s.replace('\\', "\\\\")

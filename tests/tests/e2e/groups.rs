@@ -1,4 +1,7 @@
-//! The group hierarchy through GraphQL: queries, invariants, read-your-writes.
+//! The group hierarchy through GraphQL: queries, invariants, read-your-writes. Look-alike
+//! names (NFC, invisible and reordering characters) are in the submodule.
+
+mod names;
 
 use corral_tests::TestApp;
 use serde_json::{json, Value};

@@ -48,7 +48,8 @@ pub struct WidgetInput {
     /// `GROUP_UTILIZATION`, `GROUP_AVAILABILITY`, `GROUP_MEMBER_COUNT` or
     /// `GROUP_HEALTH_SUMMARY`; anything else is a userError.
     pub kind: String,
-    /// 1-128 characters.
+    /// 1-128 characters after trimming, stored in Unicode NFC; the characters refused in
+    /// group names (see `CreateGroupInput.name`) are refused here too.
     pub title: String,
     /// A JSON object of at most 4 KiB (see `Widget.config`).
     pub config: Json<Value>,
@@ -59,7 +60,8 @@ pub struct WidgetInput {
 /// Input of `createDashboard`.
 #[derive(InputObject)]
 pub struct CreateDashboardInput {
-    /// 1-128 characters.
+    /// 1-128 characters after trimming, stored in Unicode NFC; the characters refused in
+    /// group names (see `CreateGroupInput.name`) are refused here too.
     pub name: String,
 }
 
@@ -68,7 +70,7 @@ pub struct CreateDashboardInput {
 pub struct RenameDashboardInput {
     /// One of the caller's dashboards.
     pub id: ID,
-    /// The new name.
+    /// The new name, as `CreateDashboardInput.name`.
     pub name: String,
 }
 
@@ -87,7 +89,8 @@ pub struct AddWidgetInput {
     /// `GROUP_UTILIZATION`, `GROUP_AVAILABILITY`, `GROUP_MEMBER_COUNT` or
     /// `GROUP_HEALTH_SUMMARY`; anything else is a userError.
     pub kind: String,
-    /// 1-128 characters.
+    /// 1-128 characters after trimming, stored in Unicode NFC; the characters refused in
+    /// group names (see `CreateGroupInput.name`) are refused here too.
     pub title: String,
     /// A JSON object of at most 4 KiB (see `Widget.config`).
     pub config: Json<Value>,
@@ -106,7 +109,7 @@ pub struct UpdateWidgetInput {
     pub widget_id: ID,
     /// A new kind (the config, new or kept, must suit it).
     pub kind: Option<String>,
-    /// A new title.
+    /// A new title, as `AddWidgetInput.title`.
     pub title: Option<String>,
     /// A new config (replaces the old one).
     pub config: Option<Json<Value>>,
@@ -144,7 +147,7 @@ pub struct RemoveWidgetInput {
 pub struct PublishDashboardTemplateInput {
     /// One of the caller's dashboards to copy.
     pub dashboard_id: Option<ID>,
-    /// The template's name (required without `dashboardId`).
+    /// The template's name (required without `dashboardId`), as `CreateDashboardInput.name`.
     pub name: Option<String>,
     /// The template's widgets (without `dashboardId`).
     pub widgets: Option<Vec<WidgetInput>>,
@@ -155,7 +158,7 @@ pub struct PublishDashboardTemplateInput {
 pub struct CloneDashboardTemplateInput {
     /// The template.
     pub template_id: ID,
-    /// The new dashboard's name; defaults to the template's.
+    /// The new dashboard's name, as `CreateDashboardInput.name`; defaults to the template's.
     pub name: Option<String>,
 }
 

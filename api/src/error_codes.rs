@@ -193,6 +193,14 @@ pub fn http_body(code: ErrorCode, message: &str) -> serde_json::Value {
     serde_json::json!({ "errors": [{ "message": message, "extensions": { "code": code.as_str() } }] })
 }
 
+/// `doc` with its generated section replaced by [`markdown`] (`None`: the markers are
+/// missing).
+pub fn regenerate(doc: &str) -> Option<String> {
+    let start = doc.find(BEGIN)? + BEGIN.len();
+    let end = doc.find(END)?;
+    (start <= end).then(|| format!("{}{}{}", &doc[..start], markdown(), &doc[end..]))
+}
+
 /// Where the generated section of `docs/errors.md` begins and ends.
 const BEGIN: &str = "<!-- BEGIN GENERATED: corral docs errors -->\n";
 const END: &str = "<!-- END GENERATED -->";
@@ -260,12 +268,4 @@ mod tests {
             unknown.join("\n")
         );
     }
-}
-
-/// `doc` with its generated section replaced by [`markdown`] (`None`: the markers are
-/// missing).
-pub fn regenerate(doc: &str) -> Option<String> {
-    let start = doc.find(BEGIN)? + BEGIN.len();
-    let end = doc.find(END)?;
-    (start <= end).then(|| format!("{}{}{}", &doc[..start], markdown(), &doc[end..]))
 }

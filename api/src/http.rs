@@ -139,7 +139,7 @@ async fn graphql(State(state): State<AppState>, request: Request) -> Response {
     };
     let gql = match parse_graphql_body(&body) {
         Ok(r) => r,
-        Err(response) => return response,
+        Err((code, message)) => return error_response(code, &message),
     };
     let Some(schema) = state.schema.clone() else {
         return error_response(ErrorCode::ServiceUnavailable, "the server is starting");
@@ -176,54 +176,38 @@ async fn read_body(
     }
 }
 
-/// One GraphQL request from a JSON body, or the coded answer to a body that is not one.
-fn parse_graphql_body(body: &[u8]) -> Result<async_graphql::Request, Response> {
-    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
-        error_response(
-            ErrorCode::BadRequest,
-            &format!("the request body is not JSON: {e}"),
-        )
-    })?;
+/// One GraphQL request from a JSON body, or the code and message of a body that is not one.
+fn parse_graphql_body(body: &[u8]) -> Result<async_graphql::Request, (ErrorCode, String)> {
+    let bad = |m: &str| (ErrorCode::BadRequest, m.to_string());
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| bad(&format!("the request body is not JSON: {e}")))?;
     if value.is_array() {
-        return Err(error_response(
+        return Err((
             ErrorCode::BatchNotSupported,
-            "batched requests (a JSON array) are not supported: send one operation per request",
+            "batched requests (a JSON array) are not supported: send one operation per request"
+                .into(),
         ));
     }
     if !value.is_object() {
-        return Err(error_response(
-            ErrorCode::BadRequest,
+        return Err(bad(
             "the request body must be a JSON object: {\"query\": \"...\", \"variables\": {...}}",
         ));
     }
     if !value.get("query").is_some_and(serde_json::Value::is_string) {
-        return Err(error_response(
-            ErrorCode::BadRequest,
-            "the request has no \"query\" string",
-        ));
+        return Err(bad("the request has no \"query\" string"));
     }
     if let Some(v) = value.get("variables") {
         if !(v.is_object() || v.is_null()) {
-            return Err(error_response(
-                ErrorCode::BadRequest,
-                "\"variables\" must be a JSON object",
-            ));
+            return Err(bad("\"variables\" must be a JSON object"));
         }
     }
     if let Some(v) = value.get("operationName") {
         if !(v.is_string() || v.is_null()) {
-            return Err(error_response(
-                ErrorCode::BadRequest,
-                "\"operationName\" must be a string",
-            ));
+            return Err(bad("\"operationName\" must be a string"));
         }
     }
-    serde_json::from_value(value).map_err(|e| {
-        error_response(
-            ErrorCode::BadRequest,
-            &format!("the request is not a GraphQL request: {e}"),
-        )
-    })
+    serde_json::from_value(value)
+        .map_err(|e| bad(&format!("the request is not a GraphQL request: {e}")))
 }
 
 async fn graphql_ws(State(state): State<AppState>, request: Request) -> Response {

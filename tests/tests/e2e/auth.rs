@@ -206,22 +206,32 @@ async fn request_limits_apply() {
         .header("authorization", format!("Bearer {}", app.viewer))
         .body(Body::from(big))
         .expect("request");
-    assert_eq!(app.http(request).await.0, 413);
+    let (status, body) = app.http(request).await;
+    assert_eq!(status, 413);
+    assert_eq!(body["errors"][0]["extensions"]["code"], "PAYLOAD_TOO_LARGE");
     let deep = format!(
         "{{ root(type: DEVICE) {{ {} id {} }} }}",
         "parent { ".repeat(20),
         "}".repeat(20)
     );
     let body = app.gql(&app.viewer, &deep, json!({})).await;
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "QUERY_TOO_DEEP",
+        "{body}"
+    );
     assert!(
         body["errors"][0]["message"]
             .as_str()
             .expect("msg")
-            .contains("nested too deep"),
+            .contains("deeper than 16 levels"),
         "{body}"
     );
     let wide = "{ groups(type: DEVICE, first: 1000) { edges { node { children(first: 1000) { edges { node { id } } } } } } }";
     let body = app.gql(&app.viewer, wide, json!({})).await;
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "QUERY_TOO_COMPLEX",
+        "{body}"
+    );
     assert!(
         body["errors"][0]["message"]
             .as_str()

@@ -137,7 +137,16 @@ async fn graphql(State(state): State<AppState>, request: Request) -> Response {
         Ok(b) => b,
         Err(response) => return response,
     };
-    let gql = match parse_graphql_body(&body) {
+    // A large body costs milliseconds of CPU to parse: off the async workers, so that other
+    // requests (and /healthz) are not held up behind it.
+    let parsed = if body.len() > 64 * 1024 {
+        tokio::task::spawn_blocking(move || parse_graphql_body(&body))
+            .await
+            .unwrap_or_else(|_| Err((ErrorCode::Internal, "internal error".into())))
+    } else {
+        parse_graphql_body(&body)
+    };
+    let gql = match parsed {
         Ok(r) => r,
         Err((code, message)) => return error_response(code, &message),
     };

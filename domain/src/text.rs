@@ -83,6 +83,10 @@ impl Forbidden {
 /// and returns its NFC form, which must be 1 to `max_chars` characters.
 pub fn normalize_name(raw: &str, max_chars: usize) -> Result<String, TextError> {
     let trimmed = raw.trim();
+    // NFC at most triples a text's length: anything longer is refused before any work.
+    if trimmed.len() > max_chars.saturating_mul(3 * 4) {
+        return Err(TextError::TooLong { max: max_chars });
+    }
     let lead = raw[..raw.len() - raw.trim_start().len()].chars().count();
     if let Some((position, character, kind)) = trimmed
         .chars()
@@ -119,7 +123,7 @@ pub fn check_free_text(field: &str, raw: &str, max_chars: usize) -> Result<(), F
         field: field.to_string(),
         error,
     };
-    if raw.chars().count() > max_chars {
+    if raw.len() > max_chars.saturating_mul(4) || raw.chars().count() > max_chars {
         return Err(fail(TextError::TooLong { max: max_chars }));
     }
     for (i, character) in raw.chars().enumerate() {

@@ -12,7 +12,9 @@ mod e2e {
     mod health;
     mod inventory;
     mod leaders;
+    mod limits;
     mod membership;
+    mod metrics;
     mod publisher;
     mod rebuild;
     mod rules;

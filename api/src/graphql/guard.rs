@@ -41,6 +41,9 @@ pub struct QueryLimits {
     /// Most fields once fragments are expanded, over every operation of the document
     /// (`CORRAL_MAX_QUERY_FIELDS`).
     pub max_fields: u64,
+    /// Longest string in a request's variables, in bytes: no input takes more, and a longer
+    /// one would cost CPU in every layer it passed.
+    pub max_string_bytes: usize,
     /// The database time of one request (`CORRAL_REQUEST_DB_BUDGET_MS`, see
     /// [`DbBudget`](super::budget::DbBudget)).
     pub db_budget: Duration,
@@ -53,6 +56,7 @@ impl Default for QueryLimits {
         Self {
             max_query_bytes: 64 * 1024,
             max_fields: 2_000,
+            max_string_bytes: 256 * 1024,
             db_budget: Duration::from_secs(10),
             statement_timeout: Duration::from_secs(5),
         }
@@ -69,6 +73,120 @@ impl ExtensionFactory for QueryGuard {
 }
 
 struct GuardExtension(QueryLimits);
+
+/// A parse error for a client: what was expected and where, without the parser's drawing
+/// of the query (`locations` carries the position too).
+fn parse_message(e: &ServerError) -> String {
+    let expected = e
+        .message
+        .lines()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix("= "))
+        .unwrap_or(e.message.lines().next().unwrap_or("syntax error"))
+        .trim();
+    match e.locations.first() {
+        Some(p) => format!(
+            "the query does not parse at line {}, column {}: {expected}",
+            p.line, p.column
+        ),
+        None => format!("the query does not parse: {expected}"),
+    }
+}
+
+fn set_code(e: &mut ServerError, code: ErrorCode) {
+    e.extensions
+        .get_or_insert_with(ErrorExtensionValues::default)
+        .set("code", code.as_str());
+}
+
+impl GuardExtension {
+    /// Parses and measures the request's document, in time proportional to its length, and
+    /// looks for NUL characters in it and its variables. Returns whether it holds only
+    /// queries.
+    fn check(&self, request: &mut async_graphql::Request) -> ServerResult<bool> {
+        let limits = self.0;
+        let query_len = request.query.len();
+        if query_len > limits.max_query_bytes {
+            return Err(error(
+                ErrorCode::QueryTooLarge,
+                format!(
+                    "the query is {query_len} bytes long; this server accepts at most {} (CORRAL_MAX_QUERY_BYTES)",
+                    limits.max_query_bytes
+                ),
+                None,
+            ));
+        }
+        for (name, value) in request.variables.iter() {
+            match bad_in_const(value, &format!("${name}"), limits.max_string_bytes) {
+                Some(BadString::Nul(path)) => {
+                    return Err(error(
+                        ErrorCode::BadUserInput,
+                        format!("variable {path} contains a NUL character (\\u0000), which no field accepts"),
+                        None,
+                    ))
+                }
+                Some(BadString::Long(path, len)) => {
+                    return Err(error(
+                        ErrorCode::BadUserInput,
+                        format!(
+                            "variable {path} is {len} bytes long; no input takes a string of more than {} bytes",
+                            limits.max_string_bytes
+                        ),
+                        None,
+                    ))
+                }
+                None => {}
+            }
+        }
+        let document = request.parsed_query().map_err(|mut e| {
+            if e.message.contains("recursion limit exceeded") {
+                e.message = "the query nests deeper than this server parses (64 levels of \
+                             selections)"
+                    .into();
+                set_code(&mut e, ErrorCode::QueryTooDeep);
+            } else {
+                e.message = parse_message(&e);
+                set_code(&mut e, ErrorCode::GraphqlParseFailed);
+            }
+            e
+        })?;
+        let size = expanded_size(document, limits.max_fields).map_err(|e| match e {
+            SizeError::Cycle(name, pos) => error(
+                ErrorCode::GraphqlValidationFailed,
+                format!("fragment {name} spreads itself (directly or through other fragments)"),
+                Some(pos),
+            ),
+            SizeError::Unknown(name, pos) => error(
+                ErrorCode::GraphqlValidationFailed,
+                format!("unknown fragment {name}"),
+                Some(pos),
+            ),
+        })?;
+        if size > limits.max_fields {
+            return Err(error(
+                ErrorCode::QueryTooLarge,
+                format!(
+                    "the query names more than {} fields once its fragments are expanded (each spread counts its fragment again); ask for less (CORRAL_MAX_QUERY_FIELDS)",
+                    limits.max_fields
+                ),
+                None,
+            ));
+        }
+        if let Some((at, pos)) = nul_in_document(document) {
+            return Err(error(
+                ErrorCode::BadUserInput,
+                format!("{at} contains a NUL character (\\u0000), which no field accepts"),
+                Some(pos),
+            ));
+        }
+        Ok(match &document.operations {
+            DocumentOperations::Single(op) => op.node.ty == OperationType::Query,
+            DocumentOperations::Multiple(map) => {
+                map.values().all(|op| op.node.ty == OperationType::Query)
+            }
+        })
+    }
+}
 
 fn error(code: ErrorCode, message: impl Into<String>, pos: Option<Pos>) -> ServerError {
     let mut e = ServerError::new(message, pos);
@@ -134,10 +252,13 @@ impl Extension for GuardExtension {
     async fn prepare_request(
         &self,
         ctx: &ExtensionContext<'_>,
-        request: async_graphql::Request,
+        mut request: async_graphql::Request,
         next: NextPrepareRequest<'_>,
     ) -> ServerResult<async_graphql::Request> {
+        // Everything here runs before async-graphql looks at the document: its recursion
+        // check and its validation both expand fragments at every spread.
         let budget = DbBudget::new(self.0.db_budget, self.0.statement_timeout);
+        budget.set_query_only(self.check(&mut request)?);
         next.run(ctx, request.data(budget)).await
     }
 
@@ -154,7 +275,9 @@ impl Extension for GuardExtension {
         match tokio::time::timeout(budget.remaining(), next.run(ctx, operation_name)).await {
             Ok(response) => response,
             Err(_) => {
-                Response::from_errors(vec![budget.exceeded().into_server_error(Pos::default())])
+                let mut e = budget.exceeded().into_server_error(Pos::default());
+                e.locations.clear();
+                Response::from_errors(vec![e])
             }
         }
     }
@@ -166,83 +289,24 @@ impl Extension for GuardExtension {
         variables: &Variables,
         next: NextParseQuery<'_>,
     ) -> ServerResult<ExecutableDocument> {
-        let limits = self.0;
-        if query.len() > limits.max_query_bytes {
-            return Err(error(
-                ErrorCode::QueryTooLarge,
-                format!(
-                    "the query is {} bytes long; this server accepts at most {} (CORRAL_MAX_QUERY_BYTES)",
-                    query.len(),
-                    limits.max_query_bytes
-                ),
-                None,
-            ));
-        }
-        for (name, value) in variables.iter() {
-            if let Some(path) = nul_in_const(value, &format!("${name}")) {
-                return Err(error(
-                    ErrorCode::BadUserInput,
-                    format!("variable {path} contains a NUL character (\\u0000), which no field accepts"),
-                    None,
-                ));
-            }
-        }
-        let document = next.run(ctx, query, variables).await.map_err(|mut e| {
+        // The document was parsed and measured in `prepare_request`; what fails here is
+        // async-graphql's own recursion check, or a parse a subscription runs again.
+        next.run(ctx, query, variables).await.map_err(|mut e| {
             if code_of(&e).is_none() {
                 let deep = e.message.starts_with("The recursion depth of the query");
-                let code = if deep {
-                    ErrorCode::QueryTooDeep
+                if deep {
+                    e.message = format!(
+                        "the query nests deeper than this server accepts: {}",
+                        e.message
+                    );
+                    set_code(&mut e, ErrorCode::QueryTooDeep);
                 } else {
-                    ErrorCode::GraphqlParseFailed
-                };
-                if !deep {
-                    e.message = format!("the query does not parse: {}", e.message);
+                    e.message = parse_message(&e);
+                    set_code(&mut e, ErrorCode::GraphqlParseFailed);
                 }
-                e.extensions
-                    .get_or_insert_with(ErrorExtensionValues::default)
-                    .set("code", code.as_str());
             }
             e
-        })?;
-        let size = expanded_size(&document, limits.max_fields).map_err(|e| match e {
-            SizeError::Cycle(name, pos) => error(
-                ErrorCode::GraphqlValidationFailed,
-                format!("fragment {name} spreads itself (directly or through other fragments)"),
-                Some(pos),
-            ),
-            SizeError::Unknown(name, pos) => error(
-                ErrorCode::GraphqlValidationFailed,
-                format!("unknown fragment {name}"),
-                Some(pos),
-            ),
-        })?;
-        if size > limits.max_fields {
-            return Err(error(
-                ErrorCode::QueryTooLarge,
-                format!(
-                    "the query names more than {} fields once its fragments are expanded (each spread counts its fragment again); ask for less (CORRAL_MAX_QUERY_FIELDS)",
-                    limits.max_fields
-                ),
-                None,
-            ));
-        }
-        if let Some(budget) = ctx.data_opt::<DbBudget>() {
-            let query_only = match &document.operations {
-                DocumentOperations::Single(op) => op.node.ty == OperationType::Query,
-                DocumentOperations::Multiple(map) => {
-                    map.values().all(|op| op.node.ty == OperationType::Query)
-                }
-            };
-            budget.set_query_only(query_only);
-        }
-        if let Some((at, pos)) = nul_in_document(&document) {
-            return Err(error(
-                ErrorCode::BadUserInput,
-                format!("{at} contains a NUL character (\\u0000), which no field accepts"),
-                Some(pos),
-            ));
-        }
-        Ok(document)
+        })
     }
 
     async fn validation(
@@ -404,20 +468,33 @@ fn expanded_size(document: &ExecutableDocument, cap: u64) -> Result<u64, SizeErr
     Ok(total)
 }
 
-/// Where a NUL hides in a constant value (`$input.description`), if it does.
-fn nul_in_const(value: &async_graphql::Value, path: &str) -> Option<String> {
+/// What is wrong with a string of a variable.
+#[derive(Debug, PartialEq)]
+enum BadString {
+    /// It holds a NUL.
+    Nul(String),
+    /// It is longer than any input takes.
+    Long(String, usize),
+}
+
+/// The first string of a constant value (`$input.description`) that holds a NUL or is
+/// longer than `max` bytes, if one does.
+fn bad_in_const(value: &async_graphql::Value, path: &str, max: usize) -> Option<BadString> {
     use async_graphql::Value as V;
     match value {
-        V::String(s) if s.contains('\0') => Some(path.to_string()),
+        V::String(s) if s.len() > max => Some(BadString::Long(path.to_string(), s.len())),
+        V::String(s) if s.contains('\0') => Some(BadString::Nul(path.to_string())),
         V::List(items) => items
             .iter()
             .enumerate()
-            .find_map(|(i, v)| nul_in_const(v, &format!("{path}[{i}]"))),
+            .find_map(|(i, v)| bad_in_const(v, &format!("{path}[{i}]"), max)),
         V::Object(map) => map.iter().find_map(|(k, v)| {
             if k.contains('\0') {
-                Some(format!("{path} (a key)"))
+                Some(BadString::Nul(format!("{path} (a key)")))
+            } else if k.len() > max {
+                Some(BadString::Long(format!("{path} (a key)"), k.len()))
             } else {
-                nul_in_const(v, &format!("{path}.{k}"))
+                bad_in_const(v, &format!("{path}.{k}"), max)
             }
         }),
         _ => None,
@@ -558,7 +635,17 @@ mod tests {
         assert_eq!(at, "argument input.y[0] of field a");
         let v =
             async_graphql::Value::from_json(serde_json::json!({ "d": "a\u{0}b" })).expect("value");
-        assert_eq!(nul_in_const(&v, "$input").as_deref(), Some("$input.d"));
+        assert_eq!(
+            bad_in_const(&v, "$input", 100),
+            Some(BadString::Nul("$input.d".into()))
+        );
+        let v =
+            async_graphql::Value::from_json(serde_json::json!({ "l": ["ok", "x".repeat(101)] }))
+                .expect("value");
+        assert_eq!(
+            bad_in_const(&v, "$input", 100),
+            Some(BadString::Long("$input.l[1]".into(), 101))
+        );
         let clean = parse_query("{ a(x: \"fine\") }").expect("parses");
         assert!(nul_in_document(&clean).is_none());
     }

@@ -1,0 +1,49 @@
+//! The hostile-client suite: what a review of the running server threw at it, and more,
+//! against `corral serve` with NATS on and every worker running. Each attack checks three
+//! things: a clear code, nothing applied, and `/healthz` answering within 100 ms throughout
+//! (a monitor polls it on fresh connections for the whole suite).
+//!
+//! The figures it prints (requests tried, worst `/healthz` latency) are recorded in
+//! `docs/security.md`.
+
+mod hostile {
+    pub mod bodies;
+    pub mod concurrency;
+    pub mod fuzz;
+    pub mod network;
+    pub mod queries;
+    pub mod support;
+}
+
+use std::time::Duration;
+
+use hostile::support::{Healthz, Suite};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_client_gets_clear_codes_changes_nothing_and_never_stalls_healthz() {
+    let suite = Suite::start().await;
+    let healthz = Healthz::watch(suite.served.port);
+
+    hostile::bodies::run(&suite).await;
+    hostile::queries::run(&suite).await;
+    hostile::fuzz::run(&suite).await;
+    hostile::concurrency::run(&suite).await;
+    hostile::network::run(&suite).await;
+
+    let report = healthz.stop().await;
+    eprintln!(
+        "hostile suite: {} requests tried, /healthz polled {} times, worst {:.1} ms, p99 {:.1} ms",
+        suite.tried(),
+        report.polls,
+        report.worst.as_secs_f64() * 1000.0,
+        report.p99.as_secs_f64() * 1000.0
+    );
+    assert!(report.polls > 50, "the monitor ran: {report:?}");
+    assert_eq!(report.failures, 0, "/healthz failed to answer: {report:?}");
+    assert!(
+        report.worst < Duration::from_millis(100),
+        "/healthz answered in {:?} at worst",
+        report.worst
+    );
+    suite.stop().await;
+}

@@ -5,6 +5,7 @@ mod aggregate_cache;
 pub mod audit;
 pub mod canonical;
 pub mod capabilities;
+pub mod channels;
 pub mod dashboards;
 pub mod directory;
 pub mod executor;

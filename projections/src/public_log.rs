@@ -19,7 +19,7 @@ use crate::log::EventRecord;
 use crate::StoreError;
 
 /// The channel the sequencer notifies (with the new head position) after each batch.
-pub const LOG_CHANNEL: &str = "corral_log";
+pub const LOG_CHANNEL: &str = crate::channels::LOG;
 
 /// One sequenced event.
 #[derive(Debug, Clone, PartialEq)]

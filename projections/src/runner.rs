@@ -79,7 +79,8 @@ pub async fn save_checkpoint(
     .bind(applied as i64)
     .execute(&mut *conn)
     .await?;
-    sqlx::query("SELECT pg_notify('corral_checkpoints', $1)")
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(crate::channels::CHECKPOINTS)
         .bind(format!(
             "{name}:{}:{}",
             cursor.transaction_id, cursor.global_position

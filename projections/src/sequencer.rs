@@ -70,7 +70,8 @@ impl Projection for Sequencer {
         .bind(&hashes)
         .execute(&mut *conn)
         .await?;
-        sqlx::query("SELECT pg_notify('corral_log', $1)")
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(crate::channels::LOG)
             .bind(position.to_string())
             .execute(conn)
             .await?;

@@ -64,7 +64,7 @@ pub async fn run_listener(
             }
         };
         if let Err(err) = listener
-            .listen_all(["corral_events", "corral_checkpoints"])
+            .listen_all([crate::channels::EVENTS, crate::channels::CHECKPOINTS])
             .await
         {
             tracing::warn!(error = %err, "LISTEN failed; retrying");
@@ -79,7 +79,7 @@ pub async fn run_listener(
                 _ = shutdown.changed() => return,
                 received = tokio::time::timeout(Duration::from_secs(1), listener.try_recv()) => match received {
                     Err(_) => refresh(&pool, &checkpoints).await,
-                    Ok(Ok(Some(n))) if n.channel() == "corral_events" => {
+                    Ok(Ok(Some(n))) if n.channel() == crate::channels::EVENTS => {
                         wakers.iter().for_each(|w| w.notify_one());
                     }
                     Ok(Ok(Some(n))) => {

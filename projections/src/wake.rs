@@ -48,7 +48,8 @@ pub async fn run_notifier(
             _ = signal.remote.notified() => {}
             _ = stop.changed() => return,
         }
-        if let Err(err) = sqlx::query("SELECT pg_notify('corral_events', '')")
+        if let Err(err) = sqlx::query("SELECT pg_notify($1, '')")
+            .bind(crate::channels::EVENTS)
             .execute(&pool)
             .await
         {

@@ -119,11 +119,13 @@ impl ErrorCode {
         }
     }
 
-    /// The HTTP status of an answer that carries only this error (200 for GraphQL errors in
-    /// a GraphQL response).
+    /// The HTTP status of an answer that carries only this error, with no GraphQL response
+    /// (in a GraphQL response every error comes with 200).
     pub const fn http_status(self) -> u16 {
         match self {
             ErrorCode::Unauthenticated => 401,
+            ErrorCode::Forbidden => 403,
+            ErrorCode::NotFound => 404,
             ErrorCode::BadRequest | ErrorCode::BatchNotSupported => 400,
             ErrorCode::UnsupportedMediaType => 415,
             ErrorCode::PayloadTooLarge => 413,
@@ -137,7 +139,7 @@ impl ErrorCode {
     pub const fn meaning(self) -> &'static str {
         match self {
             ErrorCode::Unauthenticated => "No bearer token, or one that is unknown or revoked. HTTP 401, with `WWW-Authenticate: Bearer`.",
-            ErrorCode::Forbidden => "The caller's role may not use this field (casbin policy; deny by default).",
+            ErrorCode::Forbidden => "The caller's role may not use this field (casbin policy; deny by default), or a websocket upgrade came from another site's page. HTTP 403 outside a GraphQL response.",
             ErrorCode::BadUserInput => "An argument or variable is invalid: the message names it (`$input.description`, `createGroup(input.name)`). A NUL character in any string is always this.",
             ErrorCode::BadRequest => "Not a GraphQL request Corral accepts: malformed JSON, no `query`, an unknown or missing operation name, or a bad query string of `GET /audit/export`. HTTP 400 when no GraphQL response could be made.",
             ErrorCode::BatchNotSupported => "A JSON array of operations was sent; send one operation per request. HTTP 400.",
@@ -151,7 +153,7 @@ impl ErrorCode {
             ErrorCode::QueryTooComplex => "The query's complexity is over 20,000: each connection counts `first` times its fields, and each rule filter its compiled cost (`docs/security.md`).",
             ErrorCode::QueryTimeout => "A database statement ran longer than `CORRAL_STATEMENT_TIMEOUT_MS` and was cancelled; ask for less (a narrower filter, a smaller page).",
             ErrorCode::RequestBudgetExceeded => "The request used up `CORRAL_REQUEST_DB_BUDGET_MS` of database time; the fields left were not run.",
-            ErrorCode::NotFound => "The thing asked for does not exist (or is not the caller's to see).",
+            ErrorCode::NotFound => "The thing asked for does not exist (or is not the caller's to see). HTTP 404 outside a GraphQL response (the IDE turned off).",
             ErrorCode::RuleInvalid => "A rule filter does not parse or type-check; `extensions.column` points at it.",
             ErrorCode::NoRollups => "`group.health(source: ROLLUP)` for a window without rollups.",
             ErrorCode::TooLarge => "A `membershipChanges` subscription would watch more entries than one subscription may.",
@@ -176,12 +178,15 @@ impl std::fmt::Display for ErrorCode {
 
 /// The generated section of `docs/errors.md`.
 pub fn markdown() -> String {
-    let mut out = String::from("| Code | HTTP status | Meaning |\n|---|---|---|\n");
+    let mut out = String::from("| Code | HTTP status alone | Meaning |\n|---|---|---|\n");
     for code in ErrorCode::ALL {
+        let status = match code.http_status() {
+            200 => "only in GraphQL responses".to_string(),
+            s => s.to_string(),
+        };
         out.push_str(&format!(
-            "| `{}` | {} | {} |\n",
+            "| `{}` | {status} | {} |\n",
             code.as_str(),
-            code.http_status(),
             code.meaning()
         ));
     }

@@ -228,7 +228,10 @@ async fn graphql_ws(State(state): State<AppState>, request: Request) -> Response
 /// log streamed as it is read (auditors and admins, like `auditLog`).
 async fn audit_export(
     State(state): State<AppState>,
-    axum::extract::Query(params): axum::extract::Query<std::collections::HashMap<String, String>>,
+    params: Result<
+        axum::extract::Query<std::collections::HashMap<String, String>>,
+        axum::extract::rejection::QueryRejection,
+    >,
     headers: HeaderMap,
 ) -> Response {
     let authorization = headers
@@ -239,28 +242,47 @@ async fn audit_export(
         Err(response) => return response,
     };
     if !crate::policy::allowed(&state.enforcer, &actor.role, "Audit.export") {
-        return (
-            StatusCode::FORBIDDEN,
-            Json(serde_json::json!({ "errors": [{ "message": "not allowed to export the audit log", "extensions": { "code": "FORBIDDEN" } }] })),
-        )
-            .into_response();
+        return error_response(ErrorCode::Forbidden, "not allowed to export the audit log");
+    }
+    let params = match params {
+        Ok(axum::extract::Query(p)) => p,
+        Err(e) => {
+            return error_response(
+                ErrorCode::BadRequest,
+                &format!("the query string is not valid: {}", e.body_text()),
+            )
+        }
+    };
+    if let Some((k, _)) = params
+        .iter()
+        .find(|(k, v)| k.contains('\0') || v.contains('\0'))
+    {
+        return error_response(
+            ErrorCode::BadRequest,
+            &format!(
+                "parameter {:?} contains a NUL character (\\u0000)",
+                k.replace('\0', "\\u0000")
+            ),
+        );
     }
     let request = match crate::audit::ExportRequest::from_params(&params) {
         Ok(r) => r,
-        Err(message) => return (StatusCode::BAD_REQUEST, message).into_response(),
+        Err(message) => return error_response(ErrorCode::BadRequest, &message),
     };
     let filter = match request.filter.resolve(&state.api_pool).await {
         Ok(Ok(f)) => f,
         Ok(Err(e)) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                format!("{}: {}", e.field, e.message),
+            return error_response(
+                ErrorCode::BadRequest,
+                &format!("{}: {}", e.field, e.message),
             )
-                .into_response()
         }
         Err(err) => {
             tracing::error!(error = %err, "audit export failed");
-            return StatusCode::SERVICE_UNAVAILABLE.into_response();
+            return error_response(
+                ErrorCode::ServiceUnavailable,
+                "the audit log cannot be read now; try again",
+            );
         }
     };
     let format = request.format;

@@ -442,8 +442,20 @@ async fn the_audit_log_exports_as_ndjson_and_csv_with_the_same_authorization() {
     let (status, _, body) = export(&app, Some(&app.auditor), "from=2000-01-01T00:00:00Z").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(body.contains("to is required"), "{body}");
+    let coded: Value = serde_json::from_str(&body).expect("a JSON error");
+    assert_eq!(coded["errors"][0]["extensions"]["code"], "BAD_REQUEST");
     let (status, _, _) = export(&app, Some(&app.auditor), &format!("{window}&format=xml")).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+    // A NUL in a filter, or a query string that does not decode: a code, never a failure.
+    for bad in ["actor=a%00b", "correlationId=%00", "from=%ZZ"] {
+        let (status, _, body) = export(&app, Some(&app.auditor), &format!("{window}&{bad}")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+        let coded: Value = serde_json::from_str(&body).expect("a JSON error");
+        assert_eq!(
+            coded["errors"][0]["extensions"]["code"], "BAD_REQUEST",
+            "{bad}"
+        );
+    }
     app.shutdown().await;
 }
 

@@ -162,6 +162,16 @@ fn check_common(
         );
         return false;
     }
+    // No inventory id holds one, and a NUL would fail the whole batch in PostgreSQL.
+    if id.chars().any(char::is_control) {
+        report.reject(
+            index,
+            id_field,
+            "INVALID",
+            "must not contain control characters".into(),
+        );
+        return false;
+    }
     if ts < config.raw_cutoff(now) {
         report.reject(
             index,

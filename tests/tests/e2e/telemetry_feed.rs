@@ -109,6 +109,12 @@ async fn samples_and_checks_arrive_over_jetstream() {
         json!([sample("n1"), sample("n2"), sample("ghost"), { "deviceId": "n1" }]).to_string(),
     )
     .await;
+    // A NUL in an id is one rejected sample, not a batch that fails for ever.
+    publish(
+        &config.devices_subject,
+        json!([sample("n\u{0}1"), sample("n\u{7}2")]).to_string(),
+    )
+    .await;
     publish(&config.devices_subject, "not json".into()).await;
     let oversized: Vec<_> = (0..5001).map(|_| sample("n1")).collect();
     publish(&config.devices_subject, json!(oversized).to_string()).await;
@@ -119,7 +125,7 @@ async fn samples_and_checks_arrive_over_jetstream() {
     )
     .await;
     eventually("everything was handled", || async {
-        stats.messages.load(Ordering::Relaxed) == 2 && stats.malformed.load(Ordering::Relaxed) == 2
+        stats.messages.load(Ordering::Relaxed) == 3 && stats.malformed.load(Ordering::Relaxed) == 2
     })
     .await;
     assert_eq!(
@@ -140,7 +146,7 @@ async fn samples_and_checks_arrive_over_jetstream() {
     );
     assert_eq!(stats.accepted.load(Ordering::Relaxed), 3);
     assert_eq!(stats.unknown.load(Ordering::Relaxed), 1);
-    assert_eq!(stats.rejected.load(Ordering::Relaxed), 1);
+    assert_eq!(stats.rejected.load(Ordering::Relaxed), 3);
     feed.stop().await;
     pool.close().await;
     db.drop_db().await;

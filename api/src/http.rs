@@ -32,6 +32,8 @@ pub fn app(state: AppState) -> Router {
         router
     };
     router
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(
             state.config.max_body_bytes,
         ))
@@ -40,6 +42,22 @@ pub fn app(state: AppState) -> Router {
             record_metrics,
         ))
         .with_state(state)
+}
+
+async fn not_found() -> Response {
+    error_response(
+        ErrorCode::NotFound,
+        "no such path; the API is POST /graphql (docs/schema.graphql)",
+    )
+}
+
+async fn method_not_allowed() -> Response {
+    let mut response = error_response(
+        ErrorCode::BadRequest,
+        "this path does not take that method; the API is POST /graphql",
+    );
+    *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+    response
 }
 
 async fn record_metrics(State(state): State<AppState>, request: Request, next: Next) -> Response {

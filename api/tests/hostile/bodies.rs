@@ -126,6 +126,23 @@ pub async fn run(suite: &Suite) {
     assert!(codes(&r.json()).is_empty(), "unused variables are ignored");
 
     super::support::set_phase("auth");
+    // Paths and methods the API does not have: coded too.
+    let r = suite
+        .raw(&corral_tests::served::request("GET", "/nope", &[], b""))
+        .await
+        .expect("answer");
+    assert_code(&r, 404, "NOT_FOUND", "an unknown path");
+    let r = suite
+        .raw(&corral_tests::served::request(
+            "DELETE",
+            "/graphql",
+            &[],
+            b"",
+        ))
+        .await
+        .expect("answer");
+    assert_code(&r, 405, "BAD_REQUEST", "an unknown method");
+
     // No token, a made-up token, another scheme: 401 with a code and a challenge.
     for auth in [None, Some("Bearer crl_0000"), Some("Basic YWxpY2U6eA==")] {
         let mut headers = vec![("Content-Type", "application/json")];

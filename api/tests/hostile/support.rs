@@ -188,6 +188,27 @@ pub struct HealthReport {
     pub p99: Duration,
 }
 
+/// `/healthz` on an idle server: `n` answers on fresh connections, 20 ms apart (the same-run
+/// baseline of the figures under attack).
+pub async fn idle_healthz(port: u16, n: usize) -> HealthReport {
+    let raw = request("GET", "/healthz", &[], b"");
+    let mut times = Vec::with_capacity(n);
+    for _ in 0..n {
+        let started = Instant::now();
+        let answer = send_raw(port, &raw, Duration::from_secs(2)).await;
+        assert!(answer.is_some_and(|r| r.status == 200), "/healthz answers");
+        times.push(started.elapsed());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    times.sort();
+    HealthReport {
+        polls: n,
+        failures: 0,
+        worst: times.last().copied().unwrap_or_default(),
+        p99: times[(n * 99 / 100).min(n - 1)],
+    }
+}
+
 /// Polls `/healthz` every 20 ms on a fresh connection until stopped.
 pub struct Healthz {
     stop: Arc<AtomicBool>,

@@ -132,41 +132,21 @@ enum ProjectionCommand {
     },
 }
 
-/// `corral docs events`: prints the generated event reference, or rewrites it in `file`.
-fn events_doc(write: bool, file: &std::path::Path) -> Result<(), BoxError> {
-    use corral_domain::catalog;
+/// `corral docs events|errors`: prints a generated section, or with `write` rewrites it in
+/// `file` (`regenerate` gives the file's new text, or an error naming what is wrong).
+fn generated_doc(
+    write: bool,
+    file: &std::path::Path,
+    generated: String,
+    regenerate: impl FnOnce(&str) -> Result<String, String>,
+) -> Result<(), BoxError> {
     if !write {
-        print!("{}", catalog::events_markdown());
+        print!("{generated}");
         return Ok(());
     }
     let doc = std::fs::read_to_string(file)
         .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-    let updated = catalog::regenerate(&doc).map_err(|e| format!("{}: {e}", file.display()))?;
-    if updated == doc {
-        println!("{} is up to date", file.display());
-    } else {
-        std::fs::write(file, updated)
-            .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
-        println!("rewrote the generated section of {}", file.display());
-    }
-    Ok(())
-}
-
-/// `corral docs errors`: prints the generated error-code table, or rewrites it in `file`.
-fn errors_doc(write: bool, file: &std::path::Path) -> Result<(), BoxError> {
-    use corral_api::error_codes;
-    if !write {
-        print!("{}", error_codes::markdown());
-        return Ok(());
-    }
-    let doc = std::fs::read_to_string(file)
-        .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-    let updated = error_codes::regenerate(&doc).ok_or_else(|| {
-        format!(
-            "{}: the generated-section markers are missing",
-            file.display()
-        )
-    })?;
+    let updated = regenerate(&doc).map_err(|e| format!("{}: {e}", file.display()))?;
     if updated == doc {
         println!("{} is up to date", file.display());
     } else {
@@ -207,13 +187,21 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
         command: DocsCommand::Events { write, file },
     } = &cli.command
     {
-        return events_doc(*write, file);
+        return generated_doc(
+            *write,
+            file,
+            corral_domain::catalog::events_markdown(),
+            |doc| corral_domain::catalog::regenerate(doc).map_err(|e| e.to_string()),
+        );
     }
     if let Command::Docs {
         command: DocsCommand::Errors { write, file },
     } = &cli.command
     {
-        return errors_doc(*write, file);
+        return generated_doc(*write, file, corral_api::error_codes::markdown(), |doc| {
+            corral_api::error_codes::regenerate(doc)
+                .ok_or_else(|| "the generated-section markers are missing".to_string())
+        });
     }
     if let Command::Bench(args) = cli.command {
         return bench::run(args).await;

@@ -11,10 +11,21 @@ pub mod served;
 /// Runs the `corral` binary `bin` (an api test's `env!("CARGO_BIN_EXE_corral")`) against the
 /// database `url`; returns whether it succeeded, its stdout and its stderr.
 pub fn run_corral(bin: &str, url: &str, args: &[&str]) -> (bool, String, String) {
+    run_corral_with(bin, url, args, &[])
+}
+
+/// Like [`run_corral`], with `env` added.
+pub fn run_corral_with(
+    bin: &str,
+    url: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (bool, String, String) {
     let out = std::process::Command::new(bin)
         .args(args)
         .env("DATABASE_URL", url)
         .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
         .output()
         .expect("run corral");
     (

@@ -256,17 +256,11 @@ impl Served {
     /// Runs `corral ARGS` against this server's database.
     pub fn corral(&self, args: &[&str]) -> (bool, String, String) {
         let url = &self.db.as_ref().expect("database").url;
-        let out = Command::new(&self.bin)
-            .args(args)
-            .env("DATABASE_URL", url)
-            .env("CORRAL_NATS_NAMESPACE", &self.namespace)
-            .env("RUST_LOG", "warn")
-            .output()
-            .expect("run corral");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
+        crate::run_corral_with(
+            &self.bin,
+            url,
+            args,
+            &[("CORRAL_NATS_NAMESPACE", &self.namespace)],
         )
     }
 

@@ -74,6 +74,24 @@ impl DbBudget {
         )
     }
 
+    /// Runs `work` within the budget when `costly` (see [`DbBudget::run`]), otherwise
+    /// directly on a connection of `pool`.
+    pub async fn run_if<T, F>(
+        &self,
+        costly: bool,
+        pool: &PgPool,
+        work: F,
+    ) -> async_graphql::Result<T>
+    where
+        F: for<'c> FnOnce(&'c mut PgConnection) -> BoxFuture<'c, Result<T, StoreError>>,
+    {
+        if costly {
+            return self.run(pool, work).await;
+        }
+        let mut conn = pool.acquire().await.map_err(internal)?;
+        work(&mut conn).await.map_err(internal)
+    }
+
     /// Runs `work` (costly statements of the caller's choosing) after the request's other
     /// costly work, in a transaction whose `statement_timeout` is what is left of the budget.
     pub async fn run<T, F>(&self, pool: &PgPool, work: F) -> async_graphql::Result<T>

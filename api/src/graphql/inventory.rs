@@ -289,24 +289,20 @@ impl LazyCount {
         let count = self
             .count
             .get_or_try_init(|| async {
-                match self.filter.clone() {
-                    // A filter's count scans what the caller chose: within the budget.
-                    Some(f) => {
-                        ctx.data::<crate::graphql::budget::DbBudget>()?
-                            .run(pool, move |c| {
-                                Box::pin(async move {
-                                    if services {
-                                        store::count_services(c, Some(&f)).await
-                                    } else {
-                                        store::count_devices(c, Some(&f)).await
-                                    }
-                                })
-                            })
-                            .await
-                    }
-                    None if services => store::count_services(pool, None).await.map_err(internal),
-                    None => store::count_devices(pool, None).await.map_err(internal),
-                }
+                // A filter's count scans what the caller chose: within the budget.
+                let filter = self.filter.clone();
+                ctx.data::<crate::graphql::budget::DbBudget>()?
+                    .run_if(filter.is_some(), pool, move |c| {
+                        Box::pin(async move {
+                            let f = filter.as_deref();
+                            if services {
+                                store::count_services(c, f).await
+                            } else {
+                                store::count_devices(c, f).await
+                            }
+                        })
+                    })
+                    .await
             })
             .await?;
         Ok(*count)

@@ -13,7 +13,7 @@ use super::{
 };
 use crate::error_codes::ErrorCode;
 use crate::graphql::budget::DbBudget;
-use crate::graphql::errors::{coded, internal};
+use crate::graphql::errors::coded;
 use crate::graphql::types::{decode_cursor, page_size, DEFAULT_PAGE};
 
 /// Complexity of one unit of a filter's compiled cost: a filter runs over the whole
@@ -118,22 +118,16 @@ impl InventoryQuery {
         let (first, after) = page_args(first, after.as_deref())?;
         let pool = ctx.data_unchecked::<PgPool>();
         let filter = compile_filter(pool, filter.as_deref(), GroupType::Device).await?;
-        let mut rows = match &filter {
-            // A filter's cost is the caller's to choose: it runs within the request's budget.
-            Some(f) => {
-                let (f, after) = (f.clone(), after.clone());
-                ctx.data::<DbBudget>()?
-                    .run(pool, move |c| {
-                        Box::pin(async move {
-                            store::device_page(c, Some(&f), after.as_deref(), first + 1).await
-                        })
-                    })
-                    .await?
-            }
-            None => store::device_page(pool, None, after.as_deref(), first + 1)
-                .await
-                .map_err(internal)?,
-        };
+        // A filter's cost is the caller's to choose: it runs within the request's budget.
+        let (f, after) = (filter.clone(), after.clone());
+        let mut rows = ctx
+            .data::<DbBudget>()?
+            .run_if(filter.is_some(), pool, move |c| {
+                Box::pin(async move {
+                    store::device_page(c, f.as_ref(), after.as_deref(), first + 1).await
+                })
+            })
+            .await?;
         let has_next = rows.len() as i64 > first;
         rows.truncate(first as usize);
         let edges: Vec<DeviceEdge> = rows
@@ -173,22 +167,16 @@ impl InventoryQuery {
         let (first, after) = page_args(first, after.as_deref())?;
         let pool = ctx.data_unchecked::<PgPool>();
         let filter = compile_filter(pool, filter.as_deref(), GroupType::Service).await?;
-        let mut rows = match &filter {
-            // A filter's cost is the caller's to choose: it runs within the request's budget.
-            Some(f) => {
-                let (f, after) = (f.clone(), after.clone());
-                ctx.data::<DbBudget>()?
-                    .run(pool, move |c| {
-                        Box::pin(async move {
-                            store::service_page(c, Some(&f), after.as_deref(), first + 1).await
-                        })
-                    })
-                    .await?
-            }
-            None => store::service_page(pool, None, after.as_deref(), first + 1)
-                .await
-                .map_err(internal)?,
-        };
+        // A filter's cost is the caller's to choose: it runs within the request's budget.
+        let (f, after) = (filter.clone(), after.clone());
+        let mut rows = ctx
+            .data::<DbBudget>()?
+            .run_if(filter.is_some(), pool, move |c| {
+                Box::pin(async move {
+                    store::service_page(c, f.as_ref(), after.as_deref(), first + 1).await
+                })
+            })
+            .await?;
         let has_next = rows.len() as i64 > first;
         rows.truncate(first as usize);
         let edges: Vec<ServiceEdge> = rows

@@ -25,8 +25,7 @@ pub enum ErrorCode {
     UnsupportedMediaType,
     /// The request body is larger than `CORRAL_MAX_BODY_BYTES` (HTTP 413).
     PayloadTooLarge,
-    /// The request (headers and body) did not arrive within `CORRAL_REQUEST_READ_TIMEOUT_MS`
-    /// (HTTP 408).
+    /// The request's body did not arrive within `CORRAL_REQUEST_READ_TIMEOUT_MS` (HTTP 408).
     RequestTimeout,
     /// The query text does not parse.
     GraphqlParseFailed,
@@ -145,11 +144,11 @@ impl ErrorCode {
             ErrorCode::BatchNotSupported => "A JSON array of operations was sent; send one operation per request. HTTP 400.",
             ErrorCode::UnsupportedMediaType => "`POST /graphql` takes `application/json` only. HTTP 415.",
             ErrorCode::PayloadTooLarge => "The body is larger than `CORRAL_MAX_BODY_BYTES`. HTTP 413.",
-            ErrorCode::RequestTimeout => "The request's headers and body did not arrive within `CORRAL_REQUEST_READ_TIMEOUT_MS`. HTTP 408.",
+            ErrorCode::RequestTimeout => "The request's body did not arrive within `CORRAL_REQUEST_READ_TIMEOUT_MS`. HTTP 408. (Headers that do not arrive in time close the connection without an answer.)",
             ErrorCode::GraphqlParseFailed => "The query text is not GraphQL; `locations` points at the problem.",
             ErrorCode::GraphqlValidationFailed => "The query does not fit the schema (an unknown field, a missing argument, a fragment cycle...).",
             ErrorCode::QueryTooLarge => "The query text is over `CORRAL_MAX_QUERY_BYTES`, or it names more than `CORRAL_MAX_QUERY_FIELDS` fields once its fragments are expanded (each spread counts the fragment again). Refused before validation, in time proportional to the query's length.",
-            ErrorCode::QueryTooDeep => "The query nests deeper than 16 levels of fields (or 32 of syntax).",
+            ErrorCode::QueryTooDeep => "The query nests deeper than 16 levels of fields (or 32 levels of selections).",
             ErrorCode::QueryTooComplex => "The query's complexity is over 20,000: each connection counts `first` times its fields, and each rule filter its compiled cost (`docs/security.md`).",
             ErrorCode::QueryTimeout => "A database statement ran longer than `CORRAL_STATEMENT_TIMEOUT_MS` and was cancelled; ask for less (a narrower filter, a smaller page).",
             ErrorCode::RequestBudgetExceeded => "The request used up `CORRAL_REQUEST_DB_BUDGET_MS` of database time; the fields left were not run.",

@@ -189,9 +189,13 @@ async fn read_body(
     .await
     {
         Ok(Ok(bytes)) => Ok(bytes),
-        Ok(Err(_)) => Err(error_response(
+        Ok(Err(e)) if too_large(&e) => Err(error_response(
             ErrorCode::PayloadTooLarge,
             &format!("the request body is larger than {limit} bytes (CORRAL_MAX_BODY_BYTES)"),
+        )),
+        Ok(Err(e)) => Err(error_response(
+            ErrorCode::BadRequest,
+            &format!("the request body could not be read: {e}"),
         )),
         Err(_) => Err(error_response(
             ErrorCode::RequestTimeout,
@@ -201,6 +205,18 @@ async fn read_body(
             ),
         )),
     }
+}
+
+/// Whether a body error is the size limit (rather than a broken or closed connection).
+fn too_large(e: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }
 
 /// One GraphQL request from a JSON body, or the code and message of a body that is not one.
@@ -305,7 +321,9 @@ async fn audit_export(
     };
     let format = request.format;
     let body = futures::StreamExt::map(
-        crate::audit::export(state.api_pool.clone(), filter, format),
+        // A long export streams batch after batch; a filter that matches little may scan long
+        // between matches: it reads on the main pool, without the API's statement timeout.
+        crate::audit::export(state.pool.clone(), filter, format),
         |chunk| match chunk {
             Ok(c) => Ok(axum::body::Bytes::from(c.text)),
             Err(err) => {
@@ -342,11 +360,11 @@ async fn readyz(State(state): State<AppState>) -> Response {
         .await
     {
         Ok(_) => "ready".into_response(),
-        Err(err) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("database not ready: {err}"),
-        )
-            .into_response(),
+        Err(err) => {
+            // The details are for the log, not for whoever can reach the port.
+            tracing::warn!(error = %err, "/readyz: the database is not ready");
+            error_response(ErrorCode::ServiceUnavailable, "the database is not ready")
+        }
     }
 }
 

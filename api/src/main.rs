@@ -420,6 +420,9 @@ fn config_from_env() -> Result<ApiConfig, BoxError> {
     if let Some(ms) = env_number("CORRAL_REQUEST_READ_TIMEOUT_MS", 100, 3_600_000)? {
         config.listener.read_timeout = Duration::from_millis(ms);
     }
+    if let Some(ms) = env_number("CORRAL_RESPONSE_WRITE_TIMEOUT_MS", 100, 3_600_000)? {
+        config.listener.write_timeout = Duration::from_millis(ms);
+    }
     if let Some(addr) = env_text("CORRAL_METRICS_LISTEN") {
         config.metrics_listen =
             Some(addr.parse().map_err(|e| {
@@ -471,7 +474,13 @@ async fn serve(
         Some(addr) => Some(corral_api::listener::bind(addr, "CORRAL_METRICS_LISTEN").await?),
         None => None,
     };
-    tracing::info!(listen = %listen, "corral is serving GraphQL at http://{listen}/graphql");
+    let bound = listener
+        .local_addr()
+        .map_err(|e| format!("CORRAL_LISTEN: {e}"))?;
+    tracing::info!(listen = %bound, "corral is serving GraphQL at http://{bound}/graphql");
+    // On stdout too, whatever RUST_LOG says: with CORRAL_LISTEN on port 0 this is how a
+    // supervisor (or a test) learns the port.
+    println!("corral: serving on http://{bound}");
     let limits = state.config.listener;
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let metrics_task = metrics_listener.map(|l| {

@@ -134,14 +134,15 @@ impl AppState {
     }
 }
 
-/// A pool like `pool` (connecting lazily, as large) whose sessions have `statement_timeout`.
+/// A pool like `pool` (connecting lazily, half as large: resolvers hold a connection for one
+/// short statement at a time) whose sessions have `statement_timeout`.
 fn api_pool(pool: &PgPool, statement_timeout: Duration) -> PgPool {
     let options = pool.connect_options().as_ref().clone().options([(
         "statement_timeout",
         format!("{}ms", statement_timeout.as_millis().max(1)),
     )]);
     sqlx::postgres::PgPoolOptions::new()
-        .max_connections(pool.options().get_max_connections())
+        .max_connections((pool.options().get_max_connections() / 2).max(4))
         .acquire_timeout(Duration::from_secs(10))
         .connect_lazy_with(options)
 }

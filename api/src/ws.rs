@@ -26,6 +26,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::{SinkExt, StreamExt};
 
+use crate::error_codes::ErrorCode;
 use crate::graphql::CorralSchema;
 use crate::state::AppState;
 pub use identity::OperationIdentity;
@@ -102,13 +103,14 @@ impl WsConfig {
     }
 }
 
-fn refusal(status: StatusCode, code: &str, message: &str) -> Response {
-    (
-        status,
-        Json(serde_json::json!({ "errors": [{ "message": message, "extensions": { "code": code } }] })),
-    )
-        .into_response()
+fn refusal(status: StatusCode, code: ErrorCode, message: &str) -> Response {
+    (status, Json(crate::error_codes::http_body(code, message))).into_response()
 }
+
+/// Largest websocket message: `connection_init` and operations are small (an ingest batch of
+/// megabytes belongs on `POST /graphql`), and a small limit keeps connections that have not
+/// authenticated from making the server parse megabytes.
+const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 
 /// `GET /graphql/ws`: checks the origin and the connection limits, then upgrades.
 pub async fn accept(state: AppState, request: Request) -> Response {
@@ -122,19 +124,34 @@ pub async fn accept(state: AppState, request: Request) -> Response {
                 .find_map(|p| WebSocketProtocols::from_str(p.trim()).ok())
         })
     else {
-        return StatusCode::BAD_REQUEST.into_response();
+        return refusal(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::BadRequest,
+            "a websocket on /graphql/ws must ask for the graphql-transport-ws protocol \
+             (Sec-WebSocket-Protocol)",
+        );
     };
     let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &state).await {
         Ok(u) => u,
-        Err(rejection) => return rejection.into_response(),
+        Err(rejection) => {
+            return refusal(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::BadRequest,
+                &format!("not a websocket upgrade: {}", rejection.body_text()),
+            )
+        }
     };
     let config = &state.config.websocket;
     if let Err(message) = config.allowed_origins.allow(&parts.headers, &parts.uri) {
         tracing::debug!(reason = %message, "websocket upgrade refused");
-        return refusal(StatusCode::FORBIDDEN, "FORBIDDEN", &message);
+        return refusal(StatusCode::FORBIDDEN, ErrorCode::Forbidden, &message);
     }
     let Some(schema) = state.schema.clone() else {
-        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+        return refusal(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::ServiceUnavailable,
+            "the server is starting",
+        );
     };
     let admission = match state
         .websockets
@@ -157,7 +174,7 @@ pub async fn accept(state: AppState, request: Request) -> Response {
             tracing::debug!(reason = %message, "websocket upgrade refused");
             return refusal(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "TOO_MANY_CONNECTIONS",
+                ErrorCode::TooManyConnections,
                 &message,
             );
         }
@@ -166,7 +183,7 @@ pub async fn accept(state: AppState, request: Request) -> Response {
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip().to_string());
-    let limit = state.config.max_body_bytes;
+    let limit = state.config.max_body_bytes.min(MAX_MESSAGE_BYTES);
     // Dropping the callback (the upgrade failed) frees the admission's slots too.
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)

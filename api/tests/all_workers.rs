@@ -31,6 +31,16 @@ where
     }
 }
 
+/// A child process killed when dropped.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 const LEADERS: [&str; 6] = [
     "rule_evaluator",
     "sweep_dispatcher",
@@ -51,7 +61,7 @@ async fn every_worker_runs_at_once_with_nats_on_as_corral_serve_runs_them() {
     )
     .await;
     let state_dir = std::env::temp_dir().join(format!("corral-poller-{}", served.namespace));
-    let mut poller = Command::new(CORRAL)
+    let poller = Command::new(CORRAL)
         .args(["poller", "--id", "lab-poller", "--state-dir"])
         .arg(&state_dir)
         .env("NATS_URL", nats::url())
@@ -61,6 +71,8 @@ async fn every_worker_runs_at_once_with_nats_on_as_corral_serve_runs_them() {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("spawn corral poller");
+    // Killed however the test ends.
+    let poller = KillOnDrop(poller);
 
     // Every singleton has a leader, and it is this one process (the metric and the status).
     let metrics = eventually("every leader elected", 30, || async {
@@ -253,10 +265,7 @@ async fn every_worker_runs_at_once_with_nats_on_as_corral_serve_runs_them() {
     assert_eq!(info.state.first_sequence, 1);
     assert!(published >= 5);
 
-    let _ = Command::new("kill")
-        .args(["-TERM", &poller.id().to_string()])
-        .status();
-    let _ = poller.wait();
+    drop(poller);
     let _ = std::fs::remove_dir_all(&state_dir);
     for s in [
         format!("CORRAL_EVENTS_{ns}"),

@@ -13,7 +13,14 @@
 //!   characters, and the bidirectional marks, embeddings, overrides and isolates that can
 //!   make text display in another order than it is stored ("Trojan Source");
 //! - the line and paragraph separators U+2028 and U+2029;
-//! - noncharacters (U+FDD0..U+FDEF and the last two code points of every plane).
+//! - noncharacters (U+FDD0..U+FDEF and the last two code points of every plane);
+//! - the rest of the default-ignorable code points, which render as nothing: variation
+//!   selectors, the combining grapheme joiner, the Hangul fillers, the Khmer inherent vowels
+//!   and the Mongolian free variation selectors.
+//!
+//! Two look-alike spellings are folded rather than refused: space separators (no-break
+//! space, en and em spaces, ideographic space, ...) become U+0020 SPACE, and the emoji and
+//! text presentation selectors U+FE0E and U+FE0F are dropped (`❤️` is stored as `❤`).
 //!
 //! Private-use characters (U+E000..U+F8FF and planes 15 and 16) are allowed: they are
 //! visible (icon fonts draw them) and no standard character looks like them. Trimming
@@ -65,6 +72,8 @@ pub enum Forbidden {
     Separator,
     /// A noncharacter.
     Noncharacter,
+    /// Another default-ignorable code point (a variation selector, a filler).
+    Invisible,
 }
 
 impl Forbidden {
@@ -75,6 +84,7 @@ impl Forbidden {
             Forbidden::Format => "a format character",
             Forbidden::Separator => "a line or paragraph separator",
             Forbidden::Noncharacter => "a noncharacter",
+            Forbidden::Invisible => "an invisible character",
         }
     }
 }
@@ -109,10 +119,14 @@ pub fn normalize_name(raw: &str, max_chars: usize) -> Result<String, TextError> 
     Ok(name)
 }
 
-/// `text` in Unicode NFC, for comparing what a caller typed (a path, a search) with stored
-/// names.
+/// `text` as names are stored: space separators as U+0020 and Unicode NFC, for comparing
+/// what a caller typed (a path, a search) with stored names.
 pub fn to_nfc(text: &str) -> String {
-    text.nfc().collect()
+    text.chars()
+        .filter(|c| !matches!(c, '\u{fe0e}' | '\u{fe0f}'))
+        .map(|c| if is_other_space(c) { ' ' } else { c })
+        .nfc()
+        .collect()
 }
 
 /// Checks a free text as given: at most `max_chars` characters, no control characters
@@ -165,9 +179,37 @@ fn name_refusal(c: char) -> Option<Forbidden> {
         Some(Forbidden::Separator)
     } else if is_noncharacter(c) {
         Some(Forbidden::Noncharacter)
+    } else if in_ranges(IGNORABLE, c) {
+        Some(Forbidden::Invisible)
     } else {
         None
     }
+}
+
+/// Default_Ignorable_Code_Point characters that are not of category Cf (those are in
+/// [`FORMAT`]), from the Unicode Character Database's `DerivedCoreProperties.txt`.
+const IGNORABLE: &[(u32, u32)] = &[
+    (0x034F, 0x034F),   // COMBINING GRAPHEME JOINER
+    (0x115F, 0x1160),   // HANGUL CHOSEONG FILLER..HANGUL JUNGSEONG FILLER
+    (0x17B4, 0x17B5),   // KHMER VOWEL INHERENT AQ..KHMER VOWEL INHERENT AA
+    (0x180B, 0x180D),   // MONGOLIAN FREE VARIATION SELECTOR ONE..THREE
+    (0x180F, 0x180F),   // MONGOLIAN FREE VARIATION SELECTOR FOUR
+    (0x2065, 0x2065),   // (unassigned, default ignorable)
+    (0x3164, 0x3164),   // HANGUL FILLER
+    (0xFE00, 0xFE0D),   // VARIATION SELECTOR-1..VARIATION SELECTOR-14
+    (0xFFA0, 0xFFA0),   // HALFWIDTH HANGUL FILLER
+    (0xFFF0, 0xFFF8),   // (unassigned, default ignorable)
+    (0xE0000, 0xE0000), // (unassigned, default ignorable)
+    (0xE0002, 0xE001F), // (unassigned, default ignorable)
+    (0xE0080, 0xE0FFF), // VARIATION SELECTOR-17..VARIATION SELECTOR-256 and unassigned
+];
+
+/// Space separators (general category Zs) other than U+0020, which names store as U+0020.
+fn is_other_space(c: char) -> bool {
+    matches!(
+        c,
+        '\u{a0}' | '\u{1680}' | '\u{2000}'..='\u{200a}' | '\u{202f}' | '\u{205f}' | '\u{3000}'
+    )
 }
 
 /// Embeddings, overrides and isolates (U+202A..U+202E, U+2066..U+2069): they reorder the
@@ -216,8 +258,13 @@ const FORMAT: &[(u32, u32)] = &[
 
 /// Whether `c` is of general category Cf.
 fn is_format(c: char) -> bool {
+    in_ranges(FORMAT, c)
+}
+
+/// Whether `c` lies in one of the sorted, disjoint `ranges`.
+fn in_ranges(ranges: &[(u32, u32)], c: char) -> bool {
     let c = c as u32;
-    FORMAT
+    ranges
         .binary_search_by(|&(lo, hi)| {
             if hi < c {
                 std::cmp::Ordering::Less

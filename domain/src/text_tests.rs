@@ -221,3 +221,44 @@ fn free_text_keeps_tabs_and_line_breaks_and_refuses_other_controls_and_overrides
     let long = check_free_text("reason", "abcd", 3).expect_err("too long");
     assert_eq!(long.to_string(), "reason must be at most 3 characters");
 }
+
+#[test]
+fn names_refuse_the_other_invisible_characters_and_fold_spaces() {
+    for c in [
+        '\u{34f}',
+        '\u{115f}',
+        '\u{3164}',
+        '\u{fe00}',
+        '\u{ffa0}',
+        '\u{e0100}',
+        '\u{180b}',
+    ] {
+        assert_eq!(
+            normalize_name(&format!("a{c}b"), 128),
+            Err(forbidden(c, Forbidden::Invisible, 2)),
+            "U+{:04X}",
+            c as u32
+        );
+    }
+    for space in ['\u{a0}', '\u{2003}', '\u{202f}', '\u{3000}'] {
+        assert_eq!(
+            normalize_name(&format!("a{space}b"), 128).as_deref(),
+            Ok("a b"),
+            "U+{:04X}",
+            space as u32
+        );
+    }
+    assert_eq!(to_nfc("a\u{a0}e\u{301}"), "a \u{e9}");
+    assert_eq!(
+        normalize_name("\u{2764}\u{fe0f} prod", 128).as_deref(),
+        Ok("\u{2764} prod"),
+        "emoji presentation folded"
+    );
+    let mut sorted = IGNORABLE.to_vec();
+    sorted.sort();
+    assert_eq!(sorted, IGNORABLE, "sorted");
+    assert!(IGNORABLE.windows(2).all(|w| w[0].1 < w[1].0), "disjoint");
+    assert!(IGNORABLE
+        .iter()
+        .all(|&(lo, hi)| (lo..=hi).all(|c| !in_ranges(FORMAT, char::from_u32(c).unwrap_or('x')))));
+}

@@ -235,6 +235,27 @@ mod tests {
         }
     }
 
+    /// Whether `text` names `Lock::` or `KeyedLock::` as a path of its own (not `RwLock::`).
+    fn names_registry(text: &str) -> bool {
+        ["Lock::", "KeyedLock::"].iter().any(|name| {
+            text.match_indices(name).any(|(at, _)| {
+                at == 0
+                    || !text[..at]
+                        .chars()
+                        .next_back()
+                        .is_some_and(|c| c.is_alphanumeric() || c == '_')
+            })
+        })
+    }
+
+    #[test]
+    fn the_scan_tells_the_registry_from_look_alikes() {
+        assert!(names_registry("use crate::locks::Lock;\n x(Lock::Tree)"));
+        assert!(names_registry("locks::KeyedLock::GroupParent"));
+        assert!(!names_registry("std::sync::RwLock::new(1)"));
+        assert!(!names_registry("MyLock::new()"));
+    }
+
     /// A lock taken anywhere but through this registry fails the build's tests: no file may
     /// spell a Corral key, and every file that takes an advisory lock names the registry.
     #[test]
@@ -282,10 +303,34 @@ mod tests {
                         ));
                     }
                 }
-            } else if !text.contains("Lock::") {
-                offenders.push(format!(
-                    "{rel}: takes an advisory lock without naming locks::Lock or locks::KeyedLock"
-                ));
+            } else {
+                if !names_registry(&text) {
+                    offenders.push(format!(
+                        "{rel}: takes an advisory lock without naming locks::Lock or locks::KeyedLock"
+                    ));
+                }
+                // A key written as a number where the lock is taken, in the SQL or bound.
+                let lines: Vec<&str> = text.lines().collect();
+                for (i, line) in lines.iter().enumerate() {
+                    let Some(at) = line.find("advisory_") else {
+                        continue;
+                    };
+                    let call = &line[at..];
+                    let literal_in_sql = call
+                        .find('(')
+                        .map(|p| call[p + 1..].trim_start())
+                        .is_some_and(|arg| {
+                            arg.starts_with(|c: char| c.is_ascii_digit() || c == '-')
+                        });
+                    let literal_bound = lines[i + 1..lines.len().min(i + 6)].iter().any(|l| {
+                        l.trim_start().strip_prefix(".bind(").is_some_and(|arg| {
+                            arg.starts_with(|c: char| c.is_ascii_digit() || c == '-')
+                        })
+                    });
+                    if literal_in_sql || literal_bound {
+                        offenders.push(format!("{rel}:{}: a lock key written as a number", i + 1));
+                    }
+                }
             }
         }
         assert!(offenders.is_empty(), "{}", offenders.join("\n"));

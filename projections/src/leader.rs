@@ -88,6 +88,9 @@ impl Leadership {
     }
 }
 
+/// How long a leader waits for its session to confirm the lock.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// What this process leads, with a count (a test may run one worker twice).
 static HELD: Mutex<BTreeMap<String, usize>> = Mutex::new(BTreeMap::new());
 
@@ -123,17 +126,27 @@ impl Leader {
         pool: &PgPool,
         leadership: &Leadership,
     ) -> Result<Option<Self>, StoreError> {
-        let mut conn = pool.acquire().await?.detach();
-        if !leadership.try_take(&mut conn).await? {
-            let _ = sqlx::Connection::close(conn).await;
+        // Tried on a pooled connection, detached only once the lock is ours: a standby trying
+        // every few seconds does not churn connections.
+        let mut pooled = pool.acquire().await?;
+        if !leadership.try_take(&mut pooled).await? {
             return Ok(None);
         }
+        let mut conn = pooled.detach();
         // An idle session must not be ended by the server: it is what holds the lock. Its
-        // name says which process leads (pg_stat_activity, `corral projections status`).
-        sqlx::query("SELECT set_config('idle_session_timeout', '0', false), set_config('application_name', $1, false)")
-            .bind(process_label())
-            .execute(&mut conn)
-            .await?;
+        // name says which process leads (pg_stat_activity, `corral projections status`). TCP
+        // keepalives let the server notice a leader whose host died without closing the
+        // socket, and free the lock for a standby within about half a minute.
+        sqlx::query(
+            "SELECT set_config('idle_session_timeout', '0', false), \
+                    set_config('application_name', $1, false), \
+                    set_config('tcp_keepalives_idle', '10', false), \
+                    set_config('tcp_keepalives_interval', '5', false), \
+                    set_config('tcp_keepalives_count', '3', false)",
+        )
+        .bind(process_label())
+        .execute(&mut conn)
+        .await?;
         let name = leadership.name();
         mark(&name, true);
         Ok(Some(Self {
@@ -197,11 +210,15 @@ impl Leader {
             "SELECT EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted \
              AND l.pid = pg_backend_pid() AND {filter})"
         );
-        let held: Result<bool, _> = sqlx::query_scalar(&sql)
+        let probe = sqlx::query_scalar(&sql)
             .bind(a)
             .bind(b)
-            .fetch_one(self.conn())
-            .await;
+            .fetch_one(self.conn());
+        // A session that does not answer is no leadership either.
+        let held: Result<bool, String> = match tokio::time::timeout(CHECK_TIMEOUT, probe).await {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(_) => Err(format!("no answer within {CHECK_TIMEOUT:?}")),
+        };
         match held {
             Ok(true) => true,
             Ok(false) => {
@@ -215,9 +232,13 @@ impl Leader {
         }
     }
 
-    /// Ends the session (and with it the leadership) gracefully.
+    /// Ends the leadership at once (the lock is released before the session closes, so a
+    /// standby can take it as soon as this returns).
     pub async fn resign(mut self) {
-        if let Some(conn) = self.conn.take() {
+        if let Some(mut conn) = self.conn.take() {
+            let _ = sqlx::query("SELECT pg_advisory_unlock_all()")
+                .execute(&mut conn)
+                .await;
             let _ = sqlx::Connection::close(conn).await;
         }
     }

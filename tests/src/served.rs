@@ -32,14 +32,6 @@ pub struct Served {
     pub bin: String,
 }
 
-/// A free TCP port on 127.0.0.1.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
 /// An HTTP response.
 #[derive(Debug, Clone)]
 pub struct Response {
@@ -163,7 +155,6 @@ impl Served {
             );
         }
         pool.close().await;
-        let port = free_port();
         let namespace = format!("t{}", &Uuid::new_v4().simple().to_string()[..12]);
         let mut command = Command::new(bin);
         command
@@ -171,17 +162,39 @@ impl Served {
             .env("DATABASE_URL", &db.url)
             .env("NATS_URL", crate::nats::url())
             .env("CORRAL_NATS_NAMESPACE", &namespace)
-            .env("CORRAL_LISTEN", format!("127.0.0.1:{port}"))
+            // Port 0: the server picks a free port and says which on stdout (no race with
+            // another test for a port chosen in advance).
+            .env("CORRAL_LISTEN", "127.0.0.1:0")
             .env(
                 "RUST_LOG",
                 std::env::var("CORRAL_TEST_LOG").unwrap_or_else(|_| "warn".into()),
             )
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         for (k, v) in env {
             command.env(k, v);
         }
-        let child = command.spawn().expect("spawn corral serve");
+        let mut child = command.spawn().expect("spawn corral serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let (port_tx, port_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            let mut sent = false;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if !sent {
+                    if let Some(addr) = line.strip_prefix("corral: serving on http://") {
+                        let port = addr.rsplit(':').next().and_then(|p| p.parse::<u16>().ok());
+                        sent = port.is_some_and(|p| port_tx.send(p).is_ok());
+                    }
+                }
+            }
+        });
+        let port = port_rx
+            .recv_timeout(Duration::from_secs(90))
+            .expect("corral serve said which port it serves on");
         let mut served = Self {
             db: Some(db),
             port,

@@ -74,6 +74,9 @@ impl ExtensionFactory for QueryGuard {
 
 struct GuardExtension(QueryLimits);
 
+/// Most validation errors one answer carries.
+const MAX_VALIDATION_ERRORS: usize = 20;
+
 /// A parse error for a client: what was expected and where, without the parser's drawing
 /// of the query (`locations` carries the position too).
 fn parse_message(e: &ServerError) -> String {
@@ -138,6 +141,7 @@ impl GuardExtension {
                 None => {}
             }
         }
+        let max_string = limits.max_string_bytes;
         let document = request.parsed_query().map_err(|mut e| {
             if e.message.contains("recursion limit exceeded") {
                 e.message = "the query nests deeper than this server parses (64 levels of \
@@ -161,6 +165,11 @@ impl GuardExtension {
                 format!("unknown fragment {name}"),
                 Some(pos),
             ),
+            SizeError::Unused(name, pos) => error(
+                ErrorCode::GraphqlValidationFailed,
+                format!("fragment {name} is never used"),
+                Some(pos),
+            ),
         })?;
         if size > limits.max_fields {
             return Err(error(
@@ -171,6 +180,25 @@ impl GuardExtension {
                 ),
                 None,
             ));
+        }
+        for op in document.operations.iter().map(|(_, op)| op) {
+            for var in &op.node.variable_definitions {
+                let Some(default) = &var.node.default_value else {
+                    continue;
+                };
+                let path = format!("${} (its default value)", var.node.name.node);
+                if let Some(bad) = bad_in_const(&default.node, &path, max_string) {
+                    let message = match bad {
+                        BadString::Nul(at) => format!(
+                            "{at} contains a NUL character (\\u0000), which no field accepts"
+                        ),
+                        BadString::Long(at, len) => format!(
+                            "{at} is {len} bytes long; no input takes a string of more than {max_string} bytes"
+                        ),
+                    };
+                    return Err(error(ErrorCode::BadUserInput, message, Some(default.pos)));
+                }
+            }
         }
         if let Some((at, pos)) = nul_in_document(document) {
             return Err(error(
@@ -315,6 +343,8 @@ impl Extension for GuardExtension {
         next: NextValidation<'_>,
     ) -> Result<ValidationResult, Vec<ServerError>> {
         next.run(ctx).await.map_err(|mut errors| {
+            // A document can break one rule in many places: the first few say enough.
+            errors.truncate(MAX_VALIDATION_ERRORS);
             for e in &mut errors {
                 if code_of(e).is_some() {
                     continue;
@@ -350,6 +380,9 @@ enum SizeError {
     Cycle(Name, Pos),
     /// A spread names no fragment.
     Unknown(Name, Pos),
+    /// No operation uses the fragment (the spec forbids it; async-graphql would still
+    /// validate it, expanding its spreads).
+    Unused(Name, Pos),
 }
 
 /// Fields of a selection set (recursing into fields and inline fragments, not spreads) and
@@ -465,6 +498,13 @@ fn expanded_size(document: &ExecutableDocument, cap: u64) -> Result<u64, SizeErr
             return Ok(total);
         }
     }
+    if let Some((name, fragment)) = document
+        .fragments
+        .iter()
+        .find(|(name, _)| !state.contains_key(name))
+    {
+        return Err(SizeError::Unused(name.clone(), fragment.pos));
+    }
     Ok(total)
 }
 
@@ -477,28 +517,67 @@ enum BadString {
     Long(String, usize),
 }
 
-/// The first string of a constant value (`$input.description`) that holds a NUL or is
-/// longer than `max` bytes, if one does.
-fn bad_in_const(value: &async_graphql::Value, path: &str, max: usize) -> Option<BadString> {
+/// One step of a path into a value, innermost first while it is being built.
+enum Step<'a> {
+    Key(&'a str),
+    Index(usize),
+    /// The object key itself (not its value) is at fault.
+    TheKey,
+}
+
+/// What is wrong where: the kind (`None` for a NUL, `Some(len)` for a long string) and the
+/// steps from the innermost out. Paths are only built for the one string at fault.
+type Fault<'a> = (Option<usize>, Vec<Step<'a>>);
+
+fn fault_in<'a>(value: &'a async_graphql::Value, max: usize) -> Option<Fault<'a>> {
     use async_graphql::Value as V;
+    let text = |s: &str| {
+        if s.len() > max {
+            Some((Some(s.len()), Vec::new()))
+        } else if s.contains('\0') {
+            Some((None, Vec::new()))
+        } else {
+            None
+        }
+    };
     match value {
-        V::String(s) if s.len() > max => Some(BadString::Long(path.to_string(), s.len())),
-        V::String(s) if s.contains('\0') => Some(BadString::Nul(path.to_string())),
-        V::List(items) => items
-            .iter()
-            .enumerate()
-            .find_map(|(i, v)| bad_in_const(v, &format!("{path}[{i}]"), max)),
+        V::String(s) => text(s),
+        V::List(items) => items.iter().enumerate().find_map(|(i, v)| {
+            let (kind, mut steps) = fault_in(v, max)?;
+            steps.push(Step::Index(i));
+            Some((kind, steps))
+        }),
         V::Object(map) => map.iter().find_map(|(k, v)| {
-            if k.contains('\0') {
-                Some(BadString::Nul(format!("{path} (a key)")))
-            } else if k.len() > max {
-                Some(BadString::Long(format!("{path} (a key)"), k.len()))
-            } else {
-                bad_in_const(v, &format!("{path}.{k}"), max)
+            if let Some((kind, _)) = text(k) {
+                return Some((kind, vec![Step::TheKey, Step::Key(k.as_str())]));
             }
+            let (kind, mut steps) = fault_in(v, max)?;
+            steps.push(Step::Key(k.as_str()));
+            Some((kind, steps))
         }),
         _ => None,
     }
+}
+
+/// The first string of a constant value (`$input.description`) that holds a NUL or is
+/// longer than `max` bytes, if one does.
+fn bad_in_const(value: &async_graphql::Value, path: &str, max: usize) -> Option<BadString> {
+    let (kind, steps) = fault_in(value, max)?;
+    let mut at = path.to_string();
+    for step in steps.iter().rev() {
+        match step {
+            Step::Key(k) => {
+                at.push('.');
+                at.push_str(k);
+            }
+            Step::Index(i) => at.push_str(&format!("[{i}]")),
+            Step::TheKey => at.push_str(" (a key)"),
+        }
+    }
+    Some(match kind {
+        None => BadString::Nul(at),
+        Some(len) => BadString::Long(at, len),
+    })
 }
 
 /// Where a NUL hides in a query-text value, if it does.
@@ -616,6 +695,10 @@ mod tests {
             Err(SizeError::Cycle(..))
         ));
         assert!(matches!(size("{ ...Nope }"), Err(SizeError::Unknown(..))));
+        assert!(matches!(
+            size("{ a } fragment Lost on Q { b }"),
+            Err(SizeError::Unused(..))
+        ));
     }
 
     #[test]

@@ -232,6 +232,16 @@ pub async fn run(suite: &Suite) {
         )
         .await;
     assert_eq!(codes(&r.json()), ["BAD_USER_INPUT"], "{}", r.text());
+    // And as a variable's default value, which applies when the variable is not sent.
+    let r = suite
+        .gql(
+            &suite.served.admin,
+            "query($p: String = \"a\\u0000b\") { groupByPath(type: DEVICE, path: $p) { id } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(codes(&r.json()), ["BAD_USER_INPUT"], "{}", r.text());
+    assert!(r.text().contains("default value"), "{}", r.text());
     assert_eq!(suite.fingerprint().await, before, "a NUL changed something");
 
     super::support::set_phase("fuzz: controls");

@@ -148,11 +148,13 @@ pub async fn run(suite: &Suite) {
     super::support::set_phase("websockets");
     // Websockets that never authenticate: the cap refuses the surplus at once, and the init
     // timeout closes the rest so that new ones are taken again.
+    // All at once, well within the init timeout, so that no slot frees up meanwhile.
+    suite.count(WS_PENDING + 10);
+    let attempts =
+        futures::future::join_all((0..WS_PENDING + 10).map(|_| upgrade(port, None))).await;
     let mut pending = Vec::new();
     let mut refused = 0;
-    for _ in 0..WS_PENDING + 10 {
-        suite.count(1);
-        let (status, body, stream) = upgrade(port, None).await;
+    for (status, body, stream) in attempts {
         match status {
             101 => pending.push(stream),
             503 => {

@@ -209,10 +209,11 @@ pub async fn idle_healthz(port: u16, n: usize) -> HealthReport {
     }
 }
 
-/// Polls `/healthz` every 20 ms on a fresh connection until stopped.
+/// Polls `/healthz` every 20 ms on a fresh connection until stopped, on a thread and a
+/// runtime of its own (the attacks' own work in this process must not delay the polls).
 pub struct Healthz {
     stop: Arc<AtomicBool>,
-    task: tokio::task::JoinHandle<()>,
+    thread: std::thread::JoinHandle<()>,
     seen: Arc<Mutex<(Vec<Duration>, usize)>>,
 }
 
@@ -222,37 +223,44 @@ impl Healthz {
         let stop = Arc::new(AtomicBool::new(false));
         let seen = Arc::new(Mutex::new((Vec::new(), 0)));
         let (stop2, seen2) = (stop.clone(), seen.clone());
-        let task = tokio::spawn(async move {
-            let raw = request("GET", "/healthz", &[], b"");
-            let suite_start = Instant::now();
-            while !stop2.load(Ordering::Relaxed) {
-                let started = Instant::now();
-                let answer = send_raw(port, &raw, Duration::from_secs(2)).await;
-                let took = started.elapsed();
-                if took > Duration::from_millis(50) {
-                    eprintln!(
-                        "hostile suite: /healthz took {took:?} at {:?} into the suite (during: {})",
-                        started - suite_start,
-                        phase()
-                    );
-                }
-                {
-                    let mut s = seen2.lock().expect("lock");
-                    match answer {
-                        Some(r) if r.status == 200 => s.0.push(took),
-                        _ => s.1 += 1,
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async move {
+                let raw = request("GET", "/healthz", &[], b"");
+                let suite_start = Instant::now();
+                while !stop2.load(Ordering::Relaxed) {
+                    let started = Instant::now();
+                    let answer = send_raw(port, &raw, Duration::from_secs(2)).await;
+                    let took = started.elapsed();
+                    if took > Duration::from_millis(50) {
+                        eprintln!(
+                            "hostile suite: /healthz took {took:?} at {:?} into the suite (during: {})",
+                            started - suite_start,
+                            phase()
+                        );
                     }
+                    {
+                        let mut s = seen2.lock().expect("lock");
+                        match answer {
+                            Some(r) if r.status == 200 => s.0.push(took),
+                            _ => s.1 += 1,
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
                 }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+            });
         });
-        Self { stop, task, seen }
+        Self { stop, thread, seen }
     }
 
     /// Stops polling and reports.
     pub async fn stop(self) -> HealthReport {
         self.stop.store(true, Ordering::Relaxed);
-        let _ = self.task.await;
+        let thread = self.thread;
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         let (mut times, failures) = self.seen.lock().expect("lock").clone();
         times.sort();
         let p99 = times

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use casbin::Enforcer;
+use corral_projections::commands::Commands;
 use corral_projections::directory::GroupCommands;
 use corral_projections::membership::MembershipCommands;
 use corral_projections::waiter::ConsistencyWaiter;
@@ -66,6 +67,8 @@ impl Default for ApiConfig {
 pub struct AppState {
     /// Database pool.
     pub pool: PgPool,
+    /// The write side's entry point (every mutation's command runs through it).
+    pub commands: Arc<Commands>,
     /// The pool GraphQL resolvers read with: the main pool's connection settings plus
     /// `statement_timeout` (`CORRAL_STATEMENT_TIMEOUT_MS`), so no statement of a request runs
     /// longer. Commands and workers use `pool`, without it.
@@ -104,21 +107,18 @@ impl AppState {
         enforcer: Arc<Enforcer>,
         config: ApiConfig,
     ) -> Self {
+        let commands = Arc::new(Commands::new(
+            pool.clone(),
+            lock_pool,
+            signal,
+            waiter.clone(),
+        ));
         let mut state = Self {
-            groups: Arc::new(GroupCommands::new(
-                pool.clone(),
-                lock_pool.clone(),
-                signal.clone(),
-            )),
-            dashboards: Arc::new(corral_projections::dashboards::dashboard_commands(
-                pool.clone(),
-                signal.clone(),
-            )),
-            sweeps: Arc::new(corral_projections::sweeps::sweep_commands(
-                pool.clone(),
-                signal.clone(),
-            )),
-            memberships: Arc::new(MembershipCommands::new(pool.clone(), lock_pool, signal)),
+            groups: commands.groups().clone(),
+            dashboards: commands.dashboards().clone(),
+            sweeps: commands.sweeps().clone(),
+            memberships: commands.memberships().clone(),
+            commands,
             api_pool: api_pool(&pool, config.query_limits.statement_timeout),
             pool,
             waiter,

@@ -37,11 +37,13 @@ pub enum Lock {
     HealthRefresh,
     /// Leadership of the capabilities worker.
     Capabilities,
+    /// Leadership of the purge of deleted groups' memberships.
+    MembershipPurge,
 }
 
 impl Lock {
     /// Every lock, in key order.
-    pub const ALL: [Lock; 8] = [
+    pub const ALL: [Lock; 9] = [
         Lock::Migrations,
         Lock::Tree,
         Lock::RuleEvaluator,
@@ -50,6 +52,7 @@ impl Lock {
         Lock::SweepMonitor,
         Lock::HealthRefresh,
         Lock::Capabilities,
+        Lock::MembershipPurge,
     ];
 
     /// The key, for `pg_advisory_lock($1)` and friends.
@@ -65,6 +68,7 @@ impl Lock {
                 Lock::SweepMonitor => 0x0007,
                 Lock::HealthRefresh => 0x0008,
                 Lock::Capabilities => 0x0010,
+                Lock::MembershipPurge => 0x0011,
             }
     }
 
@@ -79,6 +83,7 @@ impl Lock {
             Lock::SweepMonitor => "sweep_monitor",
             Lock::HealthRefresh => "health_refresh",
             Lock::Capabilities => "capabilities",
+            Lock::MembershipPurge => "membership_purge",
         }
     }
 
@@ -91,6 +96,7 @@ impl Lock {
                 | Lock::SweepMonitor
                 | Lock::HealthRefresh
                 | Lock::Capabilities
+                | Lock::MembershipPurge
         )
     }
 
@@ -205,7 +211,8 @@ mod tests {
                 "sweep_dispatcher",
                 "sweep_monitor",
                 "health_refresh",
-                "capabilities"
+                "capabilities",
+                "membership_purge"
             ]
         );
     }

@@ -16,14 +16,10 @@ pub mod telemetry_feed;
 use std::sync::Arc;
 use std::time::Duration;
 
-use corral_projections::capabilities::CapabilitiesProjection;
-use corral_projections::dashboards::DashboardsProjection;
 use corral_projections::directory::GroupCommands;
-use corral_projections::group_tree::GroupTreeProjection;
-use corral_projections::health::{HealthConfig, HealthProjection};
-use corral_projections::membership::{MembershipCommands, MembershipProjection};
+use corral_projections::health::HealthConfig;
+use corral_projections::membership::MembershipCommands;
 use corral_projections::runner::{ensure_schema, run_projector};
-use corral_projections::sequencer::Sequencer;
 use corral_projections::waiter::{run_listener, Checkpoints, ConsistencyWaiter};
 use corral_projections::wake::{run_notifier, CommitSignal};
 use corral_projections::{Projection, StoreError};
@@ -37,15 +33,7 @@ pub const LEADER_RETRY: Duration = Duration::from_secs(2);
 
 /// Every projection Corral keeps, in the order they are set up.
 pub fn projections() -> Vec<Arc<dyn Projection>> {
-    vec![
-        Arc::new(Sequencer),
-        Arc::new(GroupTreeProjection),
-        Arc::new(MembershipProjection),
-        Arc::new(HealthProjection),
-        Arc::new(CapabilitiesProjection),
-        Arc::new(DashboardsProjection),
-        Arc::new(corral_projections::sweeps::SweepsProjection),
-    ]
+    corral_projections::projections()
 }
 
 /// Running background tasks; dropped or [`Background::shutdown`] stops them.
@@ -172,7 +160,29 @@ pub async fn start_with_options(
             ));
         }
     }
+    // The purge of deleted groups' memberships follows the log like a projector: woken the
+    // same way.
+    let purge_wake = Arc::new(Notify::new());
+    if run_projectors {
+        wakers.push(purge_wake.clone());
+    }
     let signal = CommitSignal::new(wakers.clone());
+    if run_projectors {
+        let members = Arc::new(MembershipCommands::new(
+            pool.clone(),
+            pool.clone(),
+            signal.clone(),
+        ));
+        tasks.spawn(
+            corral_projections::commands::follow_ups::run_membership_purge(
+                pool.clone(),
+                members,
+                purge_wake,
+                poll,
+                stop_rx.clone(),
+            ),
+        );
+    }
     let health = HealthConfig::from_env().map_err(StoreError::Data)?;
     if health_refresh {
         tasks.spawn(health::run_refresh(

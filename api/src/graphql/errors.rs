@@ -4,6 +4,7 @@
 use async_graphql::{ErrorExtensions, SimpleObject};
 use corral_domain::group::GroupError;
 use corral_domain::membership::MembershipError;
+use corral_projections::commands::CommandError;
 use corral_projections::executor::ExecError;
 
 use crate::error_codes::ErrorCode;
@@ -100,6 +101,32 @@ impl Refusal for MembershipError {
     }
     fn internal(&self) -> bool {
         matches!(self, MembershipError::Directory(_))
+    }
+}
+
+/// Splits a Group or Membership command's error into a userError or an internal error
+/// (dashboards and sweep runs map their own refusals).
+pub fn from_command(err: CommandError) -> Result<UserError, async_graphql::Error> {
+    match err {
+        CommandError::Group(e) => from_exec(e),
+        CommandError::Membership(e) => from_exec(e),
+        CommandError::Dashboard(e) => from_exec_any(e),
+        CommandError::Sweep(e) => from_exec_any(e),
+    }
+}
+
+/// Like [`from_exec`] for aggregates without [`Refusal`] codes of their own here.
+fn from_exec_any<E: std::error::Error + 'static>(
+    err: ExecError<E>,
+) -> Result<UserError, async_graphql::Error> {
+    match err {
+        ExecError::Domain(e) => Err(internal(e)),
+        ExecError::VersionConflict { expected, actual } => Ok(UserError::new(
+            Some("expectedVersion"),
+            "VERSION_CONFLICT",
+            format!("expected version {expected}, but the current version is {actual}"),
+        )),
+        ExecError::Store(e) => Err(internal(e)),
     }
 }
 

@@ -1,17 +1,12 @@
 //! Membership mutations: static members, exclusions, adding a rule's matches.
 
-use std::sync::Arc;
-
 use async_graphql::{Context, InputObject, Object, Result, SimpleObject, ID};
 use corral_domain::membership::{MemberSource, MembershipCommand};
-use corral_projections::executor::Committed;
-use corral_projections::membership::{MembershipCommands, MEMBERSHIP};
-use corral_projections::sequencer::SEQUENCER;
+use corral_projections::commands::Command;
 use sqlx::PgPool;
-use uuid::Uuid;
 
-use super::errors::{from_exec, internal, UserError};
-use super::mutation::{event_metadata, settle};
+use super::errors::{from_command, UserError};
+use super::mutation::{event_metadata, execute};
 use super::scalars::Position;
 use super::types::{parse_id, Group};
 
@@ -52,25 +47,6 @@ pub struct GroupMembersInput {
     pub reason: Option<String>,
 }
 
-/// How many ids the events of a commit carry.
-async fn changed(pool: &PgPool, group: Uuid, committed: &Committed) -> Result<i64> {
-    if committed.events == 0 {
-        return Ok(0);
-    }
-    let n: Option<i64> = sqlx::query_scalar(
-        "SELECT sum(jsonb_array_length(payload -> event_type -> 'member_ids'))::bigint FROM events
-          WHERE aggregate_type = 'Membership' AND aggregate_id = $1
-            AND sequence > $2 AND sequence <= $3",
-    )
-    .bind(group.to_string())
-    .bind((committed.version - committed.events as u64) as i64)
-    .bind(committed.version as i64)
-    .fetch_one(pool)
-    .await
-    .map_err(internal)?;
-    Ok(n.unwrap_or(0))
-}
-
 /// Runs a membership command for the calling actor, waits for the read models, and answers
 /// with the group.
 pub(crate) async fn run(
@@ -87,24 +63,11 @@ pub(crate) async fn run(
         Ok(m) => m,
         Err(e) => return Ok(MembershipPayload::error(e)),
     };
-    let committed = match ctx
-        .data_unchecked::<Arc<MembershipCommands>>()
-        .execute(group, command(), &metadata)
-        .await
-    {
-        Ok(c) => c,
-        Err(e) => return Ok(MembershipPayload::error(from_exec(e)?)),
+    let outcome = match execute(ctx, Command::Membership(group, command()), &metadata).await {
+        Ok(o) => o,
+        Err(e) => return Ok(MembershipPayload::error(from_command(e)?)),
     };
     let pool = ctx.data_unchecked::<PgPool>();
-    let changed = changed(pool, group, &committed).await?;
-    let (position, wait_timed_out) = settle(
-        ctx,
-        committed.token,
-        "Membership",
-        &group.to_string(),
-        &[SEQUENCER, MEMBERSHIP],
-    )
-    .await;
     let group = corral_projections::group_tree::read::by_ids(pool, &[group])
         .await
         .unwrap_or_else(|err| {
@@ -115,9 +78,9 @@ pub(crate) async fn run(
         .map(Group::from);
     Ok(MembershipPayload {
         group,
-        changed,
-        position,
-        wait_timed_out,
+        changed: outcome.changed as i64,
+        position: outcome.position.map(Position),
+        wait_timed_out: outcome.wait_timed_out,
         user_errors: vec![],
     })
 }

@@ -82,6 +82,7 @@ pub fn sdl() -> String {
 pub fn build_schema(state: &AppState) -> CorralSchema {
     schema_builder()
         .data(state.api_pool.clone())
+        .data(state.commands.clone())
         .data(state.groups.clone())
         .data(state.memberships.clone())
         .data(state.dashboards.clone())

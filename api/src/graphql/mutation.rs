@@ -6,17 +6,13 @@ use async_graphql::{Context, InputObject, Json, Object, Result, SimpleObject, ID
 use corral_domain::group::{GroupCommand, GroupType as DomainGroupType};
 use corral_domain::metadata::{EventMetadata, Source};
 use corral_domain::text::check_free_text;
-use corral_projections::directory::GroupCommands;
-use corral_projections::executor::{CommitToken, Committed};
-use corral_projections::group_tree::GROUP_TREE;
-use corral_projections::membership::{MembershipCommands, MEMBERSHIP};
-use corral_projections::sequencer::SEQUENCER;
-use corral_projections::waiter::ConsistencyWaiter;
+use corral_projections::commands::{Command, CommandError, Commands, GroupCommands, Outcome, Wait};
 use serde_json::{Map, Value};
 use sqlx::PgPool;
+use std::sync::Arc;
 use uuid::Uuid;
 
-use super::errors::{from_exec, UserError};
+use super::errors::{from_command, UserError};
 use super::scalars::Position;
 use super::types::{parse_id, Group, GroupType};
 use crate::auth::Actor;
@@ -159,7 +155,7 @@ pub(crate) fn expected(v: Option<i64>) -> std::result::Result<Option<u64>, UserE
     }
 }
 
-pub(crate) struct Outcome {
+pub(crate) struct GroupOutcome {
     group_id: Uuid,
     position: Option<Position>,
     wait_timed_out: bool,
@@ -196,142 +192,47 @@ pub(crate) fn event_metadata(
     }))
 }
 
-/// Waits until the read models `names` reflect a commit (bounded by the configured wait) and
-/// returns its log position and whether the wait timed out. For a no-op (`token` is `None`),
-/// the position of the aggregate's latest event, the state the no-op confirmed.
-pub(crate) async fn settle(
+/// Runs a command for the caller, waiting for the read models its events feed (bounded by
+/// the configured wait), and forgets what this operation's loaders cached before it.
+pub(crate) async fn execute(
     ctx: &Context<'_>,
-    token: Option<CommitToken>,
-    aggregate_type: &str,
-    aggregate_id: &str,
-    names: &[&str],
-) -> (Option<Position>, bool) {
-    let pool = ctx.data_unchecked::<PgPool>();
+    command: Command,
+    metadata: &EventMetadata,
+) -> std::result::Result<Outcome, CommandError> {
+    let commands = ctx.data_unchecked::<Arc<Commands>>();
     let wait = ctx.data_unchecked::<MutationWait>().0;
-    // Whatever this operation's loaders cached may predate the change (or an earlier one).
+    let outcome = commands
+        .execute(command, metadata, Wait::ReadModels(wait))
+        .await;
     super::loaders::clear_caches(ctx);
-    let (position, wait_timed_out) = match token {
-        // A no-op confirms the latest state: wait for it too, so that a retried mutation
-        // (say, after a timed-out wait) still reads its own earlier write.
-        None => {
-            let latest: Option<(String, i64, Option<i64>)> = sqlx::query_as(
-                "SELECT e.transaction_id::text, e.global_position, l.log_position
-                   FROM events e LEFT JOIN event_log l USING (global_position)
-                  WHERE e.aggregate_type = $1 AND e.aggregate_id = $2
-                  ORDER BY e.sequence DESC LIMIT 1",
-            )
-            .bind(aggregate_type)
-            .bind(aggregate_id)
-            .fetch_optional(pool)
-            .await
-            .unwrap_or_else(|err| {
-                tracing::warn!(error = %err, "could not read the position of a no-op");
-                None
-            });
-            match latest {
-                None => (None, false),
-                Some((txid, global_position, position)) => {
-                    match corral_projections::log::parse_xid(&txid) {
-                        Ok(transaction_id) => {
-                            let cursor = corral_projections::Cursor {
-                                transaction_id,
-                                global_position,
-                            };
-                            let waiter = ctx.data_unchecked::<ConsistencyWaiter>();
-                            let reached = waiter.wait(cursor, names, wait).await;
-                            (position, !reached)
-                        }
-                        Err(_) => (position, false),
-                    }
-                }
-            }
-        }
-        Some(token) => match token.cursor(pool).await {
-            Ok(cursor) => {
-                let waiter = ctx.data_unchecked::<ConsistencyWaiter>();
-                let reached = waiter.wait(cursor, names, wait).await;
-                let position: Option<i64> = sqlx::query_scalar(
-                    "SELECT log_position FROM event_log WHERE global_position = $1",
-                )
-                .bind(cursor.global_position)
-                .fetch_optional(pool)
-                .await
-                .unwrap_or_else(|err| {
-                    // Committed: report the change without its position rather than fail.
-                    tracing::warn!(error = %err, "could not read the position of a committed change");
-                    None
-                });
-                (position, !reached)
-            }
-            // Committed, but where in the log is unknown: say so rather than fail.
-            Err(err) => {
-                tracing::warn!(error = %err, "committed, but could not read the event's cursor");
-                (None, true)
-            }
-        },
-    };
-    (position.map(Position), wait_timed_out)
+    outcome
 }
 
-/// Runs a command for the calling actor and waits for the read models.
+/// Runs a Group command for the calling actor and waits for the read models.
 pub(crate) async fn run(
     ctx: &Context<'_>,
     command: GroupCommand,
     expected_version: Option<u64>,
     reason: Option<String>,
-) -> Result<std::result::Result<Outcome, UserError>> {
+) -> Result<std::result::Result<GroupOutcome, UserError>> {
     let metadata = match event_metadata(ctx, reason)? {
         Ok(m) => m,
         Err(e) => return Ok(Err(e)),
     };
     let group_id = GroupCommands::target(&command);
-    let deleting = matches!(command, GroupCommand::Delete { .. });
-    let committed: Committed = match ctx
-        .data_unchecked::<std::sync::Arc<GroupCommands>>()
-        .execute(command, expected_version, &metadata)
-        .await
-    {
-        Ok(c) => c,
-        Err(e) => return Ok(Err(from_exec(e)?)),
-    };
-    let mut token = committed.token;
-    if deleting && token.is_some() {
-        // A deleted group's memberships go too, as Membership events. Should this fail, the
-        // rule worker's repair pass finishes the job.
-        // In a task of its own: a client that disconnects does not cut it short.
-        let memberships = ctx
-            .data_unchecked::<std::sync::Arc<MembershipCommands>>()
-            .clone();
-        let meta = metadata.clone();
-        let purge = tokio::spawn(async move { memberships.purge(group_id, &meta).await });
-        match purge.await {
-            Ok(Ok(_)) => {}
-            Ok(Err(err)) => {
-                tracing::warn!(error = %err, group = %group_id, "purging a deleted group's memberships failed; the repair pass will retry")
-            }
-            Err(err) => {
-                tracing::warn!(error = %err, group = %group_id, "the purge task failed; the repair pass will retry")
-            }
-        }
+    match execute(ctx, Command::Group(command, expected_version), &metadata).await {
+        Ok(outcome) => Ok(Ok(GroupOutcome {
+            group_id,
+            position: outcome.position.map(Position),
+            wait_timed_out: outcome.wait_timed_out,
+        })),
+        Err(e) => Ok(Err(from_command(e)?)),
     }
-    let (position, wait_timed_out) = settle(
-        ctx,
-        token.take(),
-        "Group",
-        &group_id.to_string(),
-        &[SEQUENCER, GROUP_TREE, MEMBERSHIP],
-    )
-    .await;
-    Ok(Ok(Outcome {
-        group_id,
-        position,
-        wait_timed_out,
-    }))
 }
 
 pub(crate) async fn group_payload(
     ctx: &Context<'_>,
-    outcome: std::result::Result<Outcome, UserError>,
+    outcome: std::result::Result<GroupOutcome, UserError>,
 ) -> Result<GroupPayload> {
     let outcome = match outcome {
         Ok(o) => o,

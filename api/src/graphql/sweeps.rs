@@ -13,19 +13,19 @@ use corral_domain::sweep::{
     plan, RequestFingerprint, SweepCommand, SweepError, SweepPlan, SweepRequest,
 };
 use corral_projections::executor::ExecError;
-use corral_projections::sequencer::SEQUENCER;
-use corral_projections::sweeps::{read, SweepCommands, SweepConfig, SWEEPS};
+use corral_projections::sweeps::{read, SweepCommands, SweepConfig};
 use sqlx::PgPool;
 use uuid::Uuid;
 
 pub use types::{SweepProgress, SweepResult, SweepRun, SweepRunConnection, SweepStatus};
 
 use super::errors::{coded, internal, UserError};
-use super::mutation::{event_metadata, settle};
+use super::mutation::{event_metadata, execute, MutationWait};
 use super::scalars::Position;
 use super::types::{page_size, DEFAULT_PAGE};
 use crate::auth::Actor;
 use crate::error_codes::ErrorCode;
+use corral_projections::commands::{Command, CommandError, Commands, Wait};
 use idempotency::KeyUse;
 
 /// Input of `scheduleSweep` and `previewSweep`.
@@ -286,30 +286,24 @@ async fn run_command(
     command: SweepCommand,
     metadata: &corral_domain::metadata::EventMetadata,
 ) -> Result<std::result::Result<(bool, Option<Position>, bool), UserError>> {
-    let commands = ctx.data_unchecked::<std::sync::Arc<SweepCommands>>();
-    let committed = match commands.execute(id, command, metadata).await {
-        Ok(c) => c,
-        Err(ExecError::Domain(e)) => return Ok(Err(sweep_error(&e))),
+    let outcome = match execute(ctx, Command::Sweep(id, command), metadata).await {
+        Ok(o) => o,
+        Err(CommandError::Sweep(ExecError::Domain(e))) => return Ok(Err(sweep_error(&e))),
         // Only after every retry lost a race: the run is changing right now.
-        Err(ExecError::VersionConflict { .. }) => {
+        Err(CommandError::Sweep(ExecError::VersionConflict { .. })) => {
             return Ok(Err(UserError::new(
                 None,
                 "CONFLICT",
                 "the run is being changed concurrently; try again",
             )))
         }
-        Err(ExecError::Store(e)) => return Err(internal(e)),
+        Err(other) => return Err(internal(other)),
     };
-    let wrote = committed.token.is_some();
-    let (position, wait_timed_out) = settle(
-        ctx,
-        committed.token,
-        "SweepRun",
-        &id.to_string(),
-        &[SEQUENCER, SWEEPS],
-    )
-    .await;
-    Ok(Ok((wrote, position, wait_timed_out)))
+    Ok(Ok((
+        outcome.events > 0,
+        outcome.position.map(Position),
+        outcome.wait_timed_out,
+    )))
 }
 
 /// Sweep mutations (admin only, as `Sweep.*`).
@@ -391,8 +385,17 @@ impl SweepMutation {
                 .status()
                 .is_some()
             {
+                let confirmed = ctx
+                    .data_unchecked::<std::sync::Arc<Commands>>()
+                    .confirm(
+                        "SweepRun",
+                        &id.to_string(),
+                        Wait::ReadModels(ctx.data_unchecked::<MutationWait>().0),
+                    )
+                    .await;
+                super::loaders::clear_caches(ctx);
                 let (position, wait_timed_out) =
-                    settle(ctx, None, "SweepRun", &id.to_string(), &[SEQUENCER, SWEEPS]).await;
+                    (confirmed.position.map(Position), confirmed.wait_timed_out);
                 return Ok(ScheduleSweepPayload {
                     run: fresh(ctx, id).await?,
                     created: false,

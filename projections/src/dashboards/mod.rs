@@ -5,7 +5,6 @@
 //! the default dashboard: the dashboard of the owner's latest `DashboardMadeDefault` event in
 //! log order, as long as it is not deleted.
 
-mod commands;
 mod fold;
 pub mod read;
 
@@ -16,7 +15,7 @@ use corral_domain::dashboard::{Widget, WidgetKind, WidgetPosition};
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
-pub use commands::{dashboard_commands, DashboardCommands};
+pub use crate::commands::dashboards::{dashboard_commands, DashboardCommands};
 pub use fold::{applies_without_row, decode, DashboardFold, DashboardRow};
 
 use crate::log::EventRecord;

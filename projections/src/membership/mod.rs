@@ -6,7 +6,6 @@
 //! group's own members plus every descendant's) is never stored: queries compute it from
 //! `direct` and the group tree's closure table.
 
-mod commands;
 pub mod read;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -16,7 +15,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-pub use commands::MembershipCommands;
+pub use crate::commands::membership::MembershipCommands;
 
 use crate::history::{MembershipChange, Source};
 use crate::log::EventRecord;

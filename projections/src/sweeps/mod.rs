@@ -2,7 +2,6 @@
 //! results store (ingest with per-host dedup and progress, pages, export), the retention
 //! cleanup and the idempotency keys' reservations. See `docs/sweeps.md`.
 
-mod commands;
 pub mod config;
 pub mod idempotency;
 pub mod read;
@@ -14,7 +13,7 @@ use corral_domain::sweep::{SweepEvent, SweepStatus};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-pub use commands::{sweep_commands, SweepCommands};
+pub use crate::commands::sweeps::{sweep_commands, SweepCommands};
 pub use config::SweepConfig;
 
 use crate::log::EventRecord;

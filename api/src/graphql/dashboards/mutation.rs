@@ -5,9 +5,8 @@ use corral_domain::dashboard::{
     Dashboard as DashboardState, DashboardCommand, DashboardError, NewWidget, PositionDraft,
     WidgetDraft,
 };
-use corral_projections::dashboards::{read, DashboardCommands, DASHBOARDS};
+use corral_projections::dashboards::{read, DashboardCommands};
 use corral_projections::executor::ExecError;
-use corral_projections::sequencer::SEQUENCER;
 use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -15,8 +14,9 @@ use uuid::Uuid;
 use super::{Dashboard, Widget};
 use crate::auth::Actor;
 use crate::graphql::errors::{internal, UserError};
-use crate::graphql::mutation::{event_metadata, settle};
+use crate::graphql::mutation::{event_metadata, execute};
 use crate::graphql::scalars::Position;
+use corral_projections::commands::{Command, CommandError};
 
 /// A grid position, in cells.
 #[derive(InputObject, Clone, Copy)]
@@ -262,23 +262,15 @@ async fn run(
         Ok(m) => m,
         Err(e) => return Ok(Err(e)),
     };
-    let commands = ctx.data_unchecked::<std::sync::Arc<DashboardCommands>>();
-    let committed = match commands.execute(id, command, &metadata).await {
-        Ok(c) => c,
-        Err(e) => return Ok(Err(refusal(e, id_field)?)),
+    let outcome = match execute(ctx, Command::Dashboard(id, command), &metadata).await {
+        Ok(o) => o,
+        Err(CommandError::Dashboard(e)) => return Ok(Err(refusal(e, id_field)?)),
+        Err(other) => return Err(internal(other)),
     };
-    let (position, wait_timed_out) = settle(
-        ctx,
-        committed.token,
-        "Dashboard",
-        &id.to_string(),
-        &[SEQUENCER, DASHBOARDS],
-    )
-    .await;
     Ok(Ok(Outcome {
         id,
-        position,
-        wait_timed_out,
+        position: outcome.position.map(Position),
+        wait_timed_out: outcome.wait_timed_out,
     }))
 }
 

@@ -12,7 +12,7 @@ use postgres_es::PostgresEventRepository;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::executor::{CommandExecutor, Committed, ExecError, SnapshotSchema};
+use super::executor::{CommandExecutor, Committed, ExecError, SnapshotSchema};
 use crate::wake::CommitSignal;
 use crate::StoreError;
 
@@ -56,14 +56,12 @@ where
             self.executor.expect_new(&key);
         }
         let (executor, metadata) = (self.executor.clone(), metadata.clone());
-        let work = async move {
+        super::locked::detached(async move {
             executor
                 .execute(&key, command, &(), None, true, &metadata)
                 .await
-        };
-        tokio::spawn(tracing::Instrument::in_current_span(work))
-            .await
-            .map_err(|e| ExecError::Store(format!("command task failed: {e}")))?
+        })
+        .await
     }
 
     /// The aggregate's current state, folded from its events (the default state for an id

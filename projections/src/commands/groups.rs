@@ -19,24 +19,15 @@ use corral_domain::group::{
     RuleRef,
 };
 use corral_domain::metadata::EventMetadata;
-use sqlx::{PgPool, Postgres, Row, Transaction};
-use tokio::sync::Mutex;
+use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
-use crate::executor::{CommandExecutor, Committed, ExecError};
-use crate::locks::{KeyedLock, Lock};
-
-/// The key of the hierarchy lock.
-pub(crate) const TREE_LOCK: i64 = Lock::Tree.key();
-
-/// The two keys of the lock on `id`'s children (sibling names).
-fn parent_lock(id: Uuid) -> (i32, i32) {
-    KeyedLock::GroupParent.for_id(id.as_u128())
-}
+use super::executor::{CommandExecutor, Committed, ExecError};
+use super::locked::{detached, Hold, LockTx};
 
 /// [`GroupDirectory`] over `group_registry`, read inside the transaction that holds the locks.
 pub struct PgGroupDirectory {
-    tx: Mutex<Transaction<'static, Postgres>>,
+    tx: Arc<LockTx>,
 }
 
 fn dir_err(e: sqlx::Error) -> DirectoryError {
@@ -79,7 +70,7 @@ impl GroupDirectory for PgGroupDirectory {
         name: &str,
         except: Option<Uuid>,
     ) -> Result<(Option<DirectoryEntry>, bool), DirectoryError> {
-        let mut tx = self.tx.lock().await;
+        let mut tx = self.tx.conn().await;
         let row = sqlx::query(&format!(
             "{UP_FROM_1}
              SELECT g.group_type, g.parent_id, (SELECT max(hops) FROM up) AS depth,
@@ -98,7 +89,7 @@ impl GroupDirectory for PgGroupDirectory {
     }
 
     async fn get(&self, id: Uuid) -> Result<Option<DirectoryEntry>, DirectoryError> {
-        let mut tx = self.tx.lock().await;
+        let mut tx = self.tx.conn().await;
         let row = sqlx::query(&format!(
             "{UP_FROM_1}
              SELECT g.group_type, g.parent_id, (SELECT max(hops) FROM up) AS depth
@@ -120,7 +111,7 @@ impl GroupDirectory for PgGroupDirectory {
         name: &str,
         except: Option<Uuid>,
     ) -> Result<bool, DirectoryError> {
-        let mut tx = self.tx.lock().await;
+        let mut tx = self.tx.conn().await;
         sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM group_registry WHERE parent_id = $1 AND NOT deleted
                 AND lower(name) = lower($2) AND id IS DISTINCT FROM $3)",
@@ -134,7 +125,7 @@ impl GroupDirectory for PgGroupDirectory {
     }
 
     async fn in_subtree(&self, root: Uuid, candidate: Uuid) -> Result<bool, DirectoryError> {
-        let mut tx = self.tx.lock().await;
+        let mut tx = self.tx.conn().await;
         sqlx::query_scalar(
             "WITH RECURSIVE up AS (
                 SELECT id, parent_id, 0 AS hops FROM group_registry WHERE id = $2
@@ -151,7 +142,7 @@ impl GroupDirectory for PgGroupDirectory {
     }
 
     async fn subtree_height(&self, id: Uuid) -> Result<u32, DirectoryError> {
-        let mut tx = self.tx.lock().await;
+        let mut tx = self.tx.conn().await;
         let h: Option<i32> = sqlx::query_scalar(
             "WITH RECURSIVE down AS (
                 SELECT id, 0 AS level FROM group_registry WHERE id = $1
@@ -168,7 +159,7 @@ impl GroupDirectory for PgGroupDirectory {
     }
 
     async fn subtrees(&self, roots: &[Uuid]) -> Result<Vec<Uuid>, DirectoryError> {
-        let mut tx = self.tx.lock().await;
+        let mut tx = self.tx.conn().await;
         sqlx::query_scalar(
             "WITH RECURSIVE down AS (
                 SELECT id, 0 AS level FROM group_registry WHERE id = ANY($1) AND NOT deleted
@@ -184,7 +175,7 @@ impl GroupDirectory for PgGroupDirectory {
     }
 
     async fn rule_refs(&self, groups: &[Uuid]) -> Result<Vec<RuleRef>, DirectoryError> {
-        let mut tx = self.tx.lock().await;
+        let mut tx = self.tx.conn().await;
         let rows = sqlx::query(
             "SELECT (r ->> 'group_id')::uuid AS group_id, (r ->> 'direct')::boolean AS direct
                FROM group_registry g, jsonb_array_elements(g.rule_refs) r
@@ -205,7 +196,7 @@ impl GroupDirectory for PgGroupDirectory {
     }
 
     async fn rule_referrers(&self, id: Uuid) -> Result<Vec<Uuid>, DirectoryError> {
-        let mut tx = self.tx.lock().await;
+        let mut tx = self.tx.conn().await;
         sqlx::query_scalar(
             "SELECT DISTINCT g.id FROM group_registry g, jsonb_array_elements(g.rule_refs) r
               WHERE NOT g.deleted AND (r ->> 'group_id')::uuid = $1 ORDER BY g.id",
@@ -217,7 +208,7 @@ impl GroupDirectory for PgGroupDirectory {
     }
 
     async fn has_children(&self, id: Uuid) -> Result<bool, DirectoryError> {
-        let mut tx = self.tx.lock().await;
+        let mut tx = self.tx.conn().await;
         sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM group_registry WHERE parent_id = $1 AND NOT deleted)",
         )
@@ -260,11 +251,8 @@ impl GroupCommands {
         }
     }
 
-    /// Executes a command with the locks and checks it needs.
-    ///
-    /// The work runs in a task of its own, so that a caller that goes away (a client that
-    /// disconnects mid-request) cannot cancel it between the commit of the events and the
-    /// release of the locks: the locks are always held until the events are committed.
+    /// Executes a command with the locks and checks it needs, in a task of its own (see
+    /// [`detached`]): the locks are always held until the events are committed.
     pub async fn execute(
         &self,
         command: GroupCommand,
@@ -276,12 +264,28 @@ impl GroupCommands {
             self.lock_pool.clone(),
             metadata.clone(),
         );
-        let work = async move {
+        detached(async move {
             locked(&executor, &lock_pool, command, expected_version, &metadata).await
-        };
-        tokio::spawn(tracing::Instrument::in_current_span(work))
-            .await
-            .map_err(|e| ExecError::Store(format!("command task failed: {e}")))?
+        })
+        .await
+    }
+}
+
+/// What a command locks before its checks run.
+fn holds(command: &GroupCommand) -> Vec<Hold> {
+    match command {
+        // Rule changes take the tree lock exclusively too: their cycle checks follow other
+        // rules and subtrees, which must not change meanwhile.
+        GroupCommand::Move { .. }
+        | GroupCommand::Delete { .. }
+        | GroupCommand::EnsureRoot { .. }
+        | GroupCommand::SetRule { .. } => vec![Hold::TreeExclusive],
+        GroupCommand::Create { parent_id, .. } => vec![Hold::TreeShared, Hold::Parent(*parent_id)],
+        // And the lock of its parent, once read (see `locked`).
+        GroupCommand::Rename { .. } => vec![Hold::TreeShared],
+        GroupCommand::Update { .. }
+        | GroupCommand::ClearRule { .. }
+        | GroupCommand::SetCapabilities { .. } => vec![],
     }
 }
 
@@ -293,59 +297,24 @@ async fn locked(
     metadata: &EventMetadata,
 ) -> Result<Committed, ExecError<GroupError>> {
     let id = GroupCommands::target(&command);
-    let mut tx = lock_pool.begin().await?;
-    match &command {
-        // Rule changes take the tree lock exclusively too: their cycle checks follow other
-        // rules and subtrees, which must not change meanwhile.
-        GroupCommand::Move { .. }
-        | GroupCommand::Delete { .. }
-        | GroupCommand::EnsureRoot { .. }
-        | GroupCommand::SetRule { .. } => {
-            sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                .bind(TREE_LOCK)
-                .execute(&mut *tx)
-                .await?;
+    let tx = LockTx::begin(lock_pool, &holds(&command)).await?;
+    if let GroupCommand::Rename { id, .. } = &command {
+        let parent: Option<Uuid> =
+            sqlx::query_scalar("SELECT parent_id FROM group_registry WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&mut **tx.conn().await)
+                .await?
+                .flatten();
+        if let Some(parent) = parent {
+            tx.hold(Hold::Parent(parent)).await?;
         }
-        GroupCommand::Create { parent_id, .. } => {
-            let (class, key) = parent_lock(*parent_id);
-            sqlx::query("SELECT pg_advisory_xact_lock_shared($1), pg_advisory_xact_lock($2, $3)")
-                .bind(TREE_LOCK)
-                .bind(class)
-                .bind(key)
-                .execute(&mut *tx)
-                .await?;
-        }
-        GroupCommand::Rename { id, .. } => {
-            sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
-                .bind(TREE_LOCK)
-                .execute(&mut *tx)
-                .await?;
-            let parent: Option<Uuid> =
-                sqlx::query_scalar("SELECT parent_id FROM group_registry WHERE id = $1")
-                    .bind(id)
-                    .fetch_optional(&mut *tx)
-                    .await?
-                    .flatten();
-            if let Some(parent) = parent {
-                let (class, key) = parent_lock(parent);
-                sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
-                    .bind(class)
-                    .bind(key)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-        }
-        GroupCommand::Update { .. }
-        | GroupCommand::ClearRule { .. }
-        | GroupCommand::SetCapabilities { .. } => {}
     }
     let commutes = command.commutes();
     if let GroupCommand::Create { id, .. } = &command {
         // Ids of new groups are generated by the caller: nothing to load.
         executor.expect_new(&id.to_string());
     }
-    let directory = Arc::new(PgGroupDirectory { tx: Mutex::new(tx) });
-    let services: Box<dyn GroupDirectory> = Box::new(directory.clone());
+    let services: Box<dyn GroupDirectory> = Box::new(PgGroupDirectory { tx: tx.clone() });
     let result = executor
         .execute(
             &id.to_string(),
@@ -356,12 +325,7 @@ async fn locked(
             metadata,
         )
         .await;
-    // End the lock transaction (it only read) now that the events are committed.
     drop(services);
-    if let Ok(directory) = Arc::try_unwrap(directory) {
-        if let Err(err) = directory.tx.into_inner().rollback().await {
-            tracing::warn!(error = %err, "ending a lock transaction failed; its connection is discarded");
-        }
-    }
+    tx.end().await;
     result
 }

@@ -11,27 +11,20 @@ use corral_domain::membership::{
     MembershipServices,
 };
 use corral_domain::metadata::EventMetadata;
-use sqlx::{PgPool, Postgres, Row, Transaction};
-use tokio::sync::Mutex;
+use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
-use crate::directory::TREE_LOCK;
-use crate::executor::{CommandExecutor, Committed, ExecError};
-use crate::locks::KeyedLock;
+use super::executor::{CommandExecutor, Committed, ExecError};
+use super::locked::{detached, Hold, LockTx};
 
 /// Ids read from the registry per purge command.
 const PURGE_CHUNK: i64 = 10_000;
-
-/// The two keys of the advisory lock that serializes the membership commands of one group.
-fn member_lock(group: Uuid) -> (i32, i32) {
-    KeyedLock::GroupMembers.for_id(group.as_u128())
-}
 
 /// [`MembershipDirectory`] over `group_registry`, the inventory tables and
 /// `membership_registry`, read inside the transaction that holds the group's lock.
 struct PgMembershipDirectory {
     group_id: Uuid,
-    tx: Mutex<Transaction<'static, Postgres>>,
+    tx: Arc<LockTx>,
 }
 
 fn err(e: sqlx::Error) -> String {
@@ -41,7 +34,7 @@ fn err(e: sqlx::Error) -> String {
 #[async_trait]
 impl MembershipDirectory for PgMembershipDirectory {
     async fn group(&self) -> Result<Option<GroupFacts>, String> {
-        let mut tx = self.tx.lock().await;
+        let mut tx = self.tx.conn().await;
         let row = sqlx::query("SELECT group_type, deleted FROM group_registry WHERE id = $1")
             .bind(self.group_id)
             .fetch_optional(&mut **tx)
@@ -60,7 +53,7 @@ impl MembershipDirectory for PgMembershipDirectory {
             GroupType::Device => "devices",
             GroupType::Service => "services",
         };
-        let mut tx = self.tx.lock().await;
+        let mut tx = self.tx.conn().await;
         sqlx::query_scalar(&format!(
             "SELECT x FROM unnest($1::text[]) WITH ORDINALITY AS u(x, n)
               WHERE NOT EXISTS (SELECT 1 FROM {table} t WHERE t.id = u.x AND t.removed_at IS NULL)
@@ -76,7 +69,7 @@ impl MembershipDirectory for PgMembershipDirectory {
         if ids.is_empty() {
             return Ok(HashSet::new());
         }
-        let mut tx = self.tx.lock().await;
+        let mut tx = self.tx.conn().await;
         let found: Vec<String> = sqlx::query_scalar(
             // A join on the ids, not `= ANY($3)`: a generic plan would put the array in a
             // filter over the whole group's index range, and the cost would grow with it.
@@ -102,7 +95,7 @@ pub struct MembershipCommands {
 }
 
 impl MembershipCommands {
-    /// `lock_pool` holds the lock transactions (see [`crate::directory::GroupCommands::new`]).
+    /// `lock_pool` holds the lock transactions (see [`super::groups::GroupCommands::new`]).
     pub fn new(pool: PgPool, lock_pool: PgPool, signal: crate::wake::CommitSignal) -> Self {
         Self {
             executor: Arc::new(CommandExecutor::new(pool.clone()).with_commit_signal(signal)),
@@ -129,22 +122,14 @@ impl MembershipCommands {
             self.lock_pool.clone(),
             metadata.clone(),
         );
-        let work = async move {
-            let mut tx = lock_pool.begin().await?;
-            let (class, key) = member_lock(group);
-            sqlx::query("SELECT pg_advisory_xact_lock_shared($1), pg_advisory_xact_lock($2, $3)")
-                .bind(TREE_LOCK)
-                .bind(class)
-                .bind(key)
-                .execute(&mut *tx)
-                .await?;
-            let directory = Arc::new(PgMembershipDirectory {
-                group_id: group,
-                tx: Mutex::new(tx),
-            });
+        detached(async move {
+            let tx = LockTx::begin(&lock_pool, &[Hold::TreeShared, Hold::Members(group)]).await?;
             let services = MembershipServices {
                 group_id: group,
-                directory: Box::new(SharedDirectory(directory.clone())),
+                directory: Box::new(PgMembershipDirectory {
+                    group_id: group,
+                    tx: tx.clone(),
+                }),
             };
             let result = executor
                 .execute(
@@ -157,16 +142,10 @@ impl MembershipCommands {
                 )
                 .await;
             drop(services);
-            if let Ok(directory) = Arc::try_unwrap(directory) {
-                if let Err(e) = directory.tx.into_inner().rollback().await {
-                    tracing::warn!(error = %e, "ending a lock transaction failed; its connection is discarded");
-                }
-            }
+            tx.end().await;
             result
-        };
-        tokio::spawn(tracing::Instrument::in_current_span(work))
-            .await
-            .map_err(|e| ExecError::Store(format!("command task failed: {e}")))?
+        })
+        .await
     }
 
     /// Removes every entry of a group (after it was deleted), in commands of at most
@@ -217,21 +196,5 @@ impl MembershipCommands {
             }
             events += committed.events;
         }
-    }
-}
-
-/// Lets the lock transaction be recovered after the executor drops the services.
-struct SharedDirectory(Arc<PgMembershipDirectory>);
-
-#[async_trait]
-impl MembershipDirectory for SharedDirectory {
-    async fn group(&self) -> Result<Option<GroupFacts>, String> {
-        self.0.group().await
-    }
-    async fn unknown(&self, kind: GroupType, ids: &[String]) -> Result<Vec<String>, String> {
-        self.0.unknown(kind, ids).await
-    }
-    async fn present(&self, kind: EntryKind, ids: &[String]) -> Result<HashSet<String>, String> {
-        self.0.present(kind, ids).await
     }
 }

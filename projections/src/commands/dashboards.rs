@@ -4,8 +4,8 @@
 
 use corral_domain::dashboard::{Dashboard, DashboardCommand};
 
-use crate::executor::SnapshotSchema;
-use crate::own_state::OwnStateCommands;
+use super::executor::SnapshotSchema;
+use super::own_state::OwnStateCommands;
 use crate::wake::CommitSignal;
 
 impl SnapshotSchema for Dashboard {

@@ -11,11 +11,11 @@ use cqrs_es::{Aggregate, AggregateError, EventEnvelope, EventStore};
 use postgres_es::PostgresEventRepository;
 use sqlx::{PgPool, Row};
 
-use crate::aggregate_cache::{AggregateCache, CachedAggregate};
+use super::aggregate_cache::{AggregateCache, CachedAggregate};
 use crate::log::{parse_xid, Cursor};
 use crate::wake::CommitSignal;
 
-pub use crate::aggregate_cache::CACHE_CAPACITY;
+pub use super::aggregate_cache::CACHE_CAPACITY;
 use crate::StoreError;
 
 /// How many times a commuting command is retried after a version conflict.
@@ -24,20 +24,32 @@ pub const MAX_RETRIES: usize = 8;
 /// A snapshot is written once an aggregate has this many events after its last one.
 pub const SNAPSHOT_EVERY: u64 = 32;
 
-/// The shape of an aggregate's snapshot. Bump `SNAPSHOT_VERSION` whenever the aggregate's
-/// state changes meaning (a new field folded from events, say): older snapshots are then
-/// ignored, even ones that would still deserialize.
-pub trait SnapshotSchema {
+/// What the executor needs to know of an aggregate beyond cqrs-es's `Aggregate`: the shape
+/// of its snapshot (bump `SNAPSHOT_VERSION` whenever the state changes meaning, a new field
+/// folded from events, say: older snapshots are then ignored, even ones that would still
+/// deserialize), and how to count what its events change.
+pub trait SnapshotSchema: Aggregate {
     /// The current snapshot shape.
     const SNAPSHOT_VERSION: i32;
     /// True for aggregates whose `apply` folds nothing (their checks read other state):
     /// loading one reads only its version, and no snapshots are taken.
     const STATELESS: bool = false;
+
+    /// What `events` change, in the aggregate's own unit (one per event unless it says
+    /// otherwise).
+    fn tally(events: &[Self::Event]) -> usize {
+        events.len()
+    }
 }
 
 impl SnapshotSchema for corral_domain::membership::Membership {
     const SNAPSHOT_VERSION: i32 = 1;
     const STATELESS: bool = true;
+
+    /// The member ids the events add or remove.
+    fn tally(events: &[Self::Event]) -> usize {
+        events.iter().map(|e| e.member_ids().len()).sum()
+    }
 }
 
 impl SnapshotSchema for corral_domain::group::Group {
@@ -52,6 +64,11 @@ pub struct Committed {
     pub version: u64,
     /// How many events were written.
     pub events: usize,
+    /// Their types, in order.
+    pub event_types: Vec<String>,
+    /// What the events changed, in the aggregate's own unit ([`SnapshotSchema::tally`]: the
+    /// member ids a Membership event adds or removes, one per event otherwise).
+    pub changed: usize,
     /// The consistency token of the change; `None` for a no-op.
     pub token: Option<CommitToken>,
 }
@@ -246,10 +263,17 @@ where
                 return Ok(Committed {
                     version: current,
                     events: 0,
+                    event_types: vec![],
+                    changed: 0,
                     token: None,
                 });
             }
             let count = events.len();
+            let event_types: Vec<String> = events
+                .iter()
+                .map(cqrs_es::DomainEvent::event_type)
+                .collect();
+            let changed = A::tally(&events);
             let version = current + count as u64;
             let snapshot = !A::STATELESS && version - snapshot_version >= SNAPSHOT_EVERY;
             let state = if snapshot {
@@ -287,6 +311,8 @@ where
                     return Ok(Committed {
                         version,
                         events: count,
+                        event_types,
+                        changed,
                         token: Some(token),
                     });
                 }

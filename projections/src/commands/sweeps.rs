@@ -3,8 +3,8 @@
 
 use corral_domain::sweep::SweepRun;
 
-use crate::executor::SnapshotSchema;
-use crate::own_state::OwnStateCommands;
+use super::executor::SnapshotSchema;
+use super::own_state::OwnStateCommands;
 use crate::wake::CommitSignal;
 
 impl SnapshotSchema for SweepRun {

@@ -175,9 +175,10 @@ impl std::fmt::Display for ErrorCode {
     }
 }
 
-/// The generated section of `docs/errors.md`.
+/// The generated section of `docs/errors.md`: the codes of errors, then those of userErrors.
 pub fn markdown() -> String {
-    let mut out = String::from("| Code | HTTP status alone | Meaning |\n|---|---|---|\n");
+    let mut out = String::from("### Errors (`errors[].extensions.code`)\n\n");
+    out.push_str("| Code | HTTP status alone | Meaning |\n|---|---|---|\n");
     for code in ErrorCode::ALL {
         let status = match code.http_status() {
             200 => "only in GraphQL responses".to_string(),
@@ -188,6 +189,13 @@ pub fn markdown() -> String {
             code.as_str(),
             code.meaning()
         ));
+    }
+    out.push_str(
+        "\n### userErrors (`userErrors[].code`, the GraphQL enum `UserErrorCode`)\n\n\
+         | Code | Meaning |\n|---|---|\n",
+    );
+    for code in corral_domain::codes::Code::ALL {
+        out.push_str(&format!("| `{}` | {} |\n", code.as_str(), code.meaning()));
     }
     out
 }

@@ -5,6 +5,7 @@
 //! through a services trait (for groups, [`group::GroupDirectory`]).
 
 pub mod catalog;
+pub mod codes;
 pub mod dashboard;
 pub mod group;
 pub mod inventory;

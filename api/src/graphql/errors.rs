@@ -2,12 +2,27 @@
 //! GraphQL error with `extensions.code` (logged once, here).
 
 use async_graphql::{ErrorExtensions, SimpleObject};
+use corral_domain::codes::Code;
 use corral_domain::group::GroupError;
 use corral_domain::membership::MembershipError;
 use corral_projections::commands::CommandError;
 use corral_projections::executor::ExecError;
 
 use crate::error_codes::ErrorCode;
+
+/// Generates the GraphQL enum of userError codes from the domain's table (one source).
+macro_rules! user_error_codes {
+    ($($variant:ident => $text:literal, $meaning:literal;)*) => {
+        /// The code of an expected failure (`docs/errors.md` lists each).
+        #[derive(async_graphql::Enum, Copy, Clone, Debug, PartialEq, Eq)]
+        #[graphql(remote = "corral_domain::codes::Code")]
+        pub enum UserErrorCode {
+            $(#[doc = $meaning] $variant,)*
+        }
+    };
+}
+
+corral_domain::code_table!(user_error_codes);
 
 /// An expected failure, returned in a payload.
 #[derive(Debug, Clone, PartialEq, Eq, SimpleObject)]
@@ -17,16 +32,16 @@ pub struct UserError {
     /// What went wrong, for humans.
     pub message: String,
     /// Stable machine-readable code (`NAME_TAKEN`, `VERSION_CONFLICT`, ...).
-    pub code: String,
+    pub code: UserErrorCode,
 }
 
 impl UserError {
     /// A userError.
-    pub fn new(field: Option<&str>, code: &str, message: impl Into<String>) -> Self {
+    pub fn new(field: Option<&str>, code: Code, message: impl Into<String>) -> Self {
         Self {
             field: field.map(str::to_string),
             message: message.into(),
-            code: code.to_string(),
+            code: code.into(),
         }
     }
 }
@@ -70,37 +85,30 @@ fn timed_out(err: &dyn std::any::Any) -> bool {
         .is_some_and(|c| c == QUERY_CANCELED)
 }
 
-/// A refusal from an aggregate: its stable code and field, or an internal failure.
+/// A refusal from an aggregate: its stable code and field, or (no code) a failure that is
+/// not the caller's (a directory could not be read).
 pub trait Refusal: std::error::Error {
-    /// The userError code.
-    fn code(&self) -> &'static str;
+    /// The userError code; `None` for an internal failure.
+    fn code(&self) -> Option<Code>;
     /// The input field at fault.
     fn field(&self) -> Option<&'static str>;
-    /// The failure is not the caller's (a directory could not be read).
-    fn internal(&self) -> bool;
 }
 
 impl Refusal for GroupError {
-    fn code(&self) -> &'static str {
+    fn code(&self) -> Option<Code> {
         GroupError::code(self)
     }
     fn field(&self) -> Option<&'static str> {
         GroupError::field(self)
     }
-    fn internal(&self) -> bool {
-        matches!(self, GroupError::Directory(_))
-    }
 }
 
 impl Refusal for MembershipError {
-    fn code(&self) -> &'static str {
+    fn code(&self) -> Option<Code> {
         MembershipError::code(self)
     }
     fn field(&self) -> Option<&'static str> {
         MembershipError::field(self)
-    }
-    fn internal(&self) -> bool {
-        matches!(self, MembershipError::Directory(_))
     }
 }
 
@@ -123,7 +131,7 @@ fn from_exec_any<E: std::error::Error + 'static>(
         ExecError::Domain(e) => Err(internal(e)),
         ExecError::VersionConflict { expected, actual } => Ok(UserError::new(
             Some("expectedVersion"),
-            "VERSION_CONFLICT",
+            Code::VersionConflict,
             format!("expected version {expected}, but the current version is {actual}"),
         )),
         ExecError::Store(e) => Err(internal(e)),
@@ -135,13 +143,32 @@ pub fn from_exec<E: Refusal + 'static>(
     err: ExecError<E>,
 ) -> Result<UserError, async_graphql::Error> {
     match err {
-        ExecError::Domain(e) if e.internal() => Err(internal(e)),
-        ExecError::Domain(e) => Ok(UserError::new(e.field(), e.code(), e.to_string())),
+        ExecError::Domain(e) => match e.code() {
+            Some(code) => Ok(UserError::new(e.field(), code, e.to_string())),
+            None => Err(internal(e)),
+        },
         ExecError::VersionConflict { expected, actual } => Ok(UserError::new(
             Some("expectedVersion"),
-            "VERSION_CONFLICT",
+            Code::VersionConflict,
             format!("expected version {expected}, but the current version is {actual}"),
         )),
         ExecError::Store(e) => Err(internal(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_graphql_enum_spells_every_domain_code_as_the_domain_does() {
+        for &code in Code::ALL {
+            let gql = async_graphql::InputType::to_value(&UserErrorCode::from(code));
+            assert_eq!(
+                gql,
+                async_graphql::Value::Enum(async_graphql::Name::new(code.as_str()))
+            );
+            assert_eq!(Code::from(UserErrorCode::from(code)), code);
+        }
     }
 }

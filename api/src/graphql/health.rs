@@ -2,6 +2,7 @@
 
 use async_graphql::{Context, Enum, InputObject, Object, Result, SimpleObject};
 use chrono::{DateTime, Utc};
+use corral_domain::codes::Code;
 use corral_projections::health::{
     self as store,
     query::{HealthError, Source, SourcePreference},
@@ -259,7 +260,7 @@ fn ingest_payload(list: &str, report: IngestReport) -> IngestTelemetryPayload {
             .map(|r| {
                 UserError::new(
                     Some(&format!("{list}[{}].{}", r.index, r.field)),
-                    r.code,
+                    Code::parse(r.code).unwrap_or(Code::Invalid),
                     r.message,
                 )
             })
@@ -271,7 +272,7 @@ fn too_many(list: &str, n: usize) -> IngestTelemetryPayload {
     IngestTelemetryPayload {
         user_errors: vec![UserError::new(
             Some(list),
-            "TOO_MANY",
+            Code::TooMany,
             format!("at most {MAX_INGEST_BATCH} per call, got {n}"),
         )],
         ..Default::default()

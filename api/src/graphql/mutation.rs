@@ -1,5 +1,6 @@
 //! Group mutations. Each returns after the read models reflect it (bounded wait).
 
+use corral_domain::codes::Code;
 use std::time::Duration;
 
 use async_graphql::{Context, InputObject, Json, Object, Result, SimpleObject, ID};
@@ -138,7 +139,7 @@ fn metadata_object(
         Some(Value::Object(map)) => Ok(Some(map)),
         Some(_) => Err(UserError::new(
             Some("metadata"),
-            "INVALID",
+            Code::Invalid,
             "metadata must be a JSON object",
         )),
     }
@@ -148,7 +149,7 @@ pub(crate) fn expected(v: Option<i64>) -> std::result::Result<Option<u64>, UserE
     match v {
         Some(n) if n < 0 => Err(UserError::new(
             Some("expectedVersion"),
-            "INVALID",
+            Code::Invalid,
             "expectedVersion must not be negative",
         )),
         other => Ok(other.map(|n| n as u64)),
@@ -174,7 +175,7 @@ pub(crate) fn event_metadata(
     {
         return Ok(Err(UserError::new(
             Some("reason"),
-            "INVALID",
+            Code::Invalid,
             err.to_string(),
         )));
     }

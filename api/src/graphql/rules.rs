@@ -1,5 +1,6 @@
 //! Group rules: setting and clearing them, previewing a rule, explaining a membership.
 
+use corral_domain::codes::Code;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -155,7 +156,7 @@ pub struct SetGroupRulePayload {
 }
 
 fn rule_invalid(e: rule::RuleError) -> UserError {
-    UserError::new(Some("rule"), "RULE_INVALID", e.to_string())
+    UserError::new(Some("rule"), Code::RuleInvalid, e.to_string())
 }
 
 /// Parses a rule given as text or as JSON (an object, or a string holding one).
@@ -167,7 +168,7 @@ pub(crate) fn parse_rule(
     match (text, json) {
         (Some(_), Some(_)) | (None, None) => Err(UserError::new(
             Some("rule"),
-            "INVALID",
+            Code::Invalid,
             "give exactly one of rule and ruleJson",
         )),
         (None, Some(json)) => rule::from_json(json).map_err(rule_invalid),
@@ -236,7 +237,7 @@ async fn group_type(pool: &PgPool, id: Uuid) -> Result<Option<DomainGroupType>> 
 fn not_found(id: Uuid) -> UserError {
     UserError::new(
         Some("groupId"),
-        "NOT_FOUND",
+        Code::NotFound,
         format!("group {id} does not exist"),
     )
 }
@@ -361,7 +362,7 @@ impl RuleMutation {
         if rule.kind() != kind {
             return fail(UserError::new(
                 Some("rule"),
-                "TYPE_MISMATCH",
+                Code::TypeMismatch,
                 format!(
                     "the rule selects {} entities but the group holds {}",
                     rule.kind().as_str(),
@@ -384,7 +385,7 @@ impl RuleMutation {
         .map_err(internal)?
         {
             Ok(ids) => ids,
-            Err(message) => return fail(UserError::new(Some("rule"), "TOO_MANY", message)),
+            Err(message) => return fail(UserError::new(Some("rule"), Code::TooMany, message)),
         };
         if ids.is_empty() {
             return Ok(MembershipPayload {

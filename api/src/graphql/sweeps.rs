@@ -9,6 +9,7 @@ mod types;
 
 use async_graphql::{Context, InputObject, Object, Result, SimpleObject, ID};
 use chrono::{TimeDelta, Utc};
+use corral_domain::codes::Code;
 use corral_domain::sweep::{
     plan, RequestFingerprint, SweepCommand, SweepError, SweepPlan, SweepRequest,
 };
@@ -127,7 +128,7 @@ fn request_of(input: &ScheduleSweepInput) -> std::result::Result<SweepRequest, U
     let group_id = match &input.group_id {
         None => None,
         Some(group) => Some(group.parse::<Uuid>().map_err(|_| {
-            UserError::new(Some("groupId"), "INVALID", "groupId is not a group id")
+            UserError::new(Some("groupId"), Code::Invalid, "groupId is not a group id")
         })?),
     };
     Ok(SweepRequest {
@@ -161,7 +162,7 @@ async fn checked(
         return Ok((
             Err(UserError::new(
                 Some("targets"),
-                "INVALID",
+                Code::Invalid,
                 "at most 1024 targets per run",
             )),
             0,
@@ -180,7 +181,7 @@ async fn checked(
                 return Ok((
                     Err(UserError::new(
                         Some("groupId"),
-                        "NOT_FOUND",
+                        Code::NotFound,
                         "no such group",
                     )),
                     0,
@@ -191,7 +192,7 @@ async fn checked(
                 return Ok((
                     Err(UserError::new(
                         Some("groupId"),
-                        "INVALID",
+                        Code::Invalid,
                         "only device groups can be swept",
                     )),
                     0,
@@ -293,7 +294,7 @@ async fn run_command(
         Err(CommandError::Sweep(ExecError::VersionConflict { .. })) => {
             return Ok(Err(UserError::new(
                 None,
-                "CONFLICT",
+                Code::VersionConflict,
                 "the run is being changed concurrently; try again",
             )))
         }
@@ -339,7 +340,7 @@ impl SweepMutation {
         if !config.enabled {
             return Ok(fail(UserError::new(
                 None,
-                "SWEEPS_UNAVAILABLE",
+                Code::SweepsUnavailable,
                 "sweeps need NATS: this server runs without NATS_URL, so no run could reach a poller",
             )));
         }
@@ -350,7 +351,7 @@ impl SweepMutation {
             Some(s) => {
                 return Ok(fail(UserError::new(
                     Some("deadlineSecs"),
-                    "OUT_OF_RANGE",
+                    Code::OutOfRange,
                     format!("deadlineSecs must be from 1 to {max}, got {s}"),
                 )))
             }

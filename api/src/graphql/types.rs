@@ -2,6 +2,7 @@
 
 use async_graphql::{ComplexObject, Context, Enum, Json, Result, SimpleObject, ID};
 use chrono::{DateTime, Utc};
+use corral_domain::codes::Code;
 use corral_domain::group::GroupType as DomainGroupType;
 use corral_projections::group_tree::{read::After, Node};
 use uuid::Uuid;
@@ -503,6 +504,10 @@ pub fn decode_cursor(cursor: &str) -> Result<After> {
 /// Parses a GraphQL ID as a group id.
 pub fn parse_id(id: &ID, field: &str) -> std::result::Result<Uuid, super::errors::UserError> {
     id.parse().map_err(|_| {
-        super::errors::UserError::new(Some(field), "INVALID", format!("{field} is not a group id"))
+        super::errors::UserError::new(
+            Some(field),
+            Code::Invalid,
+            format!("{field} is not a group id"),
+        )
     })
 }

@@ -331,7 +331,10 @@ fn unknown_widgets_are_refused() {
 #[test]
 fn bad_kinds_are_refused() {
     let err = add_error(draft("PIE_CHART", json!({ "group": GROUP }), 0, 0, 4, 2));
-    assert_eq!((err.code(), err.field()), ("INVALID", Some("kind")));
+    assert_eq!(
+        (err.code().as_str(), err.field()),
+        ("INVALID", Some("kind"))
+    );
 }
 
 #[test]
@@ -352,7 +355,7 @@ fn bad_configs_are_refused() {
     for config in bad {
         let err = add_error(draft("GROUP_UTILIZATION", config.clone(), 0, 0, 4, 2));
         assert_eq!(
-            (err.code(), err.field()),
+            (err.code().as_str(), err.field()),
             ("INVALID", Some("config")),
             "{config}"
         );
@@ -411,7 +414,7 @@ fn bad_positions_are_refused() {
             h,
         ));
         assert_eq!(
-            (err.code(), err.field()),
+            (err.code().as_str(), err.field()),
             ("INVALID", Some("position")),
             "{x},{y},{w},{h}"
         );

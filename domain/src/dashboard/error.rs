@@ -1,3 +1,4 @@
+use crate::codes::Code;
 use uuid::Uuid;
 
 /// Why a dashboard command was refused. Each variant has a stable `code` that the API returns
@@ -34,16 +35,16 @@ pub enum DashboardError {
 
 impl DashboardError {
     /// The stable userError code.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> Code {
         match self {
-            DashboardError::Invalid { .. } => "INVALID",
-            DashboardError::NotFound => "NOT_FOUND",
-            DashboardError::AlreadyExists => "ALREADY_EXISTS",
-            DashboardError::WidgetNotFound(_) => "WIDGET_NOT_FOUND",
-            DashboardError::WidgetExists(_) => "WIDGET_EXISTS",
-            DashboardError::TooManyWidgets { .. } => "TOO_MANY_WIDGETS",
-            DashboardError::Overlap { .. } => "OVERLAP",
-            DashboardError::LayoutConflict { .. } => "LAYOUT_CONFLICT",
+            DashboardError::Invalid { .. } => Code::Invalid,
+            DashboardError::NotFound => Code::NotFound,
+            DashboardError::AlreadyExists => Code::AlreadyExists,
+            DashboardError::WidgetNotFound(_) => Code::WidgetNotFound,
+            DashboardError::WidgetExists(_) => Code::WidgetExists,
+            DashboardError::TooManyWidgets { .. } => Code::TooManyWidgets,
+            DashboardError::Overlap { .. } => Code::Overlap,
+            DashboardError::LayoutConflict { .. } => Code::LayoutConflict,
         }
     }
 

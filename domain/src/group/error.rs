@@ -1,3 +1,4 @@
+use crate::codes::Code;
 use uuid::Uuid;
 
 /// Why a group command was refused. Each variant has a stable `code` that the API returns as a
@@ -50,21 +51,21 @@ pub enum GroupError {
 
 impl GroupError {
     /// The stable userError code.
-    pub fn code(&self) -> &'static str {
-        match self {
-            GroupError::Invalid { .. } => "INVALID",
-            GroupError::NameTaken { .. } => "NAME_TAKEN",
-            GroupError::NotFound { .. } => "NOT_FOUND",
-            GroupError::TypeMismatch { .. } => "TYPE_MISMATCH",
-            GroupError::DepthLimit { .. } => "DEPTH_LIMIT",
-            GroupError::Cycle => "CYCLE",
-            GroupError::SystemGroup => "SYSTEM_GROUP",
-            GroupError::HasChildren => "HAS_CHILDREN",
-            GroupError::AlreadyExists(_) => "ALREADY_EXISTS",
-            GroupError::RuleInvalid(_) => "RULE_INVALID",
-            GroupError::Referenced(_) => "REFERENCED",
-            GroupError::Directory(_) => "INTERNAL",
-        }
+    pub fn code(&self) -> Option<Code> {
+        Some(match self {
+            GroupError::Invalid { .. } => Code::Invalid,
+            GroupError::NameTaken { .. } => Code::NameTaken,
+            GroupError::NotFound { .. } => Code::NotFound,
+            GroupError::TypeMismatch { .. } => Code::TypeMismatch,
+            GroupError::DepthLimit { .. } => Code::DepthLimit,
+            GroupError::Cycle => Code::Cycle,
+            GroupError::SystemGroup => Code::SystemGroup,
+            GroupError::HasChildren => Code::HasChildren,
+            GroupError::AlreadyExists(_) => Code::AlreadyExists,
+            GroupError::RuleInvalid(_) => Code::RuleInvalid,
+            GroupError::Referenced(_) => Code::Referenced,
+            GroupError::Directory(_) => return None,
+        })
     }
 
     /// The input field the error is about, when there is one.

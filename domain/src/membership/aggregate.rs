@@ -1,3 +1,4 @@
+use crate::codes::Code;
 use std::collections::HashSet;
 
 use async_trait::async_trait;
@@ -228,14 +229,14 @@ pub enum MembershipError {
 
 impl MembershipError {
     /// The stable userError code.
-    pub fn code(&self) -> &'static str {
-        match self {
-            MembershipError::Invalid { .. } => "INVALID",
-            MembershipError::GroupNotFound(_) => "NOT_FOUND",
-            MembershipError::UnknownMember { .. } => "UNKNOWN_MEMBER",
-            MembershipError::TypeMismatch { .. } => "TYPE_MISMATCH",
-            MembershipError::Directory(_) => "INTERNAL",
-        }
+    pub fn code(&self) -> Option<Code> {
+        Some(match self {
+            MembershipError::Invalid { .. } => Code::Invalid,
+            MembershipError::GroupNotFound(_) => Code::NotFound,
+            MembershipError::UnknownMember { .. } => Code::UnknownMember,
+            MembershipError::TypeMismatch { .. } => Code::TypeMismatch,
+            MembershipError::Directory(_) => return None,
+        })
     }
 
     /// The input field at fault.

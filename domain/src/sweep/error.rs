@@ -1,3 +1,4 @@
+use crate::codes::Code;
 /// Why a sweep command was refused. `code` is the userError code the API returns.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum SweepError {
@@ -8,7 +9,7 @@ pub enum SweepError {
         field: String,
         /// `INVALID`, `OUT_OF_RANGE`, `PREFIX_TOO_SHORT`, `TOO_MANY_HOSTS`, `TOO_MANY_RANGES`,
         /// `TOO_MANY_PORTS`, `NOT_ALLOWED` or `NO_HOSTS`.
-        code: &'static str,
+        code: Code,
         /// For humans.
         message: String,
     },
@@ -26,12 +27,12 @@ pub enum SweepError {
 
 impl SweepError {
     /// The userError code.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> Code {
         match self {
-            SweepError::Invalid { code, .. } => code,
-            SweepError::NotFound => "NOT_FOUND",
-            SweepError::AlreadyEnded(_) => "ALREADY_ENDED",
-            SweepError::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
+            SweepError::Invalid { code, .. } => *code,
+            SweepError::NotFound => Code::NotFound,
+            SweepError::AlreadyEnded(_) => Code::AlreadyEnded,
+            SweepError::IdempotencyKeyReused => Code::IdempotencyKeyReused,
         }
     }
 

@@ -1,6 +1,7 @@
 //! A sweep request checked against the limits: what `scheduleSweep` commits and
 //! `previewSweep` shows.
 
+use crate::codes::Code;
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
@@ -111,7 +112,7 @@ pub struct SweepPlan {
     pub reason: Option<String>,
 }
 
-fn invalid(field: &str, code: &'static str, message: impl Into<String>) -> SweepError {
+fn invalid(field: &str, code: Code, message: impl Into<String>) -> SweepError {
     SweepError::Invalid {
         field: field.to_string(),
         code,
@@ -125,7 +126,7 @@ fn text(field: &str, raw: &str, required: bool) -> Result<Option<String>, SweepE
         return if required {
             Err(invalid(
                 field,
-                "INVALID",
+                Code::Invalid,
                 format!("{field} must not be empty"),
             ))
         } else {
@@ -135,7 +136,7 @@ fn text(field: &str, raw: &str, required: bool) -> Result<Option<String>, SweepE
     if s.chars().count() > MAX_TEXT || s.chars().any(char::is_control) {
         return Err(invalid(
             field,
-            "INVALID",
+            Code::Invalid,
             format!("{field} must be at most {MAX_TEXT} characters without control characters"),
         ));
     }
@@ -148,7 +149,7 @@ fn bounded(field: &str, v: Option<i64>, default: u32, lo: u32, hi: u32) -> Resul
         Some(n) if n >= i64::from(lo) && n <= i64::from(hi) => Ok(n as u32),
         Some(n) => Err(invalid(
             field,
-            "OUT_OF_RANGE",
+            Code::OutOfRange,
             format!("{field} must be from {lo} to {hi}, got {n}"),
         )),
     }
@@ -168,7 +169,7 @@ pub fn plan(
     {
         return Err(invalid(
             "pollerId",
-            "INVALID",
+            Code::Invalid,
             "pollerId may hold only letters, digits, '-' and '_' (it is part of a NATS key)",
         ));
     }
@@ -185,7 +186,7 @@ pub fn plan(
     if request.targets.is_empty() && request.group_id.is_none() {
         return Err(invalid(
             "targets",
-            "INVALID",
+            Code::Invalid,
             "give targets, a groupId, or both",
         ));
     }
@@ -194,7 +195,7 @@ pub fn plan(
         let field = format!("targets[{i}]");
         let target: Target = raw
             .parse()
-            .map_err(|m: String| invalid(&field, "INVALID", m))?;
+            .map_err(|m: String| invalid(&field, Code::Invalid, m))?;
         if let Target::Block(c) = target {
             let min = if c.addr.is_ipv6() {
                 limits.min_prefix_v6
@@ -204,7 +205,7 @@ pub fn plan(
             if c.prefix < min {
                 return Err(invalid(
                     &field,
-                    "PREFIX_TOO_SHORT",
+                    Code::PrefixTooShort,
                     format!("{c}: prefixes shorter than /{min} are refused"),
                 ));
             }
@@ -213,7 +214,7 @@ pub fn plan(
         if span.len() > u128::from(limits.max_hosts) {
             return Err(invalid(
                 &field,
-                "TOO_MANY_HOSTS",
+                Code::TooManyHosts,
                 format!(
                     "{target} holds {} addresses; a run sweeps at most {}",
                     span.len(),
@@ -224,7 +225,7 @@ pub fn plan(
         if !allow.iter().any(|a| a.interval().contains(&span)) {
             return Err(invalid(
                 &field,
-                "NOT_ALLOWED",
+                Code::NotAllowed,
                 format!("{target} is outside the poller's allow-list"),
             ));
         }
@@ -236,7 +237,7 @@ pub fn plan(
         if !allow.iter().any(|a| a.contains_ip(*ip)) {
             return Err(invalid(
                 "groupId",
-                "NOT_ALLOWED",
+                Code::NotAllowed,
                 format!("the group's member address {ip} is outside the poller's allow-list"),
             ));
         }
@@ -247,7 +248,7 @@ pub fn plan(
     if total > u128::from(limits.max_hosts) {
         return Err(invalid(
             "targets",
-            "TOO_MANY_HOSTS",
+            Code::TooManyHosts,
             format!(
                 "the targets expand to {total} addresses; a run sweeps at most {}",
                 limits.max_hosts
@@ -261,7 +262,7 @@ pub fn plan(
             } else {
                 "targets"
             },
-            "TOO_MANY_RANGES",
+            Code::TooManyRanges,
             format!(
                 "the addresses form {} separate ranges; a run takes at most {MAX_RANGES}",
                 merged.len()
@@ -271,14 +272,14 @@ pub fn plan(
     if total == 0 {
         return Err(invalid(
             "groupId",
-            "NO_HOSTS",
+            Code::NoHosts,
             "nothing to sweep: the group's device members have no IP addresses",
         ));
     }
     if request.ports.is_empty() && !request.icmp {
         return Err(invalid(
             "ports",
-            "INVALID",
+            Code::Invalid,
             "give at least one port, or icmp: true",
         ));
     }
@@ -289,7 +290,7 @@ pub fn plan(
             _ => {
                 return Err(invalid(
                     &format!("ports[{i}]"),
-                    "OUT_OF_RANGE",
+                    Code::OutOfRange,
                     format!("ports must be 1-65535, got {p}"),
                 ))
             }
@@ -300,7 +301,7 @@ pub fn plan(
     if ports.len() > limits.max_ports {
         return Err(invalid(
             "ports",
-            "TOO_MANY_PORTS",
+            Code::TooManyPorts,
             format!(
                 "at most {} ports per run, got {}",
                 limits.max_ports,
@@ -363,7 +364,7 @@ mod tests {
         }
     }
 
-    fn code(r: &SweepRequest) -> (String, &'static str) {
+    fn code(r: &SweepRequest) -> (String, Code) {
         match plan(r, &SweepLimits::default(), &allow()) {
             Err(SweepError::Invalid { field, code, .. }) => (field, code),
             other => panic!("{other:?}"),
@@ -388,54 +389,57 @@ mod tests {
     fn every_limit_is_a_named_error() {
         assert_eq!(
             code(&request(&["10.0.0.0/15"])),
-            ("targets[0]".into(), "PREFIX_TOO_SHORT")
+            ("targets[0]".into(), Code::PrefixTooShort)
         );
         assert_eq!(
             code(&request(&["8.8.8.8"])),
-            ("targets[0]".into(), "NOT_ALLOWED")
+            ("targets[0]".into(), Code::NotAllowed)
         );
         assert_eq!(
             code(&request(&["127.0.0.1", "10.0.0.0-10.1.0.0"])),
-            ("targets[1]".into(), "TOO_MANY_HOSTS")
+            ("targets[1]".into(), Code::TooManyHosts)
         );
         assert_eq!(
             code(&request(&["10.0.0.0/16", "127.0.0.1"])),
-            ("targets".into(), "TOO_MANY_HOSTS")
+            ("targets".into(), Code::TooManyHosts)
         );
-        assert_eq!(code(&request(&["nope"])), ("targets[0]".into(), "INVALID"));
-        assert_eq!(code(&request(&[])), ("targets".into(), "INVALID"));
+        assert_eq!(
+            code(&request(&["nope"])),
+            ("targets[0]".into(), Code::Invalid)
+        );
+        assert_eq!(code(&request(&[])), ("targets".into(), Code::Invalid));
         let mut r = request(&["127.0.0.1"]);
         r.ports = vec![0];
-        assert_eq!(code(&r), ("ports[0]".into(), "OUT_OF_RANGE"));
+        assert_eq!(code(&r), ("ports[0]".into(), Code::OutOfRange));
         r.ports = vec![65_536];
-        assert_eq!(code(&r), ("ports[0]".into(), "OUT_OF_RANGE"));
+        assert_eq!(code(&r), ("ports[0]".into(), Code::OutOfRange));
         r.ports = (1..=1025).collect();
-        assert_eq!(code(&r), ("ports".into(), "TOO_MANY_PORTS"));
+        assert_eq!(code(&r), ("ports".into(), Code::TooManyPorts));
         r.ports = (1..=1024).collect();
         assert!(plan(&r, &SweepLimits::default(), &allow()).is_ok());
         r.retention_days = Some(0);
-        assert_eq!(code(&r), ("retentionDays".into(), "OUT_OF_RANGE"));
+        assert_eq!(code(&r), ("retentionDays".into(), Code::OutOfRange));
         r.retention_days = Some(91);
-        assert_eq!(code(&r), ("retentionDays".into(), "OUT_OF_RANGE"));
+        assert_eq!(code(&r), ("retentionDays".into(), Code::OutOfRange));
         r.retention_days = Some(90);
         r.poller_id = "a.b".into();
-        assert_eq!(code(&r), ("pollerId".into(), "INVALID"));
+        assert_eq!(code(&r), ("pollerId".into(), Code::Invalid));
         r.poller_id = "p".into();
         r.idempotency_key = " ".into();
-        assert_eq!(code(&r), ("idempotencyKey".into(), "INVALID"));
+        assert_eq!(code(&r), ("idempotencyKey".into(), Code::Invalid));
         let mut scattered = request(&[]);
         scattered.group_id = Some(uuid::Uuid::nil());
         scattered.group_hosts = (0..4097u32)
             .map(|i| std::net::IpAddr::V4(std::net::Ipv4Addr::from(0x7f00_0000 + 2 * i)))
             .collect();
-        assert_eq!(code(&scattered), ("groupId".into(), "TOO_MANY_RANGES"));
+        assert_eq!(code(&scattered), ("groupId".into(), Code::TooManyRanges));
         scattered.group_hosts.pop();
         assert!(plan(&scattered, &SweepLimits::default(), &allow()).is_ok());
         let mut g = request(&[]);
         g.group_id = Some(uuid::Uuid::nil());
-        assert_eq!(code(&g), ("groupId".into(), "NO_HOSTS"));
+        assert_eq!(code(&g), ("groupId".into(), Code::NoHosts));
         g.group_hosts = vec!["1.1.1.1".parse().unwrap()];
-        assert_eq!(code(&g), ("groupId".into(), "NOT_ALLOWED"));
+        assert_eq!(code(&g), ("groupId".into(), Code::NotAllowed));
     }
 
     #[test]
@@ -451,7 +455,7 @@ mod tests {
         assert!(matches!(
             plan(&r, &limits, &loopback),
             Err(SweepError::Invalid {
-                code: "PREFIX_TOO_SHORT",
+                code: Code::PrefixTooShort,
                 ..
             })
         ));
@@ -459,7 +463,7 @@ mod tests {
         assert!(matches!(
             plan(&r, &limits, &loopback),
             Err(SweepError::Invalid {
-                code: "NOT_ALLOWED",
+                code: Code::NotAllowed,
                 ..
             })
         ));

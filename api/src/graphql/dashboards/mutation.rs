@@ -1,6 +1,7 @@
 //! Dashboard mutations. Each returns after the dashboards read model reflects it.
 
 use async_graphql::{Context, InputObject, Json, Object, Result, SimpleObject, ID};
+use corral_domain::codes::Code;
 use corral_domain::dashboard::{
     Dashboard as DashboardState, DashboardCommand, DashboardError, NewWidget, PositionDraft,
     WidgetDraft,
@@ -214,14 +215,14 @@ type Checked<T> = std::result::Result<T, UserError>;
 
 fn parse(id: &ID, field: &str) -> Checked<Uuid> {
     id.parse()
-        .map_err(|_| UserError::new(Some(field), "INVALID", format!("{field} is not an id")))
+        .map_err(|_| UserError::new(Some(field), Code::Invalid, format!("{field} is not an id")))
 }
 
 fn layout_version(v: Option<i64>) -> Checked<Option<u64>> {
     match v {
         Some(n) if n < 0 => Err(UserError::new(
             Some("expectedLayoutVersion"),
-            "INVALID",
+            Code::Invalid,
             "expectedLayoutVersion must not be negative",
         )),
         other => Ok(other.map(|n| n as u64)),
@@ -231,7 +232,7 @@ fn layout_version(v: Option<i64>) -> Checked<Option<u64>> {
 fn not_found(field: &str) -> UserError {
     UserError::new(
         Some(field),
-        "NOT_FOUND",
+        Code::NotFound,
         DashboardError::NotFound.to_string(),
     )
 }
@@ -244,7 +245,7 @@ fn refusal(err: ExecError<DashboardError>, id_field: &str) -> Result<UserError> 
         // Only after every retry lost a race: the dashboard is being changed right now.
         ExecError::VersionConflict { .. } => Ok(UserError::new(
             None,
-            "CONFLICT",
+            Code::VersionConflict,
             "the dashboard is being changed concurrently; try again",
         )),
         ExecError::Store(e) => Err(internal(e)),
@@ -561,7 +562,7 @@ impl DashboardMutation {
                 if input.widgets.is_some() {
                     return Ok(DashboardPayload::default_with(UserError::new(
                         Some("widgets"),
-                        "INVALID",
+                        Code::Invalid,
                         "give either dashboardId or widgets, not both",
                     )));
                 }
@@ -585,7 +586,7 @@ impl DashboardMutation {
                 let Some(name) = input.name else {
                     return Ok(DashboardPayload::default_with(UserError::new(
                         Some("name"),
-                        "INVALID",
+                        Code::Invalid,
                         "name is required without dashboardId",
                     )));
                 };

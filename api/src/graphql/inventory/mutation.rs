@@ -3,6 +3,7 @@
 
 use async_graphql::{Context, InputObject, Json, Object, Result, SimpleObject, ID};
 use chrono::{DateTime, Utc};
+use corral_domain::codes::Code;
 use corral_domain::inventory::{self as inv, FieldError, MAX_BATCH};
 use corral_projections::inventory as store;
 use serde_json::Value;
@@ -168,7 +169,7 @@ pub struct RemoveInventoryPayload {
 fn too_many(field: &str, n: usize) -> UserError {
     UserError::new(
         Some(field),
-        "TOO_MANY",
+        Code::TooMany,
         format!("at most {MAX_BATCH} items per call, got {n}"),
     )
 }
@@ -189,7 +190,7 @@ fn validate_all<I, T>(
                     "" => format!("{list}[{i}]"),
                     f => format!("{list}[{i}].{f}"),
                 };
-                UserError::new(Some(&field), "INVALID", e.message)
+                UserError::new(Some(&field), Code::Invalid, e.message)
             })),
         }
     }

@@ -82,6 +82,8 @@ pub struct EmbeddedOptions {
     pub ephemeral: bool,
     /// Over a unix socket the port only names the socket file, `.s.PGSQL.<port>`.
     pub port: u16,
+    /// The PostgreSQL server binaries (`CORRAL_PG_BINDIR`); `None`: found on this machine.
+    pub bindir: Option<PathBuf>,
 }
 
 impl EmbeddedOptions {
@@ -91,6 +93,7 @@ impl EmbeddedOptions {
             data_dir: data_dir.into(),
             ephemeral: false,
             port: 5432,
+            bindir: None,
         }
     }
 
@@ -124,7 +127,11 @@ impl EmbeddedPostgres {
     /// Initializes the data directory if needed (as user `postgres` when running as root),
     /// starts the server and waits up to 30 s for it to accept connections.
     pub async fn start(opts: EmbeddedOptions) -> Result<Self, EmbeddedError> {
-        let (bindir, owner, dir) = (find_bindir().await?, run_as()?, &opts.data_dir);
+        let (bindir, owner, dir) = (
+            find_bindir(opts.bindir.as_deref()).await?,
+            run_as()?,
+            &opts.data_dir,
+        );
         if opts.ephemeral && std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some()) {
             return Err(EmbeddedError::NotEmpty(dir.clone()));
         }
@@ -268,11 +275,11 @@ impl Drop for EmbeddedPostgres {
     }
 }
 
-/// `CORRAL_PG_BINDIR`, else `pg_config --bindir`, else the newest `/usr/lib/postgresql/*/bin`,
-/// else the directory of `initdb` on PATH (following symlinks).
-async fn find_bindir() -> Result<PathBuf, EmbeddedError> {
+/// `configured` (`CORRAL_PG_BINDIR`), else `pg_config --bindir`, else the newest
+/// `/usr/lib/postgresql/*/bin`, else the directory of `initdb` on PATH (following symlinks).
+async fn find_bindir(configured: Option<&Path>) -> Result<PathBuf, EmbeddedError> {
     let usable = |d: &Path| d.join("initdb").is_file() && d.join("postgres").is_file();
-    if let Some(dir) = std::env::var_os("CORRAL_PG_BINDIR").map(PathBuf::from) {
+    if let Some(dir) = configured.map(Path::to_path_buf) {
         let msg = format!("no initdb and postgres in CORRAL_PG_BINDIR={dir:?}");
         let found = usable(&dir).then_some(dir);
         return found.ok_or(EmbeddedError::BinariesNotFound(msg));

@@ -68,16 +68,16 @@ fn rejected_lines(lines: &[u64], report: &IngestReport) -> Vec<(u64, String)> {
 }
 
 impl Batch {
-    fn new(kind: ImportKind) -> Result<Self, BoxError> {
-        Ok(match kind {
+    fn new(kind: ImportKind, health: &HealthConfig) -> Self {
+        match kind {
             ImportKind::Devices => Batch::Devices(Vec::with_capacity(MAX_BATCH)),
             ImportKind::Services => Batch::Services(Vec::with_capacity(MAX_BATCH)),
             ImportKind::Telemetry => Batch::Telemetry {
                 samples: Vec::new(),
                 checks: Vec::new(),
-                config: HealthConfig::from_env()?,
+                config: health.clone(),
             },
-        })
+        }
     }
 
     /// Whether the batch is full.
@@ -229,7 +229,12 @@ impl Bar {
 }
 
 /// Imports `file`; prints invalid lines and a progress bar on stderr, a summary on stdout.
-pub async fn run(pool: &PgPool, kind: ImportKind, file: &Path) -> Result<(), BoxError> {
+pub async fn run(
+    pool: &PgPool,
+    kind: ImportKind,
+    file: &Path,
+    health: HealthConfig,
+) -> Result<(), BoxError> {
     let opened = tokio::fs::File::open(file)
         .await
         .map_err(|e| format!("cannot open {}: {e}", file.display()))?;
@@ -241,7 +246,7 @@ pub async fn run(pool: &PgPool, kind: ImportKind, file: &Path) -> Result<(), Box
         last: None,
         enabled: std::io::stderr().is_terminal(),
     };
-    let mut batch = Batch::new(kind)?;
+    let mut batch = Batch::new(kind, &health);
     let mut p = Progress::default();
     while let Some(line) = lines
         .next_line()

@@ -12,6 +12,7 @@ pub mod listener;
 pub mod metrics;
 pub mod policy;
 pub mod runtime;
+pub mod settings;
 pub mod state;
 pub mod sweep_export;
 pub mod wiring;

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use corral_api::runtime::{self, BoxError};
-use corral_api::state::{ApiConfig, AppState};
-use corral_api::wiring::{WorkerSettings, Workers};
+use corral_api::settings::{DatabaseSettings, HealthSettings, NatsSettings, Settings};
+use corral_api::wiring::{App, Roles, WorkerSettings, Workers};
 use corral_projections::rebuild;
 
 mod audit_cli;
@@ -23,6 +23,8 @@ mod sweeps_cli;
     about = "Event-sourced inventory groups: GraphQL API, projectors and workers"
 )]
 struct Cli {
+    #[command(flatten)]
+    database: DatabaseSettings,
     #[command(subcommand)]
     command: Command,
 }
@@ -30,13 +32,19 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the API, projectors and workers (embedded PostgreSQL when DATABASE_URL is unset).
+    /// Every setting is an environment variable or the option of the same name.
     Serve {
         /// Serve the API only; run projectors elsewhere with `corral work`.
         #[arg(long)]
         no_workers: bool,
+        #[command(flatten)]
+        settings: Box<Settings>,
     },
     /// Run projectors and workers without the API.
-    Work,
+    Work {
+        #[command(flatten)]
+        settings: Box<Settings>,
+    },
     /// Apply database migrations.
     Migrate,
     /// Manage API tokens.
@@ -65,6 +73,8 @@ enum Command {
     Rollups {
         #[command(subcommand)]
         command: rollups_cli::RollupsCommand,
+        #[command(flatten)]
+        health: HealthSettings,
     },
     /// Run the benchmarks and print a table beside same-run baselines.
     Bench(bench::BenchArgs),
@@ -81,6 +91,8 @@ enum Command {
         kind: import::ImportKind,
         /// The .ndjson file.
         file: std::path::PathBuf,
+        #[command(flatten)]
+        health: HealthSettings,
     },
 }
 
@@ -99,6 +111,16 @@ enum TokenCommand {
 
 #[derive(Subcommand)]
 enum DocsCommand {
+    /// The configuration table of README.md (from the settings' declarations): prints it, or
+    /// with --write rewrites that section of the file in place.
+    Settings {
+        /// Rewrite the generated section of --file instead of printing it.
+        #[arg(long)]
+        write: bool,
+        /// The file --write rewrites.
+        #[arg(long, default_value = "README.md")]
+        file: std::path::PathBuf,
+    },
     /// The error-code table of docs/errors.md: prints it, or with --write rewrites that
     /// section of the file in place.
     Errors {
@@ -123,8 +145,11 @@ enum DocsCommand {
 
 #[derive(Subcommand)]
 enum ProjectionCommand {
-    /// Show each projector's checkpoint and lag.
-    Status,
+    /// Show each projector's checkpoint and lag, and who leads each singleton worker.
+    Status {
+        #[command(flatten)]
+        nats: NatsSettings,
+    },
     /// Rebuild a projection into fresh tables, then swap (resumes after a crash).
     Rebuild {
         /// Projection name (see `corral projections status`).
@@ -203,14 +228,28 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
                 .ok_or_else(|| "the generated-section markers are missing".to_string())
         });
     }
+    if let Command::Docs {
+        command: DocsCommand::Settings { write, file },
+    } = &cli.command
+    {
+        return generated_doc(
+            *write,
+            file,
+            corral_api::settings::table::markdown(),
+            |doc| {
+                corral_api::settings::table::regenerate(doc)
+                    .ok_or_else(|| "the generated-table markers are missing".to_string())
+            },
+        );
+    }
     if let Command::Bench(args) = cli.command {
         return bench::run(args).await;
     }
     if let Command::Poller(args) = cli.command {
-        return sweeps_cli::poller(args).await;
+        return sweeps_cli::poller(args, cli.database.data_dir.as_deref()).await;
     }
-    let long_running = matches!(cli.command, Command::Serve { .. } | Command::Work);
-    let database = runtime::database(!long_running).await?;
+    let long_running = matches!(cli.command, Command::Serve { .. } | Command::Work { .. });
+    let database = runtime::database(&cli.database, !long_running).await?;
     let (pool, lock_pool) = runtime::pools(&database.url, 32).await?;
     corral_migrations::migrate(&pool).await?;
     match cli.command {
@@ -223,7 +262,7 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
             println!("{token}");
         }
         Command::Projections {
-            command: ProjectionCommand::Status,
+            command: ProjectionCommand::Status { nats },
         } => {
             println!(
                 "{:<24} {:>14} {:>12} {:>12} {:>10}",
@@ -237,16 +276,21 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
                     s.name, checkpoint, s.events_processed, s.lag_events, s.lag_seconds
                 );
             }
-            print_leaders(&pool).await?;
+            print_leaders(&pool, &nats).await?;
         }
         Command::Projections {
             command: ProjectionCommand::Rebuild { name },
         } => rebuild_projection(&pool, &name).await?,
-        Command::Serve { no_workers } => serve(pool, lock_pool, !no_workers).await?,
-        Command::Work => work(pool).await?,
-        Command::Import { kind, file } => import::run(&pool, kind, &file).await?,
-        Command::Rollups { command } => {
-            let outcome = rollups_cli::run(&pool, command).await;
+        Command::Serve {
+            no_workers,
+            settings,
+        } => serve(pool, lock_pool, &settings, !no_workers).await?,
+        Command::Work { settings } => work(pool, &settings).await?,
+        Command::Import { kind, file, health } => {
+            import::run(&pool, kind, &file, health.config()?).await?
+        }
+        Command::Rollups { command, health } => {
+            let outcome = rollups_cli::run(&pool, command, health.config()?).await;
             if let Some(embedded) = database.embedded {
                 embedded.stop().await?;
             }
@@ -275,9 +319,9 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
 }
 
 /// The leaders part of `corral projections status`: each singleton worker and who runs it.
-async fn print_leaders(pool: &sqlx::PgPool) -> Result<(), BoxError> {
+async fn print_leaders(pool: &sqlx::PgPool, nats: &NatsSettings) -> Result<(), BoxError> {
     use corral_projections::leader::{self, Leadership};
-    let stream = corral_workers::nats_names::NatsNames::from_env()?.events_stream;
+    let stream = nats.names()?.events_stream;
     println!();
     println!("{:<32} {:<10} {:<36} SINCE", "LEADER", "BACKEND", "HELD BY");
     for (leadership, holder) in leader::cluster(pool, &Leadership::all(&stream)).await? {
@@ -367,108 +411,21 @@ async fn shutdown_signal() {
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
 }
 
-/// A set, non-empty environment variable.
-fn env_text(name: &str) -> Option<String> {
-    std::env::var(name)
-        .ok()
-        .map(|v| v.trim().to_string())
-        .filter(|v| !v.is_empty())
-}
-
-/// A whole number from the environment within `min..=max` (`None`: unset).
-fn env_number(name: &str, min: u64, max: u64) -> Result<Option<u64>, BoxError> {
-    let Some(raw) = env_text(name) else {
-        return Ok(None);
-    };
-    match raw.parse::<u64>() {
-        Ok(n) if (min..=max).contains(&n) => Ok(Some(n)),
-        _ => Err(format!("{name} must be a whole number from {min} to {max}, got {raw:?}").into()),
-    }
-}
-
-fn config_from_env() -> Result<ApiConfig, BoxError> {
-    let mut config = ApiConfig::default();
-    if let Ok(ms) = std::env::var("CORRAL_MUTATION_WAIT_MS") {
-        config.mutation_wait = Duration::from_millis(
-            ms.parse()
-                .map_err(|_| "CORRAL_MUTATION_WAIT_MS must be milliseconds")?,
-        );
-    }
-    if let Ok(bytes) = std::env::var("CORRAL_MAX_BODY_BYTES") {
-        config.max_body_bytes = bytes
-            .parse()
-            .map_err(|_| "CORRAL_MAX_BODY_BYTES must be a number of bytes")?;
-    }
-    if let Ok(value) = std::env::var(corral_api::ide::SETTING) {
-        config.graphiql = corral_api::ide::parse_setting(&value)?;
-    }
-    if let Some(n) = env_number("CORRAL_MAX_QUERY_BYTES", 1024, 8 * 1024 * 1024)? {
-        config.query_limits.max_query_bytes = n as usize;
-    }
-    if let Some(n) = env_number("CORRAL_MAX_QUERY_FIELDS", 10, 1_000_000)? {
-        config.query_limits.max_fields = n;
-    }
-    if let Some(ms) = env_number("CORRAL_STATEMENT_TIMEOUT_MS", 10, 3_600_000)? {
-        config.query_limits.statement_timeout = Duration::from_millis(ms);
-    }
-    if let Some(ms) = env_number("CORRAL_REQUEST_DB_BUDGET_MS", 10, 3_600_000)? {
-        config.query_limits.db_budget = Duration::from_millis(ms);
-    }
-    if let Some(n) = env_number("CORRAL_MAX_CONNECTIONS", 1, 1_000_000)? {
-        config.listener.max_connections = n as usize;
-    }
-    if let Some(ms) = env_number("CORRAL_REQUEST_READ_TIMEOUT_MS", 100, 3_600_000)? {
-        config.listener.read_timeout = Duration::from_millis(ms);
-    }
-    if let Some(ms) = env_number("CORRAL_RESPONSE_WRITE_TIMEOUT_MS", 100, 3_600_000)? {
-        config.listener.write_timeout = Duration::from_millis(ms);
-    }
-    if let Some(addr) = env_text("CORRAL_METRICS_LISTEN") {
-        config.metrics_listen =
-            Some(addr.parse().map_err(|e| {
-                format!("CORRAL_METRICS_LISTEN must be host:port, got {addr:?}: {e}")
-            })?);
-    }
-    if let Some(token) = env_text("CORRAL_METRICS_TOKEN") {
-        if token.len() < 16 || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(
-                "CORRAL_METRICS_TOKEN must be at least 16 characters without spaces".into(),
-            );
-        }
-        config.metrics_token = Some(token);
-    }
-    config.websocket = corral_api::ws::WsConfig::from_env()?;
-    config.health = corral_projections::health::HealthConfig::from_env()?;
-    config.sweeps = corral_projections::sweeps::SweepConfig::from_env()?;
-    config.events_stream = corral_workers::nats_names::NatsNames::from_env()?.events_stream;
-    Ok(config)
-}
-
 async fn serve(
     pool: sqlx::PgPool,
     lock_pool: sqlx::PgPool,
+    all: &Settings,
     run_workers: bool,
 ) -> Result<(), BoxError> {
-    let listen: SocketAddr = std::env::var("CORRAL_LISTEN")
-        .unwrap_or_else(|_| "127.0.0.1:8080".into())
-        .parse()
-        .map_err(|e| format!("CORRAL_LISTEN: {e}"))?;
-    let settings = WorkerSettings::from_env()?;
-    let config = config_from_env()?;
-    let mut workers = Workers::start(&pool, &settings, run_workers).await?;
-    let state = AppState::new(
-        pool,
-        lock_pool,
-        workers.waiter(),
-        workers.commit_signal(),
-        corral_api::policy::enforcer().await?,
-        config,
-    );
-    if run_workers {
-        workers.start_sweeps_and_nats(&state.pool, &settings, &state.metrics, state.sweeps.clone());
-    }
-    runtime::ensure_roots(&state.groups).await?;
-    runtime::ensure_predefined_groups(&state.pool, &state.groups).await?;
+    let listen: SocketAddr = all.listen;
+    let settings = WorkerSettings::from_settings(all)?;
+    let roles = if run_workers {
+        Roles::ALL
+    } else {
+        Roles::API_ONLY
+    };
+    let App { state, workers } =
+        App::start(pool, lock_pool, &settings, all.api()?, roles, true).await?;
     let listener = corral_api::listener::bind(listen, "CORRAL_LISTEN").await?;
     let metrics_listener = match state.config.metrics_listen {
         Some(addr) => Some(corral_api::listener::bind(addr, "CORRAL_METRICS_LISTEN").await?),
@@ -506,9 +463,9 @@ async fn serve(
     Ok(())
 }
 
-async fn work(pool: sqlx::PgPool) -> Result<(), BoxError> {
-    let settings = WorkerSettings::from_env()?;
-    let mut workers = Workers::start(&pool, &settings, true).await?;
+async fn work(pool: sqlx::PgPool, all: &Settings) -> Result<(), BoxError> {
+    let settings = WorkerSettings::from_settings(all)?;
+    let mut workers = Workers::start(&pool, &settings, Roles::ALL).await?;
     let sweeps = std::sync::Arc::new(corral_projections::sweeps::sweep_commands(
         pool.clone(),
         workers.commit_signal(),

@@ -63,8 +63,11 @@ pub enum RollupsCommand {
 }
 
 /// Runs a `rollups` command; `Ok(Err(message))` means it ran and found a problem (exit 1).
-pub async fn run(pool: &PgPool, command: RollupsCommand) -> Result<Result<(), String>, BoxError> {
-    let config = HealthConfig::from_env()?;
+pub async fn run(
+    pool: &PgPool,
+    command: RollupsCommand,
+    config: HealthConfig,
+) -> Result<Result<(), String>, BoxError> {
     match command {
         RollupsCommand::Verify {
             group,

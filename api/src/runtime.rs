@@ -11,16 +11,17 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
 
 use crate::embedded_pg::{EmbeddedOptions, EmbeddedPostgres};
+use crate::settings::DatabaseSettings;
 
 /// A boxed error for the binary's top level.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Where the data of the embedded PostgreSQL lives: `CORRAL_DATA_DIR`, else
+/// Where the data of the embedded PostgreSQL lives: `configured` (`CORRAL_DATA_DIR`), else
 /// `/var/lib/corral` for root (PostgreSQL runs as the `postgres` user, who cannot enter
 /// `/root`), else `$XDG_DATA_HOME/corral` or `~/.local/share/corral`.
-pub fn default_data_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("CORRAL_DATA_DIR") {
-        return PathBuf::from(dir);
+pub fn data_dir(configured: Option<&Path>) -> PathBuf {
+    if let Some(dir) = configured {
+        return dir.to_path_buf();
     }
     let is_root = std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -62,16 +63,19 @@ fn running_server_url(pg_dir: &Path) -> Option<String> {
 /// Uses `DATABASE_URL`, or starts the embedded PostgreSQL. Short-lived commands
 /// (`join_running`) use an embedded server another `corral` process already runs; a server
 /// process never does, since that server stops when the process that started it exits.
-pub async fn database(join_running: bool) -> Result<Database, BoxError> {
-    if let Ok(url) = std::env::var("DATABASE_URL") {
+pub async fn database(
+    settings: &DatabaseSettings,
+    join_running: bool,
+) -> Result<Database, BoxError> {
+    if let Some(url) = settings.database_url.as_deref() {
         if !url.trim().is_empty() {
             return Ok(Database {
-                url,
+                url: url.trim().to_string(),
                 embedded: None,
             });
         }
     }
-    let pg_dir = default_data_dir().join("pg");
+    let pg_dir = data_dir(settings.data_dir.as_deref()).join("pg");
     if let Some(url) = running_server_url(&pg_dir) {
         if PgConnectOptions::from_url(&url.parse()?)?
             .connect()
@@ -93,7 +97,9 @@ pub async fn database(join_running: bool) -> Result<Database, BoxError> {
         }
     }
     tracing::info!(data_dir = %pg_dir.display(), "DATABASE_URL is not set: starting the embedded PostgreSQL");
-    let embedded = EmbeddedPostgres::start(EmbeddedOptions::persistent(&pg_dir)).await?;
+    let mut options = EmbeddedOptions::persistent(&pg_dir);
+    options.bindir = settings.pg_bindir.clone();
+    let embedded = EmbeddedPostgres::start(options).await?;
     let admin = PgPoolOptions::new()
         .max_connections(1)
         .connect(&embedded.url("postgres"))

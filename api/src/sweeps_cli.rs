@@ -29,10 +29,10 @@ pub struct PollerArgs {
 }
 
 /// Runs the poller.
-pub async fn poller(args: PollerArgs) -> Result<(), BoxError> {
+pub async fn poller(args: PollerArgs, data_dir: Option<&std::path::Path>) -> Result<(), BoxError> {
     let state_dir = match args.state_dir {
         Some(d) => d,
-        None => corral_api::runtime::default_data_dir().join(format!("poller-{}", args.id)),
+        None => corral_api::runtime::data_dir(data_dir).join(format!("poller-{}", args.id)),
     };
     let mut config = corral_workers::sweeps::PollerConfig::new(args.id, args.nats_url, state_dir);
     if let Some(ns) = args.nats_namespace.filter(|ns| !ns.trim().is_empty()) {

@@ -24,6 +24,8 @@ use tokio::task::JoinHandle;
 
 use crate::metrics::Metrics;
 use crate::runtime::BoxError;
+use crate::settings::Settings;
+use crate::state::{ApiConfig, AppState};
 
 /// The workers' settings, read from the environment once.
 #[derive(Debug, Clone)]
@@ -45,49 +47,92 @@ pub struct WorkerSettings {
 }
 
 impl WorkerSettings {
-    /// The settings from the environment (an invalid value is an error naming its variable).
-    pub fn from_env() -> Result<Self, BoxError> {
+    /// The workers' part of `settings`.
+    pub fn from_settings(settings: &Settings) -> Result<Self, BoxError> {
         Ok(Self {
-            nats_url: std::env::var("NATS_URL")
-                .ok()
-                .map(|u| u.trim().to_string())
-                .filter(|u| !u.is_empty()),
-            nats: NatsNames::from_env()?,
-            rules: rule_config_from_env()?,
-            capabilities: CapabilityConfig::from_env()?,
-            health: HealthConfig::from_env()?,
-            sweeps: SweepConfig::from_env()?,
+            nats_url: settings.nats.url(),
+            nats: settings.nats.names()?,
+            rules: settings.rules(),
+            capabilities: settings.capabilities(),
+            health: settings.health.config()?,
+            sweeps: settings.sweeps(),
             poll: Duration::from_secs(1),
         })
     }
 }
 
-/// The rule evaluator's settings from `CORRAL_RULE_*`.
-fn rule_config_from_env() -> Result<RuleWorkerConfig, BoxError> {
-    let mut config = RuleWorkerConfig::default();
-    let number = |name: &str| -> Result<Option<u64>, BoxError> {
-        match std::env::var(name) {
-            Ok(v) => {
-                Ok(Some(v.trim().parse().map_err(|_| {
-                    format!("{name} must be a whole number, got {v:?}")
-                })?))
-            }
-            Err(_) => Ok(None),
-        }
+/// Which parts of the background a process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    /// The projectors, telemetry retention, the rollup refresh and the membership purge.
+    pub projectors: bool,
+    /// The rule evaluator.
+    pub rules: bool,
+    /// The capabilities worker.
+    pub capabilities: bool,
+    /// The sweep workers and, with `NATS_URL`, the NATS feeds and the publisher.
+    pub sweeps_and_nats: bool,
+}
+
+impl Roles {
+    /// Everything (`corral serve`, `corral work`).
+    pub const ALL: Roles = Roles {
+        projectors: true,
+        rules: true,
+        capabilities: true,
+        sweeps_and_nats: true,
     };
-    if let Some(n) = number("CORRAL_RULE_MAX_MATCHES")? {
-        config.max_matches = i64::try_from(n).unwrap_or(i64::MAX);
+    /// Nothing but the LISTEN connection that read-your-writes needs (`serve --no-workers`).
+    pub const API_ONLY: Roles = Roles {
+        projectors: false,
+        rules: false,
+        capabilities: false,
+        sweeps_and_nats: false,
+    };
+}
+
+/// A process's API state and background, started the way `corral serve` starts them.
+pub struct App {
+    /// What the handlers share.
+    pub state: AppState,
+    /// The background.
+    pub workers: Workers,
+}
+
+impl App {
+    /// Starts `roles` of the background, then the API's state over it; creates the roots
+    /// (and, with `predefined_groups`, the predefined dynamic groups).
+    pub async fn start(
+        pool: PgPool,
+        lock_pool: PgPool,
+        settings: &WorkerSettings,
+        config: ApiConfig,
+        roles: Roles,
+        predefined_groups: bool,
+    ) -> Result<Self, BoxError> {
+        let mut workers = Workers::start(&pool, settings, roles).await?;
+        let state = AppState::new(
+            pool,
+            lock_pool,
+            workers.waiter(),
+            workers.commit_signal(),
+            crate::policy::enforcer().await?,
+            config,
+        );
+        if roles.sweeps_and_nats {
+            workers.start_sweeps_and_nats(
+                &state.pool,
+                settings,
+                &state.metrics,
+                state.sweeps.clone(),
+            );
+        }
+        crate::runtime::ensure_roots(&state.groups).await?;
+        if predefined_groups {
+            crate::runtime::ensure_predefined_groups(&state.pool, &state.groups).await?;
+        }
+        Ok(Self { state, workers })
     }
-    if let Some(s) = number("CORRAL_RULE_TIMEOUT_SECS")? {
-        config.timeout = Duration::from_secs(s.max(1));
-    }
-    if let Some(s) = number("CORRAL_RULE_SCHEDULE_SECS")? {
-        config.schedule_every = Duration::from_secs(s.max(1));
-    }
-    if let Some(s) = number("CORRAL_RULE_REPAIR_SECS")? {
-        config.repair_every = Duration::from_secs(s.max(1));
-    }
-    Ok(config)
 }
 
 /// A NATS-side task and the switch that stops it.
@@ -128,19 +173,20 @@ impl Workers {
     pub async fn start(
         pool: &PgPool,
         settings: &WorkerSettings,
-        run_workers: bool,
+        roles: Roles,
     ) -> Result<Self, BoxError> {
         let mut background = corral_workers::start_with_options(
             pool.clone(),
             BackgroundOptions {
-                projectors: run_workers,
+                projectors: roles.projectors,
                 poll: settings.poll,
-                rules: run_workers.then(|| settings.rules.clone()),
-                health_refresh: run_workers,
+                rules: roles.rules.then(|| settings.rules.clone()),
+                health_refresh: roles.projectors,
+                health: settings.health.clone(),
             },
         )
         .await?;
-        if run_workers {
+        if roles.capabilities {
             background.spawn_capabilities(pool.clone(), settings.capabilities.clone());
         }
         Ok(Self {

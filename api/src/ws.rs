@@ -67,42 +67,6 @@ impl Default for WsConfig {
     }
 }
 
-impl WsConfig {
-    /// From the environment (unset or blank: the default).
-    pub fn from_env() -> Result<Self, String> {
-        Self::from_lookup(|name| std::env::var(name).ok())
-    }
-
-    /// From the settings `lookup` returns.
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
-        let mut config = Self::default();
-        let set = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
-        let number = |name: &str, max: u64, unit: &str| -> Result<Option<u64>, String> {
-            set(name)
-                .map(|v| match v.trim().parse::<u64>() {
-                    Ok(n) if (1..=max).contains(&n) => Ok(n),
-                    _ => Err(format!(
-                        "{name} must be a whole number of {unit} from 1 to {max}, not {v:?}"
-                    )),
-                })
-                .transpose()
-        };
-        if let Some(ms) = number(INIT_TIMEOUT_SETTING, 600_000, "milliseconds")? {
-            config.init_timeout = Duration::from_millis(ms);
-        }
-        if let Some(n) = number(MAX_PENDING_SETTING, 1_000_000, "connections")? {
-            config.max_pending = usize::try_from(n).map_err(|e| e.to_string())?;
-        }
-        if let Some(n) = number(MAX_CONNECTIONS_SETTING, 1_000_000, "connections")? {
-            config.max_connections = usize::try_from(n).map_err(|e| e.to_string())?;
-        }
-        if let Some(origins) = set(origin::SETTING) {
-            config.allowed_origins = AllowedOrigins::parse(&origins)?;
-        }
-        Ok(config)
-    }
-}
-
 fn refusal(status: StatusCode, code: ErrorCode, message: &str) -> Response {
     (status, Json(crate::error_codes::http_body(code, message))).into_response()
 }
@@ -250,48 +214,6 @@ async fn serve(
                 };
                 let _ = sink.send(Message::Close(Some(close))).await;
                 break;
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn settings_have_defaults_and_bad_values_name_their_variable() {
-        let none = WsConfig::from_lookup(|_| None).expect("defaults");
-        assert_eq!(none, WsConfig::default());
-        assert_eq!(none.init_timeout, Duration::from_millis(5000));
-        assert_eq!((none.max_pending, none.max_connections), (64, 1024));
-        let set = WsConfig::from_lookup(|name| {
-            Some(
-                match name {
-                    INIT_TIMEOUT_SETTING => "250",
-                    MAX_PENDING_SETTING => "8",
-                    MAX_CONNECTIONS_SETTING => "100",
-                    _ => "https://app.example.com",
-                }
-                .to_string(),
-            )
-        })
-        .expect("set");
-        assert_eq!(set.init_timeout, Duration::from_millis(250));
-        assert_eq!((set.max_pending, set.max_connections), (8, 100));
-        assert_eq!(
-            set.allowed_origins,
-            AllowedOrigins::Listed(vec!["https://app.example.com".into()])
-        );
-        for name in [
-            INIT_TIMEOUT_SETTING,
-            MAX_PENDING_SETTING,
-            MAX_CONNECTIONS_SETTING,
-        ] {
-            for bad in ["0", "-1", "soon"] {
-                let err =
-                    WsConfig::from_lookup(|n| (n == name).then(|| bad.to_string())).expect_err(bad);
-                assert!(err.starts_with(name), "{err}");
             }
         }
     }

@@ -1,7 +1,8 @@
 //! The hostile-client suite: what a review of the running server threw at it, and more,
 //! against `corral serve` with NATS on and every worker running. Each attack checks three
 //! things: a clear code, nothing applied, and `/healthz` answering within 100 ms throughout
-//! (a monitor polls it on fresh connections for the whole suite).
+//! (a monitor polls it on fresh connections for the whole suite), or within five times the
+//! idle worst measured in the same run when the machine itself is that slow.
 //!
 //! The figures it prints (requests tried, worst `/healthz` latency) are recorded in
 //! `docs/security.md`.
@@ -46,10 +47,12 @@ async fn a_hostile_client_gets_clear_codes_changes_nothing_and_never_stalls_heal
     );
     assert!(report.polls > 50, "the monitor ran: {report:?}");
     assert_eq!(report.failures, 0, "/healthz failed to answer: {report:?}");
+    let bound = Duration::from_millis(100).max(idle.worst * 5);
     assert!(
-        report.worst < Duration::from_millis(100),
-        "/healthz answered in {:?} at worst",
-        report.worst
+        report.worst < bound,
+        "/healthz answered in {:?} at worst (bound {bound:?}, idle worst {:?})",
+        report.worst,
+        idle.worst
     );
     suite.stop().await;
 }

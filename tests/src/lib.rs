@@ -42,6 +42,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use corral_api::embedded_pg::{EmbeddedOptions, EmbeddedPostgres};
 use corral_api::state::{ApiConfig, AppState};
+use corral_api::wiring::{App, Roles, WorkerSettings, Workers};
 use serde_json::{json, Value};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
@@ -169,7 +170,7 @@ pub struct TestApp {
     pub viewer: String,
     /// Auditor token (read-only, with the audit log).
     pub auditor: String,
-    background: Option<corral_workers::Background>,
+    background: Option<Workers>,
 }
 
 impl TestApp {
@@ -198,22 +199,27 @@ impl TestApp {
         let db = TestDb::new().await;
         let pool = db.pool(10).await;
         let lock_pool = db.pool(5).await;
-        let background =
-            corral_workers::start_with(pool.clone(), projectors, Duration::from_millis(200), rules)
+        // The wiring `corral serve` uses, with the parts tests start themselves (or need
+        // quiet) turned off: no capabilities worker, no sweep workers, no NATS.
+        let settings = WorkerSettings {
+            nats_url: None,
+            nats: corral_workers::nats_names::NatsNames::production(),
+            rules: rules.clone().unwrap_or_default(),
+            capabilities: Default::default(),
+            health: config.health.clone(),
+            sweeps: config.sweeps.clone(),
+            poll: Duration::from_millis(200),
+        };
+        let roles = Roles {
+            projectors,
+            rules: rules.is_some(),
+            capabilities: false,
+            sweeps_and_nats: false,
+        };
+        let App { state, workers } =
+            App::start(pool.clone(), lock_pool, &settings, config, roles, false)
                 .await
-                .expect("start projectors");
-        let enforcer = corral_api::policy::enforcer().await.expect("policy");
-        let state = AppState::new(
-            pool.clone(),
-            lock_pool,
-            background.waiter(),
-            background.commit_signal(),
-            enforcer,
-            config,
-        );
-        corral_api::runtime::ensure_roots(&state.groups)
-            .await
-            .expect("roots");
+                .expect("start the app");
         if projectors {
             // Tests start from a tree whose roots are already in the read model.
             for _ in 0..500 {
@@ -250,7 +256,7 @@ impl TestApp {
             operator,
             viewer,
             auditor,
-            background: Some(background),
+            background: Some(workers),
         }
     }
 

@@ -48,32 +48,6 @@ impl Default for CapabilityConfig {
     }
 }
 
-impl CapabilityConfig {
-    /// The defaults, overridden by `CORRAL_CAPABILITY_INTERVAL_SECS` and
-    /// `CORRAL_CAPABILITY_WINDOW_SECS` (whole seconds, at least 1).
-    pub fn from_env() -> Result<Self, String> {
-        let mut config = Self::default();
-        let seconds = |name: &str| -> Result<Option<Duration>, String> {
-            match std::env::var(name) {
-                Ok(v) => match v.trim().parse::<u64>() {
-                    Ok(n) if n >= 1 => Ok(Some(Duration::from_secs(n))),
-                    _ => Err(format!(
-                        "{name} must be a whole number of seconds (1 or more), got {v:?}"
-                    )),
-                },
-                Err(_) => Ok(None),
-            }
-        };
-        if let Some(d) = seconds("CORRAL_CAPABILITY_INTERVAL_SECS")? {
-            config.interval = d;
-        }
-        if let Some(d) = seconds("CORRAL_CAPABILITY_WINDOW_SECS")? {
-            config.window = d;
-        }
-        Ok(config)
-    }
-}
-
 /// Why a pass failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CapabilityError {

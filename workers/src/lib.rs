@@ -103,6 +103,7 @@ pub async fn start_with(
             poll,
             rules,
             health_refresh: run_projectors,
+            health: HealthConfig::default(),
         },
     )
     .await
@@ -119,6 +120,8 @@ pub struct BackgroundOptions {
     pub rules: Option<RuleWorkerConfig>,
     /// The rollup refresh worker (needs the projectors' read models).
     pub health_refresh: bool,
+    /// Telemetry retention (the retention and refresh workers use it).
+    pub health: HealthConfig,
 }
 
 /// Starts the LISTEN connection and what `options` asks for. Creates the projections' tables
@@ -132,6 +135,7 @@ pub async fn start_with_options(
         poll,
         rules,
         health_refresh,
+        health,
     } = options;
     let (stop, stop_rx) = watch::channel(false);
     let (checkpoints_tx, checkpoints_rx) = watch::channel(Checkpoints::new());
@@ -183,7 +187,6 @@ pub async fn start_with_options(
             ),
         );
     }
-    let health = HealthConfig::from_env().map_err(StoreError::Data)?;
     if health_refresh {
         tasks.spawn(health::run_refresh(
             pool.clone(),

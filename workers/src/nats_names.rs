@@ -110,25 +110,6 @@ impl NatsNames {
         })
     }
 
-    /// The names `CORRAL_NATS_NAMESPACE` selects, with `CORRAL_EVENTS_STREAM` and
-    /// `CORRAL_EVENTS_SUBJECT_PREFIX` applied on top.
-    pub fn from_env() -> Result<Self, String> {
-        let mut names = match std::env::var(NAMESPACE_VAR) {
-            Ok(ns) if !ns.trim().is_empty() => Self::namespaced(ns.trim())?,
-            _ => Self::production(),
-        };
-        let publisher = PublisherConfig::from_env_over(PublisherConfig {
-            stream: names.events_stream.clone(),
-            subject_prefix: names.events_subject_prefix.clone(),
-            ..PublisherConfig::default()
-        })
-        .map_err(|e| e.to_string())?;
-        names.events_stream = publisher.stream;
-        names.events_subject_prefix = publisher.subject_prefix;
-        names.check_apart()?;
-        Ok(names)
-    }
-
     /// Refuses names under which two streams could hold one subject, or two consumers of a
     /// stream share a name (a stream would fail to start whenever the other started first).
     pub fn check_apart(&self) -> Result<(), String> {

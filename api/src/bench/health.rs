@@ -142,7 +142,7 @@ impl RefreshWorker {
         let (stop, stop_rx) = watch::channel(false);
         let task = tokio::spawn(corral_workers::health::run_refresh(
             self.pool.clone(),
-            HealthConfig::from_env()?,
+            HealthConfig::default(),
             POLL,
             stop_rx,
         ));
@@ -178,6 +178,7 @@ impl Runtime {
                 poll: POLL,
                 rules: None,
                 health_refresh: false,
+                health: HealthConfig::default(),
             },
         )
         .await?;
@@ -236,7 +237,7 @@ pub(super) async fn bench_health(
     );
     let (pool, lock_pool) = runtime::pools(url, 16).await?;
     corral_migrations::migrate(&pool).await?;
-    let config = HealthConfig::from_env()?;
+    let config = HealthConfig::default();
     let mut rt = Runtime::start(&pool, &lock_pool).await?;
     runtime::ensure_roots(&rt.groups).await?;
     let tree = Tree::new();

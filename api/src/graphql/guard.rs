@@ -685,7 +685,9 @@ mod tests {
             n > u64::from(u32::MAX),
             "{n}: 3^39 saturates the count, it does not expand"
         );
-        assert!(started.elapsed() < std::time::Duration::from_millis(50));
+        // Expanding 3^39 selections would take years; measuring it takes microseconds (the
+        // bound is loose for loaded debug builds).
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
     }
 
     #[test]

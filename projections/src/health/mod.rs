@@ -130,33 +130,6 @@ impl Default for HealthConfig {
 }
 
 impl HealthConfig {
-    /// Reads `CORRAL_TELEMETRY_RETENTION_DAYS` and `CORRAL_ROLLUP_RETENTION_DAYS` (whole days,
-    /// 1 to 3650), keeping the defaults for unset variables.
-    pub fn from_env() -> Result<Self, String> {
-        let mut config = HealthConfig::default();
-        let days = |name: &str| -> Result<Option<TimeDelta>, String> {
-            match std::env::var(name) {
-                Ok(v) if !v.trim().is_empty() => match v.trim().parse::<i64>() {
-                    Ok(n) if (1..=3650).contains(&n) => Ok(Some(TimeDelta::days(n))),
-                    _ => Err(format!(
-                        "{name} must be a whole number of days from 1 to 3650, not {v:?}"
-                    )),
-                },
-                _ => Ok(None),
-            }
-        };
-        if let Some(d) = days("CORRAL_TELEMETRY_RETENTION_DAYS")? {
-            config.raw_retention = d;
-        }
-        if let Some(d) = days("CORRAL_ROLLUP_RETENTION_DAYS")? {
-            config.rollup_retention = d;
-        }
-        if config.rollup_retention < config.raw_retention {
-            return Err("CORRAL_ROLLUP_RETENTION_DAYS must not be shorter than CORRAL_TELEMETRY_RETENTION_DAYS".into());
-        }
-        Ok(config)
-    }
-
     /// The oldest sample time ingest accepts (and refreshes recompute from) at `now`.
     pub fn raw_cutoff(&self, now: DateTime<Utc>) -> DateTime<Utc> {
         now - self.raw_retention

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use corral_domain::group::{GroupCommand, GroupError, GroupType};
 use corral_domain::metadata::{EventMetadata, Source};
-use corral_projections::directory::GroupCommands;
-use corral_projections::executor::ExecError;
+use corral_projections::commands::executor::ExecError;
+use corral_projections::commands::groups::GroupCommands;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
 

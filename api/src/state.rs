@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use casbin::Enforcer;
+use corral_projections::commands::groups::GroupCommands;
 use corral_projections::commands::Commands;
-use corral_projections::directory::GroupCommands;
 use corral_projections::membership::MembershipCommands;
 use corral_projections::waiter::ConsistencyWaiter;
 use corral_projections::wake::CommitSignal;

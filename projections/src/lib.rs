@@ -23,7 +23,6 @@ pub mod sweeps;
 pub mod waiter;
 pub mod wake;
 
-pub use commands::{executor, groups as directory, own_state};
 pub use corral_migrations::locks;
 pub use log::{CatchUpReader, Cursor, EventRecord};
 pub use projection::Projection;

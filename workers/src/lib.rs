@@ -16,7 +16,7 @@ pub mod telemetry_feed;
 use std::sync::Arc;
 use std::time::Duration;
 
-use corral_projections::directory::GroupCommands;
+use corral_projections::commands::groups::GroupCommands;
 use corral_projections::health::HealthConfig;
 use corral_projections::membership::MembershipCommands;
 use corral_projections::runner::{ensure_schema, run_projector};

@@ -25,7 +25,7 @@ use corral_domain::inventory::{Device, Service};
 use corral_domain::membership::{MemberSource, MembershipCommand, MembershipError};
 use corral_domain::metadata::{EventMetadata, Source};
 use corral_domain::rule::{self, Entity, EvalContext, Rule};
-use corral_projections::executor::ExecError;
+use corral_projections::commands::executor::ExecError;
 use corral_projections::inventory::{
     self as inv, device_row, rule_arguments, service_row, DEVICE_COLUMNS, DEVICE_FROM,
     SERVICE_COLUMNS, SERVICE_FROM,

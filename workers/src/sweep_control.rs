@@ -23,7 +23,7 @@ use async_nats::jetstream::{self, consumer::pull, consumer::AckPolicy, kv, AckKi
 use chrono::{DateTime, Utc};
 use corral_domain::metadata::{EventMetadata, Source};
 use corral_domain::sweep::{SweepCommand, SweepStatus};
-use corral_projections::executor::ExecError;
+use corral_projections::commands::executor::ExecError;
 use corral_projections::leader::{Leader, Leadership};
 use corral_projections::locks::Lock;
 use corral_projections::sweeps::read::{self, SweepRunView};

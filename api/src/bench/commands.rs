@@ -17,7 +17,7 @@ pub(super) async fn bench_commands(
 ) -> Result<(), BoxError> {
     let (pool, lock_pool) = runtime::pools(url, 40).await?;
     corral_migrations::migrate(&pool).await?;
-    let groups = Arc::new(corral_projections::directory::GroupCommands::new(
+    let groups = Arc::new(corral_projections::commands::groups::GroupCommands::new(
         pool.clone(),
         lock_pool,
         Default::default(),

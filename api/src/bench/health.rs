@@ -27,7 +27,7 @@ use corral_api::runtime::{self, BoxError};
 use corral_domain::group::{GroupCommand, GroupType};
 use corral_domain::membership::{MemberSource, MembershipCommand, MAX_IDS_PER_COMMAND};
 use corral_domain::metadata::{EventMetadata, Source};
-use corral_projections::directory::GroupCommands;
+use corral_projections::commands::groups::GroupCommands;
 use corral_projections::health::query::SourcePreference;
 use corral_projections::health::refresh::{refresh_pending, PendingSummary};
 use corral_projections::health::{

@@ -93,10 +93,10 @@ impl std::fmt::Display for Suite {
 }
 
 pub(super) async fn command(
-    groups: &corral_projections::directory::GroupCommands,
+    groups: &corral_projections::commands::groups::GroupCommands,
     cmd: GroupCommand,
     meta: &EventMetadata,
-) -> Result<corral_projections::executor::Committed, BoxError> {
+) -> Result<corral_projections::commands::executor::Committed, BoxError> {
     groups
         .execute(cmd, None, meta)
         .await

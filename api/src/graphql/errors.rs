@@ -5,8 +5,8 @@ use async_graphql::{ErrorExtensions, SimpleObject};
 use corral_domain::codes::Code;
 use corral_domain::group::GroupError;
 use corral_domain::membership::MembershipError;
+use corral_projections::commands::executor::ExecError;
 use corral_projections::commands::CommandError;
-use corral_projections::executor::ExecError;
 
 use crate::error_codes::ErrorCode;
 

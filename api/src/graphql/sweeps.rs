@@ -13,7 +13,7 @@ use corral_domain::codes::Code;
 use corral_domain::sweep::{
     plan, RequestFingerprint, SweepCommand, SweepError, SweepPlan, SweepRequest,
 };
-use corral_projections::executor::ExecError;
+use corral_projections::commands::executor::ExecError;
 use corral_projections::sweeps::{read, SweepCommands, SweepConfig};
 use sqlx::PgPool;
 use uuid::Uuid;

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use corral_domain::group::{Group, GroupCommand, GroupDirectory, GroupType, InMemoryDirectory};
 use corral_domain::metadata::{EventMetadata, Source};
-use corral_projections::executor::CommandExecutor;
+use corral_projections::commands::executor::CommandExecutor;
 use corral_tests::{TestApp, TestDb};
 use serde_json::json;
 

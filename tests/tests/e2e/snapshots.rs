@@ -2,8 +2,8 @@
 
 use corral_domain::group::GroupCommand;
 use corral_domain::metadata::{EventMetadata, Source};
-use corral_projections::directory::GroupCommands;
-use corral_projections::executor::SNAPSHOT_EVERY;
+use corral_projections::commands::executor::SNAPSHOT_EVERY;
+use corral_projections::commands::groups::GroupCommands;
 use corral_tests::TestApp;
 use serde_json::json;
 
@@ -118,7 +118,7 @@ async fn long_histories_load_from_snapshots_and_bad_snapshots_fall_back_to_repla
 #[tokio::test]
 async fn a_stale_cache_in_one_process_never_gives_a_wrong_answer() {
     use corral_domain::group::{Group, GroupDirectory, GroupError, GroupType, InMemoryDirectory};
-    use corral_projections::executor::{CommandExecutor, ExecError};
+    use corral_projections::commands::executor::{CommandExecutor, ExecError};
 
     let db = corral_tests::TestDb::new().await;
     let pool = db.pool(6).await;

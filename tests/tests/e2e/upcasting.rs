@@ -4,8 +4,8 @@
 
 use corral_domain::group::GroupCommand;
 use corral_domain::metadata::{EventMetadata, Source};
-use corral_projections::directory::GroupCommands;
-use corral_projections::executor::SNAPSHOT_EVERY;
+use corral_projections::commands::executor::SNAPSHOT_EVERY;
+use corral_projections::commands::groups::GroupCommands;
 use corral_tests::TestApp;
 use serde_json::{json, Value};
 use sqlx::PgPool;

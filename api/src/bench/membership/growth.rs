@@ -9,7 +9,7 @@ use corral_api::runtime::BoxError;
 use corral_domain::group::{GroupCommand, GroupType};
 use corral_domain::membership::MAX_IDS_PER_COMMAND;
 use corral_domain::metadata::{EventMetadata, Source};
-use corral_projections::directory::GroupCommands;
+use corral_projections::commands::groups::GroupCommands;
 use corral_projections::membership::MembershipCommands;
 use sqlx::PgPool;
 use uuid::Uuid;

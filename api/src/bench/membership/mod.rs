@@ -23,7 +23,7 @@ use clap::Args;
 use corral_api::runtime::{self, BoxError};
 use corral_domain::group::{GroupCommand, GroupType};
 use corral_domain::metadata::{EventMetadata, Source};
-use corral_projections::directory::GroupCommands;
+use corral_projections::commands::groups::GroupCommands;
 use corral_projections::membership::MembershipCommands;
 use corral_workers::rules::RuleWorkerConfig;
 use corral_workers::Background;

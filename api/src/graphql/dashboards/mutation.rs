@@ -6,8 +6,8 @@ use corral_domain::dashboard::{
     Dashboard as DashboardState, DashboardCommand, DashboardError, NewWidget, PositionDraft,
     WidgetDraft,
 };
+use corral_projections::commands::executor::ExecError;
 use corral_projections::dashboards::{read, DashboardCommands};
-use corral_projections::executor::ExecError;
 use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;

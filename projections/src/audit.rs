@@ -55,9 +55,7 @@ impl GroupView {
             Some(v) => v.clone(),
             // A group is not deleted until it is: creating one changes no `deleted` field.
             // Likewise it has no capability until the worker finds one.
-            None if field == "deleted" || CAPABILITIES.contains(&field) => {
-                Value::Bool(false)
-            }
+            None if field == "deleted" || CAPABILITIES.contains(&field) => Value::Bool(false),
             None => Value::Null,
         }
     }

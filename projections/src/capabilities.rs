@@ -217,8 +217,8 @@ pub async fn by_ids(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::Value;
     use serde_json::json;
+    use serde_json::Value;
 
     fn event(id: u128, seq: i64, event_type: &str, body: Value) -> EventRecord {
         EventRecord {

@@ -15,8 +15,8 @@ use std::sync::Arc;
 use async_graphql::{Context, Json, Result, ID};
 use chrono::{DateTime, Utc};
 use corral_domain::group::GroupType as DomainGroupType;
-use corral_projections::group_tree::read::After;
 use corral_domain::membership::{EntryKind, MemberSource};
+use corral_projections::group_tree::read::After;
 use corral_projections::history::{self, HistoricalGroup};
 use corral_projections::membership::read::Mode;
 use corral_projections::public_log;
@@ -373,12 +373,7 @@ pub(crate) async fn members(
         },
         edges,
         missing_member_ids: missing,
-        count: MemberCount::known(
-            g.uuid,
-            Mode::from(mode),
-            source_of(source).map(code),
-            total,
-        ),
+        count: MemberCount::known(g.uuid, Mode::from(mode), source_of(source).map(code), total),
     })
 }
 

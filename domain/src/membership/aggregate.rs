@@ -11,7 +11,9 @@ use super::{MAX_IDS_PER_COMMAND, MAX_IDS_PER_EVENT, MAX_LISTED, MAX_MEMBER_ID_CH
 use crate::group::GroupType;
 
 /// Where a membership entry comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum MemberSource {
     /// Added by a person or a feed.

@@ -158,10 +158,7 @@ impl GroupEntries {
 
     /// How `id` is a direct member (exclude > static > rule), if it is one.
     pub fn direct_source(&self, id: &str) -> Option<MemberSource> {
-        self.entries
-            .get(id)
-            .and_then(Entry::direct)
-            .map(|(s, _)| s)
+        self.entries.get(id).and_then(Entry::direct).map(|(s, _)| s)
     }
 
     /// Members with any entry (static, rule or excluded).
@@ -265,7 +262,11 @@ mod tests {
                 change("c", None, Some(Static))
             ]
         );
-        assert_eq!(f.apply(&added(Rule, &["a"]), t(3)), [], "already a rule entry");
+        assert_eq!(
+            f.apply(&added(Rule, &["a"]), t(3)),
+            [],
+            "already a rule entry"
+        );
         assert_eq!(
             f.apply(&excluded(&["a", "x"]), t(4)),
             [change("a", Some(Rule), None)],
@@ -277,7 +278,11 @@ mod tests {
             f.apply(&removed(Static, &["b"]), t(7)),
             [change("b", Some(Static), Some(Rule))]
         );
-        assert_eq!(f.apply(&removed(Static, &["zz"]), t(8)), [], "nothing to remove");
+        assert_eq!(
+            f.apply(&removed(Static, &["zz"]), t(8)),
+            [],
+            "nothing to remove"
+        );
     }
 
     #[test]

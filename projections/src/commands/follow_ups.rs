@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use corral_domain::group::{Group, GroupEvent};
-use cqrs_es::Aggregate;
 use corral_domain::metadata::{EventMetadata, Source};
+use cqrs_es::Aggregate;
 use sqlx::PgPool;
 use tokio::sync::{watch, Notify};
 use uuid::Uuid;

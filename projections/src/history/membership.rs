@@ -177,14 +177,8 @@ mod tests {
     #[test]
     fn direct_members_follow_exclude_over_static_over_rule() {
         let mut f = GroupEntries::default();
-        f.apply(
-            &added(MemberSource::Rule, &["a", "b", "c"]),
-            t(1),
-        );
-        f.apply(
-            &added(MemberSource::Static, &["b", "d"]),
-            t(2),
-        );
+        f.apply(&added(MemberSource::Rule, &["a", "b", "c"]), t(1));
+        f.apply(&added(MemberSource::Static, &["b", "d"]), t(2));
         f.apply(&excluded(&["c", "x"]), t(3));
         let mut direct: Vec<_> = f
             .direct(None)
@@ -230,14 +224,14 @@ mod tests {
             .entry(top)
             .or_default()
             .apply(&added(MemberSource::Rule, &["m1"]), t(1));
-        folds.entry(near).or_default().apply(
-            &added(MemberSource::Static, &["m1", "m2", "m3"]),
-            t(2),
-        );
-        folds.entry(far).or_default().apply(
-            &added(MemberSource::Rule, &["m2", "m3", "M4"]),
-            t(3),
-        );
+        folds
+            .entry(near)
+            .or_default()
+            .apply(&added(MemberSource::Static, &["m1", "m2", "m3"]), t(2));
+        folds
+            .entry(far)
+            .or_default()
+            .apply(&added(MemberSource::Rule, &["m2", "m3", "M4"]), t(3));
         // `near` and `far` at the same depth: the smaller id wins.
         let groups = [(top, 0), (near, 1), (far, 1)];
         let members = resolve_members(&groups, &folds, None);

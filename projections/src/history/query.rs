@@ -46,15 +46,17 @@ async fn group_events(
         let event_type: String = r.try_get("event_type")?;
         let event_version: String = r.try_get("event_version")?;
         let payload: Value = r.try_get("payload")?;
-        out.entry((id, pos)).or_default().push(GroupEventRow::decode(
-            r.try_get("log_position")?,
-            r.try_get("sequence")?,
-            r.try_get("recorded_at")?,
-            &id.to_string(),
-            &event_type,
-            &event_version,
-            &payload,
-        )?);
+        out.entry((id, pos))
+            .or_default()
+            .push(GroupEventRow::decode(
+                r.try_get("log_position")?,
+                r.try_get("sequence")?,
+                r.try_get("recorded_at")?,
+                &id.to_string(),
+                &event_type,
+                &event_version,
+                &payload,
+            )?);
     }
     Ok(out)
 }

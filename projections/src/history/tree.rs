@@ -277,11 +277,31 @@ mod tests {
     #[test]
     fn the_types_tree_at_reads_are_exactly_the_structural_ones() {
         let events = [
-            ev(1, 1, "GroupCreated", json!({"group_type": "DEVICE", "name": "a",
-                "parent_id": null, "description": null, "metadata": {}, "is_system": true})),
-            ev(2, 2, "GroupRenamed", json!({"name": "b", "previous_name": "a"})),
-            ev(3, 3, "GroupUpdated", json!({"description": null, "metadata": {}, "previous": null})),
-            ev(4, 4, "GroupMoved", json!({"previous_parent_id": id(1), "new_parent_id": id(2)})),
+            ev(
+                1,
+                1,
+                "GroupCreated",
+                json!({"group_type": "DEVICE", "name": "a",
+                "parent_id": null, "description": null, "metadata": {}, "is_system": true}),
+            ),
+            ev(
+                2,
+                2,
+                "GroupRenamed",
+                json!({"name": "b", "previous_name": "a"}),
+            ),
+            ev(
+                3,
+                3,
+                "GroupUpdated",
+                json!({"description": null, "metadata": {}, "previous": null}),
+            ),
+            ev(
+                4,
+                4,
+                "GroupMoved",
+                json!({"previous_parent_id": id(1), "new_parent_id": id(2)}),
+            ),
             ev(5, 5, "GroupRuleCleared", json!({"rule_version": 1})),
             ev(6, 6, "GroupDeleted", json!({})),
         ];

@@ -11,8 +11,8 @@ pub mod read;
 use std::collections::{BTreeMap, BTreeSet};
 
 use async_trait::async_trait;
-use corral_domain::membership::{EntryOp, MembershipEvent};
 use chrono::{DateTime, Utc};
+use corral_domain::membership::{EntryOp, MembershipEvent};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -113,7 +113,10 @@ impl Projection for MembershipProjection {
                 .execute(&mut *conn)
                 .await?;
             }
-            touched.entry(group).or_default().extend(ids.iter().cloned());
+            touched
+                .entry(group)
+                .or_default()
+                .extend(ids.iter().cloned());
         }
         for (group, ids) in touched {
             let ids: Vec<String> = ids.into_iter().collect();

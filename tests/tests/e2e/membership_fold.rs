@@ -19,7 +19,9 @@ const KINDS: [EntryKind; 3] = [EntryKind::Static, EntryKind::Rule, EntryKind::Ex
 /// with the occasional duplicate id and an id that has no entry.
 fn random_event(rng: &mut StdRng) -> MembershipEvent {
     let n = rng.gen_range(1..=4);
-    let member_ids: Vec<String> = (0..n).map(|_| format!("m{}", rng.gen_range(0..8))).collect();
+    let member_ids: Vec<String> = (0..n)
+        .map(|_| format!("m{}", rng.gen_range(0..8)))
+        .collect();
     let source = if rng.gen_bool(0.5) {
         MemberSource::Static
     } else {
@@ -57,13 +59,12 @@ async fn registry(
     pool: &sqlx::PgPool,
     group: Uuid,
 ) -> (BTreeMap<char, BTreeSet<String>>, BTreeMap<char, i64>) {
-    let rows: Vec<(String, String)> = sqlx::query_as(
-        "SELECT kind::text, member_id FROM membership_registry WHERE group_id = $1",
-    )
-    .bind(group)
-    .fetch_all(pool)
-    .await
-    .expect("registry");
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT kind::text, member_id FROM membership_registry WHERE group_id = $1")
+            .bind(group)
+            .fetch_all(pool)
+            .await
+            .expect("registry");
     let mut entries: BTreeMap<char, BTreeSet<String>> = BTreeMap::new();
     for (kind, id) in rows {
         entries

@@ -171,7 +171,8 @@ impl SubscriptionRoot {
         let group = group_id
             .parse::<Uuid>()
             .map_err(|_| coded(ErrorCode::BadUserInput, "groupId is not a group id"))?;
-        let stream = membership::membership_stream(ctx, group, include_descendants.unwrap_or(false)).await?;
+        let stream =
+            membership::membership_stream(ctx, group, include_descendants.unwrap_or(false)).await?;
         Ok(futures::StreamExt::map(stream, move |item| {
             let _held = &slot;
             item
@@ -194,4 +195,3 @@ impl SubscriptionRoot {
         }))
     }
 }
-

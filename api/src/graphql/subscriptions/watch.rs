@@ -350,7 +350,11 @@ mod tests {
         let step = w.membership(id(1), &excluded(&["a"]), t(2));
         assert_eq!(kinds(&step), [(Left, "a", id(1))]);
         assert_eq!(step[0].source, MemberSource::Rule);
-        let step = w.membership(id(1), &added(MemberSource::Static, &["c"], Some("why")), t(3));
+        let step = w.membership(
+            id(1),
+            &added(MemberSource::Static, &["c"], Some("why")),
+            t(3),
+        );
         assert_eq!(kinds(&step), [(Entered, "c", id(1))]);
         assert_eq!(step[0].cause.as_deref(), Some("why"));
         assert_eq!(
@@ -372,7 +376,10 @@ mod tests {
             panic!("no load for a move out");
         };
         assert!(left.iter().all(|c| c.kind == Left));
-        let mut gone: Vec<_> = left.iter().map(|c| (c.member_id.as_str(), c.group)).collect();
+        let mut gone: Vec<_> = left
+            .iter()
+            .map(|c| (c.member_id.as_str(), c.group))
+            .collect();
         gone.sort();
         assert_eq!(gone, [("b", id(2)), ("z", id(3))]);
         // It moves back in: the watch asks for its entries at that position.

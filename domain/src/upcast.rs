@@ -5,8 +5,9 @@
 //! an event's shape bumps its `event_version` and adds a step here that rewrites the older
 //! payload, on the raw JSON, into the next version. [`upcast`] applies the steps in turn until
 //! the event reaches the version this code writes. Corral upcasts whenever it reads events into
-//! Rust types (loading aggregates); readers of raw JSON (projectors, NATS, integrators) see
-//! the stored version and must accept what every version holds.
+//! Rust types (loading aggregates, and every projector and reader of the log through
+//! `projections::log::decode_stored`); readers of raw JSON (NATS, integrators) see the stored
+//! version and must accept what every version holds.
 //!
 //! The stored payload is serde's externally tagged form, `{ "<EventType>": { ...fields } }`;
 //! steps work on the inner object.

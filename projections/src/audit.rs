@@ -6,9 +6,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use corral_domain::group::{Group, GroupEvent};
+use cqrs_es::Aggregate;
 use serde_json::{Map, Value};
 use sqlx::{PgConnection, Row};
+use uuid::Uuid;
 
+use crate::log::decode_stored;
 use crate::StoreError;
 
 /// One field an event changed.
@@ -39,11 +43,7 @@ const FIELDS: [&str; 11] = [
 ];
 
 /// The capability flags: false until the capabilities worker says otherwise.
-const CAPABILITIES: [(&str, &str); 3] = [
-    ("hasSysmon", "has_sysmon"),
-    ("hasSnmp", "has_snmp"),
-    ("hasServices", "has_services"),
-];
+const CAPABILITIES: [&str; 3] = ["hasSysmon", "hasSnmp", "hasServices"];
 
 /// The audited view of one group.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -55,9 +55,7 @@ impl GroupView {
             Some(v) => v.clone(),
             // A group is not deleted until it is: creating one changes no `deleted` field.
             // Likewise it has no capability until the worker finds one.
-            None if field == "deleted" || CAPABILITIES.iter().any(|(f, _)| *f == field) => {
-                Value::Bool(false)
-            }
+            None if field == "deleted" || CAPABILITIES.contains(&field) => Value::Bool(false),
             None => Value::Null,
         }
     }
@@ -66,39 +64,60 @@ impl GroupView {
         self.0.insert(field, value);
     }
 
-    /// Applies one Group event (`body` is the payload without its variant wrapper).
-    pub fn apply(&mut self, event_type: &str, body: &Value) {
-        let take = |key: &str| body.get(key).cloned().unwrap_or(Value::Null);
-        match event_type {
-            "GroupCreated" => {
-                self.set("type", take("group_type"));
-                self.set("name", take("name"));
-                self.set("parentId", take("parent_id"));
-                self.set("description", take("description"));
-                self.set("metadata", take("metadata"));
+    /// Applies one Group event.
+    pub fn apply(&mut self, event: &GroupEvent) {
+        let uuid = |id: &Option<Uuid>| id.map_or(Value::Null, |id| Value::String(id.to_string()));
+        let text = |t: &Option<String>| t.clone().map_or(Value::Null, Value::String);
+        match event {
+            GroupEvent::GroupCreated {
+                group_type,
+                name,
+                parent_id,
+                description,
+                metadata,
+                is_system: _,
+            } => {
+                self.set("type", Value::String(group_type.as_str().to_string()));
+                self.set("name", Value::String(name.clone()));
+                self.set("parentId", uuid(parent_id));
+                self.set("description", text(description));
+                self.set("metadata", Value::Object(metadata.clone()));
             }
-            "GroupRenamed" => self.set("name", take("name")),
-            "GroupUpdated" => {
-                self.set("description", take("description"));
-                self.set("metadata", take("metadata"));
+            GroupEvent::GroupRenamed { name, .. } => self.set("name", Value::String(name.clone())),
+            GroupEvent::GroupUpdated {
+                description,
+                metadata,
+                ..
+            } => {
+                self.set("description", text(description));
+                self.set("metadata", Value::Object(metadata.clone()));
             }
-            "GroupMoved" => self.set("parentId", take("new_parent_id")),
-            "GroupDeleted" => self.set("deleted", Value::Bool(true)),
-            "GroupRuleSet" => {
-                self.set("rule", take("text"));
-                self.set("ruleEnabled", take("enabled"));
+            GroupEvent::GroupMoved { new_parent_id, .. } => {
+                self.set("parentId", uuid(&Some(*new_parent_id)));
             }
-            "GroupRuleCleared" => {
+            GroupEvent::GroupDeleted {} => self.set("deleted", Value::Bool(true)),
+            GroupEvent::GroupRuleSet { text, enabled, .. } => {
+                self.set("rule", Value::String(text.clone()));
+                self.set("ruleEnabled", Value::Bool(*enabled));
+            }
+            GroupEvent::GroupRuleCleared { .. } => {
                 self.set("rule", Value::Null);
                 self.set("ruleEnabled", Value::Null);
             }
-            "GroupCapabilitiesChanged" => {
-                for (field, key) in CAPABILITIES {
-                    let flag = body.get(key).and_then(Value::as_bool).unwrap_or(false);
-                    self.set(field, Value::Bool(flag));
+            GroupEvent::GroupCapabilitiesChanged {
+                has_sysmon,
+                has_snmp,
+                has_services,
+                ..
+            } => {
+                for (field, flag) in [
+                    ("hasSysmon", has_sysmon),
+                    ("hasSnmp", has_snmp),
+                    ("hasServices", has_services),
+                ] {
+                    self.set(field, Value::Bool(*flag));
                 }
             }
-            _ => {}
         }
     }
 
@@ -158,7 +177,7 @@ pub async fn group_changes(
     let limits: Vec<i64> = upto.values().copied().collect();
     let starts: Vec<i64> = upto.keys().map(|id| from[id]).collect();
     let rows = sqlx::query(
-        "SELECT e.aggregate_id, e.sequence, e.event_type, e.payload
+        "SELECT e.aggregate_id, e.sequence, e.event_type, e.event_version, e.payload
            FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS w(id, upto, after)
            JOIN events e ON e.aggregate_type = 'Group' AND e.aggregate_id = w.id
                         AND e.sequence > w.after AND e.sequence <= w.upto
@@ -182,7 +201,10 @@ pub async fn group_changes(
         let id: String = row.try_get("aggregate_id")?;
         let sequence: i64 = row.try_get("sequence")?;
         let event_type: String = row.try_get("event_type")?;
+        let event_version: String = row.try_get("event_version")?;
         let payload: Value = row.try_get("payload")?;
+        let event: GroupEvent =
+            decode_stored(Group::TYPE, &id, &event_type, &event_version, &payload)?;
         if current.as_ref().is_none_or(|(c, _, _)| *c != id) {
             finish(current.take(), views);
             let start = from.get(id.as_str()).copied().unwrap_or(0);
@@ -196,10 +218,7 @@ pub async fn group_changes(
             continue;
         };
         let before = view.clone();
-        view.apply(
-            &event_type,
-            payload.get(&event_type).unwrap_or(&Value::Null),
-        );
+        view.apply(&event);
         *folded = sequence;
         if wanted.contains(&(id.as_str(), sequence)) {
             out.insert((id, sequence), view.changes_since(&before));
@@ -214,13 +233,21 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    // Parent ids (events carry UUIDs).
+    const P1: &str = "00000000-0000-0000-0000-0000000000a1";
+    const P2: &str = "00000000-0000-0000-0000-0000000000a2";
+
     fn fold(events: &[(&str, Value)]) -> Vec<Vec<(String, Value, Value)>> {
         let mut view = GroupView::default();
         events
             .iter()
             .map(|(t, body)| {
                 let before = view.clone();
-                view.apply(t, body);
+                let version = GroupEvent::current_version(t).expect("a Group event type");
+                let event: GroupEvent =
+                    decode_stored(Group::TYPE, "g", t, version, &json!({ *t: body }))
+                        .expect("a valid event");
+                view.apply(&event);
                 view.changes_since(&before)
                     .into_iter()
                     .map(|c| (c.field.to_string(), c.before, c.after))
@@ -234,19 +261,23 @@ mod tests {
         let changes = fold(&[
             (
                 "GroupCreated",
-                json!({"group_type": "DEVICE", "name": "a", "parent_id": "p1",
+                json!({"group_type": "DEVICE", "name": "a", "parent_id": P1,
                        "description": null, "metadata": {}, "is_system": false}),
             ),
             ("GroupRenamed", json!({"name": "b", "previous_name": "a"})),
             (
                 "GroupUpdated",
-                json!({"description": "d", "metadata": {"k": "v"}}),
+                json!({"description": "d", "metadata": {"k": "v"}, "previous": null}),
             ),
             (
                 "GroupMoved",
-                json!({"previous_parent_id": "p1", "new_parent_id": "p2"}),
+                json!({"previous_parent_id": P1, "new_parent_id": P2}),
             ),
-            ("GroupRuleSet", json!({"text": "os:linux", "enabled": true})),
+            (
+                "GroupRuleSet",
+                json!({"rule": {}, "text": "os:linux", "enabled": true, "rule_version": 1,
+                       "refs": []}),
+            ),
             ("GroupRuleCleared", json!({"rule_version": 1})),
             ("GroupDeleted", json!({})),
         ]);
@@ -263,7 +294,7 @@ mod tests {
                 ("metadata".into(), json!({}), json!({"k": "v"})),
             ]
         );
-        assert_eq!(changes[3], [("parentId".into(), json!("p1"), json!("p2"))]);
+        assert_eq!(changes[3], [("parentId".into(), json!(P1), json!(P2))]);
         assert_eq!(
             changes[4],
             [
@@ -290,7 +321,7 @@ mod tests {
         let changes = fold(&[
             (
                 "GroupCreated",
-                json!({"group_type": "DEVICE", "name": "a", "parent_id": "p1",
+                json!({"group_type": "DEVICE", "name": "a", "parent_id": P1,
                        "description": null, "metadata": {}, "is_system": false}),
             ),
             ("GroupCapabilitiesChanged", flags(true, false)),

@@ -9,8 +9,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use corral_domain::group::GroupCapabilities;
-use serde_json::Value;
+use corral_domain::group::{Group, GroupCapabilities, GroupEvent};
+use cqrs_es::Aggregate;
 use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
@@ -47,42 +47,46 @@ pub struct CapabilitiesFold {
 }
 
 impl CapabilitiesFold {
-    /// Applies one Group event; other event types leave the fold alone.
+    /// Applies one Group event; events of other aggregates leave the fold alone.
     pub fn apply(&mut self, event: &EventRecord) -> Result<(), StoreError> {
-        let relevant = matches!(
-            event.event_type.as_str(),
-            "GroupCapabilitiesChanged" | "GroupDeleted"
-        );
-        if event.aggregate_type != "Group" || !relevant {
+        if event.aggregate_type != Group::TYPE {
             return Ok(());
         }
-        let id: Uuid = event
-            .aggregate_id
-            .parse()
-            .map_err(|_| StoreError::Data(format!("group id {:?}", event.aggregate_id)))?;
-        if event.event_type == "GroupDeleted" {
-            self.writes.insert(id, None);
-            return Ok(());
+        let id = || -> Result<Uuid, StoreError> {
+            event
+                .aggregate_id
+                .parse()
+                .map_err(|_| StoreError::Data(format!("group id {:?}", event.aggregate_id)))
+        };
+        match event.decode::<GroupEvent>()? {
+            GroupEvent::GroupDeleted {} => {
+                self.writes.insert(id()?, None);
+            }
+            GroupEvent::GroupCapabilitiesChanged {
+                has_sysmon,
+                has_snmp,
+                has_services,
+                ..
+            } => {
+                let row = CapabilityRow {
+                    capabilities: GroupCapabilities {
+                        has_sysmon,
+                        has_snmp,
+                        has_services,
+                    },
+                    version: event.sequence,
+                    updated_at: event.recorded_at,
+                };
+                self.writes.insert(id()?, Some(row));
+            }
+            // Nothing else touches the flags.
+            GroupEvent::GroupCreated { .. }
+            | GroupEvent::GroupRenamed { .. }
+            | GroupEvent::GroupUpdated { .. }
+            | GroupEvent::GroupMoved { .. }
+            | GroupEvent::GroupRuleSet { .. }
+            | GroupEvent::GroupRuleCleared { .. } => {}
         }
-        let body = event.body();
-        let flag = |name: &str| {
-            body.get(name).and_then(Value::as_bool).ok_or_else(|| {
-                StoreError::Data(format!(
-                    "GroupCapabilitiesChanged of {id} at version {} has no boolean {name}",
-                    event.sequence
-                ))
-            })
-        };
-        let row = CapabilityRow {
-            capabilities: GroupCapabilities {
-                has_sysmon: flag("has_sysmon")?,
-                has_snmp: flag("has_snmp")?,
-                has_services: flag("has_services")?,
-            },
-            version: event.sequence,
-            updated_at: event.recorded_at,
-        };
-        self.writes.insert(id, Some(row));
         Ok(())
     }
 }
@@ -214,6 +218,7 @@ pub async fn by_ids(
 mod tests {
     use super::*;
     use serde_json::json;
+    use serde_json::Value;
 
     fn event(id: u128, seq: i64, event_type: &str, body: Value) -> EventRecord {
         EventRecord {
@@ -256,7 +261,8 @@ mod tests {
                 1,
                 1,
                 "GroupCreated",
-                json!({"group_type": "DEVICE", "name": "a"}),
+                json!({"group_type": "DEVICE", "name": "a", "parent_id": null,
+                       "description": null, "metadata": {}, "is_system": false}),
             ),
             changed(1, 2, true, false, false),
             changed(2, 5, false, true, false),

@@ -69,19 +69,13 @@ impl EventRecord {
     /// The event as the Rust type `E` of its aggregate, upcast to the version this code reads
     /// (for projectors that fold typed events rather than raw JSON).
     pub fn decode<E: serde::de::DeserializeOwned>(&self) -> Result<E, StoreError> {
-        let (_, payload) = corral_domain::upcast::upcast(
+        decode_stored(
             &self.aggregate_type,
+            &self.aggregate_id,
             &self.event_type,
             &self.event_version,
-            self.payload.clone(),
+            &self.payload,
         )
-        .map_err(|e| StoreError::Data(e.to_string()))?;
-        serde_json::from_value(payload).map_err(|e| {
-            StoreError::Data(format!(
-                "{} of {} {}: {e}",
-                self.event_type, self.aggregate_type, self.aggregate_id
-            ))
-        })
     }
 
     /// Decodes a row selected with [`EVENT_COLUMNS`].
@@ -101,6 +95,27 @@ impl EventRecord {
             recorded_at: row.try_get("recorded_at")?,
         })
     }
+}
+
+/// Decodes a stored event (its columns, for readers that select fewer than
+/// [`EVENT_COLUMNS`]) as the Rust type `E` of its aggregate, upcast to the version this code
+/// reads. Every reader of the log that looks inside payloads goes through here, so upcasting
+/// applies wherever events are read.
+pub fn decode_stored<E: serde::de::DeserializeOwned>(
+    aggregate_type: &str,
+    aggregate_id: &str,
+    event_type: &str,
+    event_version: &str,
+    payload: &Value,
+) -> Result<E, StoreError> {
+    let (_, payload) =
+        corral_domain::upcast::upcast(aggregate_type, event_type, event_version, payload.clone())
+            .map_err(|e| StoreError::Data(e.to_string()))?;
+    serde_json::from_value(payload).map_err(|e| {
+        StoreError::Data(format!(
+            "{event_type} of {aggregate_type} {aggregate_id}: {e}"
+        ))
+    })
 }
 
 /// The column list every event query selects, for [`EventRecord::from_row`].

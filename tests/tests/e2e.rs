@@ -14,6 +14,7 @@ mod e2e {
     mod leaders;
     mod limits;
     mod membership;
+    mod membership_fold;
     mod metrics;
     mod publisher;
     mod rebuild;

@@ -15,8 +15,9 @@ use std::sync::Arc;
 use async_graphql::{Context, Json, Result, ID};
 use chrono::{DateTime, Utc};
 use corral_domain::group::GroupType as DomainGroupType;
+use corral_domain::membership::{EntryKind, MemberSource};
 use corral_projections::group_tree::read::After;
-use corral_projections::history::{self, HistoricalGroup, Source};
+use corral_projections::history::{self, HistoricalGroup};
 use corral_projections::membership::read::Mode;
 use corral_projections::public_log;
 use sqlx::pool::PoolConnection;
@@ -227,11 +228,16 @@ pub(crate) fn state_position(g: &Group) -> Option<i64> {
     g.past.as_ref().map(|h| h.state_position).or(g.at_position)
 }
 
-fn source_of(s: Option<MembershipSource>) -> Option<Source> {
+fn source_of(s: Option<MembershipSource>) -> Option<MemberSource> {
     s.map(|s| match s {
-        MembershipSource::Static => Source::Static,
-        MembershipSource::Rule => Source::Rule,
+        MembershipSource::Static => MemberSource::Static,
+        MembershipSource::Rule => MemberSource::Rule,
     })
+}
+
+/// The read model's one-letter code of a source (`S`, `R`).
+fn code(s: MemberSource) -> char {
+    EntryKind::from(s).code()
 }
 
 /// The complexity a historical read is charged (it folds events from the log): at most a
@@ -277,7 +283,7 @@ async fn members_at(
 ) -> Result<Arc<Vec<history::HistoricalMember>>> {
     let effective = mode == MembershipMode::Effective;
     let source = source_of(source);
-    let key = (g.uuid, position, effective, source.map(Source::code));
+    let key = (g.uuid, position, effective, source.map(code));
     let cached = cache(ctx).and_then(|k| k.members.lock().ok()?.get(&key).cloned());
     if let Some(members) = cached {
         return Ok(members);
@@ -350,7 +356,7 @@ pub(crate) async fn members(
         edges.push(GroupMemberEdge {
             cursor: cursor(&r.member_id),
             node,
-            source: MembershipSource::from_code(r.source.code()),
+            source: MembershipSource::from_code(code(r.source)),
             since: r.since,
             via: r.via_group,
             at_position: Some(position),
@@ -367,12 +373,7 @@ pub(crate) async fn members(
         },
         edges,
         missing_member_ids: missing,
-        count: MemberCount::known(
-            g.uuid,
-            Mode::from(mode),
-            source_of(source).map(Source::code),
-            total,
-        ),
+        count: MemberCount::known(g.uuid, Mode::from(mode), source_of(source).map(code), total),
     })
 }
 

@@ -1,5 +1,5 @@
 //! On-demand network sweeps: `scheduleSweep`, `previewSweep`, `cancelSweep`, `sweepRuns`,
-//! `sweepRun`, and the `sweepProgress` subscription (in `subscriptions.rs`).
+//! `sweepRun`, and the `sweepProgress` subscription (in `subscriptions/`).
 //!
 //! Every field here is named `Sweep.<field>` in the policy (see `policy::object_of`), a
 //! permission of its own that only admins hold: viewers' `Query.*` does not reach them.

@@ -483,6 +483,8 @@ impl Aggregate for Group {
                     has_services,
                 };
             }
+            #[cfg(feature = "probe-variant")]
+            GroupEvent::Probe {} => {}
         }
     }
 }

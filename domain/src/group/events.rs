@@ -113,6 +113,10 @@ pub enum GroupEvent {
         /// The flags before the change (all false for a group that had none yet).
         previous: GroupCapabilities,
     },
+    /// Test-only (the `probe-variant` feature, never enabled in a build that ships): a
+    /// variant no reader handles, so that a build with it shows every reader that must.
+    #[cfg(feature = "probe-variant")]
+    Probe {},
 }
 
 /// Deserializes an `Option` that must be present (serde treats a missing `Option` field as
@@ -126,19 +130,64 @@ where
 }
 
 impl GroupEvent {
+    /// `GroupCreated`: the stored `event_type` of [`GroupEvent::GroupCreated`].
+    pub const CREATED: &'static str = "GroupCreated";
+    /// `GroupRenamed`.
+    pub const RENAMED: &'static str = "GroupRenamed";
+    /// `GroupUpdated`.
+    pub const UPDATED: &'static str = "GroupUpdated";
+    /// `GroupMoved`.
+    pub const MOVED: &'static str = "GroupMoved";
+    /// `GroupDeleted`.
+    pub const DELETED: &'static str = "GroupDeleted";
+    /// `GroupRuleSet`.
+    pub const RULE_SET: &'static str = "GroupRuleSet";
+    /// `GroupRuleCleared`.
+    pub const RULE_CLEARED: &'static str = "GroupRuleCleared";
+    /// `GroupCapabilitiesChanged`.
+    pub const CAPABILITIES_CHANGED: &'static str = "GroupCapabilitiesChanged";
+    /// `Probe`: the test-only variant of the `probe-variant` feature.
+    #[cfg(feature = "probe-variant")]
+    pub const PROBE: &'static str = "Probe";
+
+    /// Every event type, in declaration order (SQL filters that name event types build their
+    /// lists from these constants, so they cannot drift from the enum).
+    pub const TYPES: &'static [&'static str] = &[
+        Self::CREATED,
+        Self::RENAMED,
+        Self::UPDATED,
+        Self::MOVED,
+        Self::DELETED,
+        Self::RULE_SET,
+        Self::RULE_CLEARED,
+        Self::CAPABILITIES_CHANGED,
+        #[cfg(feature = "probe-variant")]
+        Self::PROBE,
+    ];
+
+    /// The stored `event_type` of this event (the variant name), without allocating.
+    pub fn name(&self) -> &'static str {
+        match self {
+            GroupEvent::GroupCreated { .. } => Self::CREATED,
+            GroupEvent::GroupRenamed { .. } => Self::RENAMED,
+            GroupEvent::GroupUpdated { .. } => Self::UPDATED,
+            GroupEvent::GroupMoved { .. } => Self::MOVED,
+            GroupEvent::GroupDeleted { .. } => Self::DELETED,
+            GroupEvent::GroupRuleSet { .. } => Self::RULE_SET,
+            GroupEvent::GroupRuleCleared { .. } => Self::RULE_CLEARED,
+            GroupEvent::GroupCapabilitiesChanged { .. } => Self::CAPABILITIES_CHANGED,
+            #[cfg(feature = "probe-variant")]
+            GroupEvent::Probe {} => Self::PROBE,
+        }
+    }
+
     /// The current version of an event type (the one [`DomainEvent::event_version`] writes),
     /// or `None` for a type this code does not know.
     pub fn current_version(event_type: &str) -> Option<&'static str> {
         match event_type {
             // 2: `previous`.
-            "GroupUpdated" => Some("2"),
-            "GroupCreated"
-            | "GroupRenamed"
-            | "GroupMoved"
-            | "GroupDeleted"
-            | "GroupRuleSet"
-            | "GroupRuleCleared"
-            | "GroupCapabilitiesChanged" => Some("1"),
+            Self::UPDATED => Some("2"),
+            t if Self::TYPES.contains(&t) => Some("1"),
             _ => None,
         }
     }
@@ -146,17 +195,7 @@ impl GroupEvent {
 
 impl DomainEvent for GroupEvent {
     fn event_type(&self) -> String {
-        match self {
-            GroupEvent::GroupCreated { .. } => "GroupCreated",
-            GroupEvent::GroupRenamed { .. } => "GroupRenamed",
-            GroupEvent::GroupUpdated { .. } => "GroupUpdated",
-            GroupEvent::GroupMoved { .. } => "GroupMoved",
-            GroupEvent::GroupDeleted { .. } => "GroupDeleted",
-            GroupEvent::GroupRuleSet { .. } => "GroupRuleSet",
-            GroupEvent::GroupRuleCleared { .. } => "GroupRuleCleared",
-            GroupEvent::GroupCapabilitiesChanged { .. } => "GroupCapabilitiesChanged",
-        }
-        .to_string()
+        self.name().to_string()
     }
 
     fn event_version(&self) -> String {

@@ -11,7 +11,9 @@ use super::{MAX_IDS_PER_COMMAND, MAX_IDS_PER_EVENT, MAX_LISTED, MAX_MEMBER_ID_CH
 use crate::group::GroupType;
 
 /// Where a membership entry comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum MemberSource {
     /// Added by a person or a feed.
@@ -112,9 +114,47 @@ pub enum MembershipEvent {
         /// The unblocked ids (at most 1,000 per event).
         member_ids: Vec<String>,
     },
+    /// Test-only (the `probe-variant` feature, never enabled in a build that ships): a
+    /// variant no reader handles, so that a build with it shows every reader that must.
+    #[cfg(feature = "probe-variant")]
+    Probe {},
 }
 
 impl MembershipEvent {
+    /// `MembersAdded`: the stored `event_type` of [`MembershipEvent::MembersAdded`].
+    pub const ADDED: &'static str = "MembersAdded";
+    /// `MembersRemoved`.
+    pub const REMOVED: &'static str = "MembersRemoved";
+    /// `MembersExcluded`.
+    pub const EXCLUDED: &'static str = "MembersExcluded";
+    /// `MembersUnexcluded`.
+    pub const UNEXCLUDED: &'static str = "MembersUnexcluded";
+    /// `Probe`: the test-only variant of the `probe-variant` feature.
+    #[cfg(feature = "probe-variant")]
+    pub const PROBE: &'static str = "Probe";
+
+    /// Every event type, in declaration order.
+    pub const TYPES: &'static [&'static str] = &[
+        Self::ADDED,
+        Self::REMOVED,
+        Self::EXCLUDED,
+        Self::UNEXCLUDED,
+        #[cfg(feature = "probe-variant")]
+        Self::PROBE,
+    ];
+
+    /// The stored `event_type` of this event (the variant name), without allocating.
+    pub fn name(&self) -> &'static str {
+        match self {
+            MembershipEvent::MembersAdded { .. } => Self::ADDED,
+            MembershipEvent::MembersRemoved { .. } => Self::REMOVED,
+            MembershipEvent::MembersExcluded { .. } => Self::EXCLUDED,
+            MembershipEvent::MembersUnexcluded { .. } => Self::UNEXCLUDED,
+            #[cfg(feature = "probe-variant")]
+            MembershipEvent::Probe {} => Self::PROBE,
+        }
+    }
+
     /// The ids the event is about.
     pub fn member_ids(&self) -> &[String] {
         match self {
@@ -122,23 +162,19 @@ impl MembershipEvent {
             | MembershipEvent::MembersRemoved { member_ids, .. }
             | MembershipEvent::MembersExcluded { member_ids, .. }
             | MembershipEvent::MembersUnexcluded { member_ids, .. } => member_ids,
+            #[cfg(feature = "probe-variant")]
+            MembershipEvent::Probe {} => &[],
         }
     }
 }
 
 impl DomainEvent for MembershipEvent {
     fn event_type(&self) -> String {
-        match self {
-            MembershipEvent::MembersAdded { .. } => "MembersAdded",
-            MembershipEvent::MembersRemoved { .. } => "MembersRemoved",
-            MembershipEvent::MembersExcluded { .. } => "MembersExcluded",
-            MembershipEvent::MembersUnexcluded { .. } => "MembersUnexcluded",
-        }
-        .to_string()
+        self.name().to_string()
     }
 
     fn event_version(&self) -> String {
-        Self::current_version(&self.event_type())
+        Self::current_version(self.name())
             .unwrap_or("1")
             .to_string()
     }
@@ -148,12 +184,7 @@ impl MembershipEvent {
     /// The current version of an event type (the one [`DomainEvent::event_version`] writes),
     /// or `None` for a type this code does not know.
     pub fn current_version(event_type: &str) -> Option<&'static str> {
-        match event_type {
-            "MembersAdded" | "MembersRemoved" | "MembersExcluded" | "MembersUnexcluded" => {
-                Some("1")
-            }
-            _ => None,
-        }
+        Self::TYPES.contains(&event_type).then_some("1")
     }
 }
 

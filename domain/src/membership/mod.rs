@@ -7,11 +7,13 @@
 //! `membership_registry`, kept in the events' own transaction, read under a per-group lock).
 
 mod aggregate;
+pub mod fold;
 
 pub use aggregate::{
     EntryKind, GroupFacts, MemberSource, Membership, MembershipCommand, MembershipDirectory,
     MembershipError, MembershipEvent, MembershipServices,
 };
+pub use fold::{DirectChange, Entry, EntryOp, GroupEntries};
 
 /// Most ids one command may carry.
 pub const MAX_IDS_PER_COMMAND: usize = 10_000;

@@ -13,8 +13,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use corral_domain::group::GroupEvent;
+use corral_domain::group::{Group, GroupEvent};
 use corral_domain::metadata::{EventMetadata, Source};
+use cqrs_es::Aggregate;
 use sqlx::PgPool;
 use tokio::sync::{watch, Notify};
 use uuid::Uuid;
@@ -43,8 +44,8 @@ pub struct FollowUp {
 /// Every follow-up.
 pub const FOLLOW_UPS: [FollowUp; 1] = [FollowUp {
     name: MEMBERSHIP_PURGE,
-    aggregate_type: "Group",
-    event_type: "GroupDeleted",
+    aggregate_type: Group::TYPE,
+    event_type: GroupEvent::DELETED,
 }];
 
 /// Events read per batch.

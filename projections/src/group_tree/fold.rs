@@ -4,6 +4,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 
 use chrono::{DateTime, Utc};
+use corral_domain::group::GroupEvent;
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -74,28 +75,33 @@ pub struct Patch {
     pub updated_at: DateTime<Utc>,
 }
 
-/// Whether an event of this type can be applied without the group's current row.
-pub fn applies_without_row(event_type: &str) -> bool {
-    matches!(event_type, "GroupCreated" | "GroupUpdated" | "GroupDeleted")
-}
-
-fn field<'a>(body: &'a Value, name: &str) -> &'a Value {
-    body.get(name).unwrap_or(&Value::Null)
-}
-
-fn uuid_field(body: &Value, name: &str) -> Result<Option<Uuid>, StoreError> {
-    match field(body, name) {
-        Value::Null => Ok(None),
-        Value::String(s) => s
-            .parse()
-            .map(Some)
-            .map_err(|_| StoreError::Data(format!("{name} is not a uuid: {s:?}"))),
-        other => Err(StoreError::Data(format!("{name} is not a uuid: {other}"))),
+/// Whether an event can be applied without the group's current row.
+pub fn applies_without_row(event: &GroupEvent) -> bool {
+    match event {
+        GroupEvent::GroupCreated { .. }
+        | GroupEvent::GroupUpdated { .. }
+        | GroupEvent::GroupDeleted { .. } => true,
+        GroupEvent::GroupRenamed { .. }
+        | GroupEvent::GroupMoved { .. }
+        | GroupEvent::GroupRuleSet { .. }
+        | GroupEvent::GroupRuleCleared { .. }
+        | GroupEvent::GroupCapabilitiesChanged { .. } => false,
     }
 }
 
-fn str_field(body: &Value, name: &str) -> Option<String> {
-    field(body, name).as_str().map(str::to_string)
+/// What the projector must load for an event: the parent it names (creates and moves), and
+/// whether the group's subtree moves with it (renames and moves).
+pub fn anchors(event: &GroupEvent) -> (Option<Uuid>, bool) {
+    match event {
+        GroupEvent::GroupCreated { parent_id, .. } => (*parent_id, false),
+        GroupEvent::GroupMoved { new_parent_id, .. } => (Some(*new_parent_id), true),
+        GroupEvent::GroupRenamed { .. } => (None, true),
+        GroupEvent::GroupUpdated { .. }
+        | GroupEvent::GroupDeleted { .. }
+        | GroupEvent::GroupRuleSet { .. }
+        | GroupEvent::GroupRuleCleared { .. }
+        | GroupEvent::GroupCapabilitiesChanged { .. } => (None, false),
+    }
 }
 
 impl TreeFold {
@@ -105,91 +111,106 @@ impl TreeFold {
             .aggregate_id
             .parse()
             .map_err(|_| StoreError::Data(format!("group id {:?}", event.aggregate_id)))?;
-        let body = event.body();
-        if event.event_type == "GroupCreated" {
-            let parent_id = uuid_field(body, "parent_id")?;
-            let node = Node {
-                id,
-                group_type: str_field(body, "group_type").unwrap_or_default(),
+        let decoded: GroupEvent = event.decode()?;
+        let unknown = || StoreError::Data(format!("{} for unknown group {id}", event.event_type));
+        match decoded {
+            GroupEvent::GroupCreated {
+                group_type,
+                name,
                 parent_id,
-                name: str_field(body, "name").unwrap_or_default(),
-                description: str_field(body, "description"),
-                metadata: field(body, "metadata").clone(),
-                is_system: field(body, "is_system").as_bool().unwrap_or(false),
-                depth: 0,
-                path: String::new(),
-                version: event.sequence,
-                created_at: event.recorded_at,
-                updated_at: event.recorded_at,
-                ancestors: vec![],
-                name_key: String::new(),
-                path_key: String::new(),
-            };
-            self.nodes.insert(id, node);
-            self.deleted.remove(&id);
-            // A new group has no children yet: only its own position needs computing.
-            self.place(id)?;
-            return Ok(());
-        }
-        match event.event_type.as_str() {
-            "GroupUpdated" if !self.nodes.contains_key(&id) => {
-                self.patches.insert(
+                description,
+                metadata,
+                is_system,
+            } => {
+                let node = Node {
                     id,
-                    Patch {
-                        description: str_field(body, "description"),
-                        metadata: field(body, "metadata").clone(),
-                        version: event.sequence,
-                        updated_at: event.recorded_at,
-                    },
-                );
-                return Ok(());
+                    group_type: group_type.as_str().to_string(),
+                    parent_id,
+                    name,
+                    description,
+                    metadata: Value::Object(metadata),
+                    is_system,
+                    depth: 0,
+                    path: String::new(),
+                    version: event.sequence,
+                    created_at: event.recorded_at,
+                    updated_at: event.recorded_at,
+                    ancestors: vec![],
+                    name_key: String::new(),
+                    path_key: String::new(),
+                };
+                self.nodes.insert(id, node);
+                self.deleted.remove(&id);
+                // A new group has no children yet: only its own position needs computing.
+                self.place(id)?;
             }
-            "GroupDeleted" => {
+            GroupEvent::GroupUpdated {
+                description,
+                metadata,
+                ..
+            } => match self.nodes.get_mut(&id) {
+                None => {
+                    self.patches.insert(
+                        id,
+                        Patch {
+                            description,
+                            metadata: Value::Object(metadata),
+                            version: event.sequence,
+                            updated_at: event.recorded_at,
+                        },
+                    );
+                }
+                Some(node) => {
+                    node.description = description;
+                    node.metadata = Value::Object(metadata);
+                    self.touch(id, event);
+                }
+            },
+            GroupEvent::GroupDeleted {} => {
                 self.nodes.remove(&id);
                 self.dirty.remove(&id);
                 self.closure_dirty.remove(&id);
                 self.patches.remove(&id);
                 self.deleted.insert(id);
-                return Ok(());
             }
-            // Rule changes move only the version (clients pass it as expectedVersion).
-            "GroupRenamed" | "GroupUpdated" | "GroupMoved" | "GroupRuleSet"
-            | "GroupRuleCleared" => {}
+            GroupEvent::GroupRenamed { name, .. } => {
+                self.nodes.get_mut(&id).ok_or_else(unknown)?.name = name;
+                self.touch(id, event);
+                self.recompute_subtree(id)?;
+            }
+            GroupEvent::GroupMoved { new_parent_id, .. } => {
+                self.nodes.get_mut(&id).ok_or_else(unknown)?.parent_id = Some(new_parent_id);
+                self.touch(id, event);
+                self.recompute_subtree(id)?;
+            }
+            // Rule changes move only the version (clients pass it as expectedVersion), and
+            // count as a change (`updated_at`).
+            GroupEvent::GroupRuleSet { .. } | GroupEvent::GroupRuleCleared { .. } => {
+                if !self.nodes.contains_key(&id) {
+                    return Err(unknown());
+                }
+                self.touch(id, event);
+            }
             // Capability flags (the capabilities read model) move the version too, or a
             // client's expectedVersion would conflict with a version it cannot read; no field
             // of the row changed, so `updated_at` stays (as in time travel).
-            "GroupCapabilitiesChanged" => {
+            GroupEvent::GroupCapabilitiesChanged { .. } => {
                 if let Some(node) = self.nodes.get_mut(&id) {
                     node.version = event.sequence;
                     self.dirty.insert(id);
                 }
-                return Ok(());
             }
-            // Events added later that do not change the tree.
-            _ => return Ok(()),
-        }
-        let node = self.nodes.get_mut(&id).ok_or_else(|| {
-            StoreError::Data(format!("{} for unknown group {id}", event.event_type))
-        })?;
-        node.version = event.sequence;
-        node.updated_at = event.recorded_at;
-        self.dirty.insert(id);
-        match event.event_type.as_str() {
-            "GroupRenamed" => {
-                node.name = str_field(body, "name").unwrap_or_default();
-                self.recompute_subtree(id)?;
-            }
-            "GroupUpdated" => {
-                node.description = str_field(body, "description");
-                node.metadata = field(body, "metadata").clone();
-            }
-            "GroupMoved" => {
-                node.parent_id = uuid_field(body, "new_parent_id")?;
-                self.recompute_subtree(id)?;
-            }
-            _ => {}
         }
         Ok(())
+    }
+
+    /// Moves a loaded node's version and `updated_at` to `event`'s and marks it dirty.
+    fn touch(&mut self, id: Uuid, event: &EventRecord) {
+        if let Some(node) = self.nodes.get_mut(&id) {
+            node.version = event.sequence;
+            node.updated_at = event.recorded_at;
+            self.dirty.insert(id);
+        }
     }
 
     /// Computes depth, path and ancestors of `id` from its parent.

@@ -7,7 +7,7 @@ pub mod read;
 use std::collections::HashSet;
 
 use async_trait::async_trait;
-use serde_json::Value;
+use corral_domain::group::GroupEvent;
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
@@ -99,24 +99,19 @@ async fn load(
     let mut subtree_roots = HashSet::new();
     let mut anchors = HashSet::new();
     for e in events {
+        let decoded: GroupEvent = e.decode()?;
+        let (anchor, moves_subtree) = fold::anchors(&decoded);
         if let Ok(id) = e.aggregate_id.parse::<Uuid>() {
-            if !fold::applies_without_row(&e.event_type) {
+            if !fold::applies_without_row(&decoded) {
                 ids.insert(id);
             }
-            if e.event_type == "GroupRenamed" || e.event_type == "GroupMoved" {
+            if moves_subtree {
                 subtree_roots.insert(id);
             }
         }
-        for key in ["parent_id", "new_parent_id"] {
-            if let Some(p) = e
-                .body()
-                .get(key)
-                .and_then(Value::as_str)
-                .and_then(|p| p.parse().ok())
-            {
-                ids.insert(p);
-                anchors.insert(p);
-            }
+        if let Some(p) = anchor {
+            ids.insert(p);
+            anchors.insert(p);
         }
     }
     let ids: Vec<Uuid> = ids.into_iter().collect();

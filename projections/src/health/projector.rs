@@ -1,6 +1,9 @@
 //! The `health` projector: queues groups whose effective membership may have changed.
 
 use async_trait::async_trait;
+use corral_domain::group::{Group, GroupEvent};
+use corral_domain::membership::{Membership, MembershipEvent};
+use cqrs_es::Aggregate;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -19,21 +22,32 @@ pub struct HealthProjection;
 
 /// The groups an event may change the effective membership of (the refresh worker adds
 /// their ancestors).
-pub fn dirtied_groups(event: &EventRecord) -> Vec<Uuid> {
+pub fn dirtied_groups(event: &EventRecord) -> Result<Vec<Uuid>, StoreError> {
     let own = || event.aggregate_id.parse::<Uuid>().ok();
-    match (event.aggregate_type.as_str(), event.event_type.as_str()) {
-        ("Membership", _) => own().into_iter().collect(),
-        ("Group", "GroupCreated") | ("Group", "GroupDeleted") => own().into_iter().collect(),
-        ("Group", "GroupMoved") => {
-            let body = event.body();
-            ["previous_parent_id", "new_parent_id"]
-                .iter()
-                .filter_map(|k| body.get(*k).and_then(|v| v.as_str()))
-                .filter_map(|s| s.parse().ok())
-                .collect()
-        }
+    Ok(match event.aggregate_type.as_str() {
+        Membership::TYPE => match event.decode::<MembershipEvent>()? {
+            MembershipEvent::MembersAdded { .. }
+            | MembershipEvent::MembersRemoved { .. }
+            | MembershipEvent::MembersExcluded { .. }
+            | MembershipEvent::MembersUnexcluded { .. } => own().into_iter().collect(),
+        },
+        Group::TYPE => match event.decode::<GroupEvent>()? {
+            GroupEvent::GroupCreated { .. } | GroupEvent::GroupDeleted { .. } => {
+                own().into_iter().collect()
+            }
+            GroupEvent::GroupMoved {
+                previous_parent_id,
+                new_parent_id,
+            } => vec![previous_parent_id, new_parent_id],
+            // Rules change membership through Membership events of their own.
+            GroupEvent::GroupRenamed { .. }
+            | GroupEvent::GroupUpdated { .. }
+            | GroupEvent::GroupRuleSet { .. }
+            | GroupEvent::GroupRuleCleared { .. }
+            | GroupEvent::GroupCapabilitiesChanged { .. } => vec![],
+        },
         _ => vec![],
-    }
+    })
 }
 
 #[async_trait]
@@ -72,7 +86,7 @@ impl Projection for HealthProjection {
         let mut txs = Vec::new();
         let mut positions = Vec::new();
         for event in events {
-            for group in dirtied_groups(event) {
+            for group in dirtied_groups(event)? {
                 groups.push(group);
                 txs.push(event.transaction_id.to_string());
                 positions.push(event.global_position);

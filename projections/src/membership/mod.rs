@@ -12,12 +12,12 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use corral_domain::membership::{EntryOp, MembershipEvent};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
 pub use crate::commands::membership::MembershipCommands;
 
-use crate::history::{MembershipChange, Source};
 use crate::log::EventRecord;
 use crate::projection::{schema_ident, Projection};
 use crate::StoreError;
@@ -30,19 +30,6 @@ pub const LIVE_SCHEMA: &str = "rm_membership";
 /// Builds `entries`, `direct` and `group_counts`.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct MembershipProjection;
-
-/// The entry kind an event is about (`S`, `R` or `X`), whether it adds, and its ids.
-fn entries_of(event: &EventRecord) -> Option<(&'static str, bool, Vec<String>)> {
-    let code = |source: Source| if source == Source::Rule { "R" } else { "S" };
-    Some(
-        match MembershipChange::parse(&event.event_type, event.body())? {
-            MembershipChange::Added(source, ids) => (code(source), true, ids),
-            MembershipChange::Removed(source, ids) => (code(source), false, ids),
-            MembershipChange::Excluded(ids) => ("X", true, ids),
-            MembershipChange::Unexcluded(ids) => ("X", false, ids),
-        },
-    )
-}
 
 #[async_trait]
 impl Projection for MembershipProjection {
@@ -100,27 +87,36 @@ impl Projection for MembershipProjection {
         // Ids whose direct row must be recomputed, per group.
         let mut touched: BTreeMap<Uuid, BTreeSet<String>> = BTreeMap::new();
         for event in events {
-            let Some((kind, adds, ids)) = entries_of(event) else {
+            // The domain's one fold decides what the event does to the entries; this persists
+            // it (and `resolve` applies the fold's precedence in SQL).
+            let decoded: MembershipEvent = event.decode()?;
+            let op = EntryOp::of(&decoded);
+            let kind = op.kind.code().to_string();
+            let (adds, ids) = (op.adds, op.ids);
+            if ids.is_empty() {
                 continue;
-            };
+            }
             let group: Uuid = event
                 .aggregate_id
                 .parse()
                 .map_err(|_| StoreError::Data(format!("group id {:?}", event.aggregate_id)))?;
             if adds {
-                add_entries(conn, s, group, kind, &ids, event.recorded_at).await?;
+                add_entries(conn, s, group, &kind, ids, event.recorded_at).await?;
             } else {
                 sqlx::query(&format!(
                     "DELETE FROM {s}.entries e USING unnest($3::text[]) AS x(id)
                       WHERE e.group_id = $1 AND e.kind = $2::\"char\" AND e.member_id = x.id"
                 ))
                 .bind(group)
-                .bind(kind)
-                .bind(&ids)
+                .bind(&kind)
+                .bind(ids)
                 .execute(&mut *conn)
                 .await?;
             }
-            touched.entry(group).or_default().extend(ids);
+            touched
+                .entry(group)
+                .or_default()
+                .extend(ids.iter().cloned());
         }
         for (group, ids) in touched {
             let ids: Vec<String> = ids.into_iter().collect();

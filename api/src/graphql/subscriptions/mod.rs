@@ -1,0 +1,197 @@
+//! GraphQL subscriptions over graphql-transport-ws (`/graphql/ws`).
+//!
+//! Both read the public log by position: a replay and the live tail are the same loop (read
+//! what follows the last position delivered, then wait for the sequencer's next batch), so
+//! there is no switch-over at which an event could be missed or delivered twice.
+//!
+//! - `log`: the `events` stream (the filter, the envelope, the follow loop);
+//! - `watch`: what each event does to a `membershipChanges` watch (pure, unit-tested);
+//! - `membership`: the `membershipChanges` stream (loading the watch, feeding it the log).
+
+mod log;
+mod membership;
+mod watch;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_graphql::{Context, Result, Subscription, ID};
+use corral_projections::public_log;
+use futures::Stream;
+use sqlx::PgPool;
+use tokio::sync::{watch as tokio_watch, OnceCell};
+use uuid::Uuid;
+
+use super::errors::{coded, internal};
+use super::scalars::Position;
+use crate::auth::Actor;
+use crate::error_codes::ErrorCode;
+
+pub(crate) use log::follow;
+pub use log::{EventStreamFilter, LogEvent};
+pub use membership::{MembershipChange, MAX_WATCHED_ENTRIES};
+pub use watch::MembershipChangeKind;
+
+/// Entries read per query while replaying (a Membership event is up to ~260 KB).
+const BATCH: i64 = 100;
+/// How often the process's log watcher looks at the head when no notification came.
+const POLL: Duration = Duration::from_secs(1);
+
+/// Most subscriptions one websocket connection may hold at once.
+pub const MAX_SUBSCRIPTIONS_PER_CONNECTION: usize = 16;
+
+/// The subscriptions a websocket connection holds (inserted at `connection_init`).
+#[derive(Clone, Default)]
+pub struct SubscriptionSlots(Arc<std::sync::atomic::AtomicUsize>);
+
+/// One taken slot; dropping it (the stream ends or the client stops it) frees it.
+pub struct Slot(Option<SubscriptionSlots>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some(slots) = &self.0 {
+            slots.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+/// Takes a slot of the connection, if it has a limit (streams run outside a websocket, like
+/// the benchmark's, have none).
+fn take_slot(ctx: &Context<'_>) -> Result<Slot> {
+    let Some(slots) = ctx.data_opt::<SubscriptionSlots>() else {
+        return Ok(Slot(None));
+    };
+    let held = slots.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let slot = Slot(Some(slots.clone()));
+    if held >= MAX_SUBSCRIPTIONS_PER_CONNECTION {
+        return Err(coded(
+            ErrorCode::TooManySubscriptions,
+            format!("at most {MAX_SUBSCRIPTIONS_PER_CONNECTION} subscriptions per connection"),
+        ));
+    }
+    Ok(slot)
+}
+
+/// Connections the subscriptions of one process share.
+pub const STREAM_POOL_SIZE: u32 = 8;
+
+/// What the subscriptions of a process share, made on first use: a small pool of their own
+/// (a burst of commands does not delay subscribers, and many subscribers cannot starve
+/// commands and queries of connections) and the view of the log head (one LISTEN connection).
+#[derive(Clone, Default)]
+pub struct LogHead(Arc<OnceCell<(PgPool, tokio_watch::Receiver<i64>)>>);
+
+impl LogHead {
+    /// The subscriptions' pool (connecting as `pool` does) and the head watch.
+    async fn get(&self, pool: &PgPool) -> (PgPool, tokio_watch::Receiver<i64>) {
+        self.0
+            .get_or_init(|| async {
+                let options = pool.connect_options().as_ref().clone();
+                let streams = sqlx::postgres::PgPoolOptions::new()
+                    .max_connections(STREAM_POOL_SIZE)
+                    .connect_lazy_with(options);
+                let head = public_log::watch_head(streams.clone(), POLL);
+                (streams, head)
+            })
+            .await
+            .clone()
+    }
+}
+
+/// Refuses unless the caller's role may use subscription `field` (the policy extension checks
+/// query and mutation fields as they resolve; a subscription's stream is made here).
+fn authorize(ctx: &Context<'_>, field: &str) -> Result<()> {
+    let object = crate::policy::object_of("Subscription", field);
+    let allowed = match (ctx.data::<Arc<casbin::Enforcer>>(), ctx.data::<Actor>()) {
+        (Ok(enforcer), Ok(actor)) => crate::policy::allowed(enforcer, &actor.role, &object),
+        _ => false,
+    };
+    if allowed {
+        Ok(())
+    } else {
+        Err(coded(
+            ErrorCode::Forbidden,
+            format!("not allowed to call {object}"),
+        ))
+    }
+}
+
+/// The `Subscription` root.
+#[derive(Default)]
+pub struct SubscriptionRoot;
+
+#[Subscription(name = "Subscription")]
+impl SubscriptionRoot {
+    /// Every event from `fromPosition` on (inclusive; omitted: only new events), in position
+    /// order, then live as they are sequenced: no gap and no duplicate between the replay and
+    /// the live tail. To resume, pass the last position you processed plus one. Auditors and
+    /// admins (the stream carries actors and reasons).
+    async fn events(
+        &self,
+        ctx: &Context<'_>,
+        from_position: Option<Position>,
+        filter: Option<EventStreamFilter>,
+    ) -> Result<impl Stream<Item = Result<LogEvent>>> {
+        authorize(ctx, "events")?;
+        let slot = take_slot(ctx)?;
+        let filter = filter.unwrap_or_default().into_filter()?;
+        let (pool, head) = ctx
+            .data_unchecked::<LogHead>()
+            .get(ctx.data_unchecked::<PgPool>())
+            .await;
+        let after = match from_position {
+            Some(Position(p)) => (p - 1).max(0),
+            None => {
+                let mut conn = pool.acquire().await.map_err(internal)?;
+                public_log::head(&mut conn).await.map_err(internal)?.0
+            }
+        };
+        Ok(futures::StreamExt::map(
+            follow(pool, head, filter, after),
+            move |item| {
+                let _held = &slot;
+                item.map(LogEvent::from).map_err(internal)
+            },
+        ))
+    }
+
+    /// Members entering and leaving a group, from now on: its direct membership, or with
+    /// `includeDescendants` its effective membership (a member enters when the first group of
+    /// the subtree holds it directly and leaves when the last one stops), including whole
+    /// descendants moving in or out. Each change names the group it happened in and the
+    /// source. Watches at most 500,000 membership entries.
+    async fn membership_changes(
+        &self,
+        ctx: &Context<'_>,
+        group_id: ID,
+        include_descendants: Option<bool>,
+    ) -> Result<impl Stream<Item = Result<MembershipChange>>> {
+        authorize(ctx, "membershipChanges")?;
+        let slot = take_slot(ctx)?;
+        let group = group_id
+            .parse::<Uuid>()
+            .map_err(|_| coded(ErrorCode::BadUserInput, "groupId is not a group id"))?;
+        let stream =
+            membership::membership_stream(ctx, group, include_descendants.unwrap_or(false)).await?;
+        Ok(futures::StreamExt::map(stream, move |item| {
+            let _held = &slot;
+            item
+        }))
+    }
+
+    /// A sweep run's progress: its state now, then each change (status, hosts done), ending
+    /// after the run has ended. Admins (`Sweep.sweepProgress`).
+    async fn sweep_progress(
+        &self,
+        ctx: &Context<'_>,
+        run_id: ID,
+    ) -> Result<impl Stream<Item = Result<super::sweeps::SweepProgress>>> {
+        authorize(ctx, "sweepProgress")?;
+        let slot = take_slot(ctx)?;
+        let stream = super::sweeps::progress_stream(ctx, &run_id).await?;
+        Ok(futures::StreamExt::map(stream, move |item| {
+            let _held = &slot;
+            item
+        }))
+    }
+}

@@ -156,7 +156,7 @@ fn every_rejection_is_counted_but_only_the_first_hundred_are_listed() {
 
 #[test]
 fn unknown_ids_are_dropped_and_counted_per_id() {
-    let samples = vec![
+    let samples = [
         sample("b", 1.0),
         sample("x", 1.0),
         sample("a", 1.0),

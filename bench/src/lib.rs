@@ -99,7 +99,7 @@ impl std::fmt::Display for Suite {
     }
 }
 
-pub(super) async fn command(
+pub(crate) async fn command(
     groups: &corral_projections::commands::groups::GroupCommands,
     cmd: GroupCommand,
     meta: &EventMetadata,
@@ -110,7 +110,7 @@ pub(super) async fn command(
         .map_err(|e| e.to_string().into())
 }
 
-pub(super) fn command_row(command: &str, concurrency: usize, rate: f64, raw: f64) -> Row {
+pub(crate) fn command_row(command: &str, concurrency: usize, rate: f64, raw: f64) -> Row {
     Row {
         name: format!("{command} via executor, concurrency {concurrency} (cmd/s)"),
         corral: format!("{rate:.0}"),
@@ -125,7 +125,7 @@ pub(super) fn command_row(command: &str, concurrency: usize, rate: f64, raw: f64
     }
 }
 
-pub(super) struct Row {
+pub(crate) struct Row {
     name: String,
     corral: String,
     baseline_name: String,
@@ -186,7 +186,7 @@ async fn drop_db(server: &Server, name: &str) {
 }
 
 /// Runs `op` from `concurrency` tasks for `seconds`; returns operations per second.
-pub(super) async fn throughput<F, Fut>(
+pub(crate) async fn throughput<F, Fut>(
     concurrency: usize,
     seconds: u64,
     op: F,

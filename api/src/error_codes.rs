@@ -237,7 +237,7 @@ mod tests {
     }
 
     /// CI fails when docs/errors.md drifts from the code. Regenerate with
-    /// `cargo run -p corral-api --bin corral -- docs errors --write`.
+    /// `cargo run -p corral --bin corral -- docs errors --write`.
     #[test]
     fn committed_error_codes_match_the_code() {
         let doc = include_str!("../../docs/errors.md");
@@ -245,7 +245,7 @@ mod tests {
         let end = doc.find(END).expect("end marker");
         assert!(
             doc[start..end] == markdown(),
-            "docs/errors.md is stale: run `cargo run -p corral-api --bin corral -- docs errors --write`"
+            "docs/errors.md is stale: run `cargo run -p corral --bin corral -- docs errors --write`"
         );
     }
 

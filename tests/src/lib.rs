@@ -8,7 +8,7 @@
 pub mod nats;
 pub mod served;
 
-/// Runs the `corral` binary `bin` (an api test's `env!("CARGO_BIN_EXE_corral")`) against the
+/// Runs the `corral` binary `bin` (a `corral` package test's `env!("CARGO_BIN_EXE_corral")`) against the
 /// database `url`; returns whether it succeeded, its stdout and its stderr.
 pub fn run_corral(bin: &str, url: &str, args: &[&str]) -> (bool, String, String) {
     run_corral_with(bin, url, args, &[])

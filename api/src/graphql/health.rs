@@ -260,7 +260,7 @@ fn ingest_payload(list: &str, report: IngestReport) -> IngestTelemetryPayload {
             .map(|r| {
                 UserError::new(
                     Some(&format!("{list}[{}].{}", r.index, r.field)),
-                    Code::parse(r.code).unwrap_or(Code::Invalid),
+                    r.code,
                     r.message,
                 )
             })

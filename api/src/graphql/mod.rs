@@ -112,10 +112,10 @@ pub fn prepare(request: Request, actor: Actor) -> Request {
 #[cfg(test)]
 mod tests {
     /// CI fails when the committed schema drifts from the code. Regenerate with
-    /// `cargo run -p corral-api --bin corral -- schema > docs/schema.graphql`.
+    /// `cargo run -p corral --bin corral -- schema > docs/schema.graphql`.
     #[test]
     fn committed_schema_matches_the_code() {
         let committed = include_str!("../../../docs/schema.graphql");
-        assert!(committed == super::sdl(), "docs/schema.graphql is stale: run `cargo run -p corral-api --bin corral -- schema > docs/schema.graphql`");
+        assert!(committed == super::sdl(), "docs/schema.graphql is stale: run `cargo run -p corral --bin corral -- schema > docs/schema.graphql`");
     }
 }

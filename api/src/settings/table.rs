@@ -65,14 +65,14 @@ mod tests {
     use super::*;
 
     /// CI fails when README's table drifts from the settings. Regenerate with
-    /// `cargo run -p corral-api --bin corral -- docs settings --write`.
+    /// `cargo run -p corral --bin corral -- docs settings --write`.
     #[test]
     fn the_readme_table_matches_the_settings() {
         let readme = include_str!("../../../README.md");
         let regenerated = regenerate(readme).expect("README has the generated-table markers");
         assert!(
             regenerated == readme,
-            "README.md's configuration table is stale: run `cargo run -p corral-api --bin corral -- docs settings --write`"
+            "README.md's configuration table is stale: run `cargo run -p corral --bin corral -- docs settings --write`"
         );
     }
 

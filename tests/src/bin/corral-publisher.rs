@@ -1,14 +1,29 @@
 //! The NATS publisher alone, for tests that kill it (`kill -9`) mid-batch: publishes the log of
-//! `DATABASE_URL` to `NATS_URL` with the stream and prefix of `CORRAL_EVENTS_STREAM` and
-//! `CORRAL_EVENTS_SUBJECT_PREFIX`, `CORRAL_EVENTS_BATCH` events per batch, until SIGTERM or
-//! Ctrl-C.
+//! `DATABASE_URL` to `NATS_URL` with the stream and prefix `corral serve` would use (the same
+//! settings, `CORRAL_EVENTS_STREAM` and `CORRAL_EVENTS_SUBJECT_PREFIX`, read by the same
+//! declaration), `--batch` events per batch, until SIGTERM or Ctrl-C.
 
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use corral_workers::publisher::{self, PublisherConfig, PublisherStats};
+use clap::Parser;
+use corral_api::settings::NatsSettings;
+use corral_workers::publisher::{self, PublisherStats};
 use sqlx::postgres::PgPoolOptions;
+
+/// The test publisher's arguments.
+#[derive(Parser, Debug)]
+struct Args {
+    /// The database whose log is published.
+    #[arg(long, env = "DATABASE_URL")]
+    database_url: String,
+    /// Events per batch.
+    #[arg(long, default_value_t = 256)]
+    batch: i64,
+    #[command(flatten)]
+    nats: NatsSettings,
+}
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -18,7 +33,7 @@ async fn main() -> ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
-    match run().await {
+    match run(Args::parse()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
@@ -27,20 +42,15 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run() -> Result<(), Box<dyn std::error::Error>> {
-    let database_url = std::env::var("DATABASE_URL").map_err(|_| "DATABASE_URL is not set")?;
-    let nats_url = std::env::var("NATS_URL").map_err(|_| "NATS_URL is not set")?;
-    let mut config = PublisherConfig::from_env()?;
-    if let Ok(batch) = std::env::var("CORRAL_EVENTS_BATCH") {
-        config.batch = batch
-            .parse()
-            .map_err(|_| "CORRAL_EVENTS_BATCH must be a number")?;
-    }
+async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let nats_url = args.nats.url().ok_or("NATS_URL is not set")?;
+    let mut config = args.nats.names()?.publisher();
+    config.batch = args.batch;
     config.poll = Duration::from_millis(200);
     config.validate()?;
     let pool = PgPoolOptions::new()
         .max_connections(4)
-        .connect(&database_url)
+        .connect(&args.database_url)
         .await?;
     let stats = Arc::new(PublisherStats::default());
     let running = publisher::spawn(pool, nats_url, config, stats);

@@ -180,7 +180,7 @@ impl Child9 {
             .env("NATS_URL", nats_url)
             .env("CORRAL_EVENTS_STREAM", &config.stream)
             .env("CORRAL_EVENTS_SUBJECT_PREFIX", &config.subject_prefix)
-            .env("CORRAL_EVENTS_BATCH", batch.to_string())
+            .args(["--batch", &batch.to_string()])
             .env("RUST_LOG", "info,sqlx=warn,corral_workers=debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -50,19 +50,26 @@ pub struct BenchArgs {
 /// A group of benchmarks that `--suite` selects.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Suite {
-    /// Group commands through the executor (issue 2, a).
+    /// Group commands (createGroup, updateGroup) through the executor with 1 and 32
+    /// concurrent writers, beside raw event INSERTs (commands/s).
     Commands,
-    /// Projector catch-up and the tree query (issue 2, b and c).
+    /// How fast projectors catch up a backlog of `--backlog` events, beside a raw scan; the
+    /// group tree query through GraphQL, beside a recursive CTE.
     Log,
-    /// Memberships, rules and inventory changes (issue 3).
+    /// Memberships and rules over a generated inventory (`--devices`): effective members,
+    /// reverse lookups, a rule over every device, sustained inventory changes.
     Membership,
-    /// The audit trail, time travel, verification over a large log (issue 4).
+    /// Audit queries, time travel and hash-chain verification over a large log
+    /// (`--audit-events`), beside plain reads.
     Audit,
-    /// Commit-to-subscriber latency and the NATS publisher (issue 4).
+    /// Latency from a command's commit to a GraphQL subscriber, and the NATS publisher's
+    /// throughput beside a raw JetStream publish loop (needs `NATS_URL`).
     Streams,
-    /// Group health: ingest, series from rollups, refresh after a move (issue 5).
+    /// Group health: telemetry ingest, health series from rollups against raw samples, and
+    /// the rollup refresh after a group moves.
     Health,
-    /// Sweeps: hosts/s end to end on loopback, results ingest (issue 6).
+    /// Network sweeps: hosts swept per second on loopback end to end (needs `NATS_URL`),
+    /// beside a plain connect loop; sweep results stored per second.
     Sweeps,
 }
 
@@ -92,7 +99,7 @@ impl std::fmt::Display for Suite {
     }
 }
 
-pub(super) async fn command(
+pub(crate) async fn command(
     groups: &corral_projections::commands::groups::GroupCommands,
     cmd: GroupCommand,
     meta: &EventMetadata,
@@ -103,7 +110,7 @@ pub(super) async fn command(
         .map_err(|e| e.to_string().into())
 }
 
-pub(super) fn command_row(command: &str, concurrency: usize, rate: f64, raw: f64) -> Row {
+pub(crate) fn command_row(command: &str, concurrency: usize, rate: f64, raw: f64) -> Row {
     Row {
         name: format!("{command} via executor, concurrency {concurrency} (cmd/s)"),
         corral: format!("{rate:.0}"),
@@ -118,7 +125,7 @@ pub(super) fn command_row(command: &str, concurrency: usize, rate: f64, raw: f64
     }
 }
 
-pub(super) struct Row {
+pub(crate) struct Row {
     name: String,
     corral: String,
     baseline_name: String,
@@ -179,7 +186,7 @@ async fn drop_db(server: &Server, name: &str) {
 }
 
 /// Runs `op` from `concurrency` tasks for `seconds`; returns operations per second.
-pub(super) async fn throughput<F, Fut>(
+pub(crate) async fn throughput<F, Fut>(
     concurrency: usize,
     seconds: u64,
     op: F,

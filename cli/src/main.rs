@@ -11,7 +11,6 @@ use corral_api::wiring::{App, Roles, WorkerSettings, Workers};
 use corral_projections::rebuild;
 
 mod audit_cli;
-mod bench;
 mod import;
 mod rollups_cli;
 mod sweeps_cli;
@@ -77,7 +76,7 @@ enum Command {
         health: HealthSettings,
     },
     /// Run the benchmarks and print a table beside same-run baselines.
-    Bench(bench::BenchArgs),
+    Bench(corral_bench::BenchArgs),
     /// Run the reference sweep poller (needs NATS, not the database).
     Poller(sweeps_cli::PollerArgs),
     /// Export a sweep run's results.
@@ -243,7 +242,7 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
         );
     }
     if let Command::Bench(args) = cli.command {
-        return bench::run(args).await;
+        return corral_bench::run(args).await;
     }
     if let Command::Poller(args) = cli.command {
         return sweeps_cli::poller(args, cli.database.data_dir.as_deref()).await;

@@ -24,7 +24,7 @@ pub const BEGIN_MARKER: &str = "<!-- BEGIN GENERATED: corral docs events -->";
 /// The line that closes it.
 pub const END_MARKER: &str = "<!-- END GENERATED -->";
 /// How to regenerate the section (for messages and the section's own header).
-pub const REGENERATE: &str = "cargo run -p corral-api --bin corral -- docs events --write";
+pub const REGENERATE: &str = "cargo run -p corral --bin corral -- docs events --write";
 
 /// The documentation of one event type.
 #[derive(Debug, Clone, PartialEq)]

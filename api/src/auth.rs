@@ -1,79 +1,319 @@
-//! Bearer tokens: created by `corral token create`, stored as sha256 hashes.
+//! Bearer tokens. A token is an event of its subject (`TokenCreated`, `TokenRevoked`,
+//! `TokenExpired`; see `corral_domain::access`); the sha256 of its secret is kept apart, in
+//! `access_token_secrets`, and never enters the log. Requests are checked against the
+//! write-side registry the events' trigger keeps (`access_tokens`, `access_bindings`), so a
+//! revocation is in force when it commits; [`AccessEpoch`] tells every process, within
+//! [`EPOCH_POLL`], to drop what it cached and re-check its open websockets.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use corral_domain::access::{subject_id, AccessCommand, AccessError, Binding};
+use corral_domain::metadata::{EventMetadata, Source};
+use corral_projections::commands::access::{access_commands, AccessCommands};
+use corral_projections::commands::executor::ExecError;
+use corral_projections::wake::CommitSignal;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use sqlx::{PgPool, Row};
+use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::policy::ROLES;
+pub use corral_domain::access::BUILT_IN_ROLES as ROLES;
 
 /// The authenticated caller of a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Actor {
     /// Token subject (a user or integration name).
     pub subject: String,
-    /// `admin`, `operator` or `viewer`.
+    /// The role recorded in the metadata of the events it writes: its strongest global role
+    /// (`admin`, `operator`, `viewer`, `auditor`), or empty when it holds none.
     pub role: String,
+    /// Every global role its token may use now (the policy allows what any of them allows).
+    pub roles: Vec<String>,
     /// Client address, when known.
     pub client_addr: Option<String>,
     /// Request id, used as correlation id.
     pub request_id: String,
 }
 
-/// Why a token could not be created.
+impl Actor {
+    /// An actor with the one role `role`.
+    pub fn with_role(subject: &str, role: &str, request_id: &str) -> Self {
+        Actor {
+            subject: subject.to_string(),
+            role: role.to_string(),
+            roles: vec![role.to_string()],
+            client_addr: None,
+            request_id: request_id.to_string(),
+        }
+    }
+
+    /// An actor for a checked credential.
+    pub fn from_credential(
+        c: &Credential,
+        client_addr: Option<String>,
+        request_id: String,
+    ) -> Self {
+        Actor {
+            subject: c.subject.clone(),
+            role: c.primary_role().to_string(),
+            roles: c.roles.clone(),
+            client_addr,
+            request_id,
+        }
+    }
+}
+
+/// A valid token as a request finds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credential {
+    /// The token's id.
+    pub token_id: Uuid,
+    /// Its subject.
+    pub subject: String,
+    /// The global roles it may use now: those it lists that its subject still holds.
+    pub roles: Vec<String>,
+    /// When it expires.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl Credential {
+    /// The strongest of its roles, in [`ROLES`] order; empty when it has none.
+    pub fn primary_role(&self) -> &str {
+        ROLES
+            .iter()
+            .copied()
+            .find(|r| self.roles.iter().any(|have| have == r))
+            .unwrap_or("")
+    }
+
+    fn expired_at(&self, now: DateTime<Utc>) -> bool {
+        self.expires_at.is_some_and(|at| at <= now)
+    }
+}
+
+/// Why a token could not be created or revoked.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
-    /// The role is not one of [`ROLES`].
-    #[error("unknown role {0:?}; expected one of admin, operator, viewer, auditor")]
-    UnknownRole(String),
-    /// The subject is empty or too long.
-    #[error("subject must be 1-128 characters without control characters")]
-    BadSubject,
+    /// The request was refused (unknown role, bad subject, past expiry, unknown token...).
+    #[error(transparent)]
+    Refused(#[from] AccessError),
+    /// No token has this id or prefix.
+    #[error("no token matches {0:?}")]
+    NotFound(String),
+    /// The prefix is shared by several tokens.
+    #[error("{0:?} matches {1} tokens; name it by its id")]
+    Ambiguous(String, usize),
     /// Storing failed.
     #[error(transparent)]
     Database(#[from] sqlx::Error),
+    /// The event store failed.
+    #[error("{0}")]
+    Store(String),
+}
+
+impl From<ExecError<AccessError>> for TokenError {
+    fn from(e: ExecError<AccessError>) -> Self {
+        match e {
+            ExecError::Domain(e) => TokenError::Refused(e),
+            other => TokenError::Store(other.to_string()),
+        }
+    }
 }
 
 fn hash(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
 }
 
-/// Creates a token and returns its secret (shown once; only its hash is stored).
-pub async fn create_token(pool: &PgPool, subject: &str, role: &str) -> Result<String, TokenError> {
-    if !ROLES.contains(&role) {
-        return Err(TokenError::UnknownRole(role.to_string()));
-    }
-    let subject = subject.trim();
-    if subject.is_empty() || subject.chars().count() > 128 || subject.chars().any(char::is_control)
-    {
-        return Err(TokenError::BadSubject);
-    }
-    let mut secret = [0u8; 32];
-    rand::thread_rng().fill_bytes(&mut secret);
-    let token = format!("crl_{}", hex::encode(secret));
-    sqlx::query("INSERT INTO api_tokens (id, subject, role, token_hash) VALUES ($1, $2, $3, $4)")
-        .bind(Uuid::new_v4())
-        .bind(subject)
-        .bind(role)
-        .bind(hash(&token))
-        .execute(pool)
-        .await?;
-    Ok(token)
+/// Characters of a secret that form its public prefix (`crl_` and 8 hex digits).
+pub const PREFIX_CHARS: usize = 12;
+
+/// What to issue.
+#[derive(Debug, Clone)]
+pub struct NewToken {
+    /// The subject it belongs to (created on its first token).
+    pub subject: String,
+    /// The bindings it may use (granted to the subject when it does not hold them).
+    pub bindings: Vec<Binding>,
+    /// When it expires; `None`: never.
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
-/// The `(subject, role)` of a valid, unrevoked token.
-pub async fn lookup(pool: &PgPool, token: &str) -> Result<Option<(String, String)>, sqlx::Error> {
+/// A token just issued: the secret is shown once and kept nowhere.
+#[derive(Debug, Clone)]
+pub struct IssuedToken {
+    /// The bearer secret.
+    pub secret: String,
+    /// Its id.
+    pub token_id: Uuid,
+    /// Its public prefix.
+    pub prefix: String,
+}
+
+/// Issues a token through the Subject aggregate, with `metadata` naming who asked.
+pub async fn issue(
+    commands: &AccessCommands,
+    pool: &PgPool,
+    request: NewToken,
+    metadata: &EventMetadata,
+) -> Result<IssuedToken, TokenError> {
+    let mut secret = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut secret);
+    let secret = format!("crl_{}", hex::encode(secret));
+    let prefix = secret[..PREFIX_CHARS].to_string();
+    let token_id = Uuid::new_v4();
+    // The secret's row first: it is inert until TokenCreated commits, and removed if the
+    // command is refused.
+    sqlx::query("INSERT INTO access_token_secrets (token_id, token_hash) VALUES ($1, $2)")
+        .bind(token_id)
+        .bind(hash(&secret))
+        .execute(pool)
+        .await?;
+    let command = AccessCommand::CreateToken {
+        subject: request.subject.clone(),
+        token_id,
+        prefix: prefix.clone(),
+        bindings: request.bindings,
+        expires_at: request.expires_at,
+        now: Utc::now(),
+    };
+    if let Err(e) = commands
+        .execute(subject_id(&request.subject), command, metadata)
+        .await
+    {
+        let _ = sqlx::query("DELETE FROM access_token_secrets WHERE token_id = $1")
+            .bind(token_id)
+            .execute(pool)
+            .await;
+        return Err(e.into());
+    }
+    Ok(IssuedToken {
+        secret,
+        token_id,
+        prefix,
+    })
+}
+
+/// Creates a token of subject `subject` with the global role `role` and no expiry, as the
+/// command line does, and returns its secret (shown once; only its hash is stored).
+pub async fn create_token(pool: &PgPool, subject: &str, role: &str) -> Result<String, TokenError> {
+    let commands = access_commands(pool.clone(), CommitSignal::new(vec![]));
+    let request = NewToken {
+        subject: subject.to_string(),
+        bindings: vec![Binding::global(role)],
+        expires_at: None,
+    };
+    let metadata = EventMetadata::system(Source::Cli, Uuid::new_v4().to_string());
+    Ok(issue(&commands, pool, request, &metadata).await?.secret)
+}
+
+/// The token named by `id_or_prefix` (its UUID, or its prefix when only one token has it).
+pub async fn resolve_token(
+    pool: &PgPool,
+    id_or_prefix: &str,
+) -> Result<(Uuid, String), TokenError> {
+    let rows = if let Ok(id) = id_or_prefix.trim().parse::<Uuid>() {
+        sqlx::query("SELECT token_id, subject_id FROM access_tokens WHERE token_id = $1")
+            .bind(id)
+            .fetch_all(pool)
+            .await?
+    } else {
+        sqlx::query("SELECT token_id, subject_id FROM access_tokens WHERE prefix = $1 LIMIT 10")
+            .bind(id_or_prefix.trim())
+            .fetch_all(pool)
+            .await?
+    };
+    match rows.as_slice() {
+        [] => Err(TokenError::NotFound(id_or_prefix.to_string())),
+        [row] => Ok((row.try_get("token_id")?, row.try_get("subject_id")?)),
+        many => Err(TokenError::Ambiguous(id_or_prefix.to_string(), many.len())),
+    }
+}
+
+/// Revokes the token named by `id_or_prefix`; returns its id (a token revoked or expired
+/// already is left as it is).
+pub async fn revoke(
+    commands: &AccessCommands,
+    pool: &PgPool,
+    id_or_prefix: &str,
+    reason: Option<String>,
+    metadata: &EventMetadata,
+) -> Result<Uuid, TokenError> {
+    let (token_id, subject) = resolve_token(pool, id_or_prefix).await?;
+    let subject: Uuid = subject
+        .parse()
+        .map_err(|_| TokenError::Store(format!("subject id {subject:?}")))?;
+    commands
+        .execute(
+            subject,
+            AccessCommand::RevokeToken { token_id, reason },
+            metadata,
+        )
+        .await?;
+    Ok(token_id)
+}
+
+const CREDENTIAL_SQL: &str = "
+SELECT t.token_id, s.subject, t.expires_at,
+       ARRAY(SELECT DISTINCT b.role FROM access_bindings b
+               JOIN jsonb_to_recordset(t.bindings) AS tb(role text, scope uuid)
+                 ON tb.role = b.role AND tb.scope IS NULL
+              WHERE b.subject_id = t.subject_id AND b.scope IS NULL
+              ORDER BY b.role) AS roles
+  FROM access_tokens t
+  JOIN access_subjects s ON s.subject_id = t.subject_id
+ WHERE t.revoked_at IS NULL AND t.expired_at IS NULL
+   AND (t.expires_at IS NULL OR t.expires_at > now())";
+
+fn credential(row: &sqlx::postgres::PgRow) -> Result<Credential, sqlx::Error> {
+    Ok(Credential {
+        token_id: row.try_get("token_id")?,
+        subject: row.try_get("subject")?,
+        roles: row.try_get("roles")?,
+        expires_at: row.try_get("expires_at")?,
+    })
+}
+
+/// The credential of a valid token secret: not revoked, not expired.
+pub async fn lookup(pool: &PgPool, token: &str) -> Result<Option<Credential>, sqlx::Error> {
     if !token.starts_with("crl_") || token.len() > 100 {
         return Ok(None);
     }
-    let row = sqlx::query(
-        "SELECT subject, role FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL",
+    let sql = format!(
+        "{CREDENTIAL_SQL} AND t.token_id = \
+         (SELECT token_id FROM access_token_secrets WHERE token_hash = $1)"
+    );
+    let row = sqlx::query(&sql)
+        .bind(hash(token))
+        .fetch_optional(pool)
+        .await?;
+    row.as_ref().map(credential).transpose()
+}
+
+/// The credential of token `token_id` as it stands now (`None`: revoked, expired, gone).
+pub async fn check(pool: &PgPool, token_id: Uuid) -> Result<Option<Credential>, sqlx::Error> {
+    let sql = format!("{CREDENTIAL_SQL} AND t.token_id = $1");
+    let row = sqlx::query(&sql)
+        .bind(token_id)
+        .fetch_optional(pool)
+        .await?;
+    row.as_ref().map(credential).transpose()
+}
+
+/// Records that `token_id` was used, at most once a minute (a read model, not an event).
+async fn touch(pool: &PgPool, token_id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO access_token_usage (token_id, last_used_at) VALUES ($1, now())
+         ON CONFLICT (token_id) DO UPDATE SET last_used_at = excluded.last_used_at
+          WHERE access_token_usage.last_used_at < now() - interval '1 minute'",
     )
-    .bind(hash(token))
-    .fetch_optional(pool)
+    .bind(token_id)
+    .execute(pool)
     .await?;
-    row.map(|r| Ok((r.try_get("subject")?, r.try_get("role")?)))
-        .transpose()
+    Ok(())
 }
 
 /// Extracts the token from an `Authorization: Bearer <token>` value.
@@ -82,52 +322,329 @@ pub fn bearer(value: &str) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-/// A cached `(subject, role)` and when it was checked.
-type CachedToken = ((String, String), std::time::Instant);
+/// How often each process reads the access epoch: a revocation reaches its cache and its open
+/// websockets within this (plus one query).
+pub const EPOCH_POLL: Duration = Duration::from_millis(250);
 
-/// Valid tokens seen recently, so that a request does not cost a database round trip for its
-/// token. Entries live `ttl` (a revoked token keeps working at most that long); only valid
-/// tokens are kept, at most `capacity` of them.
-pub struct TokenCache {
-    entries: std::sync::Mutex<std::collections::HashMap<Vec<u8>, CachedToken>>,
-    ttl: std::time::Duration,
-    capacity: usize,
+/// The access epoch: a counter every access event moves (`access_epoch`, bumped by the
+/// registry trigger), followed by one task per process.
+#[derive(Clone)]
+pub struct AccessEpoch {
+    rx: watch::Receiver<i64>,
 }
 
-impl Default for TokenCache {
-    fn default() -> Self {
-        Self {
-            entries: Default::default(),
-            ttl: std::time::Duration::from_secs(10),
-            capacity: 10_000,
-        }
+impl AccessEpoch {
+    /// Follows `pool`'s epoch every [`EPOCH_POLL`] until the last clone is dropped.
+    pub fn follow(pool: PgPool) -> Self {
+        let (tx, rx) = watch::channel(0);
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(EPOCH_POLL);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticker.tick().await;
+                if tx.is_closed() {
+                    return;
+                }
+                match sqlx::query_scalar::<_, i64>("SELECT epoch FROM access_epoch")
+                    .fetch_one(&pool)
+                    .await
+                {
+                    Ok(epoch) => {
+                        tx.send_if_modified(|e| std::mem::replace(e, epoch) != epoch);
+                    }
+                    Err(e) => tracing::debug!(error = %e, "could not read the access epoch"),
+                }
+            }
+        });
+        Self { rx }
+    }
+
+    /// The epoch last read.
+    pub fn current(&self) -> i64 {
+        *self.rx.borrow()
+    }
+
+    /// A receiver that wakes when the epoch moves.
+    pub fn subscribe(&self) -> watch::Receiver<i64> {
+        self.rx.clone()
     }
 }
 
+/// A cached credential, the epoch it was read in and when.
+type Cached = (Credential, i64, Instant);
+
+/// Valid tokens seen recently, so that a request does not cost a database round trip for its
+/// token. An entry serves while the access epoch has not moved, for at most `ttl`, and not
+/// past its token's expiry; only valid tokens are kept, at most `capacity` of them.
+pub struct TokenCache {
+    entries: Mutex<HashMap<Vec<u8>, Cached>>,
+    epoch: AccessEpoch,
+    ttl: Duration,
+    capacity: usize,
+}
+
 impl TokenCache {
+    /// A cache that follows `epoch`.
+    pub fn new(epoch: AccessEpoch) -> Self {
+        Self {
+            entries: Default::default(),
+            epoch,
+            ttl: Duration::from_secs(10),
+            capacity: 10_000,
+        }
+    }
+
+    /// The epoch it follows.
+    pub fn epoch(&self) -> &AccessEpoch {
+        &self.epoch
+    }
+
     /// Like [`lookup`], answered from the cache when possible.
     pub async fn lookup(
         &self,
         pool: &PgPool,
         token: &str,
-    ) -> Result<Option<(String, String)>, sqlx::Error> {
+    ) -> Result<Option<Credential>, sqlx::Error> {
         let key = hash(token);
+        let epoch = self.epoch.current();
         {
             let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some((found, at)) = entries.get(&key) {
-                if at.elapsed() < self.ttl {
+            if let Some((found, at_epoch, at)) = entries.get(&key) {
+                if *at_epoch == epoch && at.elapsed() < self.ttl && !found.expired_at(Utc::now()) {
                     return Ok(Some(found.clone()));
                 }
             }
         }
         let found = lookup(pool, token).await?;
         if let Some(found) = &found {
+            let (pool, id) = (pool.clone(), found.token_id);
+            tokio::spawn(async move {
+                if let Err(e) = touch(&pool, id).await {
+                    tracing::debug!(error = %e, "could not record a token's use");
+                }
+            });
             let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
             if entries.len() >= self.capacity {
                 entries.clear();
             }
-            entries.insert(key, (found.clone(), std::time::Instant::now()));
+            entries.insert(key, (found.clone(), epoch, Instant::now()));
         }
         Ok(found)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_primary_role_is_the_strongest() {
+        let c = Credential {
+            token_id: Uuid::nil(),
+            subject: "s".into(),
+            roles: vec!["viewer".into(), "auditor".into()],
+            expires_at: None,
+        };
+        assert_eq!(c.primary_role(), "viewer");
+        let none = Credential { roles: vec![], ..c };
+        assert_eq!(none.primary_role(), "");
+    }
+
+    #[test]
+    fn bearer_takes_the_token_of_a_bearer_header() {
+        assert_eq!(bearer("Bearer crl_x"), Some("crl_x"));
+        assert_eq!(bearer("bearer  crl_x "), Some("crl_x"));
+        assert_eq!(bearer("Basic x"), None);
+    }
+}
+
+/// The prefix recorded for tokens created before tokens were events (their secrets were
+/// never kept, so their real prefix is unknown): name them by id.
+pub const LEGACY_PREFIX: &str = "legacy";
+
+/// Turns the tokens of the old `api_tokens` table that have no `TokenCreated` yet into
+/// events (a global binding of their role; a revoked one is revoked again at once), keeping
+/// their secrets' hashes, so they keep working. Idempotent, and safe when several processes
+/// start at once. Returns how many it adopted.
+pub async fn adopt_legacy_tokens(pool: &PgPool) -> Result<usize, TokenError> {
+    let rows = sqlx::query(
+        "SELECT id, subject, role, token_hash, revoked_at IS NOT NULL AS revoked FROM api_tokens a
+          WHERE NOT EXISTS (SELECT 1 FROM access_tokens t WHERE t.token_id = a.id)
+          ORDER BY created_at, id",
+    )
+    .fetch_all(pool)
+    .await?;
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let commands = access_commands(pool.clone(), CommitSignal::new(vec![]));
+    let metadata = EventMetadata::system(Source::Cli, Uuid::new_v4().to_string());
+    let mut adopted = 0;
+    for row in rows {
+        let token_id: Uuid = row.try_get("id")?;
+        let subject: String = row.try_get("subject")?;
+        let role: String = row.try_get("role")?;
+        let token_hash: Vec<u8> = row.try_get("token_hash")?;
+        sqlx::query(
+            "INSERT INTO access_token_secrets (token_id, token_hash) VALUES ($1, $2)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(token_id)
+        .bind(&token_hash)
+        .execute(pool)
+        .await?;
+        let create = AccessCommand::CreateToken {
+            subject: subject.clone(),
+            token_id,
+            prefix: LEGACY_PREFIX.to_string(),
+            bindings: vec![Binding::global(&role)],
+            expires_at: None,
+            now: Utc::now(),
+        };
+        match commands
+            .execute(subject_id(&subject), create, &metadata)
+            .await
+        {
+            Ok(_) => adopted += 1,
+            Err(ExecError::Domain(AccessError::TokenExists(_))) => continue,
+            Err(e) => {
+                tracing::warn!(token = %token_id, error = %e, "could not adopt a legacy token");
+                continue;
+            }
+        }
+        if row.try_get::<bool, _>("revoked")? {
+            let revoke = AccessCommand::RevokeToken {
+                token_id,
+                reason: Some("revoked before tokens were events".into()),
+            };
+            commands
+                .execute(subject_id(&subject), revoke, &metadata)
+                .await?;
+        }
+    }
+    Ok(adopted)
+}
+
+/// A token as `corral token list` and the `tokens` query show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenInfo {
+    /// Its id.
+    pub token_id: Uuid,
+    /// Its public prefix.
+    pub prefix: String,
+    /// Its subject.
+    pub subject: String,
+    /// The bindings it may use, as `role` or `role@group-id`.
+    pub bindings: Vec<String>,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When it expires.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// When it was revoked.
+    pub revoked_at: Option<DateTime<Utc>>,
+    /// When its expiry was recorded.
+    pub expired_at: Option<DateTime<Utc>>,
+    /// When it was last used (to the minute).
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
+impl TokenInfo {
+    /// `active`, `revoked` or `expired`, as of `now`.
+    pub fn status(&self, now: DateTime<Utc>) -> &'static str {
+        if self.revoked_at.is_some() {
+            "revoked"
+        } else if self.expired_at.is_some() || self.expires_at.is_some_and(|at| at <= now) {
+            "expired"
+        } else {
+            "active"
+        }
+    }
+}
+
+/// Most tokens one listing returns.
+pub const MAX_LIST: i64 = 1_000;
+
+/// Tokens, newest first: of `subject` only when given, revoked and expired ones only when
+/// `all`; at most `limit` (capped at [`MAX_LIST`]).
+pub async fn list_tokens(
+    pool: &PgPool,
+    subject: Option<&str>,
+    all: bool,
+    limit: i64,
+) -> Result<Vec<TokenInfo>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT t.token_id, t.prefix, s.subject, t.created_at, t.expires_at, t.revoked_at,
+                t.expired_at, u.last_used_at,
+                ARRAY(SELECT b.role || coalesce('@' || b.scope, '')
+                        FROM jsonb_to_recordset(t.bindings) AS b(role text, scope uuid)) AS bindings
+           FROM access_tokens t
+           JOIN access_subjects s ON s.subject_id = t.subject_id
+           LEFT JOIN access_token_usage u ON u.token_id = t.token_id
+          WHERE ($1::text IS NULL OR s.subject = $1)
+            AND ($2 OR (t.revoked_at IS NULL AND t.expired_at IS NULL
+                        AND (t.expires_at IS NULL OR t.expires_at > now())))
+          ORDER BY t.created_at DESC, t.token_id
+          LIMIT $3",
+    )
+    .bind(subject)
+    .bind(all)
+    .bind(limit.clamp(1, MAX_LIST))
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(TokenInfo {
+                token_id: r.try_get("token_id")?,
+                prefix: r.try_get("prefix")?,
+                subject: r.try_get("subject")?,
+                bindings: r.try_get("bindings")?,
+                created_at: r.try_get("created_at")?,
+                expires_at: r.try_get("expires_at")?,
+                revoked_at: r.try_get("revoked_at")?,
+                expired_at: r.try_get("expired_at")?,
+                last_used_at: r.try_get("last_used_at")?,
+            })
+        })
+        .collect()
+}
+
+/// Parses a lifetime such as `30d`, `12h`, `90m` or `3600s` (at least a minute, at most ten
+/// years).
+pub fn parse_lifetime(text: &str) -> Result<chrono::Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("{text:?}: give a unit, e.g. 30d, 12h, 90m"))?;
+    let (digits, unit) = text.split_at(split);
+    let n: i64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?}: expected a number and a unit, e.g. 30d"))?;
+    let seconds = match unit {
+        "d" => n.checked_mul(86_400),
+        "h" => n.checked_mul(3_600),
+        "m" => n.checked_mul(60),
+        "s" => Some(n),
+        _ => return Err(format!("{text:?}: the unit is d, h, m or s")),
+    }
+    .ok_or_else(|| format!("{text:?} is too long"))?;
+    if !(60..=10 * 366 * 86_400).contains(&seconds) {
+        return Err(format!("{text:?}: a lifetime is from 1 minute to 10 years"));
+    }
+    Ok(chrono::Duration::seconds(seconds))
+}
+
+#[cfg(test)]
+mod lifetime_tests {
+    use super::parse_lifetime;
+
+    #[test]
+    fn lifetimes_take_a_unit_and_stay_in_range() {
+        assert_eq!(parse_lifetime("30d"), Ok(chrono::Duration::days(30)));
+        assert_eq!(parse_lifetime(" 90m "), Ok(chrono::Duration::minutes(90)));
+        assert!(parse_lifetime("30").is_err());
+        assert!(parse_lifetime("30w").is_err());
+        assert!(parse_lifetime("10s").is_err(), "under a minute");
+        assert!(parse_lifetime("99999d").is_err());
+        assert!(parse_lifetime("99999999999999999999d").is_err());
     }
 }

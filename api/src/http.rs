@@ -103,12 +103,11 @@ async fn actor_from_token(
         return Err(unauthorized("missing bearer token"));
     };
     match state.tokens.lookup(&state.pool, token).await {
-        Ok(Some((subject, role))) => Ok(Actor {
-            subject,
-            role,
+        Ok(Some(credential)) => Ok(Actor::from_credential(
+            &credential,
             client_addr,
-            request_id: Uuid::new_v4().to_string(),
-        }),
+            Uuid::new_v4().to_string(),
+        )),
         Ok(None) => Err(unauthorized("invalid or revoked token")),
         Err(err) => {
             tracing::error!(error = %err, "token lookup failed");
@@ -275,7 +274,7 @@ async fn audit_export(
         Ok(a) => a,
         Err(response) => return response,
     };
-    if !crate::policy::allowed(&state.enforcer, &actor.role, "Audit.export") {
+    if !crate::policy::permits(&state.enforcer, &actor, "Audit.export") {
         return error_response(ErrorCode::Forbidden, "not allowed to export the audit log");
     }
     let params = match params {

@@ -15,7 +15,7 @@ use crate::auth::Actor;
 use crate::error_codes::ErrorCode;
 
 /// The roles tokens may carry.
-pub const ROLES: [&str; 4] = ["admin", "operator", "viewer", "auditor"];
+pub use corral_domain::access::BUILT_IN_ROLES as ROLES;
 
 /// Fields that read the audit trail. The policy names them `Audit.<field>` wherever they sit
 /// (a root field or `Group.history`), so that `Query.*` (viewers) does not reach them.
@@ -75,6 +75,14 @@ pub fn allowed(enforcer: &Enforcer, role: &str, object: &str) -> bool {
     enforcer.enforce((role, object, "call")).unwrap_or(false)
 }
 
+/// Whether `actor` may call `object`: whether any role its token may use now allows it.
+pub fn permits(enforcer: &Enforcer, actor: &Actor, object: &str) -> bool {
+    actor
+        .roles
+        .iter()
+        .any(|role| allowed(enforcer, role, object))
+}
+
 /// The extension factory installed on the schema.
 pub struct Authorization;
 
@@ -102,7 +110,7 @@ impl Extension for AuthorizationExtension {
         {
             let object = object_of(info.parent_type, info.name);
             let permitted = match (ctx.data::<Arc<Enforcer>>(), ctx.data::<Actor>()) {
-                (Ok(enforcer), Ok(actor)) => allowed(enforcer, &actor.role, &object),
+                (Ok(enforcer), Ok(actor)) => permits(enforcer, actor, &object),
                 _ => false,
             };
             if !permitted {

@@ -113,6 +113,9 @@ impl AppState {
             signal,
             waiter.clone(),
         ));
+        let tokens = Arc::new(crate::auth::TokenCache::new(
+            crate::auth::AccessEpoch::follow(pool.clone()),
+        ));
         let mut state = Self {
             groups: commands.groups().clone(),
             dashboards: commands.dashboards().clone(),
@@ -125,7 +128,7 @@ impl AppState {
             enforcer,
             config: Arc::new(config),
             metrics: Arc::new(Metrics::default()),
-            tokens: Arc::new(crate::auth::TokenCache::default()),
+            tokens,
             schema: None,
             websockets: crate::ws::Connections::default(),
         };

@@ -15,7 +15,7 @@ pub mod origin;
 use std::net::SocketAddr;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_graphql::http::{WebSocketProtocols, WsMessage, ALL_WEBSOCKET_PROTOCOLS};
@@ -26,6 +26,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::{SinkExt, StreamExt};
 
+use crate::auth::Credential;
 use crate::error_codes::ErrorCode;
 use crate::graphql::CorralSchema;
 use crate::state::AppState;
@@ -42,6 +43,33 @@ pub const MAX_CONNECTIONS_SETTING: &str = "CORRAL_WS_MAX_CONNECTIONS";
 
 /// The graphql-transport-ws close code for a connection that did not initialise in time.
 pub const INIT_TIMEOUT_CLOSE_CODE: u16 = 4408;
+
+/// The close code of a connection whose token was revoked or expired, or lost the role it
+/// was opened with (graphql-transport-ws's "Unauthorized"/"Forbidden" range).
+pub const CREDENTIAL_CLOSE_CODE: u16 = 4401;
+/// The close code of a connection whose token's roles changed.
+pub const ROLES_CHANGED_CLOSE_CODE: u16 = 4403;
+
+/// Re-checks an open connection's token after an access change: the close frame to send when
+/// it no longer holds (revoked, expired, its roles changed), `None` while it does. A failed
+/// check keeps the connection (the next change checks again).
+async fn recheck(pool: &sqlx::PgPool, held: &Credential) -> Option<CloseFrame> {
+    match crate::auth::check(pool, held.token_id).await {
+        Ok(Some(now)) if now.roles == held.roles => None,
+        Ok(Some(_)) => Some(CloseFrame {
+            code: ROLES_CHANGED_CLOSE_CODE,
+            reason: "Forbidden: the token's roles changed; reconnect".into(),
+        }),
+        Ok(None) => Some(CloseFrame {
+            code: CREDENTIAL_CLOSE_CODE,
+            reason: "Unauthorized: the token was revoked or has expired".into(),
+        }),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not re-check a websocket's token");
+            None
+        }
+    }
+}
 
 /// Websocket settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -182,18 +210,61 @@ async fn serve(
             })
         });
     let flag = authenticated.clone();
+    let held: Arc<Mutex<Option<Credential>>> = Arc::default();
+    let slot = held.clone();
+    let pool = state.pool.clone();
+    let mut epoch = state.tokens.epoch().subscribe();
+    let mut epoch_alive = true;
     let replies = async_graphql::http::WebSocket::new(schema, input, protocol).on_connection_init(
         move |payload| async move {
-            let data = identity::authenticate(&state, &payload, client_addr).await?;
+            let (data, credential) = identity::authenticate(&state, &payload, client_addr).await?;
+            *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(credential);
             flag.store(true, Ordering::SeqCst);
             drop(pending);
             Ok(data)
         },
     );
     let deadline = tokio::time::sleep(init_timeout);
-    tokio::pin!(replies, deadline);
+    // When the connection's token expires (armed once it authenticated).
+    let expiry = tokio::time::sleep(Duration::from_secs(365 * 24 * 3600));
+    let mut expiry_armed = false;
+    tokio::pin!(replies, deadline, expiry);
     loop {
+        if !expiry_armed {
+            let at = held
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                .map(|c| c.expires_at);
+            if let Some(at) = at {
+                expiry_armed = true;
+                if let Some(at) = at {
+                    let left = (at - chrono::Utc::now()).to_std().unwrap_or_default();
+                    expiry.as_mut().reset(tokio::time::Instant::now() + left);
+                }
+            }
+        }
         tokio::select! {
+            changed = epoch.changed(), if epoch_alive && authenticated.load(Ordering::SeqCst) => {
+                if changed.is_err() {
+                    epoch_alive = false;
+                    continue;
+                }
+                let credential = held.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                let Some(credential) = credential else { continue };
+                if let Some(reason) = recheck(&pool, &credential).await {
+                    let _ = sink.send(Message::Close(Some(reason))).await;
+                    break;
+                }
+            }
+            () = &mut expiry, if expiry_armed => {
+                let close = CloseFrame {
+                    code: CREDENTIAL_CLOSE_CODE,
+                    reason: "Unauthorized: the token expired".into(),
+                };
+                let _ = sink.send(Message::Close(Some(close))).await;
+                break;
+            }
             reply = replies.next() => {
                 let Some(reply) = reply else { break };
                 let message = match reply {

@@ -491,12 +491,7 @@ pub(super) async fn bench_streams(
         .await?;
 
     // The subscriber: the GraphQL subscription through the executor (no websocket hop).
-    let actor = Actor {
-        subject: "bench".into(),
-        role: "auditor".into(),
-        client_addr: None,
-        request_id: "bench".into(),
-    };
+    let actor = Actor::with_role("bench", "auditor", "bench");
     let request = async_graphql::Request::new(
         "subscription { events(filter: { aggregateTypes: [\"Membership\"] }) { position recordedAt } }",
     )

@@ -14,6 +14,9 @@ mod audit_cli;
 mod import;
 mod rollups_cli;
 mod sweeps_cli;
+mod token_cli;
+
+use token_cli::TokenCommand;
 
 #[derive(Parser)]
 #[command(
@@ -92,19 +95,6 @@ enum Command {
         file: std::path::PathBuf,
         #[command(flatten)]
         health: HealthSettings,
-    },
-}
-
-#[derive(Subcommand)]
-enum TokenCommand {
-    /// Create a bearer token; the token is the last line of output, shown once.
-    Create {
-        /// Who the token is for.
-        #[arg(long)]
-        subject: String,
-        /// admin, operator, viewer or auditor.
-        #[arg(long)]
-        role: String,
     },
 }
 
@@ -251,15 +241,13 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
     let database = runtime::database(&cli.database, !long_running).await?;
     let (pool, lock_pool) = runtime::pools(&database.url, 32).await?;
     corral_migrations::migrate(&pool).await?;
+    let adopted = corral_api::auth::adopt_legacy_tokens(&pool).await?;
+    if adopted > 0 {
+        eprintln!("corral: {adopted} token(s) of the old api_tokens table are now events");
+    }
     match cli.command {
         Command::Migrate => println!("migrations applied"),
-        Command::Token {
-            command: TokenCommand::Create { subject, role },
-        } => {
-            let token = corral_api::auth::create_token(&pool, &subject, &role).await?;
-            println!("created a {role} token for {subject}; it is shown only once:");
-            println!("{token}");
-        }
+        Command::Token { command } => token_cli::run(&pool, command).await?,
         Command::Projections {
             command: ProjectionCommand::Status { nats },
         } => {

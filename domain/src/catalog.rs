@@ -13,6 +13,7 @@ use serde::Serialize;
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
+use crate::access::{AccessEvent, Binding};
 use crate::dashboard::{DashboardEvent, Widget, WidgetContent, WidgetKind, WidgetPosition};
 use crate::group::{GroupCapabilities, GroupDetails, GroupEvent, GroupType, RuleRef};
 use crate::membership::{MemberSource, MembershipEvent};
@@ -46,7 +47,7 @@ pub struct EventDoc {
 }
 
 /// The aggregates whose events are stored, with what their aggregate id is.
-const AGGREGATES: [(&str, &str); 4] = [
+const AGGREGATES: [(&str, &str); 5] = [
     ("Group", "the group's UUID"),
     (
         "Membership",
@@ -56,6 +57,10 @@ const AGGREGATES: [(&str, &str); 4] = [
     (
         "SweepRun",
         "the run's UUID (random, reserved for the asking subject's idempotency key)",
+    ),
+    (
+        "Subject",
+        "a UUIDv5 of the subject's name (a person or a service account; its tokens and role bindings)",
     ),
 ];
 
@@ -71,7 +76,40 @@ pub fn catalog() -> Vec<EventDoc> {
         dashboard_examples(),
     ));
     out.extend(event_docs::<SweepEvent>("SweepRun", sweep_examples()));
+    out.extend(event_docs::<AccessEvent>("Subject", access_examples()));
     out
+}
+
+fn access_examples() -> Vec<Value> {
+    let token_id = Uuid::from_u128(0x7d3c_9a10_4b2e_4f6a_8c1d_2e3f_4a5b_6c7d);
+    let binding = Binding::global("viewer");
+    let scoped = Binding {
+        role: "operator".into(),
+        scope: Some(Uuid::from_u128(0x0195_8a4e_7c10_7000_8000_0000_0000_0001)),
+    };
+    let events = [
+        AccessEvent::SubjectCreated {
+            subject: "feeder".into(),
+        },
+        AccessEvent::RoleGranted {
+            binding: scoped.clone(),
+        },
+        AccessEvent::RoleRevoked { binding: scoped },
+        AccessEvent::TokenCreated {
+            token_id,
+            prefix: "crl_5f1c09ab".into(),
+            bindings: vec![binding],
+            expires_at: chrono::DateTime::parse_from_rfc3339("2027-01-06T12:00:00Z")
+                .ok()
+                .map(|t| t.with_timezone(&chrono::Utc)),
+        },
+        AccessEvent::TokenRevoked {
+            token_id,
+            reason: Some("rotated".into()),
+        },
+        AccessEvent::TokenExpired { token_id },
+    ];
+    events.iter().map(to_json).collect()
 }
 
 /// One [`EventDoc`] per variant of `E`, from its JSON Schema (`oneOf` one object per variant,
@@ -531,7 +569,7 @@ mod tests {
     fn every_event_type_has_a_version_a_description_and_an_example() {
         let docs = catalog();
         let types: BTreeSet<_> = docs.iter().map(|d| d.event_type.as_str()).collect();
-        assert_eq!(types.len(), 29, "{types:?}");
+        assert_eq!(types.len(), 35, "{types:?}");
         for d in &docs {
             assert_ne!(d.version, "?", "{} has no current version", d.event_type);
             assert!(
@@ -565,6 +603,13 @@ mod tests {
                 "Dashboard" => {
                     let e: DashboardEvent =
                         serde_json::from_value(example).expect("dashboard event");
+                    assert_eq!(
+                        (e.event_type(), e.event_version()),
+                        (d.event_type, d.version.to_string())
+                    );
+                }
+                "Subject" => {
+                    let e: AccessEvent = serde_json::from_value(example).expect("access event");
                     assert_eq!(
                         (e.event_type(), e.event_version()),
                         (d.event_type, d.version.to_string())

@@ -4,6 +4,7 @@
 //! Nothing here does I/O. Whatever a command needs to know about other aggregates arrives
 //! through a services trait (for groups, [`group::GroupDirectory`]).
 
+pub mod access;
 pub mod catalog;
 pub mod codes;
 pub mod dashboard;

@@ -56,6 +56,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0007_sweep_idempotency.sql",
         sql: include_str!("../sql/0007_sweep_idempotency.sql"),
     },
+    Migration {
+        version: 8,
+        name: "0008_access.sql",
+        sql: include_str!("../sql/0008_access.sql"),
+    },
 ];
 
 /// Why migrating failed.

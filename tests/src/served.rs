@@ -156,10 +156,35 @@ impl Served {
         }
         pool.close().await;
         let namespace = format!("t{}", &Uuid::new_v4().simple().to_string()[..12]);
+        let url = db.url.clone();
+        Self::spawn(bin, &url, namespace, tokens, env, Some(db)).await
+    }
+
+    /// A second `corral serve` on this one's database and NATS namespace (several processes
+    /// of one deployment); stopping it leaves the database alone.
+    pub async fn another(&self, env: &[(&str, &str)]) -> Self {
+        let url = self.db.as_ref().expect("database").url.clone();
+        let tokens = vec![
+            self.admin.clone(),
+            self.operator.clone(),
+            self.viewer.clone(),
+            self.auditor.clone(),
+        ];
+        Self::spawn(&self.bin, &url, self.namespace.clone(), tokens, env, None).await
+    }
+
+    async fn spawn(
+        bin: &str,
+        url: &str,
+        namespace: String,
+        tokens: Vec<String>,
+        env: &[(&str, &str)],
+        db: Option<TestDb>,
+    ) -> Self {
         let mut command = Command::new(bin);
         command
             .arg("serve")
-            .env("DATABASE_URL", &db.url)
+            .env("DATABASE_URL", url)
             .env("NATS_URL", crate::nats::url())
             .env("CORRAL_NATS_NAMESPACE", &namespace)
             // Port 0: the server picks a free port and says which on stdout (no race with
@@ -196,7 +221,7 @@ impl Served {
             .recv_timeout(Duration::from_secs(90))
             .expect("corral serve said which port it serves on");
         let mut served = Self {
-            db: Some(db),
+            db,
             port,
             namespace,
             admin: tokens[0].clone(),

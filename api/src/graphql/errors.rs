@@ -103,6 +103,15 @@ impl Refusal for GroupError {
     }
 }
 
+impl Refusal for corral_domain::access::AccessError {
+    fn code(&self) -> Option<Code> {
+        Some(corral_domain::access::AccessError::code(self))
+    }
+    fn field(&self) -> Option<&'static str> {
+        corral_domain::access::AccessError::field(self)
+    }
+}
+
 impl Refusal for MembershipError {
     fn code(&self) -> Option<Code> {
         MembershipError::code(self)
@@ -120,6 +129,7 @@ pub fn from_command(err: CommandError) -> Result<UserError, async_graphql::Error
         CommandError::Membership(e) => from_exec(e),
         CommandError::Dashboard(e) => from_exec_any(e),
         CommandError::Sweep(e) => from_exec_any(e),
+        CommandError::Access(e) => from_exec(e),
     }
 }
 

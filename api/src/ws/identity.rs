@@ -10,7 +10,7 @@ use async_graphql::extensions::{
 use async_graphql::{Data, ServerResult};
 use uuid::Uuid;
 
-use crate::auth::{self, Actor};
+use crate::auth::{self, Actor, Credential};
 use crate::state::AppState;
 
 /// Who authenticated a websocket connection (its session data). Operations do not read it:
@@ -19,16 +19,17 @@ use crate::state::AppState;
 struct ConnectionIdentity {
     subject: String,
     role: String,
+    roles: Vec<String>,
     client_addr: Option<String>,
 }
 
-/// The connection's session data for a `connection_init` payload carrying a valid
-/// `{"Authorization": "Bearer <token>"}`.
+/// The connection's session data, and the credential it holds, for a `connection_init`
+/// payload carrying a valid `{"Authorization": "Bearer <token>"}`.
 pub(super) async fn authenticate(
     state: &AppState,
     payload: &serde_json::Value,
     client_addr: Option<String>,
-) -> async_graphql::Result<Data> {
+) -> async_graphql::Result<(Data, Credential)> {
     let token = payload
         .get("Authorization")
         .or_else(|| payload.get("authorization"))
@@ -40,15 +41,16 @@ pub(super) async fn authenticate(
         ));
     };
     match state.tokens.lookup(&state.pool, token).await {
-        Ok(Some((subject, role))) => {
+        Ok(Some(credential)) => {
             let mut data = Data::default();
             data.insert(ConnectionIdentity {
-                subject,
-                role,
+                subject: credential.subject.clone(),
+                role: credential.primary_role().to_string(),
+                roles: credential.roles.clone(),
                 client_addr,
             });
             data.insert(crate::graphql::subscriptions::SubscriptionSlots::default());
-            Ok(data)
+            Ok((data, credential))
         }
         Ok(None) => Err(async_graphql::Error::new(
             "unauthorized: invalid or revoked token",
@@ -86,6 +88,7 @@ impl Extension for OperationIdentity {
             Some(connection) if !has_actor => request.data(Actor {
                 subject: connection.subject.clone(),
                 role: connection.role.clone(),
+                roles: connection.roles.clone(),
                 client_addr: connection.client_addr.clone(),
                 request_id: Uuid::new_v4().to_string(),
             }),
@@ -124,6 +127,7 @@ mod tests {
         session.insert(ConnectionIdentity {
             subject: "vera".into(),
             role: "viewer".into(),
+            roles: vec!["viewer".into()],
             client_addr: Some("192.0.2.7".into()),
         });
         let session = Arc::new(session);
@@ -141,12 +145,7 @@ mod tests {
         }
         assert_ne!(seen[0], seen[1], "request ids differ");
         // A request that brings its own actor (HTTP) keeps it.
-        let own = Actor {
-            subject: "alice".into(),
-            role: "admin".into(),
-            client_addr: None,
-            request_id: "req-1".into(),
-        };
+        let own = Actor::with_role("alice", "admin", "req-1");
         let response = schema
             .execute_stream_with_session_data(
                 async_graphql::Request::new("{ who }").data(own),

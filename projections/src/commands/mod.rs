@@ -4,7 +4,7 @@
 //!   snapshots and a cache of recent aggregates ([`aggregate_cache`]);
 //! - the runners: [`groups`] and [`membership`] check their commands against the write-side
 //!   registries under advisory locks ([`locked`]), [`own_state`] runs aggregates decided on
-//!   their own state ([`dashboards`], [`sweeps`]);
+//!   their own state ([`dashboards`], [`sweeps`], [`access`]);
 //! - [`Commands`]: the one entry point callers use. It runs a command, then says everything
 //!   the caller needs (the committed version, what changed, the event's cursor and public
 //!   position) and waits, when asked, until the read models that the command's events feed
@@ -12,6 +12,7 @@
 //! - [`follow_ups`]: work a command's events call for that outlives a request (the purge of a
 //!   deleted group's memberships), done by a worker that resumes after a crash.
 
+pub mod access;
 mod aggregate_cache;
 pub mod dashboards;
 pub mod executor;
@@ -25,6 +26,7 @@ pub mod sweeps;
 use std::sync::Arc;
 use std::time::Duration;
 
+use corral_domain::access::{AccessCommand, Subject};
 use corral_domain::dashboard::{Dashboard, DashboardCommand};
 use corral_domain::group::{GroupCommand, GroupError};
 use corral_domain::membership::{MembershipCommand, MembershipError};
@@ -39,6 +41,7 @@ use crate::log::{parse_xid, Cursor};
 use crate::waiter::ConsistencyWaiter;
 use crate::wake::CommitSignal;
 
+pub use self::access::AccessCommands;
 pub use self::dashboards::DashboardCommands;
 pub use self::groups::GroupCommands;
 pub use self::membership::MembershipCommands;
@@ -84,6 +87,8 @@ pub enum Command {
     Dashboard(Uuid, DashboardCommand),
     /// A SweepRun command.
     Sweep(Uuid, SweepCommand),
+    /// A Subject (access) command.
+    Access(Uuid, AccessCommand),
 }
 
 /// Why a command did not commit: the aggregate's refusal, a version conflict, or the store.
@@ -101,6 +106,9 @@ pub enum CommandError {
     /// From a SweepRun command.
     #[error(transparent)]
     Sweep(ExecError<<SweepRun as Aggregate>::Error>),
+    /// From a Subject command.
+    #[error(transparent)]
+    Access(ExecError<<Subject as Aggregate>::Error>),
 }
 
 /// The runners of every aggregate, and what waiting needs.
@@ -109,6 +117,7 @@ pub struct Commands {
     memberships: Arc<MembershipCommands>,
     dashboards: Arc<DashboardCommands>,
     sweeps: Arc<SweepCommands>,
+    access: Arc<AccessCommands>,
     pool: PgPool,
     waiter: ConsistencyWaiter,
 }
@@ -134,7 +143,8 @@ impl Commands {
                 signal.clone(),
             )),
             dashboards: Arc::new(dashboards::dashboard_commands(pool.clone(), signal.clone())),
-            sweeps: Arc::new(sweeps::sweep_commands(pool.clone(), signal)),
+            sweeps: Arc::new(sweeps::sweep_commands(pool.clone(), signal.clone())),
+            access: Arc::new(access::access_commands(pool.clone(), signal)),
             pool,
             waiter,
         }
@@ -153,6 +163,11 @@ impl Commands {
     /// The Dashboard runner, which also loads dashboards.
     pub fn dashboards(&self) -> &Arc<DashboardCommands> {
         &self.dashboards
+    }
+
+    /// The Subject runner, which also loads subjects.
+    pub fn access(&self) -> &Arc<AccessCommands> {
+        &self.access
     }
 
     /// The SweepRun runner, which also loads runs.
@@ -201,6 +216,14 @@ impl Commands {
                     .await
                     .map_err(CommandError::Sweep)?;
                 ("SweepRun", id, c)
+            }
+            Command::Access(id, command) => {
+                let c = self
+                    .access
+                    .execute(id, command, metadata)
+                    .await
+                    .map_err(CommandError::Access)?;
+                ("Subject", id, c)
             }
         };
         Ok(self

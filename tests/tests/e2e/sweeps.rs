@@ -613,12 +613,7 @@ async fn a_cancelled_run_stops_and_keeps_its_partial_results() {
 
     // Progress streams over the subscription while it runs.
     let schema = app.state.schema.clone().unwrap();
-    let actor = corral_api::auth::Actor {
-        subject: "alice".into(),
-        role: "admin".into(),
-        client_addr: None,
-        request_id: "test".into(),
-    };
+    let actor = corral_api::auth::Actor::with_role("alice", "admin", "test");
     let request = corral_api::graphql::prepare(
         async_graphql::Request::new(format!(
             "subscription {{ sweepProgress(runId: \"{id}\") {{ status hostsDone hostsTotal }} }}"
@@ -966,12 +961,7 @@ async fn the_monitor_ends_overdue_runs_without_nats_and_progress_is_admin_only()
     // Only admins may follow a run's progress.
     let schema = app.state.schema.clone().unwrap();
     for role in ["viewer", "operator", "auditor"] {
-        let actor = corral_api::auth::Actor {
-            subject: "someone".into(),
-            role: role.into(),
-            client_addr: None,
-            request_id: "test".into(),
-        };
+        let actor = corral_api::auth::Actor::with_role("someone", role, "test");
         let request = corral_api::graphql::prepare(
             async_graphql::Request::new(format!(
                 "subscription {{ sweepProgress(runId: \"{id}\") {{ status }} }}"

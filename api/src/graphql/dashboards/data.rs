@@ -22,7 +22,7 @@ use crate::graphql::health::GroupHealth;
 use crate::graphql::loaders::Groups;
 use crate::graphql::members::MembershipMode;
 use crate::graphql::types::Group;
-use crate::policy::{allowed, object_of};
+use crate::policy::object_of;
 
 /// Whether a widget could be rendered.
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug, Default)]
@@ -70,7 +70,9 @@ fn state(state: WidgetDataState, message: impl Into<String>) -> WidgetData {
 /// makes before `Query.group`.
 fn may_read_groups(ctx: &Context<'_>) -> bool {
     match (ctx.data::<Arc<Enforcer>>(), ctx.data::<Actor>()) {
-        (Ok(enforcer), Ok(actor)) => allowed(enforcer, &actor.role, &object_of("Query", "group")),
+        (Ok(enforcer), Ok(actor)) => {
+            crate::policy::permits(enforcer, actor, &object_of("Query", "group"))
+        }
         _ => false,
     }
 }

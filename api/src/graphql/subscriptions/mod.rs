@@ -103,7 +103,7 @@ impl LogHead {
 fn authorize(ctx: &Context<'_>, field: &str) -> Result<()> {
     let object = crate::policy::object_of("Subscription", field);
     let allowed = match (ctx.data::<Arc<casbin::Enforcer>>(), ctx.data::<Actor>()) {
-        (Ok(enforcer), Ok(actor)) => crate::policy::allowed(enforcer, &actor.role, &object),
+        (Ok(enforcer), Ok(actor)) => crate::policy::permits(enforcer, actor, &object),
         _ => false,
     };
     if allowed {

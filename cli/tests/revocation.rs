@@ -1,0 +1,174 @@
+//! A revoked token stops working within a second on every `corral serve` of a deployment:
+//! HTTP requests, and open websockets (closed with a reason), subscriptions included.
+
+use std::time::{Duration, Instant};
+
+use corral_tests::served::Served;
+use futures::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn websocket(port: u16, token: &str) -> Ws {
+    let mut request = format!("ws://127.0.0.1:{port}/graphql/ws")
+        .into_client_request()
+        .expect("request");
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        "graphql-transport-ws".parse().expect("header"),
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("connect");
+    let init = json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {token}") } });
+    ws.send(Message::Text(init.to_string().into()))
+        .await
+        .expect("send");
+    let ack = next(&mut ws).await;
+    assert_eq!(ack["type"], "connection_ack", "{ack}");
+    ws
+}
+
+/// The next message: JSON text, or `{"closed": code, "reason": ..}`.
+async fn next(ws: &mut Ws) -> Value {
+    match tokio::time::timeout(Duration::from_secs(20), ws.next()).await {
+        Ok(Some(Ok(Message::Text(text)))) => serde_json::from_str(&text).expect("json"),
+        Ok(Some(Ok(Message::Close(frame)))) => json!({
+            "closed": frame.as_ref().map(|f| u16::from(f.code)),
+            "reason": frame.map(|f| f.reason.to_string()),
+        }),
+        Ok(None) => json!({ "closed": null }),
+        other => json!({ "other": format!("{other:?}") }),
+    }
+}
+
+async fn subscribe(ws: &mut Ws, id: &str, query: &str) {
+    let message = json!({ "id": id, "type": "subscribe", "payload": { "query": query } });
+    ws.send(Message::Text(message.to_string().into()))
+        .await
+        .expect("send");
+}
+
+fn create_token(served: &Served, subject: &str, role: &str) -> String {
+    let (ok, stdout, stderr) =
+        served.corral(&["token", "create", "--subject", subject, "--role", role]);
+    assert!(ok, "{stderr}");
+    stdout.lines().last().expect("a line").to_string()
+}
+
+#[tokio::test]
+async fn a_token_revoked_on_one_process_stops_working_on_another_within_a_second() {
+    let bin = env!("CARGO_BIN_EXE_corral");
+    let first = Served::start(bin, &[]).await;
+    let second = first.another(&[]).await;
+    let eve = create_token(&first, "eve", "admin");
+
+    // On the second process: an HTTP request (its token now cached), a websocket that
+    // answers queries, and one following the `events` subscription.
+    let who = second
+        .data(&eve, "{ root(type: DEVICE) { name } }", json!({}))
+        .await;
+    assert_eq!(who["root"]["name"], "Inventory");
+    let mut ws = websocket(second.port, &eve).await;
+    subscribe(&mut ws, "1", "{ root(type: DEVICE) { name } }").await;
+    assert_eq!(next(&mut ws).await["type"], "next");
+    assert_eq!(next(&mut ws).await["type"], "complete");
+    let mut feed = websocket(second.port, &eve).await;
+    subscribe(
+        &mut feed,
+        "e",
+        "subscription { events { position eventType } }",
+    )
+    .await;
+
+    // Revoked through the first process's database, as an operator would.
+    let (ok, stdout, stderr) = first.corral(&["token", "revoke", &eve[..12], "--reason", "left"]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.starts_with("revoked token"), "{stdout}");
+    let revoked = Instant::now();
+
+    // Both sockets are closed with the reason, well within a second.
+    for socket in [&mut ws, &mut feed] {
+        let closed = loop {
+            let m = next(socket).await;
+            if m.get("closed").is_some() || m.get("other").is_some() {
+                break m;
+            }
+            // The events feed may deliver the revocation itself first.
+        };
+        assert_eq!(closed["closed"], 4401, "{closed}");
+        assert!(
+            closed["reason"].as_str().unwrap_or("").contains("revoked"),
+            "{closed}"
+        );
+    }
+    let closed_after = revoked.elapsed();
+    assert!(
+        closed_after < Duration::from_secs(1),
+        "the sockets closed {closed_after:?} after the revocation"
+    );
+
+    // HTTP on the second process refuses the token within a second too.
+    let refused_after = loop {
+        let response = second
+            .post_graphql(&eve, "{ root(type: DEVICE) { name } }", json!({}))
+            .await;
+        if response.status == 401 {
+            break revoked.elapsed();
+        }
+        assert!(
+            revoked.elapsed() < Duration::from_secs(5),
+            "still {} after 5 s",
+            response.status
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(
+        refused_after < Duration::from_secs(1),
+        "HTTP refused the token only {refused_after:?} after the revocation"
+    );
+    // A new websocket cannot authenticate with it.
+    let mut request = format!("ws://127.0.0.1:{}/graphql/ws", second.port)
+        .into_client_request()
+        .expect("request");
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        "graphql-transport-ws".parse().expect("header"),
+    );
+    let (mut again, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("connect");
+    let init = json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {eve}") } });
+    again
+        .send(Message::Text(init.to_string().into()))
+        .await
+        .expect("send");
+    let answer = next(&mut again).await;
+    assert_ne!(answer["type"], "connection_ack", "{answer}");
+
+    // The other tokens are untouched, and the revocation is in the log for auditors.
+    let started = Instant::now();
+    let edges = loop {
+        let log = second
+            .data(
+                &second.auditor,
+                "{ auditLog(filter: { eventTypes: [\"TokenRevoked\"] }) { edges { node { aggregateType eventType payload } } } }",
+                json!({}),
+            )
+            .await;
+        let edges = log["auditLog"]["edges"].as_array().expect("edges").clone();
+        if !edges.is_empty() || started.elapsed() > Duration::from_secs(15) {
+            break edges;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(edges.len(), 1, "{edges:?}");
+    assert_eq!(edges[0]["node"]["aggregateType"], "Subject");
+    assert!(!edges[0]["node"]["payload"].to_string().contains(&eve[12..]));
+
+    second.stop().await;
+    first.stop().await;
+}

@@ -19,7 +19,7 @@ use corral_projections::capabilities::LIVE_SCHEMA as CAPABILITIES;
 use corral_projections::commands::executor::ExecError;
 use corral_projections::commands::groups::GroupCommands;
 use corral_projections::group_tree::LIVE_SCHEMA as TREE;
-use corral_projections::leader::{Leader, Leadership};
+use corral_projections::leader::{Leadership, Leading};
 use corral_projections::locks::Lock;
 use corral_projections::membership::LIVE_SCHEMA as MEMBERSHIP;
 use corral_projections::StoreError;
@@ -256,33 +256,20 @@ pub async fn run(
     config: CapabilityConfig,
     mut stop: watch::Receiver<bool>,
 ) {
+    // Leadership ends with the lock's session: `next` checks it before every pass.
+    let interval_secs = config.interval.as_secs();
     let leadership = Leadership::Worker(Lock::Capabilities);
-    loop {
-        let Some(mut leader) =
-            Leader::wait_for(&pool, &leadership, crate::LEADER_RETRY, &mut stop).await
-        else {
+    let mut leading = Leading::new(pool.clone(), leadership, crate::LEADER_RETRY)
+        .on_taken(move || {
+            tracing::info!(interval_secs, "this process runs the capabilities worker")
+        })
+        .on_lost(|| tracing::warn!("capabilities worker lost its lock; waiting to take it again"));
+    while leading.next(&mut stop).await.is_some() {
+        // A failure is logged by run_once (once); the next pass retries.
+        let _ = run_once(&pool, &commands, &config).await;
+        if sleep_or_stop(config.interval, &mut stop).await {
             return;
-        };
-        tracing::info!(
-            interval_secs = config.interval.as_secs(),
-            "this process runs the capabilities worker"
-        );
-        loop {
-            if *stop.borrow() {
-                return;
-            }
-            // Leadership ends with the lock's session: check it before every pass.
-            if !leader.check().await {
-                tracing::warn!("capabilities worker lost its lock; waiting to take it again");
-                break;
-            }
-            // A failure is logged by run_once (once); the next pass retries.
-            let _ = run_once(&pool, &commands, &config).await;
-            if sleep_or_stop(config.interval, &mut stop).await {
-                return;
-            }
         }
-        leader.resign().await;
     }
 }
 

@@ -7,7 +7,7 @@ use chrono::Utc;
 use corral_projections::health::refresh::refresh_pending;
 use corral_projections::health::retention::run_retention;
 use corral_projections::health::HealthConfig;
-use corral_projections::leader::{Leader, Leadership};
+use corral_projections::leader::{Leadership, Leading};
 use corral_projections::locks::Lock;
 
 use crate::LEADER_RETRY;
@@ -33,38 +33,27 @@ pub async fn run_refresh(
     mut stop: watch::Receiver<bool>,
 ) {
     let leadership = Leadership::Worker(Lock::HealthRefresh);
-    loop {
-        let Some(mut leader) = Leader::wait_for(&pool, &leadership, LEADER_RETRY, &mut stop).await
-        else {
-            return;
-        };
-        loop {
-            if *stop.borrow() {
-                return;
+    let mut leading = Leading::new(pool.clone(), leadership, LEADER_RETRY);
+    while leading.next(&mut stop).await.is_some() {
+        let started = std::time::Instant::now();
+        match refresh_pending(&pool, &config).await {
+            Ok(s) if s.queued > 0 => {
+                tracing::info!(
+                    health.queued = s.queued,
+                    health.groups = s.groups,
+                    health.recomputed = s.recomputed,
+                    health.added = s.added,
+                    health.gone = s.gone,
+                    duration_ms = started.elapsed().as_millis() as u64,
+                    "rollups refreshed"
+                );
+                // More may be queued: look again at once.
+                continue;
             }
-            if !leader.check().await {
-                break;
-            }
-            let started = std::time::Instant::now();
-            match refresh_pending(&pool, &config).await {
-                Ok(s) if s.queued > 0 => {
-                    tracing::info!(
-                        health.queued = s.queued,
-                        health.groups = s.groups,
-                        health.recomputed = s.recomputed,
-                        health.added = s.added,
-                        health.gone = s.gone,
-                        duration_ms = started.elapsed().as_millis() as u64,
-                        "rollups refreshed"
-                    );
-                    // More may be queued: look again at once.
-                    continue;
-                }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "rollup refresh failed; retrying"),
-            }
-            sleep_or_stop(poll, &mut stop).await;
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "rollup refresh failed; retrying"),
         }
+        sleep_or_stop(poll, &mut stop).await;
     }
 }
 

@@ -24,7 +24,7 @@ use chrono::{DateTime, Utc};
 use corral_domain::metadata::{EventMetadata, Source};
 use corral_domain::sweep::{SweepCommand, SweepStatus};
 use corral_projections::commands::executor::ExecError;
-use corral_projections::leader::{Leader, Leadership};
+use corral_projections::leader::{Leadership, Leading};
 use corral_projections::locks::Lock;
 use corral_projections::sweeps::read::{self, SweepRunView};
 use corral_projections::sweeps::results::{self, NewResult};
@@ -260,32 +260,22 @@ async fn locked<F, Fut>(
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = Result<(), BoxError>>,
 {
-    let leadership = Leadership::Worker(lock);
-    loop {
-        let Some(mut leader) =
-            Leader::wait_for(&pool, &leadership, crate::LEADER_RETRY, &mut stop).await
-        else {
-            return;
-        };
-        tracing::info!("sweeps: this process {what}");
-        loop {
-            // Leadership ends with the lock's session: check it before every pass.
-            if !leader.check().await {
-                tracing::warn!("sweeps: lost the lock ({what}); waiting to take it again");
-                break;
-            }
-            if let Err(e) = pass().await {
-                tracing::warn!(error = %e, "sweeps: a pass failed ({what}); trying again");
-            }
-            tokio::select! {
-                _ = stopped(&mut stop) => {
-                    leader.resign().await;
-                    return;
-                }
-                _ = tokio::time::sleep(every) => {}
-            }
+    // Leadership ends with the lock's session: `next` checks it before every pass.
+    let mut leading = Leading::new(pool, Leadership::Worker(lock), crate::LEADER_RETRY)
+        .on_taken(move || tracing::info!("sweeps: this process {what}"))
+        .on_lost(move || {
+            tracing::warn!("sweeps: lost the lock ({what}); waiting to take it again")
+        });
+    while leading.next(&mut stop).await.is_some() {
+        if let Err(e) = pass().await {
+            tracing::warn!(error = %e, "sweeps: a pass failed ({what}); trying again");
+        }
+        tokio::select! {
+            _ = stopped(&mut stop) => break,
+            _ = tokio::time::sleep(every) => {}
         }
     }
+    leading.resign().await;
 }
 
 /// The heartbeat of `poller`, if it is fresh.

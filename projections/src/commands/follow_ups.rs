@@ -21,7 +21,7 @@ use tokio::sync::{watch, Notify};
 use uuid::Uuid;
 
 use super::membership::MembershipCommands;
-use crate::leader::{Leader, Leadership};
+use crate::leader::{Leadership, Leading};
 use crate::locks::Lock;
 use crate::log::{CatchUpReader, Cursor, EventRecord};
 use crate::runner::{claim_checkpoint, ensure_checkpoint, save_checkpoint};
@@ -137,29 +137,17 @@ pub async fn run_membership_purge(
     mut stop: watch::Receiver<bool>,
 ) {
     let leadership = Leadership::Worker(Lock::MembershipPurge);
-    loop {
-        let Some(mut leader) =
-            Leader::wait_for(&pool, &leadership, Duration::from_secs(2), &mut stop).await
-        else {
-            return;
-        };
-        loop {
-            if *stop.borrow() {
-                return;
-            }
-            if !leader.check().await {
-                break;
-            }
-            match purge_step(&pool, &members).await {
-                Ok(true) => continue,
-                Ok(false) => {}
-                Err(e) => tracing::warn!(error = %e, "membership purge failed; retrying"),
-            }
-            tokio::select! {
-                _ = wake.notified() => {}
-                _ = tokio::time::sleep(poll) => {}
-                _ = stop.changed() => return,
-            }
+    let mut leading = Leading::new(pool.clone(), leadership, Duration::from_secs(2));
+    while leading.next(&mut stop).await.is_some() {
+        match purge_step(&pool, &members).await {
+            Ok(true) => continue,
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "membership purge failed; retrying"),
+        }
+        tokio::select! {
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(poll) => {}
+            _ = stop.changed() => return,
         }
     }
 }

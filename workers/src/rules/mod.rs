@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use corral_domain::group::GroupType;
 use corral_domain::membership::MembershipError;
 use corral_projections::commands::executor::ExecError;
-use corral_projections::leader::{Leader, Leadership};
+use corral_projections::leader::{Leadership, Leading};
 use corral_projections::locks::Lock;
 use corral_projections::membership::MembershipCommands;
 use corral_projections::StoreError;
@@ -172,30 +172,18 @@ pub async fn run(
 ) {
     let poll = config.poll;
     let mut worker = RuleWorker::new(pool.clone(), commands, config);
+    // Leadership ends with the lock's session: `next` checks it before every step, so that
+    // a process whose session was ended never evaluates beside the new leader.
     let leadership = Leadership::Worker(Lock::RuleEvaluator);
-    loop {
-        let Some(mut leader) =
-            Leader::wait_for(&pool, &leadership, crate::LEADER_RETRY, &mut stop).await
-        else {
-            return;
-        };
-        loop {
-            if *stop.borrow() {
-                return;
-            }
-            // Leadership ends with the lock's session: check it before every step, so that a
-            // process whose session was ended never evaluates beside the new leader.
-            if !leader.check().await {
-                tracing::warn!("rule evaluator lost its lock; waiting to take it again");
-                break;
-            }
-            match worker.step().await {
-                Ok(true) => tokio::task::yield_now().await,
-                Ok(false) => sleep_or_stop(poll, &mut stop).await,
-                Err(e) => {
-                    tracing::warn!(error = %e, "rule evaluation step failed; retrying");
-                    sleep_or_stop(Duration::from_secs(1), &mut stop).await;
-                }
+    let mut leading = Leading::new(pool, leadership, crate::LEADER_RETRY)
+        .on_lost(|| tracing::warn!("rule evaluator lost its lock; waiting to take it again"));
+    while leading.next(&mut stop).await.is_some() {
+        match worker.step().await {
+            Ok(true) => tokio::task::yield_now().await,
+            Ok(false) => sleep_or_stop(poll, &mut stop).await,
+            Err(e) => {
+                tracing::warn!(error = %e, "rule evaluation step failed; retrying");
+                sleep_or_stop(Duration::from_secs(1), &mut stop).await;
             }
         }
     }

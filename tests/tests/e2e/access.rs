@@ -342,3 +342,140 @@ async fn only_admins_manage_tokens_and_every_role_knows_who_it_is() {
     assert_eq!(status(&app, &app.admin).await, StatusCode::OK);
     app.shutdown().await;
 }
+
+/// Issues a token of `subject` (viewer) expiring at `expires_at`, as the command line does.
+async fn issue_expiring(
+    pool: &sqlx::PgPool,
+    commands: &corral_projections::commands::AccessCommands,
+    subject: &str,
+    expires_at: Option<chrono::DateTime<Utc>>,
+) -> corral_api::auth::IssuedToken {
+    let request = corral_api::auth::NewToken {
+        subject: subject.to_string(),
+        bindings: vec![corral_domain::access::Binding::global("viewer")],
+        expires_at,
+    };
+    let metadata = corral_domain::metadata::EventMetadata::system(
+        corral_domain::metadata::Source::Cli,
+        "test",
+    );
+    corral_api::auth::issue(commands, pool, request, &metadata)
+        .await
+        .expect("issued")
+}
+
+/// The metadata of the `TokenExpired` events of `token`.
+async fn expiries(pool: &sqlx::PgPool, token: uuid::Uuid) -> Vec<Value> {
+    sqlx::query_scalar(
+        "SELECT metadata FROM events
+          WHERE aggregate_type = 'Subject' AND event_type = 'TokenExpired'
+            AND payload -> 'TokenExpired' ->> 'token_id' = $1",
+    )
+    .bind(token.to_string())
+    .fetch_all(pool)
+    .await
+    .expect("events")
+}
+
+#[tokio::test]
+async fn one_pass_of_the_expiry_worker_records_what_is_due_and_only_that() {
+    use corral_workers::token_expiry::{expire_due, ExpiryPass};
+    let db = corral_tests::TestDb::new().await;
+    let pool = db.pool(4).await;
+    let commands = corral_projections::commands::access::access_commands(
+        pool.clone(),
+        corral_projections::wake::CommitSignal::new(vec![]),
+    );
+    let now = Utc::now();
+    let hour = chrono::Duration::hours(1);
+    let due = issue_expiring(&pool, &commands, "svc", Some(now + hour)).await;
+    let later = issue_expiring(&pool, &commands, "svc", Some(now + hour * 5)).await;
+    let never = issue_expiring(&pool, &commands, "svc", None).await;
+    let revoked = issue_expiring(&pool, &commands, "other", Some(now + hour)).await;
+    let metadata = corral_domain::metadata::EventMetadata::system(
+        corral_domain::metadata::Source::Cli,
+        "test",
+    );
+    corral_api::auth::revoke(
+        &commands,
+        &pool,
+        &revoked.token_id.to_string(),
+        None,
+        &metadata,
+    )
+    .await
+    .expect("revoked");
+
+    let nothing = expire_due(&pool, &commands, now).await.expect("pass");
+    assert_eq!(nothing, ExpiryPass::default(), "nothing is due yet");
+    let pass = expire_due(&pool, &commands, now + hour * 2)
+        .await
+        .expect("pass");
+    assert_eq!(
+        pass,
+        ExpiryPass {
+            due: 1,
+            expired: 1,
+            failed: 0
+        },
+        "only the live token past its expiry"
+    );
+    let recorded = expiries(&pool, due.token_id).await;
+    assert_eq!(recorded.len(), 1);
+    assert_eq!(recorded[0]["source"], "worker");
+    assert_eq!(recorded[0]["actor_subject"], "corral");
+    for other in [&later, &never, &revoked] {
+        assert!(expiries(&pool, other.token_id).await.is_empty());
+    }
+    let expired_at: Option<chrono::DateTime<Utc>> =
+        sqlx::query_scalar("SELECT expired_at FROM access_tokens WHERE token_id = $1")
+            .bind(due.token_id)
+            .fetch_one(&pool)
+            .await
+            .expect("registry");
+    assert!(expired_at.is_some(), "the registry has it");
+    // Recorded once: the next pass finds nothing.
+    let again = expire_due(&pool, &commands, now + hour * 2)
+        .await
+        .expect("pass");
+    assert_eq!(again, ExpiryPass::default());
+    pool.close().await;
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn the_running_worker_records_an_expiry_and_the_token_lists_as_expired() {
+    let app = TestApp::spawn().await;
+    let commands = app.state.commands.access().clone();
+    let expires_at = Utc::now() + chrono::Duration::milliseconds(1500);
+    let token = issue_expiring(&app.pool, &commands, "short-lived", Some(expires_at)).await;
+    assert_eq!(status(&app, &token.secret).await, StatusCode::OK);
+    // The app records expiries every second (CORRAL_TOKEN_EXPIRY_SECS in production).
+    let started = Instant::now();
+    let recorded = loop {
+        let found = expiries(&app.pool, token.token_id).await;
+        if !found.is_empty() {
+            break found;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "no TokenExpired within 15 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(Utc::now() >= expires_at, "not before the expiry");
+    assert_eq!(recorded.len(), 1);
+    assert_eq!(recorded[0]["source"], "worker");
+    assert_eq!(status(&app, &token.secret).await, StatusCode::UNAUTHORIZED);
+    let listed = app
+        .data(
+            &app.admin,
+            TOKENS,
+            json!({ "subject": "short-lived", "all": true }),
+        )
+        .await["tokens"]
+        .clone();
+    assert_eq!(listed[0]["status"], "EXPIRED", "{listed}");
+    assert!(listed[0]["revokedAt"].is_null());
+    app.shutdown().await;
+}

@@ -11,6 +11,10 @@ use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
+/// Each test runs one or two `corral serve`s, each with pools of its own: run one test at a
+/// time so that the database server's connections suffice.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
@@ -63,6 +67,7 @@ fn create_token(served: &Served, subject: &str, role: &str) -> String {
 
 #[tokio::test]
 async fn a_token_revoked_on_one_process_stops_working_on_another_within_a_second() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let bin = env!("CARGO_BIN_EXE_corral");
     let first = Served::start(bin, &[]).await;
     let second = first.another(&[]).await;
@@ -177,6 +182,7 @@ async fn a_token_revoked_on_one_process_stops_working_on_another_within_a_second
 
 #[tokio::test]
 async fn a_token_created_and_revoked_over_graphql_stops_working_on_another_process() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let bin = env!("CARGO_BIN_EXE_corral");
     let first = Served::start(bin, &[]).await;
     let second = first.another(&[]).await;
@@ -202,6 +208,15 @@ async fn a_token_created_and_revoked_over_graphql_stops_working_on_another_proce
         json!({ "subject": "ci-bot", "roles": ["viewer"] })
     );
     let mut ws = websocket(second.port, &secret).await;
+    // Over the websocket too, `me` is the connection's token.
+    subscribe(&mut ws, "me", "{ me { subject tokenId expiresAt } }").await;
+    let answer = next(&mut ws).await;
+    assert_eq!(answer["type"], "next", "{answer}");
+    assert_eq!(
+        answer["payload"]["data"]["me"],
+        json!({ "subject": "ci-bot", "tokenId": created["token"]["id"], "expiresAt": null })
+    );
+    assert_eq!(next(&mut ws).await["type"], "complete");
 
     let revoked = first
         .data(
@@ -236,6 +251,7 @@ async fn a_token_created_and_revoked_over_graphql_stops_working_on_another_proce
 
 #[tokio::test]
 async fn serve_records_an_expiry_after_the_token_stopped_working() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let bin = env!("CARGO_BIN_EXE_corral");
     let served = Served::start(bin, &[("CORRAL_TOKEN_EXPIRY_SECS", "1")]).await;
     let pool = served.db.as_ref().expect("database").pool(2).await;

@@ -37,6 +37,10 @@ pub struct Actor {
     pub client_addr: Option<String>,
     /// Request id, used as correlation id.
     pub request_id: String,
+    /// The token it authenticated with (`None` only for actors made inside the server).
+    pub token_id: Option<Uuid>,
+    /// When that token expires (`None`: never).
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 impl Actor {
@@ -48,6 +52,8 @@ impl Actor {
             roles: vec![role.to_string()],
             client_addr: None,
             request_id: request_id.to_string(),
+            token_id: None,
+            expires_at: None,
         }
     }
 
@@ -63,6 +69,8 @@ impl Actor {
             roles: c.roles.clone(),
             client_addr,
             request_id,
+            token_id: Some(c.token_id),
+            expires_at: c.expires_at,
         }
     }
 }
@@ -153,6 +161,67 @@ pub struct IssuedToken {
     pub prefix: String,
 }
 
+/// A token's secret, generated and its hash stored, waiting for its `TokenCreated`: inert
+/// until that event commits, and to be [`discard`](PendingToken::discard)ed if the command
+/// is refused.
+#[derive(Debug)]
+pub struct PendingToken {
+    issued: IssuedToken,
+}
+
+impl PendingToken {
+    /// Generates a secret and stores its hash (the secret itself is kept nowhere).
+    pub async fn store(pool: &PgPool) -> Result<Self, sqlx::Error> {
+        let mut secret = [0u8; 32];
+        rand::thread_rng().fill_bytes(&mut secret);
+        let secret = format!("crl_{}", hex::encode(secret));
+        let prefix = secret[..PREFIX_CHARS].to_string();
+        let token_id = Uuid::new_v4();
+        sqlx::query("INSERT INTO access_token_secrets (token_id, token_hash) VALUES ($1, $2)")
+            .bind(token_id)
+            .bind(hash(&secret))
+            .execute(pool)
+            .await?;
+        Ok(Self {
+            issued: IssuedToken {
+                secret,
+                token_id,
+                prefix,
+            },
+        })
+    }
+
+    /// The subject's aggregate id and the command that creates the token for `request`.
+    pub fn command(&self, request: NewToken) -> (Uuid, AccessCommand) {
+        let id = subject_id(&request.subject);
+        let command = AccessCommand::CreateToken {
+            subject: request.subject,
+            token_id: self.issued.token_id,
+            prefix: self.issued.prefix.clone(),
+            bindings: request.bindings,
+            expires_at: request.expires_at,
+            now: Utc::now(),
+        };
+        (id, command)
+    }
+
+    /// The token, once its command committed.
+    pub fn issued(self) -> IssuedToken {
+        self.issued
+    }
+
+    /// Removes the secret's hash (the command was refused or failed).
+    pub async fn discard(self, pool: &PgPool) {
+        if let Err(e) = sqlx::query("DELETE FROM access_token_secrets WHERE token_id = $1")
+            .bind(self.issued.token_id)
+            .execute(pool)
+            .await
+        {
+            tracing::warn!(token = %self.issued.token_id, error = %e, "could not remove a refused token's secret");
+        }
+    }
+}
+
 /// Issues a token through the Subject aggregate, with `metadata` naming who asked.
 pub async fn issue(
     commands: &AccessCommands,
@@ -160,41 +229,15 @@ pub async fn issue(
     request: NewToken,
     metadata: &EventMetadata,
 ) -> Result<IssuedToken, TokenError> {
-    let mut secret = [0u8; 32];
-    rand::thread_rng().fill_bytes(&mut secret);
-    let secret = format!("crl_{}", hex::encode(secret));
-    let prefix = secret[..PREFIX_CHARS].to_string();
-    let token_id = Uuid::new_v4();
     // The secret's row first: it is inert until TokenCreated commits, and removed if the
     // command is refused.
-    sqlx::query("INSERT INTO access_token_secrets (token_id, token_hash) VALUES ($1, $2)")
-        .bind(token_id)
-        .bind(hash(&secret))
-        .execute(pool)
-        .await?;
-    let command = AccessCommand::CreateToken {
-        subject: request.subject.clone(),
-        token_id,
-        prefix: prefix.clone(),
-        bindings: request.bindings,
-        expires_at: request.expires_at,
-        now: Utc::now(),
-    };
-    if let Err(e) = commands
-        .execute(subject_id(&request.subject), command, metadata)
-        .await
-    {
-        let _ = sqlx::query("DELETE FROM access_token_secrets WHERE token_id = $1")
-            .bind(token_id)
-            .execute(pool)
-            .await;
+    let pending = PendingToken::store(pool).await?;
+    let (subject, command) = pending.command(request);
+    if let Err(e) = commands.execute(subject, command, metadata).await {
+        pending.discard(pool).await;
         return Err(e.into());
     }
-    Ok(IssuedToken {
-        secret,
-        token_id,
-        prefix,
-    })
+    Ok(pending.issued())
 }
 
 /// Creates a token of subject `subject` with the global role `role` and no expiry, as the
@@ -564,6 +607,30 @@ impl TokenInfo {
 /// Most tokens one listing returns.
 pub const MAX_LIST: i64 = 1_000;
 
+/// What [`list_tokens`] and [`token_info`] select (never a secret or its hash).
+const TOKEN_INFO_SQL: &str = "
+SELECT t.token_id, t.prefix, s.subject, t.created_at, t.expires_at, t.revoked_at,
+       t.expired_at, u.last_used_at,
+       ARRAY(SELECT b.role || coalesce('@' || b.scope, '')
+               FROM jsonb_to_recordset(t.bindings) AS b(role text, scope uuid)) AS bindings
+  FROM access_tokens t
+  JOIN access_subjects s ON s.subject_id = t.subject_id
+  LEFT JOIN access_token_usage u ON u.token_id = t.token_id";
+
+fn token_info_of(r: &sqlx::postgres::PgRow) -> Result<TokenInfo, sqlx::Error> {
+    Ok(TokenInfo {
+        token_id: r.try_get("token_id")?,
+        prefix: r.try_get("prefix")?,
+        subject: r.try_get("subject")?,
+        bindings: r.try_get("bindings")?,
+        created_at: r.try_get("created_at")?,
+        expires_at: r.try_get("expires_at")?,
+        revoked_at: r.try_get("revoked_at")?,
+        expired_at: r.try_get("expired_at")?,
+        last_used_at: r.try_get("last_used_at")?,
+    })
+}
+
 /// Tokens, newest first: of `subject` only when given, revoked and expired ones only when
 /// `all`; at most `limit` (capped at [`MAX_LIST`]).
 pub async fn list_tokens(
@@ -572,40 +639,31 @@ pub async fn list_tokens(
     all: bool,
     limit: i64,
 ) -> Result<Vec<TokenInfo>, sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT t.token_id, t.prefix, s.subject, t.created_at, t.expires_at, t.revoked_at,
-                t.expired_at, u.last_used_at,
-                ARRAY(SELECT b.role || coalesce('@' || b.scope, '')
-                        FROM jsonb_to_recordset(t.bindings) AS b(role text, scope uuid)) AS bindings
-           FROM access_tokens t
-           JOIN access_subjects s ON s.subject_id = t.subject_id
-           LEFT JOIN access_token_usage u ON u.token_id = t.token_id
+    let sql = format!(
+        "{TOKEN_INFO_SQL}
           WHERE ($1::text IS NULL OR s.subject = $1)
             AND ($2 OR (t.revoked_at IS NULL AND t.expired_at IS NULL
                         AND (t.expires_at IS NULL OR t.expires_at > now())))
           ORDER BY t.created_at DESC, t.token_id
-          LIMIT $3",
-    )
-    .bind(subject)
-    .bind(all)
-    .bind(limit.clamp(1, MAX_LIST))
-    .fetch_all(pool)
-    .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(TokenInfo {
-                token_id: r.try_get("token_id")?,
-                prefix: r.try_get("prefix")?,
-                subject: r.try_get("subject")?,
-                bindings: r.try_get("bindings")?,
-                created_at: r.try_get("created_at")?,
-                expires_at: r.try_get("expires_at")?,
-                revoked_at: r.try_get("revoked_at")?,
-                expired_at: r.try_get("expired_at")?,
-                last_used_at: r.try_get("last_used_at")?,
-            })
-        })
-        .collect()
+          LIMIT $3"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(subject.map(str::trim))
+        .bind(all)
+        .bind(limit.clamp(1, MAX_LIST))
+        .fetch_all(pool)
+        .await?;
+    rows.iter().map(token_info_of).collect()
+}
+
+/// Token `token_id`, whatever its status.
+pub async fn token_info(pool: &PgPool, token_id: Uuid) -> Result<Option<TokenInfo>, sqlx::Error> {
+    let sql = format!("{TOKEN_INFO_SQL} WHERE t.token_id = $1");
+    let row = sqlx::query(&sql)
+        .bind(token_id)
+        .fetch_optional(pool)
+        .await?;
+    row.as_ref().map(token_info_of).transpose()
 }
 
 /// Parses a lifetime such as `30d`, `12h`, `90m` or `3600s` (at least a minute, at most ten

@@ -37,11 +37,22 @@ const SWEEP_FIELDS: [(&str, &str); 6] = [
     ("Subscription", "sweepProgress"),
 ];
 
+/// Fields that list, issue and revoke tokens: a permission of their own (`Access.<field>`),
+/// out of viewers' `Query.*`. (`Query.me`, the caller's own identity, is not one of them.)
+const ACCESS_FIELDS: [(&str, &str); 3] = [
+    ("Query", "tokens"),
+    ("Mutation", "createToken"),
+    ("Mutation", "revokeToken"),
+];
+
 /// The policy object of field `name` of type `parent`: `Audit.<name>` for the audit fields,
-/// `Sweep.<name>` for the sweep fields, `<parent>.<name>` otherwise.
+/// `Sweep.<name>` for the sweep fields, `Access.<name>` for the token fields,
+/// `<parent>.<name>` otherwise.
 pub fn object_of(parent: &str, name: &str) -> String {
     if AUDIT_FIELDS.contains(&(parent, name)) {
         format!("Audit.{name}")
+    } else if ACCESS_FIELDS.contains(&(parent, name)) {
+        format!("Access.{name}")
     } else if SWEEP_FIELDS.contains(&(parent, name)) {
         format!("Sweep.{name}")
     } else {
@@ -166,5 +177,26 @@ mod tests {
             "and write nothing"
         );
         assert_eq!(object_of("Query", "group"), "Query.group");
+    }
+
+    #[tokio::test]
+    async fn only_admins_manage_tokens_and_everyone_asks_who_they_are() {
+        let e = enforcer().await.expect("enforcer");
+        for field in [
+            ("Query", "tokens"),
+            ("Mutation", "createToken"),
+            ("Mutation", "revokeToken"),
+        ] {
+            let object = object_of(field.0, field.1);
+            assert!(object.starts_with("Access."), "{object}");
+            assert!(allowed(&e, "admin", &object), "{object}");
+            for role in ["operator", "viewer", "auditor"] {
+                assert!(!allowed(&e, role, &object), "{role} {object}");
+            }
+        }
+        let me = object_of("Query", "me");
+        for role in ROLES {
+            assert!(allowed(&e, role, &me), "{role} {me}");
+        }
     }
 }

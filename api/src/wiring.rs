@@ -1,10 +1,10 @@
 //! What runs beside the API in `corral serve` and alone in `corral work`, started in one place
 //! so that every process (and the end-to-end tests, which run the binary) gets the same set:
 //! the projectors and the LISTEN connection, the rollup refresh and telemetry retention, the
-//! rule evaluator, the capabilities worker, the sweep monitor and results retention, and with
-//! `NATS_URL` the inventory and telemetry feeds, the sweep dispatcher and reports consumer, and
-//! the publisher of the event log. Singleton workers elect one leader per cluster
-//! (`corral_projections::leader`); NATS names come from one registry
+//! rule evaluator, the capabilities worker, the recorder of token expiries, the sweep monitor
+//! and results retention, and with `NATS_URL` the inventory and telemetry feeds, the sweep
+//! dispatcher and reports consumer, and the publisher of the event log. Singleton workers elect
+//! one leader per cluster (`corral_projections::leader`); NATS names come from one registry
 //! (`corral_workers::nats_names`).
 
 use std::sync::Arc;
@@ -44,6 +44,8 @@ pub struct WorkerSettings {
     pub sweeps: SweepConfig,
     /// How often projectors poll when no notification came.
     pub poll: Duration,
+    /// How often token expiries are recorded (`CORRAL_TOKEN_EXPIRY_SECS`).
+    pub token_expiry: Duration,
 }
 
 impl WorkerSettings {
@@ -57,6 +59,7 @@ impl WorkerSettings {
             health: settings.health.config()?,
             sweeps: settings.sweeps(),
             poll: Duration::from_secs(1),
+            token_expiry: settings.token_expiry,
         })
     }
 }
@@ -64,7 +67,8 @@ impl WorkerSettings {
 /// Which parts of the background a process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Roles {
-    /// The projectors, telemetry retention, the rollup refresh and the membership purge.
+    /// The projectors, telemetry retention, the rollup refresh, the membership purge and the
+    /// recorder of token expiries.
     pub projectors: bool,
     /// The rule evaluator.
     pub rules: bool,
@@ -168,8 +172,9 @@ pub struct Workers {
 }
 
 impl Workers {
-    /// Starts the projectors, the rollup refresh, retention, the rule evaluator and the
-    /// capabilities worker (when `run_workers`; the LISTEN connection always).
+    /// Starts the projectors, the rollup refresh, retention, the recorder of token expiries,
+    /// the rule evaluator and the capabilities worker (per `roles`; the LISTEN connection
+    /// always).
     pub async fn start(
         pool: &PgPool,
         settings: &WorkerSettings,
@@ -188,6 +193,9 @@ impl Workers {
         .await?;
         if roles.capabilities {
             background.spawn_capabilities(pool.clone(), settings.capabilities.clone());
+        }
+        if roles.projectors {
+            background.spawn_token_expiry(pool.clone(), settings.token_expiry);
         }
         Ok(Self {
             background,

@@ -41,12 +41,13 @@ impl Drop for KillOnDrop {
     }
 }
 
-const LEADERS: [&str; 6] = [
+const LEADERS: [&str; 7] = [
     "rule_evaluator",
     "sweep_dispatcher",
     "sweep_monitor",
     "health_refresh",
     "capabilities",
+    "token_expiry",
     "publisher:",
 ];
 

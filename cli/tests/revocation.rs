@@ -1,5 +1,7 @@
 //! A revoked token stops working within a second on every `corral serve` of a deployment:
-//! HTTP requests, and open websockets (closed with a reason), subscriptions included.
+//! HTTP requests, and open websockets (closed with a reason), subscriptions included; whether
+//! it was revoked with `corral token revoke` or the `revokeToken` mutation. An expired token
+//! stops working at its expiry, and `corral serve`'s worker records `TokenExpired`.
 
 use std::time::{Duration, Instant};
 
@@ -8,6 +10,10 @@ use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
+
+/// Each test runs one or two `corral serve`s, each with pools of its own: run one test at a
+/// time so that the database server's connections suffice.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -61,6 +67,7 @@ fn create_token(served: &Served, subject: &str, role: &str) -> String {
 
 #[tokio::test]
 async fn a_token_revoked_on_one_process_stops_working_on_another_within_a_second() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let bin = env!("CARGO_BIN_EXE_corral");
     let first = Served::start(bin, &[]).await;
     let second = first.another(&[]).await;
@@ -171,4 +178,135 @@ async fn a_token_revoked_on_one_process_stops_working_on_another_within_a_second
 
     second.stop().await;
     first.stop().await;
+}
+
+#[tokio::test]
+async fn a_token_created_and_revoked_over_graphql_stops_working_on_another_process() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let bin = env!("CARGO_BIN_EXE_corral");
+    let first = Served::start(bin, &[]).await;
+    let second = first.another(&[]).await;
+    let created = first
+        .data(
+            &first.admin,
+            "mutation { createToken(input: { subject: \"ci-bot\", role: \"viewer\" }) { secret token { id prefix } userErrors { code } } }",
+            json!({}),
+        )
+        .await["createToken"]
+        .clone();
+    assert_eq!(created["userErrors"], json!([]), "{created}");
+    let secret = created["secret"].as_str().expect("secret").to_string();
+    let prefix = created["token"]["prefix"]
+        .as_str()
+        .expect("prefix")
+        .to_string();
+    let me = second
+        .data(&secret, "{ me { subject roles } }", json!({}))
+        .await;
+    assert_eq!(
+        me["me"],
+        json!({ "subject": "ci-bot", "roles": ["viewer"] })
+    );
+    let mut ws = websocket(second.port, &secret).await;
+    // Over the websocket too, `me` is the connection's token.
+    subscribe(&mut ws, "me", "{ me { subject tokenId expiresAt } }").await;
+    let answer = next(&mut ws).await;
+    assert_eq!(answer["type"], "next", "{answer}");
+    assert_eq!(
+        answer["payload"]["data"]["me"],
+        json!({ "subject": "ci-bot", "tokenId": created["token"]["id"], "expiresAt": null })
+    );
+    assert_eq!(next(&mut ws).await["type"], "complete");
+
+    let revoked = first
+        .data(
+            &first.admin,
+            "mutation($t: String!) { revokeToken(input: { token: $t, reason: \"rotated\" }) { token { status } userErrors { code } } }",
+            json!({ "t": prefix }),
+        )
+        .await["revokeToken"]
+        .clone();
+    let at = Instant::now();
+    assert_eq!(revoked["token"]["status"], "REVOKED", "{revoked}");
+    let closed = next(&mut ws).await;
+    assert_eq!(closed["closed"], 4401, "{closed}");
+    loop {
+        let response = second
+            .post_graphql(&secret, "{ me { subject } }", json!({}))
+            .await;
+        if response.status == 401 {
+            break;
+        }
+        assert!(
+            at.elapsed() < Duration::from_secs(1),
+            "still {} after a second",
+            response.status
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(at.elapsed() < Duration::from_secs(1));
+    second.stop().await;
+    first.stop().await;
+}
+
+#[tokio::test]
+async fn serve_records_an_expiry_after_the_token_stopped_working() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let bin = env!("CARGO_BIN_EXE_corral");
+    let served = Served::start(bin, &[("CORRAL_TOKEN_EXPIRY_SECS", "1")]).await;
+    let pool = served.db.as_ref().expect("database").pool(2).await;
+    let commands = corral_projections::commands::access::access_commands(
+        pool.clone(),
+        corral_projections::wake::CommitSignal::new(vec![]),
+    );
+    let expires_at = chrono::Utc::now() + chrono::Duration::seconds(2);
+    let request = corral_api::auth::NewToken {
+        subject: "short-lived".into(),
+        bindings: vec![corral_domain::access::Binding::global("viewer")],
+        expires_at: Some(expires_at),
+    };
+    let metadata = corral_domain::metadata::EventMetadata::system(
+        corral_domain::metadata::Source::Cli,
+        "test",
+    );
+    let token = corral_api::auth::issue(&commands, &pool, request, &metadata)
+        .await
+        .expect("issued");
+    let mut ws = websocket(served.port, &token.secret).await;
+    // The socket is closed at the expiry, before any event says so.
+    let closed = next(&mut ws).await;
+    assert_eq!(closed["closed"], 4401, "{closed}");
+    assert!(chrono::Utc::now() >= expires_at);
+    let response = served
+        .post_graphql(&token.secret, "{ me { subject } }", json!({}))
+        .await;
+    assert_eq!(response.status, 401);
+
+    // The leader of token_expiry records it within a pass or two.
+    let started = Instant::now();
+    let source: String = loop {
+        let found: Option<String> = sqlx::query_scalar(
+            "SELECT metadata ->> 'source' FROM events
+              WHERE event_type = 'TokenExpired' AND payload -> 'TokenExpired' ->> 'token_id' = $1",
+        )
+        .bind(token.token_id.to_string())
+        .fetch_optional(&pool)
+        .await
+        .expect("events");
+        if let Some(found) = found {
+            break found;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no TokenExpired"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(source, "worker");
+    let (ok, stdout, stderr) =
+        served.corral(&["token", "list", "--all", "--subject", "short-lived"]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains(" expired "), "{stdout}");
+    pool.close().await;
+    served.stop().await;
 }

@@ -39,11 +39,13 @@ pub enum Lock {
     Capabilities,
     /// Leadership of the purge of deleted groups' memberships.
     MembershipPurge,
+    /// Leadership of the worker that records token expiries (`TokenExpired`).
+    TokenExpiry,
 }
 
 impl Lock {
     /// Every lock, in key order.
-    pub const ALL: [Lock; 9] = [
+    pub const ALL: [Lock; 10] = [
         Lock::Migrations,
         Lock::Tree,
         Lock::RuleEvaluator,
@@ -53,6 +55,7 @@ impl Lock {
         Lock::HealthRefresh,
         Lock::Capabilities,
         Lock::MembershipPurge,
+        Lock::TokenExpiry,
     ];
 
     /// The key, for `pg_advisory_lock($1)` and friends.
@@ -69,6 +72,7 @@ impl Lock {
                 Lock::HealthRefresh => 0x0008,
                 Lock::Capabilities => 0x0010,
                 Lock::MembershipPurge => 0x0011,
+                Lock::TokenExpiry => 0x0012,
             }
     }
 
@@ -84,6 +88,7 @@ impl Lock {
             Lock::HealthRefresh => "health_refresh",
             Lock::Capabilities => "capabilities",
             Lock::MembershipPurge => "membership_purge",
+            Lock::TokenExpiry => "token_expiry",
         }
     }
 
@@ -97,6 +102,7 @@ impl Lock {
                 | Lock::HealthRefresh
                 | Lock::Capabilities
                 | Lock::MembershipPurge
+                | Lock::TokenExpiry
         )
     }
 
@@ -212,7 +218,8 @@ mod tests {
                 "sweep_monitor",
                 "health_refresh",
                 "capabilities",
-                "membership_purge"
+                "membership_purge",
+                "token_expiry"
             ]
         );
     }

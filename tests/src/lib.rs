@@ -209,6 +209,8 @@ impl TestApp {
             health: config.health.clone(),
             sweeps: config.sweeps.clone(),
             poll: Duration::from_millis(200),
+            // Tests see expiries recorded within a second or two.
+            token_expiry: Duration::from_secs(1),
         };
         let roles = Roles {
             projectors,

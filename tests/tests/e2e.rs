@@ -1,6 +1,7 @@
 //! End-to-end tests against real PostgreSQL (one database per test).
 
 mod e2e {
+    mod access;
     mod audit;
     mod auth;
     mod capabilities;

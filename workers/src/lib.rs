@@ -1,6 +1,7 @@
 //! Background work that runs beside (or apart from) the API: the projectors, the LISTEN
 //! connection that wakes them, the notifier that tells other processes about this one's
-//! commits, the rule evaluator, the NATS inventory feed and the NATS publisher of the event log.
+//! commits, the rule evaluator, the recorder of token expiries, the NATS inventory feed and the
+//! NATS publisher of the event log.
 
 pub mod capabilities;
 pub mod feed;
@@ -12,6 +13,7 @@ pub mod rules;
 pub mod sweep_control;
 pub mod sweeps;
 pub mod telemetry_feed;
+pub mod token_expiry;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -67,6 +69,22 @@ impl Background {
             pool,
             commands,
             config,
+            self.stop.subscribe(),
+        ));
+    }
+
+    /// Starts the worker that records token expiries (`TokenExpired`) every `every`, one
+    /// process of a cluster at a time; it stops with the other tasks. Its commands wake this
+    /// process's projectors.
+    pub fn spawn_token_expiry(&mut self, pool: PgPool, every: Duration) {
+        let commands = Arc::new(corral_projections::commands::access::access_commands(
+            pool.clone(),
+            self.signal.clone(),
+        ));
+        self.tasks.spawn(token_expiry::run(
+            pool,
+            commands,
+            every,
             self.stop.subscribe(),
         ));
     }

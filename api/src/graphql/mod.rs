@@ -1,5 +1,6 @@
 //! The GraphQL schema.
 
+pub mod access;
 pub mod audit;
 pub mod budget;
 pub mod dashboards;
@@ -37,6 +38,7 @@ pub struct QueryRoot(
     audit::AuditQuery,
     dashboards::DashboardQuery,
     sweeps::SweepQuery,
+    access::AccessQuery,
 );
 
 /// The `Mutation` root: one part per area.
@@ -50,6 +52,7 @@ pub struct MutationRoot(
     health::HealthMutation,
     dashboards::DashboardMutation,
     sweeps::SweepMutation,
+    access::AccessMutation,
 );
 
 /// Corral's schema type.

@@ -263,6 +263,11 @@ pub struct Settings {
     #[arg(long, env = "CORRAL_CAPABILITY_WINDOW_SECS", value_name = "SECS", default_value = "86400",
           value_parser = secs("CORRAL_CAPABILITY_WINDOW_SECS", 1, 365 * 86_400))]
     pub capability_window: Duration,
+    /// How often the leader looks for tokens past their expiry and records `TokenExpired`
+    /// (expiry is enforced at each request regardless; `docs/access.md`).
+    #[arg(long, env = "CORRAL_TOKEN_EXPIRY_SECS", value_name = "SECS", default_value = "30",
+          value_parser = secs("CORRAL_TOKEN_EXPIRY_SECS", 1, 3_600))]
+    pub token_expiry: Duration,
 
     /// The sweep allow-list of pollers without one of their own (comma-separated CIDRs).
     #[arg(long, env = "CORRAL_SWEEP_ALLOW", value_name = "CIDRS",
@@ -484,6 +489,7 @@ mod tests {
             )
         );
         assert_eq!(s.capabilities(), CapabilityConfig::default());
+        assert_eq!(s.token_expiry, corral_workers::token_expiry::EXPIRY_EVERY);
         assert_eq!(s.listen, "127.0.0.1:8080".parse().expect("addr"));
     }
 

@@ -21,6 +21,8 @@ struct ConnectionIdentity {
     role: String,
     roles: Vec<String>,
     client_addr: Option<String>,
+    token_id: uuid::Uuid,
+    expires_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// The connection's session data, and the credential it holds, for a `connection_init`
@@ -48,6 +50,8 @@ pub(super) async fn authenticate(
                 role: credential.primary_role().to_string(),
                 roles: credential.roles.clone(),
                 client_addr,
+                token_id: credential.token_id,
+                expires_at: credential.expires_at,
             });
             data.insert(crate::graphql::subscriptions::SubscriptionSlots::default());
             Ok((data, credential))
@@ -91,6 +95,8 @@ impl Extension for OperationIdentity {
                 roles: connection.roles.clone(),
                 client_addr: connection.client_addr.clone(),
                 request_id: Uuid::new_v4().to_string(),
+                token_id: Some(connection.token_id),
+                expires_at: connection.expires_at,
             }),
             _ => request,
         };
@@ -129,6 +135,8 @@ mod tests {
             role: "viewer".into(),
             roles: vec!["viewer".into()],
             client_addr: Some("192.0.2.7".into()),
+            token_id: Uuid::nil(),
+            expires_at: None,
         });
         let session = Arc::new(session);
         let mut seen = Vec::new();

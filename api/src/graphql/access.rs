@@ -1,0 +1,342 @@
+//! Access: who the caller is (`me`, every role), and the admins' tokens (`tokens`,
+//! `createToken`, `revokeToken`), with the command line's semantics (`corral token`).
+//!
+//! Tokens are events of their subject (`docs/access.md`): the mutations run `CreateToken` and
+//! `RevokeToken` through the write side's entry point with the calling admin in the events'
+//! metadata. A secret is answered once, by `createToken`, and kept nowhere; no field returns
+//! a secret or its hash. Only global roles are shown: scoped bindings are recorded but not
+//! enforced yet.
+
+use async_graphql::{Context, Enum, InputObject, Object, Result, SimpleObject, ID};
+use chrono::{DateTime, Utc};
+use corral_domain::access::{known_role, valid_subject, AccessCommand, Binding, BUILT_IN_ROLES};
+use corral_domain::codes::Code;
+use corral_projections::commands::Command;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::errors::{coded, from_command, internal, UserError};
+use super::mutation::{event_metadata, execute};
+use crate::auth::{self, Actor, NewToken, PendingToken, TokenError, TokenInfo};
+use crate::error_codes::ErrorCode;
+
+/// The default of `tokens(first:)`.
+pub const DEFAULT_TOKENS: i32 = 50;
+
+/// Whether a token works.
+#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
+pub enum TokenStatus {
+    /// Neither revoked nor expired.
+    Active,
+    /// Revoked (`revokedAt`).
+    Revoked,
+    /// Past its expiry (`expiresAt`), whether or not the expiry is recorded yet.
+    Expired,
+}
+
+/// A bearer token, without its secret (shown once, by `createToken`, and kept nowhere).
+#[derive(SimpleObject, Debug, Clone)]
+pub struct Token {
+    /// Its id (`revokeToken` takes it, or the prefix).
+    pub id: ID,
+    /// The first characters of its secret (`crl_` and 8 hex digits), to recognize it by;
+    /// `legacy` for tokens created before tokens were events.
+    pub prefix: String,
+    /// Who it belongs to.
+    pub subject: String,
+    /// The global roles it lists (it uses those its subject still holds).
+    pub roles: Vec<String>,
+    /// Whether it works now.
+    pub status: TokenStatus,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When it stops working; null: never.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// When it was revoked.
+    pub revoked_at: Option<DateTime<Utc>>,
+    /// When it was last used (recorded at most once a minute).
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
+impl Token {
+    fn new(t: TokenInfo, now: DateTime<Utc>) -> Self {
+        let status = match t.status(now) {
+            "revoked" => TokenStatus::Revoked,
+            "expired" => TokenStatus::Expired,
+            _ => TokenStatus::Active,
+        };
+        Token {
+            id: ID(t.token_id.to_string()),
+            prefix: t.prefix,
+            subject: t.subject,
+            // Scoped bindings (`role@group`) are not enforced yet, so not shown.
+            roles: t
+                .bindings
+                .into_iter()
+                .filter(|b| !b.contains('@'))
+                .collect(),
+            status,
+            created_at: t.created_at,
+            expires_at: t.expires_at,
+            revoked_at: t.revoked_at,
+            last_used_at: t.last_used_at,
+        }
+    }
+}
+
+/// The caller, as its token makes it.
+#[derive(SimpleObject, Debug, Clone)]
+pub struct Me {
+    /// The token's subject.
+    pub subject: String,
+    /// The global roles the token uses now: those it lists that its subject still holds.
+    pub roles: Vec<String>,
+    /// The token's id.
+    pub token_id: ID,
+    /// When the token stops working; null: never.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// Input of `createToken`.
+#[derive(InputObject)]
+pub struct CreateTokenInput {
+    /// Who the token is for: 1 to 128 characters, no control characters (the subject is
+    /// created with its first token).
+    pub subject: String,
+    /// `admin`, `operator`, `viewer` or `auditor`: a global role, granted to the subject if
+    /// it does not hold it.
+    pub role: String,
+    /// How long it works: `30d`, `12h`, `90m`, `3600s` (1 minute to 10 years); omitted: until
+    /// revoked.
+    pub expires_in: Option<String>,
+    /// Why (kept in the audit trail).
+    pub reason: Option<String>,
+}
+
+/// The result of `createToken`.
+#[derive(SimpleObject, Default)]
+pub struct CreateTokenPayload {
+    /// The new token (`null` on error).
+    pub token: Option<Token>,
+    /// Its secret, for `Authorization: Bearer`: shown this once, kept nowhere (only its
+    /// hash is stored, and never in the event log).
+    pub secret: Option<String>,
+    /// Expected failures; nothing was created when this is not empty.
+    pub user_errors: Vec<UserError>,
+}
+
+/// Input of `revokeToken`.
+#[derive(InputObject)]
+pub struct RevokeTokenInput {
+    /// The token's id, or its prefix when only one token has it.
+    pub token: String,
+    /// Why (recorded in the event and the audit trail).
+    pub reason: Option<String>,
+}
+
+/// The result of `revokeToken`.
+#[derive(SimpleObject, Default)]
+pub struct RevokeTokenPayload {
+    /// The token after the change (a token revoked or expired already is left as it is).
+    pub token: Option<Token>,
+    /// Expected failures.
+    pub user_errors: Vec<UserError>,
+}
+
+fn refused_create(e: UserError) -> CreateTokenPayload {
+    CreateTokenPayload {
+        user_errors: vec![e],
+        ..Default::default()
+    }
+}
+
+fn refused_revoke(e: UserError) -> RevokeTokenPayload {
+    RevokeTokenPayload {
+        user_errors: vec![e],
+        ..Default::default()
+    }
+}
+
+/// The token as it stands now, after a change that committed (`None`, logged, if it cannot
+/// be read: the change stands).
+async fn read_token(pool: &PgPool, token_id: Uuid) -> Option<Token> {
+    match auth::token_info(pool, token_id).await {
+        Ok(found) => found.map(|t| Token::new(t, Utc::now())),
+        Err(e) => {
+            tracing::warn!(error = %e, token = %token_id, "could not read a token after changing it");
+            None
+        }
+    }
+}
+
+/// Access queries (part of the `Query` root).
+#[derive(Default)]
+pub struct AccessQuery;
+
+#[Object]
+impl AccessQuery {
+    /// The caller: its subject, the global roles its token uses now, the token's id and
+    /// expiry. Every role may ask.
+    async fn me(&self, ctx: &Context<'_>) -> Result<Me> {
+        let actor = ctx.data::<Actor>()?;
+        let Some(token_id) = actor.token_id else {
+            return Err(coded(
+                ErrorCode::Unauthenticated,
+                "this request did not authenticate with a token",
+            ));
+        };
+        Ok(Me {
+            subject: actor.subject.clone(),
+            roles: actor.roles.clone(),
+            token_id: ID(token_id.to_string()),
+            expires_at: actor.expires_at,
+        })
+    }
+
+    /// Tokens, newest first (admin): of `subject` only when given; revoked and expired ones
+    /// only with `includeInactive`; at most `first` (1 to 1000). Never a secret.
+    #[graphql(
+        complexity = "usize::try_from(first.unwrap_or(DEFAULT_TOKENS).clamp(1, auth::MAX_LIST as i32)).unwrap_or(1) * child_complexity + 1"
+    )]
+    async fn tokens(
+        &self,
+        ctx: &Context<'_>,
+        subject: Option<String>,
+        #[graphql(default_with = "Some(false)")] include_inactive: Option<bool>,
+        #[graphql(default_with = "Some(DEFAULT_TOKENS)")] first: Option<i32>,
+    ) -> Result<Vec<Token>> {
+        let include_inactive = include_inactive.unwrap_or(false);
+        let first = first.unwrap_or(DEFAULT_TOKENS);
+        if !(1..=auth::MAX_LIST).contains(&i64::from(first)) {
+            return Err(coded(
+                ErrorCode::BadUserInput,
+                format!(
+                    "first must be between 1 and {}, got {first}",
+                    auth::MAX_LIST
+                ),
+            ));
+        }
+        let pool = ctx.data_unchecked::<PgPool>();
+        let tokens = auth::list_tokens(pool, subject.as_deref(), include_inactive, first.into())
+            .await
+            .map_err(internal)?;
+        let now = Utc::now();
+        Ok(tokens.into_iter().map(|t| Token::new(t, now)).collect())
+    }
+}
+
+/// Access mutations (part of the `Mutation` root).
+#[derive(Default)]
+pub struct AccessMutation;
+
+#[Object]
+impl AccessMutation {
+    /// Creates a token (admin) of `subject` with the global role `role`, as `corral token
+    /// create` does; the event names the calling admin. The secret is in the payload, once.
+    async fn create_token(
+        &self,
+        ctx: &Context<'_>,
+        input: CreateTokenInput,
+    ) -> Result<CreateTokenPayload> {
+        let metadata = match event_metadata(ctx, input.reason)? {
+            Ok(m) => m,
+            Err(e) => return Ok(refused_create(e)),
+        };
+        let subject = match valid_subject(&input.subject) {
+            Ok(s) => s,
+            Err(e) => {
+                return Ok(refused_create(UserError::new(
+                    e.field(),
+                    e.code(),
+                    e.to_string(),
+                )))
+            }
+        };
+        if !known_role(&input.role) {
+            return Ok(refused_create(UserError::new(
+                Some("role"),
+                Code::Invalid,
+                format!(
+                    "unknown role {:?}; expected one of {}",
+                    input.role.chars().take(64).collect::<String>(),
+                    BUILT_IN_ROLES.join(", ")
+                ),
+            )));
+        }
+        let expires_at = match input.expires_in.as_deref().map(auth::parse_lifetime) {
+            None => None,
+            Some(Ok(lifetime)) => Some(Utc::now() + lifetime),
+            Some(Err(message)) => {
+                let message: String = message.chars().take(200).collect();
+                return Ok(refused_create(UserError::new(
+                    Some("expiresIn"),
+                    Code::Invalid,
+                    message,
+                )));
+            }
+        };
+        let pool = ctx.data_unchecked::<PgPool>();
+        let pending = PendingToken::store(pool).await.map_err(internal)?;
+        let (subject_id, command) = pending.command(NewToken {
+            subject,
+            bindings: vec![Binding::global(&input.role)],
+            expires_at,
+        });
+        if let Err(e) = execute(ctx, Command::Access(subject_id, command), &metadata).await {
+            pending.discard(pool).await;
+            return Ok(refused_create(from_command(e)?));
+        }
+        let issued = pending.issued();
+        Ok(CreateTokenPayload {
+            token: read_token(pool, issued.token_id).await,
+            secret: Some(issued.secret),
+            user_errors: vec![],
+        })
+    }
+
+    /// Revokes a token (admin), named by its id or its prefix, as `corral token revoke`
+    /// does: it stops working on every process within a second, open websockets included
+    /// (closed with 4401). The event names the calling admin and carries the reason.
+    async fn revoke_token(
+        &self,
+        ctx: &Context<'_>,
+        input: RevokeTokenInput,
+    ) -> Result<RevokeTokenPayload> {
+        let metadata = match event_metadata(ctx, input.reason)? {
+            Ok(m) => m,
+            Err(e) => return Ok(refused_revoke(e)),
+        };
+        let pool = ctx.data_unchecked::<PgPool>();
+        let named: String = input.token.chars().take(64).collect();
+        let (token_id, subject) = match auth::resolve_token(pool, &input.token).await {
+            Ok(found) => found,
+            Err(TokenError::NotFound(_)) => {
+                return Ok(refused_revoke(UserError::new(
+                    Some("token"),
+                    Code::NotFound,
+                    format!("no token has the id or prefix {named:?}"),
+                )))
+            }
+            Err(TokenError::Ambiguous(_, n)) => {
+                return Ok(refused_revoke(UserError::new(
+                    Some("token"),
+                    Code::Invalid,
+                    format!("{named:?} is the prefix of {n} tokens; name the token by its id"),
+                )))
+            }
+            Err(e) => return Err(internal(e)),
+        };
+        let subject: Uuid = subject.parse().map_err(internal)?;
+        let command = AccessCommand::RevokeToken {
+            token_id,
+            reason: metadata.reason.clone(),
+        };
+        if let Err(e) = execute(ctx, Command::Access(subject, command), &metadata).await {
+            return Ok(refused_revoke(from_command(e)?));
+        }
+        Ok(RevokeTokenPayload {
+            token: read_token(pool, token_id).await,
+            user_errors: vec![],
+        })
+    }
+}

@@ -202,6 +202,11 @@ pub struct Settings {
     #[arg(long, env = "CORRAL_MAX_QUERY_FIELDS", value_name = "N", default_value = "2000",
           value_parser = number("CORRAL_MAX_QUERY_FIELDS", 10, 1_000_000, "fields"))]
     pub max_query_fields: u64,
+    /// Most root mutation fields (aliases and fragments counted) one operation may name
+    /// (more: `TOO_MANY_MUTATIONS`, before any runs).
+    #[arg(long, env = "CORRAL_MAX_MUTATIONS_PER_REQUEST", value_name = "N", default_value = "20",
+          value_parser = number("CORRAL_MAX_MUTATIONS_PER_REQUEST", 1, 10_000, "mutations"))]
+    pub max_mutations_per_request: u64,
     /// `statement_timeout` of every statement a GraphQL resolver runs (longer:
     /// `QUERY_TIMEOUT`); commands, workers and the audit export run without it
     /// (`docs/security.md`).
@@ -360,6 +365,7 @@ impl Settings {
             query_limits: QueryLimits {
                 max_query_bytes: usize::try_from(self.max_query_bytes)?,
                 max_fields: self.max_query_fields,
+                max_mutations: self.max_mutations_per_request,
                 statement_timeout: self.statement_timeout,
                 db_budget: self.request_db_budget,
                 ..QueryLimits::default()

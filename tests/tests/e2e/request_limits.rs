@@ -157,3 +157,82 @@ async fn the_mutation_limit_is_a_setting() {
     assert!(body.get("errors").is_none(), "{body}");
     app.shutdown().await;
 }
+
+fn limited(per_second: u32, burst: u32) -> ApiConfig {
+    ApiConfig {
+        rate_limit: corral_api::rate_limit::RateLimitConfig {
+            per_second,
+            burst,
+            max_subjects: 1_000,
+        },
+        ..ApiConfig::default()
+    }
+}
+
+/// POSTs `{ me { subject } }` with `token`: the status, `Retry-After` and body.
+async fn me(app: &TestApp, token: &str) -> (u16, Option<String>, Value) {
+    use tower::ServiceExt;
+    let request = axum::http::Request::post("/graphql")
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {token}"))
+        .body(axum::body::Body::from(
+            json!({ "query": "{ me { subject } }" }).to_string(),
+        ))
+        .expect("request");
+    let response = app.router.clone().oneshot(request).await.expect("router");
+    let status = response.status().as_u16();
+    let retry = response
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().expect("ascii").to_string());
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .expect("body");
+    (status, retry, serde_json::from_slice(&bytes).expect("json"))
+}
+
+#[tokio::test]
+async fn a_burst_beyond_a_subjects_limit_gets_429_with_retry_after_and_others_pass() {
+    let app = TestApp::spawn_with(limited(2, 5), true).await;
+    for i in 0..5 {
+        let (status, _, body) = me(&app, &app.viewer).await;
+        assert_eq!(status, 200, "request {i}: {body}");
+    }
+    let (status, retry, body) = me(&app, &app.viewer).await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(retry.as_deref(), Some("1"), "{body}");
+    assert_eq!(codes(&body), ["RATE_LIMITED"], "{body}");
+    let message = body["errors"][0]["message"].as_str().expect("message");
+    assert!(message.contains("CORRAL_RATE_LIMIT_PER_SUBJECT"), "{message}");
+
+    // Other subjects are unaffected.
+    let (status, _, body) = me(&app, &app.auditor).await;
+    assert_eq!(status, 200, "{body}");
+
+    // After waiting, requests pass again.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let (status, _, body) = me(&app, &app.viewer).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["me"]["subject"], "vera", "{body}");
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn websocket_operations_beyond_the_limit_get_rate_limited_and_the_connection_stays_open() {
+    let app = TestApp::spawn_with(limited(1, 3), true).await;
+    let addr = serve(app.router.clone()).await;
+    let mut ws = authenticated(addr, &app.viewer).await;
+    for i in 0..3 {
+        let reply = run(&mut ws, &format!("ok{i}"), "{ me { subject } }").await;
+        assert_eq!(reply["data"]["me"]["subject"], "vera", "{reply}");
+    }
+    let reply = run(&mut ws, "over", "{ me { subject } }").await;
+    assert_eq!(codes(&reply), ["RATE_LIMITED"], "{reply}");
+    // HTTP requests of the same subject share its bucket.
+    let (status, _, body) = me(&app, &app.viewer).await;
+    assert_eq!(status, 429, "{body}");
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let reply = run(&mut ws, "again", "{ me { subject } }").await;
+    assert_eq!(reply["data"]["me"]["subject"], "vera", "{reply}");
+    app.shutdown().await;
+}

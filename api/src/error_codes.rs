@@ -53,6 +53,10 @@ pub enum ErrorCode {
     TooLarge,
     /// A websocket connection holds the most subscriptions it may.
     TooManySubscriptions,
+    /// A mutation operation names more root fields than `CORRAL_MAX_MUTATIONS_PER_REQUEST`.
+    TooManyMutations,
+    /// The subject sent more requests than its rate limit allows (HTTP 429).
+    RateLimited,
     /// The server holds as many connections of this kind as it accepts (HTTP 503).
     TooManyConnections,
     /// The server cannot answer now (the database is unreachable; HTTP 503).
@@ -63,7 +67,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in the order `docs/errors.md` lists them.
-    pub const ALL: [ErrorCode; 23] = [
+    pub const ALL: [ErrorCode; 25] = [
         ErrorCode::Unauthenticated,
         ErrorCode::Forbidden,
         ErrorCode::BadUserInput,
@@ -84,6 +88,8 @@ impl ErrorCode {
         ErrorCode::NoRollups,
         ErrorCode::TooLarge,
         ErrorCode::TooManySubscriptions,
+        ErrorCode::TooManyMutations,
+        ErrorCode::RateLimited,
         ErrorCode::TooManyConnections,
         ErrorCode::ServiceUnavailable,
         ErrorCode::Internal,
@@ -112,6 +118,8 @@ impl ErrorCode {
             ErrorCode::NoRollups => "NO_ROLLUPS",
             ErrorCode::TooLarge => "TOO_LARGE",
             ErrorCode::TooManySubscriptions => "TOO_MANY_SUBSCRIPTIONS",
+            ErrorCode::TooManyMutations => "TOO_MANY_MUTATIONS",
+            ErrorCode::RateLimited => "RATE_LIMITED",
             ErrorCode::TooManyConnections => "TOO_MANY_CONNECTIONS",
             ErrorCode::ServiceUnavailable => "SERVICE_UNAVAILABLE",
             ErrorCode::Internal => "INTERNAL",
@@ -129,6 +137,7 @@ impl ErrorCode {
             ErrorCode::UnsupportedMediaType => 415,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::RequestTimeout => 408,
+            ErrorCode::RateLimited => 429,
             ErrorCode::TooManyConnections | ErrorCode::ServiceUnavailable => 503,
             _ => 200,
         }
@@ -157,6 +166,8 @@ impl ErrorCode {
             ErrorCode::NoRollups => "`group.health(source: ROLLUP)` for a window without rollups.",
             ErrorCode::TooLarge => "A `membershipChanges` subscription would watch more entries than one subscription may.",
             ErrorCode::TooManySubscriptions => "The websocket connection holds 16 subscriptions already.",
+            ErrorCode::TooManyMutations => "A mutation operation names more root fields (aliases and fragments counted) than `CORRAL_MAX_MUTATIONS_PER_REQUEST`; refused before any of them runs. Send the rest in another request.",
+            ErrorCode::RateLimited => "The caller (its subject) sent more requests than `CORRAL_RATE_LIMIT_PER_SUBJECT` per second allows beyond a burst of `CORRAL_RATE_LIMIT_BURST`. HTTP 429 with `Retry-After` (seconds); over a websocket, a GraphQL error on that operation and the connection stays open.",
             ErrorCode::TooManyConnections => "The server holds as many connections of this kind as it accepts. HTTP 503.",
             ErrorCode::ServiceUnavailable => "The database cannot be reached now. HTTP 503.",
             ErrorCode::Internal => "Something failed inside Corral. The answer carries no details; the server logs the error once.",

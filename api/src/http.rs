@@ -90,6 +90,19 @@ pub(crate) fn error_response(code: ErrorCode, message: &str) -> Response {
     response
 }
 
+/// 429 with `Retry-After` (whole seconds) and a `RATE_LIMITED` body.
+fn rate_limited(state: &AppState, wait: std::time::Duration) -> Response {
+    let secs = crate::rate_limit::retry_after_secs(wait);
+    let mut response = error_response(
+        ErrorCode::RateLimited,
+        &crate::rate_limit::message(&state.config.rate_limit, wait),
+    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+    response
+}
+
 fn unauthorized(message: &str) -> Response {
     error_response(ErrorCode::Unauthenticated, message)
 }
@@ -133,6 +146,9 @@ async fn graphql(State(state): State<AppState>, request: Request) -> Response {
         Ok(a) => a,
         Err(response) => return response,
     };
+    if let Err(wait) = state.rate_limiter.check(&actor.subject) {
+        return rate_limited(&state, wait);
+    }
     if let Some(ct) = headers.get(header::CONTENT_TYPE) {
         let json = ct
             .to_str()
@@ -170,7 +186,7 @@ async fn graphql(State(state): State<AppState>, request: Request) -> Response {
     let Some(schema) = state.schema.clone() else {
         return error_response(ErrorCode::ServiceUnavailable, "the server is starting");
     };
-    let gql = crate::graphql::prepare(gql, actor);
+    let gql = crate::graphql::prepare(gql, actor).data(crate::rate_limit::Counted);
     GraphQLResponse::from(schema.execute(gql).await).into_response()
 }
 

@@ -11,6 +11,7 @@ pub mod ide;
 pub mod listener;
 pub mod metrics;
 pub mod policy;
+pub mod rate_limit;
 pub mod runtime;
 pub mod settings;
 pub mod state;

@@ -42,6 +42,9 @@ pub struct ApiConfig {
     pub graphiql: bool,
     /// `/graphql/ws` limits and allowed origins (`CORRAL_WS_*`).
     pub websocket: crate::ws::WsConfig,
+    /// Per-subject rate limits (`CORRAL_RATE_LIMIT_*`; off by default here, on by default
+    /// in `corral serve`'s settings).
+    pub rate_limit: crate::rate_limit::RateLimitConfig,
 }
 
 impl Default for ApiConfig {
@@ -58,6 +61,7 @@ impl Default for ApiConfig {
             metrics_token: None,
             graphiql: true,
             websocket: crate::ws::WsConfig::default(),
+            rate_limit: crate::rate_limit::RateLimitConfig::default(),
         }
     }
 }
@@ -95,6 +99,8 @@ pub struct AppState {
     pub schema: Option<CorralSchema>,
     /// Open websocket connections, counted against `config.websocket`'s limits.
     pub websockets: crate::ws::Connections,
+    /// Per-subject token buckets.
+    pub rate_limiter: Arc<crate::rate_limit::RateLimiter>,
 }
 
 impl AppState {
@@ -116,6 +122,7 @@ impl AppState {
         let tokens = Arc::new(crate::auth::TokenCache::new(
             crate::auth::AccessEpoch::follow(pool.clone()),
         ));
+        let rate_limiter = Arc::new(crate::rate_limit::RateLimiter::new(config.rate_limit));
         let mut state = Self {
             groups: commands.groups().clone(),
             dashboards: commands.dashboards().clone(),
@@ -131,6 +138,7 @@ impl AppState {
             tokens,
             schema: None,
             websockets: crate::ws::Connections::default(),
+            rate_limiter,
         };
         state.schema = Some(crate::graphql::build_schema(&state));
         state

@@ -14,6 +14,7 @@ mod e2e {
     mod inventory;
     mod leaders;
     mod limits;
+    mod request_limits;
     mod membership;
     mod membership_fold;
     mod metrics;

@@ -49,6 +49,9 @@ pub struct QueryLimits {
     pub db_budget: Duration,
     /// Longest statement (`CORRAL_STATEMENT_TIMEOUT_MS`).
     pub statement_timeout: Duration,
+    /// Most root fields of one mutation operation, fragments expanded
+    /// (`CORRAL_MAX_MUTATIONS_PER_REQUEST`).
+    pub max_mutations: u64,
 }
 
 impl Default for QueryLimits {
@@ -59,6 +62,7 @@ impl Default for QueryLimits {
             max_string_bytes: 256 * 1024,
             db_budget: Duration::from_secs(10),
             statement_timeout: Duration::from_secs(5),
+            max_mutations: 20,
         }
     }
 }
@@ -200,6 +204,22 @@ impl GuardExtension {
                 }
             }
         }
+        for (_, op) in document.operations.iter() {
+            if op.node.ty != OperationType::Mutation {
+                continue;
+            }
+            let n = root_fields(document, &op.node.selection_set.node, limits.max_mutations);
+            if n > limits.max_mutations {
+                return Err(error(
+                    ErrorCode::TooManyMutations,
+                    format!(
+                        "the mutation names more than {} root fields; this server runs at most {} mutations in one request (CORRAL_MAX_MUTATIONS_PER_REQUEST); send the rest in another request",
+                        limits.max_mutations, limits.max_mutations
+                    ),
+                    Some(op.pos),
+                ));
+            }
+        }
         if let Some((at, pos)) = nul_in_document(document) {
             return Err(error(
                 ErrorCode::BadUserInput,
@@ -214,6 +234,35 @@ impl GuardExtension {
             }
         })
     }
+}
+
+/// The root fields of an operation's selection set, counting those of the fragments it
+/// spreads (each time spread, at any depth of root-level spreads and inline fragments).
+/// Stops counting once over `max`; a document whose fragments cycle was refused before.
+fn root_fields(document: &ExecutableDocument, set: &SelectionSet, max: u64) -> u64 {
+    let mut n: u64 = 0;
+    // (selection set, depth) to visit; the depth bounds a cycle that slipped through.
+    let mut stack: Vec<(&SelectionSet, usize)> = vec![(set, 0)];
+    while let Some((set, depth)) = stack.pop() {
+        for item in &set.items {
+            match &item.node {
+                Selection::Field(_) => n = n.saturating_add(1),
+                Selection::InlineFragment(i) if depth < 64 => {
+                    stack.push((&i.node.selection_set.node, depth + 1));
+                }
+                Selection::FragmentSpread(s) if depth < 64 => {
+                    if let Some(f) = document.fragments.get(&s.node.fragment_name.node) {
+                        stack.push((&f.node.selection_set.node, depth + 1));
+                    }
+                }
+                _ => {}
+            }
+            if n > max {
+                return n;
+            }
+        }
+    }
+    n
 }
 
 fn error(code: ErrorCode, message: impl Into<String>, pos: Option<Pos>) -> ServerError {

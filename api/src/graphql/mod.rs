@@ -102,6 +102,7 @@ pub fn build_schema(state: &AppState) -> CorralSchema {
             metrics: state.metrics.clone(),
         })
         .extension(crate::ws::OperationIdentity)
+        .extension(crate::rate_limit::WsRateLimit(state.rate_limiter.clone()))
         .finish()
 }
 

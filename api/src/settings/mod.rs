@@ -202,6 +202,22 @@ pub struct Settings {
     #[arg(long, env = "CORRAL_MAX_QUERY_FIELDS", value_name = "N", default_value = "2000",
           value_parser = number("CORRAL_MAX_QUERY_FIELDS", 10, 1_000_000, "fields"))]
     pub max_query_fields: u64,
+    /// Most root mutation fields (aliases and fragments counted) one operation may name
+    /// (more: `TOO_MANY_MUTATIONS`, before any runs).
+    #[arg(long, env = "CORRAL_MAX_MUTATIONS_PER_REQUEST", value_name = "N", default_value = "20",
+          value_parser = number("CORRAL_MAX_MUTATIONS_PER_REQUEST", 1, 10_000, "mutations"))]
+    pub max_mutations_per_request: u64,
+    /// Requests a second each subject (the token's subject) may send to `POST /graphql`,
+    /// and operations a second over its websockets, per process (more: HTTP 429 with
+    /// `Retry-After`, or `RATE_LIMITED` on the operation); 0: no limit.
+    #[arg(long, env = "CORRAL_RATE_LIMIT_PER_SUBJECT", value_name = "N", default_value = "50",
+          value_parser = number("CORRAL_RATE_LIMIT_PER_SUBJECT", 0, 1_000_000, "requests a second"))]
+    pub rate_limit_per_subject: u64,
+    /// The most requests a subject may send at once, above its rate
+    /// (`CORRAL_RATE_LIMIT_PER_SUBJECT`).
+    #[arg(long, env = "CORRAL_RATE_LIMIT_BURST", value_name = "N", default_value = "100",
+          value_parser = number("CORRAL_RATE_LIMIT_BURST", 0, 1_000_000, "requests"))]
+    pub rate_limit_burst: u64,
     /// `statement_timeout` of every statement a GraphQL resolver runs (longer:
     /// `QUERY_TIMEOUT`); commands, workers and the audit export run without it
     /// (`docs/security.md`).
@@ -360,6 +376,7 @@ impl Settings {
             query_limits: QueryLimits {
                 max_query_bytes: usize::try_from(self.max_query_bytes)?,
                 max_fields: self.max_query_fields,
+                max_mutations: self.max_mutations_per_request,
                 statement_timeout: self.statement_timeout,
                 db_budget: self.request_db_budget,
                 ..QueryLimits::default()
@@ -368,6 +385,11 @@ impl Settings {
                 max_connections: usize::try_from(self.max_connections)?,
                 read_timeout: self.request_read_timeout,
                 write_timeout: self.response_write_timeout,
+            },
+            rate_limit: crate::rate_limit::RateLimitConfig {
+                per_second: u32::try_from(self.rate_limit_per_subject)?,
+                burst: u32::try_from(self.rate_limit_burst.max(1))?,
+                ..crate::rate_limit::RateLimitConfig::default()
             },
             metrics_listen: self.metrics_listen,
             metrics_token: self.metrics_token.clone(),

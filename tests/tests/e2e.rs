@@ -14,12 +14,12 @@ mod e2e {
     mod inventory;
     mod leaders;
     mod limits;
-    mod request_limits;
     mod membership;
     mod membership_fold;
     mod metrics;
     mod publisher;
     mod rebuild;
+    mod request_limits;
     mod rules;
     mod sequencer;
     mod snapshots;

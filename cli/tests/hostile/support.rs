@@ -53,6 +53,9 @@ impl Suite {
                 ("CORRAL_STATEMENT_TIMEOUT_MS", statement.as_str()),
                 ("CORRAL_WS_MAX_PENDING", pending.as_str()),
                 ("CORRAL_WS_INIT_TIMEOUT_MS", "1000"),
+                // The fuzz sends thousands of requests as one subject to reach every field;
+                // per-subject rate limits have their own tests (e2e::request_limits).
+                ("CORRAL_RATE_LIMIT_PER_SUBJECT", "0"),
             ],
         )
         .await;

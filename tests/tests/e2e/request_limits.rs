@@ -35,7 +35,9 @@ async fn events(app: &TestApp) -> i64 {
 /// One mutation of `n` aliased `createDashboard` fields (half of them through a fragment).
 fn dashboards(n: usize, tag: &str) -> String {
     let field = |i: usize| {
-        format!("d{i}: createDashboard(input: {{ name: \"{tag} {i}\" }}) {{ userErrors {{ code }} }} ")
+        format!(
+            "d{i}: createDashboard(input: {{ name: \"{tag} {i}\" }}) {{ userErrors {{ code }} }} "
+        )
     };
     let half = n / 2;
     let direct: String = (0..half).map(field).collect();
@@ -119,7 +121,9 @@ async fn run(ws: &mut Ws, id: &str, query: &str) -> Value {
 async fn more_mutations_than_the_limit_in_one_operation_are_refused_before_any_runs() {
     let app = TestApp::spawn().await;
     let before = events(&app).await;
-    let body = app.gql(&app.admin, &dashboards(21, "over"), json!({})).await;
+    let body = app
+        .gql(&app.admin, &dashboards(21, "over"), json!({}))
+        .await;
     assert_eq!(codes(&body), ["TOO_MANY_MUTATIONS"], "{body}");
     let message = body["errors"][0]["message"].as_str().expect("message");
     assert!(
@@ -129,7 +133,9 @@ async fn more_mutations_than_the_limit_in_one_operation_are_refused_before_any_r
     assert!(body["data"].is_null(), "{body}");
     assert_eq!(events(&app).await, before, "nothing was written");
 
-    let body = app.gql(&app.admin, &dashboards(20, "fine"), json!({})).await;
+    let body = app
+        .gql(&app.admin, &dashboards(20, "fine"), json!({}))
+        .await;
     assert!(body.get("errors").is_none(), "{body}");
     assert_eq!(body["data"].as_object().expect("data").len(), 20);
     assert_eq!(events(&app).await, before + 20, "{body}");
@@ -203,7 +209,10 @@ async fn a_burst_beyond_a_subjects_limit_gets_429_with_retry_after_and_others_pa
     assert_eq!(retry.as_deref(), Some("1"), "{body}");
     assert_eq!(codes(&body), ["RATE_LIMITED"], "{body}");
     let message = body["errors"][0]["message"].as_str().expect("message");
-    assert!(message.contains("CORRAL_RATE_LIMIT_PER_SUBJECT"), "{message}");
+    assert!(
+        message.contains("CORRAL_RATE_LIMIT_PER_SUBJECT"),
+        "{message}"
+    );
 
     // Other subjects are unaffected.
     let (status, _, body) = me(&app, &app.auditor).await;

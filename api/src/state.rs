@@ -42,6 +42,8 @@ pub struct ApiConfig {
     pub graphiql: bool,
     /// `/graphql/ws` limits and allowed origins (`CORRAL_WS_*`).
     pub websocket: crate::ws::WsConfig,
+    /// JWT bearer tokens from an OIDC provider (`CORRAL_JWT_*`; `None`: off).
+    pub jwt: Option<Arc<crate::jwt::JwtValidator>>,
 }
 
 impl Default for ApiConfig {
@@ -58,6 +60,7 @@ impl Default for ApiConfig {
             metrics_token: None,
             graphiql: true,
             websocket: crate::ws::WsConfig::default(),
+            jwt: None,
         }
     }
 }
@@ -113,9 +116,10 @@ impl AppState {
             signal,
             waiter.clone(),
         ));
-        let tokens = Arc::new(crate::auth::TokenCache::new(
-            crate::auth::AccessEpoch::follow(pool.clone()),
-        ));
+        let tokens = Arc::new(
+            crate::auth::TokenCache::new(crate::auth::AccessEpoch::follow(pool.clone()))
+                .with_jwt(config.jwt.clone()),
+        );
         let mut state = Self {
             groups: commands.groups().clone(),
             dashboards: commands.dashboards().clone(),

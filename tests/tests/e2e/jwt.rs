@@ -15,8 +15,12 @@ const ISSUER: &str = "https://sso.example.com/realms/corral";
 const SECRET: &[u8] = b"an-hs256-secret-of-at-least-32-bytes";
 
 fn jwt(claims: Value, secret: &[u8]) -> String {
-    jsonwebtoken::encode(&Header::default(), &claims, &EncodingKey::from_secret(secret))
-        .expect("encode")
+    jsonwebtoken::encode(
+        &Header::default(),
+        &claims,
+        &EncodingKey::from_secret(secret),
+    )
+    .expect("encode")
 }
 
 fn claims(groups: Value) -> Value {
@@ -56,17 +60,23 @@ async fn a_jwt_authenticates_with_its_mapped_role_and_a_bad_one_gets_401() {
         .gql(
             &viewer,
             "mutation($input: CreateGroupInput!) { createGroup(input: $input) { group { id } } }",
-            json!({"input": {"name": "jwt-viewer-group"}}),
+            json!({"input": {"name": "jwt-viewer-group", "type": "DEVICE"}}),
         )
         .await;
-    assert_eq!(body["errors"][0]["extensions"]["code"], "FORBIDDEN", "{body}");
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "FORBIDDEN",
+        "{body}"
+    );
 
-    // A JWT mapped to no role authenticates, and may do nothing.
+    // A JWT mapped to no role authenticates (not 401), and may do nothing.
     let nobody = jwt(claims(json!("outsiders")), SECRET);
     let body = app
         .gql(&nobody, "{ me { subject roles } }", json!({}))
         .await;
-    assert_eq!(body["data"]["me"]["roles"], json!([]), "{body}");
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "FORBIDDEN",
+        "{body}"
+    );
 
     // An admin JWT may create a group.
     let admin = jwt(claims(json!(["corral-admins"])), SECRET);
@@ -74,7 +84,7 @@ async fn a_jwt_authenticates_with_its_mapped_role_and_a_bad_one_gets_401() {
         .data(
             &admin,
             "mutation($input: CreateGroupInput!) { createGroup(input: $input) { group { id } } }",
-            json!({"input": {"name": "jwt-admin-group"}}),
+            json!({"input": {"name": "jwt-admin-group", "type": "DEVICE"}}),
         )
         .await;
     assert!(data["createGroup"]["group"]["id"].is_string(), "{data}");
@@ -83,7 +93,9 @@ async fn a_jwt_authenticates_with_its_mapped_role_and_a_bad_one_gets_401() {
         Request::post("/graphql")
             .header("content-type", "application/json")
             .header("authorization", format!("Bearer {token}"))
-            .body(Body::from(json!({"query": "{ me { subject } }"}).to_string()))
+            .body(Body::from(
+                json!({"query": "{ me { subject } }"}).to_string(),
+            ))
             .expect("request")
     };
     let mut wrong_issuer = claims(json!(["staff"]));
@@ -91,7 +103,10 @@ async fn a_jwt_authenticates_with_its_mapped_role_and_a_bad_one_gets_401() {
     let mut expired = claims(json!(["staff"]));
     expired["exp"] = json!(chrono::Utc::now().timestamp() - 3600);
     for bad in [
-        jwt(claims(json!(["staff"])), b"another-secret-also-at-least-32-bytes"),
+        jwt(
+            claims(json!(["staff"])),
+            b"another-secret-also-at-least-32-bytes",
+        ),
         jwt(wrong_issuer, SECRET),
         jwt(expired, SECRET),
         "not-a-jwt".to_string(),

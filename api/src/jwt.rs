@@ -400,24 +400,24 @@ mod tests {
     fn keys() -> Keys {
         let rng = SystemRandom::new();
         let ed = Ed25519KeyPair::generate_pkcs8(&rng)
-            .unwrap()
+            .expect("test")
             .as_ref()
             .to_vec();
         let ed_pub = Ed25519KeyPair::from_pkcs8(&ed)
-            .unwrap()
+            .expect("test")
             .public_key()
             .as_ref()
             .to_vec();
         let ec = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
-            .unwrap()
+            .expect("test")
             .as_ref()
             .to_vec();
         let ec_pub = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &ec, &rng)
-            .unwrap()
+            .expect("test")
             .public_key()
             .as_ref()
             .to_vec();
-        let rsa = ring::rsa::KeyPair::from_der(RSA_DER).unwrap();
+        let rsa = ring::rsa::KeyPair::from_der(RSA_DER).expect("test");
         let components: ring::rsa::PublicKeyComponents<Vec<u8>> = rsa.public().into();
         let (n, e) = (components.n, components.e);
         let rsa_public = rsa.public().as_ref().to_vec();
@@ -437,7 +437,7 @@ mod tests {
 
     fn config(dir: &Path, jwks: &serde_json::Value) -> JwtConfig {
         let file = dir.join("jwks.json");
-        std::fs::write(&file, jwks.to_string()).unwrap();
+        std::fs::write(&file, jwks.to_string()).expect("test");
         JwtConfig {
             issuer: ISSUER.into(),
             audience: Some("corral".into()),
@@ -446,13 +446,14 @@ mod tests {
             leeway_secs: 30,
             subject_claim: "sub".into(),
             roles_claim: "groups".into(),
-            role_map: parse_role_map("corral-admins=admin,netops=operator,staff=viewer").unwrap(),
+            role_map: parse_role_map("corral-admins=admin,netops=operator,staff=viewer")
+                .expect("test"),
         }
     }
 
     fn tempdir() -> PathBuf {
         let dir = std::env::temp_dir().join(format!("corral-jwt-{}", Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::create_dir_all(&dir).expect("test");
         dir
     }
 
@@ -473,13 +474,13 @@ mod tests {
     ) -> String {
         let mut header = Header::new(alg);
         header.kid = kid.map(str::to_string);
-        jsonwebtoken::encode(&header, claims, key).unwrap()
+        jsonwebtoken::encode(&header, claims, key).expect("test")
     }
 
     fn setup() -> (Keys, JwtValidator, PathBuf) {
         let keys = keys();
         let dir = tempdir();
-        let v = JwtValidator::new(config(&dir, &keys.jwks)).unwrap();
+        let v = JwtValidator::new(config(&dir, &keys.jwks)).expect("test");
         (keys, v, dir)
     }
 
@@ -518,10 +519,10 @@ mod tests {
             assert_eq!(c.roles, vec!["viewer".to_string()]);
             assert_eq!(c.kind, CredentialKind::Jwt);
             assert_eq!(
-                c.expires_at.unwrap().timestamp(),
-                claims()["exp"].as_i64().unwrap()
+                c.expires_at.expect("test").timestamp(),
+                claims()["exp"].as_i64().expect("test")
             );
-            let again = v.validate(&token).unwrap();
+            let again = v.validate(&token).expect("test");
             assert_eq!(c.token_id, again.token_id, "the token id is stable");
         }
     }
@@ -532,9 +533,9 @@ mod tests {
         let ed = EncodingKey::from_ed_der(&k.ed);
         let with = |patch: serde_json::Value| {
             let mut c = claims();
-            for (key, value) in patch.as_object().unwrap() {
+            for (key, value) in patch.as_object().expect("test") {
                 if value.is_null() {
-                    c.as_object_mut().unwrap().remove(key);
+                    c.as_object_mut().expect("test").remove(key);
                 } else {
                     c[key] = value.clone();
                 }
@@ -560,7 +561,7 @@ mod tests {
         assert!(v.validate(&with(json!({"exp": now() - 5}))).is_ok());
 
         // Bad signature: signed by another Ed25519 key under the same kid.
-        let other = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).unwrap();
+        let other = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).expect("test");
         let forged = sign(
             Algorithm::EdDSA,
             Some("ed1"),
@@ -602,7 +603,7 @@ mod tests {
             hs256_secret: None,
             ..config(&dir, &k.jwks)
         })
-        .unwrap();
+        .expect("test");
         let confused = sign(
             Algorithm::HS256,
             Some("rsa1"),
@@ -652,18 +653,22 @@ mod tests {
     fn a_rotated_jwks_is_picked_up_at_most_every_30_seconds() {
         let (k, v, _dir) = setup();
         let rng = SystemRandom::new();
-        let new = Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+        let new = Ed25519KeyPair::generate_pkcs8(&rng).expect("test");
         let new_pub = Ed25519KeyPair::from_pkcs8(new.as_ref())
-            .unwrap()
+            .expect("test")
             .public_key()
             .as_ref()
             .to_vec();
         let mut rotated = k.jwks.clone();
         rotated["keys"]
             .as_array_mut()
-            .unwrap()
+            .expect("test")
             .push(json!({"kty": "OKP", "kid": "ed2", "crv": "Ed25519", "x": b64(&new_pub)}));
-        std::fs::write(v.config.jwks_file.as_ref().unwrap(), rotated.to_string()).unwrap();
+        std::fs::write(
+            v.config.jwks_file.as_ref().expect("test"),
+            rotated.to_string(),
+        )
+        .expect("test");
         let token = sign(
             Algorithm::EdDSA,
             Some("ed2"),
@@ -673,11 +678,11 @@ mod tests {
         // Read at start less than 30 s ago: no re-read yet.
         assert!(matches!(v.validate(&token), Err(JwtError::UnknownKey(_))));
         // 30 s later, the unknown kid triggers one re-read.
-        *v.read_at.lock().unwrap() = Instant::now() - JWKS_REREAD;
+        *v.read_at.lock().expect("test") = Instant::now() - JWKS_REREAD;
         assert!(v.validate(&token).is_ok());
         // ...and the next unknown kid does not re-read again at once.
-        *v.read_at.lock().unwrap() = Instant::now();
-        std::fs::write(v.config.jwks_file.as_ref().unwrap(), "{\"keys\": []}").unwrap();
+        *v.read_at.lock().expect("test") = Instant::now();
+        std::fs::write(v.config.jwks_file.as_ref().expect("test"), "{\"keys\": []}").expect("test");
         assert!(!v.reread());
         assert!(v.validate(&token).is_ok());
     }
@@ -690,7 +695,7 @@ mod tests {
             let mut c = claims();
             c["groups"] = groups;
             v.validate(&sign(Algorithm::EdDSA, Some("ed1"), &ed, &c))
-                .unwrap()
+                .expect("test")
                 .roles
         };
         assert_eq!(roles_of(json!("netops")), vec!["operator"]);
@@ -708,36 +713,38 @@ mod tests {
             roles_claim: "roles".into(),
             ..config(&dir, &k.jwks)
         })
-        .unwrap();
+        .expect("test");
         let mut c = claims();
         c["email"] = json!("bob@example.com");
         c["roles"] = json!(["netops"]);
         let got = custom
             .validate(&sign(Algorithm::EdDSA, Some("ed1"), &ed, &c))
-            .unwrap();
+            .expect("test");
         assert_eq!(got.subject, "oidc:bob@example.com");
         assert_eq!(got.roles, vec!["operator"]);
         assert_eq!(got.primary_role(), "operator");
 
         // Without a jti, the token id is the token's hash: two tokens, two ids.
-        c.as_object_mut().unwrap().remove("jti");
+        c.as_object_mut().expect("test").remove("jti");
         let a = custom
             .validate(&sign(Algorithm::EdDSA, Some("ed1"), &ed, &c))
-            .unwrap();
+            .expect("test");
         c["exp"] = json!(now() + 700);
         let b = custom
             .validate(&sign(Algorithm::EdDSA, Some("ed1"), &ed, &c))
-            .unwrap();
+            .expect("test");
         assert_ne!(a.token_id, b.token_id);
     }
 
     #[test]
     fn role_maps_take_built_in_roles_only() {
         assert_eq!(
-            parse_role_map(" a=admin , b=viewer,").unwrap(),
+            parse_role_map(" a=admin , b=viewer,").expect("test"),
             vec![("a".into(), "admin".into()), ("b".into(), "viewer".into())]
         );
-        assert!(parse_role_map("a=root").unwrap_err().contains("root"));
+        assert!(parse_role_map("a=root")
+            .expect_err("refused")
+            .contains("root"));
         assert!(parse_role_map("a").is_err());
         assert!(parse_role_map("=admin").is_err());
     }
@@ -755,13 +762,13 @@ mod tests {
                 hs256_secret: None,
                 ..config(&dir, &bad)
             })
-            .unwrap_err();
+            .expect_err("refused");
             assert!(e.contains("CORRAL_JWT_JWKS_FILE"), "{e}");
         }
         let mut c = config(&dir, &k.jwks);
         c.jwks_file = Some(dir.join("missing.json"));
         assert!(JwtValidator::new(c)
-            .unwrap_err()
+            .expect_err("refused")
             .contains("CORRAL_JWT_JWKS_FILE"));
     }
 }

@@ -638,6 +638,47 @@ mod tests {
     }
 
     #[test]
+    fn jwt_settings_stop_the_start_naming_their_variable() {
+        assert!(parse(&[]).expect("parses").jwt().expect("off").is_none());
+        let cases: [(&[&str], &str); 6] = [
+            (&["--jwt-hs256-secret", "short"], "CORRAL_JWT_HS256_SECRET"),
+            (&["--jwt-role-map", "staff=root"], "CORRAL_JWT_ROLE_MAP"),
+            (&["--jwt-leeway-secs", "301"], "CORRAL_JWT_LEEWAY_SECS"),
+            (
+                &["--jwt-hs256-secret", "0123456789abcdef0123456789abcdef"],
+                "CORRAL_JWT_ISSUER",
+            ),
+            (&["--jwt-issuer", "https://idp"], "CORRAL_JWT_JWKS_FILE"),
+            (
+                &[
+                    "--jwt-issuer",
+                    "https://idp",
+                    "--jwt-jwks-file",
+                    "/nonexistent/jwks.json",
+                ],
+                "CORRAL_JWT_JWKS_FILE",
+            ),
+        ];
+        for (args, var) in cases {
+            let e = match parse(args) {
+                Err(e) => e,
+                Ok(s) => s.jwt().expect_err("refused").to_string(),
+            };
+            assert!(e.contains(var), "{args:?}: {e}");
+        }
+        let s = parse(&[
+            "--jwt-issuer",
+            "https://idp",
+            "--jwt-hs256-secret",
+            "0123456789abcdef0123456789abcdef",
+            "--jwt-role-map",
+            "staff=viewer",
+        ])
+        .expect("parses");
+        assert!(s.api().expect("api").jwt.is_some());
+    }
+
+    #[test]
     fn websocket_settings_reach_the_api() {
         let s = parse(&[
             "--ws-init-timeout",

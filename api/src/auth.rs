@@ -86,6 +86,18 @@ pub struct Credential {
     pub roles: Vec<String>,
     /// When it expires.
     pub expires_at: Option<DateTime<Utc>>,
+    /// Where it comes from.
+    pub kind: CredentialKind,
+}
+
+/// Where a credential comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CredentialKind {
+    /// An opaque `crl_` token: a row of the token registry, re-checked on access changes.
+    Token,
+    /// A JWT from the OIDC provider, validated locally (`crate::jwt`); it has no row to
+    /// re-check and holds until its `exp`.
+    Jwt,
 }
 
 impl Credential {
@@ -317,6 +329,7 @@ fn credential(row: &sqlx::postgres::PgRow) -> Result<Credential, sqlx::Error> {
         subject: row.try_get("subject")?,
         roles: row.try_get("roles")?,
         expires_at: row.try_get("expires_at")?,
+        kind: CredentialKind::Token,
     })
 }
 
@@ -424,6 +437,7 @@ pub struct TokenCache {
     epoch: AccessEpoch,
     ttl: Duration,
     capacity: usize,
+    jwt: Option<std::sync::Arc<crate::jwt::JwtValidator>>,
 }
 
 impl TokenCache {
@@ -434,7 +448,14 @@ impl TokenCache {
             epoch,
             ttl: Duration::from_secs(10),
             capacity: 10_000,
+            jwt: None,
         }
+    }
+
+    /// Also takes JWTs (bearer tokens without the `crl_` prefix), validated by `jwt`.
+    pub fn with_jwt(mut self, jwt: Option<std::sync::Arc<crate::jwt::JwtValidator>>) -> Self {
+        self.jwt = jwt;
+        self
     }
 
     /// The epoch it follows.
@@ -448,6 +469,19 @@ impl TokenCache {
         pool: &PgPool,
         token: &str,
     ) -> Result<Option<Credential>, sqlx::Error> {
+        // A JWT never reaches the token tables (nor this cache: it is checked locally).
+        if !token.starts_with("crl_") {
+            let Some(jwt) = &self.jwt else {
+                return Ok(None);
+            };
+            return Ok(match jwt.validate(token) {
+                Ok(credential) => Some(credential),
+                Err(e) => {
+                    tracing::debug!(error = %e, "JWT refused");
+                    None
+                }
+            });
+        }
         let key = hash(token);
         let epoch = self.epoch.current();
         {
@@ -487,6 +521,7 @@ mod tests {
             subject: "s".into(),
             roles: vec!["viewer".into(), "auditor".into()],
             expires_at: None,
+            kind: CredentialKind::Token,
         };
         assert_eq!(c.primary_role(), "viewer");
         let none = Credential { roles: vec![], ..c };

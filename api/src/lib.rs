@@ -8,6 +8,7 @@ pub mod error_codes;
 pub mod graphql;
 pub mod http;
 pub mod ide;
+pub mod jwt;
 pub mod listener;
 pub mod metrics;
 pub mod policy;

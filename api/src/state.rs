@@ -45,6 +45,8 @@ pub struct ApiConfig {
     /// Per-subject rate limits (`CORRAL_RATE_LIMIT_*`; off by default here, on by default
     /// in `corral serve`'s settings).
     pub rate_limit: crate::rate_limit::RateLimitConfig,
+    /// JWT bearer tokens from an OIDC provider (`CORRAL_JWT_*`; `None`: off).
+    pub jwt: Option<Arc<crate::jwt::JwtValidator>>,
 }
 
 impl Default for ApiConfig {
@@ -62,6 +64,7 @@ impl Default for ApiConfig {
             graphiql: true,
             websocket: crate::ws::WsConfig::default(),
             rate_limit: crate::rate_limit::RateLimitConfig::default(),
+            jwt: None,
         }
     }
 }
@@ -119,9 +122,10 @@ impl AppState {
             signal,
             waiter.clone(),
         ));
-        let tokens = Arc::new(crate::auth::TokenCache::new(
-            crate::auth::AccessEpoch::follow(pool.clone()),
-        ));
+        let tokens = Arc::new(
+            crate::auth::TokenCache::new(crate::auth::AccessEpoch::follow(pool.clone()))
+                .with_jwt(config.jwt.clone()),
+        );
         let rate_limiter = Arc::new(crate::rate_limit::RateLimiter::new(config.rate_limit));
         let mut state = Self {
             groups: commands.groups().clone(),

@@ -54,6 +54,10 @@ pub const ROLES_CHANGED_CLOSE_CODE: u16 = 4403;
 /// it no longer holds (revoked, expired, its roles changed), `None` while it does. A failed
 /// check keeps the connection (the next change checks again).
 async fn recheck(pool: &sqlx::PgPool, held: &Credential) -> Option<CloseFrame> {
+    // A JWT has no registry row: it holds until its `exp` (the expiry timer closes it).
+    if held.kind == crate::auth::CredentialKind::Jwt {
+        return None;
+    }
     match crate::auth::check(pool, held.token_id).await {
         Ok(Some(now)) if now.roles == held.roles => None,
         Ok(Some(_)) => Some(CloseFrame {

@@ -25,7 +25,10 @@ async fn serve_answers_429_with_retry_after_beyond_a_subjects_burst() {
         statuses.push(r.status);
     }
     assert!(statuses.contains(&429), "{statuses:?}");
-    assert!(statuses.iter().filter(|s| **s == 200).count() >= 5, "{statuses:?}");
+    assert!(
+        statuses.iter().filter(|s| **s == 200).count() >= 5,
+        "{statuses:?}"
+    );
     // Another subject has a bucket of its own.
     let other = served.post_graphql(&served.admin, query, json!({})).await;
     assert_eq!(other.status, 200, "{}", other.text());

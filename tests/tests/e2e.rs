@@ -12,6 +12,7 @@ mod e2e {
     mod groups;
     mod health;
     mod inventory;
+    mod jwt;
     mod leaders;
     mod limits;
     mod membership;

@@ -285,6 +285,50 @@ pub struct Settings {
           value_parser = secs("CORRAL_TOKEN_EXPIRY_SECS", 1, 3_600))]
     pub token_expiry: Duration,
 
+    /// JWT bearer tokens from an OIDC provider: the required `iss`, e.g.
+    /// `https://sso.example.com/realms/corral`; set, JWT is on (with
+    /// `CORRAL_JWT_JWKS_FILE` or `CORRAL_JWT_HS256_SECRET`; `docs/access.md`).
+    #[arg(long, env = "CORRAL_JWT_ISSUER", value_name = "URL")]
+    pub jwt_issuer: Option<String>,
+    /// The required JWT `aud` (e.g. the client id); unset: `aud` is not checked.
+    #[arg(long, env = "CORRAL_JWT_AUDIENCE", value_name = "AUD")]
+    pub jwt_audience: Option<String>,
+    /// JWKS file of the provider's signing keys (RS256, ES256, EdDSA), read at start and
+    /// again (at most every 30 s) when a token names an unknown `kid`. A JWKS URL is not
+    /// supported: export it to this file.
+    #[arg(long, env = "CORRAL_JWT_JWKS_FILE", value_name = "FILE")]
+    pub jwt_jwks_file: Option<PathBuf>,
+    /// HS256 shared secret for JWTs (at least 32 bytes).
+    #[arg(long, env = "CORRAL_JWT_HS256_SECRET", value_name = "SECRET", hide_env_values = true,
+          value_parser = text("CORRAL_JWT_HS256_SECRET", hs256_secret))]
+    pub jwt_hs256_secret: Option<String>,
+    /// Clock skew allowed on a JWT's `exp` and `nbf`.
+    #[arg(long, env = "CORRAL_JWT_LEEWAY_SECS", value_name = "SECS", default_value = "30",
+          value_parser = number("CORRAL_JWT_LEEWAY_SECS", 0, 300, "seconds"))]
+    pub jwt_leeway_secs: u64,
+    /// The JWT claim naming the caller (shown as `oidc:<value>`).
+    #[arg(
+        long,
+        env = "CORRAL_JWT_SUBJECT_CLAIM",
+        value_name = "CLAIM",
+        default_value = "sub"
+    )]
+    pub jwt_subject_claim: String,
+    /// The JWT claim holding the caller's groups (a string or an array of strings).
+    #[arg(
+        long,
+        env = "CORRAL_JWT_ROLES_CLAIM",
+        value_name = "CLAIM",
+        default_value = "groups"
+    )]
+    pub jwt_roles_claim: String,
+    /// Groups claim value → built-in role, e.g.
+    /// `corral-admins=admin,netops=operator,staff=viewer`; a JWT none of whose values is
+    /// listed authenticates with no role.
+    #[arg(long, env = "CORRAL_JWT_ROLE_MAP", value_name = "MAP",
+          value_parser = text("CORRAL_JWT_ROLE_MAP", role_map))]
+    pub jwt_role_map: Option<RoleMap>,
+
     /// The sweep allow-list of pollers without one of their own (comma-separated CIDRs).
     #[arg(long, env = "CORRAL_SWEEP_ALLOW", value_name = "CIDRS",
           default_value = "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,127.0.0.0/8,fc00::/7,::1/128",
@@ -357,6 +401,21 @@ fn poller_allow(raw: &str) -> Result<PollerAllow, String> {
         .map(PollerAllow)
 }
 
+/// `CORRAL_JWT_ROLE_MAP`, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleMap(pub Vec<(String, String)>);
+
+fn role_map(raw: &str) -> Result<RoleMap, String> {
+    crate::jwt::parse_role_map(raw).map(RoleMap)
+}
+
+fn hs256_secret(raw: &str) -> Result<String, String> {
+    if raw.len() < 32 {
+        return Err("must be at least 32 bytes".into());
+    }
+    Ok(raw.to_string())
+}
+
 fn metrics_token(raw: &str) -> Result<String, String> {
     if raw.len() < 16 || raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err("must be at least 16 characters without spaces".into());
@@ -403,7 +462,55 @@ impl Settings {
                     .clone()
                     .unwrap_or(AllowedOrigins::SameOrigin),
             },
+            jwt: self.jwt()?.map(std::sync::Arc::new),
         })
+    }
+
+    /// The JWT validator, its keys read (`None`: JWT is off). Errors name the variable.
+    pub fn jwt(&self) -> Result<Option<crate::jwt::JwtValidator>, BoxError> {
+        let set = |v: &Option<String>| {
+            v.as_deref()
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+        };
+        let issuer = set(&self.jwt_issuer);
+        let secret = self.jwt_hs256_secret.clone().filter(|s| !s.is_empty());
+        let file = self
+            .jwt_jwks_file
+            .clone()
+            .filter(|f| !f.as_os_str().is_empty());
+        let Some(issuer) = issuer else {
+            if file.is_some()
+                || secret.is_some()
+                || set(&self.jwt_audience).is_some()
+                || self.jwt_role_map.is_some()
+            {
+                return Err(
+                    "CORRAL_JWT_ISSUER must be set when JWT is configured (CORRAL_JWT_*)".into(),
+                );
+            }
+            return Ok(None);
+        };
+        let subject_claim = self.jwt_subject_claim.trim();
+        if subject_claim.is_empty() {
+            return Err("CORRAL_JWT_SUBJECT_CLAIM must not be empty".into());
+        }
+        let roles_claim = self.jwt_roles_claim.trim();
+        if roles_claim.is_empty() {
+            return Err("CORRAL_JWT_ROLES_CLAIM must not be empty".into());
+        }
+        let validator = crate::jwt::JwtValidator::new(crate::jwt::JwtConfig {
+            issuer,
+            audience: set(&self.jwt_audience),
+            jwks_file: file,
+            hs256_secret: secret.map(String::into_bytes),
+            leeway_secs: self.jwt_leeway_secs,
+            subject_claim: subject_claim.to_string(),
+            roles_claim: roles_claim.to_string(),
+            role_map: self.jwt_role_map.clone().map(|m| m.0).unwrap_or_default(),
+        })?;
+        Ok(Some(validator))
     }
 
     /// Sweep limits, allow-lists and timings.
@@ -550,6 +657,47 @@ mod tests {
             .expect_err("shorter than the raw retention")
             .to_string();
         assert!(err.contains("CORRAL_ROLLUP_RETENTION_DAYS"), "{err}");
+    }
+
+    #[test]
+    fn jwt_settings_stop_the_start_naming_their_variable() {
+        assert!(parse(&[]).expect("parses").jwt().expect("off").is_none());
+        let cases: [(&[&str], &str); 6] = [
+            (&["--jwt-hs256-secret", "short"], "CORRAL_JWT_HS256_SECRET"),
+            (&["--jwt-role-map", "staff=root"], "CORRAL_JWT_ROLE_MAP"),
+            (&["--jwt-leeway-secs", "301"], "CORRAL_JWT_LEEWAY_SECS"),
+            (
+                &["--jwt-hs256-secret", "0123456789abcdef0123456789abcdef"],
+                "CORRAL_JWT_ISSUER",
+            ),
+            (&["--jwt-issuer", "https://idp"], "CORRAL_JWT_JWKS_FILE"),
+            (
+                &[
+                    "--jwt-issuer",
+                    "https://idp",
+                    "--jwt-jwks-file",
+                    "/nonexistent/jwks.json",
+                ],
+                "CORRAL_JWT_JWKS_FILE",
+            ),
+        ];
+        for (args, var) in cases {
+            let e = match parse(args) {
+                Err(e) => e,
+                Ok(s) => s.jwt().expect_err("refused").to_string(),
+            };
+            assert!(e.contains(var), "{args:?}: {e}");
+        }
+        let s = parse(&[
+            "--jwt-issuer",
+            "https://idp",
+            "--jwt-hs256-secret",
+            "0123456789abcdef0123456789abcdef",
+            "--jwt-role-map",
+            "staff=viewer",
+        ])
+        .expect("parses");
+        assert!(s.api().expect("api").jwt.is_some());
     }
 
     #[test]

@@ -163,7 +163,7 @@ pub struct NewToken {
 }
 
 /// A token just issued: the secret is shown once and kept nowhere.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct IssuedToken {
     /// The bearer secret.
     pub secret: String,
@@ -176,6 +176,16 @@ pub struct IssuedToken {
 /// A token's secret, generated and its hash stored, waiting for its `TokenCreated`: inert
 /// until that event commits, and to be [`discard`](PendingToken::discard)ed if the command
 /// is refused.
+impl std::fmt::Debug for IssuedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedToken")
+            .field("secret", &"<redacted>")
+            .field("token_id", &self.token_id)
+            .field("prefix", &self.prefix)
+            .finish()
+    }
+}
+
 #[derive(Debug)]
 pub struct PendingToken {
     issued: IssuedToken,
@@ -541,9 +551,11 @@ mod tests {
 pub const LEGACY_PREFIX: &str = "legacy";
 
 /// Turns the tokens of the old `api_tokens` table that have no `TokenCreated` yet into
-/// events (a global binding of their role; a revoked one is revoked again at once), keeping
-/// their secrets' hashes, so they keep working. Idempotent, and safe when several processes
-/// start at once. Returns how many it adopted.
+/// events (a global binding of their role), keeping the hashes of the secrets of those not
+/// revoked, so they keep working; then revokes every adopted token that the old table says is
+/// revoked (a revoked one never gets its hash back, and one revoked in the old table later, by
+/// an older binary during an upgrade, is revoked here at the next start). Idempotent, and
+/// safe when several processes start at once. Returns how many it adopted.
 pub async fn adopt_legacy_tokens(pool: &PgPool) -> Result<usize, TokenError> {
     let rows = sqlx::query(
         "SELECT id, subject, role, token_hash, revoked_at IS NOT NULL AS revoked FROM api_tokens a
@@ -552,9 +564,6 @@ pub async fn adopt_legacy_tokens(pool: &PgPool) -> Result<usize, TokenError> {
     )
     .fetch_all(pool)
     .await?;
-    if rows.is_empty() {
-        return Ok(0);
-    }
     let commands = access_commands(pool.clone(), CommitSignal::new(vec![]));
     let metadata = EventMetadata::system(Source::Cli, Uuid::new_v4().to_string());
     let mut adopted = 0;
@@ -563,14 +572,16 @@ pub async fn adopt_legacy_tokens(pool: &PgPool) -> Result<usize, TokenError> {
         let subject: String = row.try_get("subject")?;
         let role: String = row.try_get("role")?;
         let token_hash: Vec<u8> = row.try_get("token_hash")?;
-        sqlx::query(
-            "INSERT INTO access_token_secrets (token_id, token_hash) VALUES ($1, $2)
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(token_id)
-        .bind(&token_hash)
-        .execute(pool)
-        .await?;
+        if !row.try_get::<bool, _>("revoked")? {
+            sqlx::query(
+                "INSERT INTO access_token_secrets (token_id, token_hash) VALUES ($1, $2)
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(token_id)
+            .bind(&token_hash)
+            .execute(pool)
+            .await?;
+        }
         let create = AccessCommand::CreateToken {
             subject: subject.clone(),
             token_id,
@@ -584,21 +595,33 @@ pub async fn adopt_legacy_tokens(pool: &PgPool) -> Result<usize, TokenError> {
             .await
         {
             Ok(_) => adopted += 1,
-            Err(ExecError::Domain(AccessError::TokenExists(_))) => continue,
+            Err(ExecError::Domain(AccessError::TokenExists(_))) => {}
             Err(e) => {
                 tracing::warn!(token = %token_id, error = %e, "could not adopt a legacy token");
-                continue;
             }
         }
-        if row.try_get::<bool, _>("revoked")? {
-            let revoke = AccessCommand::RevokeToken {
-                token_id,
-                reason: Some("revoked before tokens were events".into()),
-            };
-            commands
-                .execute(subject_id(&subject), revoke, &metadata)
-                .await?;
-        }
+    }
+    // Revoked in the old table, live here: revoke (and forget the secret's hash).
+    let revoked = sqlx::query(
+        "SELECT a.id, a.subject FROM api_tokens a JOIN access_tokens t ON t.token_id = a.id
+          WHERE a.revoked_at IS NOT NULL AND t.revoked_at IS NULL AND t.expired_at IS NULL",
+    )
+    .fetch_all(pool)
+    .await?;
+    for row in revoked {
+        let token_id: Uuid = row.try_get("id")?;
+        let subject: String = row.try_get("subject")?;
+        sqlx::query("DELETE FROM access_token_secrets WHERE token_id = $1")
+            .bind(token_id)
+            .execute(pool)
+            .await?;
+        let revoke = AccessCommand::RevokeToken {
+            token_id,
+            reason: Some("revoked in the old api_tokens table".into()),
+        };
+        commands
+            .execute(subject_id(&subject), revoke, &metadata)
+            .await?;
     }
     Ok(adopted)
 }

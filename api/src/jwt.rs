@@ -93,6 +93,9 @@ pub enum JwtError {
     /// The subject claim is missing or not a string.
     #[error("no subject in claim {0:?}")]
     NoSubject(String),
+    /// `exp` is not a number of seconds.
+    #[error("no usable exp claim")]
+    NoExpiry,
 }
 
 /// A public key and the one algorithm it verifies.
@@ -325,12 +328,15 @@ impl JwtValidator {
         token: &str,
         claims: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<Credential, JwtError> {
+        // The subject reaches the audit trail: the same rules as a token's subject (no control
+        // characters, at most 128 characters).
         let subject = claims
             .get(&self.config.subject_claim)
             .and_then(|v| v.as_str())
-            .map(str::trim)
-            .filter(|s| !s.is_empty() && s.len() <= 200)
+            .and_then(|s| corral_domain::access::valid_subject(s).ok())
+            .filter(|s| corral_domain::text::check_free_text("subject", s, 128).is_ok())
             .ok_or_else(|| JwtError::NoSubject(self.config.subject_claim.clone()))?;
+        let subject = subject.as_str();
         let values: Vec<&str> = match claims.get(&self.config.roles_claim) {
             Some(serde_json::Value::String(s)) => vec![s.as_str()],
             Some(serde_json::Value::Array(items)) => {
@@ -348,10 +354,14 @@ impl JwtValidator {
             })
             .map(|r| r.to_string())
             .collect();
+        // `exp` is required and was checked; a decimal one counts too (its whole seconds), so
+        // that an open websocket closes at it.
         let expires_at = claims
             .get("exp")
-            .and_then(|v| v.as_i64())
-            .and_then(|exp| DateTime::<Utc>::from_timestamp(exp, 0));
+            .and_then(|v| v.as_i64().or_else(|| v.as_f64().map(|f| f.floor() as i64)))
+            .and_then(|exp| DateTime::<Utc>::from_timestamp(exp, 0))
+            .ok_or(JwtError::NoExpiry)?;
+        let expires_at = Some(expires_at);
         let issuer = claims.get("iss").and_then(|v| v.as_str()).unwrap_or("");
         let unique = match claims.get("jti").and_then(|v| v.as_str()) {
             Some(jti) => format!("jti:{jti}"),
@@ -528,6 +538,22 @@ mod tests {
     }
 
     #[test]
+    fn a_decimal_exp_still_sets_the_expiry() {
+        let (k, v, _dir) = setup();
+        let ed = EncodingKey::from_ed_der(&k.ed);
+        let mut c = claims();
+        let exp = now() + 600;
+        c["exp"] = json!(exp as f64 + 0.5);
+        let token = sign(Algorithm::EdDSA, Some("ed1"), &ed, &c);
+        let credential = v.validate(&token).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            credential.expires_at.map(|t| t.timestamp()),
+            Some(exp),
+            "an open websocket must close at it"
+        );
+    }
+
+    #[test]
     fn bad_tokens_are_refused() {
         let (k, v, _dir) = setup();
         let ed = EncodingKey::from_ed_der(&k.ed);
@@ -553,6 +579,14 @@ mod tests {
             ("no issuer", with(json!({"iss": null}))),
             ("wrong audience", with(json!({"aud": "other"}))),
             ("no subject", with(json!({"sub": null}))),
+            (
+                "a control character in the subject",
+                with(json!({"sub": "eve\u{7}"})),
+            ),
+            (
+                "a bidi override in the subject",
+                with(json!({"sub": "eve\u{202e}gpj"})),
+            ),
         ];
         for (what, token) in cases {
             assert!(v.validate(&token).is_err(), "{what} must be refused");

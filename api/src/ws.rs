@@ -51,28 +51,39 @@ pub const CREDENTIAL_CLOSE_CODE: u16 = 4401;
 pub const ROLES_CHANGED_CLOSE_CODE: u16 = 4403;
 
 /// Re-checks an open connection's token after an access change: the close frame to send when
-/// it no longer holds (revoked, expired, its roles changed), `None` while it does. A failed
-/// check keeps the connection (the next change checks again).
+/// it no longer holds (revoked, expired, its roles changed), `None` while it does. The check
+/// fails closed: when the database cannot answer three times in a row (the change may be this
+/// token's revocation), the connection is closed too, and the client reconnects.
 async fn recheck(pool: &sqlx::PgPool, held: &Credential) -> Option<CloseFrame> {
     // A JWT has no registry row: it holds until its `exp` (the expiry timer closes it).
     if held.kind == crate::auth::CredentialKind::Jwt {
         return None;
     }
-    match crate::auth::check(pool, held.token_id).await {
-        Ok(Some(now)) if now.roles == held.roles => None,
-        Ok(Some(_)) => Some(CloseFrame {
-            code: ROLES_CHANGED_CLOSE_CODE,
-            reason: "Forbidden: the token's roles changed; reconnect".into(),
-        }),
-        Ok(None) => Some(CloseFrame {
-            code: CREDENTIAL_CLOSE_CODE,
-            reason: "Unauthorized: the token was revoked or has expired".into(),
-        }),
-        Err(e) => {
-            tracing::warn!(error = %e, "could not re-check a websocket's token");
-            None
+    for attempt in 1..=3 {
+        match crate::auth::check(pool, held.token_id).await {
+            Ok(Some(now)) if now.roles == held.roles => return None,
+            Ok(Some(_)) => {
+                return Some(CloseFrame {
+                    code: ROLES_CHANGED_CLOSE_CODE,
+                    reason: "Forbidden: the token's roles changed; reconnect".into(),
+                })
+            }
+            Ok(None) => {
+                return Some(CloseFrame {
+                    code: CREDENTIAL_CLOSE_CODE,
+                    reason: "Unauthorized: the token was revoked or has expired".into(),
+                })
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, attempt, "could not re-check a websocket's token");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
         }
     }
+    Some(CloseFrame {
+        code: CREDENTIAL_CLOSE_CODE,
+        reason: "Unauthorized: the token could not be re-checked; reconnect".into(),
+    })
 }
 
 /// Websocket settings.

@@ -232,6 +232,26 @@ async fn tokens_of_the_old_table_become_events_and_keep_working() {
             .await
             .expect("count");
     assert_eq!(created, 2);
+    // A revoked old token never gets its secret's hash back.
+    let secrets: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM access_token_secrets WHERE token_hash = sha256('crl_legacy_two'::bytea)",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("count");
+    assert_eq!(secrets, 0);
+    // A token revoked in the old table after its adoption (by an older binary during an
+    // upgrade) is revoked at the next start.
+    sqlx::query("UPDATE api_tokens SET revoked_at = now() WHERE subject = 'old-admin'")
+        .execute(&pool)
+        .await
+        .expect("revoke the old way");
+    let (ok, _, stderr) = corral(&db.url, &["token", "list"]);
+    assert!(ok, "{stderr}");
+    assert!(corral_api::auth::lookup(&pool, "crl_legacy_one")
+        .await
+        .expect("lookup")
+        .is_none());
     pool.close().await;
     db.drop_db().await;
 }

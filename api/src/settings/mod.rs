@@ -290,7 +290,8 @@ pub struct Settings {
     /// `CORRAL_JWT_JWKS_FILE` or `CORRAL_JWT_HS256_SECRET`; `docs/access.md`).
     #[arg(long, env = "CORRAL_JWT_ISSUER", value_name = "URL")]
     pub jwt_issuer: Option<String>,
-    /// The required JWT `aud` (e.g. the client id); unset: `aud` is not checked.
+    /// The required JWT `aud` (e.g. the client id); required when JWT is on, so that tokens the
+    /// provider minted for other applications are refused.
     #[arg(long, env = "CORRAL_JWT_AUDIENCE", value_name = "AUD")]
     pub jwt_audience: Option<String>,
     /// JWKS file of the provider's signing keys (RS256, ES256, EdDSA), read at start and
@@ -492,6 +493,13 @@ impl Settings {
             }
             return Ok(None);
         };
+        if set(&self.jwt_audience).is_none() {
+            return Err(
+                "CORRAL_JWT_AUDIENCE must be set when CORRAL_JWT_ISSUER is: without it, \
+                        tokens the provider issued to other applications would be accepted"
+                    .into(),
+            );
+        }
         let subject_claim = self.jwt_subject_claim.trim();
         if subject_claim.is_empty() {
             return Err("CORRAL_JWT_SUBJECT_CLAIM must not be empty".into());
@@ -662,19 +670,33 @@ mod tests {
     #[test]
     fn jwt_settings_stop_the_start_naming_their_variable() {
         assert!(parse(&[]).expect("parses").jwt().expect("off").is_none());
-        let cases: [(&[&str], &str); 6] = [
+        let cases: [(&[&str], &str); 7] = [
             (&["--jwt-hs256-secret", "short"], "CORRAL_JWT_HS256_SECRET"),
+            (
+                &[
+                    "--jwt-issuer",
+                    "https://idp",
+                    "--jwt-hs256-secret",
+                    "0123456789abcdef0123456789abcdef",
+                ],
+                "CORRAL_JWT_AUDIENCE",
+            ),
             (&["--jwt-role-map", "staff=root"], "CORRAL_JWT_ROLE_MAP"),
             (&["--jwt-leeway-secs", "301"], "CORRAL_JWT_LEEWAY_SECS"),
             (
                 &["--jwt-hs256-secret", "0123456789abcdef0123456789abcdef"],
                 "CORRAL_JWT_ISSUER",
             ),
-            (&["--jwt-issuer", "https://idp"], "CORRAL_JWT_JWKS_FILE"),
+            (
+                &["--jwt-issuer", "https://idp", "--jwt-audience", "corral"],
+                "CORRAL_JWT_JWKS_FILE",
+            ),
             (
                 &[
                     "--jwt-issuer",
                     "https://idp",
+                    "--jwt-audience",
+                    "corral",
                     "--jwt-jwks-file",
                     "/nonexistent/jwks.json",
                 ],
@@ -691,6 +713,8 @@ mod tests {
         let s = parse(&[
             "--jwt-issuer",
             "https://idp",
+            "--jwt-audience",
+            "corral",
             "--jwt-hs256-secret",
             "0123456789abcdef0123456789abcdef",
             "--jwt-role-map",

@@ -95,30 +95,8 @@ impl PublisherConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use corral_projections::public_log::LogEntry;
-    use corral_projections::EventRecord;
+    use crate::publisher::message::tests::entry;
     use serde_json::json;
-    use uuid::Uuid;
-
-    fn entry(aggregate_type: &str, aggregate_id: &str, metadata: serde_json::Value) -> LogEntry {
-        LogEntry {
-            position: 42,
-            hash: vec![0xab; 32],
-            event: EventRecord {
-                global_position: 7,
-                transaction_id: 1,
-                event_id: Uuid::nil(),
-                aggregate_type: aggregate_type.into(),
-                aggregate_id: aggregate_id.into(),
-                sequence: 3,
-                event_type: "GroupRenamed".into(),
-                event_version: "1".into(),
-                payload: json!({"GroupRenamed": {"name": "x"}}),
-                metadata,
-                recorded_at: chrono::Utc::now(),
-            },
-        }
-    }
 
     #[test]
     fn subjects_name_type_id_and_event() {

@@ -98,14 +98,19 @@ pub fn headers(entry: &impl Published) -> Vec<(&'static str, String)> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::publisher::PublisherConfig;
     use corral_projections::EventRecord;
     use serde_json::json;
     use uuid::Uuid;
 
-    fn entry(aggregate_type: &str, aggregate_id: &str, metadata: serde_json::Value) -> LogEntry {
+    /// A log entry of a `GroupRenamed` for the tests of the publisher's modules.
+    pub(crate) fn entry(
+        aggregate_type: &str,
+        aggregate_id: &str,
+        metadata: serde_json::Value,
+    ) -> LogEntry {
         LogEntry {
             position: 42,
             hash: vec![0xab; 32],

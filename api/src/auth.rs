@@ -10,7 +10,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use corral_domain::access::{subject_id, AccessCommand, AccessError, Binding};
+use corral_domain::access::{
+    known_role, subject_id, valid_subject, AccessCommand, AccessError, Binding, BUILT_IN_ROLES,
+};
 use corral_domain::metadata::{EventMetadata, Source};
 use corral_projections::commands::access::{access_commands, AccessCommands};
 use corral_projections::commands::executor::ExecError;
@@ -319,6 +321,83 @@ pub async fn revoke(
         )
         .await?;
     Ok(token_id)
+}
+
+/// Refuses a role Corral does not know (`INVALID` on `role`).
+pub fn check_role(role: &str) -> Result<(), AccessError> {
+    if known_role(role) {
+        return Ok(());
+    }
+    Err(AccessError::Invalid {
+        field: "role",
+        message: format!(
+            "unknown role {:?}; expected one of {}",
+            role.chars().take(64).collect::<String>(),
+            BUILT_IN_ROLES.join(", ")
+        ),
+    })
+}
+
+/// The global roles subject `name` holds now, sorted; `None` when no such subject exists.
+pub async fn subject_roles(pool: &PgPool, name: &str) -> Result<Option<Vec<String>>, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT ARRAY(SELECT b.role FROM access_bindings b
+                        WHERE b.subject_id = s.subject_id AND b.scope IS NULL
+                        ORDER BY b.role) AS roles
+           FROM access_subjects s WHERE s.subject_id = $1",
+    )
+    .bind(subject_id(name).to_string())
+    .fetch_optional(pool)
+    .await?;
+    row.map(|r| r.try_get::<Vec<String>, _>("roles"))
+        .transpose()
+}
+
+/// Grants subject `subject` the global role `role` (creating the subject if needed), as
+/// `corral role grant` does; returns the global roles it holds afterwards. Granting a role
+/// the subject holds already writes nothing.
+pub async fn grant_role(
+    commands: &AccessCommands,
+    pool: &PgPool,
+    subject: &str,
+    role: &str,
+    metadata: &EventMetadata,
+) -> Result<Vec<String>, TokenError> {
+    let subject = valid_subject(subject)?;
+    check_role(role)?;
+    let command = AccessCommand::GrantRole {
+        subject: subject.clone(),
+        binding: Binding::global(role),
+    };
+    commands
+        .execute(subject_id(&subject), command, metadata)
+        .await?;
+    Ok(subject_roles(pool, &subject).await?.unwrap_or_default())
+}
+
+/// Takes the global role `role` from subject `subject`, as `corral role revoke` does:
+/// every token of the subject stops using it within a second, open websockets included
+/// (closed with 4403). Returns the global roles it holds afterwards; revoking a role it does
+/// not hold writes nothing. An unknown subject is [`TokenError::NotFound`].
+pub async fn revoke_role(
+    commands: &AccessCommands,
+    pool: &PgPool,
+    subject: &str,
+    role: &str,
+    metadata: &EventMetadata,
+) -> Result<Vec<String>, TokenError> {
+    let subject = valid_subject(subject)?;
+    check_role(role)?;
+    if subject_roles(pool, &subject).await?.is_none() {
+        return Err(TokenError::NotFound(subject));
+    }
+    let command = AccessCommand::RevokeRole {
+        binding: Binding::global(role),
+    };
+    commands
+        .execute(subject_id(&subject), command, metadata)
+        .await?;
+    Ok(subject_roles(pool, &subject).await?.unwrap_or_default())
 }
 
 const CREDENTIAL_SQL: &str = "

@@ -37,12 +37,14 @@ const SWEEP_FIELDS: [(&str, &str); 6] = [
     ("Subscription", "sweepProgress"),
 ];
 
-/// Fields that list, issue and revoke tokens: a permission of their own (`Access.<field>`),
+/// Fields that list, issue and revoke tokens and grant and revoke roles: a permission of their own (`Access.<field>`),
 /// out of viewers' `Query.*`. (`Query.me`, the caller's own identity, is not one of them.)
-const ACCESS_FIELDS: [(&str, &str); 3] = [
+const ACCESS_FIELDS: [(&str, &str); 5] = [
     ("Query", "tokens"),
     ("Mutation", "createToken"),
     ("Mutation", "revokeToken"),
+    ("Mutation", "grantRole"),
+    ("Mutation", "revokeRole"),
 ];
 
 /// The policy object of field `name` of type `parent`: `Audit.<name>` for the audit fields,
@@ -186,6 +188,8 @@ mod tests {
             ("Query", "tokens"),
             ("Mutation", "createToken"),
             ("Mutation", "revokeToken"),
+            ("Mutation", "grantRole"),
+            ("Mutation", "revokeRole"),
         ] {
             let object = object_of(field.0, field.1);
             assert!(object.starts_with("Access."), "{object}");

@@ -12,10 +12,12 @@ use corral_projections::rebuild;
 
 mod audit_cli;
 mod import;
+mod role_cli;
 mod rollups_cli;
 mod sweeps_cli;
 mod token_cli;
 
+use role_cli::RoleCommand;
 use token_cli::TokenCommand;
 
 #[derive(Parser)]
@@ -53,6 +55,11 @@ enum Command {
     Token {
         #[command(subcommand)]
         command: TokenCommand,
+    },
+    /// Grant and revoke global roles of subjects.
+    Role {
+        #[command(subcommand)]
+        command: RoleCommand,
     },
     /// Inspect or rebuild projections.
     Projections {
@@ -248,6 +255,7 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
     match cli.command {
         Command::Migrate => println!("migrations applied"),
         Command::Token { command } => token_cli::run(&pool, command).await?,
+        Command::Role { command } => role_cli::run(&pool, command).await?,
         Command::Projections {
             command: ProjectionCommand::Status { nats },
         } => {

@@ -1,5 +1,5 @@
 //! Access: who the caller is (`me`, every role), and the admins' tokens (`tokens`,
-//! `createToken`, `revokeToken`), with the command line's semantics (`corral token`).
+//! `createToken`, `revokeToken`) and global roles (`grantRole`, `revokeRole`), with the command line's semantics (`corral token`).
 //!
 //! Tokens are events of their subject (`docs/access.md`): the mutations run `CreateToken` and
 //! `RevokeToken` through the write side's entry point with the calling admin in the events'
@@ -9,7 +9,9 @@
 
 use async_graphql::{Context, Enum, InputObject, Object, Result, SimpleObject, ID};
 use chrono::{DateTime, Utc};
-use corral_domain::access::{known_role, valid_subject, AccessCommand, Binding, BUILT_IN_ROLES};
+use corral_domain::access::{
+    known_role, subject_id, valid_subject, AccessCommand, Binding, BUILT_IN_ROLES,
+};
 use corral_domain::codes::Code;
 use corral_projections::commands::Command;
 use sqlx::PgPool;
@@ -141,6 +143,59 @@ pub struct RevokeTokenPayload {
     pub token: Option<Token>,
     /// Expected failures.
     pub user_errors: Vec<UserError>,
+}
+
+/// Input of `grantRole` and `revokeRole`: a global role (scoped bindings are not enforced
+/// yet, so there is no scope).
+#[derive(InputObject)]
+pub struct RoleInput {
+    /// The subject: 1 to 128 characters, no control characters (`grantRole` creates it if it
+    /// does not exist).
+    pub subject: String,
+    /// `admin`, `operator`, `viewer` or `auditor`.
+    pub role: String,
+    /// Why (recorded in the event and the audit trail).
+    pub reason: Option<String>,
+}
+
+/// The result of `grantRole` and `revokeRole`.
+#[derive(SimpleObject, Default)]
+pub struct RolePayload {
+    /// The subject (`null` on error).
+    pub subject: Option<String>,
+    /// The global roles the subject holds after the change (empty on error).
+    pub roles: Vec<String>,
+    /// Expected failures; nothing was written when this is not empty.
+    pub user_errors: Vec<UserError>,
+}
+
+fn refused_role(e: UserError) -> RolePayload {
+    RolePayload {
+        user_errors: vec![e],
+        ..Default::default()
+    }
+}
+
+/// The subject and role of a `grantRole` or `revokeRole`, checked.
+fn checked_role_input(input: &RoleInput) -> std::result::Result<String, UserError> {
+    let subject = valid_subject(&input.subject)
+        .map_err(|e| UserError::new(e.field(), e.code(), e.to_string()))?;
+    auth::check_role(&input.role)
+        .map_err(|e| UserError::new(e.field(), e.code(), e.to_string()))?;
+    Ok(subject)
+}
+
+/// The global roles `subject` holds, after a change that committed.
+async fn roles_after(pool: &PgPool, subject: String) -> Result<RolePayload> {
+    let roles = auth::subject_roles(pool, &subject)
+        .await
+        .map_err(internal)?
+        .unwrap_or_default();
+    Ok(RolePayload {
+        subject: Some(subject),
+        roles,
+        user_errors: vec![],
+    })
 }
 
 fn refused_create(e: UserError) -> CreateTokenPayload {
@@ -338,5 +393,77 @@ impl AccessMutation {
             token: read_token(pool, token_id).await,
             user_errors: vec![],
         })
+    }
+
+    /// Grants subject `subject` the global role `role` (admin), as `corral role grant` does;
+    /// the subject is created if it does not exist. Its tokens that list the role use it
+    /// again at once; open websockets whose roles change are closed with 4403. Granting a
+    /// role the subject holds already writes nothing.
+    async fn grant_role(&self, ctx: &Context<'_>, input: RoleInput) -> Result<RolePayload> {
+        let metadata = match event_metadata(ctx, input.reason.clone())? {
+            Ok(m) => m,
+            Err(e) => return Ok(refused_role(e)),
+        };
+        let subject = match checked_role_input(&input) {
+            Ok(s) => s,
+            Err(e) => return Ok(refused_role(e)),
+        };
+        let command = AccessCommand::GrantRole {
+            subject: subject.clone(),
+            binding: Binding::global(&input.role),
+        };
+        if let Err(e) = execute(
+            ctx,
+            Command::Access(subject_id(&subject), command),
+            &metadata,
+        )
+        .await
+        {
+            return Ok(refused_role(from_command(e)?));
+        }
+        roles_after(ctx.data_unchecked::<PgPool>(), subject).await
+    }
+
+    /// Takes the global role `role` from subject `subject` (admin), as `corral role revoke`
+    /// does: every token of the subject stops using it within a second, and open websockets
+    /// whose roles change are closed with 4403. Revoking a role the subject does not hold
+    /// writes nothing; an unknown subject is `NOT_FOUND`.
+    async fn revoke_role(&self, ctx: &Context<'_>, input: RoleInput) -> Result<RolePayload> {
+        let metadata = match event_metadata(ctx, input.reason.clone())? {
+            Ok(m) => m,
+            Err(e) => return Ok(refused_role(e)),
+        };
+        let subject = match checked_role_input(&input) {
+            Ok(s) => s,
+            Err(e) => return Ok(refused_role(e)),
+        };
+        let pool = ctx.data_unchecked::<PgPool>();
+        if auth::subject_roles(pool, &subject)
+            .await
+            .map_err(internal)?
+            .is_none()
+        {
+            return Ok(refused_role(UserError::new(
+                Some("subject"),
+                Code::NotFound,
+                format!(
+                    "no subject is named {:?}",
+                    subject.chars().take(64).collect::<String>()
+                ),
+            )));
+        }
+        let command = AccessCommand::RevokeRole {
+            binding: Binding::global(&input.role),
+        };
+        if let Err(e) = execute(
+            ctx,
+            Command::Access(subject_id(&subject), command),
+            &metadata,
+        )
+        .await
+        {
+            return Ok(refused_role(from_command(e)?));
+        }
+        roles_after(pool, subject).await
     }
 }

@@ -479,3 +479,271 @@ async fn the_running_worker_records_an_expiry_and_the_token_lists_as_expired() {
     assert!(listed[0]["revokedAt"].is_null());
     app.shutdown().await;
 }
+
+const GRANT: &str = "mutation($input: RoleInput!) { grantRole(input: $input) { subject roles userErrors { field code message } } }";
+const REVOKE_ROLE: &str = "mutation($input: RoleInput!) { revokeRole(input: $input) { subject roles userErrors { field code message } } }";
+const CREATE_GROUP: &str = "mutation($input: CreateGroupInput!) { createGroup(input: $input) { group { id } userErrors { code message } } }";
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The top-level error code of a `createGroup` sent with `token` ("" when it went through).
+async fn create_group_code(app: &TestApp, token: &str, name: &str) -> String {
+    let body = app
+        .gql(
+            token,
+            CREATE_GROUP,
+            json!({ "input": { "name": name, "type": "DEVICE" } }),
+        )
+        .await;
+    code(&body).to_string()
+}
+
+#[tokio::test]
+async fn revoking_a_role_reaches_http_and_open_websockets_and_granting_it_back_restores_it() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let app = TestApp::spawn().await;
+    let created = app
+        .data(
+            &app.admin,
+            CREATE,
+            json!({ "input": { "subject": "ops-lead", "role": "admin" } }),
+        )
+        .await["createToken"]
+        .clone();
+    let secret = created["secret"].as_str().expect("secret").to_string();
+    assert_eq!(create_group_code(&app, &secret, "Before").await, "");
+
+    // An open websocket of that token.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let router = app.router.clone();
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .await;
+    });
+    let mut request = format!("ws://{addr}/graphql/ws")
+        .into_client_request()
+        .expect("request");
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        "graphql-transport-ws".parse().expect("header"),
+    );
+    let mut ws: Ws = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("connect")
+        .0;
+    let init = json!({"type": "connection_init", "payload": {"Authorization": format!("Bearer {secret}")}});
+    ws.send(Message::Text(init.to_string().into()))
+        .await
+        .expect("send");
+    let ack = tokio::time::timeout(Duration::from_secs(10), ws.next())
+        .await
+        .expect("ack")
+        .expect("open")
+        .expect("frame");
+    assert!(
+        ack.to_text().expect("text").contains("connection_ack"),
+        "{ack:?}"
+    );
+
+    // The admin takes `admin` away: the token has no role left.
+    let revoked = app
+        .data(
+            &app.admin,
+            REVOKE_ROLE,
+            json!({ "input": { "subject": "ops-lead", "role": "admin", "reason": "stepped down" } }),
+        )
+        .await["revokeRole"]
+        .clone();
+    let started = Instant::now();
+    assert_eq!(revoked["userErrors"], json!([]), "{revoked}");
+    assert_eq!(revoked["subject"], "ops-lead");
+    assert_eq!(revoked["roles"], json!([]));
+    loop {
+        let code = create_group_code(&app, &secret, "During").await;
+        if code == "FORBIDDEN" {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "still allowed after a second: {code:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(started.elapsed() < Duration::from_secs(1));
+
+    // The open websocket is closed with 4403 (its roles changed).
+    let close = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(frame))) => return frame,
+                Some(Ok(_)) => continue,
+                other => panic!("expected a close, got {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("closed within 5 s");
+    let frame = close.expect("a close frame");
+    assert_eq!(u16::from(frame.code), 4403, "{frame:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // Granting the role back (the token lists it) makes the token work again.
+    let granted = app
+        .data(
+            &app.admin,
+            GRANT,
+            json!({ "input": { "subject": "ops-lead", "role": "admin", "reason": "back" } }),
+        )
+        .await["grantRole"]
+        .clone();
+    assert_eq!(granted["userErrors"], json!([]), "{granted}");
+    assert_eq!(granted["roles"], json!(["admin"]));
+    let started = Instant::now();
+    loop {
+        let code = create_group_code(&app, &secret, "After").await;
+        if code.is_empty() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "still refused after a second: {code:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The trail names the admin and the reasons.
+    let log = app
+        .data(
+            &app.admin,
+            LOG,
+            json!({ "filter": { "eventTypes": ["RoleRevoked", "RoleGranted"] } }),
+        )
+        .await
+        .to_string();
+    assert!(
+        log.contains("stepped down") && log.contains("alice"),
+        "{log}"
+    );
+    server.abort();
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_viewer_gets_forbidden_on_roles_and_bad_role_requests_write_nothing() {
+    let app = TestApp::spawn().await;
+    let before = events(&app).await;
+    for query in [GRANT, REVOKE_ROLE] {
+        let body = app
+            .gql(
+                &app.viewer,
+                query,
+                json!({ "input": { "subject": "vera", "role": "admin" } }),
+            )
+            .await;
+        assert_eq!(code(&body), "FORBIDDEN", "{body}");
+        assert!(body["data"].is_null(), "{body}");
+    }
+    assert_eq!(
+        events(&app).await,
+        before,
+        "no forbidden call wrote an event"
+    );
+    assert_eq!(
+        app.data(&app.viewer, ME, json!({})).await["me"]["roles"],
+        json!(["viewer"])
+    );
+
+    // Unknown role: INVALID on `role`; unknown subject: NOT_FOUND on `subject`.
+    for query in [GRANT, REVOKE_ROLE] {
+        let body = app
+            .data(
+                &app.admin,
+                query,
+                json!({ "input": { "subject": "vera", "role": "root" } }),
+            )
+            .await;
+        let payload = body
+            .as_object()
+            .and_then(|o| o.values().next())
+            .expect("payload");
+        assert_eq!(payload["userErrors"][0]["field"], "role", "{body}");
+        assert_eq!(payload["userErrors"][0]["code"], "INVALID", "{body}");
+    }
+    let body = app
+        .data(
+            &app.admin,
+            REVOKE_ROLE,
+            json!({ "input": { "subject": "nobody-at-all", "role": "viewer" } }),
+        )
+        .await;
+    assert_eq!(
+        body["revokeRole"]["userErrors"][0]["field"], "subject",
+        "{body}"
+    );
+    assert_eq!(
+        body["revokeRole"]["userErrors"][0]["code"], "NOT_FOUND",
+        "{body}"
+    );
+    assert_eq!(events(&app).await, before, "no refused call wrote an event");
+
+    // A viewer whose `viewer` is revoked is refused; granted back, its token works again.
+    let revoked = app
+        .data(
+            &app.admin,
+            REVOKE_ROLE,
+            json!({ "input": { "subject": "vera", "role": "viewer" } }),
+        )
+        .await;
+    assert_eq!(revoked["revokeRole"]["roles"], json!([]), "{revoked}");
+    let started = Instant::now();
+    loop {
+        let body = app
+            .gql(
+                &app.viewer,
+                "{ groups(type: DEVICE, first: 1) { totalCount } }",
+                json!({}),
+            )
+            .await;
+        if code(&body) == "FORBIDDEN" {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(1), "{body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let granted = app
+        .data(
+            &app.admin,
+            GRANT,
+            json!({ "input": { "subject": "vera", "role": "viewer" } }),
+        )
+        .await;
+    assert_eq!(
+        granted["grantRole"]["roles"],
+        json!(["viewer"]),
+        "{granted}"
+    );
+    let started = Instant::now();
+    loop {
+        let me = app.gql(&app.viewer, ME, json!({})).await;
+        if me["data"]["me"]["roles"] == json!(["viewer"]) {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(1), "{me}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    app.shutdown().await;
+}

@@ -255,3 +255,51 @@ async fn tokens_of_the_old_table_become_events_and_keep_working() {
     pool.close().await;
     db.drop_db().await;
 }
+
+#[tokio::test]
+async fn role_revoke_and_grant_change_what_a_token_may_use() {
+    let db = TestDb::new().await;
+    let (ok, stdout, stderr) = corral(
+        &db.url,
+        &["token", "create", "--subject", "ops", "--role", "admin"],
+    );
+    assert!(ok, "{stderr}");
+    let token = stdout.lines().last().expect("a line").to_string();
+    let pool = db.pool(1).await;
+    let roles = |pool: sqlx::PgPool, token: String| async move {
+        corral_api::auth::lookup(&pool, &token)
+            .await
+            .expect("lookup")
+            .expect("a live token")
+            .roles
+    };
+    assert_eq!(roles(pool.clone(), token.clone()).await, ["admin"]);
+    let (ok, _, stderr) = corral(
+        &db.url,
+        &[
+            "role",
+            "revoke",
+            "--subject",
+            "ops",
+            "--role",
+            "admin",
+            "--reason",
+            "moved team",
+        ],
+    );
+    assert!(ok, "{stderr}");
+    assert!(roles(pool.clone(), token.clone()).await.is_empty());
+    let (ok, _, stderr) = corral(
+        &db.url,
+        &["role", "grant", "--subject", "ops", "--role", "admin"],
+    );
+    assert!(ok, "{stderr}");
+    assert_eq!(roles(pool.clone(), token.clone()).await, ["admin"]);
+    let (ok, _, stderr) = corral(
+        &db.url,
+        &["role", "revoke", "--subject", "nobody", "--role", "admin"],
+    );
+    assert!(!ok && stderr.contains("no subject"), "{stderr}");
+    pool.close().await;
+    db.drop_db().await;
+}

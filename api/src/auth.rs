@@ -150,6 +150,13 @@ fn hash(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
 }
 
+/// The metadata of an access command run from the command line (or at start), with `reason`.
+pub fn cli_metadata(reason: Option<String>) -> EventMetadata {
+    let mut metadata = EventMetadata::system(Source::Cli, Uuid::new_v4().to_string());
+    metadata.reason = reason;
+    metadata
+}
+
 /// Characters of a secret that form its public prefix (`crl_` and 8 hex digits).
 pub const PREFIX_CHARS: usize = 12;
 
@@ -273,7 +280,7 @@ pub async fn create_token(pool: &PgPool, subject: &str, role: &str) -> Result<St
         bindings: vec![Binding::global(role)],
         expires_at: None,
     };
-    let metadata = EventMetadata::system(Source::Cli, Uuid::new_v4().to_string());
+    let metadata = cli_metadata(None);
     Ok(issue(&commands, pool, request, &metadata).await?.secret)
 }
 
@@ -644,7 +651,7 @@ pub async fn adopt_legacy_tokens(pool: &PgPool) -> Result<usize, TokenError> {
     .fetch_all(pool)
     .await?;
     let commands = access_commands(pool.clone(), CommitSignal::new(vec![]));
-    let metadata = EventMetadata::system(Source::Cli, Uuid::new_v4().to_string());
+    let metadata = cli_metadata(None);
     let mut adopted = 0;
     for row in rows {
         let token_id: Uuid = row.try_get("id")?;

@@ -4,11 +4,9 @@
 use clap::Subcommand;
 use corral_api::auth;
 use corral_api::runtime::BoxError;
-use corral_domain::metadata::{EventMetadata, Source};
 use corral_projections::commands::access::access_commands;
 use corral_projections::wake::CommitSignal;
 use sqlx::PgPool;
-use uuid::Uuid;
 
 #[derive(Subcommand)]
 pub enum RoleCommand {
@@ -40,12 +38,6 @@ pub enum RoleCommand {
     },
 }
 
-fn metadata(reason: Option<String>) -> EventMetadata {
-    let mut m = EventMetadata::system(Source::Cli, Uuid::new_v4().to_string());
-    m.reason = reason;
-    m
-}
-
 pub async fn run(pool: &PgPool, command: RoleCommand) -> Result<(), BoxError> {
     let commands = access_commands(pool.clone(), CommitSignal::new(vec![]));
     let (subject, verb, roles) = match command {
@@ -54,8 +46,14 @@ pub async fn run(pool: &PgPool, command: RoleCommand) -> Result<(), BoxError> {
             role,
             reason,
         } => {
-            let roles =
-                auth::grant_role(&commands, pool, &subject, &role, &metadata(reason)).await?;
+            let roles = auth::grant_role(
+                &commands,
+                pool,
+                &subject,
+                &role,
+                &auth::cli_metadata(reason),
+            )
+            .await?;
             (subject, format!("granted {role} to"), roles)
         }
         RoleCommand::Revoke {
@@ -63,12 +61,18 @@ pub async fn run(pool: &PgPool, command: RoleCommand) -> Result<(), BoxError> {
             role,
             reason,
         } => {
-            let roles = auth::revoke_role(&commands, pool, &subject, &role, &metadata(reason))
-                .await
-                .map_err(|e| match e {
-                    auth::TokenError::NotFound(s) => format!("no subject is named {s:?}").into(),
-                    other => BoxError::from(other),
-                })?;
+            let roles = auth::revoke_role(
+                &commands,
+                pool,
+                &subject,
+                &role,
+                &auth::cli_metadata(reason),
+            )
+            .await
+            .map_err(|e| match e {
+                auth::TokenError::NotFound(s) => format!("no subject is named {s:?}").into(),
+                other => BoxError::from(other),
+            })?;
             (subject, format!("revoked {role} from"), roles)
         }
     };

@@ -5,11 +5,9 @@ use clap::Subcommand;
 use corral_api::auth::{self, NewToken};
 use corral_api::runtime::BoxError;
 use corral_domain::access::Binding;
-use corral_domain::metadata::{EventMetadata, Source};
 use corral_projections::commands::access::access_commands;
 use corral_projections::wake::CommitSignal;
 use sqlx::PgPool;
-use uuid::Uuid;
 
 #[derive(Subcommand)]
 pub enum TokenCommand {
@@ -48,12 +46,6 @@ pub enum TokenCommand {
     },
 }
 
-fn metadata(reason: Option<String>) -> EventMetadata {
-    let mut m = EventMetadata::system(Source::Cli, Uuid::new_v4().to_string());
-    m.reason = reason;
-    m
-}
-
 pub async fn run(pool: &PgPool, command: TokenCommand) -> Result<(), BoxError> {
     let commands = access_commands(pool.clone(), CommitSignal::new(vec![]));
     match command {
@@ -71,7 +63,7 @@ pub async fn run(pool: &PgPool, command: TokenCommand) -> Result<(), BoxError> {
                 bindings: vec![Binding::global(&role)],
                 expires_at,
             };
-            let issued = auth::issue(&commands, pool, request, &metadata(None)).await?;
+            let issued = auth::issue(&commands, pool, request, &auth::cli_metadata(None)).await?;
             let until = expires_at.map_or("until revoked".to_string(), |at| {
                 format!("until {}", at.format("%Y-%m-%dT%H:%M:%SZ"))
             });
@@ -113,8 +105,14 @@ pub async fn run(pool: &PgPool, command: TokenCommand) -> Result<(), BoxError> {
             eprintln!("{} token(s)", tokens.len());
         }
         TokenCommand::Revoke { token, reason } => {
-            let id =
-                auth::revoke(&commands, pool, &token, reason.clone(), &metadata(reason)).await?;
+            let id = auth::revoke(
+                &commands,
+                pool,
+                &token,
+                reason.clone(),
+                &auth::cli_metadata(reason),
+            )
+            .await?;
             println!("revoked token {id}");
         }
     }

@@ -23,6 +23,8 @@ use sqlx::{PgPool, Row};
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use crate::scope::ScopedRole;
+
 pub use corral_domain::access::BUILT_IN_ROLES as ROLES;
 
 /// The authenticated caller of a request.
@@ -35,6 +37,8 @@ pub struct Actor {
     pub role: String,
     /// Every global role its token may use now (the policy allows what any of them allows).
     pub roles: Vec<String>,
+    /// The scoped bindings its token may use now, sorted by role (see [`crate::scope`]).
+    pub scoped: Vec<ScopedRole>,
     /// Client address, when known.
     pub client_addr: Option<String>,
     /// Request id, used as correlation id.
@@ -51,7 +55,12 @@ impl Actor {
         Actor {
             subject: subject.to_string(),
             role: role.to_string(),
-            roles: vec![role.to_string()],
+            roles: if role.is_empty() {
+                vec![]
+            } else {
+                vec![role.to_string()]
+            },
+            scoped: vec![],
             client_addr: None,
             request_id: request_id.to_string(),
             token_id: None,
@@ -69,6 +78,7 @@ impl Actor {
             subject: c.subject.clone(),
             role: c.primary_role().to_string(),
             roles: c.roles.clone(),
+            scoped: c.scoped.clone(),
             client_addr,
             request_id,
             token_id: Some(c.token_id),
@@ -86,6 +96,9 @@ pub struct Credential {
     pub subject: String,
     /// The global roles it may use now: those it lists that its subject still holds.
     pub roles: Vec<String>,
+    /// The scoped bindings it may use now: those it lists that its subject still holds,
+    /// sorted by role.
+    pub scoped: Vec<ScopedRole>,
     /// When it expires.
     pub expires_at: Option<DateTime<Utc>>,
     /// Where it comes from.
@@ -360,51 +373,128 @@ pub async fn subject_roles(pool: &PgPool, name: &str) -> Result<Option<Vec<Strin
         .transpose()
 }
 
-/// Grants subject `subject` the global role `role` (creating the subject if needed), as
-/// `corral role grant` does; returns the global roles it holds afterwards. Granting a role
+/// Every binding subject `name` holds now (global ones first, then by role and scope);
+/// `None` when no such subject exists.
+pub async fn subject_bindings(
+    pool: &PgPool,
+    name: &str,
+) -> Result<Option<Vec<Binding>>, sqlx::Error> {
+    if subject_roles(pool, name).await?.is_none() {
+        return Ok(None);
+    }
+    let rows = sqlx::query(
+        "SELECT role, scope FROM access_bindings WHERE subject_id = $1
+          ORDER BY scope IS NOT NULL, role, scope",
+    )
+    .bind(subject_id(name).to_string())
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(Binding {
+                role: r.try_get("role")?,
+                scope: r.try_get("scope")?,
+            })
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()
+        .map(Some)
+}
+
+/// The group a `--scope` names: its id, or its path (`Inventory/Site-A`, in the device tree
+/// first, then the service tree), as the live tree has it now.
+pub async fn resolve_scope(pool: &PgPool, text: &str) -> Result<Uuid, TokenError> {
+    let text = text.trim();
+    if let Ok(id) = text.parse::<Uuid>() {
+        let found = corral_projections::group_tree::read::by_ids(pool, &[id])
+            .await
+            .map_err(|e| TokenError::Store(e.to_string()))?;
+        return match found.first() {
+            Some(_) => Ok(id),
+            None => Err(TokenError::Refused(AccessError::Invalid {
+                field: "scope",
+                message: format!("no group has the id {id}"),
+            })),
+        };
+    }
+    let mut found = vec![];
+    for group_type in ["device", "service"] {
+        if let Some(node) = corral_projections::group_tree::read::by_path(pool, group_type, text)
+            .await
+            .map_err(|e| TokenError::Store(e.to_string()))?
+        {
+            found.push(node.id);
+        }
+    }
+    match found.as_slice() {
+        [id] => Ok(*id),
+        [] => Err(TokenError::Refused(AccessError::Invalid {
+            field: "scope",
+            message: format!(
+                "no group has the path {:?}",
+                text.chars().take(200).collect::<String>()
+            ),
+        })),
+        _ => Err(TokenError::Refused(AccessError::Invalid {
+            field: "scope",
+            message: format!(
+                "both a device group and a service group have the path {:?}; name it by its id",
+                text.chars().take(200).collect::<String>()
+            ),
+        })),
+    }
+}
+
+/// Grants subject `subject` the binding `binding` (creating the subject if needed), as
+/// `corral role grant` does; returns the bindings it holds afterwards. Granting a binding
 /// the subject holds already writes nothing.
 pub async fn grant_role(
     commands: &AccessCommands,
     pool: &PgPool,
     subject: &str,
-    role: &str,
+    binding: Binding,
     metadata: &EventMetadata,
-) -> Result<Vec<String>, TokenError> {
+) -> Result<Vec<Binding>, TokenError> {
     let subject = valid_subject(subject)?;
-    check_role(role)?;
+    check_role(&binding.role)?;
     let command = AccessCommand::GrantRole {
         subject: subject.clone(),
-        binding: Binding::global(role),
+        binding,
     };
     commands
         .execute(subject_id(&subject), command, metadata)
         .await?;
-    Ok(subject_roles(pool, &subject).await?.unwrap_or_default())
+    Ok(subject_bindings(pool, &subject).await?.unwrap_or_default())
 }
 
-/// Takes the global role `role` from subject `subject`, as `corral role revoke` does:
-/// every token of the subject stops using it within a second, open websockets included
-/// (closed with 4403). Returns the global roles it holds afterwards; revoking a role it does
-/// not hold writes nothing. An unknown subject is [`TokenError::NotFound`].
+/// Takes the binding `binding` from subject `subject`, as `corral role revoke` does: every
+/// token of the subject stops using it within a second, open websockets included (closed
+/// with 4403). Returns the bindings it holds afterwards; revoking a binding it does not
+/// hold writes nothing. An unknown subject is [`TokenError::NotFound`].
 pub async fn revoke_role(
     commands: &AccessCommands,
     pool: &PgPool,
     subject: &str,
-    role: &str,
+    binding: Binding,
     metadata: &EventMetadata,
-) -> Result<Vec<String>, TokenError> {
+) -> Result<Vec<Binding>, TokenError> {
     let subject = valid_subject(subject)?;
-    check_role(role)?;
+    check_role(&binding.role)?;
     if subject_roles(pool, &subject).await?.is_none() {
         return Err(TokenError::NotFound(subject));
     }
-    let command = AccessCommand::RevokeRole {
-        binding: Binding::global(role),
-    };
+    let command = AccessCommand::RevokeRole { binding };
     commands
         .execute(subject_id(&subject), command, metadata)
         .await?;
-    Ok(subject_roles(pool, &subject).await?.unwrap_or_default())
+    Ok(subject_bindings(pool, &subject).await?.unwrap_or_default())
+}
+
+/// A binding as `role` (global) or `role@group-id`.
+pub fn binding_label(b: &Binding) -> String {
+    match b.scope {
+        None => b.role.clone(),
+        Some(scope) => format!("{}@{scope}", b.role),
+    }
 }
 
 const CREDENTIAL_SQL: &str = "
@@ -413,7 +503,12 @@ SELECT t.token_id, s.subject, t.expires_at,
                JOIN jsonb_to_recordset(t.bindings) AS tb(role text, scope uuid)
                  ON tb.role = b.role AND tb.scope IS NULL
               WHERE b.subject_id = t.subject_id AND b.scope IS NULL
-              ORDER BY b.role) AS roles
+              ORDER BY b.role) AS roles,
+       ARRAY(SELECT DISTINCT b.role || ' ' || b.scope FROM access_bindings b
+               JOIN jsonb_to_recordset(t.bindings) AS tb(role text, scope uuid)
+                 ON tb.role = b.role AND tb.scope = b.scope
+              WHERE b.subject_id = t.subject_id AND b.scope IS NOT NULL
+              ORDER BY 1) AS scoped
   FROM access_tokens t
   JOIN access_subjects s ON s.subject_id = t.subject_id
  WHERE t.revoked_at IS NULL AND t.expired_at IS NULL
@@ -424,9 +519,24 @@ fn credential(row: &sqlx::postgres::PgRow) -> Result<Credential, sqlx::Error> {
         token_id: row.try_get("token_id")?,
         subject: row.try_get("subject")?,
         roles: row.try_get("roles")?,
+        scoped: scoped_roles(row.try_get("scoped")?),
         expires_at: row.try_get("expires_at")?,
         kind: CredentialKind::Token,
     })
+}
+
+/// Scoped bindings from `role scope` strings (sorted by role, as the query sorts them).
+fn scoped_roles(pairs: Vec<String>) -> Vec<ScopedRole> {
+    pairs
+        .iter()
+        .filter_map(|pair| {
+            let (role, scope) = pair.rsplit_once(' ')?;
+            Some(ScopedRole {
+                role: role.to_string(),
+                scope: scope.parse().ok()?,
+            })
+        })
+        .collect()
 }
 
 /// The credential of a valid token secret: not revoked, not expired.
@@ -616,6 +726,7 @@ mod tests {
             token_id: Uuid::nil(),
             subject: "s".into(),
             roles: vec!["viewer".into(), "auditor".into()],
+            scoped: vec![],
             expires_at: None,
             kind: CredentialKind::Token,
         };

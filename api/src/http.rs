@@ -290,7 +290,7 @@ async fn audit_export(
         Ok(a) => a,
         Err(response) => return response,
     };
-    if !crate::policy::permits(&state.enforcer, &actor, "Audit.export") {
+    if !crate::policy::permits_field(&state.policy.table(), &actor, "Query", "auditLog") {
         return error_response(ErrorCode::Forbidden, "not allowed to export the audit log");
     }
     let params = match params {

@@ -374,6 +374,7 @@ impl JwtValidator {
             ),
             subject: format!("{SUBJECT_PREFIX}{subject}"),
             roles,
+            scoped: vec![],
             expires_at,
             kind: CredentialKind::Jwt,
         })

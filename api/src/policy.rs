@@ -17,58 +17,14 @@ use crate::error_codes::ErrorCode;
 /// The roles tokens may carry.
 pub use corral_domain::access::BUILT_IN_ROLES as ROLES;
 
-/// Fields that read the audit trail. The policy names them `Audit.<field>` wherever they sit
-/// (a root field or `Group.history`), so that `Query.*` (viewers) does not reach them.
-const AUDIT_FIELDS: [(&str, &str); 4] = [
-    ("Query", "auditLog"),
-    ("Query", "auditChainHead"),
-    ("Group", "history"),
-    ("Subscription", "events"),
-];
+use std::collections::{BTreeSet, HashMap};
+use std::sync::RwLock;
 
-/// Fields of on-demand sweeps: a permission of their own (`Sweep.<field>`), apart from group
-/// edits and out of viewers' `Query.*`.
-const SWEEP_FIELDS: [(&str, &str); 6] = [
-    ("Query", "sweepRuns"),
-    ("Query", "sweepRun"),
-    ("Query", "previewSweep"),
-    ("Mutation", "scheduleSweep"),
-    ("Mutation", "cancelSweep"),
-    ("Subscription", "sweepProgress"),
-];
-
-/// Fields that list, issue and revoke tokens and grant and revoke roles: a permission of their own (`Access.<field>`),
-/// out of viewers' `Query.*`. (`Query.me`, the caller's own identity, is not one of them.)
-const ACCESS_FIELDS: [(&str, &str); 5] = [
-    ("Query", "tokens"),
-    ("Mutation", "createToken"),
-    ("Mutation", "revokeToken"),
-    ("Mutation", "grantRole"),
-    ("Mutation", "revokeRole"),
-];
-
-/// The policy object of field `name` of type `parent`: `Audit.<name>` for the audit fields,
-/// `Sweep.<name>` for the sweep fields, `Access.<name>` for the token fields,
-/// `<parent>.<name>` otherwise.
-pub fn object_of(parent: &str, name: &str) -> String {
-    if AUDIT_FIELDS.contains(&(parent, name)) {
-        format!("Audit.{name}")
-    } else if ACCESS_FIELDS.contains(&(parent, name)) {
-        format!("Access.{name}")
-    } else if SWEEP_FIELDS.contains(&(parent, name)) {
-        format!("Sweep.{name}")
-    } else {
-        format!("{parent}.{name}")
-    }
-}
+use crate::permissions::{decision, Decision, Permission};
+use crate::scope::Reach;
 
 const MODEL: &str = include_str!("../policy/model.conf");
 const POLICY: &str = include_str!("../policy/policy.csv");
-
-/// Builds the enforcer from the embedded model and policy.
-pub async fn enforcer() -> Result<Arc<Enforcer>, casbin::Error> {
-    enforcer_with(POLICY).await
-}
 
 /// The embedded policy's text (`policy/policy.csv`).
 pub fn default_policy() -> &'static str {
@@ -77,23 +33,124 @@ pub fn default_policy() -> &'static str {
 
 /// Builds an enforcer from the embedded model and the policy lines `policy` (CSV as in
 /// `policy/policy.csv`).
-pub async fn enforcer_with(policy: &str) -> Result<Arc<Enforcer>, casbin::Error> {
+pub async fn enforcer_with(policy: &str) -> Result<Enforcer, casbin::Error> {
     let model = DefaultModel::from_str(MODEL).await?;
-    let enforcer = Enforcer::new(model, StringAdapter::new(policy.to_string())).await?;
-    Ok(Arc::new(enforcer))
+    Enforcer::new(model, StringAdapter::new(policy.to_string())).await
 }
 
-/// Whether `role` may call root field `object` (`Mutation.createGroup`).
-pub fn allowed(enforcer: &Enforcer, role: &str, object: &str) -> bool {
-    enforcer.enforce((role, object, "call")).unwrap_or(false)
+/// What each role may do: casbin's decisions for every role and every permission of the
+/// catalog, taken once when the policy is loaded or changes, so that a request's checks are
+/// lookups.
+#[derive(Debug, Clone, Default)]
+pub struct PolicyTable {
+    roles: HashMap<String, BTreeSet<Permission>>,
 }
 
-/// Whether `actor` may call `object`: whether any role its token may use now allows it.
-pub fn permits(enforcer: &Enforcer, actor: &Actor, object: &str) -> bool {
-    actor
-        .roles
-        .iter()
-        .any(|role| allowed(enforcer, role, object))
+impl PolicyTable {
+    /// Compiles `policy` (CSV lines) plus the custom roles `custom` (name, permissions) with
+    /// the embedded model: casbin decides each (role, permission) pair.
+    pub async fn compile(
+        policy: &str,
+        custom: &[(String, Vec<Permission>)],
+    ) -> Result<PolicyTable, casbin::Error> {
+        let mut text = policy.to_string();
+        for (role, permissions) in custom {
+            for p in permissions {
+                text.push_str(&format!("\np, {role}, {}, call", p.as_str()));
+            }
+        }
+        let enforcer = enforcer_with(&text).await?;
+        let mut names: BTreeSet<String> = ROLES.iter().map(|r| r.to_string()).collect();
+        names.extend(custom.iter().map(|c| c.0.clone()));
+        let mut roles = HashMap::new();
+        for role in names {
+            let granted = Permission::all()
+                .filter(|p| {
+                    enforcer
+                        .enforce((role.as_str(), p.as_str(), "call"))
+                        .unwrap_or(false)
+                })
+                .collect();
+            roles.insert(role, granted);
+        }
+        Ok(PolicyTable { roles })
+    }
+
+    /// The built-in roles of the embedded policy.
+    pub async fn built_in() -> Result<PolicyTable, casbin::Error> {
+        Self::compile(POLICY, &[]).await
+    }
+
+    /// Whether `role` has permission `p`.
+    pub fn grants(&self, role: &str, p: Permission) -> bool {
+        self.roles.get(role).is_some_and(|set| set.contains(&p))
+    }
+
+    /// The permissions of `role` (`None`: no such role).
+    pub fn permissions(&self, role: &str) -> Option<&BTreeSet<Permission>> {
+        self.roles.get(role)
+    }
+
+    /// Whether `role` is defined (built in or custom).
+    pub fn knows(&self, role: &str) -> bool {
+        self.roles.contains_key(role)
+    }
+}
+
+/// The policy in force, replaced as a whole when role definitions change.
+#[derive(Debug, Default)]
+pub struct Policy {
+    table: RwLock<Arc<PolicyTable>>,
+}
+
+impl Policy {
+    /// A policy holding `table`.
+    pub fn new(table: PolicyTable) -> Arc<Policy> {
+        Arc::new(Policy {
+            table: RwLock::new(Arc::new(table)),
+        })
+    }
+
+    /// The built-in roles of the embedded policy.
+    pub async fn built_in() -> Result<Arc<Policy>, casbin::Error> {
+        Ok(Self::new(PolicyTable::built_in().await?))
+    }
+
+    /// The table in force now.
+    pub fn table(&self) -> Arc<PolicyTable> {
+        match self.table.read() {
+            Ok(t) => t.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Puts `table` in force.
+    pub fn replace(&self, table: PolicyTable) {
+        match self.table.write() {
+            Ok(mut t) => *t = Arc::new(table),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(table),
+        }
+    }
+}
+
+/// Whether `role` has permission `p` under the built-in policy table `table`.
+pub fn allowed(table: &PolicyTable, role: &str, p: Permission) -> bool {
+    table.grants(role, p)
+}
+
+/// Whether `actor` may call field `name` of `parent` at all: anyone for [`Decision::Anyone`],
+/// otherwise when one of its bindings grants the field's permission somewhere.
+pub fn permits_field(table: &PolicyTable, actor: &Actor, parent: &str, name: &str) -> bool {
+    match decision(parent, name) {
+        Some(Decision::Anyone) => true,
+        Some(Decision::Needs(p)) => !matches!(crate::scope::reach(table, actor, p), Reach::Nothing),
+        None => false,
+    }
+}
+
+/// Whether `actor` has permission `p` everywhere (a global binding grants it).
+pub fn permits_globally(table: &PolicyTable, actor: &Actor, p: Permission) -> bool {
+    matches!(crate::scope::reach(table, actor, p), Reach::All)
 }
 
 /// The extension factory installed on the schema.
@@ -119,14 +176,16 @@ impl Extension for AuthorizationExtension {
         // fields wherever they are.
         let top = info.path_node.parent.is_none();
         if (top && !info.name.starts_with("__"))
-            || AUDIT_FIELDS.contains(&(info.parent_type, info.name))
+            || crate::permissions::checked_nested(info.parent_type, info.name)
         {
-            let object = object_of(info.parent_type, info.name);
-            let permitted = match (ctx.data::<Arc<Enforcer>>(), ctx.data::<Actor>()) {
-                (Ok(enforcer), Ok(actor)) => permits(enforcer, actor, &object),
+            let permitted = match (ctx.data::<Arc<Policy>>(), ctx.data::<Actor>()) {
+                (Ok(policy), Ok(actor)) => {
+                    permits_field(&policy.table(), actor, info.parent_type, info.name)
+                }
                 _ => false,
             };
             if !permitted {
+                let object = format!("{}.{}", info.parent_type, info.name);
                 let err = async_graphql::Error::new(format!("not allowed to call {object}"))
                     .extend_with(|_, e| e.set("code", ErrorCode::Forbidden.as_str()));
                 return Err(err.into_server_error(info.field.name.pos));
@@ -139,68 +198,53 @@ impl Extension for AuthorizationExtension {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::permissions::Permission::*;
 
     #[tokio::test]
-    async fn roles_inherit_and_unknown_fields_are_denied() {
-        let e = enforcer().await.expect("enforcer");
-        assert!(allowed(&e, "viewer", "Query.group"));
-        assert!(allowed(&e, "admin", "Query.group"), "admin inherits viewer");
-        assert!(allowed(&e, "admin", "Mutation.createGroup"));
-        assert!(!allowed(&e, "operator", "Mutation.createGroup"));
-        assert!(!allowed(&e, "viewer", "Mutation.createGroup"));
-        assert!(
-            !allowed(&e, "admin", "Mutation.someFutureField"),
-            "deny by default"
-        );
-        assert!(!allowed(&e, "nobody", "Query.group"));
+    async fn roles_inherit_and_unknown_roles_have_nothing() {
+        let t = PolicyTable::built_in().await.expect("policy");
+        assert!(allowed(&t, "viewer", GroupRead));
+        assert!(allowed(&t, "admin", GroupRead), "admin inherits viewer");
+        assert!(allowed(&t, "admin", GroupCreate));
+        assert!(!allowed(&t, "operator", GroupCreate));
+        assert!(allowed(&t, "operator", MembershipEdit));
+        assert!(!allowed(&t, "viewer", MembershipEdit));
+        assert!(!allowed(&t, "nobody", GroupRead));
+        assert!(allowed(&t, "auditor", AuditRead));
+        assert!(!allowed(&t, "auditor", MembershipEdit), "auditors write nothing");
+        assert!(!allowed(&t, "viewer", AuditRead));
+        assert!(!allowed(&t, "operator", AuditRead));
+        for role in ["operator", "viewer", "auditor"] {
+            assert!(!allowed(&t, role, AccessManage), "{role}");
+            assert!(!allowed(&t, role, SweepRun), "{role}");
+        }
+        assert!(allowed(&t, "admin", AccessManage));
     }
 
     #[tokio::test]
-    async fn only_auditors_and_admins_read_the_audit_trail() {
-        let e = enforcer().await.expect("enforcer");
-        for field in [
-            ("Query", "auditLog"),
-            ("Group", "history"),
-            ("Subscription", "events"),
-        ] {
-            let object = object_of(field.0, field.1);
-            assert!(object.starts_with("Audit."), "{object}");
-            assert!(allowed(&e, "auditor", &object), "{object}");
-            assert!(allowed(&e, "admin", &object), "{object}");
-            assert!(!allowed(&e, "viewer", &object), "{object}");
-            assert!(!allowed(&e, "operator", &object), "{object}");
-        }
-        assert!(
-            allowed(&e, "auditor", "Query.group"),
-            "auditors read everything"
-        );
-        assert!(
-            !allowed(&e, "auditor", "Mutation.addGroupMembers"),
-            "and write nothing"
-        );
-        assert_eq!(object_of("Query", "group"), "Query.group");
+    async fn custom_roles_are_sets_of_permissions() {
+        let custom = vec![("netops".to_string(), vec![GroupRead, MembershipEdit])];
+        let t = PolicyTable::compile(POLICY, &custom).await.expect("policy");
+        assert!(t.knows("netops"));
+        assert!(allowed(&t, "netops", MembershipEdit));
+        assert!(!allowed(&t, "netops", GroupCreate));
+        let policy = Policy::new(PolicyTable::default());
+        assert!(!policy.table().grants("viewer", GroupRead));
+        policy.replace(t);
+        assert!(policy.table().grants("netops", GroupRead));
     }
 
     #[tokio::test]
-    async fn only_admins_manage_tokens_and_everyone_asks_who_they_are() {
-        let e = enforcer().await.expect("enforcer");
-        for field in [
-            ("Query", "tokens"),
-            ("Mutation", "createToken"),
-            ("Mutation", "revokeToken"),
-            ("Mutation", "grantRole"),
-            ("Mutation", "revokeRole"),
-        ] {
-            let object = object_of(field.0, field.1);
-            assert!(object.starts_with("Access."), "{object}");
-            assert!(allowed(&e, "admin", &object), "{object}");
-            for role in ["operator", "viewer", "auditor"] {
-                assert!(!allowed(&e, role, &object), "{role} {object}");
-            }
-        }
-        let me = object_of("Query", "me");
-        for role in ROLES {
-            assert!(allowed(&e, role, &me), "{role} {me}");
-        }
+    async fn every_field_decision_is_checked_against_the_bindings() {
+        let t = PolicyTable::built_in().await.expect("policy");
+        let viewer = Actor::with_role("v", "viewer", "r");
+        assert!(permits_field(&t, &viewer, "Query", "group"));
+        assert!(permits_field(&t, &viewer, "Query", "me"));
+        assert!(!permits_field(&t, &viewer, "Query", "auditLog"));
+        assert!(!permits_field(&t, &viewer, "Group", "history"));
+        assert!(!permits_field(&t, &viewer, "Mutation", "someFutureField"));
+        let nobody = Actor::with_role("n", "", "r");
+        assert!(!permits_field(&t, &nobody, "Query", "group"));
+        assert!(permits_field(&t, &nobody, "Query", "me"));
     }
 }

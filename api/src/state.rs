@@ -3,7 +3,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use casbin::Enforcer;
 use corral_projections::commands::groups::GroupCommands;
 use corral_projections::commands::Commands;
 use corral_projections::membership::MembershipCommands;
@@ -90,8 +89,8 @@ pub struct AppState {
     pub sweeps: Arc<corral_projections::sweeps::SweepCommands>,
     /// Read-your-writes waiter.
     pub waiter: ConsistencyWaiter,
-    /// casbin enforcer.
-    pub enforcer: Arc<Enforcer>,
+    /// The policy in force (casbin's decisions per role and permission).
+    pub policy: Arc<crate::policy::Policy>,
     /// Settings.
     pub config: Arc<ApiConfig>,
     /// Request metrics.
@@ -113,7 +112,7 @@ impl AppState {
         lock_pool: PgPool,
         waiter: ConsistencyWaiter,
         signal: CommitSignal,
-        enforcer: Arc<Enforcer>,
+        policy: Arc<crate::policy::Policy>,
         config: ApiConfig,
     ) -> Self {
         let commands = Arc::new(Commands::new(
@@ -136,7 +135,7 @@ impl AppState {
             api_pool: api_pool(&pool, config.query_limits.statement_timeout),
             pool,
             waiter,
-            enforcer,
+            policy,
             config: Arc::new(config),
             metrics: Arc::new(Metrics::default()),
             tokens,

@@ -120,7 +120,7 @@ impl App {
             lock_pool,
             workers.waiter(),
             workers.commit_signal(),
-            crate::policy::enforcer().await?,
+            crate::policy::Policy::built_in().await?,
             config,
         );
         if roles.sweeps_and_nats {

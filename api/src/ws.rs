@@ -61,7 +61,7 @@ async fn recheck(pool: &sqlx::PgPool, held: &Credential) -> Option<CloseFrame> {
     }
     for attempt in 1..=3 {
         match crate::auth::check(pool, held.token_id).await {
-            Ok(Some(now)) if now.roles == held.roles => return None,
+            Ok(Some(now)) if now.roles == held.roles && now.scoped == held.scoped => return None,
             Ok(Some(_)) => {
                 return Some(CloseFrame {
                     code: ROLES_CHANGED_CLOSE_CODE,

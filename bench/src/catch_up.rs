@@ -177,7 +177,7 @@ pub(super) async fn bench_log(
         lock_pool,
         corral_projections::waiter::ConsistencyWaiter::new(rx),
         Default::default(),
-        corral_api::policy::enforcer().await?,
+        corral_api::policy::Policy::built_in().await?,
         ApiConfig::default(),
     );
     let token = corral_api::auth::create_token(&pool, "bench", "viewer").await?;

@@ -56,7 +56,7 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
-    /// Grant and revoke global roles of subjects.
+    /// Grant and revoke role bindings of subjects (global, or on a group's subtree).
     Role {
         #[command(subcommand)]
         command: RoleCommand,

@@ -1,17 +1,18 @@
-//! `corral role grant | revoke`: global role bindings of a subject (scoped bindings are not
-//! enforced yet, so there is no scope).
+//! `corral role grant | revoke`: role bindings of a subject, global or on one group's
+//! subtree (`--scope GROUP_ID|PATH`).
 
 use clap::Subcommand;
 use corral_api::auth;
 use corral_api::runtime::BoxError;
+use corral_domain::access::Binding;
 use corral_projections::commands::access::access_commands;
 use corral_projections::wake::CommitSignal;
 use sqlx::PgPool;
 
 #[derive(Subcommand)]
 pub enum RoleCommand {
-    /// Grant a subject a global role (the subject is created if it does not exist); its
-    /// tokens that list the role use it again at once.
+    /// Grant a subject a role, everywhere or on one group's subtree (the subject is created
+    /// if it does not exist); its tokens that list the binding use it again at once.
     Grant {
         /// The subject.
         #[arg(long)]
@@ -19,12 +20,16 @@ pub enum RoleCommand {
         /// admin, operator, viewer or auditor.
         #[arg(long)]
         role: String,
+        /// The group whose subtree the role applies to: its id or its path
+        /// (`Inventory/Site-A`); omitted: everywhere.
+        #[arg(long, value_name = "GROUP_ID|PATH")]
+        scope: Option<String>,
         /// Why (recorded in the event).
         #[arg(long)]
         reason: Option<String>,
     },
-    /// Take a global role from a subject: every token of it stops using the role within a
-    /// second, and open websockets whose roles change are closed (4403).
+    /// Take a binding from a subject: every token of it stops using the binding within a
+    /// second, and open websockets whose bindings change are closed (4403).
     Revoke {
         /// The subject (it must exist).
         #[arg(long)]
@@ -32,55 +37,78 @@ pub enum RoleCommand {
         /// admin, operator, viewer or auditor.
         #[arg(long)]
         role: String,
+        /// The group of the binding (its id or path); omitted: the global binding.
+        #[arg(long, value_name = "GROUP_ID|PATH")]
+        scope: Option<String>,
         /// Why (recorded in the event).
         #[arg(long)]
         reason: Option<String>,
     },
 }
 
+/// The binding of `role` on `scope` (an id or a path), or global.
+pub async fn binding(pool: &PgPool, role: &str, scope: Option<&str>) -> Result<Binding, BoxError> {
+    Ok(Binding {
+        role: role.to_string(),
+        scope: match scope {
+            Some(text) => Some(auth::resolve_scope(pool, text).await?),
+            None => None,
+        },
+    })
+}
+
 pub async fn run(pool: &PgPool, command: RoleCommand) -> Result<(), BoxError> {
     let commands = access_commands(pool.clone(), CommitSignal::new(vec![]));
-    let (subject, verb, roles) = match command {
+    let (subject, verb, bindings) = match command {
         RoleCommand::Grant {
             subject,
             role,
+            scope,
             reason,
         } => {
-            let roles = auth::grant_role(
-                &commands,
-                pool,
-                &subject,
-                &role,
-                &auth::cli_metadata(reason),
-            )
-            .await?;
-            (subject, format!("granted {role} to"), roles)
+            let b = binding(pool, &role, scope.as_deref()).await?;
+            let label = auth::binding_label(&b);
+            let bindings =
+                auth::grant_role(&commands, pool, &subject, b, &auth::cli_metadata(reason))
+                    .await?;
+            (subject, format!("granted {label} to"), bindings)
         }
         RoleCommand::Revoke {
             subject,
             role,
+            scope,
             reason,
         } => {
-            let roles = auth::revoke_role(
-                &commands,
-                pool,
-                &subject,
-                &role,
-                &auth::cli_metadata(reason),
-            )
-            .await
-            .map_err(|e| match e {
-                auth::TokenError::NotFound(s) => format!("no subject is named {s:?}").into(),
-                other => BoxError::from(other),
-            })?;
-            (subject, format!("revoked {role} from"), roles)
+            // A scope named by id need not exist any more (its group may be deleted).
+            let b = match scope.as_deref().map(|s| s.trim().parse::<uuid::Uuid>()) {
+                Some(Ok(id)) => Binding {
+                    role: role.clone(),
+                    scope: Some(id),
+                },
+                _ => binding(pool, &role, scope.as_deref()).await?,
+            };
+            let label = auth::binding_label(&b);
+            let bindings =
+                auth::revoke_role(&commands, pool, &subject, b, &auth::cli_metadata(reason))
+                    .await
+                    .map_err(|e| match e {
+                        auth::TokenError::NotFound(s) => {
+                            format!("no subject is named {s:?}").into()
+                        }
+                        other => BoxError::from(other),
+                    })?;
+            (subject, format!("revoked {label} from"), bindings)
         }
     };
-    let roles = if roles.is_empty() {
+    let held = if bindings.is_empty() {
         "none".to_string()
     } else {
-        roles.join(",")
+        bindings
+            .iter()
+            .map(auth::binding_label)
+            .collect::<Vec<_>>()
+            .join(",")
     };
-    println!("{verb} {}; global roles now: {roles}", subject.trim());
+    println!("{verb} {}; bindings now: {held}", subject.trim());
     Ok(())
 }

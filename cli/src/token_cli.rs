@@ -4,7 +4,6 @@ use chrono::Utc;
 use clap::Subcommand;
 use corral_api::auth::{self, NewToken};
 use corral_api::runtime::BoxError;
-use corral_domain::access::Binding;
 use corral_projections::commands::access::access_commands;
 use corral_projections::wake::CommitSignal;
 use sqlx::PgPool;
@@ -16,9 +15,13 @@ pub enum TokenCommand {
         /// Who the token is for (created on its first token).
         #[arg(long)]
         subject: String,
-        /// admin, operator, viewer or auditor (a global binding the subject is granted).
+        /// admin, operator, viewer or auditor (a binding the subject is granted).
         #[arg(long)]
         role: String,
+        /// The group whose subtree the role applies to: its id or its path
+        /// (`Inventory/Site-A`); omitted: everywhere.
+        #[arg(long, value_name = "GROUP_ID|PATH")]
+        scope: Option<String>,
         /// How long it works: 30d, 12h, 90m (1 minute to 10 years); default: until revoked.
         #[arg(long, value_name = "LIFETIME")]
         expires_in: Option<String>,
@@ -52,15 +55,18 @@ pub async fn run(pool: &PgPool, command: TokenCommand) -> Result<(), BoxError> {
         TokenCommand::Create {
             subject,
             role,
+            scope,
             expires_in,
         } => {
+            let binding = crate::role_cli::binding(pool, &role, scope.as_deref()).await?;
+            let label = auth::binding_label(&binding);
             let expires_at = match expires_in {
                 Some(text) => Some(Utc::now() + auth::parse_lifetime(&text)?),
                 None => None,
             };
             let request = NewToken {
                 subject: subject.clone(),
-                bindings: vec![Binding::global(&role)],
+                bindings: vec![binding],
                 expires_at,
             };
             let issued = auth::issue(&commands, pool, request, &auth::cli_metadata(None)).await?;
@@ -68,7 +74,7 @@ pub async fn run(pool: &PgPool, command: TokenCommand) -> Result<(), BoxError> {
                 format!("until {}", at.format("%Y-%m-%dT%H:%M:%SZ"))
             });
             println!(
-                "created a {role} token for {subject} (id {}, prefix {}), valid {until}; \
+                "created a {label} token for {subject} (id {}, prefix {}), valid {until}; \
                  it is shown only once:",
                 issued.token_id, issued.prefix
             );

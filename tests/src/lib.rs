@@ -318,16 +318,18 @@ impl TestApp {
     /// A router over this app's database and workers whose casbin policy is `policy`
     /// instead of the embedded one (tokens and data are shared with [`TestApp::router`]).
     pub async fn router_with_policy(&self, policy: &str) -> axum::Router {
-        let enforcer = corral_api::policy::enforcer_with(policy)
-            .await
-            .expect("policy");
+        let policy = corral_api::policy::Policy::new(
+            corral_api::policy::PolicyTable::compile(policy, &[])
+                .await
+                .expect("policy"),
+        );
         let background = self.background.as_ref().expect("running");
         let state = AppState::new(
             self.pool.clone(),
             self.db.pool(2).await,
             background.waiter(),
             background.commit_signal(),
-            enforcer,
+            policy,
             (*self.state.config).clone(),
         );
         corral_api::http::app(state)

@@ -4,8 +4,8 @@
 //! Tokens are events of their subject (`docs/access.md`): the mutations run `CreateToken` and
 //! `RevokeToken` through the write side's entry point with the calling admin in the events'
 //! metadata. A secret is answered once, by `createToken`, and kept nowhere; no field returns
-//! a secret or its hash. Only global roles are shown: scoped bindings are recorded but not
-//! enforced yet.
+//! a secret or its hash. A binding is a role everywhere (`scope: null`) or on one group's
+//! subtree; `me` answers the caller's bindings and, for a group, what it may do there.
 
 use async_graphql::{Context, Enum, InputObject, Object, Result, SimpleObject, ID};
 use chrono::{DateTime, Utc};
@@ -48,6 +48,8 @@ pub struct Token {
     pub subject: String,
     /// The global roles it lists (it uses those its subject still holds).
     pub roles: Vec<String>,
+    /// Every binding it lists, global and scoped (it uses those its subject still holds).
+    pub bindings: Vec<RoleBinding>,
     /// Whether it works now.
     pub status: TokenStatus,
     /// When it was created.
@@ -71,12 +73,13 @@ impl Token {
             id: ID(t.token_id.to_string()),
             prefix: t.prefix,
             subject: t.subject,
-            // Scoped bindings (`role@group`) are not enforced yet, so not shown.
             roles: t
                 .bindings
-                .into_iter()
+                .iter()
                 .filter(|b| !b.contains('@'))
+                .cloned()
                 .collect(),
+            bindings: t.bindings.iter().map(|b| RoleBinding::from_label(b)).collect(),
             status,
             created_at: t.created_at,
             expires_at: t.expires_at,
@@ -86,17 +89,86 @@ impl Token {
     }
 }
 
+/// A role binding: a role everywhere, or on one group's subtree.
+#[derive(SimpleObject, Debug, Clone, PartialEq, Eq)]
+pub struct RoleBinding {
+    /// The role.
+    pub role: String,
+    /// The group whose subtree it applies to; null: everywhere.
+    pub scope: Option<ID>,
+}
+
+impl RoleBinding {
+    fn from_binding(b: &Binding) -> Self {
+        RoleBinding {
+            role: b.role.clone(),
+            scope: b.scope.map(|s| ID(s.to_string())),
+        }
+    }
+
+    /// From `role` or `role@group-id`.
+    fn from_label(label: &str) -> Self {
+        match label.split_once('@') {
+            Some((role, scope)) => RoleBinding {
+                role: role.to_string(),
+                scope: Some(ID(scope.to_string())),
+            },
+            None => RoleBinding {
+                role: label.to_string(),
+                scope: None,
+            },
+        }
+    }
+}
+
 /// The caller, as its token makes it.
 #[derive(SimpleObject, Debug, Clone)]
+#[graphql(complex)]
 pub struct Me {
     /// The token's subject.
     pub subject: String,
     /// The global roles the token uses now: those it lists that its subject still holds.
     pub roles: Vec<String>,
+    /// Every binding the token uses now, global and scoped.
+    pub bindings: Vec<RoleBinding>,
     /// The token's id.
     pub token_id: ID,
     /// When the token stops working; null: never.
     pub expires_at: Option<DateTime<Utc>>,
+}
+
+#[async_graphql::ComplexObject]
+impl Me {
+    /// What the caller may do, as permissions of the catalog (`group.read`, `group.edit`,
+    /// ...; see `docs/access.md`): on group `groupId` (its subtree's bindings and the global
+    /// ones, by the tree as it stands now) or, without it, everywhere (global bindings only).
+    /// A UI hides the controls whose permission is missing. A group the caller cannot read
+    /// answers no permission.
+    async fn permissions(&self, ctx: &Context<'_>, group_id: Option<ID>) -> Result<Vec<String>> {
+        let actor = ctx.data::<Actor>()?;
+        let table = ctx.data::<std::sync::Arc<crate::policy::Policy>>()?.table();
+        let group = match group_id {
+            None => None,
+            Some(id) => match id.parse::<Uuid>() {
+                Ok(id) => Some(id),
+                Err(_) => return Ok(vec![]),
+            },
+        };
+        let mut out = vec![];
+        for p in crate::permissions::Permission::all() {
+            let allowed = match (crate::scope::reach(&table, actor, p), group) {
+                (crate::scope::Reach::All, _) => true,
+                (_, None) | (crate::scope::Reach::Nothing, _) => false,
+                (crate::scope::Reach::Within(roots), Some(g)) => {
+                    super::scope::within(ctx, &roots, g).await?
+                }
+            };
+            if allowed {
+                out.push(p.as_str().to_string());
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// Input of `createToken`.
@@ -105,9 +177,11 @@ pub struct CreateTokenInput {
     /// Who the token is for: 1 to 128 characters, no control characters (the subject is
     /// created with its first token).
     pub subject: String,
-    /// `admin`, `operator`, `viewer` or `auditor`: a global role, granted to the subject if
-    /// it does not hold it.
+    /// `admin`, `operator`, `viewer` or `auditor`: granted to the subject (on `scope`) if it
+    /// does not hold it.
     pub role: String,
+    /// The group whose subtree the token's role applies to; omitted: everywhere.
+    pub scope: Option<ID>,
     /// How long it works: `30d`, `12h`, `90m`, `3600s` (1 minute to 10 years); omitted: until
     /// revoked.
     pub expires_in: Option<String>,
@@ -145,8 +219,7 @@ pub struct RevokeTokenPayload {
     pub user_errors: Vec<UserError>,
 }
 
-/// Input of `grantRole` and `revokeRole`: a global role (scoped bindings are not enforced
-/// yet, so there is no scope).
+/// Input of `grantRole` and `revokeRole`: a role everywhere, or on one group's subtree.
 #[derive(InputObject)]
 pub struct RoleInput {
     /// The subject: 1 to 128 characters, no control characters (`grantRole` creates it if it
@@ -154,6 +227,9 @@ pub struct RoleInput {
     pub subject: String,
     /// `admin`, `operator`, `viewer` or `auditor`.
     pub role: String,
+    /// The group whose subtree the role applies to (`grantRole`: it must exist); omitted:
+    /// the global binding.
+    pub scope: Option<ID>,
     /// Why (recorded in the event and the audit trail).
     pub reason: Option<String>,
 }
@@ -165,6 +241,8 @@ pub struct RolePayload {
     pub subject: Option<String>,
     /// The global roles the subject holds after the change (empty on error).
     pub roles: Vec<String>,
+    /// Every binding the subject holds after the change (empty on error).
+    pub bindings: Vec<RoleBinding>,
     /// Expected failures; nothing was written when this is not empty.
     pub user_errors: Vec<UserError>,
 }
@@ -176,24 +254,78 @@ fn refused_role(e: UserError) -> RolePayload {
     }
 }
 
-/// The subject and role of a `grantRole` or `revokeRole`, checked.
-fn checked_role_input(input: &RoleInput) -> std::result::Result<String, UserError> {
-    let subject = valid_subject(&input.subject)
-        .map_err(|e| UserError::new(e.field(), e.code(), e.to_string()))?;
-    auth::check_role(&input.role)
-        .map_err(|e| UserError::new(e.field(), e.code(), e.to_string()))?;
-    Ok(subject)
+/// The subject and binding of a `grantRole` or `revokeRole`, checked; with `existing`, the
+/// scope must be a group of the live tree.
+async fn checked_role_input(
+    pool: &PgPool,
+    input: &RoleInput,
+    existing: bool,
+) -> Result<std::result::Result<(String, Binding), UserError>> {
+    let subject = match valid_subject(&input.subject) {
+        Ok(s) => s,
+        Err(e) => return Ok(Err(UserError::new(e.field(), e.code(), e.to_string()))),
+    };
+    if let Err(e) = auth::check_role(&input.role) {
+        return Ok(Err(UserError::new(e.field(), e.code(), e.to_string())));
+    }
+    let scope = match checked_scope(pool, input.scope.as_ref(), existing).await? {
+        Ok(scope) => scope,
+        Err(e) => return Ok(Err(e)),
+    };
+    Ok(Ok((
+        subject,
+        Binding {
+            role: input.role.clone(),
+            scope,
+        },
+    )))
 }
 
-/// The global roles `subject` holds, after a change that committed.
+/// A `scope` argument: a group id, of a group of the live tree when `existing`.
+async fn checked_scope(
+    pool: &PgPool,
+    scope: Option<&ID>,
+    existing: bool,
+) -> Result<std::result::Result<Option<Uuid>, UserError>> {
+    let Some(scope) = scope else {
+        return Ok(Ok(None));
+    };
+    let Ok(id) = scope.parse::<Uuid>() else {
+        return Ok(Err(UserError::new(
+            Some("scope"),
+            Code::Invalid,
+            "scope must be a group id",
+        )));
+    };
+    if existing
+        && corral_projections::group_tree::read::by_ids(pool, &[id])
+            .await
+            .map_err(internal)?
+            .is_empty()
+    {
+        return Ok(Err(UserError::new(
+            Some("scope"),
+            Code::NotFound,
+            format!("no group has the id {id}"),
+        )));
+    }
+    Ok(Ok(Some(id)))
+}
+
+/// The bindings `subject` holds, after a change that committed.
 async fn roles_after(pool: &PgPool, subject: String) -> Result<RolePayload> {
-    let roles = auth::subject_roles(pool, &subject)
+    let bindings = auth::subject_bindings(pool, &subject)
         .await
         .map_err(internal)?
         .unwrap_or_default();
     Ok(RolePayload {
         subject: Some(subject),
-        roles,
+        roles: bindings
+            .iter()
+            .filter(|b| b.scope.is_none())
+            .map(|b| b.role.clone())
+            .collect(),
+        bindings: bindings.iter().map(RoleBinding::from_binding).collect(),
         user_errors: vec![],
     })
 }
@@ -243,6 +375,18 @@ impl AccessQuery {
         Ok(Me {
             subject: actor.subject.clone(),
             roles: actor.roles.clone(),
+            bindings: actor
+                .roles
+                .iter()
+                .map(|r| RoleBinding {
+                    role: r.clone(),
+                    scope: None,
+                })
+                .chain(actor.scoped.iter().map(|b| RoleBinding {
+                    role: b.role.clone(),
+                    scope: Some(ID(b.scope.to_string())),
+                }))
+                .collect(),
             token_id: ID(token_id.to_string()),
             expires_at: actor.expires_at,
         })
@@ -331,10 +475,17 @@ impl AccessMutation {
             }
         };
         let pool = ctx.data_unchecked::<PgPool>();
+        let scope = match checked_scope(pool, input.scope.as_ref(), true).await? {
+            Ok(scope) => scope,
+            Err(e) => return Ok(refused_create(e)),
+        };
         let pending = PendingToken::store(pool).await.map_err(internal)?;
         let (subject_id, command) = pending.command(NewToken {
             subject,
-            bindings: vec![Binding::global(&input.role)],
+            bindings: vec![Binding {
+                role: input.role.clone(),
+                scope,
+            }],
             expires_at,
         });
         if let Err(e) = execute(ctx, Command::Access(subject_id, command), &metadata).await {
@@ -404,13 +555,14 @@ impl AccessMutation {
             Ok(m) => m,
             Err(e) => return Ok(refused_role(e)),
         };
-        let subject = match checked_role_input(&input) {
+        let pool = ctx.data_unchecked::<PgPool>();
+        let (subject, binding) = match checked_role_input(pool, &input, true).await? {
             Ok(s) => s,
             Err(e) => return Ok(refused_role(e)),
         };
         let command = AccessCommand::GrantRole {
             subject: subject.clone(),
-            binding: Binding::global(&input.role),
+            binding,
         };
         if let Err(e) = execute(
             ctx,
@@ -421,7 +573,7 @@ impl AccessMutation {
         {
             return Ok(refused_role(from_command(e)?));
         }
-        roles_after(ctx.data_unchecked::<PgPool>(), subject).await
+        roles_after(pool, subject).await
     }
 
     /// Takes the global role `role` from subject `subject` (admin), as `corral role revoke`
@@ -433,11 +585,11 @@ impl AccessMutation {
             Ok(m) => m,
             Err(e) => return Ok(refused_role(e)),
         };
-        let subject = match checked_role_input(&input) {
+        let pool = ctx.data_unchecked::<PgPool>();
+        let (subject, binding) = match checked_role_input(pool, &input, false).await? {
             Ok(s) => s,
             Err(e) => return Ok(refused_role(e)),
         };
-        let pool = ctx.data_unchecked::<PgPool>();
         if auth::subject_roles(pool, &subject)
             .await
             .map_err(internal)?
@@ -452,9 +604,7 @@ impl AccessMutation {
                 ),
             )));
         }
-        let command = AccessCommand::RevokeRole {
-            binding: Binding::global(&input.role),
-        };
+        let command = AccessCommand::RevokeRole { binding };
         if let Err(e) = execute(
             ctx,
             Command::Access(subject_id(&subject), command),

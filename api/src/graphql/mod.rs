@@ -16,6 +16,7 @@ pub mod mutation;
 pub mod query;
 pub mod rules;
 pub mod scalars;
+pub mod scope;
 pub mod subscriptions;
 pub mod sweeps;
 pub mod types;
@@ -92,7 +93,7 @@ pub fn build_schema(state: &AppState) -> CorralSchema {
         .data(state.sweeps.clone())
         .data(state.config.sweeps.clone())
         .data(state.waiter.clone())
-        .data(state.enforcer.clone())
+        .data(state.policy.clone())
         .data(MutationWait(state.config.mutation_wait))
         .data(state.config.health.clone())
         .data(subscriptions::LogHead::default())

@@ -19,14 +19,14 @@ use super::{pool, AuditArgs, BUDGET, RUNS};
 use crate::membership::{latency_rows, sample};
 use crate::Row;
 
-fn app_state(pool: &PgPool, lock_pool: PgPool, enforcer: Arc<casbin::Enforcer>) -> AppState {
+fn app_state(pool: &PgPool, lock_pool: PgPool, policy: Arc<corral_api::policy::Policy>) -> AppState {
     let (_tx, rx) = tokio::sync::watch::channel(Default::default());
     AppState::new(
         pool.clone(),
         lock_pool,
         corral_projections::waiter::ConsistencyWaiter::new(rx),
         Default::default(),
-        enforcer,
+        policy,
         ApiConfig::default(),
     )
 }
@@ -69,8 +69,8 @@ pub(crate) async fn bench_audit(
     let pool = pool(url, 8).await?;
     let (measured, head) = large_log(&pool, args.audit_events).await?;
     let lock_pool = PgPoolOptions::new().max_connections(2).connect(url).await?;
-    let enforcer = corral_api::policy::enforcer().await?;
-    let state = app_state(&pool, lock_pool, enforcer);
+    let policy = corral_api::policy::Policy::built_in().await?;
+    let state = app_state(&pool, lock_pool, policy);
     let app = corral_api::http::app(state);
     let auditor = corral_api::auth::create_token(&pool, "bench", "auditor").await?;
     let scale = format!("{head}-event log");

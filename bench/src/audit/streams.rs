@@ -28,14 +28,14 @@ pub(crate) async fn bench_streams(
     let background =
         corral_workers::start_with(pool.clone(), true, Duration::from_secs(1), None).await?;
     let lock_pool = PgPoolOptions::new().max_connections(8).connect(url).await?;
-    let enforcer = corral_api::policy::enforcer().await?;
+    let policy = corral_api::policy::Policy::built_in().await?;
     let (_tx, rx) = tokio::sync::watch::channel(Default::default());
     let state = AppState::new(
         pool.clone(),
         lock_pool,
         corral_projections::waiter::ConsistencyWaiter::new(rx),
         background.commit_signal(),
-        enforcer,
+        policy,
         ApiConfig::default(),
     );
     corral_api::runtime::ensure_roots(&state.groups).await?;

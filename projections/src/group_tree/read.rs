@@ -190,3 +190,33 @@ pub async fn search(
     .await?;
     Ok((nodes(&rows)?, total))
 }
+
+/// SQL that holds when `column` (a group id) lies in the subtree of one of the groups in
+/// `param` (a `uuid[]` parameter such as `$3`), or when `param` is null (no scope: every
+/// group). Decided by the live tree, so a move changes who reaches a group at once.
+pub fn scope_filter(column: &str, param: &str) -> String {
+    format!(
+        "({param}::uuid[] IS NULL OR {column} IN \
+         (SELECT sc.descendant_id FROM {LIVE_SCHEMA}.group_closure sc WHERE sc.ancestor_id = ANY({param}::uuid[])))"
+    )
+}
+
+/// Which of `ids` lie in the subtree of one of `roots` (a group is in its own subtree).
+pub async fn in_subtrees(
+    pool: &PgPool,
+    ids: &[Uuid],
+    roots: &[Uuid],
+) -> Result<Vec<Uuid>, StoreError> {
+    if ids.is_empty() || roots.is_empty() {
+        return Ok(vec![]);
+    }
+    let rows: Vec<Uuid> = sqlx::query_scalar(&format!(
+        "SELECT DISTINCT descendant_id FROM {LIVE_SCHEMA}.group_closure
+          WHERE descendant_id = ANY($1) AND ancestor_id = ANY($2)"
+    ))
+    .bind(ids)
+    .bind(roots)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows)
+}

@@ -822,12 +822,8 @@ async fn widget_data_shows_figures_and_is_redacted_for_callers_who_may_not_read_
     // widget is redacted, with no figure and no group, whatever group it is bound to.
     let restricted: String = corral_api::policy::default_policy()
         .lines()
-        .filter(|l| l.trim() != "p, viewer, Query.*, call")
-        .chain([
-            "p, viewer, Query.dashboard, call",
-            "p, viewer, Query.myDashboards, call",
-            "p, operator, Query.*, call",
-        ])
+        .filter(|l| l.trim() != "p, viewer, group.read, call")
+        .chain(["p, operator, group.read, call"])
         .collect::<Vec<_>>()
         .join("\n");
     let router = app.router_with_policy(&restricted).await;

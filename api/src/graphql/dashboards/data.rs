@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use async_graphql::{Context, Enum, Result, SimpleObject, ID};
-use casbin::Enforcer;
+use crate::policy::Policy;
 use chrono::{DateTime, TimeDelta, Utc};
 use corral_domain::dashboard::{
     GroupBinding, MemberCountMode, Widget as DomainWidget, WidgetBucket, WidgetConfig,
@@ -22,7 +22,6 @@ use crate::graphql::health::GroupHealth;
 use crate::graphql::loaders::Groups;
 use crate::graphql::members::MembershipMode;
 use crate::graphql::types::Group;
-use crate::policy::object_of;
 
 /// Whether a widget could be rendered.
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug, Default)]
@@ -69,9 +68,9 @@ fn state(state: WidgetDataState, message: impl Into<String>) -> WidgetData {
 /// Whether the calling actor may read groups: the same check the authorization extension
 /// makes before `Query.group`.
 fn may_read_groups(ctx: &Context<'_>) -> bool {
-    match (ctx.data::<Arc<Enforcer>>(), ctx.data::<Actor>()) {
-        (Ok(enforcer), Ok(actor)) => {
-            crate::policy::permits(enforcer, actor, &object_of("Query", "group"))
+    match (ctx.data::<Arc<Policy>>(), ctx.data::<Actor>()) {
+        (Ok(policy), Ok(actor)) => {
+            crate::policy::permits_field(&policy.table(), actor, "Query", "group")
         }
         _ => false,
     }

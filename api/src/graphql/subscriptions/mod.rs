@@ -101,9 +101,11 @@ impl LogHead {
 /// Refuses unless the caller's role may use subscription `field` (the policy extension checks
 /// query and mutation fields as they resolve; a subscription's stream is made here).
 fn authorize(ctx: &Context<'_>, field: &str) -> Result<()> {
-    let object = crate::policy::object_of("Subscription", field);
-    let allowed = match (ctx.data::<Arc<casbin::Enforcer>>(), ctx.data::<Actor>()) {
-        (Ok(enforcer), Ok(actor)) => crate::policy::permits(enforcer, actor, &object),
+    let object = format!("Subscription.{field}");
+    let allowed = match (ctx.data::<Arc<crate::policy::Policy>>(), ctx.data::<Actor>()) {
+        (Ok(policy), Ok(actor)) => {
+            crate::policy::permits_field(&policy.table(), actor, "Subscription", field)
+        }
         _ => false,
     };
     if allowed {

@@ -1,0 +1,100 @@
+//! Scopes in resolvers: where the caller may use a permission, and the checks and SQL
+//! filters that follow from it (see [`crate::scope`]).
+//!
+//! Reads outside the caller's scope answer nothing (a lookup is null, a list leaves the group
+//! out, counts and pages are filtered in SQL), so that a scoped subject cannot tell a group
+//! it may not see from one that does not exist. Writes outside it are `FORBIDDEN`, whether
+//! the group exists or not, and write nothing.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use async_graphql::{Context, Result};
+use corral_projections::group_tree::read;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::errors::{coded, internal};
+use crate::auth::Actor;
+use crate::error_codes::ErrorCode;
+use crate::permissions::Permission;
+pub use crate::scope::Reach;
+
+/// Where the caller may use `p`.
+pub fn reach(ctx: &Context<'_>, p: Permission) -> Result<Reach> {
+    let actor = ctx.data::<Actor>()?;
+    let policy = ctx.data::<Arc<crate::policy::Policy>>()?;
+    Ok(crate::scope::reach(&policy.table(), actor, p))
+}
+
+/// The groups whose subtrees the caller may read: `None` for every group. For SQL filters
+/// (`read::scope_filter`).
+pub fn read_roots(ctx: &Context<'_>) -> Result<Option<Vec<Uuid>>> {
+    Ok(reach(ctx, Permission::GroupRead)?.roots().map(<[Uuid]>::to_vec))
+}
+
+/// Whether group `g` lies in the subtree of one of `roots`.
+pub async fn within(ctx: &Context<'_>, roots: &[Uuid], g: Uuid) -> Result<bool> {
+    let pool = ctx.data_unchecked::<PgPool>();
+    Ok(!read::in_subtrees(pool, &[g], roots)
+        .await
+        .map_err(internal)?
+        .is_empty())
+}
+
+/// Whether the caller may use `p` on group `g`.
+pub async fn allows(ctx: &Context<'_>, p: Permission, g: Uuid) -> Result<bool> {
+    match reach(ctx, p)? {
+        Reach::All => Ok(true),
+        Reach::Nothing => Ok(false),
+        Reach::Within(roots) => within(ctx, &roots, g).await,
+    }
+}
+
+/// `FORBIDDEN` unless the caller may use `p` on group `g` (a write's check: it runs before
+/// anything is written).
+pub async fn require(ctx: &Context<'_>, p: Permission, g: Uuid) -> Result<()> {
+    if allows(ctx, p, g).await? {
+        Ok(())
+    } else {
+        Err(forbidden(p, Some(g)))
+    }
+}
+
+/// `FORBIDDEN` unless the caller has `p` everywhere (a global binding).
+pub fn require_global(ctx: &Context<'_>, p: Permission) -> Result<()> {
+    match reach(ctx, p)? {
+        Reach::All => Ok(()),
+        _ => Err(forbidden(p, None)),
+    }
+}
+
+/// The error of a refused write.
+pub fn forbidden(p: Permission, g: Option<Uuid>) -> async_graphql::Error {
+    let message = match g {
+        Some(g) => format!("{} is not granted on group {g}", p.as_str()),
+        None => format!("{} is not granted everywhere", p.as_str()),
+    };
+    coded(ErrorCode::Forbidden, message)
+}
+
+/// Which of `ids` the caller may read.
+pub async fn readable(ctx: &Context<'_>, ids: &[Uuid]) -> Result<HashSet<Uuid>> {
+    match reach(ctx, Permission::GroupRead)? {
+        Reach::All => Ok(ids.iter().copied().collect()),
+        Reach::Nothing => Ok(HashSet::new()),
+        Reach::Within(roots) => {
+            let pool = ctx.data_unchecked::<PgPool>();
+            Ok(read::in_subtrees(pool, ids, &roots)
+                .await
+                .map_err(internal)?
+                .into_iter()
+                .collect())
+        }
+    }
+}
+
+/// Whether the caller may read group `g`.
+pub async fn may_read(ctx: &Context<'_>, g: Uuid) -> Result<bool> {
+    allows(ctx, Permission::GroupRead, g).await
+}

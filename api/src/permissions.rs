@@ -1,0 +1,319 @@
+//! The permission catalog, and the decision every GraphQL field needs.
+//!
+//! A role is a named set of permissions (`policy/policy.csv` for the built-in roles); a
+//! binding gives a subject a role everywhere or on one group's subtree. Each field of the
+//! `Query`, `Mutation` and `Subscription` roots (and the audit fields nested in `Group`) names
+//! the one permission it needs in [`FIELDS`], or [`Decision::Anyone`]; a field with no entry
+//! is refused to everyone, and a test fails when the schema has a field the table misses.
+//!
+//! How a permission meets a scope is its [`Reach`](crate::scope::Reach): a global binding
+//! reaches every group, a binding on group G reaches G's subtree through the closure table, as
+//! the tree stands at the request. Permissions marked [`Scoping::Global`] are granted by
+//! global bindings only (the inventory and the access registry are not part of any subtree).
+
+/// One permission of the catalog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Permission {
+    /// Read groups, their members and health, the devices and services that are members.
+    GroupRead,
+    /// Create a group under a parent.
+    GroupCreate,
+    /// Rename a group, change its description or metadata.
+    GroupEdit,
+    /// Move a group (needed on the group's old parent and on its new parent).
+    GroupMove,
+    /// Delete a group.
+    GroupDelete,
+    /// Add, remove, exclude and unexclude members.
+    MembershipEdit,
+    /// Set or clear a group's rule.
+    RuleEdit,
+    /// Upsert and remove devices and services.
+    InventoryWrite,
+    /// Ingest telemetry (sysmon, service checks).
+    TelemetryWrite,
+    /// Read the audit trail and the event stream.
+    AuditRead,
+    /// Keep one's own dashboards.
+    DashboardEdit,
+    /// Publish and delete shared dashboard templates.
+    DashboardTemplate,
+    /// Schedule, cancel and follow sweeps.
+    SweepRun,
+    /// Tokens, role bindings and role definitions.
+    AccessManage,
+}
+
+/// Whether scoped bindings can grant a permission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scoping {
+    /// A binding on group G grants it for G's subtree.
+    Subtree,
+    /// Only global bindings grant it.
+    Global,
+}
+
+/// The catalog: each permission, its name in policies, whether scopes apply, and what it
+/// allows (`corral docs permissions` prints it).
+pub const CATALOG: [(Permission, &str, Scoping, &str); 14] = [
+    (
+        Permission::GroupRead,
+        "group.read",
+        Scoping::Subtree,
+        "read groups in scope: lookups, children, members, counts, health, capabilities, \
+         rule previews and explanations; and the devices and services that are their direct members",
+    ),
+    (
+        Permission::GroupCreate,
+        "group.create",
+        Scoping::Subtree,
+        "create a group under a parent in scope",
+    ),
+    (
+        Permission::GroupEdit,
+        "group.edit",
+        Scoping::Subtree,
+        "rename a group in scope, change its description or metadata",
+    ),
+    (
+        Permission::GroupMove,
+        "group.move",
+        Scoping::Subtree,
+        "move a group: needed on its old parent and on its new parent",
+    ),
+    (
+        Permission::GroupDelete,
+        "group.delete",
+        Scoping::Subtree,
+        "delete a group in scope",
+    ),
+    (
+        Permission::MembershipEdit,
+        "membership.edit",
+        Scoping::Subtree,
+        "add, remove, exclude and unexclude members of a group in scope",
+    ),
+    (
+        Permission::RuleEdit,
+        "rule.edit",
+        Scoping::Subtree,
+        "set or clear the rule of a group in scope",
+    ),
+    (
+        Permission::InventoryWrite,
+        "inventory.write",
+        Scoping::Global,
+        "upsert and remove devices and services",
+    ),
+    (
+        Permission::TelemetryWrite,
+        "telemetry.write",
+        Scoping::Global,
+        "ingest sysmon metrics and service checks",
+    ),
+    (
+        Permission::AuditRead,
+        "audit.read",
+        Scoping::Subtree,
+        "read the audit trail, group history and the event stream (scoped: the events of groups in scope)",
+    ),
+    (
+        Permission::DashboardEdit,
+        "dashboard.edit",
+        Scoping::Subtree,
+        "keep one's own dashboards (widgets show data of groups in scope only)",
+    ),
+    (
+        Permission::DashboardTemplate,
+        "dashboard.template",
+        Scoping::Global,
+        "publish and delete shared dashboard templates",
+    ),
+    (
+        Permission::SweepRun,
+        "sweep.run",
+        Scoping::Subtree,
+        "schedule, cancel, preview and follow sweeps of groups in scope",
+    ),
+    (
+        Permission::AccessManage,
+        "access.manage",
+        Scoping::Global,
+        "create, list and revoke tokens; grant and revoke roles; define roles",
+    ),
+];
+
+impl Permission {
+    /// Its name in policies (`group.read`).
+    pub fn as_str(self) -> &'static str {
+        self.entry().1
+    }
+
+    /// Whether scoped bindings can grant it.
+    pub fn scoping(self) -> Scoping {
+        self.entry().2
+    }
+
+    /// The permission named `name`.
+    pub fn parse(name: &str) -> Option<Permission> {
+        CATALOG.iter().find(|e| e.1 == name).map(|e| e.0)
+    }
+
+    /// Every permission, in catalog order.
+    pub fn all() -> impl Iterator<Item = Permission> {
+        CATALOG.iter().map(|e| e.0)
+    }
+
+    fn entry(self) -> &'static (Permission, &'static str, Scoping, &'static str) {
+        CATALOG
+            .iter()
+            .find(|e| e.0 == self)
+            .unwrap_or(&CATALOG[0])
+    }
+}
+
+/// What a field needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Any authenticated caller (`me`).
+    Anyone,
+    /// This permission, somewhere (the field then applies the scope to its arguments or its
+    /// results).
+    Needs(Permission),
+}
+
+use Permission::*;
+
+/// Every field the authorization extension checks: the roots' fields, and the audit fields
+/// nested elsewhere (`Group.history`). The order is the schema's.
+pub const FIELDS: &[(&str, &str, Decision)] = &[
+    ("Query", "root", Decision::Needs(GroupRead)),
+    ("Query", "group", Decision::Needs(GroupRead)),
+    ("Query", "groupByPath", Decision::Needs(GroupRead)),
+    ("Query", "groups", Decision::Needs(GroupRead)),
+    ("Query", "previewRule", Decision::Needs(GroupRead)),
+    ("Query", "explainMembership", Decision::Needs(GroupRead)),
+    ("Query", "device", Decision::Needs(GroupRead)),
+    ("Query", "devices", Decision::Needs(GroupRead)),
+    ("Query", "service", Decision::Needs(GroupRead)),
+    ("Query", "services", Decision::Needs(GroupRead)),
+    ("Query", "auditLog", Decision::Needs(AuditRead)),
+    ("Query", "auditChainHead", Decision::Needs(AuditRead)),
+    ("Query", "myDashboards", Decision::Needs(DashboardEdit)),
+    ("Query", "myDefaultDashboard", Decision::Needs(DashboardEdit)),
+    ("Query", "dashboard", Decision::Needs(DashboardEdit)),
+    ("Query", "dashboardTemplates", Decision::Needs(DashboardEdit)),
+    ("Query", "sweepRuns", Decision::Needs(SweepRun)),
+    ("Query", "sweepRun", Decision::Needs(SweepRun)),
+    ("Query", "previewSweep", Decision::Needs(SweepRun)),
+    ("Query", "me", Decision::Anyone),
+    ("Query", "tokens", Decision::Needs(AccessManage)),
+    ("Mutation", "createGroup", Decision::Needs(GroupCreate)),
+    ("Mutation", "renameGroup", Decision::Needs(GroupEdit)),
+    ("Mutation", "updateGroup", Decision::Needs(GroupEdit)),
+    ("Mutation", "moveGroup", Decision::Needs(GroupMove)),
+    ("Mutation", "deleteGroup", Decision::Needs(GroupDelete)),
+    ("Mutation", "addGroupMembers", Decision::Needs(MembershipEdit)),
+    ("Mutation", "removeGroupMembers", Decision::Needs(MembershipEdit)),
+    ("Mutation", "excludeGroupMembers", Decision::Needs(MembershipEdit)),
+    ("Mutation", "unexcludeGroupMembers", Decision::Needs(MembershipEdit)),
+    ("Mutation", "setGroupRule", Decision::Needs(RuleEdit)),
+    ("Mutation", "clearGroupRule", Decision::Needs(RuleEdit)),
+    ("Mutation", "addGroupMembersByRule", Decision::Needs(MembershipEdit)),
+    ("Mutation", "upsertDevices", Decision::Needs(InventoryWrite)),
+    ("Mutation", "upsertServices", Decision::Needs(InventoryWrite)),
+    ("Mutation", "removeDevices", Decision::Needs(InventoryWrite)),
+    ("Mutation", "removeServices", Decision::Needs(InventoryWrite)),
+    ("Mutation", "ingestSysmon", Decision::Needs(TelemetryWrite)),
+    ("Mutation", "ingestServiceChecks", Decision::Needs(TelemetryWrite)),
+    ("Mutation", "createDashboard", Decision::Needs(DashboardEdit)),
+    ("Mutation", "renameDashboard", Decision::Needs(DashboardEdit)),
+    ("Mutation", "deleteDashboard", Decision::Needs(DashboardEdit)),
+    ("Mutation", "setDefaultDashboard", Decision::Needs(DashboardEdit)),
+    ("Mutation", "addWidget", Decision::Needs(DashboardEdit)),
+    ("Mutation", "updateWidget", Decision::Needs(DashboardEdit)),
+    ("Mutation", "moveWidget", Decision::Needs(DashboardEdit)),
+    ("Mutation", "removeWidget", Decision::Needs(DashboardEdit)),
+    (
+        "Mutation",
+        "publishDashboardTemplate",
+        Decision::Needs(DashboardTemplate),
+    ),
+    ("Mutation", "cloneDashboardTemplate", Decision::Needs(DashboardEdit)),
+    (
+        "Mutation",
+        "deleteDashboardTemplate",
+        Decision::Needs(DashboardTemplate),
+    ),
+    ("Mutation", "scheduleSweep", Decision::Needs(SweepRun)),
+    ("Mutation", "cancelSweep", Decision::Needs(SweepRun)),
+    ("Mutation", "createToken", Decision::Needs(AccessManage)),
+    ("Mutation", "revokeToken", Decision::Needs(AccessManage)),
+    ("Mutation", "grantRole", Decision::Needs(AccessManage)),
+    ("Mutation", "revokeRole", Decision::Needs(AccessManage)),
+    ("Subscription", "events", Decision::Needs(AuditRead)),
+    ("Subscription", "membershipChanges", Decision::Needs(GroupRead)),
+    ("Subscription", "sweepProgress", Decision::Needs(SweepRun)),
+    ("Group", "history", Decision::Needs(AuditRead)),
+];
+
+/// Fields checked although they are not root fields.
+pub fn checked_nested(parent: &str, name: &str) -> bool {
+    parent != "Query"
+        && parent != "Mutation"
+        && parent != "Subscription"
+        && FIELDS.iter().any(|f| f.0 == parent && f.1 == name)
+}
+
+/// What field `name` of type `parent` needs; `None`: nobody may call it.
+pub fn decision(parent: &str, name: &str) -> Option<Decision> {
+    FIELDS
+        .iter()
+        .find(|f| f.0 == parent && f.1 == name)
+        .map(|f| f.2)
+}
+
+/// The catalog as a Markdown table (`docs/access.md`'s copy is checked against it).
+pub fn catalog_markdown() -> String {
+    let mut out = String::from("| permission | scoped bindings grant it | allows |\n|---|---|---|\n");
+    for (_, name, scoping, what) in CATALOG {
+        let scoped = match scoping {
+            Scoping::Subtree => "yes, on the binding's subtree",
+            Scoping::Global => "no: global bindings only",
+        };
+        out.push_str(&format!("| `{name}` | {scoped} | {what} |\n"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_are_unique() {
+        for p in Permission::all() {
+            assert_eq!(Permission::parse(p.as_str()), Some(p));
+        }
+        let mut names: Vec<_> = CATALOG.iter().map(|e| e.1).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), CATALOG.len());
+    }
+
+    #[test]
+    fn each_field_is_listed_once() {
+        for (i, f) in FIELDS.iter().enumerate() {
+            assert!(
+                !FIELDS[..i].iter().any(|g| g.0 == f.0 && g.1 == f.1),
+                "{}.{} twice",
+                f.0,
+                f.1
+            );
+        }
+        assert!(checked_nested("Group", "history"));
+        assert!(!checked_nested("Query", "group"));
+        assert_eq!(decision("Query", "me"), Some(Decision::Anyone));
+        assert_eq!(decision("Query", "nope"), None);
+    }
+}

@@ -1,0 +1,113 @@
+//! Scopes: which groups a caller's bindings reach for one permission.
+//!
+//! A global binding of a role reaches every group for each permission the role has; a binding
+//! on group G reaches G's subtree, through the closure table as the tree stands at the request
+//! (moving a subtree changes who may see it at once, with no policy edit). Permissions that
+//! only global bindings grant ([`Scoping::Global`]) ignore scoped bindings.
+
+use std::collections::BTreeSet;
+
+use uuid::Uuid;
+
+use crate::auth::Actor;
+use crate::permissions::{Permission, Scoping};
+use crate::policy::PolicyTable;
+
+/// A binding of a role to one group's subtree.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ScopedRole {
+    /// The role.
+    pub role: String,
+    /// The group whose subtree it applies to.
+    pub scope: Uuid,
+}
+
+/// Where a caller may use one permission.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reach {
+    /// Everywhere (a global binding grants it).
+    All,
+    /// In the subtrees of these groups (sorted, without repeats; never empty).
+    Within(Vec<Uuid>),
+    /// Nowhere.
+    Nothing,
+}
+
+impl Reach {
+    /// The roots to filter by in SQL: `None` for everywhere, `Some(&[])` for nowhere.
+    pub fn roots(&self) -> Option<&[Uuid]> {
+        match self {
+            Reach::All => None,
+            Reach::Within(roots) => Some(roots),
+            Reach::Nothing => Some(&[]),
+        }
+    }
+
+    /// Whether it reaches nothing.
+    pub fn is_nothing(&self) -> bool {
+        matches!(self, Reach::Nothing)
+    }
+}
+
+/// Where `actor` may use permission `p` under `table`.
+pub fn reach(table: &PolicyTable, actor: &Actor, p: Permission) -> Reach {
+    if actor.roles.iter().any(|role| table.grants(role, p)) {
+        return Reach::All;
+    }
+    if p.scoping() == Scoping::Global || actor.scoped.is_empty() {
+        return Reach::Nothing;
+    }
+    // Bindings come sorted by role: ask the table once per role.
+    let mut roots = BTreeSet::new();
+    let mut last: Option<(&str, bool)> = None;
+    for binding in actor.scoped.iter() {
+        let granted = match last {
+            Some((role, granted)) if role == binding.role => granted,
+            _ => table.grants(&binding.role, p),
+        };
+        last = Some((&binding.role, granted));
+        if granted {
+            roots.insert(binding.scope);
+        }
+    }
+    if roots.is_empty() {
+        Reach::Nothing
+    } else {
+        Reach::Within(roots.into_iter().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::permissions::Permission::*;
+
+    fn scoped(role: &str, scope: Uuid) -> ScopedRole {
+        ScopedRole {
+            role: role.into(),
+            scope,
+        }
+    }
+
+    #[tokio::test]
+    async fn global_bindings_reach_everything_and_scoped_ones_their_subtrees() {
+        let t = PolicyTable::built_in().await.expect("policy");
+        let (a, b) = (Uuid::from_u128(2), Uuid::from_u128(1));
+        let mut actor = Actor::with_role("s", "viewer", "r");
+        assert_eq!(reach(&t, &actor, GroupRead), Reach::All);
+        assert_eq!(reach(&t, &actor, MembershipEdit), Reach::Nothing);
+        actor.scoped = vec![scoped("operator", a), scoped("viewer", b)];
+        assert_eq!(reach(&t, &actor, GroupRead), Reach::All, "global wins");
+        assert_eq!(reach(&t, &actor, MembershipEdit), Reach::Within(vec![a]));
+        actor.roles.clear();
+        assert_eq!(reach(&t, &actor, GroupRead), Reach::Within(vec![b, a]));
+        assert_eq!(
+            reach(&t, &actor, InventoryWrite),
+            Reach::Nothing,
+            "inventory.write is granted by global bindings only"
+        );
+        assert_eq!(reach(&t, &actor, GroupCreate), Reach::Nothing);
+        assert_eq!(Reach::Nothing.roots(), Some(&[][..]));
+        assert_eq!(Reach::All.roots(), None);
+    }
+}

@@ -165,10 +165,7 @@ impl Permission {
     }
 
     fn entry(self) -> &'static (Permission, &'static str, Scoping, &'static str) {
-        CATALOG
-            .iter()
-            .find(|e| e.0 == self)
-            .unwrap_or(&CATALOG[0])
+        CATALOG.iter().find(|e| e.0 == self).unwrap_or(&CATALOG[0])
     }
 }
 
@@ -200,9 +197,17 @@ pub const FIELDS: &[(&str, &str, Decision)] = &[
     ("Query", "auditLog", Decision::Needs(AuditRead)),
     ("Query", "auditChainHead", Decision::Needs(AuditRead)),
     ("Query", "myDashboards", Decision::Needs(DashboardEdit)),
-    ("Query", "myDefaultDashboard", Decision::Needs(DashboardEdit)),
+    (
+        "Query",
+        "myDefaultDashboard",
+        Decision::Needs(DashboardEdit),
+    ),
     ("Query", "dashboard", Decision::Needs(DashboardEdit)),
-    ("Query", "dashboardTemplates", Decision::Needs(DashboardEdit)),
+    (
+        "Query",
+        "dashboardTemplates",
+        Decision::Needs(DashboardEdit),
+    ),
     ("Query", "sweepRuns", Decision::Needs(SweepRun)),
     ("Query", "sweepRun", Decision::Needs(SweepRun)),
     ("Query", "previewSweep", Decision::Needs(SweepRun)),
@@ -213,23 +218,71 @@ pub const FIELDS: &[(&str, &str, Decision)] = &[
     ("Mutation", "updateGroup", Decision::Needs(GroupEdit)),
     ("Mutation", "moveGroup", Decision::Needs(GroupMove)),
     ("Mutation", "deleteGroup", Decision::Needs(GroupDelete)),
-    ("Mutation", "addGroupMembers", Decision::Needs(MembershipEdit)),
-    ("Mutation", "removeGroupMembers", Decision::Needs(MembershipEdit)),
-    ("Mutation", "excludeGroupMembers", Decision::Needs(MembershipEdit)),
-    ("Mutation", "unexcludeGroupMembers", Decision::Needs(MembershipEdit)),
+    (
+        "Mutation",
+        "addGroupMembers",
+        Decision::Needs(MembershipEdit),
+    ),
+    (
+        "Mutation",
+        "removeGroupMembers",
+        Decision::Needs(MembershipEdit),
+    ),
+    (
+        "Mutation",
+        "excludeGroupMembers",
+        Decision::Needs(MembershipEdit),
+    ),
+    (
+        "Mutation",
+        "unexcludeGroupMembers",
+        Decision::Needs(MembershipEdit),
+    ),
     ("Mutation", "setGroupRule", Decision::Needs(RuleEdit)),
     ("Mutation", "clearGroupRule", Decision::Needs(RuleEdit)),
-    ("Mutation", "addGroupMembersByRule", Decision::Needs(MembershipEdit)),
+    (
+        "Mutation",
+        "addGroupMembersByRule",
+        Decision::Needs(MembershipEdit),
+    ),
     ("Mutation", "upsertDevices", Decision::Needs(InventoryWrite)),
-    ("Mutation", "upsertServices", Decision::Needs(InventoryWrite)),
+    (
+        "Mutation",
+        "upsertServices",
+        Decision::Needs(InventoryWrite),
+    ),
     ("Mutation", "removeDevices", Decision::Needs(InventoryWrite)),
-    ("Mutation", "removeServices", Decision::Needs(InventoryWrite)),
+    (
+        "Mutation",
+        "removeServices",
+        Decision::Needs(InventoryWrite),
+    ),
     ("Mutation", "ingestSysmon", Decision::Needs(TelemetryWrite)),
-    ("Mutation", "ingestServiceChecks", Decision::Needs(TelemetryWrite)),
-    ("Mutation", "createDashboard", Decision::Needs(DashboardEdit)),
-    ("Mutation", "renameDashboard", Decision::Needs(DashboardEdit)),
-    ("Mutation", "deleteDashboard", Decision::Needs(DashboardEdit)),
-    ("Mutation", "setDefaultDashboard", Decision::Needs(DashboardEdit)),
+    (
+        "Mutation",
+        "ingestServiceChecks",
+        Decision::Needs(TelemetryWrite),
+    ),
+    (
+        "Mutation",
+        "createDashboard",
+        Decision::Needs(DashboardEdit),
+    ),
+    (
+        "Mutation",
+        "renameDashboard",
+        Decision::Needs(DashboardEdit),
+    ),
+    (
+        "Mutation",
+        "deleteDashboard",
+        Decision::Needs(DashboardEdit),
+    ),
+    (
+        "Mutation",
+        "setDefaultDashboard",
+        Decision::Needs(DashboardEdit),
+    ),
     ("Mutation", "addWidget", Decision::Needs(DashboardEdit)),
     ("Mutation", "updateWidget", Decision::Needs(DashboardEdit)),
     ("Mutation", "moveWidget", Decision::Needs(DashboardEdit)),
@@ -239,7 +292,11 @@ pub const FIELDS: &[(&str, &str, Decision)] = &[
         "publishDashboardTemplate",
         Decision::Needs(DashboardTemplate),
     ),
-    ("Mutation", "cloneDashboardTemplate", Decision::Needs(DashboardEdit)),
+    (
+        "Mutation",
+        "cloneDashboardTemplate",
+        Decision::Needs(DashboardEdit),
+    ),
     (
         "Mutation",
         "deleteDashboardTemplate",
@@ -252,7 +309,11 @@ pub const FIELDS: &[(&str, &str, Decision)] = &[
     ("Mutation", "grantRole", Decision::Needs(AccessManage)),
     ("Mutation", "revokeRole", Decision::Needs(AccessManage)),
     ("Subscription", "events", Decision::Needs(AuditRead)),
-    ("Subscription", "membershipChanges", Decision::Needs(GroupRead)),
+    (
+        "Subscription",
+        "membershipChanges",
+        Decision::Needs(GroupRead),
+    ),
     ("Subscription", "sweepProgress", Decision::Needs(SweepRun)),
     ("Group", "history", Decision::Needs(AuditRead)),
 ];
@@ -275,7 +336,8 @@ pub fn decision(parent: &str, name: &str) -> Option<Decision> {
 
 /// The catalog as a Markdown table (`docs/access.md`'s copy is checked against it).
 pub fn catalog_markdown() -> String {
-    let mut out = String::from("| permission | scoped bindings grant it | allows |\n|---|---|---|\n");
+    let mut out =
+        String::from("| permission | scoped bindings grant it | allows |\n|---|---|---|\n");
     for (_, name, scoping, what) in CATALOG {
         let scoped = match scoping {
             Scoping::Subtree => "yes, on the binding's subtree",

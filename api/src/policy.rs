@@ -211,7 +211,10 @@ mod tests {
         assert!(!allowed(&t, "viewer", MembershipEdit));
         assert!(!allowed(&t, "nobody", GroupRead));
         assert!(allowed(&t, "auditor", AuditRead));
-        assert!(!allowed(&t, "auditor", MembershipEdit), "auditors write nothing");
+        assert!(
+            !allowed(&t, "auditor", MembershipEdit),
+            "auditors write nothing"
+        );
         assert!(!allowed(&t, "viewer", AuditRead));
         assert!(!allowed(&t, "operator", AuditRead));
         for role in ["operator", "viewer", "auditor"] {

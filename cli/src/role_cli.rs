@@ -69,8 +69,7 @@ pub async fn run(pool: &PgPool, command: RoleCommand) -> Result<(), BoxError> {
             let b = binding(pool, &role, scope.as_deref()).await?;
             let label = auth::binding_label(&b);
             let bindings =
-                auth::grant_role(&commands, pool, &subject, b, &auth::cli_metadata(reason))
-                    .await?;
+                auth::grant_role(&commands, pool, &subject, b, &auth::cli_metadata(reason)).await?;
             (subject, format!("granted {label} to"), bindings)
         }
         RoleCommand::Revoke {

@@ -315,6 +315,32 @@ impl TestApp {
             .to_string()
     }
 
+    /// A token of a new subject `subject` holding `role` on the subtree of group `scope`
+    /// only (no global binding).
+    pub async fn scoped_token(&self, subject: &str, role: &str, scope: &str) -> String {
+        let commands = corral_projections::commands::access::access_commands(
+            self.pool.clone(),
+            corral_projections::wake::CommitSignal::new(vec![]),
+        );
+        let request = corral_api::auth::NewToken {
+            subject: subject.to_string(),
+            bindings: vec![corral_domain::access::Binding {
+                role: role.to_string(),
+                scope: Some(scope.parse().expect("a group id")),
+            }],
+            expires_at: None,
+        };
+        corral_api::auth::issue(
+            &commands,
+            &self.pool,
+            request,
+            &corral_api::auth::cli_metadata(None),
+        )
+        .await
+        .expect("scoped token")
+        .secret
+    }
+
     /// A router over this app's database and workers whose casbin policy is `policy`
     /// instead of the embedded one (tokens and data are shared with [`TestApp::router`]).
     pub async fn router_with_policy(&self, policy: &str) -> axum::Router {

@@ -79,7 +79,11 @@ impl Token {
                 .filter(|b| !b.contains('@'))
                 .cloned()
                 .collect(),
-            bindings: t.bindings.iter().map(|b| RoleBinding::from_label(b)).collect(),
+            bindings: t
+                .bindings
+                .iter()
+                .map(|b| RoleBinding::from_label(b))
+                .collect(),
             status,
             created_at: t.created_at,
             expires_at: t.expires_at,

@@ -30,7 +30,9 @@ pub fn reach(ctx: &Context<'_>, p: Permission) -> Result<Reach> {
 /// The groups whose subtrees the caller may read: `None` for every group. For SQL filters
 /// (`read::scope_filter`).
 pub fn read_roots(ctx: &Context<'_>) -> Result<Option<Vec<Uuid>>> {
-    Ok(reach(ctx, Permission::GroupRead)?.roots().map(<[Uuid]>::to_vec))
+    Ok(reach(ctx, Permission::GroupRead)?
+        .roots()
+        .map(<[Uuid]>::to_vec))
 }
 
 /// Whether group `g` lies in the subtree of one of `roots`.

@@ -19,7 +19,11 @@ use super::{pool, AuditArgs, BUDGET, RUNS};
 use crate::membership::{latency_rows, sample};
 use crate::Row;
 
-fn app_state(pool: &PgPool, lock_pool: PgPool, policy: Arc<corral_api::policy::Policy>) -> AppState {
+fn app_state(
+    pool: &PgPool,
+    lock_pool: PgPool,
+    policy: Arc<corral_api::policy::Policy>,
+) -> AppState {
     let (_tx, rx) = tokio::sync::watch::channel(Default::default());
     AppState::new(
         pool.clone(),

@@ -747,3 +747,47 @@ async fn a_viewer_gets_forbidden_on_roles_and_bad_role_requests_write_nothing() 
     }
     app.shutdown().await;
 }
+
+/// A scoped viewer's `me` lists its binding, and its permissions on a group inside the
+/// scope and outside it differ; the tree decides, so moving the group out changes them.
+#[tokio::test]
+async fn scoped_bindings_show_in_me_and_follow_the_tree() {
+    let app = TestApp::spawn().await;
+    let site = app.create_group("Site-A", None).await;
+    let inside = app.create_group("Core", Some(&site)).await;
+    let other = app.create_group("Site-B", None).await;
+    let token = app.scoped_token("sally", "operator", &site).await;
+    const PERMS: &str =
+        "query($g: ID) { me { subject roles bindings { role scope } permissions(groupId: $g) } }";
+    let me = app.data(&token, PERMS, json!({ "g": inside })).await;
+    assert_eq!(me["me"]["roles"], json!([]));
+    assert_eq!(
+        me["me"]["bindings"],
+        json!([{ "role": "operator", "scope": site }])
+    );
+    let perms = me["me"]["permissions"].as_array().expect("list").clone();
+    assert!(perms.contains(&json!("group.read")), "{perms:?}");
+    assert!(perms.contains(&json!("membership.edit")), "{perms:?}");
+    assert!(!perms.contains(&json!("group.create")), "{perms:?}");
+    assert!(
+        !perms.contains(&json!("inventory.write")),
+        "inventory.write is granted by global bindings only: {perms:?}"
+    );
+    let outside = app.data(&token, PERMS, json!({ "g": other })).await;
+    assert_eq!(outside["me"]["permissions"], json!([]));
+    let everywhere = app.data(&token, PERMS, json!({ "g": null })).await;
+    assert_eq!(everywhere["me"]["permissions"], json!([]));
+
+    // Move Core out of Site-A: the operator's permissions there are gone at once.
+    let moved = app
+        .data(
+            &app.admin,
+            "mutation($id: ID!, $p: ID!) { moveGroup(input: { id: $id, newParentId: $p }) { userErrors { code } } }",
+            json!({ "id": inside, "p": other }),
+        )
+        .await;
+    assert_eq!(moved["moveGroup"]["userErrors"], json!([]), "{moved}");
+    let after = app.data(&token, PERMS, json!({ "g": inside })).await;
+    assert_eq!(after["me"]["permissions"], json!([]), "{after}");
+    app.shutdown().await;
+}

@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use async_graphql::{Context, Enum, Result, SimpleObject, ID};
 use crate::policy::Policy;
+use async_graphql::{Context, Enum, Result, SimpleObject, ID};
 use chrono::{DateTime, TimeDelta, Utc};
 use corral_domain::dashboard::{
     GroupBinding, MemberCountMode, Widget as DomainWidget, WidgetBucket, WidgetConfig,

@@ -102,7 +102,10 @@ impl LogHead {
 /// query and mutation fields as they resolve; a subscription's stream is made here).
 fn authorize(ctx: &Context<'_>, field: &str) -> Result<()> {
     let object = format!("Subscription.{field}");
-    let allowed = match (ctx.data::<Arc<crate::policy::Policy>>(), ctx.data::<Actor>()) {
+    let allowed = match (
+        ctx.data::<Arc<crate::policy::Policy>>(),
+        ctx.data::<Actor>(),
+    ) {
         (Ok(policy), Ok(actor)) => {
             crate::policy::permits_field(&policy.table(), actor, "Subscription", field)
         }

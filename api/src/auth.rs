@@ -273,6 +273,9 @@ pub async fn issue(
     request: NewToken,
     metadata: &EventMetadata,
 ) -> Result<IssuedToken, TokenError> {
+    for b in &request.bindings {
+        check_role(pool, &b.role).await?;
+    }
     // The secret's row first: it is inert until TokenCreated commits, and removed if the
     // command is refused.
     let pending = PendingToken::store(pool).await?;
@@ -343,19 +346,38 @@ pub async fn revoke(
     Ok(token_id)
 }
 
-/// Refuses a role Corral does not know (`INVALID` on `role`).
-pub fn check_role(role: &str) -> Result<(), AccessError> {
+/// Refuses a role that is neither built in nor defined now (`INVALID` on `role`).
+pub async fn check_role(pool: &PgPool, role: &str) -> Result<(), TokenError> {
     if known_role(role) {
         return Ok(());
     }
-    Err(AccessError::Invalid {
+    corral_domain::access::valid_role_name(role)?;
+    let defined: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM access_roles WHERE name = $1)")
+            .bind(role)
+            .fetch_one(pool)
+            .await?;
+    if defined {
+        return Ok(());
+    }
+    Err(TokenError::Refused(AccessError::Invalid {
         field: "role",
         message: format!(
-            "unknown role {:?}; expected one of {}",
+            "unknown role {:?}; expected one of {} or a role defined with defineRole (corral role define)",
             role.chars().take(64).collect::<String>(),
             BUILT_IN_ROLES.join(", ")
         ),
-    })
+    }))
+}
+
+/// The custom roles defined now, by name, with their permissions (sorted).
+pub async fn defined_roles(pool: &PgPool) -> Result<Vec<(String, Vec<String>)>, sqlx::Error> {
+    let rows = sqlx::query("SELECT name, permissions FROM access_roles ORDER BY name")
+        .fetch_all(pool)
+        .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get("name")?, r.try_get("permissions")?)))
+        .collect()
 }
 
 /// The global roles subject `name` holds now, sorted; `None` when no such subject exists.
@@ -404,6 +426,18 @@ pub async fn subject_bindings(
 /// first, then the service tree), as the live tree has it now.
 pub async fn resolve_scope(pool: &PgPool, text: &str) -> Result<Uuid, TokenError> {
     let text = text.trim();
+    let built: bool = sqlx::query_scalar("SELECT to_regclass('rm_group_tree.groups') IS NOT NULL")
+        .fetch_one(pool)
+        .await?;
+    if !built {
+        return Err(TokenError::Refused(AccessError::Invalid {
+            field: "scope",
+            message: format!(
+                "no group has the id or path {:?}: the group tree is not built yet (start corral serve once)",
+                text.chars().take(200).collect::<String>()
+            ),
+        }));
+    }
     if let Ok(id) = text.parse::<Uuid>() {
         let found = corral_projections::group_tree::read::by_ids(pool, &[id])
             .await
@@ -455,7 +489,7 @@ pub async fn grant_role(
     metadata: &EventMetadata,
 ) -> Result<Vec<Binding>, TokenError> {
     let subject = valid_subject(subject)?;
-    check_role(&binding.role)?;
+    check_role(pool, &binding.role).await?;
     let command = AccessCommand::GrantRole {
         subject: subject.clone(),
         binding,
@@ -478,7 +512,10 @@ pub async fn revoke_role(
     metadata: &EventMetadata,
 ) -> Result<Vec<Binding>, TokenError> {
     let subject = valid_subject(subject)?;
-    check_role(&binding.role)?;
+    // A binding to a role deleted since may still be revoked.
+    if !known_role(&binding.role) {
+        corral_domain::access::valid_role_name(&binding.role)?;
+    }
     if subject_roles(pool, &subject).await?.is_none() {
         return Err(TokenError::NotFound(subject));
     }

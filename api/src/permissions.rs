@@ -213,6 +213,7 @@ pub const FIELDS: &[(&str, &str, Decision)] = &[
     ("Query", "previewSweep", Decision::Needs(SweepRun)),
     ("Query", "me", Decision::Anyone),
     ("Query", "tokens", Decision::Needs(AccessManage)),
+    ("Query", "roles", Decision::Needs(AccessManage)),
     ("Mutation", "createGroup", Decision::Needs(GroupCreate)),
     ("Mutation", "renameGroup", Decision::Needs(GroupEdit)),
     ("Mutation", "updateGroup", Decision::Needs(GroupEdit)),
@@ -308,6 +309,8 @@ pub const FIELDS: &[(&str, &str, Decision)] = &[
     ("Mutation", "revokeToken", Decision::Needs(AccessManage)),
     ("Mutation", "grantRole", Decision::Needs(AccessManage)),
     ("Mutation", "revokeRole", Decision::Needs(AccessManage)),
+    ("Mutation", "defineRole", Decision::Needs(AccessManage)),
+    ("Mutation", "deleteRole", Decision::Needs(AccessManage)),
     ("Subscription", "events", Decision::Needs(AuditRead)),
     (
         "Subscription",
@@ -361,6 +364,12 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), CATALOG.len());
+    }
+
+    #[test]
+    fn the_domain_knows_the_same_catalog() {
+        let ours: Vec<&str> = CATALOG.iter().map(|e| e.1).collect();
+        assert_eq!(ours, corral_domain::access::PERMISSIONS.to_vec());
     }
 
     #[test]

@@ -91,6 +91,20 @@ impl PolicyTable {
         self.roles.get(role)
     }
 
+    /// Every role it knows (built in and custom), in no particular order.
+    pub fn role_names(&self) -> impl Iterator<Item = &str> {
+        self.roles.keys().map(String::as_str)
+    }
+
+    /// Whether some role of `roles` permits something else in `other` than here.
+    pub fn differs_for<'a>(
+        &self,
+        other: &PolicyTable,
+        mut roles: impl Iterator<Item = &'a str>,
+    ) -> bool {
+        roles.any(|r| self.roles.get(r) != other.roles.get(r))
+    }
+
     /// Whether `role` is defined (built in or custom).
     pub fn knows(&self, role: &str) -> bool {
         self.roles.contains_key(role)
@@ -98,9 +112,11 @@ impl PolicyTable {
 }
 
 /// The policy in force, replaced as a whole when role definitions change.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Policy {
     table: RwLock<Arc<PolicyTable>>,
+    /// Moves each time the table is replaced (open websockets re-check their roles).
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl Policy {
@@ -108,6 +124,7 @@ impl Policy {
     pub fn new(table: PolicyTable) -> Arc<Policy> {
         Arc::new(Policy {
             table: RwLock::new(Arc::new(table)),
+            changes: tokio::sync::watch::channel(0).0,
         })
     }
 
@@ -130,7 +147,62 @@ impl Policy {
             Ok(mut t) => *t = Arc::new(table),
             Err(poisoned) => *poisoned.into_inner() = Arc::new(table),
         }
+        self.changes.send_modify(|n| *n += 1);
     }
+
+    /// A receiver that wakes each time the table is replaced.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+}
+
+impl Policy {
+    /// The embedded policy plus the custom roles defined in `pool` now.
+    pub async fn load(pool: &sqlx::PgPool) -> Result<Arc<Policy>, crate::runtime::BoxError> {
+        Ok(Self::new(load_table(pool).await?))
+    }
+
+    /// Reloads the table from `pool` each time the access epoch moves (a role defined or
+    /// deleted on any process moves it), until `epoch`'s sender is gone.
+    pub fn follow(
+        self: &Arc<Self>,
+        pool: sqlx::PgPool,
+        mut epoch: tokio::sync::watch::Receiver<i64>,
+    ) {
+        let policy = Arc::downgrade(self);
+        tokio::spawn(async move {
+            while epoch.changed().await.is_ok() {
+                let Some(policy) = policy.upgrade() else {
+                    return;
+                };
+                match load_table(&pool).await {
+                    Ok(table) => policy.replace(table),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not reload the role definitions; the previous ones stay in force")
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// The embedded policy plus the custom roles defined in `pool` now (a permission this build
+/// does not know is left out, logged).
+pub async fn load_table(pool: &sqlx::PgPool) -> Result<PolicyTable, crate::runtime::BoxError> {
+    let mut custom = vec![];
+    for (name, names) in crate::auth::defined_roles(pool).await? {
+        let mut permissions = vec![];
+        for n in names {
+            match Permission::parse(&n) {
+                Some(p) => permissions.push(p),
+                None => {
+                    tracing::warn!(role = %name, permission = %n, "unknown permission in a role definition")
+                }
+            }
+        }
+        custom.push((name, permissions));
+    }
+    Ok(PolicyTable::compile(POLICY, &custom).await?)
 }
 
 /// Whether `role` has permission `p` under the built-in policy table `table`.

@@ -115,14 +115,17 @@ impl App {
         predefined_groups: bool,
     ) -> Result<Self, BoxError> {
         let mut workers = Workers::start(&pool, settings, roles).await?;
+        let policy = crate::policy::Policy::load(&pool).await?;
         let state = AppState::new(
             pool,
             lock_pool,
             workers.waiter(),
             workers.commit_signal(),
-            crate::policy::Policy::built_in().await?,
+            policy.clone(),
             config,
         );
+        // Role definitions made on any process are in force here within a second.
+        policy.follow(state.pool.clone(), state.tokens.epoch().subscribe());
         if roles.sweeps_and_nats {
             workers.start_sweeps_and_nats(
                 &state.pool,

@@ -230,6 +230,10 @@ async fn serve(
     let pool = state.pool.clone();
     let mut epoch = state.tokens.epoch().subscribe();
     let mut epoch_alive = true;
+    let policy = state.policy.clone();
+    let mut policy_changes = policy.changes();
+    let mut policy_alive = true;
+    let mut table = policy.table();
     let replies = async_graphql::http::WebSocket::new(schema, input, protocol).on_connection_init(
         move |payload| async move {
             let (data, credential) = identity::authenticate(&state, &payload, client_addr).await?;
@@ -271,6 +275,30 @@ async fn serve(
                     let _ = sink.send(Message::Close(Some(reason))).await;
                     break;
                 }
+            }
+            changed = policy_changes.changed(), if policy_alive && authenticated.load(Ordering::SeqCst) => {
+                if changed.is_err() {
+                    policy_alive = false;
+                    continue;
+                }
+                // A role this connection uses was redefined or deleted: what it may do changed.
+                let now = policy.table();
+                let credential = held.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                let Some(credential) = credential else { continue };
+                let roles = credential
+                    .roles
+                    .iter()
+                    .map(String::as_str)
+                    .chain(credential.scoped.iter().map(|b| b.role.as_str()));
+                if now.differs_for(&table, roles) {
+                    let close = CloseFrame {
+                        code: ROLES_CHANGED_CLOSE_CODE,
+                        reason: "Forbidden: the permissions of the token's roles changed; reconnect".into(),
+                    };
+                    let _ = sink.send(Message::Close(Some(close))).await;
+                    break;
+                }
+                table = now;
             }
             () = &mut expiry, if expiry_armed => {
                 let close = CloseFrame {

@@ -1,11 +1,13 @@
 //! `corral role grant | revoke`: role bindings of a subject, global or on one group's
-//! subtree (`--scope GROUP_ID|PATH`).
+//! subtree (`--scope GROUP_ID|PATH`); `corral role define | delete | list`: custom roles,
+//! named sets of permissions of the catalog (`docs/access.md`).
 
 use clap::Subcommand;
 use corral_api::auth;
 use corral_api::runtime::BoxError;
 use corral_domain::access::Binding;
-use corral_projections::commands::access::access_commands;
+use corral_domain::access::{role_id, RoleCommand as Definition, BUILT_IN_ROLES};
+use corral_projections::commands::access::{access_commands, role_commands};
 use corral_projections::wake::CommitSignal;
 use sqlx::PgPool;
 
@@ -44,6 +46,68 @@ pub enum RoleCommand {
         #[arg(long)]
         reason: Option<String>,
     },
+    /// Define a custom role, or replace its permissions: bindings to it grant the new set on
+    /// every process within a second.
+    Define {
+        /// Its name: a-z, 0-9, '-', '_', '.', starting with a letter; not a built-in role.
+        #[arg(long)]
+        name: String,
+        /// Permissions of the catalog, comma-separated (group.read,membership.edit,...).
+        #[arg(long, value_delimiter = ',', required = true)]
+        permissions: Vec<String>,
+        /// Why (recorded in the event).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Delete a custom role: bindings to it grant nothing from now on (they stay recorded).
+    Delete {
+        /// Its name.
+        #[arg(long)]
+        name: String,
+        /// Why (recorded in the event).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// List the roles: the built-in ones and the custom ones, with their permissions.
+    List,
+}
+
+/// Defines, deletes or lists custom roles.
+async fn definitions(
+    pool: &PgPool,
+    command: Definition,
+    reason: Option<String>,
+) -> Result<(), BoxError> {
+    let name = match &command {
+        Definition::Define { name, .. } | Definition::Delete { name } => name.clone(),
+    };
+    let commands = role_commands(pool.clone(), CommitSignal::new(vec![]));
+    commands
+        .execute(role_id(&name), command, &auth::cli_metadata(reason))
+        .await
+        .map_err(|e| BoxError::from(e.to_string()))?;
+    Ok(())
+}
+
+/// Prints every role in force, one a line: name, kind, permissions.
+async fn list(pool: &PgPool) -> Result<(), BoxError> {
+    let table = corral_api::policy::load_table(pool).await?;
+    let mut names: Vec<String> = table.role_names().map(str::to_string).collect();
+    names.sort_by_key(|n| (!BUILT_IN_ROLES.contains(&n.as_str()), n.clone()));
+    println!("{:<24} {:<8} PERMISSIONS", "ROLE", "KIND");
+    for name in names {
+        let permissions: Vec<&str> = corral_api::permissions::Permission::all()
+            .filter(|p| table.grants(&name, *p))
+            .map(|p| p.as_str())
+            .collect();
+        let kind = if BUILT_IN_ROLES.contains(&name.as_str()) {
+            "built-in"
+        } else {
+            "custom"
+        };
+        println!("{name:<24} {kind:<8} {}", permissions.join(","));
+    }
+    Ok(())
 }
 
 /// The binding of `role` on `scope` (an id or a path), or global.
@@ -98,6 +162,36 @@ pub async fn run(pool: &PgPool, command: RoleCommand) -> Result<(), BoxError> {
                     })?;
             (subject, format!("revoked {label} from"), bindings)
         }
+        RoleCommand::Define {
+            name,
+            permissions,
+            reason,
+        } => {
+            definitions(
+                pool,
+                Definition::Define {
+                    name: name.trim().to_string(),
+                    permissions: permissions.iter().map(|p| p.trim().to_string()).collect(),
+                },
+                reason,
+            )
+            .await?;
+            println!("defined role {}: {}", name.trim(), permissions.join(","));
+            return Ok(());
+        }
+        RoleCommand::Delete { name, reason } => {
+            definitions(
+                pool,
+                Definition::Delete {
+                    name: name.trim().to_string(),
+                },
+                reason,
+            )
+            .await?;
+            println!("deleted role {}", name.trim());
+            return Ok(());
+        }
+        RoleCommand::List => return list(pool).await,
     };
     let held = if bindings.is_empty() {
         "none".to_string()

@@ -303,3 +303,83 @@ async fn role_revoke_and_grant_change_what_a_token_may_use() {
     pool.close().await;
     db.drop_db().await;
 }
+
+#[tokio::test]
+async fn custom_roles_are_defined_listed_and_bound_and_scopes_must_exist() {
+    let db = TestDb::new().await;
+    let (ok, stdout, stderr) = corral(
+        &db.url,
+        &[
+            "role",
+            "define",
+            "--name",
+            "netops",
+            "--permissions",
+            "group.read,membership.edit",
+        ],
+    );
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("defined role netops"), "{stdout}");
+    let (ok, _, stderr) = corral(
+        &db.url,
+        &[
+            "role",
+            "define",
+            "--name",
+            "netops",
+            "--permissions",
+            "group.fly",
+        ],
+    );
+    assert!(!ok && stderr.contains("unknown permission"), "{stderr}");
+    let (ok, stdout, stderr) = corral(&db.url, &["role", "list"]);
+    assert!(ok, "{stderr}");
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("netops"))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(
+        line.contains("custom") && line.contains("group.read,membership.edit"),
+        "{line}"
+    );
+    assert!(stdout
+        .lines()
+        .any(|l| l.starts_with("admin") && l.contains("built-in")));
+
+    // A token of the custom role carries it.
+    let (ok, stdout, stderr) = corral(
+        &db.url,
+        &["token", "create", "--subject", "nora", "--role", "netops"],
+    );
+    assert!(ok, "{stderr}");
+    let token = stdout.lines().last().expect("a line").to_string();
+    let pool = db.pool(1).await;
+    let credential = corral_api::auth::lookup(&pool, &token)
+        .await
+        .expect("lookup")
+        .expect("a live token");
+    assert_eq!(credential.roles, ["netops"]);
+
+    // A scope must name a group that exists.
+    let missing = uuid::Uuid::new_v4().to_string();
+    let (ok, _, stderr) = corral(
+        &db.url,
+        &[
+            "role",
+            "grant",
+            "--subject",
+            "nora",
+            "--role",
+            "viewer",
+            "--scope",
+            &missing,
+        ],
+    );
+    assert!(!ok && stderr.contains("no group has the id"), "{stderr}");
+    let (ok, _, stderr) = corral(&db.url, &["role", "delete", "--name", "netops"]);
+    assert!(ok, "{stderr}");
+    let (ok, stdout, _) = corral(&db.url, &["role", "list"]);
+    assert!(ok && !stdout.contains("netops"), "{stdout}");
+    pool.close().await;
+    db.drop_db().await;
+}

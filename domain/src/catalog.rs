@@ -13,7 +13,7 @@ use serde::Serialize;
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
-use crate::access::{AccessEvent, Binding};
+use crate::access::{AccessEvent, Binding, RoleEvent};
 use crate::dashboard::{DashboardEvent, Widget, WidgetContent, WidgetKind, WidgetPosition};
 use crate::group::{GroupCapabilities, GroupDetails, GroupEvent, GroupType, RuleRef};
 use crate::membership::{MemberSource, MembershipEvent};
@@ -47,7 +47,7 @@ pub struct EventDoc {
 }
 
 /// The aggregates whose events are stored, with what their aggregate id is.
-const AGGREGATES: [(&str, &str); 5] = [
+const AGGREGATES: [(&str, &str); 6] = [
     ("Group", "the group's UUID"),
     (
         "Membership",
@@ -61,6 +61,10 @@ const AGGREGATES: [(&str, &str); 5] = [
     (
         "Subject",
         "a UUIDv5 of the subject's name (a person or a service account; its tokens and role bindings)",
+    ),
+    (
+        "Role",
+        "a UUIDv5 of the custom role's name (a named set of permissions of the catalog)",
     ),
 ];
 
@@ -77,7 +81,25 @@ pub fn catalog() -> Vec<EventDoc> {
     ));
     out.extend(event_docs::<SweepEvent>("SweepRun", sweep_examples()));
     out.extend(event_docs::<AccessEvent>("Subject", access_examples()));
+    out.extend(event_docs::<RoleEvent>("Role", role_examples()));
     out
+}
+
+fn role_examples() -> Vec<Value> {
+    let events = [
+        RoleEvent::RoleDefined {
+            name: "site-operator".into(),
+            permissions: vec![
+                "group.edit".into(),
+                "group.read".into(),
+                "membership.edit".into(),
+            ],
+        },
+        RoleEvent::RoleDeleted {
+            name: "site-operator".into(),
+        },
+    ];
+    events.iter().map(to_json).collect()
 }
 
 fn access_examples() -> Vec<Value> {
@@ -569,7 +591,7 @@ mod tests {
     fn every_event_type_has_a_version_a_description_and_an_example() {
         let docs = catalog();
         let types: BTreeSet<_> = docs.iter().map(|d| d.event_type.as_str()).collect();
-        assert_eq!(types.len(), 35, "{types:?}");
+        assert_eq!(types.len(), 37, "{types:?}");
         for d in &docs {
             assert_ne!(d.version, "?", "{} has no current version", d.event_type);
             assert!(
@@ -603,6 +625,13 @@ mod tests {
                 "Dashboard" => {
                     let e: DashboardEvent =
                         serde_json::from_value(example).expect("dashboard event");
+                    assert_eq!(
+                        (e.event_type(), e.event_version()),
+                        (d.event_type, d.version.to_string())
+                    );
+                }
+                "Role" => {
+                    let e: RoleEvent = serde_json::from_value(example).expect("role event");
                     assert_eq!(
                         (e.event_type(), e.event_version()),
                         (d.event_type, d.version.to_string())

@@ -16,7 +16,7 @@ use cqrs_es::persist::{EventUpcaster, SerializedEvent};
 use cqrs_es::Aggregate;
 use serde_json::{Map, Value};
 
-use crate::access::{AccessEvent, Subject};
+use crate::access::{AccessEvent, RoleDefinition, RoleEvent, Subject};
 use crate::dashboard::{Dashboard, DashboardEvent};
 use crate::group::{Group, GroupEvent};
 use crate::membership::{Membership, MembershipEvent};
@@ -113,6 +113,7 @@ pub fn current_version(aggregate_type: &str, event_type: &str) -> Option<&'stati
         Dashboard::TYPE => DashboardEvent::current_version(event_type),
         SweepRun::TYPE => SweepEvent::current_version(event_type),
         Subject::TYPE => AccessEvent::current_version(event_type),
+        RoleDefinition::TYPE => RoleEvent::current_version(event_type),
         _ => None,
     }
 }

@@ -61,6 +61,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0008_access.sql",
         sql: include_str!("../sql/0008_access.sql"),
     },
+    Migration {
+        version: 10,
+        name: "0010_access_roles.sql",
+        sql: include_str!("../sql/0010_access_roles.sql"),
+    },
 ];
 
 /// Why migrating failed.

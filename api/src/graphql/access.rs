@@ -9,9 +9,7 @@
 
 use async_graphql::{Context, Enum, InputObject, Object, Result, SimpleObject, ID};
 use chrono::{DateTime, Utc};
-use corral_domain::access::{
-    known_role, subject_id, valid_subject, AccessCommand, Binding, BUILT_IN_ROLES,
-};
+use corral_domain::access::{subject_id, valid_subject, AccessCommand, Binding};
 use corral_domain::codes::Code;
 use corral_projections::commands::Command;
 use sqlx::PgPool;
@@ -269,7 +267,15 @@ async fn checked_role_input(
         Ok(s) => s,
         Err(e) => return Ok(Err(UserError::new(e.field(), e.code(), e.to_string()))),
     };
-    if let Err(e) = auth::check_role(&input.role) {
+    if existing {
+        match auth::check_role(pool, &input.role).await {
+            Ok(()) => {}
+            Err(TokenError::Refused(e)) => {
+                return Ok(Err(UserError::new(e.field(), e.code(), e.to_string())))
+            }
+            Err(e) => return Err(internal(e)),
+        }
+    } else if let Err(e) = corral_domain::access::valid_role_name(&input.role) {
         return Ok(Err(UserError::new(e.field(), e.code(), e.to_string())));
     }
     let scope = match checked_scope(pool, input.scope.as_ref(), existing).await? {
@@ -455,16 +461,17 @@ impl AccessMutation {
                 )))
             }
         };
-        if !known_role(&input.role) {
-            return Ok(refused_create(UserError::new(
-                Some("role"),
-                Code::Invalid,
-                format!(
-                    "unknown role {:?}; expected one of {}",
-                    input.role.chars().take(64).collect::<String>(),
-                    BUILT_IN_ROLES.join(", ")
-                ),
-            )));
+        let pool = ctx.data_unchecked::<PgPool>();
+        match auth::check_role(pool, &input.role).await {
+            Ok(()) => {}
+            Err(TokenError::Refused(e)) => {
+                return Ok(refused_create(UserError::new(
+                    e.field(),
+                    e.code(),
+                    e.to_string(),
+                )))
+            }
+            Err(e) => return Err(internal(e)),
         }
         let expires_at = match input.expires_in.as_deref().map(auth::parse_lifetime) {
             None => None,
@@ -478,7 +485,6 @@ impl AccessMutation {
                 )));
             }
         };
-        let pool = ctx.data_unchecked::<PgPool>();
         let scope = match checked_scope(pool, input.scope.as_ref(), true).await? {
             Ok(scope) => scope,
             Err(e) => return Ok(refused_create(e)),

@@ -130,6 +130,7 @@ pub fn from_command(err: CommandError) -> Result<UserError, async_graphql::Error
         CommandError::Dashboard(e) => from_exec_any(e),
         CommandError::Sweep(e) => from_exec_any(e),
         CommandError::Access(e) => from_exec(e),
+        CommandError::Role(e) => from_exec(e),
     }
 }
 

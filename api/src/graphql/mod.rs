@@ -14,6 +14,7 @@ pub mod members;
 pub mod membership;
 pub mod mutation;
 pub mod query;
+pub mod role_defs;
 pub mod rules;
 pub mod scalars;
 pub mod scope;
@@ -40,6 +41,7 @@ pub struct QueryRoot(
     dashboards::DashboardQuery,
     sweeps::SweepQuery,
     access::AccessQuery,
+    role_defs::RoleQuery,
 );
 
 /// The `Mutation` root: one part per area.
@@ -54,6 +56,7 @@ pub struct MutationRoot(
     dashboards::DashboardMutation,
     sweeps::SweepMutation,
     access::AccessMutation,
+    role_defs::RoleMutation,
 );
 
 /// Corral's schema type.

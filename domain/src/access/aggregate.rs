@@ -185,7 +185,8 @@ impl Subject {
     }
 }
 
-/// Known roles, no duplicates (kept in the order given).
+/// Well-formed role names (built in or custom: the API checks that a custom role is defined
+/// when a binding is granted), no duplicates (kept in the order given).
 fn check_bindings(bindings: Vec<Binding>) -> Result<Vec<Binding>, AccessError> {
     if bindings.len() > MAX_BINDINGS {
         return Err(AccessError::TooMany {
@@ -197,14 +198,7 @@ fn check_bindings(bindings: Vec<Binding>) -> Result<Vec<Binding>, AccessError> {
     let mut out = Vec::with_capacity(bindings.len());
     for b in bindings {
         if !known_role(&b.role) {
-            return Err(AccessError::invalid(
-                "role",
-                format!(
-                    "unknown role {:?}; expected one of {}",
-                    b.role,
-                    super::BUILT_IN_ROLES.join(", ")
-                ),
-            ));
+            super::valid_role_name(&b.role)?;
         }
         if seen.insert(b.clone()) {
             out.push(b);

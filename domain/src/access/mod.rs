@@ -15,10 +15,12 @@
 mod aggregate;
 mod error;
 mod events;
+pub mod roles;
 
 pub use aggregate::{Subject, TokenState};
 pub use error::AccessError;
 pub use events::{AccessCommand, AccessEvent, Binding};
+pub use roles::{role_id, valid_role_name, RoleCommand, RoleDefinition, RoleEvent, PERMISSIONS};
 
 use uuid::Uuid;
 
@@ -64,7 +66,7 @@ pub fn valid_subject(raw: &str) -> Result<String, AccessError> {
     Ok(name.to_string())
 }
 
-/// Whether `role` is a role Corral knows.
+/// Whether `role` is a built-in role.
 pub fn known_role(role: &str) -> bool {
     BUILT_IN_ROLES.contains(&role)
 }

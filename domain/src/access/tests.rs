@@ -69,8 +69,8 @@ fn a_first_token_creates_the_subject_and_grants_its_bindings() {
 fn bad_roles_subjects_expiries_and_duplicate_ids_are_refused() {
     let s = Subject::default();
     let err = s
-        .decide(create(1, vec![Binding::global("root")]))
-        .expect_err("unknown role");
+        .decide(create(1, vec![Binding::global("Root Role")]))
+        .expect_err("a malformed role name");
     assert_eq!(err.field(), Some("role"));
     let err = s.decide(create(1, vec![])).expect_err("no role");
     assert_eq!(err.field(), Some("bindings"));

@@ -26,7 +26,7 @@ pub mod sweeps;
 use std::sync::Arc;
 use std::time::Duration;
 
-use corral_domain::access::{AccessCommand, Subject};
+use corral_domain::access::{AccessCommand, RoleCommand, RoleDefinition, Subject};
 use corral_domain::dashboard::{Dashboard, DashboardCommand};
 use corral_domain::group::{GroupCommand, GroupError};
 use corral_domain::membership::{MembershipCommand, MembershipError};
@@ -89,6 +89,8 @@ pub enum Command {
     Sweep(Uuid, SweepCommand),
     /// A Subject (access) command.
     Access(Uuid, AccessCommand),
+    /// A custom-role command (on the role named in it).
+    Role(RoleCommand),
 }
 
 /// Why a command did not commit: the aggregate's refusal, a version conflict, or the store.
@@ -109,6 +111,9 @@ pub enum CommandError {
     /// From a Subject command.
     #[error(transparent)]
     Access(ExecError<<Subject as Aggregate>::Error>),
+    /// From a custom-role command.
+    #[error(transparent)]
+    Role(ExecError<<RoleDefinition as Aggregate>::Error>),
 }
 
 /// The runners of every aggregate, and what waiting needs.
@@ -118,6 +123,7 @@ pub struct Commands {
     dashboards: Arc<DashboardCommands>,
     sweeps: Arc<SweepCommands>,
     access: Arc<AccessCommands>,
+    roles: Arc<self::access::RoleCommands>,
     pool: PgPool,
     waiter: ConsistencyWaiter,
 }
@@ -144,7 +150,8 @@ impl Commands {
             )),
             dashboards: Arc::new(dashboards::dashboard_commands(pool.clone(), signal.clone())),
             sweeps: Arc::new(sweeps::sweep_commands(pool.clone(), signal.clone())),
-            access: Arc::new(access::access_commands(pool.clone(), signal)),
+            access: Arc::new(access::access_commands(pool.clone(), signal.clone())),
+            roles: Arc::new(access::role_commands(pool.clone(), signal)),
             pool,
             waiter,
         }
@@ -224,6 +231,19 @@ impl Commands {
                     .await
                     .map_err(CommandError::Access)?;
                 ("Subject", id, c)
+            }
+            Command::Role(command) => {
+                let id = match &command {
+                    RoleCommand::Define { name, .. } | RoleCommand::Delete { name } => {
+                        corral_domain::access::role_id(name)
+                    }
+                };
+                let c = self
+                    .roles
+                    .execute(id, command, metadata)
+                    .await
+                    .map_err(CommandError::Role)?;
+                ("Role", id, c)
             }
         };
         Ok(self

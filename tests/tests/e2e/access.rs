@@ -487,37 +487,13 @@ const CREATE_GROUP: &str = "mutation($input: CreateGroupInput!) { createGroup(in
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-/// The top-level error code of a `createGroup` sent with `token` ("" when it went through).
-async fn create_group_code(app: &TestApp, token: &str, name: &str) -> String {
-    let body = app
-        .gql(
-            token,
-            CREATE_GROUP,
-            json!({ "input": { "name": name, "type": "DEVICE" } }),
-        )
-        .await;
-    code(&body).to_string()
-}
-
-#[tokio::test]
-async fn revoking_a_role_reaches_http_and_open_websockets_and_granting_it_back_restores_it() {
+/// A websocket of `secret` on a server of `app`'s router, acknowledged (with the server's
+/// task, to abort at the end).
+async fn open_socket(app: &TestApp, secret: &str) -> (Ws, tokio::task::JoinHandle<()>) {
     use futures::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     use tokio_tungstenite::tungstenite::Message;
 
-    let app = TestApp::spawn().await;
-    let created = app
-        .data(
-            &app.admin,
-            CREATE,
-            json!({ "input": { "subject": "ops-lead", "role": "admin" } }),
-        )
-        .await["createToken"]
-        .clone();
-    let secret = created["secret"].as_str().expect("secret").to_string();
-    assert_eq!(create_group_code(&app, &secret, "Before").await, "");
-
-    // An open websocket of that token.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -554,6 +530,55 @@ async fn revoking_a_role_reaches_http_and_open_websockets_and_granting_it_back_r
         ack.to_text().expect("text").contains("connection_ack"),
         "{ack:?}"
     );
+    (ws, server)
+}
+
+/// The close frame the server sends next (within 5 s).
+async fn next_close(ws: &mut Ws) -> tokio_tungstenite::tungstenite::protocol::CloseFrame {
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let close = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(frame))) => return frame,
+                Some(Ok(_)) => continue,
+                other => panic!("expected a close, got {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("closed within 5 s");
+    close.expect("a close frame")
+}
+
+/// The top-level error code of a `createGroup` sent with `token` ("" when it went through).
+async fn create_group_code(app: &TestApp, token: &str, name: &str) -> String {
+    let body = app
+        .gql(
+            token,
+            CREATE_GROUP,
+            json!({ "input": { "name": name, "type": "DEVICE" } }),
+        )
+        .await;
+    code(&body).to_string()
+}
+
+#[tokio::test]
+async fn revoking_a_role_reaches_http_and_open_websockets_and_granting_it_back_restores_it() {
+    let app = TestApp::spawn().await;
+    let created = app
+        .data(
+            &app.admin,
+            CREATE,
+            json!({ "input": { "subject": "ops-lead", "role": "admin" } }),
+        )
+        .await["createToken"]
+        .clone();
+    let secret = created["secret"].as_str().expect("secret").to_string();
+    assert_eq!(create_group_code(&app, &secret, "Before").await, "");
+
+    // An open websocket of that token.
+    let (mut ws, server) = open_socket(&app, &secret).await;
 
     // The admin takes `admin` away: the token has no role left.
     let revoked = app
@@ -582,18 +607,7 @@ async fn revoking_a_role_reaches_http_and_open_websockets_and_granting_it_back_r
     assert!(started.elapsed() < Duration::from_secs(1));
 
     // The open websocket is closed with 4403 (its roles changed).
-    let close = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            match ws.next().await {
-                Some(Ok(Message::Close(frame))) => return frame,
-                Some(Ok(_)) => continue,
-                other => panic!("expected a close, got {other:?}"),
-            }
-        }
-    })
-    .await
-    .expect("closed within 5 s");
-    let frame = close.expect("a close frame");
+    let frame = next_close(&mut ws).await;
     assert_eq!(u16::from(frame.code), 4403, "{frame:?}");
     assert!(
         started.elapsed() < Duration::from_secs(2),
@@ -667,13 +681,15 @@ async fn a_viewer_gets_forbidden_on_roles_and_bad_role_requests_write_nothing() 
         json!(["viewer"])
     );
 
-    // Unknown role: INVALID on `role`; unknown subject: NOT_FOUND on `subject`.
-    for query in [GRANT, REVOKE_ROLE] {
+    // Granting an unknown role, or revoking a malformed one: INVALID on `role` (revoking a
+    // well-formed role that is not defined is allowed: it may be a custom role deleted
+    // since); unknown subject: NOT_FOUND on `subject`.
+    for (query, role) in [(GRANT, "root"), (REVOKE_ROLE, "Root Role")] {
         let body = app
             .data(
                 &app.admin,
                 query,
-                json!({ "input": { "subject": "vera", "role": "root" } }),
+                json!({ "input": { "subject": "vera", "role": role } }),
             )
             .await;
         let payload = body
@@ -789,5 +805,141 @@ async fn scoped_bindings_show_in_me_and_follow_the_tree() {
     assert_eq!(moved["moveGroup"]["userErrors"], json!([]), "{moved}");
     let after = app.data(&token, PERMS, json!({ "g": inside })).await;
     assert_eq!(after["me"]["permissions"], json!([]), "{after}");
+    app.shutdown().await;
+}
+
+/// Custom roles are events: an admin defines one from the catalog, a token bound to it gets
+/// exactly those permissions, redefining or deleting it takes effect within a second, and
+/// only admins may define roles.
+#[tokio::test]
+async fn custom_roles_are_sets_of_permissions_changed_at_run_time() {
+    const DEFINE: &str = "mutation($name: String!, $p: [String!]!) { defineRole(input: { name: $name, permissions: $p, reason: \"site team\" }) { role { name builtIn permissions } userErrors { field code message } } }";
+    const DELETE: &str =
+        "mutation($name: String!) { deleteRole(input: { name: $name }) { userErrors { code } } }";
+    const ROLES: &str = "{ roles { name builtIn permissions } }";
+    const CREATE_GROUP: &str =
+        "mutation { createGroup(input: { name: \"X\", type: DEVICE }) { group { id } } }";
+    let app = TestApp::spawn().await;
+    let group = app.create_group("Site-A", None).await;
+
+    let refused = app
+        .gql(
+            &app.operator,
+            DEFINE,
+            json!({ "name": "netops", "p": ["group.read"] }),
+        )
+        .await;
+    assert_eq!(code(&refused), "FORBIDDEN", "{refused}");
+    let bad = app
+        .data(
+            &app.admin,
+            DEFINE,
+            json!({ "name": "netops", "p": ["group.fly"] }),
+        )
+        .await;
+    assert_eq!(
+        bad["defineRole"]["userErrors"][0]["field"], "permissions",
+        "{bad}"
+    );
+    let builtin = app
+        .data(
+            &app.admin,
+            DEFINE,
+            json!({ "name": "viewer", "p": ["group.read"] }),
+        )
+        .await;
+    assert_eq!(
+        builtin["defineRole"]["userErrors"][0]["code"], "INVALID",
+        "{builtin}"
+    );
+
+    let defined = app
+        .data(
+            &app.admin,
+            DEFINE,
+            json!({ "name": "netops", "p": ["membership.edit", "group.read"] }),
+        )
+        .await;
+    assert_eq!(
+        defined["defineRole"]["role"],
+        json!({ "name": "netops", "builtIn": false, "permissions": ["group.read", "membership.edit"] }),
+        "{defined}"
+    );
+    let roles = app.data(&app.admin, ROLES, json!({})).await;
+    let names: Vec<&str> = roles["roles"]
+        .as_array()
+        .expect("roles")
+        .iter()
+        .filter_map(|r| r["name"].as_str())
+        .collect();
+    assert_eq!(names, ["admin", "auditor", "operator", "viewer", "netops"]);
+
+    // A token of the new role, once the role is in force.
+    let created = app
+        .data(
+            &app.admin,
+            CREATE,
+            json!({ "input": { "subject": "nora", "role": "netops" } }),
+        )
+        .await;
+    let token = created["createToken"]["secret"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{created}"))
+        .to_string();
+    let add = "mutation($g: ID!) { addGroupMembers(input: { groupId: $g, memberIds: [\"d1\"] }) { userErrors { code } } }";
+    let ok = app.gql(&token, add, json!({ "g": group })).await;
+    assert!(ok["errors"].is_null(), "{ok}");
+    let denied = app.gql(&token, CREATE_GROUP, json!({})).await;
+    assert_eq!(code(&denied), "FORBIDDEN", "{denied}");
+    let (mut ws, server) = open_socket(&app, &token).await;
+
+    // Redefined without membership.edit: refused within a second, with no policy edit.
+    app.data(
+        &app.admin,
+        DEFINE,
+        json!({ "name": "netops", "p": ["group.read"] }),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        let body = app.gql(&token, add, json!({ "g": group })).await;
+        if code(&body) == "FORBIDDEN" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still allowed after a second: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The open websocket of a token whose role changed is closed (4403).
+    let frame = next_close(&mut ws).await;
+    assert_eq!(u16::from(frame.code), 4403, "{frame:?}");
+    server.abort();
+    // Deleted: the binding grants nothing.
+    let deleted = app
+        .data(&app.admin, DELETE, json!({ "name": "netops" }))
+        .await;
+    assert_eq!(deleted["deleteRole"]["userErrors"], json!([]));
+    let read = "query($g: ID!) { group(id: $g) { id } }";
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        let body = app.gql(&token, read, json!({ "g": group })).await;
+        if code(&body) == "FORBIDDEN" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a deleted role still reads: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let kinds: Vec<String> = sqlx::query_scalar(
+        "SELECT event_type FROM events WHERE aggregate_type = 'Role' ORDER BY global_position",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .expect("role events");
+    assert_eq!(kinds, ["RoleDefined", "RoleDefined", "RoleDeleted"]);
     app.shutdown().await;
 }

@@ -49,12 +49,15 @@ pub struct JwtConfig {
     pub subject_claim: String,
     /// The claim listing groups (`CORRAL_JWT_ROLES_CLAIM`).
     pub roles_claim: String,
-    /// Claim value → built-in role (`CORRAL_JWT_ROLE_MAP`).
-    pub role_map: Vec<(String, String)>,
+    /// Claim value → binding (`CORRAL_JWT_ROLE_MAP`): a role everywhere, or on one group's
+    /// subtree.
+    pub role_map: Vec<(String, corral_domain::access::Binding)>,
 }
 
-/// Parses `CORRAL_JWT_ROLE_MAP`: `value=role,value=role`, each role built in.
-pub fn parse_role_map(raw: &str) -> Result<Vec<(String, String)>, String> {
+/// Parses `CORRAL_JWT_ROLE_MAP`: `value=role,value=role@GROUP_ID,...`; a role is built in or
+/// the name of a custom role (which grants nothing while it is not defined), and `@GROUP_ID`
+/// scopes it to that group's subtree.
+pub fn parse_role_map(raw: &str) -> Result<Vec<(String, corral_domain::access::Binding)>, String> {
     let mut map = Vec::new();
     for pair in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let Some((value, role)) = pair.split_once('=') else {
@@ -64,13 +67,29 @@ pub fn parse_role_map(raw: &str) -> Result<Vec<(String, String)>, String> {
         if value.is_empty() {
             return Err(format!("{pair:?} has no claim value"));
         }
-        if !ROLES.contains(&role) {
+        let (role, scope) = match role.split_once('@') {
+            Some((role, scope)) => {
+                let scope: Uuid = scope
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("{pair:?}: {scope:?} is not a group id"))?;
+                (role.trim(), Some(scope))
+            }
+            None => (role, None),
+        };
+        if !ROLES.contains(&role) && corral_domain::access::valid_role_name(role).is_err() {
             return Err(format!(
-                "{role:?} is not a built-in role (one of {})",
+                "{role:?} is neither a built-in role (one of {}) nor a custom role's name",
                 ROLES.join(", ")
             ));
         }
-        map.push((value.to_string(), role.to_string()));
+        map.push((
+            value.to_string(),
+            corral_domain::access::Binding {
+                role: role.to_string(),
+                scope,
+            },
+        ));
     }
     Ok(map)
 }
@@ -344,15 +363,33 @@ impl JwtValidator {
             }
             _ => vec![],
         };
-        let roles: Vec<String> = ROLES
+        let granted: std::collections::BTreeSet<&corral_domain::access::Binding> = self
+            .config
+            .role_map
             .iter()
-            .filter(|role| {
-                self.config
-                    .role_map
-                    .iter()
-                    .any(|(value, r)| r == *role && values.contains(&value.as_str()))
-            })
+            .filter(|(value, _)| values.contains(&value.as_str()))
+            .map(|(_, b)| b)
+            .collect();
+        // Global roles, built-in ones in their order first; scoped bindings sorted by role.
+        let mut roles: Vec<String> = ROLES
+            .iter()
+            .filter(|r| granted.iter().any(|b| b.scope.is_none() && b.role == **r))
             .map(|r| r.to_string())
+            .collect();
+        roles.extend(
+            granted
+                .iter()
+                .filter(|b| b.scope.is_none() && !ROLES.contains(&b.role.as_str()))
+                .map(|b| b.role.clone()),
+        );
+        let scoped: Vec<crate::scope::ScopedRole> = granted
+            .iter()
+            .filter_map(|b| {
+                Some(crate::scope::ScopedRole {
+                    role: b.role.clone(),
+                    scope: b.scope?,
+                })
+            })
             .collect();
         // `exp` is required and was checked; a decimal one counts too (its whole seconds), so
         // that an open websocket closes at it.
@@ -374,7 +411,7 @@ impl JwtValidator {
             ),
             subject: format!("{SUBJECT_PREFIX}{subject}"),
             roles,
-            scoped: vec![],
+            scoped,
             expires_at,
             kind: CredentialKind::Jwt,
         })
@@ -457,8 +494,11 @@ mod tests {
             leeway_secs: 30,
             subject_claim: "sub".into(),
             roles_claim: "groups".into(),
-            role_map: parse_role_map("corral-admins=admin,netops=operator,staff=viewer")
-                .expect("test"),
+            role_map: parse_role_map(&format!(
+                "corral-admins=admin,netops=operator,staff=viewer,site-a-team=operator@{}",
+                Uuid::from_u128(0xa)
+            ))
+            .expect("test"),
         }
     }
 
@@ -739,6 +779,20 @@ mod tests {
             vec!["admin", "viewer"]
         );
         assert!(roles_of(json!(["nobody"])).is_empty());
+        let scoped = {
+            let mut c = claims();
+            c["groups"] = json!(["site-a-team"]);
+            v.validate(&sign(Algorithm::EdDSA, Some("ed1"), &ed, &c))
+                .expect("test")
+        };
+        assert!(scoped.roles.is_empty());
+        assert_eq!(
+            scoped.scoped,
+            vec![crate::scope::ScopedRole {
+                role: "operator".into(),
+                scope: Uuid::from_u128(0xa)
+            }]
+        );
         assert!(roles_of(json!(null)).is_empty());
         assert!(roles_of(json!(42)).is_empty());
 
@@ -772,14 +826,28 @@ mod tests {
     }
 
     #[test]
-    fn role_maps_take_built_in_roles_only() {
+    fn role_maps_take_roles_and_scopes() {
+        let site = Uuid::from_u128(7);
         assert_eq!(
-            parse_role_map(" a=admin , b=viewer,").expect("test"),
-            vec![("a".into(), "admin".into()), ("b".into(), "viewer".into())]
+            parse_role_map(&format!(" a=admin , b=viewer@{site},c=netops")).expect("test"),
+            vec![
+                ("a".into(), corral_domain::access::Binding::global("admin")),
+                (
+                    "b".into(),
+                    corral_domain::access::Binding {
+                        role: "viewer".into(),
+                        scope: Some(site)
+                    }
+                ),
+                ("c".into(), corral_domain::access::Binding::global("netops")),
+            ]
         );
-        assert!(parse_role_map("a=root")
+        assert!(parse_role_map("a=Root Role")
             .expect_err("refused")
-            .contains("root"));
+            .contains("Root Role"));
+        assert!(parse_role_map("a=viewer@site-a")
+            .expect_err("refused")
+            .contains("not a group id"));
         assert!(parse_role_map("a").is_err());
         assert!(parse_role_map("=admin").is_err());
     }

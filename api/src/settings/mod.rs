@@ -323,8 +323,9 @@ pub struct Settings {
         default_value = "groups"
     )]
     pub jwt_roles_claim: String,
-    /// Groups claim value → built-in role, e.g.
-    /// `corral-admins=admin,netops=operator,staff=viewer`; a JWT none of whose values is
+    /// Groups claim value → role binding, e.g.
+    /// `corral-admins=admin,netops=operator,site-a=viewer@GROUP_ID`: a built-in or custom role,
+    /// everywhere or (`@GROUP_ID`) on one group's subtree; a JWT none of whose values is
     /// listed authenticates with no role.
     #[arg(long, env = "CORRAL_JWT_ROLE_MAP", value_name = "MAP",
           value_parser = text("CORRAL_JWT_ROLE_MAP", role_map))]
@@ -404,7 +405,7 @@ fn poller_allow(raw: &str) -> Result<PollerAllow, String> {
 
 /// `CORRAL_JWT_ROLE_MAP`, parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RoleMap(pub Vec<(String, String)>);
+pub struct RoleMap(pub Vec<(String, corral_domain::access::Binding)>);
 
 fn role_map(raw: &str) -> Result<RoleMap, String> {
     crate::jwt::parse_role_map(raw).map(RoleMap)
@@ -681,7 +682,10 @@ mod tests {
                 ],
                 "CORRAL_JWT_AUDIENCE",
             ),
-            (&["--jwt-role-map", "staff=root"], "CORRAL_JWT_ROLE_MAP"),
+            (
+                &["--jwt-role-map", "staff=Root Role"],
+                "CORRAL_JWT_ROLE_MAP",
+            ),
             (&["--jwt-leeway-secs", "301"], "CORRAL_JWT_LEEWAY_SECS"),
             (
                 &["--jwt-hs256-secret", "0123456789abcdef0123456789abcdef"],

@@ -80,10 +80,19 @@ async fn a_jwt_authenticates_with_its_mapped_role_and_a_bad_one_gets_401() {
         "{body}"
     );
 
-    // A JWT mapped to no role authenticates (not 401), and may do nothing.
+    // A JWT mapped to no role authenticates (not 401): it may ask who it is (no roles), and
+    // do nothing else.
     let nobody = jwt(claims(json!("outsiders")), SECRET);
     let body = app
         .gql(&nobody, "{ me { subject roles } }", json!({}))
+        .await;
+    assert_eq!(body["data"]["me"]["roles"], json!([]), "{body}");
+    let body = app
+        .gql(
+            &nobody,
+            "{ groups(type: DEVICE) { totalCount } }",
+            json!({}),
+        )
         .await;
     assert_eq!(
         body["errors"][0]["extensions"]["code"], "FORBIDDEN",

@@ -1,4 +1,10 @@
 //! Read queries.
+//!
+//! A scoped caller gets only groups it may read (`group.read` on the group's subtree, by the
+//! live tree): a lookup of any other group is null, as for a group that does not exist, and
+//! `groups` leaves them out in SQL (page, cursors and `totalCount` alike). A group read as of
+//! the past is readable when it lies in the scope NOW: a group no longer in the live tree
+//! (deleted) is readable only by a global reader.
 
 use async_graphql::{Context, Object, Result, ID};
 use corral_domain::group::GroupType as DomainGroupType;
@@ -7,7 +13,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::errors::{coded, internal};
-use super::loaders::Groups;
+use super::loaders::{may_read, Groups};
 use super::types::{decode_cursor, page_size, prefetch, Group, GroupConnection, GroupType};
 use crate::error_codes::ErrorCode;
 
@@ -24,11 +30,7 @@ impl GroupQuery {
         #[graphql(name = "type")] group_type: GroupType,
     ) -> Result<Option<Group>> {
         let id = DomainGroupType::from(group_type).root_id();
-        Ok(ctx
-            .data_unchecked::<Groups>()
-            .load_one(id)
-            .await?
-            .map(Group::from))
+        live(ctx, id).await
     }
 
     /// A group by id. With `asOf` (a time: the last event recorded at or before it) or
@@ -50,13 +52,10 @@ impl GroupQuery {
             return Ok(None);
         };
         if let Some(position) = position {
+            // Readability by the current tree, checked before the log is folded.
             return super::history::group(ctx, id, position).await;
         }
-        Ok(ctx
-            .data_unchecked::<Groups>()
-            .load_one(id)
-            .await?
-            .map(Group::from))
+        live(ctx, id).await
     }
 
     /// A group by path, e.g. `Inventory/Site-A/Core` (ignoring case). The path is put in
@@ -74,7 +73,10 @@ impl GroupQuery {
         let node = read::by_path(ctx.data_unchecked::<PgPool>(), t, &path)
             .await
             .map_err(internal)?;
-        Ok(node.map(Group::from))
+        match node {
+            Some(n) if may_read(ctx, n.id).await? => Ok(Some(Group::from(n))),
+            _ => Ok(None),
+        }
     }
 
     /// Groups of a type, ordered by path; `search` matches names (ignoring case, after
@@ -100,12 +102,14 @@ impl GroupQuery {
         let after = after.as_deref().map(decode_cursor).transpose()?;
         let t = DomainGroupType::from(group_type).as_str();
         let search = search.as_deref().map(str::trim).filter(|s| !s.is_empty());
+        let roots = super::scope::read_roots(ctx)?;
         let (rows, total) = read::search(
             ctx.data_unchecked::<PgPool>(),
             t,
             search,
             first + 1,
             after.as_ref(),
+            roots.as_deref(),
         )
         .await
         .map_err(internal)?;
@@ -114,4 +118,16 @@ impl GroupQuery {
             n.path_key.clone()
         }))
     }
+}
+
+/// The live group `id`, when the caller may read it.
+async fn live(ctx: &Context<'_>, id: Uuid) -> Result<Option<Group>> {
+    if !may_read(ctx, id).await? {
+        return Ok(None);
+    }
+    Ok(ctx
+        .data_unchecked::<Groups>()
+        .load_one(id)
+        .await?
+        .map(Group::from))
 }

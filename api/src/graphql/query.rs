@@ -23,7 +23,8 @@ pub struct GroupQuery;
 
 #[Object]
 impl GroupQuery {
-    /// The system root group (`Inventory`) of a type.
+    /// The system root group (`Inventory`) of a type; null for a caller whose scope does
+    /// not include it.
     async fn root(
         &self,
         ctx: &Context<'_>,
@@ -36,7 +37,9 @@ impl GroupQuery {
     /// A group by id. With `asOf` (a time: the last event recorded at or before it) or
     /// `atPosition` (a log position, at most the head), the group as it was then, deleted
     /// since or not (see `deletedAt`, `asOfPosition`); null if it did not exist yet.
-    /// Historical reads fold the log and are charged more in query complexity.
+    /// Historical reads fold the log and are charged more in query complexity. Null for a
+    /// group beyond the caller's scope, judged by the live tree even as of the past (a group
+    /// deleted since is readable only with a global binding).
     #[graphql(
         complexity = "child_complexity + if as_of.is_some() || at_position.is_some() { super::history::HISTORY_COST } else { 1 }"
     )]
@@ -60,6 +63,7 @@ impl GroupQuery {
 
     /// A group by path, e.g. `Inventory/Site-A/Core` (ignoring case). The path is put in
     /// Unicode NFC first, as names are, so a decomposed `é` finds a group named with `é`.
+    /// Null for a group beyond the caller's scope.
     async fn group_by_path(
         &self,
         ctx: &Context<'_>,
@@ -80,7 +84,8 @@ impl GroupQuery {
     }
 
     /// Groups of a type, ordered by path; `search` matches names (ignoring case, after
-    /// putting it in Unicode NFC as names are).
+    /// putting it in Unicode NFC as names are). Only groups within the caller's scope,
+    /// in the page and in `totalCount` alike.
     #[graphql(
         complexity = "i64::from(first.unwrap_or(super::types::DEFAULT_PAGE)).max(1) as usize * child_complexity + 1"
     )]

@@ -577,7 +577,9 @@ pub struct RuleQuery;
 impl RuleQuery {
     /// Checks a rule and shows what it matches now: count, a sample, errors and warnings.
     /// (It runs the rule over the inventory: charged like a hundred-row page plus the rule's
-    /// compiled cost, as a `devices(filter:)` is.)
+    /// compiled cost, as a `devices(filter:)` is.) A scoped caller counts and samples only the
+    /// entities it may see (static members of groups in its scope), and `group:` paths
+    /// beyond its scope are unknown.
     #[graphql(
         complexity = "500 + usize::try_from(first).unwrap_or(0) * child_complexity + super::inventory::query::filter_complexity(Some(rule.as_str()), kind.into())"
     )]
@@ -678,7 +680,9 @@ impl RuleQuery {
     }
 
     /// Why a device or service is (or is not) in a group: every reason, its entries, and each
-    /// condition of the group's rule with whether it held.
+    /// condition of the group's rule with whether it held. A group beyond the caller's scope
+    /// answers as a group that does not exist; an entity the caller may not see (not visible
+    /// in its scope, not a member of the group) is not `known` and no rule is run on it.
     #[graphql(complexity = "20 + child_complexity")]
     async fn explain_membership(
         &self,

@@ -174,6 +174,15 @@ async fn head(app: &TestApp) -> String {
 async fn time_travel_decides_readability_by_the_current_tree() {
     let app = TestApp::spawn().await;
     let t = tree(&app).await;
+    insert_devices(&app, &["d0"]).await;
+    let add = app
+        .data(
+            &app.operator,
+            &members_mutation("addGroupMembers"),
+            json!({ "id": t.core, "ids": ["d0"] }),
+        )
+        .await;
+    assert_eq!(add["addGroupMembers"]["userErrors"], json!([]));
     let gone = app.create_group("Gone", Some(&t.site_a)).await;
     let then = head(&app).await;
     let viewer = app.scoped_token("tim", "viewer", &t.site_a).await;
@@ -219,6 +228,20 @@ async fn time_travel_decides_readability_by_the_current_tree() {
     assert_eq!(a["children"]["edges"], json!([]));
     let a = app.data(&app.admin, GROUP_AT, at(&t.site_a)).await["group"].clone();
     assert_eq!(names(&a["children"]["edges"]), ["Core", "Gone"]);
+    // Site-A's effective members then still list d0 (the group's data), but the group it
+    // came through, Core, is beyond the scope now.
+    let via = "query($id: ID!, $p: Position) { group(id: $id, atPosition: $p) { members(mode: EFFECTIVE) { edges { viaGroup { name } node { ... on Device { id } } } } } }";
+    let m = app.data(&viewer, via, at(&t.site_a)).await;
+    assert_eq!(
+        m["group"]["members"]["edges"],
+        json!([{ "viaGroup": null, "node": { "id": "d0" } }]),
+        "{m}"
+    );
+    let m = app.data(&app.admin, via, at(&t.site_a)).await;
+    assert_eq!(
+        m["group"]["members"]["edges"][0]["viaGroup"]["name"],
+        "Core"
+    );
     // As of now, Edge's parent is Site-A again.
     let now = json!({ "id": t.edge, "p": head(&app).await });
     let edge = app.data(&viewer, GROUP_AT, now).await["group"].clone();

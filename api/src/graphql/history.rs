@@ -8,6 +8,11 @@
 //! are null: runs are not events). Member edges still load their device or service from the
 //! live inventory: a member that has left the inventory since has no edge, its id is listed in
 //! the connection's `missingMemberIds`, and it is counted in `totalCount`.
+//!
+//! Scope: a historical group is handed out only when the caller may read it by the CURRENT
+//! tree (a group no longer in the live tree, such as a deleted one, only to a global reader),
+//! so a historical `parent`, `ancestors`, `children` or `viaGroup` beyond the scope is left
+//! out (null, or missing from the list and its count), as for a group that does not exist.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -102,14 +107,25 @@ pub(crate) fn to_group(h: HistoricalGroup) -> Group {
     }
 }
 
+/// The groups of `ids` the caller may read, as of `position`.
 async fn groups_at(ctx: &Context<'_>, ids: &[Uuid], position: i64) -> Result<HashMap<Uuid, Group>> {
-    let found = history::groups_at(&mut *conn(ctx).await?, ids, position)
+    let readable = super::loaders::readable(ctx, ids).await?;
+    let ids: Vec<Uuid> = ids
+        .iter()
+        .filter(|id| readable.contains(id))
+        .copied()
+        .collect();
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let found = history::groups_at(&mut *conn(ctx).await?, &ids, position)
         .await
         .map_err(internal)?;
     Ok(found.into_iter().map(|(id, g)| (id, to_group(g))).collect())
 }
 
-/// `group(id)` as of `position` (`null` if not yet created then).
+/// `group(id)` as of `position` (`null` if not yet created then, or if the caller may not
+/// read it now).
 pub(crate) async fn group(ctx: &Context<'_>, id: Uuid, position: i64) -> Result<Option<Group>> {
     Ok(groups_at(ctx, &[id], position).await?.remove(&id))
 }
@@ -162,7 +178,10 @@ pub(crate) async fn children(
     let after = after.as_deref().map(decode_cursor).transpose()?;
     let mut c = conn(ctx).await?;
     let tree = tree_at(ctx, &mut c, position).await?;
-    let all = tree.children(g.uuid);
+    let mut all = tree.children(g.uuid).to_vec();
+    // Children then that have left the scope since are left out, count included.
+    let readable = super::loaders::readable(ctx, &all).await?;
+    all.retain(|id| readable.contains(id));
     let key = |id: &Uuid| {
         (
             tree.node(*id)

@@ -6,9 +6,10 @@ use corral_projections::commands::Command;
 use sqlx::PgPool;
 
 use super::errors::{from_command, UserError};
-use super::mutation::{event_metadata, execute};
+use super::mutation::{event_metadata, execute, require_on};
 use super::scalars::Position;
 use super::types::{parse_id, Group};
+use crate::permissions::Permission;
 
 /// The result of a membership mutation.
 #[derive(SimpleObject, Default)]
@@ -98,6 +99,7 @@ impl MembershipMutation {
         ctx: &Context<'_>,
         input: GroupMembersInput,
     ) -> Result<MembershipPayload> {
+        require_on(ctx, Permission::MembershipEdit, &input.group_id).await?;
         let ids = input.member_ids;
         run(
             ctx,
@@ -120,6 +122,7 @@ impl MembershipMutation {
         ctx: &Context<'_>,
         input: GroupMembersInput,
     ) -> Result<MembershipPayload> {
+        require_on(ctx, Permission::MembershipEdit, &input.group_id).await?;
         let ids = input.member_ids;
         run(
             ctx,
@@ -141,6 +144,7 @@ impl MembershipMutation {
         ctx: &Context<'_>,
         input: GroupMembersInput,
     ) -> Result<MembershipPayload> {
+        require_on(ctx, Permission::MembershipEdit, &input.group_id).await?;
         let ids = input.member_ids;
         run(
             ctx,
@@ -157,6 +161,7 @@ impl MembershipMutation {
         ctx: &Context<'_>,
         input: GroupMembersInput,
     ) -> Result<MembershipPayload> {
+        require_on(ctx, Permission::MembershipEdit, &input.group_id).await?;
         let ids = input.member_ids;
         run(
             ctx,

@@ -1,4 +1,9 @@
 //! Group mutations. Each returns after the read models reflect it (bounded wait).
+//!
+//! Scope: each checks its permission on the group it changes (`createGroup`: on the parent;
+//! `moveGroup`: on the group's current parent and on the new one) before anything is written,
+//! and answers `FORBIDDEN` (a top-level error, no event) when the caller's bindings do not
+//! reach it, whether the group exists or not.
 
 use corral_domain::codes::Code;
 use std::time::Duration;
@@ -15,8 +20,10 @@ use uuid::Uuid;
 
 use super::errors::{from_command, UserError};
 use super::scalars::Position;
+use super::scope;
 use super::types::{parse_id, Group, GroupType};
 use crate::auth::Actor;
+use crate::permissions::Permission;
 
 /// How long a mutation waits for the read models.
 #[derive(Debug, Clone, Copy)]
@@ -154,6 +161,25 @@ pub(crate) fn expected(v: Option<i64>) -> std::result::Result<Option<u64>, UserE
         )),
         other => Ok(other.map(|n| n as u64)),
     }
+}
+
+/// `FORBIDDEN` unless the caller may use `p` on the group `id` names. An `id` that is no
+/// group id is left to the mutation's own userError (it names no group to protect).
+pub(crate) async fn require_on(ctx: &Context<'_>, p: Permission, id: &ID) -> Result<()> {
+    match id.parse::<Uuid>() {
+        Ok(g) => scope::require(ctx, p, g).await,
+        Err(_) => Ok(()),
+    }
+}
+
+/// The group's current parent in the live tree (`None`: a root, or no such group).
+async fn current_parent(ctx: &Context<'_>, id: Uuid) -> Result<Option<Uuid>> {
+    let pool = ctx.data_unchecked::<PgPool>();
+    Ok(corral_projections::group_tree::read::by_ids(pool, &[id])
+        .await
+        .map_err(super::errors::internal)?
+        .pop()
+        .and_then(|n| n.parent_id))
 }
 
 pub(crate) struct GroupOutcome {
@@ -307,7 +333,7 @@ pub struct GroupMutation;
 
 #[Object]
 impl GroupMutation {
-    /// Creates a group (admin).
+    /// Creates a group (`group.create` on the parent).
     async fn create_group(
         &self,
         ctx: &Context<'_>,
@@ -318,6 +344,7 @@ impl GroupMutation {
             Some(p) => try_input!(parse_id(p, "parentId"), GroupPayload),
             None => group_type.root_id(),
         };
+        scope::require(ctx, Permission::GroupCreate, parent_id).await?;
         let metadata = try_input!(metadata_object(input.metadata), GroupPayload);
         let command = GroupCommand::Create {
             id: Uuid::new_v4(),
@@ -331,13 +358,14 @@ impl GroupMutation {
         group_payload(ctx, outcome).await
     }
 
-    /// Renames a group (admin).
+    /// Renames a group (`group.edit` on it).
     async fn rename_group(
         &self,
         ctx: &Context<'_>,
         input: RenameGroupInput,
     ) -> Result<GroupPayload> {
         let id = try_input!(parse_id(&input.id, "id"), GroupPayload);
+        scope::require(ctx, Permission::GroupEdit, id).await?;
         let expected_version = try_input!(expected(input.expected_version), GroupPayload);
         let outcome = run(
             ctx,
@@ -352,13 +380,14 @@ impl GroupMutation {
         group_payload(ctx, outcome).await
     }
 
-    /// Changes a group's description and/or metadata (admin).
+    /// Changes a group's description and/or metadata (`group.edit` on it).
     async fn update_group(
         &self,
         ctx: &Context<'_>,
         input: UpdateGroupInput,
     ) -> Result<GroupPayload> {
         let id = try_input!(parse_id(&input.id, "id"), GroupPayload);
+        scope::require(ctx, Permission::GroupEdit, id).await?;
         let expected_version = try_input!(expected(input.expected_version), GroupPayload);
         let metadata = try_input!(metadata_object(input.metadata), GroupPayload);
         let command = GroupCommand::Update {
@@ -370,10 +399,20 @@ impl GroupMutation {
         group_payload(ctx, outcome).await
     }
 
-    /// Moves a group and its subtree under another parent (admin).
+    /// Moves a group and its subtree under another parent (`group.move` on its current
+    /// parent and on the new parent).
     async fn move_group(&self, ctx: &Context<'_>, input: MoveGroupInput) -> Result<GroupPayload> {
         let id = try_input!(parse_id(&input.id, "id"), GroupPayload);
         let new_parent_id = try_input!(parse_id(&input.new_parent_id, "newParentId"), GroupPayload);
+        // The group leaves its parent's subtree and joins the new parent's: both must be
+        // reached (the group itself is then, under its parent). A root or a missing group is
+        // checked on itself.
+        // A global mover needs no lookup.
+        if scope::reach(ctx, Permission::GroupMove)? != scope::Reach::All {
+            let from = current_parent(ctx, id).await?.unwrap_or(id);
+            scope::require(ctx, Permission::GroupMove, from).await?;
+            scope::require(ctx, Permission::GroupMove, new_parent_id).await?;
+        }
         let expected_version = try_input!(expected(input.expected_version), GroupPayload);
         let outcome = run(
             ctx,
@@ -385,13 +424,14 @@ impl GroupMutation {
         group_payload(ctx, outcome).await
     }
 
-    /// Deletes a group that has no children (admin).
+    /// Deletes a group that has no children (`group.delete` on it).
     async fn delete_group(
         &self,
         ctx: &Context<'_>,
         input: DeleteGroupInput,
     ) -> Result<DeleteGroupPayload> {
         let id = try_input!(parse_id(&input.id, "id"), DeleteGroupPayload);
+        scope::require(ctx, Permission::GroupDelete, id).await?;
         let expected_version = try_input!(expected(input.expected_version), DeleteGroupPayload);
         Ok(
             match run(

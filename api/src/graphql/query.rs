@@ -1,4 +1,10 @@
 //! Read queries.
+//!
+//! A scoped caller gets only groups it may read (`group.read` on the group's subtree, by the
+//! live tree): a lookup of any other group is null, as for a group that does not exist, and
+//! `groups` leaves them out in SQL (page, cursors and `totalCount` alike). A group read as of
+//! the past is readable when it lies in the scope NOW: a group no longer in the live tree
+//! (deleted) is readable only by a global reader.
 
 use async_graphql::{Context, Object, Result, ID};
 use corral_domain::group::GroupType as DomainGroupType;
@@ -7,7 +13,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::errors::{coded, internal};
-use super::loaders::Groups;
+use super::loaders::{may_read, Groups};
 use super::types::{decode_cursor, page_size, prefetch, Group, GroupConnection, GroupType};
 use crate::error_codes::ErrorCode;
 
@@ -17,24 +23,23 @@ pub struct GroupQuery;
 
 #[Object]
 impl GroupQuery {
-    /// The system root group (`Inventory`) of a type.
+    /// The system root group (`Inventory`) of a type; null for a caller whose scope does
+    /// not include it.
     async fn root(
         &self,
         ctx: &Context<'_>,
         #[graphql(name = "type")] group_type: GroupType,
     ) -> Result<Option<Group>> {
         let id = DomainGroupType::from(group_type).root_id();
-        Ok(ctx
-            .data_unchecked::<Groups>()
-            .load_one(id)
-            .await?
-            .map(Group::from))
+        live(ctx, id).await
     }
 
     /// A group by id. With `asOf` (a time: the last event recorded at or before it) or
     /// `atPosition` (a log position, at most the head), the group as it was then, deleted
     /// since or not (see `deletedAt`, `asOfPosition`); null if it did not exist yet.
-    /// Historical reads fold the log and are charged more in query complexity.
+    /// Historical reads fold the log and are charged more in query complexity. Null for a
+    /// group beyond the caller's scope, judged by the live tree even as of the past (a group
+    /// deleted since is readable only with a global binding).
     #[graphql(
         complexity = "child_complexity + if as_of.is_some() || at_position.is_some() { super::history::HISTORY_COST } else { 1 }"
     )]
@@ -50,17 +55,15 @@ impl GroupQuery {
             return Ok(None);
         };
         if let Some(position) = position {
+            // Readability by the current tree, checked before the log is folded.
             return super::history::group(ctx, id, position).await;
         }
-        Ok(ctx
-            .data_unchecked::<Groups>()
-            .load_one(id)
-            .await?
-            .map(Group::from))
+        live(ctx, id).await
     }
 
     /// A group by path, e.g. `Inventory/Site-A/Core` (ignoring case). The path is put in
     /// Unicode NFC first, as names are, so a decomposed `é` finds a group named with `é`.
+    /// Null for a group beyond the caller's scope.
     async fn group_by_path(
         &self,
         ctx: &Context<'_>,
@@ -74,11 +77,15 @@ impl GroupQuery {
         let node = read::by_path(ctx.data_unchecked::<PgPool>(), t, &path)
             .await
             .map_err(internal)?;
-        Ok(node.map(Group::from))
+        match node {
+            Some(n) if may_read(ctx, n.id).await? => Ok(Some(Group::from(n))),
+            _ => Ok(None),
+        }
     }
 
     /// Groups of a type, ordered by path; `search` matches names (ignoring case, after
-    /// putting it in Unicode NFC as names are).
+    /// putting it in Unicode NFC as names are). Only groups within the caller's scope,
+    /// in the page and in `totalCount` alike.
     #[graphql(
         complexity = "i64::from(first.unwrap_or(super::types::DEFAULT_PAGE)).max(1) as usize * child_complexity + 1"
     )]
@@ -100,12 +107,14 @@ impl GroupQuery {
         let after = after.as_deref().map(decode_cursor).transpose()?;
         let t = DomainGroupType::from(group_type).as_str();
         let search = search.as_deref().map(str::trim).filter(|s| !s.is_empty());
+        let roots = super::scope::read_roots(ctx)?;
         let (rows, total) = read::search(
             ctx.data_unchecked::<PgPool>(),
             t,
             search,
             first + 1,
             after.as_ref(),
+            roots.as_deref(),
         )
         .await
         .map_err(internal)?;
@@ -114,4 +123,16 @@ impl GroupQuery {
             n.path_key.clone()
         }))
     }
+}
+
+/// The live group `id`, when the caller may read it.
+async fn live(ctx: &Context<'_>, id: Uuid) -> Result<Option<Group>> {
+    if !may_read(ctx, id).await? {
+        return Ok(None);
+    }
+    Ok(ctx
+        .data_unchecked::<Groups>()
+        .load_one(id)
+        .await?
+        .map(Group::from))
 }

@@ -20,9 +20,11 @@ use uuid::Uuid;
 use super::errors::{coded, internal, UserError};
 use super::membership::MembershipPayload;
 use super::mutation::{expected, group_payload, run as run_group, GroupPayload};
+use super::scope;
 use super::types::{parse_id, Group, GroupType};
 use crate::error_codes::ErrorCode;
 use crate::metrics::Metrics;
+use crate::permissions::Permission;
 
 /// Most sample entities `previewRule` returns.
 pub const MAX_PREVIEW: i32 = 100;
@@ -190,24 +192,44 @@ pub(crate) async fn resolve_group_paths(
     pool: &PgPool,
     rule: &mut Rule,
 ) -> Result<std::result::Result<(), rule::RuleError>> {
+    resolve_readable_paths(pool, rule, None).await
+}
+
+/// [`resolve_group_paths`] for a caller who may read only the subtrees of `roots` (`None`:
+/// every group): a path to a group beyond them is unknown, as a missing group's would be.
+pub(crate) async fn resolve_readable_paths(
+    pool: &PgPool,
+    rule: &mut Rule,
+    roots: Option<&[Uuid]>,
+) -> Result<std::result::Result<(), rule::RuleError>> {
     let mut paths = HashMap::new();
     for r in rule.group_refs() {
         if let GroupTarget::Path(p) = r.target {
-            let node = tree::by_path(pool, rule.kind().as_str(), &p)
+            let mut node = tree::by_path(pool, rule.kind().as_str(), &p)
                 .await
                 .map_err(internal)?;
+            if let (Some(roots), Some(n)) = (roots, &node) {
+                if tree::in_subtrees(pool, &[n.id], roots)
+                    .await
+                    .map_err(internal)?
+                    .is_empty()
+                {
+                    node = None;
+                }
+            }
             paths.insert(p, node.map(|n| n.id));
         }
     }
     Ok(rule.resolve_groups(&mut |p| paths.get(p).copied().flatten()))
 }
 
-/// [`resolve_group_paths`], then the references as stored in `GroupRuleSet`.
+/// [`resolve_readable_paths`], then the references as stored in `GroupRuleSet`.
 pub(crate) async fn resolve_paths(
     pool: &PgPool,
     rule: &mut Rule,
+    roots: Option<&[Uuid]>,
 ) -> Result<std::result::Result<Vec<RuleRef>, UserError>> {
-    if let Err(e) = resolve_group_paths(pool, rule).await? {
+    if let Err(e) = resolve_readable_paths(pool, rule, roots).await? {
         return Ok(Err(rule_invalid(e)));
     }
     Ok(Ok(rule
@@ -234,6 +256,21 @@ async fn group_type(pool: &PgPool, id: Uuid) -> Result<Option<DomainGroupType>> 
     Ok(t.as_deref().and_then(DomainGroupType::parse))
 }
 
+/// Whether the caller, who may read the subtrees of `roots` (`None`: every group), may see
+/// the device or service `member_id` (static membership in its scope). Says nothing of
+/// whether it exists.
+async fn visible(pool: &PgPool, member_id: &str, roots: Option<&[Uuid]>) -> Result<bool> {
+    let Some(roots) = roots else {
+        return Ok(true);
+    };
+    Ok(
+        !tree::visible_members(pool, &[member_id.to_string()], roots)
+            .await
+            .map_err(internal)?
+            .is_empty(),
+    )
+}
+
 fn not_found(id: Uuid) -> UserError {
     UserError::new(
         Some("groupId"),
@@ -248,7 +285,8 @@ pub struct RuleMutation;
 
 #[Object]
 impl RuleMutation {
-    /// Gives a group a rule (admin). Its matches become members with source `RULE` as soon
+    /// Gives a group a rule (`rule.edit` on it; `group:` paths beyond the caller's read
+    /// scope are unknown). Its matches become members with source `RULE` as soon
     /// as the rule evaluator has run it (see `group.rule.lastRunAt`).
     async fn set_group_rule(
         &self,
@@ -265,6 +303,8 @@ impl RuleMutation {
             Ok(id) => id,
             Err(e) => return fail(e),
         };
+        scope::require(ctx, Permission::RuleEdit, id).await?;
+        let roots = scope::read_roots(ctx)?;
         let expected_version = match expected(input.expected_version) {
             Ok(v) => v,
             Err(e) => return fail(e),
@@ -282,7 +322,7 @@ impl RuleMutation {
             Err(e) => return fail(e),
         };
         let mut rule = parsed.rule;
-        let refs = match resolve_paths(pool, &mut rule).await? {
+        let refs = match resolve_paths(pool, &mut rule, roots.as_deref()).await? {
             Ok(refs) => refs,
             Err(e) => return fail(e),
         };
@@ -309,7 +349,7 @@ impl RuleMutation {
         })
     }
 
-    /// Removes a group's rule (admin); its rule-driven members leave once the evaluator has
+    /// Removes a group's rule (`rule.edit` on it); its rule-driven members leave once the evaluator has
     /// run. Static members and exclusions stay.
     async fn clear_group_rule(
         &self,
@@ -320,6 +360,7 @@ impl RuleMutation {
             Ok(id) => id,
             Err(e) => return Ok(GroupPayload::from_error(e)),
         };
+        scope::require(ctx, Permission::RuleEdit, id).await?;
         let expected_version = match expected(input.expected_version) {
             Ok(v) => v,
             Err(e) => return Ok(GroupPayload::from_error(e)),
@@ -334,7 +375,7 @@ impl RuleMutation {
         group_payload(ctx, outcome).await
     }
 
-    /// Adds the current matches of a rule as static members (operator). At most 10,000
+    /// Adds the current matches of a rule as static members (`membership.edit` on the group). At most 10,000
     /// matches; a bigger set is refused (`TOO_MANY`) so nothing is half-added.
     async fn add_group_members_by_rule(
         &self,
@@ -351,6 +392,8 @@ impl RuleMutation {
             Ok(id) => id,
             Err(e) => return fail(e),
         };
+        scope::require(ctx, Permission::MembershipEdit, id).await?;
+        let roots = scope::read_roots(ctx)?;
         let pool = ctx.data_unchecked::<PgPool>();
         let Some(kind) = group_type(pool, id).await? else {
             return fail(not_found(id));
@@ -370,7 +413,7 @@ impl RuleMutation {
                 ),
             ));
         }
-        if let Err(e) = resolve_paths(pool, &mut rule).await? {
+        if let Err(e) = resolve_paths(pool, &mut rule, roots.as_deref()).await? {
             return fail(e);
         }
         let max = corral_domain::membership::MAX_IDS_PER_COMMAND as i64;
@@ -398,6 +441,23 @@ impl RuleMutation {
             });
         }
         let mut ids: Vec<String> = ids.into_iter().collect();
+        if let Some(roots) = &roots {
+            // A scoped caller adds only the matches it may see: static membership in its
+            // scope is what makes a device visible, so adding others would widen its access.
+            ids = tree::visible_members(pool, &ids, roots)
+                .await
+                .map_err(internal)?;
+            if ids.is_empty() {
+                return Ok(MembershipPayload {
+                    group: tree::by_ids(pool, &[id])
+                        .await
+                        .map_err(internal)?
+                        .pop()
+                        .map(Group::from),
+                    ..Default::default()
+                });
+            }
+        }
         ids.sort();
         super::membership::run(
             ctx,
@@ -517,7 +577,9 @@ pub struct RuleQuery;
 impl RuleQuery {
     /// Checks a rule and shows what it matches now: count, a sample, errors and warnings.
     /// (It runs the rule over the inventory: charged like a hundred-row page plus the rule's
-    /// compiled cost, as a `devices(filter:)` is.)
+    /// compiled cost, as a `devices(filter:)` is.) A scoped caller counts and samples only the
+    /// entities it may see (static members of groups in its scope), and `group:` paths
+    /// beyond its scope are unknown.
     #[graphql(
         complexity = "500 + usize::try_from(first).unwrap_or(0) * child_complexity + super::inventory::query::filter_complexity(Some(rule.as_str()), kind.into())"
     )]
@@ -556,11 +618,28 @@ impl RuleQuery {
             Err(e) => return Ok(problem(e)),
         };
         let mut r = parsed.rule;
-        if let Err(e) = resolve_group_paths(pool, &mut r).await? {
+        let roots = scope::read_roots(ctx)?;
+        if let Err(e) = resolve_readable_paths(pool, &mut r, roots.as_deref()).await? {
             return Ok(problem(e));
         }
         let r_kind = r.kind();
-        let fragment = r.to_sql(&inv::sql_context(Utc::now()));
+        let mut fragment = r.to_sql(&inv::sql_context(Utc::now()));
+        if let Some(roots) = roots {
+            // A scoped caller counts and sees only the entities it may read.
+            let param = format!("${}::text[]", fragment.params.len() + 1);
+            let column = match r_kind {
+                DomainGroupType::Device => "d.id",
+                DomainGroupType::Service => "s.id",
+            };
+            fragment.sql = format!(
+                "({}) AND {}",
+                fragment.sql,
+                tree::visible_members_filter(column, &param)
+            );
+            fragment.params.push(rule::SqlParam::TextArray(
+                roots.iter().map(Uuid::to_string).collect(),
+            ));
+        }
         // The rule is the caller's: it runs within the request's database budget.
         let limit = i64::from(first);
         let (count, sample) = ctx
@@ -601,7 +680,9 @@ impl RuleQuery {
     }
 
     /// Why a device or service is (or is not) in a group: every reason, its entries, and each
-    /// condition of the group's rule with whether it held.
+    /// condition of the group's rule with whether it held. A group beyond the caller's scope
+    /// answers as a group that does not exist; an entity the caller may not see (not visible
+    /// in its scope, not a member of the group) is not `known` and no rule is run on it.
     #[graphql(complexity = "20 + child_complexity")]
     async fn explain_membership(
         &self,
@@ -616,12 +697,18 @@ impl RuleQuery {
             return Err(coded(ErrorCode::BadUserInput, "memberId is too long"));
         }
         let pool = ctx.data_unchecked::<PgPool>();
-        let belongings =
+        let roots = scope::read_roots(ctx)?;
+        // A group beyond the scope is answered as a group that does not exist.
+        let hidden = roots.is_some() && !super::loaders::may_read(ctx, group).await?;
+        let belongings = if hidden {
+            vec![]
+        } else {
             members::groups_of(pool, std::slice::from_ref(&member_id), Mode::Effective)
                 .await
                 .map_err(internal)?
                 .remove(&member_id)
-                .unwrap_or_default();
+                .unwrap_or_default()
+        };
         let reasons: Vec<MembershipReason> = belongings
             .iter()
             .filter(|b| b.group_id == group)
@@ -632,9 +719,13 @@ impl RuleQuery {
                 since: r.since,
             })
             .collect();
-        let (static_entry, rule_entry, excluded) = members::entries(pool, group, &member_id)
-            .await
-            .map_err(internal)?;
+        let (static_entry, rule_entry, excluded) = if hidden {
+            (false, false, false)
+        } else {
+            members::entries(pool, group, &member_id)
+                .await
+                .map_err(internal)?
+        };
         let mut out = MembershipExplanation {
             member: !reasons.is_empty(),
             direct_member: reasons
@@ -646,23 +737,38 @@ impl RuleQuery {
             excluded,
             ..Default::default()
         };
-        let stored: Option<Value> = sqlx::query_scalar(
-            "SELECT rule FROM group_registry WHERE id = $1 AND NOT deleted AND rule IS NOT NULL",
-        )
-        .bind(group)
-        .fetch_optional(pool)
-        .await
-        .map_err(internal)?;
-        let device = inv::devices_by_ids(pool, std::slice::from_ref(&member_id))
+        let stored: Option<Value> = if hidden {
+            None
+        } else {
+            sqlx::query_scalar(
+                "SELECT rule FROM group_registry WHERE id = $1 AND NOT deleted AND rule IS NOT NULL",
+            )
+            .bind(group)
+            .fetch_optional(pool)
             .await
             .map_err(internal)?
-            .pop()
-            .map(|r| r.device);
-        let service = inv::services_by_ids(pool, std::slice::from_ref(&member_id))
-            .await
-            .map_err(internal)?
-            .pop()
-            .map(|r| r.service);
+        };
+        // An entity the caller may not see (neither visible in its scope nor a member of this
+        // readable group, whose members are its data) is unknown, and no rule is run on it.
+        let seen = out.member || visible(pool, &member_id, roots.as_deref()).await?;
+        let device = if seen {
+            inv::devices_by_ids(pool, std::slice::from_ref(&member_id))
+                .await
+                .map_err(internal)?
+                .pop()
+                .map(|r| r.device)
+        } else {
+            None
+        };
+        let service = if seen {
+            inv::services_by_ids(pool, std::slice::from_ref(&member_id))
+                .await
+                .map_err(internal)?
+                .pop()
+                .map(|r| r.service)
+        } else {
+            None
+        };
         out.known = device.is_some() || service.is_some();
         let Some(json) = stored else {
             return Ok(out);

@@ -145,7 +145,7 @@ impl Group {
         self.at_position.map(super::scalars::Position)
     }
 
-    /// The parent group (`null` for a root).
+    /// The parent group (`null` for a root, and for a parent beyond the caller's scope).
     async fn parent(&self, ctx: &Context<'_>) -> Result<Option<Group>> {
         if let Some(position) = self.at_position {
             return super::history::parent(ctx, self, position).await;
@@ -153,6 +153,9 @@ impl Group {
         let Some(parent) = self.parent_id else {
             return Ok(None);
         };
+        if !super::loaders::may_read(ctx, parent).await? {
+            return Ok(None);
+        }
         Ok(ctx
             .data_unchecked::<Groups>()
             .load_one(parent)
@@ -160,7 +163,7 @@ impl Group {
             .map(Group::from))
     }
 
-    /// Ancestors from the root down to the parent.
+    /// Ancestors from the root down to the parent; only those within the caller's scope.
     async fn ancestors(&self, ctx: &Context<'_>) -> Result<Vec<Group>> {
         if let Some(position) = self.at_position {
             return super::history::ancestors(ctx, self, position).await;
@@ -168,10 +171,13 @@ impl Group {
         let loaded = ctx
             .data_unchecked::<Ancestors>()
             .load_one(self.uuid)
-            .await?;
+            .await?
+            .unwrap_or_default();
+        let ids: Vec<Uuid> = loaded.iter().map(|n| n.id).collect();
+        let readable = super::loaders::readable(ctx, &ids).await?;
         Ok(loaded
-            .unwrap_or_default()
             .into_iter()
+            .filter(|n| readable.contains(&n.id))
             .map(Group::from)
             .collect())
     }

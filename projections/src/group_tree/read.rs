@@ -152,13 +152,16 @@ pub async fn ancestors(
 }
 
 /// Groups of a type whose name contains `search` (ignoring case, `search` put in NFC as names
-/// are), ordered by path, with the total count of matches.
+/// are), ordered by path, with the total count of matches. With `roots`, only groups in the
+/// subtree of one of them (page and count alike, so that keyset cursors and `totalCount`
+/// stay right); `None` leaves the scope out of the SQL entirely.
 pub async fn search(
     pool: &PgPool,
     group_type: &str,
     search: Option<&str>,
     first: i64,
     after: Option<&After>,
+    roots: Option<&[Uuid]>,
 ) -> Result<(Vec<Node>, i64), StoreError> {
     let pattern = search.map(corral_domain::text::to_nfc).map(|s| {
         format!(
@@ -168,26 +171,40 @@ pub async fn search(
                 .replace('_', "\\_")
         )
     });
-    let rows = sqlx::query(&format!(
+    // A global caller's query carries no scope condition at all.
+    let (page_scope, count_scope) = match roots {
+        Some(_) => (
+            format!(" AND {}", scope_filter("g.id", "$6")),
+            format!(" AND {}", scope_filter("g.id", "$3")),
+        ),
+        None => (String::new(), String::new()),
+    };
+    let page_sql = format!(
         "SELECT {COLUMNS} FROM {LIVE_SCHEMA}.groups g
           WHERE g.group_type = $1 AND ($2::text IS NULL OR g.name ILIKE $2)
-            AND ($3::text IS NULL OR (g.path_key, g.id) > ($3, $4::uuid))
+            AND ($3::text IS NULL OR (g.path_key, g.id) > ($3, $4::uuid)){page_scope}
           ORDER BY g.path_key, g.id LIMIT $5"
-    ))
-    .bind(group_type)
-    .bind(&pattern)
-    .bind(after.map(|a| a.key.clone()))
-    .bind(after.map(|a| a.id))
-    .bind(first)
-    .fetch_all(pool)
-    .await?;
-    let total: i64 = sqlx::query_scalar(&format!(
-        "SELECT count(*) FROM {LIVE_SCHEMA}.groups g WHERE g.group_type = $1 AND ($2::text IS NULL OR g.name ILIKE $2)"
-    ))
-    .bind(group_type)
-    .bind(&pattern)
-    .fetch_one(pool)
-    .await?;
+    );
+    let mut page = sqlx::query(&page_sql)
+        .bind(group_type)
+        .bind(&pattern)
+        .bind(after.map(|a| a.key.clone()))
+        .bind(after.map(|a| a.id))
+        .bind(first);
+    if let Some(roots) = roots {
+        page = page.bind(roots);
+    }
+    let rows = page.fetch_all(pool).await?;
+    let count_sql = format!(
+        "SELECT count(*) FROM {LIVE_SCHEMA}.groups g WHERE g.group_type = $1 AND ($2::text IS NULL OR g.name ILIKE $2){count_scope}"
+    );
+    let mut count = sqlx::query_scalar(&count_sql)
+        .bind(group_type)
+        .bind(&pattern);
+    if let Some(roots) = roots {
+        count = count.bind(roots);
+    }
+    let total: i64 = count.fetch_one(pool).await?;
     Ok((nodes(&rows)?, total))
 }
 
@@ -213,6 +230,42 @@ pub async fn in_subtrees(
     let rows: Vec<Uuid> = sqlx::query_scalar(&format!(
         "SELECT DISTINCT descendant_id FROM {LIVE_SCHEMA}.group_closure
           WHERE descendant_id = ANY($1) AND ancestor_id = ANY($2)"
+    ))
+    .bind(ids)
+    .bind(roots)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows)
+}
+
+/// SQL that holds when `column` (a device or service id) is a static member (source `S` in
+/// `rm_membership.direct`: explicitly added, not matched by a rule) of a group in the subtree
+/// of one of the groups in `param` (a `uuid[]` parameter), or when `param` is null. This is
+/// what a scoped reader may see of the inventory: rule-derived membership never widens
+/// access, since a rule change would otherwise widen it silently.
+pub fn visible_members_filter(column: &str, param: &str) -> String {
+    format!(
+        "({param}::uuid[] IS NULL OR {column} IN \
+         (SELECT vm.member_id FROM {members}.direct vm \
+           WHERE vm.source = 'S' AND {scope}))",
+        members = crate::membership::LIVE_SCHEMA,
+        scope = scope_filter("vm.group_id", param),
+    )
+}
+
+/// Which of `ids` (device or service ids) are visible within the subtrees of `roots`, by
+/// [`visible_members_filter`].
+pub async fn visible_members(
+    pool: &PgPool,
+    ids: &[String],
+    roots: &[Uuid],
+) -> Result<Vec<String>, StoreError> {
+    if ids.is_empty() || roots.is_empty() {
+        return Ok(vec![]);
+    }
+    let rows: Vec<String> = sqlx::query_scalar(&format!(
+        "SELECT x.id FROM unnest($1::text[]) AS x(id) WHERE {}",
+        visible_members_filter("x.id", "$2")
     ))
     .bind(ids)
     .bind(roots)

@@ -7,9 +7,13 @@ use corral_domain::rule::{self, RuleError, SqlFragment};
 use corral_projections::inventory as store;
 use sqlx::PgPool;
 
+use std::sync::Arc;
+
+use uuid::Uuid;
+
 use super::{
-    cursor, lazy_count, page_info, Device, DeviceConnection, DeviceEdge, Devices, Service,
-    ServiceConnection, ServiceEdge, Services,
+    cursor, lazy_count, page_info, Device, DeviceConnection, DeviceEdge, Service,
+    ServiceConnection, ServiceEdge,
 };
 use crate::error_codes::ErrorCode;
 use crate::graphql::budget::DbBudget;
@@ -89,22 +93,35 @@ fn page_args(first: Option<i32>, after: Option<&str>) -> Result<(i64, Option<Str
     Ok((first, after))
 }
 
+/// The caller's read roots (`None`: everything).
+fn roots(ctx: &Context<'_>) -> Result<Option<Arc<[Uuid]>>> {
+    Ok(crate::graphql::scope::read_roots(ctx)?.map(Arc::from))
+}
+
 /// Inventory queries (part of the `Query` root).
+///
+/// A scoped reader sees only the devices and services that are STATIC members of a group in
+/// its scope (a subtree of one of its `group.read` bindings, as the tree stands now); rule
+/// membership never makes a record visible. A record it may not see answers exactly like one
+/// that does not exist: `null` by id, left out of pages and counts (filtered in SQL).
 #[derive(Default)]
 pub struct InventoryQuery;
 
 #[Object]
 impl InventoryQuery {
-    /// A device by id (`null` when unknown or removed).
+    /// A device by id (`null` when unknown or removed, or not visible to a scoped reader:
+    /// see the visibility rule on `devices`).
     async fn device(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Device>> {
         if id.0.contains('\0') {
             return Ok(None);
         }
-        ctx.data_unchecked::<Devices>().load_one(id.0).await
+        super::device(ctx, id.0).await
     }
 
     /// Devices in id order; `filter` is a device rule (`hostname:web-%  site:ams1`).
-    /// A filter counts its compiled cost in the query's complexity.
+    /// A filter counts its compiled cost in the query's complexity. A scoped reader gets only
+    /// the devices that are static members of a group in its scope (pages, cursors and
+    /// `totalCount` count only those).
     #[graphql(
         complexity = "i64::from(first.unwrap_or(DEFAULT_PAGE)).max(1) as usize * child_complexity + 1 + filter_complexity(filter.as_deref(), GroupType::Device)"
     )]
@@ -119,12 +136,20 @@ impl InventoryQuery {
         let pool = ctx.data_unchecked::<PgPool>();
         let filter = compile_filter(pool, filter.as_deref(), GroupType::Device).await?;
         // A filter's cost is the caller's to choose: it runs within the request's budget.
-        let (f, after) = (filter.clone(), after.clone());
+        let roots = roots(ctx)?;
+        let (f, after, r) = (filter.clone(), after.clone(), roots.clone());
         let mut rows = ctx
             .data::<DbBudget>()?
             .run_if(filter.is_some(), pool, move |c| {
                 Box::pin(async move {
-                    store::device_page(c, f.as_ref(), after.as_deref(), first + 1).await
+                    store::device_page_within(
+                        c,
+                        f.as_ref(),
+                        after.as_deref(),
+                        r.as_deref(),
+                        first + 1,
+                    )
+                    .await
                 })
             })
             .await?;
@@ -140,20 +165,23 @@ impl InventoryQuery {
         Ok(DeviceConnection {
             page_info: page_info(&edges, |e| &e.cursor, has_next),
             edges,
-            count: lazy_count(filter, false),
+            count: lazy_count(filter, false, roots),
         })
     }
 
-    /// A service by id (`null` when unknown or removed).
+    /// A service by id (`null` when unknown or removed, or not visible to a scoped reader:
+    /// see the visibility rule on `services`).
     async fn service(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Service>> {
         if id.0.contains('\0') {
             return Ok(None);
         }
-        ctx.data_unchecked::<Services>().load_one(id.0).await
+        super::service(ctx, id.0).await
     }
 
     /// Services in id order; `filter` is a service rule (`type:http port:443`).
-    /// A filter counts its compiled cost in the query's complexity.
+    /// A filter counts its compiled cost in the query's complexity. A scoped reader gets only
+    /// the services that are themselves static members of a group in its scope (pages,
+    /// cursors and `totalCount` count only those).
     #[graphql(
         complexity = "i64::from(first.unwrap_or(DEFAULT_PAGE)).max(1) as usize * child_complexity + 1 + filter_complexity(filter.as_deref(), GroupType::Service)"
     )]
@@ -168,12 +196,20 @@ impl InventoryQuery {
         let pool = ctx.data_unchecked::<PgPool>();
         let filter = compile_filter(pool, filter.as_deref(), GroupType::Service).await?;
         // A filter's cost is the caller's to choose: it runs within the request's budget.
-        let (f, after) = (filter.clone(), after.clone());
+        let roots = roots(ctx)?;
+        let (f, after, r) = (filter.clone(), after.clone(), roots.clone());
         let mut rows = ctx
             .data::<DbBudget>()?
             .run_if(filter.is_some(), pool, move |c| {
                 Box::pin(async move {
-                    store::service_page(c, f.as_ref(), after.as_deref(), first + 1).await
+                    store::service_page_within(
+                        c,
+                        f.as_ref(),
+                        after.as_deref(),
+                        r.as_deref(),
+                        first + 1,
+                    )
+                    .await
                 })
             })
             .await?;
@@ -189,7 +225,7 @@ impl InventoryQuery {
         Ok(ServiceConnection {
             page_info: page_info(&edges, |e| &e.cursor, has_next),
             edges,
-            count: lazy_count(filter, true),
+            count: lazy_count(filter, true, roots),
         })
     }
 }

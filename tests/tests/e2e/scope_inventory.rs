@@ -161,6 +161,38 @@ async fn scoped_readers_see_static_members_of_groups_in_scope_only() {
         (0, vec![])
     );
     assert_eq!(device_ids(&app, &app.viewer, Value::Null).await.0, 4);
+    // A filter on a group in scope works; one on a hidden group is an unknown group, like
+    // one that does not exist (it must not tell that d1 is in Site-B).
+    assert_eq!(
+        device_ids(&app, &sally, json!("group:Inventory/Region/Site-A")).await,
+        (1, vec!["d1".to_string()])
+    );
+    for hidden in [
+        "group:Inventory/Region/Site-B",
+        "group:Inventory/Region",
+        "group:Inventory/Region/Nowhere",
+    ] {
+        let body = app
+            .gql(&sally, DEVICES, json!({ "filter": hidden, "first": 5 }))
+            .await;
+        assert_eq!(
+            body["errors"][0]["extensions"]["code"], "RULE_INVALID",
+            "{hidden}: {body}"
+        );
+        assert!(
+            body["errors"][0]["message"]
+                .as_str()
+                .unwrap()
+                .contains("unknown group"),
+            "{body}"
+        );
+    }
+    assert_eq!(
+        device_ids(&app, &app.viewer, json!("group:Inventory/Region/Site-B"))
+            .await
+            .0,
+        2
+    );
 
     // The reverse lookup lists only groups sally may read, though d1 is in Site-B too.
     let d = app.data(&sally, DEVICE, json!({ "id": "d1" })).await;

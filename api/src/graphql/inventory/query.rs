@@ -3,13 +3,17 @@
 use async_graphql::{Context, ErrorExtensions, Object, Result, ID};
 use chrono::Utc;
 use corral_domain::group::GroupType;
-use corral_domain::rule::{self, RuleError, SqlFragment};
+use corral_domain::rule::{self, GroupTarget, RuleError, SqlFragment};
+use corral_projections::group_tree::read as tree;
 use corral_projections::inventory as store;
 use sqlx::PgPool;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use uuid::Uuid;
+
+use crate::graphql::errors::internal;
 
 use super::{
     cursor, lazy_count, page_info, Device, DeviceConnection, DeviceEdge, Service,
@@ -54,10 +58,15 @@ fn rule_invalid(e: RuleError) -> async_graphql::Error {
 /// Compiles a `filter` for `kind` into SQL, with its `group:<path>` references resolved: a
 /// rule that does not parse (or names an unknown group) is `RULE_INVALID`, with the column in
 /// the message and in `extensions.column`; a rule of the other kind is `BAD_USER_INPUT`.
+///
+/// For a scoped reader (`roots` not `None`), a `group:` reference (by path or id) to a group
+/// it may not read is an unknown group, exactly like one that does not exist: a filter must
+/// not tell which visible records belong to hidden groups, nor whether a hidden group exists.
 pub async fn compile_filter(
     pool: &PgPool,
     filter: Option<&str>,
     kind: GroupType,
+    roots: Option<&[Uuid]>,
 ) -> Result<Option<SqlFragment>> {
     let Some(text) = filter.filter(|t| !t.trim().is_empty()) else {
         return Ok(None);
@@ -80,10 +89,53 @@ pub async fn compile_filter(
             ),
         ));
     }
-    super::super::rules::resolve_group_paths(pool, &mut rule)
-        .await?
-        .map_err(rule_invalid)?;
+    match roots {
+        None => super::super::rules::resolve_group_paths(pool, &mut rule)
+            .await?
+            .map_err(rule_invalid)?,
+        Some(roots) => resolve_readable_paths(pool, &mut rule, roots).await?,
+    }
     Ok(Some(rule.to_sql(&store::sql_context(Utc::now()))))
+}
+
+/// Resolves the `group:` references of a scoped reader's filter: each must name a group in
+/// the subtree of one of `roots`, or the filter is `RULE_INVALID` (unknown group).
+async fn resolve_readable_paths(
+    pool: &PgPool,
+    rule: &mut rule::Rule,
+    roots: &[Uuid],
+) -> Result<()> {
+    let mut paths: HashMap<String, Option<Uuid>> = HashMap::new();
+    for r in rule.group_refs() {
+        let (id, shown) = match &r.target {
+            GroupTarget::Id(id) => (Some(*id), id.to_string()),
+            GroupTarget::Path(p) => (
+                tree::by_path(pool, rule.kind().as_str(), p)
+                    .await
+                    .map_err(internal)?
+                    .map(|n| n.id),
+                p.clone(),
+            ),
+        };
+        let readable = match id {
+            Some(id) => !tree::in_subtrees(pool, &[id], roots)
+                .await
+                .map_err(internal)?
+                .is_empty(),
+            None => false,
+        };
+        if !readable {
+            return Err(rule_invalid(RuleError {
+                column: r.column,
+                message: format!("unknown group `{shown}`"),
+            }));
+        }
+        if let GroupTarget::Path(p) = r.target {
+            paths.insert(p, id);
+        }
+    }
+    rule.resolve_groups(&mut |p| paths.get(p).copied().flatten())
+        .map_err(rule_invalid)
 }
 
 /// Decodes `after` and validates `first` (fetching one more row, to know of a next page).
@@ -134,9 +186,10 @@ impl InventoryQuery {
     ) -> Result<DeviceConnection> {
         let (first, after) = page_args(first, after.as_deref())?;
         let pool = ctx.data_unchecked::<PgPool>();
-        let filter = compile_filter(pool, filter.as_deref(), GroupType::Device).await?;
-        // A filter's cost is the caller's to choose: it runs within the request's budget.
         let roots = roots(ctx)?;
+        let filter =
+            compile_filter(pool, filter.as_deref(), GroupType::Device, roots.as_deref()).await?;
+        // A filter's cost is the caller's to choose: it runs within the request's budget.
         let (f, after, r) = (filter.clone(), after.clone(), roots.clone());
         let mut rows = ctx
             .data::<DbBudget>()?
@@ -194,9 +247,15 @@ impl InventoryQuery {
     ) -> Result<ServiceConnection> {
         let (first, after) = page_args(first, after.as_deref())?;
         let pool = ctx.data_unchecked::<PgPool>();
-        let filter = compile_filter(pool, filter.as_deref(), GroupType::Service).await?;
-        // A filter's cost is the caller's to choose: it runs within the request's budget.
         let roots = roots(ctx)?;
+        let filter = compile_filter(
+            pool,
+            filter.as_deref(),
+            GroupType::Service,
+            roots.as_deref(),
+        )
+        .await?;
+        // A filter's cost is the caller's to choose: it runs within the request's budget.
         let (f, after, r) = (filter.clone(), after.clone(), roots.clone());
         let mut rows = ctx
             .data::<DbBudget>()?

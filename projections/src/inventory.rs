@@ -172,6 +172,67 @@ pub async fn services_by_ids(pool: &PgPool, ids: &[String]) -> Result<Vec<Servic
     rows.iter().map(service_row).collect()
 }
 
+/// The SQL condition "member `column` is visible within the subtrees of `$param`" (a
+/// `uuid[]` of roots): it is a STATIC direct member (`source = 'S'` in
+/// `rm_membership.direct`) of a group that lies in the subtree of one of the roots
+/// (`rm_group_tree.group_closure`). Rule-derived membership never makes a record visible. An
+/// empty array shows nothing. Callers who see everything must leave the condition out (it is
+/// not written to be trivially true for a NULL array).
+pub fn visible_sql(column: &str, param: &str) -> String {
+    format!(
+        "EXISTS (SELECT 1 FROM {m}.direct vm \
+           JOIN {t}.group_closure vc ON vc.descendant_id = vm.group_id \
+          WHERE vm.member_id = {column} AND vm.source = 'S' \
+            AND vc.ancestor_id = ANY({param}::uuid[]))",
+        m = crate::membership::LIVE_SCHEMA,
+        t = crate::group_tree::LIVE_SCHEMA,
+    )
+}
+
+/// Like [`devices_by_ids`], keeping only devices visible within the subtrees of `roots`
+/// (see [`visible_sql`]).
+pub async fn visible_devices_by_ids(
+    pool: &PgPool,
+    ids: &[String],
+    roots: &[uuid::Uuid],
+) -> Result<Vec<DeviceRow>, StoreError> {
+    if ids.is_empty() || roots.is_empty() {
+        return Ok(vec![]);
+    }
+    let rows = sqlx::query(&format!(
+        "SELECT {DEVICE_COLUMNS} FROM devices d
+          WHERE d.id = ANY($1) AND d.removed_at IS NULL AND {}",
+        visible_sql("d.id", "$2")
+    ))
+    .bind(ids)
+    .bind(roots)
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(device_row).collect()
+}
+
+/// Like [`services_by_ids`], keeping only services visible within the subtrees of `roots`
+/// (see [`visible_sql`]: a service's own static memberships count, not its device's).
+pub async fn visible_services_by_ids(
+    pool: &PgPool,
+    ids: &[String],
+    roots: &[uuid::Uuid],
+) -> Result<Vec<ServiceRow>, StoreError> {
+    if ids.is_empty() || roots.is_empty() {
+        return Ok(vec![]);
+    }
+    let rows = sqlx::query(&format!(
+        "SELECT {SERVICE_COLUMNS} FROM services s
+          WHERE s.id = ANY($1) AND s.removed_at IS NULL AND {}",
+        visible_sql("s.id", "$2")
+    ))
+    .bind(ids)
+    .bind(roots)
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(service_row).collect()
+}
+
 /// The compiled filter's parameters as query arguments (`$1`..), then `extra`.
 pub fn rule_arguments(
     filter: Option<&SqlFragment>,
@@ -194,7 +255,13 @@ pub fn rule_arguments(
 }
 
 /// `WHERE` conditions of a live, filtered, keyset page; `next` is the first free parameter.
-fn page_where(alias: &str, filter: Option<&SqlFragment>, after: bool) -> (String, usize) {
+/// With `scoped`, the roots of [`visible_sql`] are the parameter after `after`'s.
+fn page_where(
+    alias: &str,
+    filter: Option<&SqlFragment>,
+    after: bool,
+    scoped: bool,
+) -> (String, usize) {
     let mut next = filter.map_or(0, |f| f.params.len()) + 1;
     let mut sql = format!("{alias}.removed_at IS NULL");
     if let Some(f) = filter {
@@ -204,9 +271,37 @@ fn page_where(alias: &str, filter: Option<&SqlFragment>, after: bool) -> (String
         sql += &format!(" AND {alias}.id > ${next}");
         next += 1;
     }
+    if scoped {
+        sql += &format!(
+            " AND {}",
+            visible_sql(&format!("{alias}.id"), &format!("${next}"))
+        );
+        next += 1;
+    }
     (sql, next)
 }
 
+/// The filter's parameters, then `after`, the roots (when scoped) and `last`, as
+/// [`page_where`] numbers them.
+fn page_arguments(
+    filter: Option<&SqlFragment>,
+    after: Option<&str>,
+    roots: Option<&[uuid::Uuid]>,
+    last: i64,
+) -> Result<PgArguments, StoreError> {
+    let mut args = rule_arguments(filter, &[])?;
+    let bad = |e| StoreError::Data(format!("binding a page parameter: {e}"));
+    if let Some(a) = after {
+        args.add(a.to_string()).map_err(bad)?;
+    }
+    if let Some(r) = roots {
+        args.add(r.to_vec()).map_err(bad)?;
+    }
+    args.add(last).map_err(bad)?;
+    Ok(args)
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn page<'c>(
     pool: impl sqlx::PgExecutor<'c>,
     select: &str,
@@ -214,19 +309,17 @@ async fn page<'c>(
     alias: &str,
     filter: Option<&SqlFragment>,
     after: Option<&str>,
+    roots: Option<&[uuid::Uuid]>,
     limit: i64,
 ) -> Result<Vec<PgRow>, StoreError> {
-    let (conditions, next) = page_where(alias, filter, after.is_some());
-    let mut extra: Vec<SqlParam> = after
-        .map(|a| SqlParam::Text(a.into()))
-        .into_iter()
-        .collect();
-    extra.push(SqlParam::Int(limit));
+    let (conditions, next) = page_where(alias, filter, after.is_some(), roots.is_some());
     let sql =
         format!("SELECT {select} FROM {from} WHERE {conditions} ORDER BY {alias}.id LIMIT ${next}");
-    Ok(sqlx::query_with(&sql, rule_arguments(filter, &extra)?)
-        .fetch_all(pool)
-        .await?)
+    Ok(
+        sqlx::query_with(&sql, page_arguments(filter, after, roots, limit)?)
+            .fetch_all(pool)
+            .await?,
+    )
 }
 
 async fn count<'c>(
@@ -234,16 +327,14 @@ async fn count<'c>(
     from: &str,
     alias: &str,
     filter: Option<&SqlFragment>,
+    roots: Option<&[uuid::Uuid]>,
 ) -> Result<Count, StoreError> {
-    let (conditions, next) = page_where(alias, filter, false);
+    let (conditions, next) = page_where(alias, filter, false, roots.is_some());
     let sql =
         format!("SELECT count(*) FROM (SELECT 1 FROM {from} WHERE {conditions} LIMIT ${next}) t");
-    let n: i64 = sqlx::query_scalar_with(
-        &sql,
-        rule_arguments(filter, &[SqlParam::Int(COUNT_CAP + 1)])?,
-    )
-    .fetch_one(pool)
-    .await?;
+    let n: i64 = sqlx::query_scalar_with(&sql, page_arguments(filter, None, roots, COUNT_CAP + 1)?)
+        .fetch_one(pool)
+        .await?;
     Ok(Count {
         total: n.min(COUNT_CAP),
         exact: n <= COUNT_CAP,
@@ -258,7 +349,29 @@ pub async fn device_page<'c>(
     after: Option<&str>,
     limit: i64,
 ) -> Result<Vec<DeviceRow>, StoreError> {
-    let rows = page(pool, DEVICE_COLUMNS, DEVICE_FROM, "d", filter, after, limit).await?;
+    device_page_within(pool, filter, after, None, limit).await
+}
+
+/// [`device_page`] of the devices visible within the subtrees of `roots` (see
+/// [`visible_sql`]); `None` for every device (no extra condition at all).
+pub async fn device_page_within<'c>(
+    pool: impl sqlx::PgExecutor<'c>,
+    filter: Option<&SqlFragment>,
+    after: Option<&str>,
+    roots: Option<&[uuid::Uuid]>,
+    limit: i64,
+) -> Result<Vec<DeviceRow>, StoreError> {
+    let rows = page(
+        pool,
+        DEVICE_COLUMNS,
+        DEVICE_FROM,
+        "d",
+        filter,
+        after,
+        roots,
+        limit,
+    )
+    .await?;
     rows.iter().map(device_row).collect()
 }
 
@@ -269,6 +382,17 @@ pub async fn service_page<'c>(
     after: Option<&str>,
     limit: i64,
 ) -> Result<Vec<ServiceRow>, StoreError> {
+    service_page_within(pool, filter, after, None, limit).await
+}
+
+/// Like [`device_page_within`], for services (a service's own static memberships count).
+pub async fn service_page_within<'c>(
+    pool: impl sqlx::PgExecutor<'c>,
+    filter: Option<&SqlFragment>,
+    after: Option<&str>,
+    roots: Option<&[uuid::Uuid]>,
+    limit: i64,
+) -> Result<Vec<ServiceRow>, StoreError> {
     let rows = page(
         pool,
         SERVICE_COLUMNS,
@@ -276,6 +400,7 @@ pub async fn service_page<'c>(
         "s",
         filter,
         after,
+        roots,
         limit,
     )
     .await?;
@@ -287,7 +412,16 @@ pub async fn count_devices<'c>(
     pool: impl sqlx::PgExecutor<'c>,
     filter: Option<&SqlFragment>,
 ) -> Result<Count, StoreError> {
-    count(pool, DEVICE_FROM, "d", filter).await
+    count(pool, DEVICE_FROM, "d", filter, None).await
+}
+
+/// [`count_devices`] of the devices visible within the subtrees of `roots` (`None`: all).
+pub async fn count_devices_within<'c>(
+    pool: impl sqlx::PgExecutor<'c>,
+    filter: Option<&SqlFragment>,
+    roots: Option<&[uuid::Uuid]>,
+) -> Result<Count, StoreError> {
+    count(pool, DEVICE_FROM, "d", filter, roots).await
 }
 
 /// Live services matching `filter`, counted up to [`COUNT_CAP`].
@@ -295,5 +429,14 @@ pub async fn count_services<'c>(
     pool: impl sqlx::PgExecutor<'c>,
     filter: Option<&SqlFragment>,
 ) -> Result<Count, StoreError> {
-    count(pool, SERVICE_FROM, "s", filter).await
+    count(pool, SERVICE_FROM, "s", filter, None).await
+}
+
+/// [`count_services`] of the services visible within the subtrees of `roots` (`None`: all).
+pub async fn count_services_within<'c>(
+    pool: impl sqlx::PgExecutor<'c>,
+    filter: Option<&SqlFragment>,
+    roots: Option<&[uuid::Uuid]>,
+) -> Result<Count, StoreError> {
+    count(pool, SERVICE_FROM, "s", filter, roots).await
 }

@@ -23,6 +23,7 @@ mod e2e {
     mod request_limits;
     mod rules;
     mod scope_groups;
+    mod scope_inventory;
     mod sequencer;
     mod snapshots;
     mod subscriptions;

@@ -4,8 +4,8 @@
 //! answers only with the caller's dashboards (and templates), and every command carries the
 //! caller's subject, which the aggregate checks; someone else's dashboard behaves exactly like
 //! one that does not exist. `Widget.data` checks again, at read time, that the caller may read
-//! groups at all (the policy's `Query.group`), and answers `REDACTED` without any figure when
-//! not.
+//! the widget's group (`group.read` on it or an ancestor, or everywhere), and answers
+//! `REDACTED` without any figure or group when not, whether the group exists or not.
 
 mod data;
 mod mutation;
@@ -111,7 +111,8 @@ impl Widget {
     /// health kinds the group's health over the last `rangeHours` (ending at `to`, default
     /// now) in `bucket` buckets. `group` gives the group of a widget bound to `$group`
     /// (overriding the one the dashboard was read with); a widget bound to a group ignores
-    /// it. A caller who may not read groups gets `REDACTED`, and never any figure.
+    /// it. A caller who may not read that group (it lies outside the scope of its
+    /// `group.read` bindings) gets `REDACTED`, and never any figure or group.
     #[graphql(complexity = 50)]
     async fn data(
         &self,

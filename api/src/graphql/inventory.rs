@@ -1,5 +1,15 @@
 //! The inventory: `Device` and `Service`, their loaders and connections. Queries are in
 //! [`query`], the feed mutations in [`mutation`].
+//!
+//! Visibility: a caller who may read every group (a global `group.read`) sees every device
+//! and service, with exactly the queries of old. A scoped reader sees a device or service
+//! only when it is a STATIC member (explicitly added, not rule-derived) of a group in the
+//! subtree of one of its `group.read` roots; rule-derived membership never widens access.
+//! Every way to a record follows that rule: `device`/`service` are null, `devices`/`services`
+//! leave the others out in SQL (so `totalCount`, pages and cursors count only what the caller
+//! sees), `Service.device` is null, and a group's member page lists the member's id in
+//! `missingMemberIds` instead of an edge. Use [`device`], [`devices`], [`service`] and
+//! [`services`], never the loaders' plain `String` keys, to read records for a caller.
 
 pub mod mutation;
 pub mod query;
@@ -15,6 +25,7 @@ use corral_projections::group_tree::read::After;
 use corral_projections::inventory::{self as store, Count, DeviceRow, ServiceRow};
 use sqlx::PgPool;
 use tokio::sync::OnceCell;
+use uuid::Uuid;
 
 use super::errors::internal;
 use super::types::{encode_cursor, PageInfo};
@@ -147,7 +158,8 @@ impl From<ServiceRow> for Service {
 #[ComplexObject]
 impl Device {
     /// The groups this device belongs to, each with its reasons. EFFECTIVE adds every
-    /// ancestor of a group it is a direct member of.
+    /// ancestor of a group it is a direct member of. A scoped reader gets only the groups it
+    /// may read (a group outside its scope is left out, as if the device were not in it).
     #[graphql(complexity = "10 * child_complexity + 5")]
     async fn groups(
         &self,
@@ -160,15 +172,16 @@ impl Device {
 
 #[ComplexObject]
 impl Service {
-    /// The host device (`null` when it is not in the inventory).
+    /// The host device (`null` when it is not in the inventory, or when the caller may not
+    /// see it: a scoped reader sees a device only when it is a static member of a group in
+    /// its scope, whatever the service's own memberships).
     async fn device(&self, ctx: &Context<'_>) -> Result<Option<Device>> {
-        ctx.data_unchecked::<Devices>()
-            .load_one(self.device_id.0.clone())
-            .await
+        device(ctx, self.device_id.0.clone()).await
     }
 
     /// The groups this service belongs to, each with its reasons. EFFECTIVE adds every
-    /// ancestor of a group it is a direct member of.
+    /// ancestor of a group it is a direct member of. A scoped reader gets only the groups it
+    /// may read (a group outside its scope is left out, as if the service were not in it).
     #[graphql(complexity = "10 * child_complexity + 5")]
     async fn groups(
         &self,
@@ -222,6 +235,125 @@ impl Loader<String> for ServiceLoader {
     }
 }
 
+/// A device or service id as a scoped reader asks for it: the loaders answer it only when
+/// the record is visible within the subtrees of the roots (see the module's doc).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct VisibleId(pub String, pub Arc<[Uuid]>);
+
+/// Splits a batch of [`VisibleId`] keys by their roots (one set per request in practice).
+fn by_roots(keys: &[VisibleId]) -> HashMap<Arc<[Uuid]>, Vec<String>> {
+    let mut out: HashMap<Arc<[Uuid]>, Vec<String>> = HashMap::new();
+    for k in keys {
+        out.entry(k.1.clone()).or_default().push(k.0.clone());
+    }
+    out
+}
+
+impl Loader<VisibleId> for DeviceLoader {
+    type Value = Device;
+    type Error = async_graphql::Error;
+
+    async fn load(&self, keys: &[VisibleId]) -> Result<HashMap<VisibleId, Device>, Self::Error> {
+        self.1.loader_batch("device");
+        let mut out = HashMap::new();
+        for (roots, ids) in by_roots(keys) {
+            let rows = store::visible_devices_by_ids(&self.0, &ids, &roots)
+                .await
+                .map_err(internal)?;
+            out.extend(rows.into_iter().map(|r| {
+                (
+                    VisibleId(r.device.id.clone(), roots.clone()),
+                    Device::from(r),
+                )
+            }));
+        }
+        Ok(out)
+    }
+}
+
+impl Loader<VisibleId> for ServiceLoader {
+    type Value = Service;
+    type Error = async_graphql::Error;
+
+    async fn load(&self, keys: &[VisibleId]) -> Result<HashMap<VisibleId, Service>, Self::Error> {
+        self.1.loader_batch("service");
+        let mut out = HashMap::new();
+        for (roots, ids) in by_roots(keys) {
+            let rows = store::visible_services_by_ids(&self.0, &ids, &roots)
+                .await
+                .map_err(internal)?;
+            out.extend(rows.into_iter().map(|r| {
+                (
+                    VisibleId(r.service.id.clone(), roots.clone()),
+                    Service::from(r),
+                )
+            }));
+        }
+        Ok(out)
+    }
+}
+
+/// The caller's read roots for inventory lookups: `None` for everything.
+fn roots(ctx: &Context<'_>) -> Result<Option<Arc<[Uuid]>>> {
+    Ok(super::scope::read_roots(ctx)?.map(Arc::from))
+}
+
+/// The device `id`, when it exists and the caller may see it.
+pub(crate) async fn device(ctx: &Context<'_>, id: String) -> Result<Option<Device>> {
+    let loader = ctx.data_unchecked::<Devices>();
+    match roots(ctx)? {
+        None => loader.load_one(id).await,
+        Some(r) if r.is_empty() => Ok(None),
+        Some(r) => loader.load_one(VisibleId(id, r)).await,
+    }
+}
+
+/// The devices of `ids` that exist and the caller may see, by id.
+pub(crate) async fn devices(
+    ctx: &Context<'_>,
+    ids: Vec<String>,
+) -> Result<HashMap<String, Device>> {
+    let loader = ctx.data_unchecked::<Devices>();
+    match roots(ctx)? {
+        None => loader.load_many(ids).await,
+        Some(r) if r.is_empty() => Ok(HashMap::new()),
+        Some(r) => Ok(loader
+            .load_many(ids.into_iter().map(|id| VisibleId(id, r.clone())))
+            .await?
+            .into_iter()
+            .map(|(k, v)| (k.0, v))
+            .collect()),
+    }
+}
+
+/// The service `id`, when it exists and the caller may see it.
+pub(crate) async fn service(ctx: &Context<'_>, id: String) -> Result<Option<Service>> {
+    let loader = ctx.data_unchecked::<Services>();
+    match roots(ctx)? {
+        None => loader.load_one(id).await,
+        Some(r) if r.is_empty() => Ok(None),
+        Some(r) => loader.load_one(VisibleId(id, r)).await,
+    }
+}
+
+/// The services of `ids` that exist and the caller may see, by id.
+pub(crate) async fn services(
+    ctx: &Context<'_>,
+    ids: Vec<String>,
+) -> Result<HashMap<String, Service>> {
+    let loader = ctx.data_unchecked::<Services>();
+    match roots(ctx)? {
+        None => loader.load_many(ids).await,
+        Some(r) if r.is_empty() => Ok(HashMap::new()),
+        Some(r) => Ok(loader
+            .load_many(ids.into_iter().map(|id| VisibleId(id, r.clone())))
+            .await?
+            .into_iter()
+            .map(|(k, v)| (k.0, v))
+            .collect()),
+    }
+}
+
 /// This request's inventory loaders, batching keys requested within `delay`.
 pub fn loaders(
     pool: &PgPool,
@@ -247,9 +379,11 @@ pub fn loaders(
 pub fn clear_caches(ctx: &Context<'_>) {
     if let Ok(l) = ctx.data::<Devices>() {
         l.clear::<String>();
+        l.clear::<VisibleId>();
     }
     if let Ok(l) = ctx.data::<Services>() {
         l.clear::<String>();
+        l.clear::<VisibleId>();
     }
 }
 
@@ -280,6 +414,8 @@ pub struct LazyCount {
     filter: Option<Arc<SqlFragment>>,
     count: Arc<OnceCell<Count>>,
     services: bool,
+    /// The caller's read roots (`None`: everything): only visible records count.
+    roots: Option<Arc<[Uuid]>>,
 }
 
 impl LazyCount {
@@ -291,14 +427,15 @@ impl LazyCount {
             .get_or_try_init(|| async {
                 // A filter's count scans what the caller chose: within the budget.
                 let filter = self.filter.clone();
+                let roots = self.roots.clone();
                 ctx.data::<crate::graphql::budget::DbBudget>()?
                     .run_if(filter.is_some(), pool, move |c| {
                         Box::pin(async move {
-                            let f = filter.as_deref();
+                            let (f, r) = (filter.as_deref(), roots.as_deref());
                             if services {
-                                store::count_services(c, f).await
+                                store::count_services_within(c, f, r).await
                             } else {
-                                store::count_devices(c, f).await
+                                store::count_devices_within(c, f, r).await
                             }
                         })
                     })
@@ -320,7 +457,7 @@ macro_rules! connection {
             pub node: $node,
         }
 
-        #[doc = concat!("A page of ", $what, "s, in id order.")]
+        #[doc = concat!("A page of ", $what, "s, in id order (for a scoped reader, only those it may see: see `Query.", $what, "s`).")]
         #[derive(SimpleObject, Clone)]
         #[graphql(complex)]
         pub struct $conn {
@@ -350,10 +487,15 @@ macro_rules! connection {
 connection!(DeviceConnection, DeviceEdge, Device, "device");
 connection!(ServiceConnection, ServiceEdge, Service, "service");
 
-pub(crate) fn lazy_count(filter: Option<SqlFragment>, services: bool) -> LazyCount {
+pub(crate) fn lazy_count(
+    filter: Option<SqlFragment>,
+    services: bool,
+    roots: Option<Arc<[Uuid]>>,
+) -> LazyCount {
     LazyCount {
         filter: filter.map(Arc::new),
         count: Arc::new(OnceCell::new()),
         services,
+        roots,
     }
 }

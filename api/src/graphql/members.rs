@@ -1,4 +1,14 @@
 //! Reading memberships: a group's members (direct or effective) and an entity's groups.
+//!
+//! Scoped readers (see [`super::scope`]): a group's member list is the group's data, so a
+//! caller who may read the group gets all of it (every member id, `totalCount`,
+//! `memberCount`), but the device or service record behind a member follows the inventory's
+//! visibility rule (a static member of a group in the caller's scope: see
+//! [`super::inventory`]). An edge's `node` cannot be null, so a member whose record the caller
+//! may not see has no edge: its id is listed in `missingMemberIds`, like a member removed from
+//! the inventory, and it still counts. The reverse lookup (`Device.groups`,
+//! `Service.groups`) lists only groups the caller may read, so `GroupMembership.group` is
+//! always one it may read.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,7 +25,7 @@ use tokio::sync::OnceCell;
 use uuid::Uuid;
 
 use super::errors::internal;
-use super::inventory::{Device, Devices, Service, Services};
+use super::inventory::{Device, Service};
 use super::loaders::Groups;
 use super::rules::MembershipSource;
 use super::types::{decode_cursor, encode_cursor, page_size, Group, PageInfo};
@@ -111,7 +121,9 @@ pub struct GroupMemberConnection {
     /// Where this page stands.
     pub page_info: PageInfo,
     /// Members of this page that have no edge because their device or service is no longer
-    /// in the inventory (for historical pages: removed since; they count in `totalCount`).
+    /// in the inventory (for historical pages: removed since), or because a scoped caller may
+    /// not see its record (it is a static member of no group in the caller's scope); they
+    /// count in `totalCount`.
     pub missing_member_ids: Vec<ID>,
     #[graphql(skip)]
     pub count: MemberCount,
@@ -156,23 +168,20 @@ impl GroupMemberConnection {
 }
 
 /// Loads the page's nodes in one batch per kind; members missing from the live inventory
-/// (removed moments ago; their removal events are on their way) are left out.
+/// (removed moments ago; their removal events are on their way), and members whose record
+/// the caller may not see (see the module's doc), are left out.
 pub(crate) async fn nodes(
     ctx: &Context<'_>,
     kind: DomainGroupType,
     ids: Vec<String>,
 ) -> Result<HashMap<String, Member>> {
     Ok(match kind {
-        DomainGroupType::Device => ctx
-            .data_unchecked::<Devices>()
-            .load_many(ids)
+        DomainGroupType::Device => super::inventory::devices(ctx, ids)
             .await?
             .into_iter()
             .map(|(k, v)| (k, Member::Device(v)))
             .collect(),
-        DomainGroupType::Service => ctx
-            .data_unchecked::<Services>()
-            .load_many(ids)
+        DomainGroupType::Service => super::inventory::services(ctx, ids)
             .await?
             .into_iter()
             .map(|(k, v)| (k, Member::Service(v)))
@@ -288,7 +297,7 @@ pub struct GroupMembership {
 
 #[ComplexObject]
 impl GroupMembership {
-    /// The group.
+    /// The group (always one the caller may read: the reverse lookup lists no other).
     async fn group(&self, ctx: &Context<'_>) -> Result<Option<Group>> {
         Ok(ctx
             .data_unchecked::<Groups>()
@@ -321,6 +330,41 @@ pub type MemberGroups = DataLoader<MemberGroupsLoader, HashMapCache>;
 /// Loads the reverse lookup of many members at once.
 pub struct MemberGroupsLoader(pub PgPool, pub Arc<crate::metrics::Metrics>);
 
+/// A reverse lookup as a scoped reader asks for it: only groups in the subtrees of the roots.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ScopedMemberKey(pub String, pub Mode, pub Arc<[Uuid]>);
+
+impl Loader<ScopedMemberKey> for MemberGroupsLoader {
+    type Value = Vec<Belonging>;
+    type Error = async_graphql::Error;
+
+    async fn load(
+        &self,
+        keys: &[ScopedMemberKey],
+    ) -> Result<HashMap<ScopedMemberKey, Vec<Belonging>>, Self::Error> {
+        self.1.loader_batch("member_groups");
+        // One query per (mode, roots): a request has one set of roots.
+        let mut batches: HashMap<(Mode, Arc<[Uuid]>), Vec<String>> = HashMap::new();
+        for k in keys {
+            batches
+                .entry((k.1, k.2.clone()))
+                .or_default()
+                .push(k.0.clone());
+        }
+        let mut out = HashMap::new();
+        for ((mode, roots), ids) in batches {
+            let mut found = members::groups_of_within(&self.0, &ids, mode, Some(&roots))
+                .await
+                .map_err(internal)?;
+            for id in ids {
+                let v = found.remove(&id).unwrap_or_default();
+                out.insert(ScopedMemberKey(id, mode, roots.clone()), v);
+            }
+        }
+        Ok(out)
+    }
+}
+
 impl Loader<(String, Mode)> for MemberGroupsLoader {
     type Value = Vec<Belonging>;
     type Error = async_graphql::Error;
@@ -352,16 +396,28 @@ impl Loader<(String, Mode)> for MemberGroupsLoader {
     }
 }
 
-/// `device.groups` / `service.groups`: the reverse lookup.
+/// `device.groups` / `service.groups`: the reverse lookup, of the groups the caller may
+/// read only (filtered in SQL; a caller who may read every group runs the query of old).
 pub(crate) async fn groups_of(
     ctx: &Context<'_>,
     member: &str,
     mode: MembershipMode,
 ) -> Result<Vec<GroupMembership>> {
-    Ok(ctx
-        .data_unchecked::<MemberGroups>()
-        .load_one((member.to_string(), mode.into()))
-        .await?
+    let loader = ctx.data_unchecked::<MemberGroups>();
+    let found = match super::scope::read_roots(ctx)? {
+        None => loader.load_one((member.to_string(), mode.into())).await?,
+        Some(roots) if roots.is_empty() => None,
+        Some(roots) => {
+            loader
+                .load_one(ScopedMemberKey(
+                    member.to_string(),
+                    mode.into(),
+                    Arc::from(roots),
+                ))
+                .await?
+        }
+    };
+    Ok(found
         .unwrap_or_default()
         .into_iter()
         .map(GroupMembership::from)

@@ -3,6 +3,15 @@
 //!
 //! Every field here is named `Sweep.<field>` in the policy (see `policy::object_of`), a
 //! permission of its own that only admins hold: viewers' `Query.*` does not reach them.
+//!
+//! Scopes: a run's targets are its group (`groupId`) and its own addresses (`targets`).
+//! Addresses belong to no group, so only a caller with `sweep.run` everywhere (a global
+//! binding) may sweep them; a scoped caller may sweep a group in the subtree of one of its
+//! `sweep.run` bindings. `previewSweep` and `scheduleSweep` are `FORBIDDEN` (before anything
+//! is read or written, whether the group exists or not) when a target is out of reach;
+//! `cancelSweep` is `FORBIDDEN` on a run out of reach (or one that does not exist); and a run
+//! out of reach is invisible: `sweepRun` is null, `sweepRuns` leaves it out (in SQL, so
+//! `totalCount` and pages count only the runs in reach), `sweepProgress` does not know it.
 
 mod idempotency;
 mod types;
@@ -23,9 +32,11 @@ pub use types::{SweepProgress, SweepResult, SweepRun, SweepRunConnection, SweepS
 use super::errors::{coded, internal, UserError};
 use super::mutation::{event_metadata, execute, MutationWait};
 use super::scalars::Position;
+use super::scope::{self, Reach};
 use super::types::{page_size, DEFAULT_PAGE};
 use crate::auth::Actor;
 use crate::error_codes::ErrorCode;
+use crate::permissions::Permission;
 use corral_projections::commands::{Command, CommandError, Commands, Wait};
 use idempotency::KeyUse;
 
@@ -147,6 +158,44 @@ fn request_of(input: &ScheduleSweepInput) -> std::result::Result<SweepRequest, U
     })
 }
 
+/// Whether the caller may use `sweep.run` on every target of a run of group `group` with
+/// addresses of its own when `addresses` (see the module's doc).
+async fn run_in_reach(ctx: &Context<'_>, group: Option<Uuid>, addresses: bool) -> Result<bool> {
+    match scope::reach(ctx, Permission::SweepRun)? {
+        Reach::All => Ok(true),
+        Reach::Nothing => Ok(false),
+        Reach::Within(roots) => match group {
+            Some(g) if !addresses => scope::within(ctx, &roots, g).await,
+            _ => Ok(false),
+        },
+    }
+}
+
+/// `FORBIDDEN` unless the caller may sweep every target of `input`: its group, and its
+/// addresses (which need `sweep.run` everywhere). Runs before anything is read or written.
+async fn require_targets(ctx: &Context<'_>, input: &ScheduleSweepInput) -> Result<()> {
+    if matches!(scope::reach(ctx, Permission::SweepRun)?, Reach::All) {
+        return Ok(());
+    }
+    if !input.targets.is_empty() {
+        return Err(coded(
+            ErrorCode::Forbidden,
+            "sweep.run is not granted everywhere: addresses (targets) belong to no group, \
+             sweep a group in your scope instead",
+        ));
+    }
+    // A groupId that is no id is the plan's userError (it names no group to hide).
+    if let Some(Ok(g)) = input.group_id.as_ref().map(|g| g.parse::<Uuid>()) {
+        scope::require(ctx, Permission::SweepRun, g).await?;
+    }
+    Ok(())
+}
+
+/// Whether the caller may see (and cancel) `run`.
+async fn visible(ctx: &Context<'_>, run: &read::SweepRunView) -> Result<bool> {
+    run_in_reach(ctx, run.group_id, !run.targets.is_empty()).await
+}
+
 /// Checks a request (reading the group's members' addresses) into a plan.
 async fn checked(
     ctx: &Context<'_>,
@@ -218,7 +267,9 @@ pub struct SweepQuery;
 
 #[Object]
 impl SweepQuery {
-    /// Runs, newest first, optionally of one status and/or poller.
+    /// Runs, newest first, optionally of one status and/or poller. A scoped caller gets only
+    /// the runs of groups in the reach of its `sweep.run` bindings (`totalCount` and pages
+    /// count only those).
     #[graphql(
         complexity = "i64::from(first.unwrap_or(DEFAULT_PAGE)).max(1) as usize * child_complexity + 1"
     )]
@@ -232,19 +283,21 @@ impl SweepQuery {
     ) -> Result<SweepRunConnection> {
         let first = page_size(first)?;
         let after = after.as_deref().map(types::decode_run_cursor).transpose()?;
-        let (rows, total) = read::list(
+        let reach = scope::reach(ctx, Permission::SweepRun)?;
+        let (rows, total) = read::list_within(
             ctx.data_unchecked::<PgPool>(),
             status.map(Into::into),
             poller_id.as_deref(),
             first + 1,
             after,
+            reach.roots(),
         )
         .await
         .map_err(internal)?;
         Ok(SweepRunConnection::page(rows, first, total))
     }
 
-    /// One run.
+    /// One run (`null` when unknown, or out of the reach of a scoped caller's `sweep.run`).
     async fn sweep_run(&self, ctx: &Context<'_>, id: ID) -> Result<Option<SweepRun>> {
         let Ok(id) = id.parse::<Uuid>() else {
             return Ok(None);
@@ -252,15 +305,20 @@ impl SweepQuery {
         let run = read::by_id(ctx.data_unchecked::<PgPool>(), id)
             .await
             .map_err(internal)?;
-        Ok(run.map(SweepRun::from))
+        match run {
+            Some(run) if visible(ctx, &run).await? => Ok(Some(SweepRun::from(run))),
+            _ => Ok(None),
+        }
     }
 
     /// What `scheduleSweep` would do with this input, without scheduling anything.
+    /// `FORBIDDEN` like `scheduleSweep` when a target is out of the caller's reach.
     async fn preview_sweep(
         &self,
         ctx: &Context<'_>,
         input: ScheduleSweepInput,
     ) -> Result<SweepPreview> {
+        require_targets(ctx, &input).await?;
         let (planned, without_ip) = checked(ctx, &input).await?;
         Ok(match planned {
             Ok(p) => SweepPreview {
@@ -322,12 +380,15 @@ async fn fresh(ctx: &Context<'_>, id: Uuid) -> Result<Option<SweepRun>> {
 impl SweepMutation {
     /// Asks a poller to sweep now. The run starts `QUEUED`; a worker hands it to the poller
     /// (or fails it at once with `POLLER_OFFLINE`). Follow it with `sweepRun` or the
-    /// `sweepProgress` subscription.
+    /// `sweepProgress` subscription. A scoped caller may sweep a group within the reach of
+    /// its `sweep.run` bindings, and no addresses of its own: anything else is `FORBIDDEN`,
+    /// and nothing is written.
     async fn schedule_sweep(
         &self,
         ctx: &Context<'_>,
         input: ScheduleSweepInput,
     ) -> Result<ScheduleSweepPayload> {
+        require_targets(ctx, &input).await?;
         let fail = |e: UserError| ScheduleSweepPayload {
             user_errors: vec![e],
             ..Default::default()
@@ -439,6 +500,8 @@ impl SweepMutation {
     }
 
     /// Cancels a run that has not ended; the poller stops and the results so far are kept.
+    /// A scoped caller may cancel only runs in the reach of its `sweep.run` bindings: any
+    /// other run, or one that does not exist, is `FORBIDDEN`.
     async fn cancel_sweep(
         &self,
         ctx: &Context<'_>,
@@ -451,6 +514,21 @@ impl SweepMutation {
         let Ok(id) = input.id.parse::<Uuid>() else {
             return Ok(fail(sweep_error(&SweepError::NotFound)));
         };
+        if !matches!(scope::reach(ctx, Permission::SweepRun)?, Reach::All) {
+            let run = read::by_id(ctx.data_unchecked::<PgPool>(), id)
+                .await
+                .map_err(internal)?;
+            let allowed = match &run {
+                Some(run) => visible(ctx, run).await?,
+                None => false,
+            };
+            if !allowed {
+                return Err(coded(
+                    ErrorCode::Forbidden,
+                    format!("sweep.run is not granted on the targets of run {id}"),
+                ));
+            }
+        }
         let metadata = match event_metadata(ctx, input.reason.clone())? {
             Ok(m) => m,
             Err(e) => return Ok(fail(e)),
@@ -488,7 +566,12 @@ pub(crate) async fn progress_stream(
         .parse::<Uuid>()
         .map_err(|_| coded(ErrorCode::BadUserInput, "runId is not a run id"))?;
     let pool = ctx.data_unchecked::<PgPool>().clone();
-    if read::by_id(&pool, id).await.map_err(internal)?.is_none() {
+    // A run out of the caller's reach is not found, like one that does not exist.
+    let found = match read::by_id(&pool, id).await.map_err(internal)? {
+        Some(run) => visible(ctx, &run).await?,
+        None => false,
+    };
+    if !found {
         return Err(coded(ErrorCode::NotFound, format!("no sweep run {id}")));
     }
     let poll = ctx.data_unchecked::<SweepConfig>().poll;

@@ -318,19 +318,47 @@ pub async fn groups_of(
     members: &[String],
     mode: Mode,
 ) -> Result<HashMap<String, Vec<Belonging>>, StoreError> {
+    groups_of_within(pool, members, mode, None).await
+}
+
+/// [`groups_of`], keeping only the groups that lie in the subtree of one of `roots` (`None`:
+/// every group, with no extra condition). The reasons of a kept group all lie in its subtree,
+/// so they are in `roots`' subtrees too.
+pub async fn groups_of_within(
+    pool: &PgPool,
+    members: &[String],
+    mode: Mode,
+    roots: Option<&[Uuid]>,
+) -> Result<HashMap<String, Vec<Belonging>>, StoreError> {
+    let target = match mode {
+        Mode::Direct => "d.group_id",
+        Mode::Effective => "c.ancestor_id",
+    };
+    let within = match roots {
+        None => String::new(),
+        Some(_) => format!(
+            " AND {target} IN (SELECT rc.descendant_id FROM {T}.group_closure rc
+                                WHERE rc.ancestor_id = ANY($2::uuid[]))"
+        ),
+    };
     let sql = match mode {
         Mode::Direct => format!(
             "SELECT d.member_id, d.group_id AS target, d.source, d.group_id, d.since
                FROM {M}.direct d JOIN {T}.groups g ON g.id = d.group_id
-              WHERE d.member_id = ANY($1) ORDER BY d.member_id, d.group_id"
+              WHERE d.member_id = ANY($1){within} ORDER BY d.member_id, d.group_id"
         ),
         Mode::Effective => format!(
             "SELECT d.member_id, c.ancestor_id AS target, d.source, d.group_id, d.since
                FROM {M}.direct d JOIN {T}.group_closure c ON c.descendant_id = d.group_id
-              WHERE d.member_id = ANY($1) ORDER BY d.member_id, c.ancestor_id, c.depth"
+              WHERE d.member_id = ANY($1){within} ORDER BY d.member_id, c.ancestor_id, c.depth"
         ),
     };
-    let rows = sqlx::query(&sql).bind(members).fetch_all(pool).await?;
+    let query = sqlx::query(&sql).bind(members);
+    let query = match roots {
+        Some(r) => query.bind(r),
+        None => query,
+    };
+    let rows = query.fetch_all(pool).await?;
     let mut out: HashMap<String, Vec<Belonging>> = HashMap::new();
     for r in &rows {
         let row = member_row(r)?;

@@ -168,25 +168,70 @@ pub async fn list(
     limit: i64,
     after: Option<RunCursor>,
 ) -> Result<(Vec<SweepRunView>, i64), StoreError> {
-    let filter = "($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR poller_id = $2)";
-    let rows = sqlx::query(&format!(
+    list_within(pool, status, poller_id, limit, after, None).await
+}
+
+/// The SQL condition "every target of the run lies within the subtrees of `$param`" (a
+/// `uuid[]` of roots): the run sweeps a group (`group_id`) in the subtree of one of the roots,
+/// and no addresses of its own (`targets` empty: addresses belong to no group, so only a
+/// caller who reaches everything sees them).
+pub fn run_within_sql(param: &str) -> String {
+    format!(
+        "(cardinality(targets) = 0 AND group_id IN \
+           (SELECT rc.descendant_id FROM {}.group_closure rc \
+             WHERE rc.ancestor_id = ANY({param}::uuid[])))",
+        crate::group_tree::LIVE_SCHEMA
+    )
+}
+
+/// [`list`] of the runs whose targets all lie within the subtrees of `roots` (see
+/// [`run_within_sql`]); `None` for every run (no extra condition at all).
+pub async fn list_within(
+    pool: &PgPool,
+    status: Option<SweepStatus>,
+    poller_id: Option<&str>,
+    limit: i64,
+    after: Option<RunCursor>,
+    roots: Option<&[Uuid]>,
+) -> Result<(Vec<SweepRunView>, i64), StoreError> {
+    // The roots are `$6` in the page and `$3` in the count.
+    let filter = |roots_param: &str| {
+        let mut f = "($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR poller_id = $2)"
+            .to_string();
+        if roots.is_some() {
+            f += &format!(" AND {}", run_within_sql(roots_param));
+        }
+        f
+    };
+    let page_sql = format!(
         "SELECT {COLUMNS} FROM sweep_runs
-          WHERE {filter}
+          WHERE {}
             AND ($4::timestamptz IS NULL OR (scheduled_at, id) < ($4, $5::uuid))
-          ORDER BY scheduled_at DESC, id DESC LIMIT $3"
-    ))
-    .bind(status.map(SweepStatus::as_str))
-    .bind(poller_id)
-    .bind(limit)
-    .bind(after.map(|a| a.scheduled_at))
-    .bind(after.map(|a| a.id))
-    .fetch_all(pool)
-    .await?;
-    let total: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM sweep_runs WHERE {filter}"))
+          ORDER BY scheduled_at DESC, id DESC LIMIT $3",
+        filter("$6")
+    );
+    let rows = sqlx::query(&page_sql)
         .bind(status.map(SweepStatus::as_str))
         .bind(poller_id)
-        .fetch_one(pool)
-        .await?;
+        .bind(limit)
+        .bind(after.map(|a| a.scheduled_at))
+        .bind(after.map(|a| a.id));
+    let rows = match roots {
+        Some(r) => rows.bind(r),
+        None => rows,
+    }
+    .fetch_all(pool)
+    .await?;
+    let count_sql = format!("SELECT count(*) FROM sweep_runs WHERE {}", filter("$3"));
+    let count = sqlx::query_scalar(&count_sql)
+        .bind(status.map(SweepStatus::as_str))
+        .bind(poller_id);
+    let total: i64 = match roots {
+        Some(r) => count.bind(r),
+        None => count,
+    }
+    .fetch_one(pool)
+    .await?;
     Ok((rows.iter().map(from_row).collect::<Result<_, _>>()?, total))
 }
 

@@ -1,9 +1,6 @@
-//! `Widget.data`: what a widget shows, with the caller's right to read groups checked again
-//! at read time.
+//! `Widget.data`: what a widget shows, with the caller's right to read the widget's group
+//! checked again at read time (a binding's scope is followed through the live tree).
 
-use std::sync::Arc;
-
-use crate::policy::Policy;
 use async_graphql::{Context, Enum, Result, SimpleObject, ID};
 use chrono::{DateTime, TimeDelta, Utc};
 use corral_domain::dashboard::{
@@ -15,7 +12,6 @@ use corral_projections::membership::read::{count, Mode};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::auth::Actor;
 use crate::error_codes::ErrorCode;
 use crate::graphql::errors::{coded, internal};
 use crate::graphql::health::GroupHealth;
@@ -28,7 +24,8 @@ use crate::graphql::types::Group;
 pub enum WidgetDataState {
     /// Rendered: see `memberCount` or `health`.
     Ok,
-    /// The caller may not read groups: nothing is shown, not even whether the group exists.
+    /// The caller may not read the widget's group (no `group.read` on it or an ancestor, or
+    /// none at all): nothing is shown, not even whether the group exists.
     #[default]
     Redacted,
     /// The group does not exist (any more), or the widget is bound to `$group` and no group
@@ -65,15 +62,11 @@ fn state(state: WidgetDataState, message: impl Into<String>) -> WidgetData {
     }
 }
 
-/// Whether the calling actor may read groups: the same check the authorization extension
-/// makes before `Query.group`.
-fn may_read_groups(ctx: &Context<'_>) -> bool {
-    match (ctx.data::<Arc<Policy>>(), ctx.data::<Actor>()) {
-        (Ok(policy), Ok(actor)) => {
-            crate::policy::permits_field(&policy.table(), actor, "Query", "group")
-        }
-        _ => false,
-    }
+/// Whether the calling actor may read group `g`: a `group.read` binding on it or on one of
+/// its ancestors (as the tree stands now), or a global one. A group that does not exist is
+/// readable only to a global reader, so a scoped caller cannot tell it from a hidden one.
+async fn may_read_group(ctx: &Context<'_>, g: Uuid) -> Result<bool> {
+    crate::graphql::scope::may_read(ctx, g).await
 }
 
 /// The window of a health widget: `range_hours` ending at the end of the bucket that holds
@@ -117,12 +110,12 @@ pub(super) async fn resolve(
             })?,
         },
     };
-    // Checked before the group is looked up, so that a caller who may not read groups
-    // learns nothing about them, not even whether one exists.
-    if !may_read_groups(ctx) {
+    // Checked before the group is looked up, so that a caller who may not read this group
+    // learns nothing about it, not even whether it exists.
+    if !may_read_group(ctx, group_id).await? {
         return Ok(state(
             WidgetDataState::Redacted,
-            "you may not read groups, so this widget shows nothing",
+            "you may not read this widget's group, so it shows nothing",
         ));
     }
     let Some(node) = ctx.data_unchecked::<Groups>().load_one(group_id).await? else {

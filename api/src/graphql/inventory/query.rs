@@ -3,13 +3,21 @@
 use async_graphql::{Context, ErrorExtensions, Object, Result, ID};
 use chrono::Utc;
 use corral_domain::group::GroupType;
-use corral_domain::rule::{self, RuleError, SqlFragment};
+use corral_domain::rule::{self, GroupTarget, RuleError, SqlFragment};
+use corral_projections::group_tree::read as tree;
 use corral_projections::inventory as store;
 use sqlx::PgPool;
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use crate::graphql::errors::internal;
+
 use super::{
-    cursor, lazy_count, page_info, Device, DeviceConnection, DeviceEdge, Devices, Service,
-    ServiceConnection, ServiceEdge, Services,
+    cursor, lazy_count, page_info, Device, DeviceConnection, DeviceEdge, Service,
+    ServiceConnection, ServiceEdge,
 };
 use crate::error_codes::ErrorCode;
 use crate::graphql::budget::DbBudget;
@@ -50,10 +58,15 @@ fn rule_invalid(e: RuleError) -> async_graphql::Error {
 /// Compiles a `filter` for `kind` into SQL, with its `group:<path>` references resolved: a
 /// rule that does not parse (or names an unknown group) is `RULE_INVALID`, with the column in
 /// the message and in `extensions.column`; a rule of the other kind is `BAD_USER_INPUT`.
+///
+/// For a scoped reader (`roots` not `None`), a `group:` reference (by path or id) to a group
+/// it may not read is an unknown group, exactly like one that does not exist: a filter must
+/// not tell which visible records belong to hidden groups, nor whether a hidden group exists.
 pub async fn compile_filter(
     pool: &PgPool,
     filter: Option<&str>,
     kind: GroupType,
+    roots: Option<&[Uuid]>,
 ) -> Result<Option<SqlFragment>> {
     let Some(text) = filter.filter(|t| !t.trim().is_empty()) else {
         return Ok(None);
@@ -76,10 +89,53 @@ pub async fn compile_filter(
             ),
         ));
     }
-    super::super::rules::resolve_group_paths(pool, &mut rule)
-        .await?
-        .map_err(rule_invalid)?;
+    match roots {
+        None => super::super::rules::resolve_group_paths(pool, &mut rule)
+            .await?
+            .map_err(rule_invalid)?,
+        Some(roots) => resolve_readable_paths(pool, &mut rule, roots).await?,
+    }
     Ok(Some(rule.to_sql(&store::sql_context(Utc::now()))))
+}
+
+/// Resolves the `group:` references of a scoped reader's filter: each must name a group in
+/// the subtree of one of `roots`, or the filter is `RULE_INVALID` (unknown group).
+async fn resolve_readable_paths(
+    pool: &PgPool,
+    rule: &mut rule::Rule,
+    roots: &[Uuid],
+) -> Result<()> {
+    let mut paths: HashMap<String, Option<Uuid>> = HashMap::new();
+    for r in rule.group_refs() {
+        let (id, shown) = match &r.target {
+            GroupTarget::Id(id) => (Some(*id), id.to_string()),
+            GroupTarget::Path(p) => (
+                tree::by_path(pool, rule.kind().as_str(), p)
+                    .await
+                    .map_err(internal)?
+                    .map(|n| n.id),
+                p.clone(),
+            ),
+        };
+        let readable = match id {
+            Some(id) => !tree::in_subtrees(pool, &[id], roots)
+                .await
+                .map_err(internal)?
+                .is_empty(),
+            None => false,
+        };
+        if !readable {
+            return Err(rule_invalid(RuleError {
+                column: r.column,
+                message: format!("unknown group `{shown}`"),
+            }));
+        }
+        if let GroupTarget::Path(p) = r.target {
+            paths.insert(p, id);
+        }
+    }
+    rule.resolve_groups(&mut |p| paths.get(p).copied().flatten())
+        .map_err(rule_invalid)
 }
 
 /// Decodes `after` and validates `first` (fetching one more row, to know of a next page).
@@ -89,22 +145,35 @@ fn page_args(first: Option<i32>, after: Option<&str>) -> Result<(i64, Option<Str
     Ok((first, after))
 }
 
+/// The caller's read roots (`None`: everything).
+fn roots(ctx: &Context<'_>) -> Result<Option<Arc<[Uuid]>>> {
+    Ok(crate::graphql::scope::read_roots(ctx)?.map(Arc::from))
+}
+
 /// Inventory queries (part of the `Query` root).
+///
+/// A scoped reader sees only the devices and services that are STATIC members of a group in
+/// its scope (a subtree of one of its `group.read` bindings, as the tree stands now); rule
+/// membership never makes a record visible. A record it may not see answers exactly like one
+/// that does not exist: `null` by id, left out of pages and counts (filtered in SQL).
 #[derive(Default)]
 pub struct InventoryQuery;
 
 #[Object]
 impl InventoryQuery {
-    /// A device by id (`null` when unknown or removed).
+    /// A device by id (`null` when unknown or removed, or not visible to a scoped reader:
+    /// see the visibility rule on `devices`).
     async fn device(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Device>> {
         if id.0.contains('\0') {
             return Ok(None);
         }
-        ctx.data_unchecked::<Devices>().load_one(id.0).await
+        super::device(ctx, id.0).await
     }
 
     /// Devices in id order; `filter` is a device rule (`hostname:web-%  site:ams1`).
-    /// A filter counts its compiled cost in the query's complexity.
+    /// A filter counts its compiled cost in the query's complexity. A scoped reader gets only
+    /// the devices that are static members of a group in its scope (pages, cursors and
+    /// `totalCount` count only those).
     #[graphql(
         complexity = "i64::from(first.unwrap_or(DEFAULT_PAGE)).max(1) as usize * child_complexity + 1 + filter_complexity(filter.as_deref(), GroupType::Device)"
     )]
@@ -117,14 +186,23 @@ impl InventoryQuery {
     ) -> Result<DeviceConnection> {
         let (first, after) = page_args(first, after.as_deref())?;
         let pool = ctx.data_unchecked::<PgPool>();
-        let filter = compile_filter(pool, filter.as_deref(), GroupType::Device).await?;
+        let roots = roots(ctx)?;
+        let filter =
+            compile_filter(pool, filter.as_deref(), GroupType::Device, roots.as_deref()).await?;
         // A filter's cost is the caller's to choose: it runs within the request's budget.
-        let (f, after) = (filter.clone(), after.clone());
+        let (f, after, r) = (filter.clone(), after.clone(), roots.clone());
         let mut rows = ctx
             .data::<DbBudget>()?
             .run_if(filter.is_some(), pool, move |c| {
                 Box::pin(async move {
-                    store::device_page(c, f.as_ref(), after.as_deref(), first + 1).await
+                    store::device_page_within(
+                        c,
+                        f.as_ref(),
+                        after.as_deref(),
+                        r.as_deref(),
+                        first + 1,
+                    )
+                    .await
                 })
             })
             .await?;
@@ -140,20 +218,23 @@ impl InventoryQuery {
         Ok(DeviceConnection {
             page_info: page_info(&edges, |e| &e.cursor, has_next),
             edges,
-            count: lazy_count(filter, false),
+            count: lazy_count(filter, false, roots),
         })
     }
 
-    /// A service by id (`null` when unknown or removed).
+    /// A service by id (`null` when unknown or removed, or not visible to a scoped reader:
+    /// see the visibility rule on `services`).
     async fn service(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Service>> {
         if id.0.contains('\0') {
             return Ok(None);
         }
-        ctx.data_unchecked::<Services>().load_one(id.0).await
+        super::service(ctx, id.0).await
     }
 
     /// Services in id order; `filter` is a service rule (`type:http port:443`).
-    /// A filter counts its compiled cost in the query's complexity.
+    /// A filter counts its compiled cost in the query's complexity. A scoped reader gets only
+    /// the services that are themselves static members of a group in its scope (pages,
+    /// cursors and `totalCount` count only those).
     #[graphql(
         complexity = "i64::from(first.unwrap_or(DEFAULT_PAGE)).max(1) as usize * child_complexity + 1 + filter_complexity(filter.as_deref(), GroupType::Service)"
     )]
@@ -166,14 +247,28 @@ impl InventoryQuery {
     ) -> Result<ServiceConnection> {
         let (first, after) = page_args(first, after.as_deref())?;
         let pool = ctx.data_unchecked::<PgPool>();
-        let filter = compile_filter(pool, filter.as_deref(), GroupType::Service).await?;
+        let roots = roots(ctx)?;
+        let filter = compile_filter(
+            pool,
+            filter.as_deref(),
+            GroupType::Service,
+            roots.as_deref(),
+        )
+        .await?;
         // A filter's cost is the caller's to choose: it runs within the request's budget.
-        let (f, after) = (filter.clone(), after.clone());
+        let (f, after, r) = (filter.clone(), after.clone(), roots.clone());
         let mut rows = ctx
             .data::<DbBudget>()?
             .run_if(filter.is_some(), pool, move |c| {
                 Box::pin(async move {
-                    store::service_page(c, f.as_ref(), after.as_deref(), first + 1).await
+                    store::service_page_within(
+                        c,
+                        f.as_ref(),
+                        after.as_deref(),
+                        r.as_deref(),
+                        first + 1,
+                    )
+                    .await
                 })
             })
             .await?;
@@ -189,7 +284,7 @@ impl InventoryQuery {
         Ok(ServiceConnection {
             page_info: page_info(&edges, |e| &e.cursor, has_next),
             edges,
-            count: lazy_count(filter, true),
+            count: lazy_count(filter, true, roots),
         })
     }
 }

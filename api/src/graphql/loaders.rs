@@ -330,6 +330,7 @@ pub fn clear_caches(ctx: &async_graphql::Context<'_>) {
     }
     if let Ok(l) = ctx.data::<super::members::MemberGroups>() {
         l.clear::<(String, corral_projections::membership::read::Mode)>();
+        l.clear::<super::members::ScopedMemberKey>();
     }
     if let Ok(l) = ctx.data::<Groups>() {
         l.clear::<Uuid>();

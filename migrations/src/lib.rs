@@ -61,6 +61,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0008_access.sql",
         sql: include_str!("../sql/0008_access.sql"),
     },
+    Migration {
+        version: 9,
+        name: "0009_access_refusals.sql",
+        sql: include_str!("../sql/0009_access_refusals.sql"),
+    },
 ];
 
 /// Why migrating failed.

@@ -496,3 +496,148 @@ async fn a_flood_of_refusals_stays_within_the_row_cap() {
     );
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn membership_changes_need_the_group_in_scope_and_end_when_it_leaves() {
+    let app = TestApp::spawn().await;
+    let (addr, server) = serve(&app).await;
+    let root = app.create_group("Top", None).await;
+    let a = app.create_group("Site-A", Some(&root)).await;
+    let a1 = app.create_group("Rack-A1", Some(&a)).await;
+    let b = app.create_group("Site-B", Some(&root)).await;
+    let ids = super::membership::devices(&app, "scoped-", 3).await;
+    let vic = app.scoped_token("vic", "viewer", &a).await;
+    const WATCH: &str =
+        "subscription($g: ID!) { membershipChanges(groupId: $g) { change memberId groupId } }";
+
+    let mut ws = connect(addr, &vic).await;
+    // Outside (a sibling), above (an ancestor) and missing: FORBIDDEN alike.
+    for (id, group) in [
+        ("1", b.clone()),
+        ("2", root.clone()),
+        ("3", a.replace('a', "b")),
+    ] {
+        send(
+            &mut ws,
+            json!({ "id": id, "type": "subscribe", "payload": { "query": WATCH, "variables": { "g": group } } }),
+        )
+        .await;
+        let answer = next(&mut ws).await;
+        assert_eq!(
+            answer["payload"]["errors"][0]["extensions"]["code"], "FORBIDDEN",
+            "{group}: {answer}"
+        );
+        let _complete = next(&mut ws).await;
+    }
+    // Inside: the changes arrive, until the group is moved out of the scope.
+    send(
+        &mut ws,
+        json!({ "id": "4", "type": "subscribe", "payload": { "query": WATCH, "variables": { "g": a1 } } }),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    super::membership::add(&app, &a1, &ids[..1]).await;
+    let entered = next(&mut ws).await;
+    assert_eq!(
+        entered["payload"]["data"]["membershipChanges"]["memberId"], ids[0],
+        "{entered}"
+    );
+    app.data(&app.admin, MOVE, json!({ "id": a1, "p": b }))
+        .await;
+    super::membership::add(&app, &a1, &ids[1..2]).await;
+    let ended = next(&mut ws).await;
+    assert_eq!(ended["type"], "complete", "{ended}");
+    assert_eq!(ended["id"], "4");
+    server.abort();
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn sweep_progress_needs_sweep_run_on_the_runs_group() {
+    let config = ApiConfig {
+        sweeps: corral_projections::sweeps::SweepConfig {
+            allow: vec!["127.0.0.0/8".parse().expect("cidr")],
+            enabled: true,
+            ..corral_projections::sweeps::SweepConfig::default()
+        },
+        ..ApiConfig::default()
+    };
+    let app = TestApp::spawn_with(config, true).await;
+    let (addr, server) = serve(&app).await;
+    let root = app.create_group("Top", None).await;
+    let a = app.create_group("Site-A", Some(&root)).await;
+    let b = app.create_group("Site-B", Some(&root)).await;
+    let p = app
+        .data(
+            &app.operator,
+            "mutation($input: UpsertDevicesInput!) { upsertDevices(input: $input) { userErrors { message } } }",
+            json!({ "input": { "devices": [{ "id": "a-1", "ip": "127.0.0.5" }, { "id": "b-1", "ip": "127.0.0.6" }] } }),
+        )
+        .await;
+    assert_eq!(p["upsertDevices"]["userErrors"], json!([]), "{p}");
+    super::membership::add(&app, &a, &["a-1".into()]).await;
+    super::membership::add(&app, &b, &["b-1".into()]).await;
+    const SCHEDULE: &str = "mutation($input: ScheduleSweepInput!) { scheduleSweep(input: $input) { run { id } userErrors { field code message } } }";
+    let schedule = |group: Option<String>, targets: Vec<&'static str>, key: &'static str| {
+        let app = &app;
+        async move {
+            let data = app
+                .data(
+                    &app.admin,
+                    SCHEDULE,
+                    json!({ "input": { "pollerId": "p1", "targets": targets, "groupId": group, "ports": [22], "idempotencyKey": key } }),
+                )
+                .await;
+            assert_eq!(data["scheduleSweep"]["userErrors"], json!([]), "{data}");
+            data["scheduleSweep"]["run"]["id"]
+                .as_str()
+                .expect("run")
+                .to_string()
+        }
+    };
+    let run_a = schedule(Some(a.clone()), vec![], "ka").await;
+    let run_b = schedule(Some(b.clone()), vec![], "kb").await;
+    let run_raw = schedule(None, vec!["127.0.0.9"], "kr").await;
+    let sam = app.scoped_token("sam", "admin", &a).await;
+    const PROGRESS: &str = "subscription($r: ID!) { sweepProgress(runId: $r) { status } }";
+
+    let mut ws = connect(addr, &sam).await;
+    let missing = uuid::Uuid::new_v4().to_string();
+    for (id, run) in [("1", &run_b), ("2", &run_raw), ("3", &missing)] {
+        send(
+            &mut ws,
+            json!({ "id": id, "type": "subscribe", "payload": { "query": PROGRESS, "variables": { "r": run } } }),
+        )
+        .await;
+        let answer = next(&mut ws).await;
+        assert_eq!(
+            answer["payload"]["errors"][0]["extensions"]["code"], "FORBIDDEN",
+            "{run}: {answer}"
+        );
+        let _complete = next(&mut ws).await;
+    }
+    send(
+        &mut ws,
+        json!({ "id": "4", "type": "subscribe", "payload": { "query": PROGRESS, "variables": { "r": run_a } } }),
+    )
+    .await;
+    let answer = next(&mut ws).await;
+    assert!(
+        answer["payload"]["data"]["sweepProgress"]["status"].is_string(),
+        "{answer}"
+    );
+    // A global admin follows any run.
+    let mut admin = connect(addr, &app.admin).await;
+    send(
+        &mut admin,
+        json!({ "id": "1", "type": "subscribe", "payload": { "query": PROGRESS, "variables": { "r": run_raw } } }),
+    )
+    .await;
+    let answer = next(&mut admin).await;
+    assert!(
+        answer["payload"]["data"]["sweepProgress"]["status"].is_string(),
+        "{answer}"
+    );
+    server.abort();
+    app.shutdown().await;
+}

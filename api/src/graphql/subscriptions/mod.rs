@@ -174,7 +174,7 @@ impl SubscriptionRoot {
             .roots()
             .map(|roots| log::Scope {
                 roots: roots.to_vec(),
-                waiter: ctx.data_unchecked::<ConsistencyWaiter>().clone(),
+                waiter: ctx.data_opt::<ConsistencyWaiter>().cloned(),
             });
         let (pool, head) = ctx
             .data_unchecked::<LogHead>()

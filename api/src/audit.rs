@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use corral_projections::audit::{group_changes, FieldChange, ViewCache};
+use corral_projections::group_tree::read;
 use corral_projections::public_log::{self, format_time, LogEntry, LogFilter};
 use corral_projections::StoreError;
 use futures::Stream;
@@ -59,16 +60,78 @@ fn bad(field: &'static str, message: impl Into<String>) -> FilterError {
     }
 }
 
+/// A filter no entry passes (through the primary key: an aggregate id no aggregate has).
+fn nothing() -> LogFilter {
+    LogFilter {
+        aggregate_types: vec!["Group".into()],
+        aggregate_ids: vec![String::new()],
+        ..LogFilter::default()
+    }
+}
+
+/// Whether a scoped auditor whose roots are `roots` may read `entry`: a Group or Membership
+/// event of a group in their subtrees, as the tree stands now (`events` decides each event
+/// with it when delivering).
+pub async fn readable_entries(
+    pool: &PgPool,
+    entries: &[LogEntry],
+    roots: &[Uuid],
+) -> Result<std::collections::HashSet<Uuid>, StoreError> {
+    let groups: Vec<Uuid> = entries
+        .iter()
+        .filter(|e| e.event.aggregate_type == "Group" || e.event.aggregate_type == "Membership")
+        .filter_map(|e| e.event.aggregate_id.parse().ok())
+        .collect::<std::collections::BTreeSet<Uuid>>()
+        .into_iter()
+        .collect();
+    Ok(read::in_subtrees(pool, &groups, roots)
+        .await?
+        .into_iter()
+        .collect())
+}
+
+/// Whether `entry` is in `readable` (from [`readable_entries`]).
+pub fn entry_in(entry: &LogEntry, readable: &std::collections::HashSet<Uuid>) -> bool {
+    (entry.event.aggregate_type == "Group" || entry.event.aggregate_type == "Membership")
+        && entry
+            .event
+            .aggregate_id
+            .parse::<Uuid>()
+            .is_ok_and(|g| readable.contains(&g))
+}
+
 impl AuditFilter {
-    /// Checks the limits and resolves the group (and its descendants) into aggregate ids.
+    /// Checks the limits and resolves the group (and its descendants) into aggregate ids,
+    /// for a caller who reads everything.
     pub async fn resolve(
         &self,
         pool: &PgPool,
+    ) -> Result<Result<LogFilter, FilterError>, StoreError> {
+        self.resolve_within(pool, None).await
+    }
+
+    /// [`AuditFilter::resolve`] for a caller whose `audit.read` reaches `scope`.
+    ///
+    /// `scope`: the roots of the caller's `audit.read` reach (`None`: everything). A scoped
+    /// auditor reads only the Group and Membership events of the groups in the subtrees of its
+    /// roots, as the live tree stands now (a group moved out of the scope leaves it at once,
+    /// with its whole history; a deleted group is in no subtree). The scope becomes a list of
+    /// aggregate ids, so the log's SQL filters it and counts, pages and cursors stay right; a
+    /// `groupId` outside the scope lists nothing, as a missing group does.
+    pub async fn resolve_within(
+        &self,
+        pool: &PgPool,
+        scope: Option<&[Uuid]>,
     ) -> Result<Result<LogFilter, FilterError>, StoreError> {
         if let Err(e) = self.check() {
             return Ok(Err(e));
         }
         let mut ids = Vec::new();
+        if let (Some(roots), Some(group)) = (scope, self.group_id) {
+            if read::in_subtrees(pool, &[group], roots).await?.is_empty() {
+                return Ok(Ok(nothing()));
+            }
+        }
         if let Some(group) = self.group_id {
             ids.push(group.to_string());
             if self.include_descendants {
@@ -89,10 +152,33 @@ impl AuditFilter {
                 ids.extend(below.into_iter().map(|id| id.to_string()));
             }
         }
+        if let (Some(roots), None) = (scope, self.group_id) {
+            if roots.is_empty() {
+                return Ok(Ok(nothing()));
+            }
+            let groups: Vec<Uuid> = sqlx::query_scalar(
+                "SELECT DISTINCT descendant_id FROM rm_group_tree.group_closure
+                  WHERE ancestor_id = ANY($1) LIMIT $2",
+            )
+            .bind(roots)
+            .bind(MAX_FILTER_GROUPS + 1)
+            .fetch_all(pool)
+            .await?;
+            if groups.len() as i64 > MAX_FILTER_GROUPS {
+                return Ok(Err(bad(
+                    "groupId",
+                    format!("your scope holds more than {MAX_FILTER_GROUPS} groups; filter on a group of it"),
+                )));
+            }
+            if groups.is_empty() {
+                return Ok(Ok(nothing()));
+            }
+            ids.extend(groups.into_iter().map(|id| id.to_string()));
+        }
         // A group's events are those of its Group and Membership aggregates (same id). Naming
         // the types lets the primary key (aggregate_type, aggregate_id, ...) serve the filter.
         let mut aggregate_types = self.aggregate_types.clone();
-        if self.group_id.is_some() {
+        if self.group_id.is_some() || scope.is_some() {
             if aggregate_types.is_empty() {
                 aggregate_types = vec!["Group".into(), "Membership".into()];
             } else {

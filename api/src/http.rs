@@ -107,10 +107,14 @@ fn unauthorized(message: &str) -> Response {
     error_response(ErrorCode::Unauthenticated, message)
 }
 
+/// The actor of a request's bearer token. A token refused although it has the prefix of a
+/// token we issued (revoked, expired, a wrong secret) is recorded as a refused attempt on
+/// `operation` (whether the prefix is known is checked off the request path).
 async fn actor_from_token(
     state: &AppState,
     value: Option<&str>,
     client_addr: Option<String>,
+    operation: &str,
 ) -> Result<Actor, Response> {
     let Some(token) = value.and_then(auth::bearer) else {
         return Err(unauthorized("missing bearer token"));
@@ -121,7 +125,22 @@ async fn actor_from_token(
             client_addr,
             Uuid::new_v4().to_string(),
         )),
-        Ok(None) => Err(unauthorized("invalid or revoked token")),
+        Ok(None) => {
+            const MESSAGE: &str = "invalid or revoked token";
+            if let Some(prefix) = crate::refusals::token_prefix(token) {
+                state.refusals.record(crate::refusals::Refusal {
+                    at: chrono::Utc::now(),
+                    subject: None,
+                    token_prefix: Some(prefix.to_string()),
+                    operation: operation.to_string(),
+                    group_id: None,
+                    code: ErrorCode::Unauthenticated.as_str().to_string(),
+                    reason: MESSAGE.to_string(),
+                    client_addr,
+                });
+            }
+            Err(unauthorized(MESSAGE))
+        }
         Err(err) => {
             tracing::error!(error = %err, "token lookup failed");
             Err(error_response(
@@ -142,7 +161,14 @@ async fn graphql(State(state): State<AppState>, request: Request) -> Response {
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip().to_string());
-    let actor = match actor_from_token(&state, authorization.as_deref(), client_addr).await {
+    let actor = match actor_from_token(
+        &state,
+        authorization.as_deref(),
+        client_addr,
+        "POST /graphql",
+    )
+    .await
+    {
         Ok(a) => a,
         Err(response) => return response,
     };
@@ -274,24 +300,47 @@ async fn graphql_ws(State(state): State<AppState>, request: Request) -> Response
 
 /// `GET /audit/export?from=T&to=T[&group=ID&includeDescendants=true][&actor=..]
 /// [&correlationId=..][&eventTypes=A,B][&aggregateTypes=A,B]&format=ndjson|csv`: the audit
-/// log streamed as it is read (auditors and admins, like `auditLog`).
+/// log streamed as it is read (auditors and admins, like `auditLog`). An auditor whose
+/// `audit.read` is scoped exports what `auditLog` shows it: the Group and Membership events
+/// of the groups in its subtrees as the tree stands when the export starts.
 async fn audit_export(
     State(state): State<AppState>,
     params: Result<
         axum::extract::Query<std::collections::HashMap<String, String>>,
         axum::extract::rejection::QueryRejection,
     >,
+    extensions: axum::http::Extensions,
     headers: HeaderMap,
 ) -> Response {
+    const OPERATION: &str = "GET /audit/export";
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let actor = match actor_from_token(&state, authorization, None).await {
+    let client_addr = extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_string());
+    let actor = match actor_from_token(&state, authorization, client_addr, OPERATION).await {
         Ok(a) => a,
         Err(response) => return response,
     };
-    if !crate::policy::permits_field(&state.policy.table(), &actor, "Query", "auditLog") {
-        return error_response(ErrorCode::Forbidden, "not allowed to export the audit log");
+    let reach = crate::scope::reach(
+        &state.policy.table(),
+        &actor,
+        crate::permissions::Permission::AuditRead,
+    );
+    if reach.is_nothing() {
+        const MESSAGE: &str = "not allowed to export the audit log";
+        state.refusals.record(crate::refusals::Refusal {
+            at: chrono::Utc::now(),
+            subject: Some(actor.subject.clone()),
+            token_prefix: None,
+            operation: OPERATION.to_string(),
+            group_id: None,
+            code: ErrorCode::Forbidden.as_str().to_string(),
+            reason: MESSAGE.to_string(),
+            client_addr: actor.client_addr.clone(),
+        });
+        return error_response(ErrorCode::Forbidden, MESSAGE);
     }
     let params = match params {
         Ok(axum::extract::Query(p)) => p,
@@ -318,7 +367,11 @@ async fn audit_export(
         Ok(r) => r,
         Err(message) => return error_response(ErrorCode::BadRequest, &message),
     };
-    let filter = match request.filter.resolve(&state.api_pool).await {
+    let filter = match request
+        .filter
+        .resolve_within(&state.api_pool, reach.roots())
+        .await
+    {
         Ok(Ok(f)) => f,
         Ok(Err(e)) => {
             return error_response(

@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod permissions;
 pub mod policy;
 pub mod rate_limit;
+pub mod refusals;
 pub mod runtime;
 pub mod scope;
 pub mod settings;

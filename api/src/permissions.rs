@@ -196,6 +196,7 @@ pub const FIELDS: &[(&str, &str, Decision)] = &[
     ("Query", "services", Decision::Needs(GroupRead)),
     ("Query", "auditLog", Decision::Needs(AuditRead)),
     ("Query", "auditChainHead", Decision::Needs(AuditRead)),
+    ("Query", "accessRefusals", Decision::Needs(AuditRead)),
     ("Query", "myDashboards", Decision::Needs(DashboardEdit)),
     (
         "Query",

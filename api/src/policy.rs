@@ -6,10 +6,12 @@
 use std::sync::Arc;
 
 use async_graphql::extensions::{
-    Extension, ExtensionContext, ExtensionFactory, NextResolve, ResolveInfo,
+    Extension, ExtensionContext, ExtensionFactory, NextExecute, NextPrepareRequest, NextResolve,
+    NextSubscribe, ResolveInfo,
 };
 use async_graphql::{ErrorExtensions, ServerResult, Value};
 use casbin::{CoreApi, DefaultModel, Enforcer, StringAdapter};
+use futures::stream::BoxStream;
 
 use crate::auth::Actor;
 use crate::error_codes::ErrorCode;
@@ -230,14 +232,156 @@ pub struct Authorization;
 
 impl ExtensionFactory for Authorization {
     fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(AuthorizationExtension)
+        Arc::new(AuthorizationExtension::default())
     }
 }
 
-struct AuthorizationExtension;
+/// Checks every root field (and the audit fields), and records every `FORBIDDEN` answer of
+/// the request in the refused-attempts store ([`crate::refusals`]), whoever refused it: this
+/// extension, `scope::require` in a resolver, or a subscription. It looks at the response's
+/// errors once the operation is done, so the recording costs the request nothing but a
+/// `try_send` per refusal.
+#[derive(Default)]
+struct AuthorizationExtension {
+    /// Top-level response keys (aliases) and the field each names, `Mutation.createGroup`.
+    fields: std::sync::Mutex<HashMap<String, String>>,
+    /// The caller of a subscription, known once its request is prepared (a subscription's
+    /// stream is wrapped before that).
+    caller: Arc<std::sync::Mutex<Option<Caller>>>,
+}
+
+/// Who made a request.
+#[derive(Clone, Default)]
+struct Caller {
+    subject: Option<String>,
+    client_addr: Option<String>,
+}
+
+impl Caller {
+    fn of(actor: Option<&Actor>) -> Caller {
+        Caller {
+            subject: actor.map(|a| a.subject.clone()),
+            client_addr: actor.and_then(|a| a.client_addr.clone()),
+        }
+    }
+}
+
+/// Where a response's refusals are recorded, and for whom.
+struct Recorder {
+    refusals: Arc<crate::refusals::Refusals>,
+    caller: Arc<std::sync::Mutex<Option<Caller>>>,
+}
+
+impl Recorder {
+    fn new(
+        ctx: &ExtensionContext<'_>,
+        caller: Arc<std::sync::Mutex<Option<Caller>>>,
+    ) -> Option<Recorder> {
+        let refusals = ctx.data_opt::<Arc<crate::refusals::Refusals>>()?.clone();
+        Some(Recorder { refusals, caller })
+    }
+
+    /// Records the `FORBIDDEN` errors of `response`; `operation` names the field of a path's
+    /// first segment.
+    fn record(&self, response: &async_graphql::Response, operation: impl Fn(&str) -> String) {
+        for error in &response.errors {
+            let Some(extensions) = &error.extensions else {
+                continue;
+            };
+            let code = extensions.get("code");
+            if !matches!(code, Some(Value::String(c)) if c == ErrorCode::Forbidden.as_str()) {
+                continue;
+            }
+            let group_id = match extensions.get("groupId") {
+                Some(Value::String(g)) => g.parse().ok(),
+                _ => None,
+            };
+            let field = match error.path.first() {
+                Some(async_graphql::PathSegment::Field(f)) => operation(f),
+                _ => "(operation)".to_string(),
+            };
+            let caller = match self.caller.lock() {
+                Ok(c) => c.clone(),
+                Err(poisoned) => poisoned.into_inner().clone(),
+            }
+            .unwrap_or_default();
+            self.refusals.record(crate::refusals::Refusal {
+                at: chrono::Utc::now(),
+                subject: caller.subject,
+                token_prefix: None,
+                operation: field,
+                group_id,
+                code: ErrorCode::Forbidden.as_str().to_string(),
+                reason: error.message.clone(),
+                client_addr: caller.client_addr,
+            });
+        }
+    }
+}
 
 #[async_trait::async_trait]
 impl Extension for AuthorizationExtension {
+    async fn execute(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        operation_name: Option<&str>,
+        next: NextExecute<'_>,
+    ) -> async_graphql::Response {
+        let response = next.run(ctx, operation_name).await;
+        if response.errors.is_empty() {
+            return response;
+        }
+        let caller = Arc::new(std::sync::Mutex::new(Some(Caller::of(
+            ctx.data_opt::<Actor>(),
+        ))));
+        if let Some(recorder) = Recorder::new(ctx, caller) {
+            let fields = match self.fields.lock() {
+                Ok(f) => f.clone(),
+                Err(poisoned) => poisoned.into_inner().clone(),
+            };
+            recorder.record(&response, |key| {
+                fields.get(key).cloned().unwrap_or_else(|| key.to_string())
+            });
+        }
+        response
+    }
+
+    fn subscribe<'s>(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        stream: BoxStream<'s, async_graphql::Response>,
+        next: NextSubscribe<'_>,
+    ) -> BoxStream<'s, async_graphql::Response> {
+        let stream = next.run(ctx, stream);
+        match Recorder::new(ctx, self.caller.clone()) {
+            None => stream,
+            Some(recorder) => Box::pin(futures::StreamExt::inspect(stream, move |response| {
+                if !response.errors.is_empty() {
+                    recorder.record(response, |key| format!("Subscription.{key}"));
+                }
+            })),
+        }
+    }
+
+    async fn prepare_request(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        request: async_graphql::Request,
+        next: NextPrepareRequest<'_>,
+    ) -> ServerResult<async_graphql::Request> {
+        // After the extensions that give a websocket operation its actor.
+        let request = next.run(ctx, request).await?;
+        let actor = request
+            .data
+            .get(&std::any::TypeId::of::<Actor>())
+            .and_then(|a| a.downcast_ref::<Actor>())
+            .or_else(|| ctx.data_opt::<Actor>());
+        if let Ok(mut caller) = self.caller.lock() {
+            *caller = Some(Caller::of(actor));
+        }
+        Ok(request)
+    }
+
     async fn resolve(
         &self,
         ctx: &ExtensionContext<'_>,
@@ -247,6 +391,14 @@ impl Extension for AuthorizationExtension {
         // Every top-level field is checked, whatever its root type is called, and the audit
         // fields wherever they are.
         let top = info.path_node.parent.is_none();
+        if top {
+            if let Ok(mut fields) = self.fields.lock() {
+                fields.insert(
+                    info.path_node.field_name().to_string(),
+                    format!("{}.{}", info.parent_type, info.name),
+                );
+            }
+        }
         if (top && !info.name.starts_with("__"))
             || crate::permissions::checked_nested(info.parent_type, info.name)
         {
@@ -260,7 +412,19 @@ impl Extension for AuthorizationExtension {
                 let object = format!("{}.{}", info.parent_type, info.name);
                 let err = async_graphql::Error::new(format!("not allowed to call {object}"))
                     .extend_with(|_, e| e.set("code", ErrorCode::Forbidden.as_str()));
-                return Err(err.into_server_error(info.field.name.pos));
+                let mut err = err.into_server_error(info.field.name.pos);
+                // The path, for the refusal's record (and the client).
+                // (GraphQL names never start with a digit: a number is a list index.)
+                err.path = info
+                    .path_node
+                    .to_string_vec()
+                    .into_iter()
+                    .map(|s| match s.parse::<usize>() {
+                        Ok(i) => async_graphql::PathSegment::Index(i),
+                        Err(_) => async_graphql::PathSegment::Field(s),
+                    })
+                    .collect();
+                return Err(err);
             }
         }
         next.run(ctx, info).await

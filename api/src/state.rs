@@ -46,6 +46,8 @@ pub struct ApiConfig {
     pub rate_limit: crate::rate_limit::RateLimitConfig,
     /// JWT bearer tokens from an OIDC provider (`CORRAL_JWT_*`; `None`: off).
     pub jwt: Option<Arc<crate::jwt::JwtValidator>>,
+    /// The refused-attempts store's bounds (`CORRAL_REFUSALS_*`).
+    pub refusals: crate::refusals::RefusalConfig,
 }
 
 impl Default for ApiConfig {
@@ -64,6 +66,7 @@ impl Default for ApiConfig {
             websocket: crate::ws::WsConfig::default(),
             rate_limit: crate::rate_limit::RateLimitConfig::default(),
             jwt: None,
+            refusals: crate::refusals::RefusalConfig::default(),
         }
     }
 }
@@ -103,6 +106,8 @@ pub struct AppState {
     pub websockets: crate::ws::Connections,
     /// Per-subject token buckets.
     pub rate_limiter: Arc<crate::rate_limit::RateLimiter>,
+    /// Where refused attempts are recorded (a bounded queue drained by a background task).
+    pub refusals: Arc<crate::refusals::Refusals>,
 }
 
 impl AppState {
@@ -126,6 +131,7 @@ impl AppState {
                 .with_jwt(config.jwt.clone()),
         );
         let rate_limiter = Arc::new(crate::rate_limit::RateLimiter::new(config.rate_limit));
+        let refusals = crate::refusals::Refusals::start(pool.clone(), config.refusals);
         let mut state = Self {
             groups: commands.groups().clone(),
             dashboards: commands.dashboards().clone(),
@@ -142,6 +148,7 @@ impl AppState {
             schema: None,
             websockets: crate::ws::Connections::default(),
             rate_limiter,
+            refusals,
         };
         state.schema = Some(crate::graphql::build_schema(&state));
         state

@@ -62,6 +62,11 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../sql/0008_access.sql"),
     },
     Migration {
+        version: 9,
+        name: "0009_access_refusals.sql",
+        sql: include_str!("../sql/0009_access_refusals.sql"),
+    },
+    Migration {
         version: 10,
         name: "0010_access_roles.sql",
         sql: include_str!("../sql/0010_access_roles.sql"),

@@ -22,6 +22,7 @@ mod e2e {
     mod rebuild;
     mod request_limits;
     mod rules;
+    mod scope_audit;
     mod scope_groups;
     mod scope_inventory;
     mod sequencer;

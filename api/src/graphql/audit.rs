@@ -213,7 +213,10 @@ fn parse_after(after: Option<String>) -> Result<i64> {
     }
 }
 
-/// A page of entries passing `filter`.
+/// A page of entries passing `filter`, within the caller's `audit.read` reach: a scoped
+/// auditor lists only the Group and Membership events of the groups in its subtrees (live
+/// tree at the request), filtered in SQL so `totalCount`, pages and cursors stay right; this
+/// also scopes `Group.history` (a group beyond the auditor's reach has an empty history).
 pub(crate) async fn entries(
     ctx: &Context<'_>,
     filter: audit::AuditFilter,
@@ -223,7 +226,12 @@ pub(crate) async fn entries(
     let first = page_size(first)?;
     let after = parse_after(after)?;
     let pool = ctx.data_unchecked::<PgPool>();
-    let filter = match filter.resolve(pool).await.map_err(internal)? {
+    let reach = super::scope::reach(ctx, crate::permissions::Permission::AuditRead)?;
+    let filter = match filter
+        .resolve_within(pool, reach.roots())
+        .await
+        .map_err(internal)?
+    {
         Ok(f) => f,
         Err(e) => {
             return Err(coded(
@@ -258,6 +266,47 @@ pub(crate) async fn entries(
     })
 }
 
+/// A refused attempt: a `FORBIDDEN` answer, or an `UNAUTHENTICATED` request whose bearer
+/// token had the prefix of a token Corral issued (revoked, expired or a wrong secret).
+#[derive(SimpleObject, Clone, Debug)]
+pub struct AccessRefusal {
+    /// When.
+    pub refused_at: DateTime<Utc>,
+    /// The caller; for an unauthenticated request, the subject of the token with its prefix.
+    pub subject: Option<String>,
+    /// For an unauthenticated request: the token prefix it gave (`crl_` and 8 hex digits).
+    pub token_prefix: Option<String>,
+    /// What was refused: `Mutation.createGroup`, `Subscription.events`, `POST /graphql`,
+    /// `GET /audit/export`.
+    pub operation: String,
+    /// The group it was about, when known.
+    pub group_id: Option<ID>,
+    /// `FORBIDDEN` or `UNAUTHENTICATED`.
+    pub code: String,
+    /// The message the caller got.
+    pub reason: String,
+    /// The client's network address, when known.
+    pub client_address: Option<String>,
+}
+
+/// One refused attempt in a page.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct AccessRefusalEdge {
+    /// For `after`.
+    pub cursor: String,
+    /// The refused attempt.
+    pub node: AccessRefusal,
+}
+
+/// A page of refused attempts, newest first.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct AccessRefusalConnection {
+    /// The refused attempts in this page.
+    pub edges: Vec<AccessRefusalEdge>,
+    /// Where this page stands.
+    pub page_info: PageInfo,
+}
+
 /// Audit queries (part of the `Query` root).
 #[derive(Default)]
 pub struct AuditQuery;
@@ -277,6 +326,64 @@ impl AuditQuery {
     ) -> Result<AuditConnection> {
         let filter = filter.unwrap_or_default().into_filter()?;
         entries(ctx, filter, first, after).await
+    }
+
+    /// Refused attempts, newest first (auditors and admins with a global binding): every
+    /// `FORBIDDEN` answer and every unauthenticated request whose token prefix is one of ours.
+    /// The store is bounded (`CORRAL_REFUSALS_MAX_ROWS`, `CORRAL_REFUSALS_RETENTION_DAYS`) and
+    /// written in the background, a moment after the refusal.
+    #[graphql(
+        complexity = "i64::from(first.unwrap_or(DEFAULT_PAGE)).max(1) as usize * child_complexity + 1"
+    )]
+    async fn access_refusals(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+        subject: Option<String>,
+    ) -> Result<AccessRefusalConnection> {
+        super::scope::require_global(ctx, crate::permissions::Permission::AuditRead)?;
+        let first = page_size(first)?;
+        let before = match after {
+            None => None,
+            Some(a) => Some(a.parse::<i64>().map_err(|_| {
+                coded(
+                    ErrorCode::BadUserInput,
+                    "after is not a cursor of this list",
+                )
+            })?),
+        };
+        let pool = ctx.data_unchecked::<PgPool>();
+        let mut rows = crate::refusals::page(pool, subject.as_deref(), before, first + 1)
+            .await
+            .map_err(internal)?;
+        let has_next_page = rows.len() as i64 > first;
+        rows.truncate(first as usize);
+        let edges: Vec<AccessRefusalEdge> = rows
+            .into_iter()
+            .map(|r| AccessRefusalEdge {
+                cursor: r.id.to_string(),
+                node: AccessRefusal {
+                    refused_at: r.refusal.at,
+                    subject: r.refusal.subject,
+                    token_prefix: r.refusal.token_prefix,
+                    operation: r.refusal.operation,
+                    group_id: r.refusal.group_id.map(|g| ID(g.to_string())),
+                    code: r.refusal.code,
+                    reason: r.refusal.reason,
+                    client_address: r.refusal.client_addr,
+                },
+            })
+            .collect();
+        Ok(AccessRefusalConnection {
+            page_info: PageInfo {
+                has_next_page,
+                has_previous_page: before.is_some(),
+                start_cursor: edges.first().map(|e| e.cursor.clone()),
+                end_cursor: edges.last().map(|e| e.cursor.clone()),
+            },
+            edges,
+        })
     }
 
     /// The last link of the hash chain. Record it; `corral audit verify` (and this field)

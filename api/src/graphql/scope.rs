@@ -71,13 +71,19 @@ pub fn require_global(ctx: &Context<'_>, p: Permission) -> Result<()> {
     }
 }
 
-/// The error of a refused write.
+/// The error of a refused write: `FORBIDDEN`, with the group in `extensions.groupId` (the
+/// refused-attempts store records it; see [`crate::refusals`]).
 pub fn forbidden(p: Permission, g: Option<Uuid>) -> async_graphql::Error {
+    use async_graphql::ErrorExtensions;
     let message = match g {
         Some(g) => format!("{} is not granted on group {g}", p.as_str()),
         None => format!("{} is not granted everywhere", p.as_str()),
     };
-    coded(ErrorCode::Forbidden, message)
+    let err = coded(ErrorCode::Forbidden, message);
+    match g {
+        Some(g) => err.extend_with(|_, e| e.set("groupId", g.to_string())),
+        None => err,
+    }
 }
 
 /// Which of `ids` the caller may read.

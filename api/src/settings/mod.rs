@@ -284,6 +284,14 @@ pub struct Settings {
     #[arg(long, env = "CORRAL_TOKEN_EXPIRY_SECS", value_name = "SECS", default_value = "30",
           value_parser = secs("CORRAL_TOKEN_EXPIRY_SECS", 1, 3_600))]
     pub token_expiry: Duration,
+    /// Most refused attempts kept (`accessRefusals`; the oldest go first; `docs/access.md`).
+    #[arg(long, env = "CORRAL_REFUSALS_MAX_ROWS", value_name = "ROWS", default_value = "100000",
+          value_parser = number("CORRAL_REFUSALS_MAX_ROWS", 1, 100_000_000, "rows"))]
+    pub refusals_max_rows: u64,
+    /// How long refused attempts are kept (pruned once a minute).
+    #[arg(long, env = "CORRAL_REFUSALS_RETENTION_DAYS", value_name = "DAYS", default_value = "30",
+          value_parser = number("CORRAL_REFUSALS_RETENTION_DAYS", 1, 3650, "days"))]
+    pub refusals_retention_days: u64,
 
     /// JWT bearer tokens from an OIDC provider: the required `iss`, e.g.
     /// `https://sso.example.com/realms/corral`; set, JWT is on (with
@@ -465,6 +473,11 @@ impl Settings {
                     .unwrap_or(AllowedOrigins::SameOrigin),
             },
             jwt: self.jwt()?.map(std::sync::Arc::new),
+            refusals: crate::refusals::RefusalConfig {
+                max_rows: i64::try_from(self.refusals_max_rows)?,
+                retention: Duration::from_secs(self.refusals_retention_days * 86_400),
+                ..crate::refusals::RefusalConfig::default()
+            },
         })
     }
 

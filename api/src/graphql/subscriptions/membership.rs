@@ -178,7 +178,7 @@ pub(super) async fn membership_stream(
             ..Default::default()
         }
     };
-    let entries = Box::pin(follow(pool.clone(), head, filter, start));
+    let entries = Box::pin(follow(pool.clone(), head, filter, start, None));
     let state = (
         entries,
         watch,

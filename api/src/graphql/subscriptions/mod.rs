@@ -24,8 +24,12 @@ use uuid::Uuid;
 
 use super::errors::{coded, internal};
 use super::scalars::Position;
+use super::scope::Reach;
 use crate::auth::Actor;
 use crate::error_codes::ErrorCode;
+use crate::permissions::Permission;
+use corral_projections::group_tree::read;
+use corral_projections::waiter::ConsistencyWaiter;
 
 pub(crate) use log::follow;
 pub use log::{EventStreamFilter, LogEvent};
@@ -121,6 +125,30 @@ fn authorize(ctx: &Context<'_>, field: &str) -> Result<()> {
     }
 }
 
+/// `FORBIDDEN` unless the caller has `sweep.run` on the targets of run `run_id`: everywhere,
+/// or on the group it sweeps (a run of address blocks has no group: global bindings only).
+async fn authorize_run(ctx: &Context<'_>, run_id: &ID) -> Result<()> {
+    let roots = match super::scope::reach(ctx, Permission::SweepRun)? {
+        Reach::All => return Ok(()),
+        Reach::Nothing => return Err(super::scope::forbidden(Permission::SweepRun, None)),
+        Reach::Within(roots) => roots,
+    };
+    let Ok(id) = run_id.parse::<Uuid>() else {
+        return Ok(()); // the stream answers BAD_USER_INPUT
+    };
+    let pool = ctx.data_unchecked::<PgPool>();
+    let run = corral_projections::sweeps::read::by_id(pool, id)
+        .await
+        .map_err(internal)?;
+    match run.and_then(|r| r.group_id) {
+        Some(g) if super::scope::within(ctx, &roots, g).await? => Ok(()),
+        _ => Err(coded(
+            ErrorCode::Forbidden,
+            "sweep.run is not granted on this run's targets",
+        )),
+    }
+}
+
 /// The `Subscription` root.
 #[derive(Default)]
 pub struct SubscriptionRoot;
@@ -130,7 +158,9 @@ impl SubscriptionRoot {
     /// Every event from `fromPosition` on (inclusive; omitted: only new events), in position
     /// order, then live as they are sequenced: no gap and no duplicate between the replay and
     /// the live tail. To resume, pass the last position you processed plus one. Auditors and
-    /// admins (the stream carries actors and reasons).
+    /// admins (the stream carries actors and reasons). An auditor bound to groups receives only
+    /// what `auditLog` lists for it: the Group and Membership events of groups in its subtrees,
+    /// decided for each event by the tree as it stands when the event is delivered.
     async fn events(
         &self,
         ctx: &Context<'_>,
@@ -140,6 +170,12 @@ impl SubscriptionRoot {
         authorize(ctx, "events")?;
         let slot = take_slot(ctx)?;
         let filter = filter.unwrap_or_default().into_filter()?;
+        let scope = super::scope::reach(ctx, Permission::AuditRead)?
+            .roots()
+            .map(|roots| log::Scope {
+                roots: roots.to_vec(),
+                waiter: ctx.data_opt::<ConsistencyWaiter>().cloned(),
+            });
         let (pool, head) = ctx
             .data_unchecked::<LogHead>()
             .get(ctx.data_unchecked::<PgPool>())
@@ -152,7 +188,7 @@ impl SubscriptionRoot {
             }
         };
         Ok(futures::StreamExt::map(
-            follow(pool, head, filter, after),
+            follow(pool, head, filter, after, scope),
             move |item| {
                 let _held = &slot;
                 item.map(LogEvent::from).map_err(internal)
@@ -164,7 +200,10 @@ impl SubscriptionRoot {
     /// `includeDescendants` its effective membership (a member enters when the first group of
     /// the subtree holds it directly and leaves when the last one stops), including whole
     /// descendants moving in or out. Each change names the group it happened in and the
-    /// source. Watches at most 500,000 membership entries.
+    /// source. Watches at most 500,000 membership entries. A caller bound to groups must be
+    /// able to read the group (`FORBIDDEN` otherwise, for a missing group too); when the group
+    /// leaves its scope later (moved away, or the binding revoked), the stream ends before the
+    /// next change would be delivered.
     async fn membership_changes(
         &self,
         ctx: &Context<'_>,
@@ -176,8 +215,27 @@ impl SubscriptionRoot {
         let group = group_id
             .parse::<Uuid>()
             .map_err(|_| coded(ErrorCode::BadUserInput, "groupId is not a group id"))?;
+        let roots = super::scope::read_roots(ctx)?;
+        if let Some(roots) = &roots {
+            if !super::scope::within(ctx, roots, group).await? {
+                return Err(super::scope::forbidden(Permission::GroupRead, Some(group)));
+            }
+        }
         let stream =
             membership::membership_stream(ctx, group, include_descendants.unwrap_or(false)).await?;
+        let pool = ctx.data_unchecked::<PgPool>().clone();
+        let stream = futures::StreamExt::take_while(stream, move |_| {
+            let (pool, roots) = (pool.clone(), roots.clone());
+            async move {
+                match roots {
+                    None => true,
+                    // A failed check ends the stream too: never deliver what may be hidden.
+                    Some(roots) => read::in_subtrees(&pool, &[group], &roots)
+                        .await
+                        .is_ok_and(|kept| !kept.is_empty()),
+                }
+            }
+        });
         Ok(futures::StreamExt::map(stream, move |item| {
             let _held = &slot;
             item
@@ -185,13 +243,16 @@ impl SubscriptionRoot {
     }
 
     /// A sweep run's progress: its state now, then each change (status, hosts done), ending
-    /// after the run has ended. Admins (`Sweep.sweepProgress`).
+    /// after the run has ended. Needs `sweep.run` on the run's targets: a caller bound to
+    /// groups may follow the runs that sweep a group in its scope (`FORBIDDEN` for other runs,
+    /// runs of raw address blocks and missing runs alike).
     async fn sweep_progress(
         &self,
         ctx: &Context<'_>,
         run_id: ID,
     ) -> Result<impl Stream<Item = Result<super::sweeps::SweepProgress>>> {
         authorize(ctx, "sweepProgress")?;
+        authorize_run(ctx, &run_id).await?;
         let slot = take_slot(ctx)?;
         let stream = super::sweeps::progress_stream(ctx, &run_id).await?;
         Ok(futures::StreamExt::map(stream, move |item| {

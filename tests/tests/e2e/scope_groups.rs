@@ -228,15 +228,18 @@ async fn time_travel_decides_readability_by_the_current_tree() {
     assert_eq!(a["children"]["edges"], json!([]));
     let a = app.data(&app.admin, GROUP_AT, at(&t.site_a)).await["group"].clone();
     assert_eq!(names(&a["children"]["edges"]), ["Core", "Gone"]);
-    // Site-A's effective members then still list d0 (the group's data), but the group it
-    // came through, Core, is beyond the scope now.
-    let via = "query($id: ID!, $p: Position) { group(id: $id, atPosition: $p) { members(mode: EFFECTIVE) { edges { viaGroup { name } node { ... on Device { id } } } } } }";
+    // Site-A's effective members then still count d0 (the group's data), but d0 came
+    // through Core, beyond the scope now, so its record is not visible: it is listed in
+    // missingMemberIds, with no edge.
+    let via = "query($id: ID!, $p: Position) { group(id: $id, atPosition: $p) { members(mode: EFFECTIVE) { totalCount missingMemberIds edges { viaGroup { name } node { ... on Device { id } } } } } }";
     let m = app.data(&viewer, via, at(&t.site_a)).await;
+    assert_eq!(m["group"]["members"]["edges"], json!([]), "{m}");
     assert_eq!(
-        m["group"]["members"]["edges"],
-        json!([{ "viaGroup": null, "node": { "id": "d0" } }]),
+        m["group"]["members"]["missingMemberIds"],
+        json!(["d0"]),
         "{m}"
     );
+    assert_eq!(m["group"]["members"]["totalCount"], 1, "{m}");
     let m = app.data(&app.admin, via, at(&t.site_a)).await;
     assert_eq!(
         m["group"]["members"]["edges"][0]["viaGroup"]["name"],

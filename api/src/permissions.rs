@@ -338,7 +338,49 @@ pub fn decision(parent: &str, name: &str) -> Option<Decision> {
         .map(|f| f.2)
 }
 
-/// The catalog as a Markdown table (`docs/access.md`'s copy is checked against it).
+/// Where the generated section of `docs/access.md` begins and ends.
+const BEGIN: &str = "<!-- BEGIN GENERATED: corral docs permissions -->\n";
+const END: &str = "<!-- END GENERATED -->";
+
+/// The generated section of `docs/access.md`: the catalog, what each built-in role holds
+/// (`grants` answers for a role and a permission), and what each field needs.
+pub fn markdown(grants: impl Fn(&str, Permission) -> bool) -> String {
+    let mut out = String::from("### The permission catalog\n\n");
+    out.push_str(&catalog_markdown());
+    out.push_str("\n### The built-in roles\n\n| permission |");
+    for role in corral_domain::access::BUILT_IN_ROLES {
+        out.push_str(&format!(" `{role}` |"));
+    }
+    out.push_str("\n|---|");
+    out.push_str(&"---|".repeat(corral_domain::access::BUILT_IN_ROLES.len()));
+    out.push('\n');
+    for p in Permission::all() {
+        out.push_str(&format!("| `{}` |", p.as_str()));
+        for role in corral_domain::access::BUILT_IN_ROLES {
+            out.push_str(if grants(role, p) { " yes |" } else { " |" });
+        }
+        out.push('\n');
+    }
+    out.push_str("\n### What each field needs\n\n| field | permission |\n|---|---|\n");
+    for (parent, name, d) in FIELDS {
+        let need = match d {
+            Decision::Anyone => "any authenticated caller".to_string(),
+            Decision::Needs(p) => format!("`{}`", p.as_str()),
+        };
+        out.push_str(&format!("| `{parent}.{name}` | {need} |\n"));
+    }
+    out
+}
+
+/// `doc` with its generated section replaced by `generated` (`None`: the markers are
+/// missing).
+pub fn regenerate(doc: &str, generated: &str) -> Option<String> {
+    let start = doc.find(BEGIN)? + BEGIN.len();
+    let end = start + doc[start..].find(END)?;
+    Some(format!("{}{}{}", &doc[..start], generated, &doc[end..]))
+}
+
+/// The catalog as a Markdown table.
 pub fn catalog_markdown() -> String {
     let mut out =
         String::from("| permission | scoped bindings grant it | allows |\n|---|---|---|\n");
@@ -365,6 +407,21 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), CATALOG.len());
+    }
+
+    /// CI fails when docs/access.md drifts from the code. Regenerate with
+    /// `cargo run -p corral --bin corral -- docs permissions --write`.
+    #[tokio::test]
+    async fn committed_permission_tables_match_the_code() {
+        let table = crate::policy::PolicyTable::built_in()
+            .await
+            .expect("policy");
+        let generated = markdown(|r, p| table.grants(r, p));
+        let doc = include_str!("../../docs/access.md");
+        assert!(
+            regenerate(doc, &generated).as_deref() == Some(doc),
+            "docs/access.md is stale: run `cargo run -p corral --bin corral -- docs permissions --write`"
+        );
     }
 
     #[test]

@@ -127,6 +127,16 @@ enum DocsCommand {
         #[arg(long, default_value = "docs/errors.md")]
         file: std::path::PathBuf,
     },
+    /// The permission tables of docs/access.md (the catalog, the built-in roles, what each
+    /// field needs): prints them, or with --write rewrites that section of the file in place.
+    Permissions {
+        /// Rewrite the generated section of --file instead of printing it.
+        #[arg(long)]
+        write: bool,
+        /// The file --write rewrites.
+        #[arg(long, default_value = "docs/access.md")]
+        file: std::path::PathBuf,
+    },
     /// The event reference of docs/events.md (JSON Schemas and examples from the Rust types):
     /// prints it, or with --write rewrites that section of the file in place.
     Events {
@@ -214,6 +224,17 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
             corral_domain::catalog::events_markdown(),
             |doc| corral_domain::catalog::regenerate(doc).map_err(|e| e.to_string()),
         );
+    }
+    if let Command::Docs {
+        command: DocsCommand::Permissions { write, file },
+    } = &cli.command
+    {
+        let table = corral_api::policy::PolicyTable::built_in().await?;
+        let generated = corral_api::permissions::markdown(|r, p| table.grants(r, p));
+        return generated_doc(*write, file, generated.clone(), |doc| {
+            corral_api::permissions::regenerate(doc, &generated)
+                .ok_or_else(|| "the generated-section markers are missing".to_string())
+        });
     }
     if let Command::Docs {
         command: DocsCommand::Errors { write, file },

@@ -58,9 +58,26 @@ pub(super) async fn authenticate(
             data.insert(crate::graphql::subscriptions::SubscriptionSlots::default());
             Ok((data, credential))
         }
-        Ok(None) => Err(async_graphql::Error::new(
-            "unauthorized: invalid or revoked token",
-        )),
+        Ok(None) => {
+            const MESSAGE: &str = "unauthorized: invalid or revoked token";
+            // Recorded for auditors when the token looks like one Corral issued (its prefix
+            // is checked against the registry before the row is stored).
+            if let Some(prefix) = crate::refusals::token_prefix(token) {
+                state.refusals.record(crate::refusals::Refusal {
+                    at: chrono::Utc::now(),
+                    subject: None,
+                    token_prefix: Some(prefix.to_string()),
+                    operation: "WS connection_init".to_string(),
+                    group_id: None,
+                    code: crate::error_codes::ErrorCode::Unauthenticated
+                        .as_str()
+                        .to_string(),
+                    reason: MESSAGE.to_string(),
+                    client_addr,
+                });
+            }
+            Err(async_graphql::Error::new(MESSAGE))
+        }
         Err(err) => {
             tracing::error!(error = %err, "token lookup failed");
             Err(async_graphql::Error::new(

@@ -641,3 +641,61 @@ async fn sweep_progress_needs_sweep_run_on_the_runs_group() {
     server.abort();
     app.shutdown().await;
 }
+
+/// A websocket whose `connection_init` carries a revoked token is refused and recorded under
+/// the token's prefix and subject, like an HTTP request.
+#[tokio::test]
+async fn a_refused_websocket_init_is_recorded() {
+    let app = TestApp::spawn().await;
+    let created = app
+        .data(
+            &app.admin,
+            "mutation { createToken(input: { subject: \"wes\", role: \"viewer\" }) { secret } }",
+            json!({}),
+        )
+        .await;
+    let secret = created["createToken"]["secret"]
+        .as_str()
+        .expect("secret")
+        .to_string();
+    let revoked = app
+        .data(
+            &app.admin,
+            "mutation($t: String!) { revokeToken(input: { token: $t }) { userErrors { code } } }",
+            json!({ "t": &secret[..12] }),
+        )
+        .await;
+    assert_eq!(revoked["revokeToken"]["userErrors"], json!([]), "{revoked}");
+    let (addr, server) = serve(&app).await;
+    let mut request = format!("ws://{addr}/graphql/ws")
+        .into_client_request()
+        .expect("request");
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        "graphql-transport-ws".parse().expect("header"),
+    );
+    let mut ws = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("connect")
+        .0;
+    send(
+        &mut ws,
+        json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {secret}") } }),
+    )
+    .await;
+    // The server refuses the connection (it closes it, or answers an error).
+    let _ = tokio::time::timeout(Duration::from_secs(5), ws.next()).await;
+    let nodes = refusals_until(&app, |n| {
+        n.iter().any(|r| r["operation"] == "WS connection_init")
+    })
+    .await;
+    let node = nodes
+        .iter()
+        .find(|r| r["operation"] == "WS connection_init")
+        .expect("recorded");
+    assert_eq!(node["code"], "UNAUTHENTICATED");
+    assert_eq!(node["subject"], "wes");
+    assert_eq!(node["tokenPrefix"], &secret[..12]);
+    server.abort();
+    app.shutdown().await;
+}

@@ -160,7 +160,7 @@ fn has_node(list: &Value, id: &str) -> bool {
 /// Whether `data` (the field's value) shows the data an allowed call must give.
 fn shows(look: &Look, data: &Value) -> bool {
     match look {
-        Look::NonNull | Look::Delivers | Look::Opens => !data.is_null(),
+        Look::NonNull | Look::Delivers | Look::Changes(_) => !data.is_null(),
         Look::Has(pointer, id) => data.pointer(pointer).is_some_and(|l| has_node(l, id)),
         Look::At(pointer, allowed, _) => data.pointer(pointer) == Some(allowed),
         Look::Count(pointer) => data
@@ -181,7 +181,7 @@ fn shows(look: &Look, data: &Value) -> bool {
 /// Whether `data` shows nothing, as a read beyond the scope must.
 fn hides(look: &Look, data: &Value) -> bool {
     match look {
-        Look::NonNull | Look::Delivers | Look::Opens => data.is_null(),
+        Look::NonNull | Look::Delivers | Look::Changes(_) => data.is_null(),
         Look::Has(pointer, id) => data
             .pointer(pointer)
             .is_some_and(|l| l.is_array() && !has_node(l, id)),
@@ -265,20 +265,40 @@ async fn run_subscription(
     );
     let mut stream = Box::pin(schema.execute_stream(request));
     // Nothing to wait for when nothing should come, or nothing comes until a change.
-    let quiet =
-        want == Expect::Hidden || (want == Expect::Allowed && matches!(op.look, Look::Opens));
+    let changes = match &op.look {
+        Look::Changes(group) if want == Expect::Allowed => Some(group),
+        _ => None,
+    };
+    let quiet = want == Expect::Hidden || changes.is_some();
     let wait = if quiet {
         Duration::from_millis(300)
     } else {
         Duration::from_secs(10)
     };
-    let first = tokio::time::timeout(wait, stream.next()).await;
-    let first = match first {
+    let mut first = match tokio::time::timeout(wait, stream.next()).await {
         Ok(Some(response)) => Some(serde_json::to_value(&response).expect("response")),
         Ok(None) => return Err("the stream ended at once".to_string()),
         Err(_) if quiet => None,
         Err(_) => return Err(format!("nothing within {wait:?}")),
     };
+    if let (None, Some(group)) = (&first, changes) {
+        // Open and quiet: a member joins, and its change must arrive.
+        let device = env.fresh("z");
+        env.setup(
+            "mutation($input: UpsertDevicesInput!) { upsertDevices(input: $input) { userErrors { code } } }",
+            serde_json::json!({ "input": { "devices": [{ "id": device }] } }),
+        )
+        .await;
+        env.setup(
+            "mutation($input: GroupMembersInput!) { addGroupMembers(input: $input) { userErrors { code } } }",
+            serde_json::json!({ "input": { "groupId": group, "memberIds": [device] } }),
+        )
+        .await;
+        first = match tokio::time::timeout(Duration::from_secs(10), stream.next()).await {
+            Ok(Some(response)) => Some(serde_json::to_value(&response).expect("response")),
+            _ => return Err(format!("no change within 10 s after {device} joined")),
+        };
+    }
     let Some(body) = first else {
         return Ok(());
     };

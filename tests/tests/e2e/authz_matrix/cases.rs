@@ -50,8 +50,9 @@ pub enum Look {
     Payload(&'static [&'static str]),
     /// A subscription: allowed, its first item arrives with data; hidden, nothing arrives.
     Delivers,
-    /// A subscription that says nothing until something changes: allowed, no error arrives.
-    Opens,
+    /// A subscription on a group that says nothing until its members change: allowed, no
+    /// error arrives, and once a fresh device is added to the group its change does.
+    Changes(String),
 }
 
 pub struct Case {
@@ -537,7 +538,7 @@ pub async fn build(env: &Env, caller: &Caller, case: &Case, pos: Pos) -> Option<
         ("Subscription", "membershipChanges", _) => op(
             "subscription($g: ID!) { membershipChanges(groupId: $g) { change } }",
             json!({ "g": g }),
-            Look::Opens,
+            Look::Changes(g),
         ),
         // Its state now comes first.
         ("Subscription", "sweepProgress", _) => op(

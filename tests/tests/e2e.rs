@@ -4,6 +4,7 @@ mod e2e {
     mod access;
     mod audit;
     mod auth;
+    mod authz_matrix;
     mod capabilities;
     mod catch_up;
     mod concurrency;

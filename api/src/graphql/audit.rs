@@ -387,8 +387,11 @@ impl AuditQuery {
     }
 
     /// The last link of the hash chain. Record it; `corral audit verify` (and this field)
-    /// later show whether the history up to it is unchanged.
+    /// later show whether the history up to it is unchanged. It describes the whole log (its
+    /// length and the hash of everything in it), so it needs `audit.read` globally: an
+    /// auditor bound to groups gets `FORBIDDEN`.
     async fn audit_chain_head(&self, ctx: &Context<'_>) -> Result<ChainHead> {
+        super::scope::require_global(ctx, crate::permissions::Permission::AuditRead)?;
         let mut conn = ctx
             .data_unchecked::<PgPool>()
             .acquire()

@@ -88,8 +88,9 @@ pub const CASES: &[Case] = &[
     case("Query", "service", Read),
     case("Query", "services", List),
     case("Query", "auditLog", List),
-    // The head of the whole chain (a position and a hash): any binding with audit.read.
-    case("Query", "auditChainHead", Own),
+    // The head of the whole chain (a position and a hash): it describes the whole log, so
+    // only a global audit.read reads it.
+    case("Query", "auditChainHead", GlobalOnly),
     case("Query", "accessRefusals", GlobalOnly),
     case("Query", "myDashboards", Own),
     // The caller's default dashboard, its widget rendered for `$group` = the position.

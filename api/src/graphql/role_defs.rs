@@ -56,10 +56,10 @@ pub struct RoleDefinitionPayload {
     pub user_errors: Vec<UserError>,
 }
 
-fn refused(e: corral_domain::access::AccessError) -> RoleDefinitionPayload {
+fn failed(e: UserError) -> RoleDefinitionPayload {
     RoleDefinitionPayload {
         role: None,
-        user_errors: vec![UserError::new(e.field(), e.code(), e.to_string())],
+        user_errors: vec![e],
     }
 }
 
@@ -121,12 +121,7 @@ impl RoleMutation {
         super::scope::require_global(ctx, Permission::AccessManage)?;
         let metadata = match event_metadata(ctx, input.reason)? {
             Ok(m) => m,
-            Err(e) => {
-                return Ok(RoleDefinitionPayload {
-                    role: None,
-                    user_errors: vec![e],
-                })
-            }
+            Err(e) => return Ok(failed(e)),
         };
         let name = input.name.trim().to_string();
         let command = RoleCommand::Define {
@@ -134,10 +129,7 @@ impl RoleMutation {
             permissions: input.permissions,
         };
         if let Err(e) = execute(ctx, Command::Role(command), &metadata).await {
-            return Ok(RoleDefinitionPayload {
-                role: None,
-                user_errors: vec![from_command(e)?],
-            });
+            return Ok(failed(from_command(e)?));
         }
         reload(ctx).await?;
         // Answer from the registry as it stands after the commit.
@@ -172,22 +164,14 @@ impl RoleMutation {
         super::scope::require_global(ctx, Permission::AccessManage)?;
         let metadata = match event_metadata(ctx, input.reason)? {
             Ok(m) => m,
-            Err(e) => {
-                return Ok(RoleDefinitionPayload {
-                    role: None,
-                    user_errors: vec![e],
-                })
-            }
+            Err(e) => return Ok(failed(e)),
         };
         let name = input.name.trim().to_string();
         if let Err(e) = corral_domain::access::valid_role_name(&name) {
-            return Ok(refused(e));
+            return Ok(failed(UserError::new(e.field(), e.code(), e.to_string())));
         }
         if let Err(e) = execute(ctx, Command::Role(RoleCommand::Delete { name }), &metadata).await {
-            return Ok(RoleDefinitionPayload {
-                role: None,
-                user_errors: vec![from_command(e)?],
-            });
+            return Ok(failed(from_command(e)?));
         }
         reload(ctx).await?;
         Ok(RoleDefinitionPayload::default())

@@ -2,6 +2,7 @@
 //!
 //! Uses `DATABASE_URL`'s server when set (creating and dropping its own databases), else a
 //! private PostgreSQL with default durability in a temporary directory.
+mod access;
 mod audit;
 mod catch_up;
 mod commands;
@@ -34,7 +35,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 2000)]
     pub requests: usize,
     /// Suites to run (repeatable or comma-separated): commands, log, membership, audit, streams,
-    /// health, sweeps.
+    /// health, sweeps, access.
     #[arg(long, value_delimiter = ',', default_values_t = Suite::ALL)]
     pub suite: Vec<Suite>,
     #[command(flatten)]
@@ -45,6 +46,8 @@ pub struct BenchArgs {
     pub health: health::HealthArgs,
     #[command(flatten)]
     pub sweeps: sweeps::SweepArgs,
+    #[command(flatten)]
+    pub access: access::AccessArgs,
 }
 
 /// A group of benchmarks that `--suite` selects.
@@ -71,10 +74,13 @@ pub enum Suite {
     /// Network sweeps: hosts swept per second on loopback end to end (needs `NATS_URL`),
     /// beside a plain connect loop; sweep results stored per second.
     Sweeps,
+    /// Scoped access: `groups` and `group.members` first pages by a subject with 1,000 scoped
+    /// bindings over a 10,000-group tree, beside the same requests by a global admin.
+    Access,
 }
 
 impl Suite {
-    const ALL: [Suite; 7] = [
+    const ALL: [Suite; 8] = [
         Suite::Commands,
         Suite::Log,
         Suite::Membership,
@@ -82,6 +88,7 @@ impl Suite {
         Suite::Streams,
         Suite::Health,
         Suite::Sweeps,
+        Suite::Access,
     ];
 }
 
@@ -95,6 +102,7 @@ impl std::fmt::Display for Suite {
             Suite::Streams => "streams",
             Suite::Health => "health",
             Suite::Sweeps => "sweeps",
+            Suite::Access => "access",
         })
     }
 }
@@ -270,6 +278,16 @@ pub async fn run(args: BenchArgs) -> Result<(), BoxError> {
         let (db, url) = fresh_db(&server, "sweeps").await?;
         let result = sweeps::bench_sweeps(&url, &args.sweeps, &mut rows).await;
         drop_db(&server, &db).await;
+        result?;
+    }
+    if args.suite.contains(&Suite::Access) {
+        let (db, url) = fresh_db(&server, "access").await?;
+        let result = access::bench_access(&url, &args.access, &mut rows).await;
+        if args.access.access_keep_database {
+            eprintln!("bench: access: database {db} kept");
+        } else {
+            drop_db(&server, &db).await;
+        }
         result?;
     }
     if let Some((pg, dir)) = server.embedded {

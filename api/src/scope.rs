@@ -6,6 +6,9 @@
 //! only global bindings grant ([`Scoping::Global`]) ignore scoped bindings.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use corral_projections::log::Cursor;
 
 use uuid::Uuid;
 
@@ -74,6 +77,70 @@ pub fn reach(table: &PolicyTable, actor: &Actor, p: Permission) -> Reach {
         Reach::Nothing
     } else {
         Reach::Within(roots.into_iter().collect())
+    }
+}
+
+/// Scopes expanded to their groups, per set of roots and version of the group tree, shared by
+/// a process's requests. A scoped request's checks are then lookups in a sorted list, and its
+/// SQL filters probe a list of group ids instead of the closure table once per root.
+///
+/// The version is the group-tree projector's checkpoint as this process last heard it: it is
+/// read before the tree is, so an entry is never older than its key, and a move (which moves
+/// the checkpoint) is followed as soon as its checkpoint is heard of, within milliseconds.
+pub struct SubtreeCache {
+    pool: sqlx::PgPool,
+    waiter: Option<corral_projections::waiter::ConsistencyWaiter>,
+    entries: std::sync::Mutex<std::collections::HashMap<Arc<[Uuid]>, Expanded>>,
+}
+
+/// A scope's groups, and the tree version they were read at.
+type Expanded = (Cursor, Arc<[Uuid]>);
+
+/// Most sets of roots a process keeps expanded (the cache is emptied when it is full).
+const MAX_CACHED_SCOPES: usize = 1_024;
+
+impl SubtreeCache {
+    /// A cache over `pool`'s tree; without a waiter nothing is kept (every call reads the tree).
+    pub fn new(
+        pool: sqlx::PgPool,
+        waiter: Option<corral_projections::waiter::ConsistencyWaiter>,
+    ) -> Self {
+        SubtreeCache {
+            pool,
+            waiter,
+            entries: Default::default(),
+        }
+    }
+
+    /// Every group in the subtrees of `roots` (sorted, roots included), by the live tree.
+    pub async fn expand(
+        &self,
+        roots: &[Uuid],
+    ) -> Result<Arc<[Uuid]>, corral_projections::StoreError> {
+        let version = self
+            .waiter
+            .as_ref()
+            .and_then(|w| w.checkpoint(corral_projections::group_tree::GROUP_TREE));
+        if let Some(version) = version {
+            let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((at, groups)) = entries.get(roots) {
+                if *at == version {
+                    return Ok(groups.clone());
+                }
+            }
+        }
+        let groups: Arc<[Uuid]> =
+            corral_projections::group_tree::read::subtree_ids(&self.pool, roots)
+                .await?
+                .into();
+        if let Some(version) = version {
+            let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+            if entries.len() >= MAX_CACHED_SCOPES {
+                entries.clear();
+            }
+            entries.insert(Arc::from(roots), (version, groups.clone()));
+        }
+        Ok(groups)
     }
 }
 

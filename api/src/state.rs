@@ -108,6 +108,8 @@ pub struct AppState {
     pub rate_limiter: Arc<crate::rate_limit::RateLimiter>,
     /// Where refused attempts are recorded (a bounded queue drained by a background task).
     pub refusals: Arc<crate::refusals::Refusals>,
+    /// Scopes expanded to their groups, per tree version.
+    pub subtrees: Arc<crate::scope::SubtreeCache>,
 }
 
 impl AppState {
@@ -132,6 +134,10 @@ impl AppState {
         );
         let rate_limiter = Arc::new(crate::rate_limit::RateLimiter::new(config.rate_limit));
         let refusals = crate::refusals::Refusals::start(pool.clone(), config.refusals);
+        let subtrees = Arc::new(crate::scope::SubtreeCache::new(
+            pool.clone(),
+            Some(waiter.clone()),
+        ));
         let mut state = Self {
             groups: commands.groups().clone(),
             dashboards: commands.dashboards().clone(),
@@ -148,6 +154,7 @@ impl AppState {
             schema: None,
             websockets: crate::ws::Connections::default(),
             rate_limiter,
+            subtrees,
             refusals,
         };
         state.schema = Some(crate::graphql::build_schema(&state));

@@ -172,24 +172,22 @@ pub async fn services_by_ids(pool: &PgPool, ids: &[String]) -> Result<Vec<Servic
     rows.iter().map(service_row).collect()
 }
 
-/// The SQL condition "member `column` is visible within the subtrees of `$param`" (a
-/// `uuid[]` of roots): it is a STATIC direct member (`source = 'S'` in
-/// `rm_membership.direct`) of a group that lies in the subtree of one of the roots
-/// (`rm_group_tree.group_closure`). Rule-derived membership never makes a record visible. An
-/// empty array shows nothing. Callers who see everything must leave the condition out (it is
-/// not written to be trivially true for a NULL array).
+/// The SQL condition "member `column` is visible within the scope's groups in `$param`" (a
+/// `uuid[]`: the scope's subtrees expanded, see
+/// [`crate::group_tree::read::subtree_ids`]): it is a STATIC direct member (`source = 'S'`
+/// in `rm_membership.direct`) of one of those groups. Rule-derived membership never makes a
+/// record visible. An empty array shows nothing. Callers who see everything must leave the
+/// condition out (it is not written to be trivially true for a NULL array).
 pub fn visible_sql(column: &str, param: &str) -> String {
     format!(
         "EXISTS (SELECT 1 FROM {m}.direct vm \
-           JOIN {t}.group_closure vc ON vc.descendant_id = vm.group_id \
           WHERE vm.member_id = {column} AND vm.source = 'S' \
-            AND vc.ancestor_id = ANY({param}::uuid[]))",
+            AND vm.group_id = ANY({param}::uuid[]))",
         m = crate::membership::LIVE_SCHEMA,
-        t = crate::group_tree::LIVE_SCHEMA,
     )
 }
 
-/// Like [`devices_by_ids`], keeping only devices visible within the subtrees of `roots`
+/// Like [`devices_by_ids`], keeping only devices visible within the scope's groups `roots` (its subtrees expanded)
 /// (see [`visible_sql`]).
 pub async fn visible_devices_by_ids(
     pool: &PgPool,
@@ -211,7 +209,7 @@ pub async fn visible_devices_by_ids(
     rows.iter().map(device_row).collect()
 }
 
-/// Like [`services_by_ids`], keeping only services visible within the subtrees of `roots`
+/// Like [`services_by_ids`], keeping only services visible within the scope's groups `roots` (its subtrees expanded)
 /// (see [`visible_sql`]: a service's own static memberships count, not its device's).
 pub async fn visible_services_by_ids(
     pool: &PgPool,
@@ -352,7 +350,7 @@ pub async fn device_page<'c>(
     device_page_within(pool, filter, after, None, limit).await
 }
 
-/// [`device_page`] of the devices visible within the subtrees of `roots` (see
+/// [`device_page`] of the devices visible within the scope's groups `roots` (its subtrees expanded) (see
 /// [`visible_sql`]); `None` for every device (no extra condition at all).
 pub async fn device_page_within<'c>(
     pool: impl sqlx::PgExecutor<'c>,
@@ -415,7 +413,7 @@ pub async fn count_devices<'c>(
     count(pool, DEVICE_FROM, "d", filter, None).await
 }
 
-/// [`count_devices`] of the devices visible within the subtrees of `roots` (`None`: all).
+/// [`count_devices`] of the devices visible within the scope's groups `roots` (its subtrees expanded) (`None`: all).
 pub async fn count_devices_within<'c>(
     pool: impl sqlx::PgExecutor<'c>,
     filter: Option<&SqlFragment>,
@@ -432,7 +430,7 @@ pub async fn count_services<'c>(
     count(pool, SERVICE_FROM, "s", filter, None).await
 }
 
-/// [`count_services`] of the services visible within the subtrees of `roots` (`None`: all).
+/// [`count_services`] of the services visible within the scope's groups `roots` (its subtrees expanded) (`None`: all).
 pub async fn count_services_within<'c>(
     pool: impl sqlx::PgExecutor<'c>,
     filter: Option<&SqlFragment>,

@@ -113,6 +113,11 @@ impl ConsistencyWaiter {
         Self { rx }
     }
 
+    /// Where reader `name` stands, as last heard (`None`: not heard of yet).
+    pub fn checkpoint(&self, name: &str) -> Option<Cursor> {
+        self.rx.borrow().get(name).copied()
+    }
+
     /// Whether every reader in `names` is at or past `target`, waiting at most `timeout`.
     pub async fn wait(&self, target: Cursor, names: &[&str], timeout: Duration) -> bool {
         let mut rx = self.rx.clone();

@@ -161,8 +161,8 @@ impl Me {
             let allowed = match (crate::scope::reach(&table, actor, p), group) {
                 (crate::scope::Reach::All, _) => true,
                 (_, None) | (crate::scope::Reach::Nothing, _) => false,
-                (crate::scope::Reach::Within(roots), Some(g)) => {
-                    super::scope::within(ctx, &roots, g).await?
+                (crate::scope::Reach::Within(_), Some(g)) => {
+                    super::scope::allows(ctx, p, g).await?
                 }
             };
             if allowed {

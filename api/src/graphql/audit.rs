@@ -226,7 +226,7 @@ pub(crate) async fn entries(
     let first = page_size(first)?;
     let after = parse_after(after)?;
     let pool = ctx.data_unchecked::<PgPool>();
-    let reach = super::scope::reach(ctx, crate::permissions::Permission::AuditRead)?;
+    let reach = super::scope::reach(ctx, crate::permissions::Permission::AuditRead).await?;
     let filter = match filter
         .resolve_within(pool, reach.roots())
         .await
@@ -342,7 +342,7 @@ impl AuditQuery {
         after: Option<String>,
         subject: Option<String>,
     ) -> Result<AccessRefusalConnection> {
-        super::scope::require_global(ctx, crate::permissions::Permission::AuditRead)?;
+        super::scope::require_global(ctx, crate::permissions::Permission::AuditRead).await?;
         let first = page_size(first)?;
         let before = match after {
             None => None,
@@ -391,7 +391,7 @@ impl AuditQuery {
     /// length and the hash of everything in it), so it needs `audit.read` globally: an
     /// auditor bound to groups gets `FORBIDDEN`.
     async fn audit_chain_head(&self, ctx: &Context<'_>) -> Result<ChainHead> {
-        super::scope::require_global(ctx, crate::permissions::Permission::AuditRead)?;
+        super::scope::require_global(ctx, crate::permissions::Permission::AuditRead).await?;
         let mut conn = ctx
             .data_unchecked::<PgPool>()
             .acquire()

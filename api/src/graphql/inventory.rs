@@ -294,14 +294,14 @@ impl Loader<VisibleId> for ServiceLoader {
 }
 
 /// The caller's read roots for inventory lookups: `None` for everything.
-fn roots(ctx: &Context<'_>) -> Result<Option<Arc<[Uuid]>>> {
-    Ok(super::scope::read_roots(ctx)?.map(Arc::from))
+async fn roots(ctx: &Context<'_>) -> Result<Option<Arc<[Uuid]>>> {
+    Ok(super::scope::read_roots(ctx).await?.map(Arc::from))
 }
 
 /// The device `id`, when it exists and the caller may see it.
 pub(crate) async fn device(ctx: &Context<'_>, id: String) -> Result<Option<Device>> {
     let loader = ctx.data_unchecked::<Devices>();
-    match roots(ctx)? {
+    match roots(ctx).await? {
         None => loader.load_one(id).await,
         Some(r) if r.is_empty() => Ok(None),
         Some(r) => loader.load_one(VisibleId(id, r)).await,
@@ -314,7 +314,7 @@ pub(crate) async fn devices(
     ids: Vec<String>,
 ) -> Result<HashMap<String, Device>> {
     let loader = ctx.data_unchecked::<Devices>();
-    match roots(ctx)? {
+    match roots(ctx).await? {
         None => loader.load_many(ids).await,
         Some(r) if r.is_empty() => Ok(HashMap::new()),
         Some(r) => Ok(loader
@@ -329,7 +329,7 @@ pub(crate) async fn devices(
 /// The service `id`, when it exists and the caller may see it.
 pub(crate) async fn service(ctx: &Context<'_>, id: String) -> Result<Option<Service>> {
     let loader = ctx.data_unchecked::<Services>();
-    match roots(ctx)? {
+    match roots(ctx).await? {
         None => loader.load_one(id).await,
         Some(r) if r.is_empty() => Ok(None),
         Some(r) => loader.load_one(VisibleId(id, r)).await,
@@ -342,7 +342,7 @@ pub(crate) async fn services(
     ids: Vec<String>,
 ) -> Result<HashMap<String, Service>> {
     let loader = ctx.data_unchecked::<Services>();
-    match roots(ctx)? {
+    match roots(ctx).await? {
         None => loader.load_many(ids).await,
         Some(r) if r.is_empty() => Ok(HashMap::new()),
         Some(r) => Ok(loader

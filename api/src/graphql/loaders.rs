@@ -25,78 +25,15 @@ pub type Children = DataLoader<ChildrenLoader, HashMapCache>;
 pub type ChildCounts = DataLoader<ChildCountLoader, HashMapCache>;
 /// Capability flags by group id.
 pub type Capabilities = DataLoader<CapabilitiesLoader, HashMapCache>;
-/// Whether a group lies in a scope (see [`readable`]).
-pub type InScope = DataLoader<InScopeLoader, HashMapCache>;
 
-/// A group and the roots of a scope (the caller's, for one permission).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct InScopeKey {
-    /// The scope's roots.
-    pub roots: Arc<[Uuid]>,
-    /// The group.
-    pub group: Uuid,
-}
-
-/// Whether groups lie in the subtree of one of a scope's roots, by the live tree; one query
-/// per scope and batch (a page asking for every node's parent costs one query, not one each).
-pub struct InScopeLoader(pub PgPool, pub Arc<Metrics>);
-
-impl Loader<InScopeKey> for InScopeLoader {
-    type Value = bool;
-    type Error = async_graphql::Error;
-
-    async fn load(&self, keys: &[InScopeKey]) -> Result<HashMap<InScopeKey, bool>, Self::Error> {
-        self.1.loader_batch("in_scope");
-        let mut by_roots: HashMap<Arc<[Uuid]>, Vec<Uuid>> = HashMap::new();
-        for k in keys {
-            by_roots.entry(k.roots.clone()).or_default().push(k.group);
-        }
-        let mut out = HashMap::new();
-        for (roots, groups) in by_roots {
-            let inside: std::collections::HashSet<Uuid> =
-                read::in_subtrees(&self.0, &groups, &roots)
-                    .await
-                    .map_err(internal)?
-                    .into_iter()
-                    .collect();
-            for group in groups {
-                let key = InScopeKey {
-                    roots: roots.clone(),
-                    group,
-                };
-                out.insert(key, inside.contains(&group));
-            }
-        }
-        Ok(out)
-    }
-}
-
-/// Which of `ids` the caller may read (`group.read`), by the live tree, batched across the
-/// resolvers of one level and cached for the request. A global reader costs no query.
+/// Which of `ids` the caller may read (`group.read`), by the live tree: a lookup in the
+/// caller's expanded scope, cached per tree version for the process. A global reader costs
+/// nothing.
 pub async fn readable(
     ctx: &async_graphql::Context<'_>,
     ids: &[Uuid],
 ) -> async_graphql::Result<std::collections::HashSet<Uuid>> {
-    let roots = match super::scope::reach(ctx, crate::permissions::Permission::GroupRead)? {
-        super::scope::Reach::All => return Ok(ids.iter().copied().collect()),
-        super::scope::Reach::Nothing => return Ok(Default::default()),
-        super::scope::Reach::Within(roots) => Arc::<[Uuid]>::from(roots),
-    };
-    let keys = ids.iter().map(|&group| InScopeKey {
-        roots: roots.clone(),
-        group,
-    });
-    let found = match ctx.data_opt::<InScope>() {
-        Some(loader) => loader.load_many(keys).await?,
-        None => {
-            return super::scope::readable(ctx, ids).await;
-        }
-    };
-    Ok(found
-        .into_iter()
-        .filter(|(_, inside)| *inside)
-        .map(|(k, _)| k.group)
-        .collect())
+    super::scope::readable(ctx, ids).await
 }
 
 /// Whether the caller may read group `g` (see [`readable`]).
@@ -286,14 +223,6 @@ impl Extension for RequestLoaders {
                 .delay(delay),
             )
             .data(
-                InScope::with_cache(
-                    InScopeLoader(pool.clone(), m.clone()),
-                    tokio::spawn,
-                    HashMapCache::default(),
-                )
-                .delay(delay),
-            )
-            .data(
                 Capabilities::with_cache(
                     CapabilitiesLoader(pool.clone(), m.clone()),
                     tokio::spawn,
@@ -346,8 +275,5 @@ pub fn clear_caches(ctx: &async_graphql::Context<'_>) {
     }
     if let Ok(l) = ctx.data::<Capabilities>() {
         l.clear::<Uuid>();
-    }
-    if let Ok(l) = ctx.data::<InScope>() {
-        l.clear::<InScopeKey>();
     }
 }

@@ -404,7 +404,7 @@ pub(crate) async fn groups_of(
     mode: MembershipMode,
 ) -> Result<Vec<GroupMembership>> {
     let loader = ctx.data_unchecked::<MemberGroups>();
-    let found = match super::scope::read_roots(ctx)? {
+    let found = match super::scope::read_roots(ctx).await? {
         None => loader.load_one((member.to_string(), mode.into())).await?,
         Some(roots) if roots.is_empty() => None,
         Some(roots) => {

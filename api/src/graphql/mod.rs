@@ -97,6 +97,7 @@ pub fn build_schema(state: &AppState) -> CorralSchema {
         .data(state.config.sweeps.clone())
         .data(state.waiter.clone())
         .data(state.policy.clone())
+        .data(state.subtrees.clone())
         .data(state.refusals.clone())
         .data(MutationWait(state.config.mutation_wait))
         .data(state.config.health.clone())

@@ -408,7 +408,7 @@ impl GroupMutation {
         // reached (the group itself is then, under its parent). A root or a missing group is
         // checked on itself.
         // A global mover needs no lookup.
-        if scope::reach(ctx, Permission::GroupMove)? != scope::Reach::All {
+        if scope::reach(ctx, Permission::GroupMove).await? != scope::Reach::All {
             let from = current_parent(ctx, id).await?.unwrap_or(id);
             scope::require(ctx, Permission::GroupMove, from).await?;
             scope::require(ctx, Permission::GroupMove, new_parent_id).await?;

@@ -107,7 +107,7 @@ impl GroupQuery {
         let after = after.as_deref().map(decode_cursor).transpose()?;
         let t = DomainGroupType::from(group_type).as_str();
         let search = search.as_deref().map(str::trim).filter(|s| !s.is_empty());
-        let roots = super::scope::read_roots(ctx)?;
+        let roots = super::scope::read_roots(ctx).await?;
         let (rows, total) = read::search(
             ctx.data_unchecked::<PgPool>(),
             t,

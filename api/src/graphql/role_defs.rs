@@ -99,7 +99,7 @@ impl RoleQuery {
     /// Every role in force on this process (admins): the built-in ones and the custom ones,
     /// with their permissions.
     async fn roles(&self, ctx: &Context<'_>) -> Result<Vec<RoleInfo>> {
-        super::scope::require_global(ctx, Permission::AccessManage)?;
+        super::scope::require_global(ctx, Permission::AccessManage).await?;
         roles_in_force(ctx)
     }
 }
@@ -118,7 +118,7 @@ impl RoleMutation {
         ctx: &Context<'_>,
         input: DefineRoleInput,
     ) -> Result<RoleDefinitionPayload> {
-        super::scope::require_global(ctx, Permission::AccessManage)?;
+        super::scope::require_global(ctx, Permission::AccessManage).await?;
         let metadata = match event_metadata(ctx, input.reason)? {
             Ok(m) => m,
             Err(e) => return Ok(failed(e)),
@@ -161,7 +161,7 @@ impl RoleMutation {
         ctx: &Context<'_>,
         input: DeleteRoleInput,
     ) -> Result<RoleDefinitionPayload> {
-        super::scope::require_global(ctx, Permission::AccessManage)?;
+        super::scope::require_global(ctx, Permission::AccessManage).await?;
         let metadata = match event_metadata(ctx, input.reason)? {
             Ok(m) => m,
             Err(e) => return Ok(failed(e)),

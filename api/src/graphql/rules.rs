@@ -304,7 +304,7 @@ impl RuleMutation {
             Err(e) => return fail(e),
         };
         scope::require(ctx, Permission::RuleEdit, id).await?;
-        let roots = scope::read_roots(ctx)?;
+        let roots = scope::read_roots(ctx).await?;
         let expected_version = match expected(input.expected_version) {
             Ok(v) => v,
             Err(e) => return fail(e),
@@ -393,7 +393,7 @@ impl RuleMutation {
             Err(e) => return fail(e),
         };
         scope::require(ctx, Permission::MembershipEdit, id).await?;
-        let roots = scope::read_roots(ctx)?;
+        let roots = scope::read_roots(ctx).await?;
         let pool = ctx.data_unchecked::<PgPool>();
         let Some(kind) = group_type(pool, id).await? else {
             return fail(not_found(id));
@@ -618,7 +618,7 @@ impl RuleQuery {
             Err(e) => return Ok(problem(e)),
         };
         let mut r = parsed.rule;
-        let roots = scope::read_roots(ctx)?;
+        let roots = scope::read_roots(ctx).await?;
         if let Err(e) = resolve_readable_paths(pool, &mut r, roots.as_deref()).await? {
             return Ok(problem(e));
         }
@@ -697,7 +697,7 @@ impl RuleQuery {
             return Err(coded(ErrorCode::BadUserInput, "memberId is too long"));
         }
         let pool = ctx.data_unchecked::<PgPool>();
-        let roots = scope::read_roots(ctx)?;
+        let roots = scope::read_roots(ctx).await?;
         // A group beyond the scope is answered as a group that does not exist.
         let hidden = roots.is_some() && !super::loaders::may_read(ctx, group).await?;
         let belongings = if hidden {

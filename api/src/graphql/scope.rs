@@ -20,37 +20,60 @@ use crate::error_codes::ErrorCode;
 use crate::permissions::Permission;
 pub use crate::scope::Reach;
 
-/// Where the caller may use `p`.
-pub fn reach(ctx: &Context<'_>, p: Permission) -> Result<Reach> {
+/// Where the caller may use `p`: for a scoped caller, every group of its scope (the subtrees
+/// of its bindings expanded, sorted; see [`crate::scope::SubtreeCache`]), so that checks are
+/// lookups and SQL filters probe a list (`read::scope_filter`).
+pub async fn reach(ctx: &Context<'_>, p: Permission) -> Result<Reach> {
+    let actor = ctx.data::<Actor>()?;
+    let policy = ctx.data::<Arc<crate::policy::Policy>>()?;
+    match crate::scope::reach(&policy.table(), actor, p) {
+        Reach::Within(roots) => {
+            let groups = match ctx.data_opt::<Arc<crate::scope::SubtreeCache>>() {
+                Some(cache) => cache.expand(&roots).await.map_err(internal)?,
+                None => read::subtree_ids(ctx.data_unchecked::<PgPool>(), &roots)
+                    .await
+                    .map_err(internal)?
+                    .into(),
+            };
+            if groups.is_empty() {
+                Ok(Reach::Nothing)
+            } else {
+                Ok(Reach::Within(groups.to_vec()))
+            }
+        }
+        other => Ok(other),
+    }
+}
+
+/// Where the caller's bindings give it `p`, as the groups they name (not expanded): what a
+/// long-lived stream keeps, to decide each item by the tree as it stands when it is delivered.
+pub fn binding_reach(ctx: &Context<'_>, p: Permission) -> Result<Reach> {
     let actor = ctx.data::<Actor>()?;
     let policy = ctx.data::<Arc<crate::policy::Policy>>()?;
     Ok(crate::scope::reach(&policy.table(), actor, p))
 }
 
-/// The groups whose subtrees the caller may read: `None` for every group. For SQL filters
-/// (`read::scope_filter`).
-pub fn read_roots(ctx: &Context<'_>) -> Result<Option<Vec<Uuid>>> {
-    Ok(reach(ctx, Permission::GroupRead)?
+/// The groups the caller may read: `None` for every group. For SQL filters
+/// (`read::scope_filter`, `inventory::visible_sql`).
+pub async fn read_roots(ctx: &Context<'_>) -> Result<Option<Vec<Uuid>>> {
+    Ok(reach(ctx, Permission::GroupRead)
+        .await?
         .roots()
         .map(<[Uuid]>::to_vec))
 }
 
-/// Whether group `g` lies in the subtree of one of `roots`.
-pub async fn within(ctx: &Context<'_>, roots: &[Uuid], g: Uuid) -> Result<bool> {
-    let pool = ctx.data_unchecked::<PgPool>();
-    Ok(!read::in_subtrees(pool, &[g], roots)
-        .await
-        .map_err(internal)?
-        .is_empty())
+/// Whether group `g` is one of `groups` (a reach's expanded, sorted groups).
+pub fn within(groups: &[Uuid], g: Uuid) -> bool {
+    groups.binary_search(&g).is_ok()
 }
 
 /// Whether the caller may use `p` on group `g`.
 pub async fn allows(ctx: &Context<'_>, p: Permission, g: Uuid) -> Result<bool> {
-    match reach(ctx, p)? {
-        Reach::All => Ok(true),
-        Reach::Nothing => Ok(false),
-        Reach::Within(roots) => within(ctx, &roots, g).await,
-    }
+    Ok(match reach(ctx, p).await? {
+        Reach::All => true,
+        Reach::Nothing => false,
+        Reach::Within(groups) => within(&groups, g),
+    })
 }
 
 /// `FORBIDDEN` unless the caller may use `p` on group `g` (a write's check: it runs before
@@ -64,8 +87,8 @@ pub async fn require(ctx: &Context<'_>, p: Permission, g: Uuid) -> Result<()> {
 }
 
 /// `FORBIDDEN` unless the caller has `p` everywhere (a global binding).
-pub fn require_global(ctx: &Context<'_>, p: Permission) -> Result<()> {
-    match reach(ctx, p)? {
+pub async fn require_global(ctx: &Context<'_>, p: Permission) -> Result<()> {
+    match reach(ctx, p).await? {
         Reach::All => Ok(()),
         _ => Err(forbidden(p, None)),
     }
@@ -88,18 +111,15 @@ pub fn forbidden(p: Permission, g: Option<Uuid>) -> async_graphql::Error {
 
 /// Which of `ids` the caller may read.
 pub async fn readable(ctx: &Context<'_>, ids: &[Uuid]) -> Result<HashSet<Uuid>> {
-    match reach(ctx, Permission::GroupRead)? {
-        Reach::All => Ok(ids.iter().copied().collect()),
-        Reach::Nothing => Ok(HashSet::new()),
-        Reach::Within(roots) => {
-            let pool = ctx.data_unchecked::<PgPool>();
-            Ok(read::in_subtrees(pool, ids, &roots)
-                .await
-                .map_err(internal)?
-                .into_iter()
-                .collect())
-        }
-    }
+    Ok(match reach(ctx, Permission::GroupRead).await? {
+        Reach::All => ids.iter().copied().collect(),
+        Reach::Nothing => HashSet::new(),
+        Reach::Within(groups) => ids
+            .iter()
+            .copied()
+            .filter(|g| within(&groups, *g))
+            .collect(),
+    })
 }
 
 /// Whether the caller may read group `g`.

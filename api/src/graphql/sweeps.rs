@@ -161,11 +161,11 @@ fn request_of(input: &ScheduleSweepInput) -> std::result::Result<SweepRequest, U
 /// Whether the caller may use `sweep.run` on every target of a run of group `group` with
 /// addresses of its own when `addresses` (see the module's doc).
 async fn run_in_reach(ctx: &Context<'_>, group: Option<Uuid>, addresses: bool) -> Result<bool> {
-    match scope::reach(ctx, Permission::SweepRun)? {
+    match scope::reach(ctx, Permission::SweepRun).await? {
         Reach::All => Ok(true),
         Reach::Nothing => Ok(false),
         Reach::Within(roots) => match group {
-            Some(g) if !addresses => scope::within(ctx, &roots, g).await,
+            Some(g) if !addresses => Ok(scope::within(&roots, g)),
             _ => Ok(false),
         },
     }
@@ -174,7 +174,7 @@ async fn run_in_reach(ctx: &Context<'_>, group: Option<Uuid>, addresses: bool) -
 /// `FORBIDDEN` unless the caller may sweep every target of `input`: its group, and its
 /// addresses (which need `sweep.run` everywhere). Runs before anything is read or written.
 async fn require_targets(ctx: &Context<'_>, input: &ScheduleSweepInput) -> Result<()> {
-    if matches!(scope::reach(ctx, Permission::SweepRun)?, Reach::All) {
+    if matches!(scope::reach(ctx, Permission::SweepRun).await?, Reach::All) {
         return Ok(());
     }
     if !input.targets.is_empty() {
@@ -283,7 +283,7 @@ impl SweepQuery {
     ) -> Result<SweepRunConnection> {
         let first = page_size(first)?;
         let after = after.as_deref().map(types::decode_run_cursor).transpose()?;
-        let reach = scope::reach(ctx, Permission::SweepRun)?;
+        let reach = scope::reach(ctx, Permission::SweepRun).await?;
         let (rows, total) = read::list_within(
             ctx.data_unchecked::<PgPool>(),
             status.map(Into::into),
@@ -514,7 +514,7 @@ impl SweepMutation {
         let Ok(id) = input.id.parse::<Uuid>() else {
             return Ok(fail(sweep_error(&SweepError::NotFound)));
         };
-        if !matches!(scope::reach(ctx, Permission::SweepRun)?, Reach::All) {
+        if !matches!(scope::reach(ctx, Permission::SweepRun).await?, Reach::All) {
             let run = read::by_id(ctx.data_unchecked::<PgPool>(), id)
                 .await
                 .map_err(internal)?;

@@ -208,14 +208,29 @@ pub async fn search(
     Ok((nodes(&rows)?, total))
 }
 
-/// SQL that holds when `column` (a group id) lies in the subtree of one of the groups in
-/// `param` (a `uuid[]` parameter such as `$3`), or when `param` is null (no scope: every
-/// group). Decided by the live tree, so a move changes who reaches a group at once.
+/// SQL that holds when `column` (a group id) is one of the groups in `param` (a `uuid[]`
+/// parameter such as `$3`: a scope's groups, its subtrees expanded by [`subtree_ids`]), or
+/// when `param` is null (no scope: every group). Expanded once per tree version and request
+/// (the API caches it), the scope costs a hashed array probe per row instead of a closure
+/// lookup per root in every statement.
 pub fn scope_filter(column: &str, param: &str) -> String {
-    format!(
-        "({param}::uuid[] IS NULL OR {column} IN \
-         (SELECT sc.descendant_id FROM {LIVE_SCHEMA}.group_closure sc WHERE sc.ancestor_id = ANY({param}::uuid[])))"
-    )
+    format!("({param}::uuid[] IS NULL OR {column} = ANY({param}::uuid[]))")
+}
+
+/// Every group in the subtree of one of `roots` (the roots included), sorted, by the live
+/// tree.
+pub async fn subtree_ids(pool: &PgPool, roots: &[Uuid]) -> Result<Vec<Uuid>, StoreError> {
+    if roots.is_empty() {
+        return Ok(vec![]);
+    }
+    let rows: Vec<Uuid> = sqlx::query_scalar(&format!(
+        "SELECT DISTINCT descendant_id FROM {LIVE_SCHEMA}.group_closure
+          WHERE ancestor_id = ANY($1) ORDER BY 1"
+    ))
+    .bind(roots)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows)
 }
 
 /// Which of `ids` lie in the subtree of one of `roots` (a group is in its own subtree).
@@ -238,18 +253,14 @@ pub async fn in_subtrees(
     Ok(rows)
 }
 
-/// SQL that holds when `column` (a device or service id) is a static member (source `S` in
-/// `rm_membership.direct`: explicitly added, not matched by a rule) of a group in the subtree
-/// of one of the groups in `param` (a `uuid[]` parameter), or when `param` is null. This is
-/// what a scoped reader may see of the inventory: rule-derived membership never widens
-/// access, since a rule change would otherwise widen it silently.
+/// SQL that holds when `column` (a device or service id) is visible within the scope's
+/// groups in `param` ([`crate::inventory::visible_sql`]: a static member of one of them), or
+/// when `param` is null. Rule-derived membership never widens access, since a rule change
+/// would otherwise widen it silently.
 pub fn visible_members_filter(column: &str, param: &str) -> String {
     format!(
-        "({param}::uuid[] IS NULL OR {column} IN \
-         (SELECT vm.member_id FROM {members}.direct vm \
-           WHERE vm.source = 'S' AND {scope}))",
-        members = crate::membership::LIVE_SCHEMA,
-        scope = scope_filter("vm.group_id", param),
+        "({param}::uuid[] IS NULL OR {})",
+        crate::inventory::visible_sql(column, param)
     )
 }
 

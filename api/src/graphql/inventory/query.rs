@@ -146,8 +146,8 @@ fn page_args(first: Option<i32>, after: Option<&str>) -> Result<(i64, Option<Str
 }
 
 /// The caller's read roots (`None`: everything).
-fn roots(ctx: &Context<'_>) -> Result<Option<Arc<[Uuid]>>> {
-    Ok(crate::graphql::scope::read_roots(ctx)?.map(Arc::from))
+async fn roots(ctx: &Context<'_>) -> Result<Option<Arc<[Uuid]>>> {
+    Ok(crate::graphql::scope::read_roots(ctx).await?.map(Arc::from))
 }
 
 /// Inventory queries (part of the `Query` root).
@@ -186,7 +186,7 @@ impl InventoryQuery {
     ) -> Result<DeviceConnection> {
         let (first, after) = page_args(first, after.as_deref())?;
         let pool = ctx.data_unchecked::<PgPool>();
-        let roots = roots(ctx)?;
+        let roots = roots(ctx).await?;
         let filter =
             compile_filter(pool, filter.as_deref(), GroupType::Device, roots.as_deref()).await?;
         // A filter's cost is the caller's to choose: it runs within the request's budget.
@@ -247,7 +247,7 @@ impl InventoryQuery {
     ) -> Result<ServiceConnection> {
         let (first, after) = page_args(first, after.as_deref())?;
         let pool = ctx.data_unchecked::<PgPool>();
-        let roots = roots(ctx)?;
+        let roots = roots(ctx).await?;
         let filter = compile_filter(
             pool,
             filter.as_deref(),

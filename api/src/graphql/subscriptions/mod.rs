@@ -128,7 +128,7 @@ fn authorize(ctx: &Context<'_>, field: &str) -> Result<()> {
 /// `FORBIDDEN` unless the caller has `sweep.run` on the targets of run `run_id`: everywhere,
 /// or on the group it sweeps (a run of address blocks has no group: global bindings only).
 async fn authorize_run(ctx: &Context<'_>, run_id: &ID) -> Result<()> {
-    let roots = match super::scope::reach(ctx, Permission::SweepRun)? {
+    let roots = match super::scope::reach(ctx, Permission::SweepRun).await? {
         Reach::All => return Ok(()),
         Reach::Nothing => return Err(super::scope::forbidden(Permission::SweepRun, None)),
         Reach::Within(roots) => roots,
@@ -141,7 +141,7 @@ async fn authorize_run(ctx: &Context<'_>, run_id: &ID) -> Result<()> {
         .await
         .map_err(internal)?;
     match run.and_then(|r| r.group_id) {
-        Some(g) if super::scope::within(ctx, &roots, g).await? => Ok(()),
+        Some(g) if super::scope::within(&roots, g) => Ok(()),
         _ => Err(coded(
             ErrorCode::Forbidden,
             "sweep.run is not granted on this run's targets",
@@ -170,7 +170,7 @@ impl SubscriptionRoot {
         authorize(ctx, "events")?;
         let slot = take_slot(ctx)?;
         let filter = filter.unwrap_or_default().into_filter()?;
-        let scope = super::scope::reach(ctx, Permission::AuditRead)?
+        let scope = super::scope::binding_reach(ctx, Permission::AuditRead)?
             .roots()
             .map(|roots| log::Scope {
                 roots: roots.to_vec(),
@@ -215,12 +215,13 @@ impl SubscriptionRoot {
         let group = group_id
             .parse::<Uuid>()
             .map_err(|_| coded(ErrorCode::BadUserInput, "groupId is not a group id"))?;
-        let roots = super::scope::read_roots(ctx)?;
-        if let Some(roots) = &roots {
-            if !super::scope::within(ctx, roots, group).await? {
-                return Err(super::scope::forbidden(Permission::GroupRead, Some(group)));
-            }
+        if !super::scope::may_read(ctx, group).await? {
+            return Err(super::scope::forbidden(Permission::GroupRead, Some(group)));
         }
+        // The stream decides each change by the tree as it stands then, from the bindings.
+        let roots = super::scope::binding_reach(ctx, Permission::GroupRead)?
+            .roots()
+            .map(<[Uuid]>::to_vec);
         let stream =
             membership::membership_stream(ctx, group, include_descendants.unwrap_or(false)).await?;
         let pool = ctx.data_unchecked::<PgPool>().clone();

@@ -451,7 +451,10 @@ pub async fn resolve_scope(pool: &PgPool, text: &str) -> Result<Uuid, TokenError
         };
     }
     let mut found = vec![];
-    for group_type in ["device", "service"] {
+    for group_type in [
+        corral_domain::group::GroupType::Device.as_str(),
+        corral_domain::group::GroupType::Service.as_str(),
+    ] {
         if let Some(node) = corral_projections::group_tree::read::by_path(pool, group_type, text)
             .await
             .map_err(|e| TokenError::Store(e.to_string()))?

@@ -773,6 +773,16 @@ async fn scoped_bindings_show_in_me_and_follow_the_tree() {
     let inside = app.create_group("Core", Some(&site)).await;
     let other = app.create_group("Site-B", None).await;
     let token = app.scoped_token("sally", "operator", &site).await;
+    // `--scope` names a group by id or by path (ignoring case).
+    for named in [site.as_str(), "Inventory/Site-A", " inventory/site-a/ "] {
+        let found = corral_api::auth::resolve_scope(&app.pool, named)
+            .await
+            .expect("a group");
+        assert_eq!(found.to_string(), site, "{named}");
+    }
+    assert!(corral_api::auth::resolve_scope(&app.pool, "Inventory/Nowhere")
+        .await
+        .is_err());
     const PERMS: &str =
         "query($g: ID) { me { subject roles bindings { role scope } permissions(groupId: $g) } }";
     let me = app.data(&token, PERMS, json!({ "g": inside })).await;

@@ -31,7 +31,7 @@ pub enum Reach {
     /// Everywhere (a global binding grants it).
     All,
     /// In the subtrees of these groups (sorted, without repeats; never empty).
-    Within(Vec<Uuid>),
+    Within(Arc<[Uuid]>),
     /// Nowhere.
     Nothing,
 }
@@ -76,7 +76,7 @@ pub fn reach(table: &PolicyTable, actor: &Actor, p: Permission) -> Reach {
     if roots.is_empty() {
         Reach::Nothing
     } else {
-        Reach::Within(roots.into_iter().collect())
+        Reach::Within(roots.into_iter().collect::<Vec<_>>().into())
     }
 }
 
@@ -165,9 +165,15 @@ mod tests {
         assert_eq!(reach(&t, &actor, MembershipEdit), Reach::Nothing);
         actor.scoped = vec![scoped("operator", a), scoped("viewer", b)];
         assert_eq!(reach(&t, &actor, GroupRead), Reach::All, "global wins");
-        assert_eq!(reach(&t, &actor, MembershipEdit), Reach::Within(vec![a]));
+        assert_eq!(
+            reach(&t, &actor, MembershipEdit),
+            Reach::Within(vec![a].into())
+        );
         actor.roles.clear();
-        assert_eq!(reach(&t, &actor, GroupRead), Reach::Within(vec![b, a]));
+        assert_eq!(
+            reach(&t, &actor, GroupRead),
+            Reach::Within(vec![b, a].into())
+        );
         assert_eq!(
             reach(&t, &actor, InventoryWrite),
             Reach::Nothing,

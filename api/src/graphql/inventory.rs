@@ -238,11 +238,11 @@ impl Loader<String> for ServiceLoader {
 /// A device or service id as a scoped reader asks for it: the loaders answer it only when
 /// the record is visible within the subtrees of the roots (see the module's doc).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct VisibleId(pub String, pub Arc<[Uuid]>);
+pub struct VisibleId(pub String, pub super::scope::ScopeRef);
 
 /// Splits a batch of [`VisibleId`] keys by their roots (one set per request in practice).
-fn by_roots(keys: &[VisibleId]) -> HashMap<Arc<[Uuid]>, Vec<String>> {
-    let mut out: HashMap<Arc<[Uuid]>, Vec<String>> = HashMap::new();
+fn by_roots(keys: &[VisibleId]) -> HashMap<super::scope::ScopeRef, Vec<String>> {
+    let mut out: HashMap<super::scope::ScopeRef, Vec<String>> = HashMap::new();
     for k in keys {
         out.entry(k.1.clone()).or_default().push(k.0.clone());
     }
@@ -295,7 +295,7 @@ impl Loader<VisibleId> for ServiceLoader {
 
 /// The caller's read roots for inventory lookups: `None` for everything.
 async fn roots(ctx: &Context<'_>) -> Result<Option<Arc<[Uuid]>>> {
-    Ok(super::scope::read_roots(ctx).await?.map(Arc::from))
+    super::scope::read_roots(ctx).await
 }
 
 /// The device `id`, when it exists and the caller may see it.
@@ -304,7 +304,11 @@ pub(crate) async fn device(ctx: &Context<'_>, id: String) -> Result<Option<Devic
     match roots(ctx).await? {
         None => loader.load_one(id).await,
         Some(r) if r.is_empty() => Ok(None),
-        Some(r) => loader.load_one(VisibleId(id, r)).await,
+        Some(r) => {
+            loader
+                .load_one(VisibleId(id, super::scope::ScopeRef(r)))
+                .await
+        }
     }
 }
 
@@ -318,7 +322,10 @@ pub(crate) async fn devices(
         None => loader.load_many(ids).await,
         Some(r) if r.is_empty() => Ok(HashMap::new()),
         Some(r) => Ok(loader
-            .load_many(ids.into_iter().map(|id| VisibleId(id, r.clone())))
+            .load_many(
+                ids.into_iter()
+                    .map(|id| VisibleId(id, super::scope::ScopeRef(r.clone()))),
+            )
             .await?
             .into_iter()
             .map(|(k, v)| (k.0, v))
@@ -332,7 +339,11 @@ pub(crate) async fn service(ctx: &Context<'_>, id: String) -> Result<Option<Serv
     match roots(ctx).await? {
         None => loader.load_one(id).await,
         Some(r) if r.is_empty() => Ok(None),
-        Some(r) => loader.load_one(VisibleId(id, r)).await,
+        Some(r) => {
+            loader
+                .load_one(VisibleId(id, super::scope::ScopeRef(r)))
+                .await
+        }
     }
 }
 
@@ -346,7 +357,10 @@ pub(crate) async fn services(
         None => loader.load_many(ids).await,
         Some(r) if r.is_empty() => Ok(HashMap::new()),
         Some(r) => Ok(loader
-            .load_many(ids.into_iter().map(|id| VisibleId(id, r.clone())))
+            .load_many(
+                ids.into_iter()
+                    .map(|id| VisibleId(id, super::scope::ScopeRef(r.clone()))),
+            )
             .await?
             .into_iter()
             .map(|(k, v)| (k.0, v))

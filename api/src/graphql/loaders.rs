@@ -190,6 +190,7 @@ impl Extension for RequestLoaders {
         let (pool, m) = (&self.pool, &self.metrics);
         let request = request
             .data(super::history::HistoryCache::default())
+            .data(super::scope::ReachMemo::default())
             .data(
                 Groups::with_cache(
                     GroupLoader(pool.clone(), m.clone()),
@@ -254,6 +255,9 @@ impl Extension for RequestLoaders {
 
 /// Forgets what this operation's loaders cached (after a mutation changed the tree).
 pub fn clear_caches(ctx: &async_graphql::Context<'_>) {
+    if let Ok(memo) = ctx.data::<super::scope::ReachMemo>() {
+        memo.clear();
+    }
     if let Ok(l) = ctx.data::<super::rules::Rules>() {
         l.clear::<Uuid>();
     }

@@ -332,7 +332,7 @@ pub struct MemberGroupsLoader(pub PgPool, pub Arc<crate::metrics::Metrics>);
 
 /// A reverse lookup as a scoped reader asks for it: only groups in the subtrees of the roots.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct ScopedMemberKey(pub String, pub Mode, pub Arc<[Uuid]>);
+pub struct ScopedMemberKey(pub String, pub Mode, pub super::scope::ScopeRef);
 
 impl Loader<ScopedMemberKey> for MemberGroupsLoader {
     type Value = Vec<Belonging>;
@@ -344,7 +344,7 @@ impl Loader<ScopedMemberKey> for MemberGroupsLoader {
     ) -> Result<HashMap<ScopedMemberKey, Vec<Belonging>>, Self::Error> {
         self.1.loader_batch("member_groups");
         // One query per (mode, roots): a request has one set of roots.
-        let mut batches: HashMap<(Mode, Arc<[Uuid]>), Vec<String>> = HashMap::new();
+        let mut batches: HashMap<(Mode, super::scope::ScopeRef), Vec<String>> = HashMap::new();
         for k in keys {
             batches
                 .entry((k.1, k.2.clone()))
@@ -412,7 +412,7 @@ pub(crate) async fn groups_of(
                 .load_one(ScopedMemberKey(
                     member.to_string(),
                     mode.into(),
-                    Arc::from(roots),
+                    super::scope::ScopeRef(roots),
                 ))
                 .await?
         }

@@ -24,6 +24,71 @@ pub use crate::scope::Reach;
 /// of its bindings expanded, sorted; see [`crate::scope::SubtreeCache`]), so that checks are
 /// lookups and SQL filters probe a list (`read::scope_filter`).
 pub async fn reach(ctx: &Context<'_>, p: Permission) -> Result<Reach> {
+    let memo = ctx.data_opt::<ReachMemo>();
+    if let Some(found) = memo.and_then(|m| m.get(p)) {
+        return Ok(found);
+    }
+    let found = expanded_reach(ctx, p).await?;
+    if let Some(memo) = memo {
+        memo.put(p, found.clone());
+    }
+    Ok(found)
+}
+
+/// A scope's groups as a loader key: hashed and compared by identity, not by its (up to
+/// thousands of) ids, since a request's keys all share the one list its reach gave.
+#[derive(Clone, Debug)]
+pub struct ScopeRef(pub Arc<[Uuid]>);
+
+impl PartialEq for ScopeRef {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for ScopeRef {}
+
+impl std::hash::Hash for ScopeRef {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        std::ptr::hash(Arc::as_ptr(&self.0).cast::<u8>(), state);
+    }
+}
+
+impl std::ops::Deref for ScopeRef {
+    type Target = [Uuid];
+    fn deref(&self) -> &[Uuid] {
+        &self.0
+    }
+}
+
+/// What one request learned of its reach, per permission (the caller's bindings are fixed for
+/// a request); emptied after each mutation, whose change of the tree the next check must see.
+#[derive(Default)]
+pub struct ReachMemo(std::sync::Mutex<std::collections::HashMap<Permission, Reach>>);
+
+impl ReachMemo {
+    fn get(&self, p: Permission) -> Option<Reach> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&p)
+            .cloned()
+    }
+
+    fn put(&self, p: Permission, reach: Reach) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(p, reach);
+    }
+
+    /// Forgets everything (after a mutation).
+    pub fn clear(&self) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+}
+
+async fn expanded_reach(ctx: &Context<'_>, p: Permission) -> Result<Reach> {
     let actor = ctx.data::<Actor>()?;
     let policy = ctx.data::<Arc<crate::policy::Policy>>()?;
     match crate::scope::reach(&policy.table(), actor, p) {
@@ -38,7 +103,7 @@ pub async fn reach(ctx: &Context<'_>, p: Permission) -> Result<Reach> {
             if groups.is_empty() {
                 Ok(Reach::Nothing)
             } else {
-                Ok(Reach::Within(groups.to_vec()))
+                Ok(Reach::Within(groups))
             }
         }
         other => Ok(other),
@@ -55,11 +120,12 @@ pub fn binding_reach(ctx: &Context<'_>, p: Permission) -> Result<Reach> {
 
 /// The groups the caller may read: `None` for every group. For SQL filters
 /// (`read::scope_filter`, `inventory::visible_sql`).
-pub async fn read_roots(ctx: &Context<'_>) -> Result<Option<Vec<Uuid>>> {
-    Ok(reach(ctx, Permission::GroupRead)
-        .await?
-        .roots()
-        .map(<[Uuid]>::to_vec))
+pub async fn read_roots(ctx: &Context<'_>) -> Result<Option<Arc<[Uuid]>>> {
+    Ok(match reach(ctx, Permission::GroupRead).await? {
+        Reach::All => None,
+        Reach::Within(groups) => Some(groups),
+        Reach::Nothing => Some(Arc::from(Vec::new())),
+    })
 }
 
 /// Whether group `g` is one of `groups` (a reach's expanded, sorted groups).

@@ -780,9 +780,11 @@ async fn scoped_bindings_show_in_me_and_follow_the_tree() {
             .expect("a group");
         assert_eq!(found.to_string(), site, "{named}");
     }
-    assert!(corral_api::auth::resolve_scope(&app.pool, "Inventory/Nowhere")
-        .await
-        .is_err());
+    assert!(
+        corral_api::auth::resolve_scope(&app.pool, "Inventory/Nowhere")
+            .await
+            .is_err()
+    );
     const PERMS: &str =
         "query($g: ID) { me { subject roles bindings { role scope } permissions(groupId: $g) } }";
     let me = app.data(&token, PERMS, json!({ "g": inside })).await;

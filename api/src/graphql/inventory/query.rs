@@ -147,7 +147,7 @@ fn page_args(first: Option<i32>, after: Option<&str>) -> Result<(i64, Option<Str
 
 /// The caller's read roots (`None`: everything).
 async fn roots(ctx: &Context<'_>) -> Result<Option<Arc<[Uuid]>>> {
-    Ok(crate::graphql::scope::read_roots(ctx).await?.map(Arc::from))
+    crate::graphql::scope::read_roots(ctx).await
 }
 
 /// Inventory queries (part of the `Query` root).

@@ -173,9 +173,11 @@ pub async fn search(
     });
     // A global caller's query carries no scope condition at all.
     let (page_scope, count_scope) = match roots {
+        // No `IS NULL OR` here: a plain `= ANY` lets even a generic plan probe the primary
+        // key for the scope's groups instead of scanning every group.
         Some(_) => (
-            format!(" AND {}", scope_filter("g.id", "$6")),
-            format!(" AND {}", scope_filter("g.id", "$3")),
+            " AND g.id = ANY($6::uuid[])".to_string(),
+            " AND g.id = ANY($3::uuid[])".to_string(),
         ),
         None => (String::new(), String::new()),
     };

@@ -1,7 +1,7 @@
 //! Membership mutations: static members, exclusions, adding a rule's matches.
 
 use async_graphql::{Context, InputObject, Object, Result, SimpleObject, ID};
-use corral_domain::membership::{MemberSource, MembershipCommand};
+use corral_domain::membership::{MemberSource, MembershipCommand, MembershipError, MAX_LISTED};
 use corral_projections::commands::Command;
 use sqlx::PgPool;
 
@@ -86,6 +86,38 @@ pub(crate) async fn run(
     })
 }
 
+/// For a caller who may read only some groups: the ids among `ids` it may not see, refused
+/// exactly as ids missing from the inventory are (`UNKNOWN_MEMBER` on `memberIds`).
+async fn hidden_members(ctx: &Context<'_>, ids: &[String]) -> Result<Option<UserError>> {
+    let Some(roots) = super::scope::read_roots(ctx).await? else {
+        return Ok(None);
+    };
+    let pool = ctx.data_unchecked::<PgPool>();
+    let visible: std::collections::HashSet<String> =
+        corral_projections::group_tree::read::visible_members(pool, ids, &roots)
+            .await
+            .map_err(super::errors::internal)?
+            .into_iter()
+            .collect();
+    let hidden: Vec<String> = ids
+        .iter()
+        .filter(|id| !visible.contains(*id))
+        .cloned()
+        .collect();
+    if hidden.is_empty() {
+        return Ok(None);
+    }
+    let e = MembershipError::UnknownMember {
+        count: hidden.len(),
+        listed: hidden.into_iter().take(MAX_LISTED).collect(),
+    };
+    Ok(Some(UserError::new(
+        e.field(),
+        corral_domain::codes::Code::UnknownMember,
+        e.to_string(),
+    )))
+}
+
 /// Membership mutations (part of the `Mutation` root).
 #[derive(Default)]
 pub struct MembershipMutation;
@@ -93,13 +125,18 @@ pub struct MembershipMutation;
 #[Object]
 impl MembershipMutation {
     /// Adds static members (operator). Ids already static members are skipped; unknown ids
-    /// reject the whole call (`UNKNOWN_MEMBER`).
+    /// reject the whole call (`UNKNOWN_MEMBER`). A caller bound to groups may add only the
+    /// devices and services it may already see: any other id is unknown to it, so that a
+    /// static add (which grants visibility) cannot pull another scope's records into its own.
     async fn add_group_members(
         &self,
         ctx: &Context<'_>,
         input: GroupMembersInput,
     ) -> Result<MembershipPayload> {
         require_on(ctx, Permission::MembershipEdit, &input.group_id).await?;
+        if let Some(e) = hidden_members(ctx, &input.member_ids).await? {
+            return Ok(MembershipPayload::error(e));
+        }
         let ids = input.member_ids;
         run(
             ctx,

@@ -448,8 +448,40 @@ impl GroupMutation {
                     wait_timed_out: o.wait_timed_out,
                     user_errors: vec![],
                 },
-                Err(e) => DeleteGroupPayload::from_error(e),
+                Err(e) => DeleteGroupPayload::from_error(hide_referrers(ctx, e).await?),
             },
         )
     }
+}
+
+/// A `REFERENCED` refusal names the groups whose rules refer to the group; a caller bound to
+/// groups sees only the ids it may read, and a count of the others.
+async fn hide_referrers(ctx: &Context<'_>, e: UserError) -> Result<UserError> {
+    if Code::from(e.code) != Code::Referenced {
+        return Ok(e);
+    }
+    let Some((head, listed)) = e.message.rsplit_once(": ") else {
+        return Ok(e);
+    };
+    let ids: Vec<Uuid> = listed
+        .split(", ")
+        .filter_map(|id| id.parse().ok())
+        .collect();
+    let readable = scope::readable(ctx, &ids).await?;
+    if readable.len() == ids.len() {
+        return Ok(e);
+    }
+    let mut shown: Vec<String> = ids
+        .iter()
+        .filter(|id| readable.contains(id))
+        .map(ToString::to_string)
+        .collect();
+    shown.push(format!(
+        "{} group(s) beyond your scope",
+        ids.len() - readable.len()
+    ));
+    Ok(UserError {
+        message: format!("{head}: {}", shown.join(", ")),
+        ..e
+    })
 }

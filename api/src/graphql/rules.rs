@@ -195,8 +195,10 @@ pub(crate) async fn resolve_group_paths(
     resolve_readable_paths(pool, rule, None).await
 }
 
-/// [`resolve_group_paths`] for a caller who may read only the subtrees of `roots` (`None`:
-/// every group): a path to a group beyond them is unknown, as a missing group's would be.
+/// [`resolve_group_paths`] for a caller who may read only the groups `roots` (its scope,
+/// expanded; `None`: every group): a reference, by path or by id, to a group beyond them is
+/// an unknown group, as a missing group's would be, so that a rule can neither name nor
+/// probe a group the caller may not see.
 pub(crate) async fn resolve_readable_paths(
     pool: &PgPool,
     rule: &mut Rule,
@@ -204,20 +206,32 @@ pub(crate) async fn resolve_readable_paths(
 ) -> Result<std::result::Result<(), rule::RuleError>> {
     let mut paths = HashMap::new();
     for r in rule.group_refs() {
-        if let GroupTarget::Path(p) = r.target {
-            let mut node = tree::by_path(pool, rule.kind().as_str(), &p)
-                .await
-                .map_err(internal)?;
-            if let (Some(roots), Some(n)) = (roots, &node) {
-                if tree::in_subtrees(pool, &[n.id], roots)
+        let (id, shown) = match &r.target {
+            GroupTarget::Id(id) => (Some(*id), id.to_string()),
+            GroupTarget::Path(p) => (
+                tree::by_path(pool, rule.kind().as_str(), p)
                     .await
                     .map_err(internal)?
-                    .is_empty()
-                {
-                    node = None;
-                }
+                    .map(|n| n.id),
+                p.clone(),
+            ),
+        };
+        if let (Some(roots), Some(found)) = (roots, id) {
+            if !tree::in_subtrees(pool, &[found], roots)
+                .await
+                .map_err(internal)?
+                .is_empty()
+            {
+                // Readable.
+            } else {
+                return Ok(Err(rule::RuleError {
+                    column: r.column,
+                    message: format!("unknown group `{shown}`"),
+                }));
             }
-            paths.insert(p, node.map(|n| n.id));
+        }
+        if let GroupTarget::Path(p) = r.target {
+            paths.insert(p, id);
         }
     }
     Ok(rule.resolve_groups(&mut |p| paths.get(p).copied().flatten()))

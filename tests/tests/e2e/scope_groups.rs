@@ -454,6 +454,10 @@ async fn scoped_operators_edit_memberships_only_inside_and_see_only_their_device
     let t = tree(&app).await;
     insert_devices(&app, &["d-in", "d-out", "d-none", "d-rule"]).await;
     let operator = app.scoped_token("otto", "operator", &t.site_a).await;
+    // A scoped operator adds only what it sees: a global operator places d-in in a group of
+    // the scope (Shelf, under Site-A).
+    let shelf = app.create_group("Shelf", Some(&t.site_a)).await;
+    super::membership::add(&app, &shelf, &["d-in".to_string()]).await;
     let ids = json!(["d-in"]);
 
     // Inside: every membership mutation works on the scope's subtree.

@@ -570,3 +570,104 @@ async fn a_scoped_admin_sweeps_groups_in_scope_only() {
     assert_eq!(runs["sweepRuns"]["totalCount"], 0, "{runs}");
     app.shutdown().await;
 }
+
+/// A static add grants visibility, so a caller bound to Site-A may add only what it already
+/// sees: another scope's device is refused exactly like an unknown id, and stays hidden. A
+/// rule or a filter naming a group beyond the scope by id is an unknown group too.
+#[tokio::test]
+async fn scoped_writes_cannot_pull_in_or_probe_other_scopes() {
+    const ADD: &str = "mutation($g: ID!, $m: [String!]!) { addGroupMembers(input: { groupId: $g, memberIds: $m }) { changed userErrors { field code message } } }";
+    const SET_RULE: &str = "mutation($g: ID!, $r: String!) { setGroupRule(input: { groupId: $g, rule: $r }) { userErrors { code message } } }";
+    const PREVIEW_RULE: &str =
+        "query($r: String!) { previewRule(type: DEVICE, rule: $r) { count errors { message } } }";
+    let app = TestApp::spawn().await;
+    let t = tree(&app).await;
+    upsert_devices(
+        &app,
+        json!([{ "id": "d1", "hostname": "a" }, { "id": "d2", "hostname": "b" }, { "id": "d5", "hostname": "e" }]),
+    )
+    .await;
+    add(&app, &t.core, &["d1".to_string()]).await;
+    add(&app, &t.site_b, &["d2".to_string()]).await;
+    let operator = app.scoped_token("otto", "operator", &t.site_a).await;
+    let before: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    for hidden in [
+        json!(["d2"]),
+        json!(["d5"]),
+        json!(["d1", "d2"]),
+        json!(["nope"]),
+    ] {
+        let p = app
+            .data(&operator, ADD, json!({ "g": t.core, "m": hidden }))
+            .await;
+        let e = &p["addGroupMembers"]["userErrors"][0];
+        assert_eq!(e["code"], "UNKNOWN_MEMBER", "{hidden}: {p}");
+        assert_eq!(e["field"], "memberIds", "{p}");
+    }
+    let after: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(before, after, "refused adds write nothing");
+    let d2 = app.data(&operator, DEVICE, json!({ "id": "d2" })).await;
+    assert_eq!(d2["device"], Value::Null, "{d2}");
+    // What it sees, it may add to another of its groups.
+    let ok = app
+        .data(&operator, ADD, json!({ "g": t.site_a, "m": ["d1"] }))
+        .await;
+    assert_eq!(ok["addGroupMembers"]["userErrors"], json!([]), "{ok}");
+
+    // A rule naming Site-B by id: unknown to a caller bound to Site-A.
+    let admin = app.scoped_token("ada", "admin", &t.site_a).await;
+    let rule = format!("group:{}", t.site_b);
+    let set = app
+        .data(&admin, SET_RULE, json!({ "g": t.core, "r": rule }))
+        .await;
+    assert_eq!(
+        set["setGroupRule"]["userErrors"][0]["code"], "RULE_INVALID",
+        "{set}"
+    );
+    let preview = app
+        .data(&operator, PREVIEW_RULE, json!({ "r": rule }))
+        .await;
+    let message = preview["previewRule"]["errors"][0]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(message.contains("unknown group"), "{preview}");
+    // The same rule by a global admin is accepted.
+    let global = app
+        .data(&app.admin, SET_RULE, json!({ "g": t.core, "r": rule }))
+        .await;
+    assert_eq!(global["setGroupRule"]["userErrors"], json!([]), "{global}");
+
+    // Deleting a group that Site-B's rule refers to: refused, without naming Site-B.
+    let lab = app.create_group("Lab", Some(&t.site_a)).await;
+    let refers = app
+        .data(
+            &app.admin,
+            SET_RULE,
+            json!({ "g": t.site_b, "r": format!("group:{lab}") }),
+        )
+        .await;
+    assert_eq!(refers["setGroupRule"]["userErrors"], json!([]), "{refers}");
+    const DELETE: &str =
+        "mutation($id: ID!) { deleteGroup(input: { id: $id }) { userErrors { code message } } }";
+    let refused = app.data(&admin, DELETE, json!({ "id": lab })).await;
+    let e = &refused["deleteGroup"]["userErrors"][0];
+    assert_eq!(e["code"], "REFERENCED", "{refused}");
+    let message = e["message"].as_str().unwrap();
+    assert!(!message.contains(&t.site_b), "{message}");
+    assert!(
+        message.contains("1 group(s) beyond your scope"),
+        "{message}"
+    );
+    let named = app.data(&app.admin, DELETE, json!({ "id": lab })).await;
+    assert!(
+        named.to_string().contains(&t.site_b),
+        "a global admin is told which group: {named}"
+    );
+    app.shutdown().await;
+}

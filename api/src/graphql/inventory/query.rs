@@ -3,17 +3,13 @@
 use async_graphql::{Context, ErrorExtensions, Object, Result, ID};
 use chrono::Utc;
 use corral_domain::group::GroupType;
-use corral_domain::rule::{self, GroupTarget, RuleError, SqlFragment};
-use corral_projections::group_tree::read as tree;
+use corral_domain::rule::{self, RuleError, SqlFragment};
 use corral_projections::inventory as store;
 use sqlx::PgPool;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use uuid::Uuid;
-
-use crate::graphql::errors::internal;
 
 use super::{
     cursor, lazy_count, page_info, Device, DeviceConnection, DeviceEdge, Service,
@@ -99,42 +95,15 @@ pub async fn compile_filter(
 }
 
 /// Resolves the `group:` references of a scoped reader's filter: each must name a group in
-/// the subtree of one of `roots`, or the filter is `RULE_INVALID` (unknown group).
+/// the caller's scope `roots`, or the filter is `RULE_INVALID` (unknown group); a missing
+/// group by id is unknown too.
 async fn resolve_readable_paths(
     pool: &PgPool,
     rule: &mut rule::Rule,
     roots: &[Uuid],
 ) -> Result<()> {
-    let mut paths: HashMap<String, Option<Uuid>> = HashMap::new();
-    for r in rule.group_refs() {
-        let (id, shown) = match &r.target {
-            GroupTarget::Id(id) => (Some(*id), id.to_string()),
-            GroupTarget::Path(p) => (
-                tree::by_path(pool, rule.kind().as_str(), p)
-                    .await
-                    .map_err(internal)?
-                    .map(|n| n.id),
-                p.clone(),
-            ),
-        };
-        let readable = match id {
-            Some(id) => !tree::in_subtrees(pool, &[id], roots)
-                .await
-                .map_err(internal)?
-                .is_empty(),
-            None => false,
-        };
-        if !readable {
-            return Err(rule_invalid(RuleError {
-                column: r.column,
-                message: format!("unknown group `{shown}`"),
-            }));
-        }
-        if let GroupTarget::Path(p) = r.target {
-            paths.insert(p, id);
-        }
-    }
-    rule.resolve_groups(&mut |p| paths.get(p).copied().flatten())
+    crate::graphql::rules::resolve_readable_paths(pool, rule, Some(roots))
+        .await?
         .map_err(rule_invalid)
 }
 

@@ -121,7 +121,30 @@ async fn groups_at(ctx: &Context<'_>, ids: &[Uuid], position: i64) -> Result<Has
     let found = history::groups_at(&mut *conn(ctx).await?, &ids, position)
         .await
         .map_err(internal)?;
-    Ok(found.into_iter().map(|(id, g)| (id, to_group(g))).collect())
+    // Beyond the scope a group shows nothing, its name in a path included: a group moved into
+    // the scope keeps, as of before the move, only the part of its path the caller may read.
+    let above: Vec<Uuid> = found.values().flat_map(|g| g.ancestors.clone()).collect();
+    let readable_above = super::loaders::readable(ctx, &above).await?;
+    Ok(found
+        .into_iter()
+        .map(|(id, g)| {
+            let hidden = g
+                .ancestors
+                .iter()
+                .take_while(|a| !readable_above.contains(a))
+                .count();
+            let mut group = to_group(g);
+            if hidden > 0 {
+                group.path = group
+                    .path
+                    .split('/')
+                    .skip(hidden)
+                    .collect::<Vec<_>>()
+                    .join("/");
+            }
+            (id, group)
+        })
+        .collect())
 }
 
 /// `group(id)` as of `position` (`null` if not yet created then, or if the caller may not

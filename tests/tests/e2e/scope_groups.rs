@@ -9,7 +9,7 @@ use corral_tests::TestApp;
 use serde_json::{json, Value};
 
 const GROUP: &str = "query($id: ID!) { group(id: $id) { id name parent { name } ancestors { name } children { totalCount edges { node { name } } } } }";
-const GROUP_AT: &str = "query($id: ID!, $p: Position) { group(id: $id, atPosition: $p) { name parent { name } ancestors { name } children { totalCount edges { node { name } } } } }";
+const GROUP_AT: &str = "query($id: ID!, $p: Position) { group(id: $id, atPosition: $p) { name path parent { name } ancestors { name } children { totalCount edges { node { name } } } } }";
 const BY_PATH: &str = "query($path: String!) { groupByPath(type: DEVICE, path: $path) { name } }";
 const GROUPS: &str = "query($first: Int, $after: String, $search: String) { groups(type: DEVICE, first: $first, after: $after, search: $search) { totalCount pageInfo { hasNextPage endCursor } edges { node { name } } } }";
 const MOVE: &str = "mutation($id: ID!, $p: ID!) { moveGroup(input: { id: $id, newParentId: $p }) { position group { name } userErrors { code message } } }";
@@ -212,8 +212,10 @@ async fn time_travel_decides_readability_by_the_current_tree() {
     assert_eq!(edge["name"], "Edge");
     assert_eq!(edge["parent"], Value::Null, "{edge}");
     assert_eq!(edge["ancestors"], json!([]));
+    assert_eq!(edge["path"], "Edge", "no name beyond the scope: {edge}");
     let admin_edge = app.data(&app.admin, GROUP_AT, at(&t.edge)).await["group"].clone();
     assert_eq!(admin_edge["parent"]["name"], "Site-B");
+    assert_eq!(admin_edge["path"], "Inventory/Site-B/Edge");
     assert_eq!(names(&admin_edge["ancestors"]), ["Inventory", "Site-B"]);
     for id in [&t.core, &gone, &t.site_b, &t.root] {
         let g = app.data(&viewer, GROUP_AT, at(id)).await;

@@ -94,7 +94,26 @@ pub struct SubtreeCache {
 }
 
 /// A scope's groups, and the tree version they were read at.
-type Expanded = (Cursor, Arc<[Uuid]>);
+type Expanded = (Cursor, Arc<Expansion>);
+
+/// A scope expanded: its groups, and how many of each group type.
+#[derive(Debug)]
+pub struct Expansion {
+    /// Every group of the scope, sorted.
+    pub groups: Arc<[Uuid]>,
+    /// How many of them are of each group type (`DEVICE`, `SERVICE`).
+    pub per_type: Vec<(String, i64)>,
+}
+
+impl Expansion {
+    /// How many groups of type `group_type` the scope holds.
+    pub fn count_of(&self, group_type: &str) -> i64 {
+        self.per_type
+            .iter()
+            .find(|(t, _)| t == group_type)
+            .map_or(0, |(_, n)| *n)
+    }
+}
 
 /// Most sets of roots a process keeps expanded (the cache is emptied when it is full).
 const MAX_CACHED_SCOPES: usize = 1_024;
@@ -116,7 +135,7 @@ impl SubtreeCache {
     pub async fn expand(
         &self,
         roots: &[Uuid],
-    ) -> Result<Arc<[Uuid]>, corral_projections::StoreError> {
+    ) -> Result<Arc<Expansion>, corral_projections::StoreError> {
         let version = self
             .waiter
             .as_ref()
@@ -129,10 +148,22 @@ impl SubtreeCache {
                 }
             }
         }
-        let groups: Arc<[Uuid]> =
-            corral_projections::group_tree::read::subtree_ids(&self.pool, roots)
-                .await?
-                .into();
+        let rows = corral_projections::group_tree::read::subtree_ids(&self.pool, roots).await?;
+        let mut per_type: Vec<(String, i64)> = vec![];
+        for (_, t) in &rows {
+            match per_type.iter_mut().find(|(known, _)| known == t) {
+                Some((_, n)) => *n += 1,
+                None => per_type.push((t.clone(), 1)),
+            }
+        }
+        let groups = Arc::new(Expansion {
+            groups: rows
+                .into_iter()
+                .map(|(id, _)| id)
+                .collect::<Vec<_>>()
+                .into(),
+            per_type,
+        });
         if let Some(version) = version {
             let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
             if entries.len() >= MAX_CACHED_SCOPES {

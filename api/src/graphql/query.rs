@@ -108,6 +108,12 @@ impl GroupQuery {
         let t = DomainGroupType::from(group_type).as_str();
         let search = search.as_deref().map(str::trim).filter(|s| !s.is_empty());
         let roots = super::scope::read_roots(ctx).await?;
+        // A scoped caller's unfiltered total is the number of groups of the type in its scope,
+        // known from the scope's expansion (no second statement).
+        let known_total = match (&roots, search) {
+            (Some(_), None) => super::scope::scope_count(ctx, t).await?,
+            _ => None,
+        };
         let (rows, total) = read::search(
             ctx.data_unchecked::<PgPool>(),
             t,
@@ -115,6 +121,7 @@ impl GroupQuery {
             first + 1,
             after.as_ref(),
             roots.as_deref(),
+            known_total,
         )
         .await
         .map_err(internal)?;

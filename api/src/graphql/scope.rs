@@ -94,10 +94,13 @@ async fn expanded_reach(ctx: &Context<'_>, p: Permission) -> Result<Reach> {
     match crate::scope::reach(&policy.table(), actor, p) {
         Reach::Within(roots) => {
             let groups = match ctx.data_opt::<Arc<crate::scope::SubtreeCache>>() {
-                Some(cache) => cache.expand(&roots).await.map_err(internal)?,
+                Some(cache) => cache.expand(&roots).await.map_err(internal)?.groups.clone(),
                 None => read::subtree_ids(ctx.data_unchecked::<PgPool>(), &roots)
                     .await
                     .map_err(internal)?
+                    .into_iter()
+                    .map(|(id, _)| id)
+                    .collect::<Vec<_>>()
                     .into(),
             };
             if groups.is_empty() {
@@ -116,6 +119,24 @@ pub fn binding_reach(ctx: &Context<'_>, p: Permission) -> Result<Reach> {
     let actor = ctx.data::<Actor>()?;
     let policy = ctx.data::<Arc<crate::policy::Policy>>()?;
     Ok(crate::scope::reach(&policy.table(), actor, p))
+}
+
+/// How many groups of type `group_type` the caller may read, from its scope's expansion
+/// (`None`: a global reader, or no cache to ask).
+pub async fn scope_count(ctx: &Context<'_>, group_type: &str) -> Result<Option<i64>> {
+    let Reach::Within(roots) = binding_reach(ctx, Permission::GroupRead)? else {
+        return Ok(None);
+    };
+    let Some(cache) = ctx.data_opt::<Arc<crate::scope::SubtreeCache>>() else {
+        return Ok(None);
+    };
+    Ok(Some(
+        cache
+            .expand(&roots)
+            .await
+            .map_err(internal)?
+            .count_of(group_type),
+    ))
 }
 
 /// The groups the caller may read: `None` for every group. For SQL filters

@@ -162,6 +162,7 @@ pub async fn search(
     first: i64,
     after: Option<&After>,
     roots: Option<&[Uuid]>,
+    known_total: Option<i64>,
 ) -> Result<(Vec<Node>, i64), StoreError> {
     let pattern = search.map(corral_domain::text::to_nfc).map(|s| {
         format!(
@@ -197,6 +198,9 @@ pub async fn search(
         page = page.bind(roots);
     }
     let rows = page.fetch_all(pool).await?;
+    if let Some(total) = known_total {
+        return Ok((nodes(&rows)?, total));
+    }
     let count_sql = format!(
         "SELECT count(*) FROM {LIVE_SCHEMA}.groups g WHERE g.group_type = $1 AND ($2::text IS NULL OR g.name ILIKE $2){count_scope}"
     );
@@ -219,15 +223,18 @@ pub fn scope_filter(column: &str, param: &str) -> String {
     format!("({param}::uuid[] IS NULL OR {column} = ANY({param}::uuid[]))")
 }
 
-/// Every group in the subtree of one of `roots` (the roots included), sorted, by the live
-/// tree.
-pub async fn subtree_ids(pool: &PgPool, roots: &[Uuid]) -> Result<Vec<Uuid>, StoreError> {
+/// Every group in the subtree of one of `roots` (the roots included), sorted, with its type,
+/// by the live tree.
+pub async fn subtree_ids(pool: &PgPool, roots: &[Uuid]) -> Result<Vec<(Uuid, String)>, StoreError> {
     if roots.is_empty() {
         return Ok(vec![]);
     }
-    let rows: Vec<Uuid> = sqlx::query_scalar(&format!(
-        "SELECT DISTINCT descendant_id FROM {LIVE_SCHEMA}.group_closure
-          WHERE ancestor_id = ANY($1) ORDER BY 1"
+    let rows: Vec<(Uuid, String)> = sqlx::query_as(&format!(
+        "SELECT s.id, g.group_type FROM
+           (SELECT DISTINCT descendant_id AS id FROM {LIVE_SCHEMA}.group_closure
+             WHERE ancestor_id = ANY($1)) s
+           JOIN {LIVE_SCHEMA}.groups g ON g.id = s.id
+          ORDER BY 1"
     ))
     .bind(roots)
     .fetch_all(pool)

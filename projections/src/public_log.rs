@@ -78,6 +78,8 @@ pub struct RawEntry {
     pub event_type: String,
     /// `metadata.correlation_id`, when it is a string.
     pub correlation_id: Option<String>,
+    /// When it was recorded.
+    pub recorded_at: DateTime<Utc>,
     /// The envelope, compact JSON.
     pub envelope: String,
 }
@@ -134,6 +136,7 @@ pub async fn read_raw(
                 aggregate_id,
                 event_type,
                 correlation_id: r.try_get("correlation_id")?,
+                recorded_at,
                 envelope,
             })
         })

@@ -146,6 +146,23 @@ async fn assert_stream_is_the_log(app: &TestApp, js: &Context, config: &Publishe
             entry.position
         );
         assert_eq!(header("Nats-Msg-Id"), Some(e.event_id.to_string()));
+        // CloudEvents 1.0, binary content mode.
+        assert_eq!(header("ce-specversion").as_deref(), Some("1.0"));
+        assert_eq!(header("ce-id"), Some(e.event_id.to_string()));
+        assert_eq!(header("ce-source").as_deref(), Some("/corral"));
+        assert_eq!(
+            header("ce-type"),
+            Some(format!("io.corral.{}.{}", e.aggregate_type, e.event_type))
+        );
+        assert_eq!(
+            header("ce-subject"),
+            Some(format!("{}/{}", e.aggregate_type, e.aggregate_id))
+        );
+        assert_eq!(
+            header("ce-time"),
+            Some(corral_projections::canonical::format_time(e.recorded_at))
+        );
+        assert_eq!(header("Content-Type").as_deref(), Some("application/json"));
         let correlation = e.metadata["correlation_id"].as_str().map(str::to_string);
         if correlation.is_some() {
             correlated += 1;

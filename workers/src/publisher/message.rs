@@ -18,6 +18,8 @@ pub trait Published {
     fn position(&self) -> i64;
     /// `metadata.correlation_id`.
     fn correlation_id(&self) -> Option<&str>;
+    /// When it was recorded.
+    fn recorded_at(&self) -> chrono::DateTime<chrono::Utc>;
 }
 
 impl Published for LogEntry {
@@ -38,6 +40,9 @@ impl Published for LogEntry {
     }
     fn correlation_id(&self) -> Option<&str> {
         LogEntry::correlation_id(self)
+    }
+    fn recorded_at(&self) -> chrono::DateTime<chrono::Utc> {
+        self.event.recorded_at
     }
 }
 
@@ -60,6 +65,9 @@ impl Published for RawEntry {
     fn correlation_id(&self) -> Option<&str> {
         self.correlation_id.as_deref()
     }
+    fn recorded_at(&self) -> chrono::DateTime<chrono::Utc> {
+        self.recorded_at
+    }
 }
 
 /// One subject token: ids are UUIDs and types alphanumeric, but anything that would change the
@@ -81,11 +89,40 @@ pub fn subject_token(s: &str) -> String {
 }
 
 /// The headers of one event's message, as (name, value) pairs: `Nats-Msg-Id` (the event id),
-/// `Corral-Position` and, when the metadata has one, `Corral-Correlation-Id`.
+/// `Corral-Position`, the CloudEvents 1.0 attributes of the binary content mode (`ce-specversion`,
+/// `ce-id` = the event id, `ce-source` = `/corral`, `ce-type` =
+/// `io.corral.<AggregateType>.<EventType>`, `ce-subject` = `<AggregateType>/<aggregateId>`,
+/// `ce-time` = when it was recorded, and `Content-Type` for the JSON envelope) and, when the
+/// metadata has one, `Corral-Correlation-Id`.
 pub fn headers(entry: &impl Published) -> Vec<(&'static str, String)> {
+    let clean = |s: &str| -> String { s.chars().filter(|c| !c.is_control()).collect() };
     let mut out = vec![
         ("Nats-Msg-Id", entry.event_id().to_string()),
         (POSITION_HEADER, entry.position().to_string()),
+        ("ce-specversion", "1.0".to_string()),
+        ("ce-id", entry.event_id().to_string()),
+        ("ce-source", "/corral".to_string()),
+        (
+            "ce-type",
+            format!(
+                "io.corral.{}.{}",
+                clean(entry.aggregate_type()),
+                clean(entry.event_type())
+            ),
+        ),
+        (
+            "ce-subject",
+            format!(
+                "{}/{}",
+                clean(entry.aggregate_type()),
+                clean(entry.aggregate_id())
+            ),
+        ),
+        (
+            "ce-time",
+            corral_projections::canonical::format_time(entry.recorded_at()),
+        ),
+        ("Content-Type", "application/json".to_string()),
     ];
     if let Some(id) = entry.correlation_id() {
         // A header value cannot hold line breaks.
@@ -150,17 +187,29 @@ pub(crate) mod tests {
     #[test]
     fn headers_carry_id_position_and_correlation() {
         let h = headers(&entry("Group", "g", json!({"correlation_id": "req-1"})));
+        let e = entry("Group", "g", json!({"correlation_id": "req-1"}));
+        let time = corral_projections::canonical::format_time(e.event.recorded_at);
         assert_eq!(
-            h,
+            headers(&e),
             vec![
                 ("Nats-Msg-Id", Uuid::nil().to_string()),
                 (POSITION_HEADER, "42".to_string()),
+                ("ce-specversion", "1.0".to_string()),
+                ("ce-id", Uuid::nil().to_string()),
+                ("ce-source", "/corral".to_string()),
+                ("ce-type", "io.corral.Group.GroupRenamed".to_string()),
+                ("ce-subject", "Group/g".to_string()),
+                ("ce-time", time),
+                ("Content-Type", "application/json".to_string()),
                 (CORRELATION_HEADER, "req-1".to_string()),
             ]
         );
         let h = headers(&entry("Group", "g", json!({"actor_subject": "alice"})));
-        assert_eq!(h.len(), 2, "no correlation id, no header");
+        assert!(
+            !h.iter().any(|(k, _)| *k == CORRELATION_HEADER),
+            "no correlation id, no header"
+        );
         let h = headers(&entry("Group", "g", json!({"correlation_id": "a\r\nb"})));
-        assert_eq!(h[2], (CORRELATION_HEADER, "ab".to_string()));
+        assert_eq!(h.last(), Some(&(CORRELATION_HEADER, "ab".to_string())));
     }
 }

@@ -186,7 +186,6 @@ pub(crate) mod tests {
 
     #[test]
     fn headers_carry_id_position_and_correlation() {
-        let h = headers(&entry("Group", "g", json!({"correlation_id": "req-1"})));
         let e = entry("Group", "g", json!({"correlation_id": "req-1"}));
         let time = corral_projections::canonical::format_time(e.event.recorded_at);
         assert_eq!(

@@ -293,15 +293,18 @@ impl Loader<VisibleId> for ServiceLoader {
     }
 }
 
-/// The caller's read roots for inventory lookups: `None` for everything.
-async fn roots(ctx: &Context<'_>) -> Result<Option<Arc<[Uuid]>>> {
-    super::scope::read_roots(ctx).await
-}
-
-/// The device `id`, when it exists and the caller may see it.
-pub(crate) async fn device(ctx: &Context<'_>, id: String) -> Result<Option<Device>> {
-    let loader = ctx.data_unchecked::<Devices>();
-    match roots(ctx).await? {
+/// The record `id` of `loader`, when it exists and the caller may see it.
+async fn visible_one<L, V>(
+    ctx: &Context<'_>,
+    loader: &DataLoader<L, HashMapCache>,
+    id: String,
+) -> Result<Option<V>>
+where
+    L: Loader<String, Value = V, Error = async_graphql::Error>
+        + Loader<VisibleId, Value = V, Error = async_graphql::Error>,
+    V: Clone + Send + Sync + 'static,
+{
+    match super::scope::read_roots(ctx).await? {
         None => loader.load_one(id).await,
         Some(r) if r.is_empty() => Ok(None),
         Some(r) => {
@@ -310,6 +313,37 @@ pub(crate) async fn device(ctx: &Context<'_>, id: String) -> Result<Option<Devic
                 .await
         }
     }
+}
+
+/// The records of `ids` of `loader` that exist and the caller may see, by id.
+async fn visible_many<L, V>(
+    ctx: &Context<'_>,
+    loader: &DataLoader<L, HashMapCache>,
+    ids: Vec<String>,
+) -> Result<HashMap<String, V>>
+where
+    L: Loader<String, Value = V, Error = async_graphql::Error>
+        + Loader<VisibleId, Value = V, Error = async_graphql::Error>,
+    V: Clone + Send + Sync + 'static,
+{
+    match super::scope::read_roots(ctx).await? {
+        None => loader.load_many(ids).await,
+        Some(r) if r.is_empty() => Ok(HashMap::new()),
+        Some(r) => Ok(loader
+            .load_many(
+                ids.into_iter()
+                    .map(|id| VisibleId(id, super::scope::ScopeRef(r.clone()))),
+            )
+            .await?
+            .into_iter()
+            .map(|(k, v)| (k.0, v))
+            .collect()),
+    }
+}
+
+/// The device `id`, when it exists and the caller may see it.
+pub(crate) async fn device(ctx: &Context<'_>, id: String) -> Result<Option<Device>> {
+    visible_one(ctx, ctx.data_unchecked::<Devices>(), id).await
 }
 
 /// The devices of `ids` that exist and the caller may see, by id.
@@ -317,34 +351,12 @@ pub(crate) async fn devices(
     ctx: &Context<'_>,
     ids: Vec<String>,
 ) -> Result<HashMap<String, Device>> {
-    let loader = ctx.data_unchecked::<Devices>();
-    match roots(ctx).await? {
-        None => loader.load_many(ids).await,
-        Some(r) if r.is_empty() => Ok(HashMap::new()),
-        Some(r) => Ok(loader
-            .load_many(
-                ids.into_iter()
-                    .map(|id| VisibleId(id, super::scope::ScopeRef(r.clone()))),
-            )
-            .await?
-            .into_iter()
-            .map(|(k, v)| (k.0, v))
-            .collect()),
-    }
+    visible_many(ctx, ctx.data_unchecked::<Devices>(), ids).await
 }
 
 /// The service `id`, when it exists and the caller may see it.
 pub(crate) async fn service(ctx: &Context<'_>, id: String) -> Result<Option<Service>> {
-    let loader = ctx.data_unchecked::<Services>();
-    match roots(ctx).await? {
-        None => loader.load_one(id).await,
-        Some(r) if r.is_empty() => Ok(None),
-        Some(r) => {
-            loader
-                .load_one(VisibleId(id, super::scope::ScopeRef(r)))
-                .await
-        }
-    }
+    visible_one(ctx, ctx.data_unchecked::<Services>(), id).await
 }
 
 /// The services of `ids` that exist and the caller may see, by id.
@@ -352,20 +364,7 @@ pub(crate) async fn services(
     ctx: &Context<'_>,
     ids: Vec<String>,
 ) -> Result<HashMap<String, Service>> {
-    let loader = ctx.data_unchecked::<Services>();
-    match roots(ctx).await? {
-        None => loader.load_many(ids).await,
-        Some(r) if r.is_empty() => Ok(HashMap::new()),
-        Some(r) => Ok(loader
-            .load_many(
-                ids.into_iter()
-                    .map(|id| VisibleId(id, super::scope::ScopeRef(r.clone()))),
-            )
-            .await?
-            .into_iter()
-            .map(|(k, v)| (k.0, v))
-            .collect()),
-    }
+    visible_many(ctx, ctx.data_unchecked::<Services>(), ids).await
 }
 
 /// This request's inventory loaders, batching keys requested within `delay`.

@@ -196,7 +196,7 @@ pub(crate) async fn resolve_group_paths(
 }
 
 /// [`resolve_group_paths`] for a caller who may read only the groups `roots` (its scope,
-/// expanded; `None`: every group): a reference, by path or by id, to a group beyond them is
+/// expanded and sorted, as `scope::read_roots` gives it; `None`: every group): a reference, by path or by id, to a group beyond them is
 /// an unknown group, as a missing group's would be, so that a rule can neither name nor
 /// probe a group the caller may not see.
 pub(crate) async fn resolve_readable_paths(
@@ -217,13 +217,7 @@ pub(crate) async fn resolve_readable_paths(
             ),
         };
         if let (Some(roots), Some(found)) = (roots, id) {
-            if !tree::in_subtrees(pool, &[found], roots)
-                .await
-                .map_err(internal)?
-                .is_empty()
-            {
-                // Readable.
-            } else {
+            if !super::scope::within(roots, found) {
                 return Ok(Err(rule::RuleError {
                     column: r.column,
                     message: format!("unknown group `{shown}`"),

@@ -137,6 +137,17 @@ enum DocsCommand {
         #[arg(long, default_value = "docs/access.md")]
         file: std::path::PathBuf,
     },
+    /// The AsyncAPI 3 document of every NATS subject (docs/asyncapi.json) and the JSON Schemas
+    /// of their messages (docs/schemas/): prints the document, or with --write rewrites every
+    /// file under --dir and removes schema files the code no longer produces.
+    Asyncapi {
+        /// Rewrite the files under --dir instead of printing the document.
+        #[arg(long)]
+        write: bool,
+        /// The docs directory.
+        #[arg(long, default_value = "docs")]
+        dir: std::path::PathBuf,
+    },
     /// The event reference of docs/events.md (JSON Schemas and examples from the Rust types):
     /// prints it, or with --write rewrites that section of the file in place.
     Events {
@@ -188,6 +199,59 @@ fn generated_doc(
     Ok(())
 }
 
+/// `corral docs asyncapi`: prints the document, or writes every generated file under `dir`
+/// (and removes files under its schemas directory that are no longer generated).
+fn write_asyncapi(write: bool, dir: &std::path::Path) -> Result<(), BoxError> {
+    use corral_workers::asyncapi;
+    let files = asyncapi::files();
+    if !write {
+        print!("{}", files[asyncapi::DOCUMENT]);
+        return Ok(());
+    }
+    let mut changed = 0usize;
+    for (rel, text) in &files {
+        let path = dir.join(rel);
+        if std::fs::read_to_string(&path).ok().as_deref() == Some(text.as_str()) {
+            continue;
+        }
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+        }
+        std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        changed += 1;
+    }
+    let mut removed = 0usize;
+    let mut dirs = vec![dir.join(asyncapi::SCHEMAS_DIR)];
+    while let Some(d) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+                continue;
+            }
+            let rel = path
+                .strip_prefix(dir)
+                .map(|r| r.to_string_lossy().replace('\\', "/"))
+                .unwrap_or_default();
+            if !files.contains_key(&rel) {
+                std::fs::remove_file(&path)
+                    .map_err(|e| format!("cannot remove {}: {e}", path.display()))?;
+                removed += 1;
+            }
+        }
+    }
+    println!(
+        "{} files generated under {}: {changed} rewritten, {removed} stale removed",
+        files.len(),
+        dir.display()
+    );
+    Ok(())
+}
+
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
@@ -213,6 +277,12 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
     if let Command::Schema = cli.command {
         print!("{}", corral_api::graphql::sdl());
         return Ok(());
+    }
+    if let Command::Docs {
+        command: DocsCommand::Asyncapi { write, dir },
+    } = &cli.command
+    {
+        return write_asyncapi(*write, dir);
     }
     if let Command::Docs {
         command: DocsCommand::Events { write, file },

@@ -47,7 +47,7 @@ pub struct EventDoc {
 }
 
 /// The aggregates whose events are stored, with what their aggregate id is.
-const AGGREGATES: [(&str, &str); 6] = [
+pub const AGGREGATES: [(&str, &str); 6] = [
     ("Group", "the group's UUID"),
     (
         "Membership",

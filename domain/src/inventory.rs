@@ -98,7 +98,7 @@ pub struct Service {
 /// A device as a feed reports it (GraphQL `DeviceInput`, NATS, NDJSON). Unknown keys are
 /// ignored; an upsert replaces the whole stored record with this one (omitted fields become
 /// null), except `firstSeen`, which keeps the earliest value ever reported.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[expect(
     missing_docs,
@@ -130,7 +130,7 @@ pub struct DeviceInput {
 }
 
 /// A service as a feed reports it. `id` defaults to `<deviceId>/<type>/<name>`.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[expect(
     missing_docs,

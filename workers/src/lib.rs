@@ -3,6 +3,7 @@
 //! commits, the rule evaluator, the recorder of token expiries, the NATS inventory feed and the
 //! NATS publisher of the event log.
 
+pub mod asyncapi;
 pub mod capabilities;
 pub mod feed;
 pub mod health;

@@ -134,6 +134,21 @@ pub fn headers(entry: &impl Published) -> Vec<(&'static str, String)> {
     out
 }
 
+/// The headers of a sample event that has a correlation id: every header an event message may
+/// carry (for the AsyncAPI document).
+pub(crate) fn sample_headers() -> Vec<(&'static str, String)> {
+    headers(&RawEntry {
+        position: 1,
+        event_id: uuid::Uuid::nil(),
+        aggregate_type: "Group".into(),
+        aggregate_id: uuid::Uuid::nil().to_string(),
+        event_type: "GroupCreated".into(),
+        correlation_id: Some("request".into()),
+        recorded_at: chrono::DateTime::UNIX_EPOCH,
+        envelope: String::new(),
+    })
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

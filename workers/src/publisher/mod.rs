@@ -20,7 +20,7 @@
 //!   with a capped back-off.
 
 mod config;
-mod message;
+pub(crate) mod message;
 mod metrics;
 mod plan;
 mod stream;

@@ -127,7 +127,7 @@ pub fn report_msg_id(
 
 /// One sweep run's work for one poller, the value at [`job_key`]. Deleting (or purging) the
 /// key cancels the run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SweepJob {
     /// The run.
     pub run_id: Uuid,
@@ -160,7 +160,7 @@ pub struct SweepJob {
 }
 
 /// A poller's heartbeat, the value at its id in [`POLLERS_BUCKET`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PollerHeartbeat {
     /// The poller.
     pub poller_id: String,
@@ -173,7 +173,7 @@ pub struct PollerHeartbeat {
 }
 
 /// What a report says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ReportKind {
     /// The poller took the job.
@@ -202,7 +202,7 @@ impl ReportKind {
 }
 
 /// One message on [`report_subject`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SweepReport {
     /// The run.
     pub run_id: Uuid,
@@ -225,7 +225,7 @@ pub struct SweepReport {
 }
 
 /// What a poller saw of one host.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct HostResult {
     /// The address.
     pub host_ip: String,

@@ -28,7 +28,7 @@ pub const MAX_REPORTED_REJECTIONS: usize = 100;
 
 /// One sysmon sample (JSON as on NATS: `deviceId`, `ts`, `cpuPercent`, `memPercent`,
 /// `diskPercent`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SysmonSample {
     /// The device (`devices.id`).
@@ -44,7 +44,7 @@ pub struct SysmonSample {
 }
 
 /// One service check (`serviceId`, `ts`, `available`, `latencyMs`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ServiceCheck {
     /// The service (`services.id`).

@@ -13,6 +13,8 @@ pub enum Source {
     Cli,
     /// Rule evaluation.
     Rule,
+    /// An inventory feed (NATS JetStream).
+    Feed,
 }
 
 impl Source {
@@ -23,6 +25,7 @@ impl Source {
             Source::Worker => "worker",
             Source::Cli => "cli",
             Source::Rule => "rule",
+            Source::Feed => "feed",
         }
     }
 }

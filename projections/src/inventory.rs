@@ -26,7 +26,10 @@ use crate::StoreError;
 
 mod write;
 
-pub use write::{remove_devices, remove_services, upsert_devices, upsert_services};
+pub use write::{
+    remove_devices, remove_services, upsert_devices, upsert_devices_without_events,
+    upsert_services, WriteContext,
+};
 
 /// Device rules and filters are SQL over alias `d` in this FROM clause.
 pub const DEVICE_FROM: &str = "devices d";

@@ -24,7 +24,10 @@ use sqlx::{Arguments, PgPool, Row};
 
 use crate::StoreError;
 
+mod history;
 mod write;
+
+pub use history::{device_at, service_at};
 
 pub use write::{
     remove_devices, remove_services, upsert_devices, upsert_devices_without_events,

@@ -105,7 +105,8 @@ pub fn feed_writer(stream: &str, subject: &str, consumer: &str, message: &str) -
     let correlation = format!("{stream}:{message}");
     WriteContext {
         metadata: EventMetadata {
-            actor_subject: consumer.to_string(),
+            // The durable's name, without the stream's creation time.
+            actor_subject: consumer.split('@').next().unwrap_or(consumer).to_string(),
             actor_role: "feed".into(),
             source: Source::Feed,
             causation_id: correlation.clone(),

@@ -128,6 +128,50 @@ pub enum ServiceEvent {
     ServiceRemoved {},
 }
 
+impl DeviceRecord {
+    /// The device `id` with these fields.
+    pub fn into_device(self, id: String) -> super::Device {
+        super::Device {
+            id,
+            hostname: self.hostname,
+            ip: self.ip,
+            mac: self.mac,
+            vendor: self.vendor,
+            model: self.model,
+            os: self.os,
+            os_version: self.os_version,
+            partition: self.partition,
+            site: self.site,
+            device_type: self.device_type,
+            agent_id: self.agent_id,
+            poller_id: self.poller_id,
+            tags: self.tags,
+            metadata: self.metadata,
+            discovery_sources: self.discovery_sources,
+            is_available: self.is_available,
+            first_seen: self.first_seen,
+            last_seen: self.last_seen,
+        }
+    }
+}
+
+impl ServiceRecord {
+    /// The service `id` with these fields.
+    pub fn into_service(self, id: String) -> super::Service {
+        super::Service {
+            id,
+            device_id: self.device_id,
+            service_type: self.service_type,
+            name: self.name,
+            port: self.port,
+            status: self.status,
+            tags: self.tags,
+            metadata: self.metadata,
+            last_seen: self.last_seen,
+        }
+    }
+}
+
 impl DeviceEvent {
     /// The current version of an event type, or `None` for a type this code does not know.
     pub fn current_version(event_type: &str) -> Option<&'static str> {

@@ -56,7 +56,9 @@ impl WriteContext {
 }
 
 /// How often a batch is tried when a concurrent writer of one of its records wins the race.
-const ATTEMPTS: usize = 5;
+/// Every lost race means another batch committed, so the writers as a whole always make
+/// progress; a record written by many writers at once may need as many tries as writers.
+const ATTEMPTS: usize = 100;
 
 /// One column of an upsert: its name, the element type of its `unnest` array, how the new
 /// record takes it (from input `i` and stored `o`), and its JSON form in events (`{}` is the
@@ -390,6 +392,16 @@ fn lost_race(err: &sqlx::Error) -> bool {
         if e.code().as_deref() == Some("23505") && e.constraint() == Some("events_pkey"))
 }
 
+/// 0-3 ms of jitter (from the clock: no RNG needed for spreading retries).
+fn rand_jitter() -> u64 {
+    u64::from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos())
+            % 4,
+    )
+}
+
 /// Runs one batch statement (built by `query`) in its own transaction, retrying lost races;
 /// returns how many rows it wrote (as many as events it appended).
 async fn write_batch<'q>(
@@ -420,6 +432,9 @@ async fn write_batch<'q>(
             }
             Err(err) if lost_race(&err) && attempt < ATTEMPTS => {
                 tx.rollback().await?;
+                // A short, growing pause, so that a crowd of writers spreads out.
+                let pause = (attempt as u64).min(20) + rand_jitter();
+                tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
             }
             Err(err) => return Err(err.into()),
         }

@@ -87,7 +87,7 @@ pub enum DeviceEvent {
     /// `migration`). Carries the whole record.
     DeviceRecorded {
         /// The record as stored.
-        record: DeviceRecord,
+        record: Box<DeviceRecord>,
     },
     /// An upsert changed fields of a live device.
     DeviceChanged {
@@ -111,7 +111,7 @@ pub enum ServiceEvent {
     /// Carries the whole record.
     ServiceRecorded {
         /// The record as stored.
-        record: ServiceRecord,
+        record: Box<ServiceRecord>,
     },
     /// An upsert changed fields of a live service.
     ServiceChanged {
@@ -189,6 +189,42 @@ impl ServiceEvent {
             "ServiceRecorded" | "ServiceChanged" | "ServiceRevived" | "ServiceRemoved" => Some("1"),
             _ => None,
         }
+    }
+}
+
+impl cqrs_es::DomainEvent for DeviceEvent {
+    fn event_type(&self) -> String {
+        match self {
+            DeviceEvent::DeviceRecorded { .. } => "DeviceRecorded",
+            DeviceEvent::DeviceChanged { .. } => "DeviceChanged",
+            DeviceEvent::DeviceRevived { .. } => "DeviceRevived",
+            DeviceEvent::DeviceRemoved {} => "DeviceRemoved",
+        }
+        .to_string()
+    }
+
+    fn event_version(&self) -> String {
+        Self::current_version(&self.event_type())
+            .unwrap_or("1")
+            .to_string()
+    }
+}
+
+impl cqrs_es::DomainEvent for ServiceEvent {
+    fn event_type(&self) -> String {
+        match self {
+            ServiceEvent::ServiceRecorded { .. } => "ServiceRecorded",
+            ServiceEvent::ServiceChanged { .. } => "ServiceChanged",
+            ServiceEvent::ServiceRevived { .. } => "ServiceRevived",
+            ServiceEvent::ServiceRemoved {} => "ServiceRemoved",
+        }
+        .to_string()
+    }
+
+    fn event_version(&self) -> String {
+        Self::current_version(&self.event_type())
+            .unwrap_or("1")
+            .to_string()
     }
 }
 
@@ -349,7 +385,9 @@ mod tests {
             hostname: Some("a".into()),
             ..DeviceRecord::default()
         };
-        let changes = RecordHistory::changes_of_device(&DeviceEvent::DeviceRecorded { record });
+        let changes = RecordHistory::changes_of_device(&DeviceEvent::DeviceRecorded {
+            record: Box::new(record),
+        });
         assert_eq!(
             changes,
             [FieldChange {

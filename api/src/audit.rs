@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use corral_projections::audit::{group_changes, FieldChange, ViewCache};
+use corral_projections::audit::{group_changes, inventory_changes, FieldChange, ViewCache};
 use corral_projections::group_tree::read;
 use corral_projections::public_log::{self, format_time, LogEntry, LogFilter};
 use corral_projections::StoreError;
@@ -41,6 +41,9 @@ pub struct AuditFilter {
     pub to: Option<DateTime<Utc>>,
     /// Only events of one request.
     pub correlation_id: Option<String>,
+    /// Only the events naming this device or service: Membership events listing it (static,
+    /// rule and exclude alike) and its own Device / Service events.
+    pub member_id: Option<String>,
 }
 
 /// A filter a client got wrong.
@@ -114,7 +117,7 @@ impl AuditFilter {
     ///
     /// `scope`: the roots of the caller's `audit.read` reach (`None`: everything). A scoped
     /// auditor reads only the Group and Membership events of the groups in the subtrees of its
-    /// roots, as the live tree stands now (a group moved out of the scope leaves it at once,
+    /// roots (never Device or Service events: the inventory's history is global), as the live tree stands now (a group moved out of the scope leaves it at once,
     /// with its whole history; a deleted group is in no subtree). The scope becomes a list of
     /// aggregate ids, so the log's SQL filters it and counts, pages and cursors stay right; a
     /// `groupId` outside the scope lists nothing, as a missing group does.
@@ -195,6 +198,7 @@ impl AuditFilter {
             event_types: self.event_types.clone(),
             actor: self.actor.clone(),
             correlation_id: self.correlation_id.clone(),
+            member_id: self.member_id.clone(),
             from: self.from,
             to: self.to,
         }))
@@ -221,6 +225,7 @@ impl AuditFilter {
         for (field, value) in [
             ("actor", &self.actor),
             ("correlationId", &self.correlation_id),
+            ("memberId", &self.member_id),
         ] {
             if value
                 .as_ref()
@@ -244,12 +249,13 @@ impl AuditFilter {
     }
 }
 
-/// One audit entry: the logged event and, for Group events, what it changed.
+/// One audit entry: the logged event and, for Group, Device and Service events, what it
+/// changed.
 #[derive(Debug, Clone)]
 pub struct AuditRecord {
     /// The event at its position.
     pub entry: LogEntry,
-    /// Changed fields (Group events only).
+    /// Changed fields (Group, Device and Service events).
     pub changes: Option<Vec<FieldChange>>,
 }
 
@@ -391,15 +397,25 @@ pub async fn page(
         .collect();
     let mut changes: HashMap<(String, i64), Vec<FieldChange>> =
         group_changes(&mut conn, &wanted, views).await?;
-    Ok(entries
+    entries
         .into_iter()
         .map(|entry| {
-            let key = (entry.event.aggregate_id.clone(), entry.event.sequence);
-            let changes = (entry.event.aggregate_type == "Group")
-                .then(|| changes.remove(&key).unwrap_or_default());
-            AuditRecord { entry, changes }
+            let e = &entry.event;
+            let key = (e.aggregate_id.clone(), e.sequence);
+            let changes = if e.aggregate_type == "Group" {
+                Some(changes.remove(&key).unwrap_or_default())
+            } else {
+                inventory_changes(
+                    &e.aggregate_type,
+                    &e.aggregate_id,
+                    &e.event_type,
+                    &e.event_version,
+                    &e.payload,
+                )?
+            };
+            Ok(AuditRecord { entry, changes })
         })
-        .collect())
+        .collect()
 }
 
 /// How many entries pass `filter` (for `totalCount`).
@@ -546,10 +562,11 @@ fn list_param(params: &HashMap<String, String>, name: &str) -> Vec<String> {
 impl ExportRequest {
     /// Reads the query parameters; the error says which one is wrong.
     pub fn from_params(params: &HashMap<String, String>) -> Result<Self, String> {
-        const KNOWN: [&str; 9] = [
+        const KNOWN: [&str; 10] = [
             "from",
             "to",
             "group",
+            "member",
             "includeDescendants",
             "actor",
             "correlationId",
@@ -594,6 +611,7 @@ impl ExportRequest {
                 from: Some(time_param(params, "from")?),
                 to: Some(time_param(params, "to")?),
                 correlation_id: params.get("correlationId").cloned(),
+                member_id: params.get("member").cloned(),
             },
             format,
         })

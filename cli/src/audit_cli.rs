@@ -32,6 +32,10 @@ pub enum AuditCommand {
         /// Only changes made by this subject.
         #[arg(long)]
         actor: Option<String>,
+        /// Only the events naming this device or service: Membership events listing it and
+        /// its own Device / Service events.
+        #[arg(long)]
+        member: Option<String>,
         /// ndjson or csv.
         #[arg(long, value_enum, default_value = "ndjson")]
         format: ExportFormat,
@@ -59,11 +63,13 @@ pub async fn run(pool: &PgPool, command: AuditCommand) -> Result<Result<(), Stri
             group,
             include_descendants,
             actor,
+            member,
             format,
             output,
         } => {
             let filter = AuditFilter {
                 actor,
+                member_id: member,
                 group_id: group,
                 include_descendants,
                 from: Some(from),

@@ -11,11 +11,12 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use corral_domain::inventory::{device_from_json, service_from_json, Device, Service, MAX_BATCH};
+use corral_domain::metadata::{EventMetadata, Source};
 use corral_projections::health::{
     ingest_services, ingest_sysmon, HealthConfig, IngestReport, ServiceCheck, SysmonSample,
     MAX_INGEST_BATCH,
 };
-use corral_projections::inventory::{upsert_devices, upsert_services, UpsertOutcome};
+use corral_projections::inventory::{upsert_devices, upsert_services, UpsertOutcome, WriteContext};
 use sqlx::PgPool;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -129,11 +130,15 @@ impl Batch {
         })
     }
 
-    async fn flush(&mut self, pool: &PgPool) -> Result<Flushed, BoxError> {
+    async fn flush(&mut self, pool: &PgPool, by: &WriteContext) -> Result<Flushed, BoxError> {
         let mut out = Flushed::default();
         match self {
-            Batch::Devices(v) => out.inventory = upsert_devices(pool, &std::mem::take(v)).await?,
-            Batch::Services(v) => out.inventory = upsert_services(pool, &std::mem::take(v)).await?,
+            Batch::Devices(v) => {
+                out.inventory = upsert_devices(pool, &std::mem::take(v), by).await?
+            }
+            Batch::Services(v) => {
+                out.inventory = upsert_services(pool, &std::mem::take(v), by).await?
+            }
             Batch::Telemetry {
                 samples,
                 checks,
@@ -229,12 +234,34 @@ impl Bar {
 }
 
 /// Imports `file`; prints invalid lines and a progress bar on stderr, a summary on stdout.
+/// Who an import writes as: `--actor`, else the operating-system user (`USER`, `LOGNAME`),
+/// else `unknown`.
+pub fn import_actor(flag: Option<String>) -> String {
+    flag.filter(|a| !a.trim().is_empty())
+        .or_else(|| std::env::var("USER").ok().filter(|u| !u.is_empty()))
+        .or_else(|| std::env::var("LOGNAME").ok().filter(|u| !u.is_empty()))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Imports `file`; inventory events carry `actor` (role `cli`, source `cli`) and one
+/// correlation id for the whole run.
 pub async fn run(
     pool: &PgPool,
     kind: ImportKind,
     file: &Path,
     health: HealthConfig,
+    actor: String,
 ) -> Result<(), BoxError> {
+    let correlation = format!("import-{}", uuid::Uuid::new_v4());
+    let by = WriteContext::new(EventMetadata {
+        actor_subject: actor,
+        actor_role: "cli".into(),
+        source: Source::Cli,
+        causation_id: correlation.clone(),
+        correlation_id: correlation,
+        reason: Some(format!("corral import {}", file.display())),
+        client_addr: None,
+    });
     let opened = tokio::fs::File::open(file)
         .await
         .map_err(|e| format!("cannot open {}: {e}", file.display()))?;
@@ -263,12 +290,12 @@ pub async fn run(
             bar.note(&format!("line {}: {why}", p.lines));
         }
         if batch.full() {
-            let flushed = batch.flush(pool).await?;
+            let flushed = batch.flush(pool, &by).await?;
             p.add(flushed, &bar);
         }
         bar.draw(&p, false);
     }
-    let flushed = batch.flush(pool).await?;
+    let flushed = batch.flush(pool, &by).await?;
     p.add(flushed, &bar);
     bar.draw(&p, true);
     if bar.enabled {

@@ -100,6 +100,9 @@ enum Command {
         kind: import::ImportKind,
         /// The .ndjson file.
         file: std::path::PathBuf,
+        /// Who the inventory events name as actor (default: the operating-system user).
+        #[arg(long)]
+        actor: Option<String>,
         #[command(flatten)]
         health: HealthSettings,
     },
@@ -372,8 +375,20 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
             settings,
         } => serve(pool, lock_pool, &settings, !no_workers).await?,
         Command::Work { settings } => work(pool, &settings).await?,
-        Command::Import { kind, file, health } => {
-            import::run(&pool, kind, &file, health.config()?).await?
+        Command::Import {
+            kind,
+            file,
+            actor,
+            health,
+        } => {
+            import::run(
+                &pool,
+                kind,
+                &file,
+                health.config()?,
+                import::import_actor(actor),
+            )
+            .await?
         }
         Command::Rollups { command, health } => {
             let outcome = rollups_cli::run(&pool, command, health.config()?).await;

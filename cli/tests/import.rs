@@ -142,3 +142,46 @@ async fn import_telemetry_stores_known_samples_and_reports_the_rest() {
     pool.close().await;
     db.drop_db().await;
 }
+
+#[tokio::test]
+async fn import_writes_events_naming_the_actor_and_a_rerun_appends_none() {
+    let db = TestDb::new().await;
+    let file = write(
+        "history.ndjson",
+        "{\"id\": \"h1\", \"hostname\": \"core-1\"}\n{\"id\": \"h2\", \"site\": \"ams1\"}\n",
+    );
+    let path = file.to_str().expect("utf-8 path");
+    let (ok, _, stderr) = corral(
+        &db.url,
+        &["import", "devices", path, "--actor", "ci-loader"],
+    );
+    assert!(ok, "{stderr}");
+    let (ok, _, stderr) = corral(
+        &db.url,
+        &["import", "devices", path, "--actor", "ci-loader"],
+    );
+    assert!(ok, "{stderr}");
+    let pool = db.pool(1).await;
+    let rows: Vec<(String, String, serde_json::Value)> = sqlx::query_as(
+        "SELECT aggregate_id, event_type, metadata FROM events
+          WHERE aggregate_type = 'Device' ORDER BY aggregate_id, sequence",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("events");
+    let kinds: Vec<(&str, &str)> = rows.iter().map(|r| (r.0.as_str(), r.1.as_str())).collect();
+    assert_eq!(
+        kinds,
+        [("h1", "DeviceRecorded"), ("h2", "DeviceRecorded")],
+        "the second run changed nothing"
+    );
+    for (_, _, meta) in &rows {
+        assert_eq!(meta["actor_subject"], "ci-loader");
+        assert_eq!(meta["actor_role"], "cli");
+        assert_eq!(meta["source"], "cli");
+        assert_eq!(meta["correlation_id"], rows[0].2["correlation_id"]);
+    }
+    let _ = std::fs::remove_file(file);
+    pool.close().await;
+    db.drop_db().await;
+}

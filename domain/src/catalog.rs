@@ -16,6 +16,9 @@ use uuid::Uuid;
 use crate::access::{AccessEvent, Binding, RoleEvent};
 use crate::dashboard::{DashboardEvent, Widget, WidgetContent, WidgetKind, WidgetPosition};
 use crate::group::{GroupCapabilities, GroupDetails, GroupEvent, GroupType, RuleRef};
+use crate::inventory::events::{
+    DeviceEvent, DeviceRecord, FieldChange, ServiceEvent, ServiceRecord,
+};
 use crate::membership::{MemberSource, MembershipEvent};
 use crate::sweep::{SweepEvent, SweepPlan};
 use crate::upcast::{current_version, STEPS};
@@ -47,7 +50,7 @@ pub struct EventDoc {
 }
 
 /// The aggregates whose events are stored, with what their aggregate id is.
-pub const AGGREGATES: [(&str, &str); 6] = [
+pub const AGGREGATES: [(&str, &str); 8] = [
     ("Group", "the group's UUID"),
     (
         "Membership",
@@ -66,6 +69,14 @@ pub const AGGREGATES: [(&str, &str); 6] = [
         "Role",
         "a UUIDv5 of the custom role's name (a named set of permissions of the catalog)",
     ),
+    (
+        "Device",
+        "the device's inventory id (its history: every real change, with before and after)",
+    ),
+    (
+        "Service",
+        "the service's inventory id (its history: every real change, with before and after)",
+    ),
 ];
 
 /// Every event type, in declaration order.
@@ -82,7 +93,74 @@ pub fn catalog() -> Vec<EventDoc> {
     out.extend(event_docs::<SweepEvent>("SweepRun", sweep_examples()));
     out.extend(event_docs::<AccessEvent>("Subject", access_examples()));
     out.extend(event_docs::<RoleEvent>("Role", role_examples()));
+    out.extend(event_docs::<DeviceEvent>("Device", device_examples()));
+    out.extend(event_docs::<ServiceEvent>("Service", service_examples()));
     out
+}
+
+fn hostname_change() -> Vec<FieldChange> {
+    vec![FieldChange {
+        field: "hostname".into(),
+        before: json!("web-01"),
+        after: json!("web-01.ams1"),
+    }]
+}
+
+fn device_examples() -> Vec<Value> {
+    let seen = chrono::DateTime::parse_from_rfc3339("2026-05-01T10:00:00Z")
+        .ok()
+        .map(|t| t.with_timezone(&chrono::Utc));
+    let record = DeviceRecord {
+        hostname: Some("web-01".into()),
+        ip: Some("10.0.0.1".into()),
+        site: Some("ams1".into()),
+        tags: [("env".to_string(), "prod".to_string())].into(),
+        discovery_sources: vec!["snmp".into()],
+        is_available: Some(true),
+        first_seen: seen,
+        last_seen: seen,
+        ..DeviceRecord::default()
+    };
+    let events = [
+        DeviceEvent::DeviceRecorded {
+            record: Box::new(record),
+        },
+        DeviceEvent::DeviceChanged {
+            changes: hostname_change(),
+        },
+        DeviceEvent::DeviceRevived {
+            changes: hostname_change(),
+        },
+        DeviceEvent::DeviceRemoved {},
+    ];
+    events.iter().map(to_json).collect()
+}
+
+fn service_examples() -> Vec<Value> {
+    let record = ServiceRecord {
+        device_id: "dev-1".into(),
+        service_type: "http".into(),
+        name: "web".into(),
+        port: Some(443),
+        status: Some("up".into()),
+        ..ServiceRecord::default()
+    };
+    let port = vec![FieldChange {
+        field: "port".into(),
+        before: json!(443),
+        after: json!(8443),
+    }];
+    let events = [
+        ServiceEvent::ServiceRecorded {
+            record: Box::new(record),
+        },
+        ServiceEvent::ServiceChanged {
+            changes: port.clone(),
+        },
+        ServiceEvent::ServiceRevived { changes: port },
+        ServiceEvent::ServiceRemoved {},
+    ];
+    events.iter().map(to_json).collect()
 }
 
 fn role_examples() -> Vec<Value> {
@@ -591,7 +669,7 @@ mod tests {
     fn every_event_type_has_a_version_a_description_and_an_example() {
         let docs = catalog();
         let types: BTreeSet<_> = docs.iter().map(|d| d.event_type.as_str()).collect();
-        assert_eq!(types.len(), 37, "{types:?}");
+        assert_eq!(types.len(), 45, "{types:?}");
         for d in &docs {
             assert_ne!(d.version, "?", "{} has no current version", d.event_type);
             assert!(
@@ -639,6 +717,20 @@ mod tests {
                 }
                 "Subject" => {
                     let e: AccessEvent = serde_json::from_value(example).expect("access event");
+                    assert_eq!(
+                        (e.event_type(), e.event_version()),
+                        (d.event_type, d.version.to_string())
+                    );
+                }
+                "Device" => {
+                    let e: DeviceEvent = serde_json::from_value(example).expect("device event");
+                    assert_eq!(
+                        (e.event_type(), e.event_version()),
+                        (d.event_type, d.version.to_string())
+                    );
+                }
+                "Service" => {
+                    let e: ServiceEvent = serde_json::from_value(example).expect("service event");
                     assert_eq!(
                         (e.event_type(), e.event_version()),
                         (d.event_type, d.version.to_string())

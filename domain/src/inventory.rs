@@ -7,6 +7,7 @@
 //! is valid or not on its own, so a batch applies its valid items and reports the others.
 
 mod check;
+pub mod events;
 
 use std::collections::BTreeMap;
 

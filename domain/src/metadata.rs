@@ -13,9 +13,24 @@ pub enum Source {
     Cli,
     /// Rule evaluation.
     Rule,
+    /// An inventory feed (NATS JetStream).
+    Feed,
 }
 
 impl Source {
+    /// Every source (a test keeps it complete).
+    pub const ALL: [Source; 5] = [
+        Source::Api,
+        Source::Worker,
+        Source::Cli,
+        Source::Rule,
+        Source::Feed,
+    ];
+
+    /// The `source` of the events a migration wrote (migration 0011's baseline of the
+    /// inventory), which no running code writes.
+    pub const MIGRATION: &'static str = "migration";
+
     /// The value stored in event metadata.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -23,6 +38,7 @@ impl Source {
             Source::Worker => "worker",
             Source::Cli => "cli",
             Source::Rule => "rule",
+            Source::Feed => "feed",
         }
     }
 }
@@ -96,5 +112,30 @@ mod tests {
             meta.to_map().get("reason").map(String::as_str),
             Some("cleanup")
         );
+    }
+}
+
+#[cfg(test)]
+mod source_tests {
+    use super::Source;
+
+    /// A new variant fails to compile here until it has an index, and the test until it is
+    /// in [`Source::ALL`] at that index.
+    fn index(s: Source) -> usize {
+        match s {
+            Source::Api => 0,
+            Source::Worker => 1,
+            Source::Cli => 2,
+            Source::Rule => 3,
+            Source::Feed => 4,
+        }
+    }
+
+    #[test]
+    fn all_lists_every_source_once() {
+        for (i, s) in Source::ALL.iter().enumerate() {
+            assert_eq!(index(*s), i, "{}", s.as_str());
+        }
+        assert_eq!(Source::ALL.len(), index(Source::Feed) + 1);
     }
 }

@@ -114,6 +114,12 @@ pub fn current_version(aggregate_type: &str, event_type: &str) -> Option<&'stati
         SweepRun::TYPE => SweepEvent::current_version(event_type),
         Subject::TYPE => AccessEvent::current_version(event_type),
         RoleDefinition::TYPE => RoleEvent::current_version(event_type),
+        crate::inventory::events::DEVICE => {
+            crate::inventory::events::DeviceEvent::current_version(event_type)
+        }
+        crate::inventory::events::SERVICE => {
+            crate::inventory::events::ServiceEvent::current_version(event_type)
+        }
         _ => None,
     }
 }

@@ -71,6 +71,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0010_access_roles.sql",
         sql: include_str!("../sql/0010_access_roles.sql"),
     },
+    Migration {
+        version: 11,
+        name: "0011_inventory_history.sql",
+        sql: include_str!("../sql/0011_inventory_history.sql"),
+    },
 ];
 
 /// Why migrating failed.

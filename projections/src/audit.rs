@@ -1,4 +1,6 @@
-//! What a Group event changed: `changes { field before after }` of audit entries.
+//! What a Group, Device or Service event changed: `changes { field before after }` of audit
+//! entries. Device and Service events carry their before and after values
+//! ([`inventory_changes`]).
 //!
 //! Events say what is new (GroupRenamed also what was), not always what was before, so the
 //! before values come from folding the group's earlier events: a small, flat view of the
@@ -19,8 +21,9 @@ use crate::StoreError;
 #[derive(Debug, Clone, PartialEq)]
 pub struct FieldChange {
     /// `name`, `parentId`, `description`, `metadata`, `rule`, `ruleEnabled`, `deleted`,
-    /// `hasSysmon`, `hasSnmp`, `hasServices`, ...
-    pub field: &'static str,
+    /// `hasSysmon`, `hasSnmp`, `hasServices`, ...; for Device and Service events the stored
+    /// column name (`hostname`, `os_version`, ...) or `removed`.
+    pub field: std::borrow::Cow<'static, str>,
     /// The value before the event (`null` when unset).
     pub before: Value,
     /// The value after it.
@@ -128,7 +131,7 @@ impl GroupView {
             .filter_map(|&field| {
                 let (b, a) = (before.get(field), self.get(field));
                 (!same(&b, &a)).then_some(FieldChange {
-                    field,
+                    field: field.into(),
                     before: b,
                     after: a,
                 })
@@ -141,6 +144,47 @@ impl GroupView {
 fn same(a: &Value, b: &Value) -> bool {
     let empty = |v: &Value| v.is_null() || v.as_object().is_some_and(Map::is_empty);
     a == b || (empty(a) && empty(b) && (a.is_object() || b.is_object()))
+}
+
+/// What a Device or Service event changed (`None` for other aggregates): the fields with
+/// before and after as the event carries them; a first event lists every field it sets.
+pub fn inventory_changes(
+    aggregate_type: &str,
+    aggregate_id: &str,
+    event_type: &str,
+    event_version: &str,
+    payload: &Value,
+) -> Result<Option<Vec<FieldChange>>, StoreError> {
+    use corral_domain::inventory::events::{
+        DeviceEvent, RecordHistory, ServiceEvent, DEVICE, SERVICE,
+    };
+    let changes = match aggregate_type {
+        DEVICE => RecordHistory::changes_of_device(&decode_stored::<DeviceEvent>(
+            aggregate_type,
+            aggregate_id,
+            event_type,
+            event_version,
+            payload,
+        )?),
+        SERVICE => RecordHistory::changes_of_service(&decode_stored::<ServiceEvent>(
+            aggregate_type,
+            aggregate_id,
+            event_type,
+            event_version,
+            payload,
+        )?),
+        _ => return Ok(None),
+    };
+    Ok(Some(
+        changes
+            .into_iter()
+            .map(|c| FieldChange {
+                field: c.field.into(),
+                before: c.before,
+                after: c.after,
+            })
+            .collect(),
+    ))
 }
 
 /// Groups folded so far, by id: the last sequence folded and the view after it. Carried from

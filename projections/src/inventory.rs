@@ -24,9 +24,15 @@ use sqlx::{Arguments, PgPool, Row};
 
 use crate::StoreError;
 
+mod history;
 mod write;
 
-pub use write::{remove_devices, remove_services, upsert_devices, upsert_services};
+pub use history::{device_at, service_at};
+
+pub use write::{
+    remove_devices, remove_services, upsert_devices, upsert_devices_without_events,
+    upsert_services, WriteContext,
+};
 
 /// Device rules and filters are SQL over alias `d` in this FROM clause.
 pub const DEVICE_FROM: &str = "devices d";

@@ -158,6 +158,9 @@ pub struct LogFilter {
     pub actor: Option<String>,
     /// Only events of this request (`metadata.correlation_id`).
     pub correlation_id: Option<String>,
+    /// Only events naming this device or service id (`member_events`: Membership events
+    /// listing it, and its own Device / Service events).
+    pub member_id: Option<String>,
     /// Recorded at or after.
     pub from: Option<DateTime<Utc>>,
     /// Recorded before.
@@ -222,6 +225,9 @@ fn filter_sql(filter: &LogFilter, first: usize) -> String {
     if filter.correlation_id.is_some() {
         next(" AND (e.metadata ->> 'correlation_id') = #");
     }
+    if filter.member_id.is_some() {
+        next(" AND e.global_position IN (SELECT m.global_position FROM member_events m WHERE m.member_id = #)");
+    }
     if filter.from.is_some() {
         next(" AND e.recorded_at >= #");
     }
@@ -249,6 +255,9 @@ fn bind_filter<'q>(mut query: PgQuery<'q>, filter: &'q LogFilter) -> PgQuery<'q>
     }
     if let Some(id) = &filter.correlation_id {
         query = query.bind(id);
+    }
+    if let Some(member) = &filter.member_id {
+        query = query.bind(member);
     }
     if let Some(from) = filter.from {
         query = query.bind(from);

@@ -13,6 +13,7 @@ mod e2e {
     mod groups;
     mod health;
     mod inventory;
+    mod inventory_history;
     mod jwt;
     mod leaders;
     mod limits;

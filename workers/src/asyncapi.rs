@@ -95,11 +95,11 @@ fn metadata_schema() -> Value {
     let mut properties = Map::new();
     for key in &required {
         let schema = if key.as_str() == "source" {
-            let sources =
-                [Source::Api, Source::Worker, Source::Cli, Source::Rule].map(Source::as_str);
+            let mut sources: Vec<&str> = Source::ALL.iter().map(|s| s.as_str()).collect();
+            sources.push(Source::MIGRATION);
             json!({
                 "type": "string",
-                "description": "Where the change came from",
+                "description": "Where the change came from (`migration`: the baseline a migration recorded)",
                 "enum": sources,
             })
         } else {

@@ -15,7 +15,8 @@ use std::time::Duration;
 use async_nats::jetstream::message::AckKind;
 use async_nats::jetstream::Message;
 use corral_domain::inventory::{device_from_json, service_from_json, FieldError};
-use corral_projections::inventory::{upsert_devices, upsert_services, UpsertOutcome};
+use corral_domain::metadata::{EventMetadata, Source};
+use corral_projections::inventory::{upsert_devices, upsert_services, UpsertOutcome, WriteContext};
 use corral_projections::StoreError;
 use serde_json::Value;
 use sqlx::PgPool;
@@ -97,19 +98,44 @@ pub enum FeedError {
     Store(#[from] StoreError),
 }
 
+/// Who a feed message writes as: actor `<consumer>` with role `feed`, source `feed`,
+/// `metadata.feed` = `<stream>/<subject>`, and the message's stream sequence as correlation
+/// id (a redelivered message keeps it).
+pub fn feed_writer(stream: &str, subject: &str, consumer: &str, message: &str) -> WriteContext {
+    let correlation = format!("{stream}:{message}");
+    WriteContext {
+        metadata: EventMetadata {
+            // The durable's name, without the stream's creation time.
+            actor_subject: consumer.split('@').next().unwrap_or(consumer).to_string(),
+            actor_role: "feed".into(),
+            source: Source::Feed,
+            causation_id: correlation.clone(),
+            correlation_id: correlation,
+            reason: None,
+            client_addr: None,
+        },
+        feed: Some(format!("{stream}/{subject}")),
+    }
+}
+
 /// Applies one message: validates each item of the JSON array and upserts the valid ones.
-pub async fn handle(pool: &PgPool, kind: Kind, payload: &[u8]) -> Result<Applied, FeedError> {
+pub async fn handle(
+    pool: &PgPool,
+    kind: Kind,
+    payload: &[u8],
+    by: &WriteContext,
+) -> Result<Applied, FeedError> {
     let items: Vec<Value> =
         serde_json::from_slice(payload).map_err(|e| FeedError::Malformed(e.to_string()))?;
     let mut invalid = Vec::new();
     let outcome = match kind {
         Kind::Devices => {
             let valid = split(items, device_from_json, &mut invalid);
-            upsert_devices(pool, &valid).await?
+            upsert_devices(pool, &valid, by).await?
         }
         Kind::Services => {
             let valid = split(items, service_from_json, &mut invalid);
-            upsert_services(pool, &valid).await?
+            upsert_services(pool, &valid, by).await?
         }
     };
     Ok(Applied { outcome, invalid })
@@ -144,10 +170,15 @@ impl MessageHandler for InventoryHandler {
     }
 
     /// Ack after commit, term if malformed, nak on errors.
-    async fn handle(&self, kind: Kind, _consumer: &str, msg: &Message) -> AckKind {
+    async fn handle(&self, kind: Kind, consumer: &str, msg: &Message) -> AckKind {
         let (pool, stats) = (&self.pool, &self.stats);
         let started = std::time::Instant::now();
-        match handle(pool, kind, &msg.payload).await {
+        let (stream, sequence) = match msg.info() {
+            Ok(info) => (info.stream.to_string(), info.stream_sequence.to_string()),
+            Err(_) => (String::new(), String::new()),
+        };
+        let by = feed_writer(&stream, &msg.subject, consumer, &sequence);
+        match handle(pool, kind, &msg.payload, &by).await {
             Ok(applied) => {
                 for (i, errors) in applied.invalid.iter().take(10) {
                     for e in errors {

@@ -36,6 +36,11 @@ pub struct AuditLogFilter {
     pub to: Option<DateTime<Utc>>,
     /// Only the events of one request.
     pub correlation_id: Option<String>,
+    /// Only the events naming this device or service id, in position order: every
+    /// Membership event listing it (static, rule and exclude alike, in any group) and its own
+    /// Device / Service events (its inventory history). A scoped auditor gets only the
+    /// Membership events of groups in its scope.
+    pub member_id: Option<String>,
 }
 
 impl AuditLogFilter {
@@ -56,6 +61,7 @@ impl AuditLogFilter {
             from: self.from,
             to: self.to,
             correlation_id: self.correlation_id,
+            member_id: self.member_id,
         })
     }
 }

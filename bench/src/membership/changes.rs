@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use corral_api::runtime::BoxError;
 use corral_domain::inventory::Device;
-use corral_projections::inventory::upsert_devices;
+use corral_domain::metadata::{EventMetadata, Source};
+use corral_projections::inventory::{upsert_devices, upsert_devices_without_events, WriteContext};
 use sqlx::PgPool;
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -32,15 +33,24 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The bench's writer (actor `bench`, source `cli`).
+pub(super) fn bench_writer() -> WriteContext {
+    WriteContext::new(EventMetadata::system(Source::Cli, "bench-membership"))
+}
+
 /// Back-to-back `upsert_devices` batches of `batch` real changes (a field no rule reads) for
-/// `seconds`, before the evaluator runs: the plain write rate.
+/// `seconds`, before the evaluator runs: the plain write rate. `with_events` false runs the
+/// same upsert statement without inventory events (the pre-0011 statement), the same-run
+/// baseline of the events' cost.
 pub(super) async fn plain_upsert_rate(
     pool: &PgPool,
     seed: u64,
     devices: usize,
     batch: usize,
     seconds: u64,
+    with_events: bool,
 ) -> Result<f64, BoxError> {
+    let by = bench_writer();
     let started = Instant::now();
     let mut written = 0usize;
     let mut round = 0usize;
@@ -57,7 +67,11 @@ pub(super) async fn plain_upsert_rate(
                 d
             })
             .collect();
-        written += upsert_devices(pool, &items).await?.upserted as usize;
+        written += if with_events {
+            upsert_devices(pool, &items, &by).await?.upserted as usize
+        } else {
+            upsert_devices_without_events(pool, &items).await?.upserted as usize
+        };
         round += 1;
     }
     Ok(written as f64 / started.elapsed().as_secs_f64())
@@ -84,6 +98,7 @@ pub(super) async fn sustained(
     rate: usize,
     seconds: u64,
 ) -> Result<Sustained, BoxError> {
+    let by = bench_writer();
     let pending: Pending = Arc::default();
     let delays: Arc<Mutex<Vec<f64>>> = Arc::default();
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -128,7 +143,7 @@ pub(super) async fn sustained(
             }
         }
         let t = Instant::now();
-        let outcome = upsert_devices(pool, &batch).await?;
+        let outcome = upsert_devices(pool, &batch, &by).await?;
         let committed = Instant::now();
         upserts.push((committed - t).as_secs_f64() * 1000.0);
         written += outcome.upserted as usize;
@@ -201,6 +216,19 @@ async fn watch_members(
             _ = stop.changed() => {}
         }
     }
+}
+
+/// The row of the inventory events' cost: back-to-back upserts with events beside the same
+/// statement without them, in the same run.
+pub(super) fn events_row(with_events: f64, without: f64, rows: &mut Vec<Row>) {
+    rows.push(Row {
+        name: "upsert_devices back to back, with inventory events (changes/s)".into(),
+        corral: format!("{with_events:.0}"),
+        baseline_name: "the same upsert statement without events (changes/s)".into(),
+        baseline: format!("{without:.0}"),
+        ratio: with_events / without,
+        target: ">= 0.5 of the baseline".into(),
+    });
 }
 
 /// The rows of the sustained run.

@@ -246,7 +246,11 @@ pub(super) async fn bench_membership(
     // Sustained changes: the plain write rate first, then a group with a rule and the
     // evaluator running.
     let batch = (args.change_rate / 10).max(1);
-    let plain = changes::plain_upsert_rate(&pool, scale.seed, scale.devices, batch, 3).await?;
+    let without =
+        changes::plain_upsert_rate(&pool, scale.seed, scale.devices, batch, 3, false).await?;
+    let plain =
+        changes::plain_upsert_rate(&pool, scale.seed, scale.devices, batch, 3, true).await?;
+    changes::events_row(plain, without, rows);
     let flip_group = create_rule_group(&rt.groups).await?;
     skip_change_feed(&pool).await?;
     rt.background.shutdown().await;

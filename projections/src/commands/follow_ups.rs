@@ -59,6 +59,7 @@ fn purge_metadata(event: &EventRecord) -> EventMetadata {
         Some("worker") => Source::Worker,
         Some("cli") => Source::Cli,
         Some("rule") => Source::Rule,
+        Some("feed") => Source::Feed,
         _ => Source::Api,
     };
     EventMetadata {

@@ -1,5 +1,7 @@
-//! The operator's inventory feed: upsert and remove devices and services. Inventory tables
-//! are written directly (not event-sourced), so a mutation returns once its statement commits.
+//! The operator's inventory feed: upsert and remove devices and services. Each batch writes
+//! the tables and appends a `Device` / `Service` event per real change, with the caller as
+//! actor, in one transaction; the tables are what queries read, so a mutation returns once
+//! that transaction commits.
 
 use async_graphql::{Context, InputObject, Json, Object, Result, SimpleObject, ID};
 use chrono::{DateTime, Utc};
@@ -213,6 +215,14 @@ fn ids(ids: Vec<ID>) -> Vec<String> {
         .collect()
 }
 
+/// Who writes: the caller (subject, role, request id, address), as every event's metadata.
+fn writer(ctx: &Context<'_>) -> Result<store::WriteContext> {
+    match crate::graphql::mutation::event_metadata(ctx, None)? {
+        Ok(metadata) => Ok(store::WriteContext::new(metadata)),
+        Err(e) => Err(async_graphql::Error::new(e.message)),
+    }
+}
+
 fn log_write(ctx: &Context<'_>, what: &str, written: u64, invalid: usize) {
     let subject = ctx
         .data::<Actor>()
@@ -249,7 +259,7 @@ impl InventoryMutation {
         let (valid, errors) = validate_all("devices", input.devices, |d| {
             inv::DeviceInput::from(d).validate()
         });
-        let outcome = store::upsert_devices(ctx.data_unchecked::<PgPool>(), &valid)
+        let outcome = store::upsert_devices(ctx.data_unchecked::<PgPool>(), &valid, &writer(ctx)?)
             .await
             .map_err(internal)?;
         clear_caches(ctx);
@@ -272,7 +282,7 @@ impl InventoryMutation {
         let (valid, errors) = validate_all("services", input.services, |s| {
             inv::ServiceInput::from(s).validate()
         });
-        let outcome = store::upsert_services(ctx.data_unchecked::<PgPool>(), &valid)
+        let outcome = store::upsert_services(ctx.data_unchecked::<PgPool>(), &valid, &writer(ctx)?)
             .await
             .map_err(internal)?;
         clear_caches(ctx);
@@ -292,9 +302,13 @@ impl InventoryMutation {
                 user_errors: vec![too_many("ids", input.ids.len())],
             });
         }
-        let removed = store::remove_devices(ctx.data_unchecked::<PgPool>(), &ids(input.ids))
-            .await
-            .map_err(internal)?;
+        let removed = store::remove_devices(
+            ctx.data_unchecked::<PgPool>(),
+            &ids(input.ids),
+            &writer(ctx)?,
+        )
+        .await
+        .map_err(internal)?;
         clear_caches(ctx);
         log_write(ctx, "removeDevices", removed, 0);
         Ok(RemoveInventoryPayload {
@@ -315,9 +329,13 @@ impl InventoryMutation {
                 user_errors: vec![too_many("ids", input.ids.len())],
             });
         }
-        let removed = store::remove_services(ctx.data_unchecked::<PgPool>(), &ids(input.ids))
-            .await
-            .map_err(internal)?;
+        let removed = store::remove_services(
+            ctx.data_unchecked::<PgPool>(),
+            &ids(input.ids),
+            &writer(ctx)?,
+        )
+        .await
+        .map_err(internal)?;
         clear_caches(ctx);
         log_write(ctx, "removeServices", removed, 0);
         Ok(RemoveInventoryPayload {

@@ -1,7 +1,7 @@
 //! Inventory queries: by id, and pages with a rule `filter`.
 
 use async_graphql::{Context, ErrorExtensions, Object, Result, ID};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use corral_domain::group::GroupType;
 use corral_domain::rule::{self, RuleError, SqlFragment};
 use corral_projections::inventory as store;
@@ -17,7 +17,9 @@ use super::{
 };
 use crate::error_codes::ErrorCode;
 use crate::graphql::budget::DbBudget;
-use crate::graphql::errors::coded;
+use crate::graphql::errors::{coded, internal};
+use crate::graphql::history::requested_position;
+use crate::graphql::scalars::Position;
 use crate::graphql::types::{decode_cursor, page_size, DEFAULT_PAGE};
 
 /// Complexity of one unit of a filter's compiled cost: a filter runs over the whole
@@ -114,6 +116,12 @@ fn page_args(first: Option<i32>, after: Option<&str>) -> Result<(i64, Option<Str
     Ok((first, after))
 }
 
+/// Whether the caller may see a record's past: a global reader always, a scoped one while
+/// it may see the record now (`visible_now`).
+async fn past_visible(ctx: &Context<'_>, visible_now: bool) -> Result<bool> {
+    Ok(roots(ctx).await?.is_none() || visible_now)
+}
+
 /// The caller's read roots (`None`: everything).
 async fn roots(ctx: &Context<'_>) -> Result<Option<Arc<[Uuid]>>> {
     crate::graphql::scope::read_roots(ctx).await
@@ -132,11 +140,38 @@ pub struct InventoryQuery;
 impl InventoryQuery {
     /// A device by id (`null` when unknown or removed, or not visible to a scoped reader:
     /// see the visibility rule on `devices`).
-    async fn device(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Device>> {
+    ///
+    /// With `asOf` (the position of the last event recorded at or before that time) or
+    /// `atPosition`: the record as it was then, folded from its `Device` events (`null` when
+    /// it did not exist or was removed then; `updatedAt` is the time of its last change up to
+    /// there). Only the record's own fields are historical: `groups` and the other nested
+    /// fields answer for now. A scoped reader gets a device's past only while it may see the
+    /// device now.
+    async fn device(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        as_of: Option<DateTime<Utc>>,
+        at_position: Option<Position>,
+    ) -> Result<Option<Device>> {
         if id.0.contains('\0') {
             return Ok(None);
         }
-        super::device(ctx, id.0).await
+        let Some(position) = requested_position(ctx, as_of, at_position).await? else {
+            return super::device(ctx, id.0).await;
+        };
+        if !past_visible(ctx, super::device(ctx, id.0.clone()).await?.is_some()).await? {
+            return Ok(None);
+        }
+        let mut conn = ctx
+            .data_unchecked::<PgPool>()
+            .acquire()
+            .await
+            .map_err(internal)?;
+        Ok(store::device_at(&mut conn, &id.0, position)
+            .await
+            .map_err(internal)?
+            .map(Device::from))
     }
 
     /// Devices in id order; `filter` is a device rule (`hostname:web-%  site:ams1`).
@@ -193,11 +228,33 @@ impl InventoryQuery {
 
     /// A service by id (`null` when unknown or removed, or not visible to a scoped reader:
     /// see the visibility rule on `services`).
-    async fn service(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Service>> {
+    ///
+    /// With `asOf` or `atPosition`: the record as it was then, as for `device`.
+    async fn service(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        as_of: Option<DateTime<Utc>>,
+        at_position: Option<Position>,
+    ) -> Result<Option<Service>> {
         if id.0.contains('\0') {
             return Ok(None);
         }
-        super::service(ctx, id.0).await
+        let Some(position) = requested_position(ctx, as_of, at_position).await? else {
+            return super::service(ctx, id.0).await;
+        };
+        if !past_visible(ctx, super::service(ctx, id.0.clone()).await?.is_some()).await? {
+            return Ok(None);
+        }
+        let mut conn = ctx
+            .data_unchecked::<PgPool>()
+            .acquire()
+            .await
+            .map_err(internal)?;
+        Ok(store::service_at(&mut conn, &id.0, position)
+            .await
+            .map_err(internal)?
+            .map(Service::from))
     }
 
     /// Services in id order; `filter` is a service rule (`type:http port:443`).

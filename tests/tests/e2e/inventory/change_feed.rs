@@ -30,6 +30,13 @@ async fn consume_all(pool: &PgPool) {
     .expect("cursor");
 }
 
+fn by() -> store::WriteContext {
+    store::WriteContext::new(corral_domain::metadata::EventMetadata::system(
+        corral_domain::metadata::Source::Cli,
+        "test",
+    ))
+}
+
 fn device(v: Value) -> Device {
     serde_json::from_value::<DeviceInput>(v)
         .expect("input")
@@ -42,14 +49,14 @@ async fn changed_fields_accumulate_until_consumed_and_no_ops_write_nothing() {
     let db = TestDb::new().await;
     let pool = db.pool(2).await;
     let base = json!({ "id": "a", "hostname": "h1", "ip": "10.0.0.1", "firstSeen": "2026-02-01T00:00:00Z" });
-    let o = store::upsert_devices(&pool, &[device(base.clone())])
+    let o = store::upsert_devices(&pool, &[device(base.clone())], &by())
         .await
         .expect("upsert");
     assert_eq!((o.upserted, o.unchanged), (1, 0));
     let (seq, fields, _) = feed_row(&pool, "a").await;
     assert_eq!(fields, None, "a new row: every field");
 
-    let o = store::upsert_devices(&pool, &[device(base.clone())])
+    let o = store::upsert_devices(&pool, &[device(base.clone())], &by())
         .await
         .expect("upsert");
     assert_eq!((o.upserted, o.unchanged), (0, 1));
@@ -62,7 +69,7 @@ async fn changed_fields_accumulate_until_consumed_and_no_ops_write_nothing() {
     // Not consumed yet: a change to a new row stays "everything".
     let mut v = base.clone();
     v["hostname"] = json!("h2");
-    store::upsert_devices(&pool, &[device(v.clone())])
+    store::upsert_devices(&pool, &[device(v.clone())], &by())
         .await
         .expect("upsert");
     let (seq2, fields, _) = feed_row(&pool, "a").await;
@@ -71,7 +78,7 @@ async fn changed_fields_accumulate_until_consumed_and_no_ops_write_nothing() {
 
     consume_all(&pool).await;
     v["hostname"] = json!("h3");
-    store::upsert_devices(&pool, &[device(v.clone())])
+    store::upsert_devices(&pool, &[device(v.clone())], &by())
         .await
         .expect("upsert");
     assert_eq!(
@@ -80,7 +87,7 @@ async fn changed_fields_accumulate_until_consumed_and_no_ops_write_nothing() {
     );
     v["ip"] = json!("10.0.0.2");
     v["tags"] = json!(["x"]);
-    store::upsert_devices(&pool, &[device(v.clone())])
+    store::upsert_devices(&pool, &[device(v.clone())], &by())
         .await
         .expect("upsert");
     assert_eq!(
@@ -91,13 +98,13 @@ async fn changed_fields_accumulate_until_consumed_and_no_ops_write_nothing() {
     consume_all(&pool).await;
     // firstSeen keeps the earliest; a later one is no change at all.
     v["firstSeen"] = json!("2026-03-01T00:00:00Z");
-    let o = store::upsert_devices(&pool, &[device(v.clone())])
+    let o = store::upsert_devices(&pool, &[device(v.clone())], &by())
         .await
         .expect("upsert");
     assert_eq!(o.unchanged, 1);
     v["firstSeen"] = json!("2026-01-01T00:00:00Z");
     v.as_object_mut().expect("object").remove("ip");
-    store::upsert_devices(&pool, &[device(v.clone())])
+    store::upsert_devices(&pool, &[device(v.clone())], &by())
         .await
         .expect("upsert");
     assert_eq!(
@@ -118,13 +125,13 @@ async fn changed_fields_accumulate_until_consumed_and_no_ops_write_nothing() {
 
     consume_all(&pool).await;
     assert_eq!(
-        store::remove_devices(&pool, &["a".into()])
+        store::remove_devices(&pool, &["a".into()], &by())
             .await
             .expect("remove"),
         1
     );
     assert_eq!(
-        store::remove_devices(&pool, &["a".into()])
+        store::remove_devices(&pool, &["a".into()], &by())
             .await
             .expect("remove"),
         0
@@ -137,7 +144,7 @@ async fn changed_fields_accumulate_until_consumed_and_no_ops_write_nothing() {
         .expect("read")
         .is_empty());
     consume_all(&pool).await;
-    let o = store::upsert_devices(&pool, &[device(v)])
+    let o = store::upsert_devices(&pool, &[device(v)], &by())
         .await
         .expect("upsert");
     assert_eq!(

@@ -196,3 +196,72 @@ async fn a_message_that_fails_on_the_database_is_redelivered_until_it_commits() 
     pool.close().await;
     db.drop_db().await;
 }
+
+#[tokio::test]
+async fn feed_writes_are_events_naming_the_feed_and_redelivery_appends_nothing() {
+    let db = TestDb::new().await;
+    let pool = db.pool(4).await;
+    let config = nats::feed_config();
+    let feed = Feed::start(&pool, &config).await;
+    let message = json!([{ "id": "f1", "hostname": "edge-1" }]).to_string();
+    publish(&config.devices_subject, message.clone()).await;
+    eventually("the device is stored", || async {
+        live_devices(&pool).await == 1
+    })
+    .await;
+    publish(
+        &config.devices_subject,
+        json!([{ "id": "f1", "hostname": "edge-2" }]).to_string(),
+    )
+    .await;
+    eventually("the change is stored", || async {
+        store::devices_by_ids(&pool, &["f1".into()])
+            .await
+            .expect("read")
+            .first()
+            .and_then(|d| d.device.hostname.clone())
+            .as_deref()
+            == Some("edge-2")
+    })
+    .await;
+    // The same record again (as a redelivery would bring it): no event.
+    publish(
+        &config.devices_subject,
+        json!([{ "id": "f1", "hostname": "edge-2" }]).to_string(),
+    )
+    .await;
+    eventually("three messages applied", || async {
+        feed.stats.messages.load(Ordering::Relaxed) == 3
+    })
+    .await;
+    let events: Vec<(String, serde_json::Value, serde_json::Value)> = sqlx::query_as(
+        "SELECT event_type, payload, metadata FROM events
+          WHERE aggregate_type = 'Device' AND aggregate_id = 'f1' ORDER BY sequence",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("events");
+    let kinds: Vec<&str> = events.iter().map(|e| e.0.as_str()).collect();
+    assert_eq!(kinds, ["DeviceRecorded", "DeviceChanged"]);
+    assert_eq!(
+        events[1].1["DeviceChanged"]["changes"],
+        json!([{ "field": "hostname", "before": "edge-1", "after": "edge-2" }])
+    );
+    let meta = &events[0].2;
+    assert_eq!(meta["source"], "feed");
+    assert_eq!(meta["actor_role"], "feed");
+    assert_eq!(meta["actor_subject"], config.devices_consumer.as_str());
+    let feed_name = meta["feed"].as_str().expect("feed name");
+    assert!(
+        feed_name.ends_with(&format!("/{}", config.devices_subject)),
+        "{feed_name}"
+    );
+    assert!(feed_name.starts_with(&config.stream), "{feed_name}");
+    assert_ne!(
+        events[0].2["correlation_id"], events[1].2["correlation_id"],
+        "each message is its own correlation"
+    );
+    feed.stop().await;
+    pool.close().await;
+    db.drop_db().await;
+}

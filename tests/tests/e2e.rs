@@ -2,6 +2,7 @@
 
 mod e2e {
     mod access;
+    mod as_of;
     mod audit;
     mod auth;
     mod authz_matrix;

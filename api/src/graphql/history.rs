@@ -107,6 +107,84 @@ pub(crate) fn to_group(h: HistoricalGroup) -> Group {
     }
 }
 
+/// Which tree `EFFECTIVE` follows when a member's groups are asked for as of a position.
+#[derive(async_graphql::Enum, Copy, Clone, Eq, PartialEq, Debug, Default)]
+pub enum MembershipTree {
+    /// The tree as it was at that position: the groups it was in then, under the parents
+    /// they had then (the default).
+    #[default]
+    Then,
+    /// Today's tree: its direct groups of then, under the parents they have now (a group
+    /// deleted since counts for nothing).
+    Now,
+}
+
+impl From<MembershipTree> for history::TreeAt {
+    fn from(t: MembershipTree) -> Self {
+        match t {
+            MembershipTree::Then => history::TreeAt::Position,
+            MembershipTree::Now => history::TreeAt::Now,
+        }
+    }
+}
+
+/// `tree` is only meaningful as of a position.
+pub(crate) fn tree_needs_position(
+    position: Option<i64>,
+    tree: Option<MembershipTree>,
+) -> Result<MembershipTree> {
+    match (position, tree) {
+        (None, Some(_)) => Err(coded(
+            ErrorCode::BadUserInput,
+            "tree needs asOf or atPosition (the live answer follows today's tree)",
+        )),
+        (_, t) => Ok(t.unwrap_or_default()),
+    }
+}
+
+/// `device.groups` / `service.groups` as of `position`: the groups the member was in then,
+/// with the reasons of then, of the groups the caller may read (by today's tree, as every
+/// historical answer). With [`MembershipTree::Then`] each group is shown as it was then.
+pub(crate) async fn member_groups_at(
+    ctx: &Context<'_>,
+    member: &str,
+    mode: MembershipMode,
+    position: i64,
+    tree: MembershipTree,
+) -> Result<Vec<super::members::GroupMembership>> {
+    let found = history::groups_of_at(
+        &mut *conn(ctx).await?,
+        member,
+        position,
+        mode.into(),
+        tree.into(),
+    )
+    .await
+    .map_err(internal)?;
+    let ids: Vec<Uuid> = found.iter().map(|b| b.group_id).collect();
+    let mut past: HashMap<Uuid, Option<Group>> = match tree {
+        MembershipTree::Then => groups_at(ctx, &ids, position)
+            .await?
+            .into_iter()
+            .map(|(id, g)| (id, Some(g)))
+            .collect(),
+        MembershipTree::Now => super::loaders::readable(ctx, &ids)
+            .await?
+            .into_iter()
+            .map(|id| (id, None))
+            .collect(),
+    };
+    Ok(found
+        .into_iter()
+        .filter_map(|b| {
+            let group = past.remove(&b.group_id)?;
+            let mut m = super::members::GroupMembership::from(b);
+            m.past = group;
+            Some(m)
+        })
+        .collect())
+}
+
 /// The groups of `ids` the caller may read, as of `position`.
 async fn groups_at(ctx: &Context<'_>, ids: &[Uuid], position: i64) -> Result<HashMap<Uuid, Group>> {
     let readable = super::loaders::readable(ctx, ids).await?;

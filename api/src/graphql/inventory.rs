@@ -160,13 +160,26 @@ impl Device {
     /// The groups this device belongs to, each with its reasons. EFFECTIVE adds every
     /// ancestor of a group it is a direct member of. A scoped reader gets only the groups it
     /// may read (a group outside its scope is left out, as if the device were not in it).
+    ///
+    /// With `asOf` or `atPosition`, the groups it was in then, with the reasons of then (its
+    /// static, rule and exclude entries folded from the log), following the tree as it was
+    /// then (`tree: THEN`, the default) or as it is now (`tree: NOW`).
     #[graphql(complexity = "10 * child_complexity + 5")]
     async fn groups(
         &self,
         ctx: &Context<'_>,
         mode: Option<super::members::MembershipMode>,
+        as_of: Option<chrono::DateTime<chrono::Utc>>,
+        at_position: Option<super::scalars::Position>,
+        tree: Option<super::history::MembershipTree>,
     ) -> Result<Vec<super::members::GroupMembership>> {
-        super::members::groups_of(ctx, &self.id.0, mode.unwrap_or_default()).await
+        let position = super::history::requested_position(ctx, as_of, at_position).await?;
+        let tree = super::history::tree_needs_position(position, tree)?;
+        let mode = mode.unwrap_or_default();
+        match position {
+            None => super::members::groups_of(ctx, &self.id.0, mode).await,
+            Some(p) => super::history::member_groups_at(ctx, &self.id.0, mode, p, tree).await,
+        }
     }
 }
 
@@ -182,13 +195,26 @@ impl Service {
     /// The groups this service belongs to, each with its reasons. EFFECTIVE adds every
     /// ancestor of a group it is a direct member of. A scoped reader gets only the groups it
     /// may read (a group outside its scope is left out, as if the service were not in it).
+    ///
+    /// With `asOf` or `atPosition`, the groups it was in then, with the reasons of then (its
+    /// static, rule and exclude entries folded from the log), following the tree as it was
+    /// then (`tree: THEN`, the default) or as it is now (`tree: NOW`).
     #[graphql(complexity = "10 * child_complexity + 5")]
     async fn groups(
         &self,
         ctx: &Context<'_>,
         mode: Option<super::members::MembershipMode>,
+        as_of: Option<chrono::DateTime<chrono::Utc>>,
+        at_position: Option<super::scalars::Position>,
+        tree: Option<super::history::MembershipTree>,
     ) -> Result<Vec<super::members::GroupMembership>> {
-        super::members::groups_of(ctx, &self.id.0, mode.unwrap_or_default()).await
+        let position = super::history::requested_position(ctx, as_of, at_position).await?;
+        let tree = super::history::tree_needs_position(position, tree)?;
+        let mode = mode.unwrap_or_default();
+        match position {
+            None => super::members::groups_of(ctx, &self.id.0, mode).await,
+            Some(p) => super::history::member_groups_at(ctx, &self.id.0, mode, p, tree).await,
+        }
     }
 }
 

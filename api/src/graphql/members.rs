@@ -293,12 +293,19 @@ pub struct GroupMembership {
     pub reasons: Vec<super::rules::MembershipReason>,
     #[graphql(skip)]
     pub group_id: Uuid,
+    /// As of a position with the tree as it was then: the group as it was then.
+    #[graphql(skip)]
+    pub past: Option<Group>,
 }
 
 #[ComplexObject]
 impl GroupMembership {
-    /// The group (always one the caller may read: the reverse lookup lists no other).
+    /// The group (always one the caller may read: the reverse lookup lists no other); as of
+    /// a position with the tree then, the group as it was then.
     async fn group(&self, ctx: &Context<'_>) -> Result<Option<Group>> {
+        if let Some(past) = &self.past {
+            return Ok(Some(past.clone()));
+        }
         Ok(ctx
             .data_unchecked::<Groups>()
             .load_one(self.group_id)
@@ -311,6 +318,7 @@ impl From<Belonging> for GroupMembership {
     fn from(b: Belonging) -> Self {
         Self {
             group_id: b.group_id,
+            past: None,
             reasons: b
                 .reasons
                 .into_iter()

@@ -11,6 +11,7 @@ use corral_domain::group::{GroupCommand, GroupType as DomainGroupType, RuleRef};
 use corral_domain::membership::{MemberSource, MembershipCommand};
 use corral_domain::rule::{self, Entity, EvalContext, GroupTarget, Parsed, Rule};
 use corral_projections::group_tree::read as tree;
+use corral_projections::history;
 use corral_projections::inventory as inv;
 use corral_projections::membership::read::{self as members, Mode};
 use serde_json::Value;
@@ -575,6 +576,15 @@ pub struct MembershipExplanation {
     pub rule_matches: Option<bool>,
     /// Each condition of the rule and whether it held.
     pub clauses: Vec<ClauseMatch>,
+    /// The rule's version (1, 2, ... per group: each `GroupRuleSet` is one), when it has one.
+    pub rule_version: Option<i64>,
+    /// The position the answer is as of (`null`: now).
+    pub as_of_position: Option<super::scalars::Position>,
+    /// The device's values the rule was evaluated on (then, as of a position), when the
+    /// entity is a device the caller may see.
+    pub device: Option<super::inventory::Device>,
+    /// The service's values the rule was evaluated on, when the entity is a service.
+    pub service: Option<super::inventory::Service>,
 }
 
 /// Rule queries (part of the `Query` root).
@@ -691,12 +701,22 @@ impl RuleQuery {
     /// condition of the group's rule with whether it held. A group beyond the caller's scope
     /// answers as a group that does not exist; an entity the caller may not see (not visible
     /// in its scope, not a member of the group) is not `known` and no rule is run on it.
+    ///
+    /// With `asOf` or `atPosition`, the answer of then: the member's entries and reasons
+    /// folded from the log, the rule the group had then (`ruleVersion`), the device's or
+    /// service's values then (`device`, `service`), and each clause evaluated on them at that
+    /// instant, `group:` conditions on the memberships of then; `tree` picks the tree that
+    /// turns direct memberships into effective ones (then, the default, or now). Scope is
+    /// decided by today's tree, as for every historical answer.
     #[graphql(complexity = "20 + child_complexity")]
     async fn explain_membership(
         &self,
         ctx: &Context<'_>,
         group_id: ID,
         member_id: String,
+        as_of: Option<DateTime<Utc>>,
+        at_position: Option<super::scalars::Position>,
+        tree: Option<super::history::MembershipTree>,
     ) -> Result<MembershipExplanation> {
         let group = group_id
             .parse::<Uuid>()
@@ -704,20 +724,18 @@ impl RuleQuery {
         if member_id.len() > 256 {
             return Err(coded(ErrorCode::BadUserInput, "memberId is too long"));
         }
+        let position = super::history::requested_position(ctx, as_of, at_position).await?;
+        let tree = super::history::tree_needs_position(position, tree)?;
         let pool = ctx.data_unchecked::<PgPool>();
         let roots = scope::read_roots(ctx).await?;
         // A group beyond the scope is answered as a group that does not exist.
         let hidden = roots.is_some() && !super::loaders::may_read(ctx, group).await?;
-        let belongings = if hidden {
-            vec![]
-        } else {
-            members::groups_of(pool, std::slice::from_ref(&member_id), Mode::Effective)
-                .await
-                .map_err(internal)?
-                .remove(&member_id)
-                .unwrap_or_default()
+        let facts = match position {
+            None => Facts::now(pool, group, &member_id, hidden).await?,
+            Some(p) => Facts::at(pool, group, &member_id, hidden, p, tree).await?,
         };
-        let reasons: Vec<MembershipReason> = belongings
+        let reasons: Vec<MembershipReason> = facts
+            .belongings
             .iter()
             .filter(|b| b.group_id == group)
             .flat_map(|b| b.reasons.iter())
@@ -727,13 +745,7 @@ impl RuleQuery {
                 since: r.since,
             })
             .collect();
-        let (static_entry, rule_entry, excluded) = if hidden {
-            (false, false, false)
-        } else {
-            members::entries(pool, group, &member_id)
-                .await
-                .map_err(internal)?
-        };
+        let (static_entry, rule_entry, excluded) = facts.entries;
         let mut out = MembershipExplanation {
             member: !reasons.is_empty(),
             direct_member: reasons
@@ -743,52 +755,30 @@ impl RuleQuery {
             static_entry,
             rule_entry,
             excluded,
+            as_of_position: position.map(super::scalars::Position),
             ..Default::default()
-        };
-        let stored: Option<Value> = if hidden {
-            None
-        } else {
-            sqlx::query_scalar(
-                "SELECT rule FROM group_registry WHERE id = $1 AND NOT deleted AND rule IS NOT NULL",
-            )
-            .bind(group)
-            .fetch_optional(pool)
-            .await
-            .map_err(internal)?
         };
         // An entity the caller may not see (neither visible in its scope nor a member of this
         // readable group, whose members are its data) is unknown, and no rule is run on it.
         let seen = out.member || visible(pool, &member_id, roots.as_deref()).await?;
-        let device = if seen {
-            inv::devices_by_ids(pool, std::slice::from_ref(&member_id))
-                .await
-                .map_err(internal)?
-                .pop()
-                .map(|r| r.device)
+        let (device_row, service_row) = if seen {
+            facts.entity(pool, &member_id).await?
         } else {
-            None
+            (None, None)
         };
-        let service = if seen {
-            inv::services_by_ids(pool, std::slice::from_ref(&member_id))
-                .await
-                .map_err(internal)?
-                .pop()
-                .map(|r| r.service)
-        } else {
-            None
-        };
-        out.known = device.is_some() || service.is_some();
-        let Some(json) = stored else {
+        out.known = device_row.is_some() || service_row.is_some();
+        out.device = device_row.clone().map(super::inventory::Device::from);
+        out.service = service_row.clone().map(super::inventory::Service::from);
+        let device = device_row.map(|r| r.device);
+        let service = service_row.map(|r| r.service);
+        let Some((json, version)) = facts.rule.clone() else {
             return Ok(out);
         };
         let rule = rule::from_json(&json).map_err(internal)?.rule;
         out.rule = Some(rule.to_text());
+        out.rule_version = Some(version);
         let host = match &service {
-            Some(s) => inv::devices_by_ids(pool, std::slice::from_ref(&s.device_id))
-                .await
-                .map_err(internal)?
-                .pop()
-                .map(|r| r.device),
+            Some(s) => facts.entity(pool, &s.device_id).await?.0.map(|r| r.device),
             None => None,
         };
         let entity = match (rule.kind(), &device, &service) {
@@ -796,11 +786,9 @@ impl RuleQuery {
             (DomainGroupType::Service, _, Some(s)) => Entity::Service(s, host.as_ref()),
             _ => return Ok(out),
         };
-        let loaded = members::group_sets(pool, std::slice::from_ref(&member_id))
-            .await
-            .map_err(internal)?;
+        let loaded = facts.group_sets(pool, &member_id).await?;
         let ctx = EvalContext {
-            now: Utc::now(),
+            now: facts.now,
             groups: &loaded,
         };
         out.rule_matches = Some(rule.matches(entity, &ctx));
@@ -814,4 +802,159 @@ impl RuleQuery {
             .collect();
         Ok(out)
     }
+}
+
+/// What `explainMembership` decides on, now or as of a position: the member's groups with
+/// their reasons, its entries in the group, the group's rule (canonical JSON and version),
+/// and where the entity and the memberships of its `group:` conditions are read.
+struct Facts {
+    belongings: Vec<members::Belonging>,
+    entries: (bool, bool, bool),
+    rule: Option<(Value, i64)>,
+    /// The instant the rule is evaluated at (the position's time as of a position).
+    now: DateTime<Utc>,
+    /// `None`: now; else the position and the tree.
+    at: Option<(i64, history::TreeAt)>,
+}
+
+impl Facts {
+    async fn now(pool: &PgPool, group: Uuid, member: &str, hidden: bool) -> Result<Self> {
+        if hidden {
+            return Ok(Self::hidden(Utc::now(), None));
+        }
+        let belongings = members::groups_of(pool, &[member.to_string()], Mode::Effective)
+            .await
+            .map_err(internal)?
+            .remove(member)
+            .unwrap_or_default();
+        let entries = members::entries(pool, group, member)
+            .await
+            .map_err(internal)?;
+        let rule: Option<(Value, i64)> = sqlx::query_as(
+            "SELECT rule, rule_version FROM group_registry
+              WHERE id = $1 AND NOT deleted AND rule IS NOT NULL",
+        )
+        .bind(group)
+        .fetch_optional(pool)
+        .await
+        .map_err(internal)?;
+        Ok(Self {
+            belongings,
+            entries,
+            rule,
+            now: Utc::now(),
+            at: None,
+        })
+    }
+
+    async fn at(
+        pool: &PgPool,
+        group: Uuid,
+        member: &str,
+        hidden: bool,
+        position: i64,
+        tree: super::history::MembershipTree,
+    ) -> Result<Self> {
+        let mut conn = pool.acquire().await.map_err(internal)?;
+        let now = public_log_time(&mut conn, position).await?;
+        let tree = history::TreeAt::from(tree);
+        if hidden {
+            return Ok(Self::hidden(now, Some((position, tree))));
+        }
+        let belongings = history::groups_of_at(&mut conn, member, position, Mode::Effective, tree)
+            .await
+            .map_err(internal)?;
+        let entry = history::member_entries_at(&mut conn, member, position)
+            .await
+            .map_err(internal)?
+            .remove(&group)
+            .unwrap_or_default();
+        let rule = history::group_at(&mut conn, group, position)
+            .await
+            .map_err(internal)?
+            .filter(|g| g.deleted_at.is_none())
+            .and_then(|g| g.rule)
+            .map(|r| (r.json, r.version));
+        Ok(Self {
+            belongings,
+            entries: (
+                entry.static_since.is_some(),
+                entry.rule_since.is_some(),
+                entry.excluded,
+            ),
+            rule,
+            now,
+            at: Some((position, tree)),
+        })
+    }
+
+    fn hidden(now: DateTime<Utc>, at: Option<(i64, history::TreeAt)>) -> Self {
+        Self {
+            belongings: vec![],
+            entries: (false, false, false),
+            rule: None,
+            now,
+            at,
+        }
+    }
+
+    /// The device and the service of that id, then or now.
+    async fn entity(
+        &self,
+        pool: &PgPool,
+        id: &str,
+    ) -> Result<(Option<inv::DeviceRow>, Option<inv::ServiceRow>)> {
+        let ids = std::slice::from_ref(&id.to_string()).to_vec();
+        Ok(match self.at {
+            None => (
+                inv::devices_by_ids(pool, &ids)
+                    .await
+                    .map_err(internal)?
+                    .pop(),
+                inv::services_by_ids(pool, &ids)
+                    .await
+                    .map_err(internal)?
+                    .pop(),
+            ),
+            Some((position, _)) => {
+                let mut conn = pool.acquire().await.map_err(internal)?;
+                (
+                    inv::device_at(&mut conn, id, position)
+                        .await
+                        .map_err(internal)?,
+                    inv::service_at(&mut conn, id, position)
+                        .await
+                        .map_err(internal)?,
+                )
+            }
+        })
+    }
+
+    /// The memberships `group:` conditions test, then or now.
+    async fn group_sets(&self, pool: &PgPool, member: &str) -> Result<members::GroupSets> {
+        match self.at {
+            None => members::group_sets(pool, &[member.to_string()])
+                .await
+                .map_err(internal),
+            Some((position, tree)) => {
+                let mut conn = pool.acquire().await.map_err(internal)?;
+                history::group_sets_at(&mut conn, member, position, tree)
+                    .await
+                    .map_err(internal)
+            }
+        }
+    }
+}
+
+/// When the event at `position` was recorded (the instant a rule is evaluated at, as of it).
+async fn public_log_time(conn: &mut sqlx::PgConnection, position: i64) -> Result<DateTime<Utc>> {
+    let at: Option<DateTime<Utc>> = sqlx::query_scalar(
+        "SELECT e.recorded_at FROM event_log l JOIN events e USING (global_position)
+          WHERE l.log_position = $1",
+    )
+    .bind(position)
+    .fetch_optional(conn)
+    .await
+    .map_err(internal)?;
+    Ok(at.unwrap_or_else(Utc::now))
 }

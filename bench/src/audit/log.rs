@@ -11,6 +11,9 @@ use serde_json::{json, Value};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+/// The device whose memberships the as-of figures ask for (a member of `child-0`).
+pub(super) const MEASURED_DEVICE: &str = "m00042";
+
 /// The large log: a measured group with 10 children of 1,000 members each and a history of
 /// renames by one actor, 5,000 other groups and Membership events of theirs up to `events`,
 /// sequenced with real hashes by the sequencer. Returns (measured group, head).
@@ -92,6 +95,31 @@ pub(super) async fn large_log(pool: &PgPool, events: usize) -> Result<(Uuid, i64
             .execute(&mut *conn)
             .await?;
     }
+    // The device whose history the as-of figures read: in child-0 from its MembersAdded
+    // above, then removed and added back 40 times by hand.
+    let child0: String = sqlx::query_scalar(
+        "SELECT aggregate_id FROM events WHERE aggregate_type = 'Group'
+            AND payload -> 'GroupCreated' ->> 'name' = 'child-0'",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    for round in 0..40usize {
+        let (event_type, body) = if round % 2 == 0 {
+            ("MembersRemoved", "MembersRemoved")
+        } else {
+            ("MembersAdded", "MembersAdded")
+        };
+        sqlx::query(insert)
+            .bind("Membership")
+            .bind(&child0)
+            .bind(2 + round as i64)
+            .bind(event_type)
+            .bind(json!({ body: {"member_type": "DEVICE", "source": "STATIC",
+                                 "member_ids": [MEASURED_DEVICE]}}))
+            .bind(meta("auditee", 400 + round))
+            .execute(&mut *conn)
+            .await?;
+    }
     // Padding, with the write-side triggers off (they only keep registries).
     let pad_groups = 5_000usize;
     let per_group = events.saturating_sub(pad_groups + 122) / pad_groups;
@@ -141,7 +169,12 @@ pub(super) async fn large_log(pool: &PgPool, events: usize) -> Result<(Uuid, i64
     eprintln!("bench: audit: sequenced {n} events in {secs:.1}s");
     let (n, secs) = crate::catch_up::catch_up(pool, &GroupTreeProjection).await?;
     eprintln!("bench: audit: group tree over {n} events in {secs:.1}s");
-    for table in ["events", "event_log", "devices"] {
+    // The membership read model, for the as-of figures' current-state baselines.
+    let (n, secs) =
+        crate::catch_up::catch_up(pool, &corral_projections::membership::MembershipProjection)
+            .await?;
+    eprintln!("bench: audit: memberships over {n} events in {secs:.1}s");
+    for table in ["events", "event_log", "devices", "member_events"] {
         sqlx::query(&format!("ANALYZE {table}"))
             .execute(pool)
             .await?;

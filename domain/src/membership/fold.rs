@@ -122,38 +122,64 @@ impl GroupEntries {
             if !seen.insert(id.as_str()) {
                 continue;
             }
-            let before = self.direct_source(id);
-            if op.adds {
-                let entry = self.entries.entry(id.clone()).or_default();
-                match op.kind {
-                    EntryKind::Static => {
-                        entry.static_since.get_or_insert(at);
-                    }
-                    EntryKind::Rule => {
-                        entry.rule_since.get_or_insert(at);
-                    }
-                    EntryKind::Excluded => entry.excluded = true,
-                }
-            } else if let Some(entry) = self.entries.get_mut(id) {
-                match op.kind {
-                    EntryKind::Static => entry.static_since = None,
-                    EntryKind::Rule => entry.rule_since = None,
-                    EntryKind::Excluded => entry.excluded = false,
-                }
-                if entry.is_empty() {
-                    self.entries.remove(id);
-                }
-            }
-            let after = self.direct_source(id);
-            if before != after {
-                changes.push(DirectChange {
-                    member_id: id.clone(),
-                    before,
-                    after,
-                });
-            }
+            changes.extend(self.apply_one(op, id, at));
         }
         changes
+    }
+
+    /// Applies one event recorded at `at` to the entries of `member` only (the other ids it
+    /// names are left alone): the fold of one member's history, as [`GroupEntries::apply`]
+    /// folds everyone's. Returns its direct change, if any.
+    pub fn apply_to(
+        &mut self,
+        event: &MembershipEvent,
+        at: DateTime<Utc>,
+        member: &str,
+    ) -> Option<DirectChange> {
+        let op = EntryOp::of(event);
+        let id = op.ids.iter().find(|id| id.as_str() == member)?;
+        self.apply_one(op, id, at)
+    }
+
+    fn apply_one(
+        &mut self,
+        op: EntryOp<'_>,
+        id: &String,
+        at: DateTime<Utc>,
+    ) -> Option<DirectChange> {
+        let before = self.direct_source(id);
+        if op.adds {
+            let entry = self.entries.entry(id.clone()).or_default();
+            match op.kind {
+                EntryKind::Static => {
+                    entry.static_since.get_or_insert(at);
+                }
+                EntryKind::Rule => {
+                    entry.rule_since.get_or_insert(at);
+                }
+                EntryKind::Excluded => entry.excluded = true,
+            }
+        } else if let Some(entry) = self.entries.get_mut(id) {
+            match op.kind {
+                EntryKind::Static => entry.static_since = None,
+                EntryKind::Rule => entry.rule_since = None,
+                EntryKind::Excluded => entry.excluded = false,
+            }
+            if entry.is_empty() {
+                self.entries.remove(id);
+            }
+        }
+        let after = self.direct_source(id);
+        (before != after).then(|| DirectChange {
+            member_id: id.clone(),
+            before,
+            after,
+        })
+    }
+
+    /// `id`'s entry (static and rule since when, excluded), if it has one.
+    pub fn entry(&self, id: &str) -> Option<&Entry> {
+        self.entries.get(id)
     }
 
     /// How `id` is a direct member (exclude > static > rule), if it is one.

@@ -20,14 +20,18 @@
 //! - `group_fold`: one group's state as of a position;
 //! - `query`: groups with their paths (following parent chains), children;
 //! - `tree`: the tree's shape;
-//! - `membership`: members, direct and effective.
+//! - `membership`: members, direct and effective;
+//! - `member`: one member's groups (and entries), direct and effective, through its own
+//!   Membership events only.
 
 mod group_fold;
+mod member;
 mod membership;
 mod query;
 mod tree;
 
 pub use group_fold::{GroupEventRow, GroupFold, HistoricalGroup, HistoricalRule};
+pub use member::{group_sets_at, groups_of_at, member_entries_at, TreeAt};
 pub use membership::{members_at, membership_folds, resolve_members, HistoricalMember};
 pub use query::{children_at, group_at, groups_at};
 pub use tree::{tree_at, TreeEvent, TreeFold, TreeNode};

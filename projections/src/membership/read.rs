@@ -405,6 +405,16 @@ impl corral_domain::rule::Memberships for GroupSets {
     }
 }
 
+impl GroupSets {
+    /// The sets of one member: `(group, direct)` pairs.
+    pub fn of(member: &str, sets: impl IntoIterator<Item = (Uuid, bool)>) -> Self {
+        Self(HashMap::from([(
+            member.to_string(),
+            sets.into_iter().collect(),
+        )]))
+    }
+}
+
 /// Loads [`GroupSets`] for `members` (two queries).
 pub async fn group_sets(pool: &PgPool, members: &[String]) -> Result<GroupSets, StoreError> {
     let mut sets: HashMap<String, std::collections::HashSet<(Uuid, bool)>> = HashMap::new();

@@ -8,6 +8,7 @@ mod e2e {
     mod capabilities;
     mod catch_up;
     mod concurrency;
+    mod cursors;
     mod dashboards;
     mod dynamic;
     mod groups;

@@ -1,10 +1,13 @@
 //! The `Group` type and its connection.
 
-use async_graphql::{ComplexObject, Context, Enum, Json, Result, SimpleObject, ID};
+use async_graphql::{
+    ComplexObject, Context, Enum, ErrorExtensions, Json, Result, SimpleObject, ID,
+};
 use chrono::{DateTime, Utc};
 use corral_domain::codes::Code;
 use corral_domain::group::GroupType as DomainGroupType;
 use corral_projections::group_tree::{read::After, Node};
+use corral_projections::walk::Mark;
 use uuid::Uuid;
 
 use super::errors::coded;
@@ -212,9 +215,17 @@ impl Group {
     /// group that holds it as `viaGroup`. `source` keeps only members of that source.
     /// `asOf` (or a historical group) answers as the membership was then, tree included,
     /// folded from the event log: see `docs/membership.md`, "Time travel", for the cost.
+    ///
+    /// Live pages form a consistent walk: the cursors of the first page record the log
+    /// position (the read model's checkpoint) it was read at, and a later page (`after` or
+    /// `before` one of them) answers as of that state, or, when the walked members changed
+    /// since, fails with `CURSOR_STALE` (restart the walk, or page `group(atPosition)`).
+    /// `last`/`before` page backward (limits as for `first`; not with `first`/`after`);
+    /// historical pages go forward only.
     #[graphql(
-        complexity = "i64::from(first.unwrap_or(DEFAULT_PAGE)).max(1) as usize * child_complexity + if mode == Some(super::members::MembershipMode::Effective) { super::members::EFFECTIVE_COST } else { 1 } + if as_of.is_some() { super::history::HISTORY_COST } else { 0 }"
+        complexity = "i64::from(first.or(last).unwrap_or(DEFAULT_PAGE)).max(1) as usize * child_complexity + if mode == Some(super::members::MembershipMode::Effective) { super::members::EFFECTIVE_COST } else { 1 } + if as_of.is_some() { super::history::HISTORY_COST } else { 0 }"
     )]
+    #[allow(clippy::too_many_arguments)]
     async fn members(
         &self,
         ctx: &Context<'_>,
@@ -222,13 +233,22 @@ impl Group {
         source: Option<super::rules::MembershipSource>,
         first: Option<i32>,
         after: Option<String>,
+        last: Option<i32>,
+        before: Option<String>,
         as_of: Option<DateTime<Utc>>,
     ) -> Result<super::members::GroupMemberConnection> {
         let mode = mode.unwrap_or_default();
+        let paging = paging(first, after, last, before)?;
         if let Some(p) = super::history::members_position(ctx, self, as_of).await? {
-            return super::history::members(ctx, self, p, mode, source, first, after).await;
+            if paging.backward {
+                return Err(coded(
+                    ErrorCode::BadUserInput,
+                    "last/before are not available for historical members: page with first/after",
+                ));
+            }
+            return super::history::members(ctx, self, p, mode, source, first, paging.cursor).await;
         }
-        super::members::page(ctx, self, mode, source, first, after).await
+        super::members::page(ctx, self, mode, source, paging).await
     }
 
     /// How many members the group has (EFFECTIVE: distinct over its subtree, which scans it).
@@ -399,6 +419,48 @@ impl GroupConnection {
     }
 }
 
+impl GroupConnection {
+    /// A page of a consistent walk from `size + 1` rows read `paging`'s way (nearest first
+    /// when backward); its cursors carry `marks`.
+    pub fn walk_page(
+        mut rows: Vec<Node>,
+        paging: &Paging,
+        total: i64,
+        marks: &Marks,
+        key: impl Fn(&Node) -> String,
+    ) -> Self {
+        let more = rows.len() as i64 > paging.size;
+        rows.truncate(paging.size as usize);
+        if paging.backward {
+            rows.reverse();
+        }
+        let edges: Vec<GroupEdge> = rows
+            .into_iter()
+            .map(|n| GroupEdge {
+                cursor: encode_walk(
+                    &After {
+                        key: key(&n),
+                        id: n.id,
+                    },
+                    marks,
+                ),
+                node: Group::from(n),
+            })
+            .collect();
+        let page_info = page_info(
+            paging,
+            more,
+            edges.first().map(|e| e.cursor.clone()),
+            edges.last().map(|e| e.cursor.clone()),
+        );
+        Self {
+            edges,
+            page_info,
+            total_count: total,
+        }
+    }
+}
+
 fn page_args(args: &[(async_graphql::Name, async_graphql::Value)]) -> Option<(i64, Option<After>)> {
     let mut first = i64::from(DEFAULT_PAGE);
     let mut after = None;
@@ -504,6 +566,169 @@ pub fn decode_cursor(cursor: &str) -> Result<After> {
     Ok(After {
         key: key.to_string(),
         id: id.parse().map_err(|_| bad())?,
+    })
+}
+
+/// The projector marks a walk began at (see `corral_projections::walk`): the membership
+/// projector's (member pages) and the group tree projector's (effective member pages, group
+/// listings).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Marks {
+    /// The membership projector's mark.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub m: Option<Mark>,
+    /// The group tree projector's mark.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub t: Option<Mark>,
+}
+
+/// A walk's cursor, version 1: the keyset position and the marks of the walk's first page.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct WalkCursor {
+    v: u8,
+    k: String,
+    i: Uuid,
+    #[serde(flatten)]
+    marks: Marks,
+}
+
+/// Prefix of a walk cursor (the rest is base64url of its JSON), so that it never reads as
+/// the hex of a plain cursor.
+const WALK_PREFIX: &str = "w1.";
+
+/// A cursor of a consistent walk: opaque, `w1.` and base64url of a versioned structure
+/// holding the keyset position and the marks of the walk's first page.
+pub fn encode_walk(after: &After, marks: &Marks) -> String {
+    use base64::Engine as _;
+    let cursor = WalkCursor {
+        v: 1,
+        k: after.key.clone(),
+        i: after.id,
+        marks: *marks,
+    };
+    let json = serde_json::to_vec(&cursor).unwrap_or_default();
+    format!(
+        "{WALK_PREFIX}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
+    )
+}
+
+/// Decodes a cursor of a consistent walk; a plain cursor (as issued before walks recorded
+/// their marks) decodes with no marks, so a walk begun then goes on as plain keyset paging.
+pub fn decode_walk(cursor: &str, arg: &str) -> Result<(After, Option<Marks>)> {
+    use base64::Engine as _;
+    let Some(body) = cursor.strip_prefix(WALK_PREFIX) else {
+        return decode_cursor(cursor).map(|a| (a, None));
+    };
+    let bad = || {
+        coded(
+            ErrorCode::BadUserInput,
+            format!("{arg} is not a cursor returned by this connection"),
+        )
+    };
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(body)
+        .map_err(|_| bad())?;
+    let c: WalkCursor = serde_json::from_slice(&json).map_err(|_| bad())?;
+    if c.v != 1 {
+        return Err(bad());
+    }
+    Ok((After { key: c.k, id: c.i }, Some(c.marks)))
+}
+
+/// Which way a page goes, from Relay's `first`/`after` and `last`/`before`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Paging {
+    /// Rows wanted.
+    pub size: i64,
+    /// `last`/`before`: the rows before `cursor`, the nearest first when read (pages are
+    /// returned in the connection's order all the same).
+    pub backward: bool,
+    /// The `after` or `before` cursor.
+    pub cursor: Option<String>,
+}
+
+/// Validates Relay's paging arguments: `first` and `last` may not both be given (nor `after`
+/// with `before`, nor `before` with `first`, nor `after` with `last`); `last` has the limits
+/// of `first`.
+pub fn paging(
+    first: Option<i32>,
+    after: Option<String>,
+    last: Option<i32>,
+    before: Option<String>,
+) -> Result<Paging> {
+    let bad = |m: &str| coded(ErrorCode::BadUserInput, m.to_string());
+    if first.is_some() && last.is_some() {
+        return Err(bad("give first or last, not both"));
+    }
+    if after.is_some() && before.is_some() {
+        return Err(bad("give after or before, not both"));
+    }
+    if first.is_some() && before.is_some() {
+        return Err(bad("before goes with last, not first"));
+    }
+    if last.is_some() && after.is_some() {
+        return Err(bad("after goes with first, not last"));
+    }
+    if last.is_none() && before.is_none() {
+        return Ok(Paging {
+            size: page_size(first)?,
+            backward: false,
+            cursor: after,
+        });
+    }
+    let size = match last.unwrap_or(DEFAULT_PAGE) {
+        n if (0..=MAX_PAGE).contains(&n) => i64::from(n),
+        n => {
+            return Err(bad(&format!(
+                "last must be between 0 and {MAX_PAGE}, got {n}"
+            )))
+        }
+    };
+    Ok(Paging {
+        size,
+        backward: true,
+        cursor: before,
+    })
+}
+
+/// Page information of a keyset page read `paging`'s way: `more` says whether rows lay
+/// beyond the page in the direction read. The other side holds edges exactly when a cursor
+/// was given (it names an edge of the walk; a consistent walk still holds it).
+pub fn page_info(
+    paging: &Paging,
+    more: bool,
+    start_cursor: Option<String>,
+    end_cursor: Option<String>,
+) -> PageInfo {
+    let behind = paging.cursor.is_some();
+    PageInfo {
+        has_next_page: if paging.backward { behind } else { more },
+        has_previous_page: if paging.backward { more } else { behind },
+        start_cursor,
+        end_cursor,
+    }
+}
+
+/// The error of a walk whose set changed since its first page: `CURSOR_STALE`, with the
+/// log position the first page reflected (when the sequencer has numbered it) in
+/// `extensions.position`.
+pub fn stale(what: &str, position: Option<i64>) -> async_graphql::Error {
+    let advice = match position {
+        Some(p) => format!(
+            "restart the walk from its first page, or page the state of its first page with \
+             atPosition: {p}"
+        ),
+        None => "restart the walk from its first page".to_string(),
+    };
+    async_graphql::Error::new(format!(
+        "{what} changed since this walk's first page; {advice}"
+    ))
+    .extend_with(|_, e| {
+        e.set("code", ErrorCode::CursorStale.as_str());
+        if let Some(p) = position {
+            e.set("position", p.to_string());
+        }
     })
 }
 

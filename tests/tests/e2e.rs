@@ -20,6 +20,7 @@ mod e2e {
     mod membership;
     mod membership_fold;
     mod metrics;
+    mod nodes;
     mod publisher;
     mod rebuild;
     mod request_limits;

@@ -182,6 +182,11 @@ impl Dashboard {
 
 #[ComplexObject]
 impl Dashboard {
+    /// The global id (for `node`/`nodes`); `id` stays the dashboard's UUID.
+    pub(crate) async fn node_id(&self) -> ID {
+        super::node::global_id("Dashboard", &self.id)
+    }
+
     /// Its widgets (at most 50), top to bottom, then left to right.
     #[graphql(complexity = "MAX_WIDGETS * child_complexity")]
     async fn widgets(&self) -> Vec<Widget> {

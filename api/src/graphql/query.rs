@@ -182,7 +182,7 @@ impl GroupQuery {
 }
 
 /// The live group `id`, when the caller may read it.
-async fn live(ctx: &Context<'_>, id: Uuid) -> Result<Option<Group>> {
+pub(crate) async fn live(ctx: &Context<'_>, id: Uuid) -> Result<Option<Group>> {
     if !may_read(ctx, id).await? {
         return Ok(None);
     }

@@ -196,6 +196,17 @@ async fn visible(ctx: &Context<'_>, run: &read::SweepRunView) -> Result<bool> {
     run_in_reach(ctx, run.group_id, !run.targets.is_empty()).await
 }
 
+/// The run `id` when the caller may see it (`sweepRun`, `node`).
+pub(crate) async fn run_by_id(ctx: &Context<'_>, id: Uuid) -> Result<Option<SweepRun>> {
+    let run = read::by_id(ctx.data_unchecked::<PgPool>(), id)
+        .await
+        .map_err(internal)?;
+    match run {
+        Some(run) if visible(ctx, &run).await? => Ok(Some(SweepRun::from(run))),
+        _ => Ok(None),
+    }
+}
+
 /// Checks a request (reading the group's members' addresses) into a plan.
 async fn checked(
     ctx: &Context<'_>,
@@ -302,13 +313,7 @@ impl SweepQuery {
         let Ok(id) = id.parse::<Uuid>() else {
             return Ok(None);
         };
-        let run = read::by_id(ctx.data_unchecked::<PgPool>(), id)
-            .await
-            .map_err(internal)?;
-        match run {
-            Some(run) if visible(ctx, &run).await? => Ok(Some(SweepRun::from(run))),
-            _ => Ok(None),
-        }
+        run_by_id(ctx, id).await
     }
 
     /// What `scheduleSweep` would do with this input, without scheduling anything.

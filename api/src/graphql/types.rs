@@ -141,6 +141,11 @@ impl From<Node> for Group {
 
 #[ComplexObject]
 impl Group {
+    /// The global id (for `node`/`nodes`); `id` stays the group's UUID.
+    pub(crate) async fn node_id(&self) -> ID {
+        super::node::global_id("Group", &self.id)
+    }
+
     /// The log position this group reflects when read as of the past (`group(asOf |
     /// atPosition)`); null for the live group. Every field of a historical group answers as
     /// of this position.

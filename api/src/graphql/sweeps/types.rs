@@ -232,6 +232,11 @@ fn decode(s: &str) -> Result<String> {
 
 #[ComplexObject]
 impl SweepRun {
+    /// The global id (for `node`/`nodes`); `id` stays the run's UUID.
+    pub(crate) async fn node_id(&self) -> async_graphql::ID {
+        crate::graphql::node::global_id("SweepRun", &self.id)
+    }
+
     /// The run's results by address (`openOnly`: hosts with an open port). Empty once the
     /// retention deleted them.
     #[graphql(

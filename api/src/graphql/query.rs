@@ -175,7 +175,7 @@ impl GroupQuery {
             rows,
             &paging,
             total,
-            &marks,
+            Some(&marks),
             |n| n.path_key.clone(),
         ))
     }

@@ -273,25 +273,36 @@ impl Group {
         super::members::count(ctx, self, mode.unwrap_or_default(), source).await
     }
 
-    /// Child groups, ordered by name.
+    /// Child groups, ordered by name. `last`/`before` page backward (limits as for `first`;
+    /// live groups only). Plain keyset cursors: a child added or renamed between pages shows
+    /// up or not depending on where it sorts (see `docs/architecture.md`, GraphQL reads).
     #[graphql(
-        complexity = "i64::from(first.unwrap_or(DEFAULT_PAGE)).max(1) as usize * child_complexity + 1"
+        complexity = "i64::from(first.or(last).unwrap_or(DEFAULT_PAGE)).max(1) as usize * child_complexity + 1"
     )]
     async fn children(
         &self,
         ctx: &Context<'_>,
         first: Option<i32>,
         after: Option<String>,
+        last: Option<i32>,
+        before: Option<String>,
     ) -> Result<GroupConnection> {
+        let paging = paging(first, after, last, before)?;
         if let Some(position) = self.at_position {
-            return super::history::children(ctx, self, position, first, after).await;
+            if paging.backward {
+                return Err(coded(
+                    ErrorCode::BadUserInput,
+                    "last/before are not available for a historical group's children",
+                ));
+            }
+            return super::history::children(ctx, self, position, first, paging.cursor).await;
         }
-        let first = page_size(first)?;
-        let after = after.as_deref().map(decode_cursor).transpose()?;
+        let cursor = paging.cursor.as_deref().map(decode_cursor).transpose()?;
         let key = ChildrenKey {
             parent: self.uuid,
-            limit: first + 1,
-            after,
+            limit: paging.size + 1,
+            after: cursor,
+            backward: paging.backward,
         };
         let rows = ctx
             .data_unchecked::<Children>()
@@ -303,9 +314,13 @@ impl Group {
             .load_one(self.uuid)
             .await?
             .unwrap_or(0);
-        Ok(GroupConnection::page(rows, first, total, |n| {
-            n.name_key.clone()
-        }))
+        Ok(GroupConnection::walk_page(
+            rows,
+            &paging,
+            total,
+            None,
+            |n| n.name_key.clone(),
+        ))
     }
 
     /// The group's audit trail (auditors and admins): its own events and its membership's,
@@ -425,13 +440,13 @@ impl GroupConnection {
 }
 
 impl GroupConnection {
-    /// A page of a consistent walk from `size + 1` rows read `paging`'s way (nearest first
-    /// when backward); its cursors carry `marks`.
+    /// A keyset page from `size + 1` rows read `paging`'s way (nearest first when
+    /// backward); with `marks`, a page of a consistent walk whose cursors carry them.
     pub fn walk_page(
         mut rows: Vec<Node>,
         paging: &Paging,
         total: i64,
-        marks: &Marks,
+        marks: Option<&Marks>,
         key: impl Fn(&Node) -> String,
     ) -> Self {
         let more = rows.len() as i64 > paging.size;
@@ -441,15 +456,18 @@ impl GroupConnection {
         }
         let edges: Vec<GroupEdge> = rows
             .into_iter()
-            .map(|n| GroupEdge {
-                cursor: encode_walk(
-                    &After {
-                        key: key(&n),
-                        id: n.id,
+            .map(|n| {
+                let after = After {
+                    key: key(&n),
+                    id: n.id,
+                };
+                GroupEdge {
+                    cursor: match marks {
+                        Some(m) => encode_walk(&after, m),
+                        None => encode_cursor(&after),
                     },
-                    marks,
-                ),
-                node: Group::from(n),
+                    node: Group::from(n),
+                }
             })
             .collect();
         let page_info = page_info(
@@ -466,20 +484,32 @@ impl GroupConnection {
     }
 }
 
-fn page_args(args: &[(async_graphql::Name, async_graphql::Value)]) -> Option<(i64, Option<After>)> {
-    let mut first = i64::from(DEFAULT_PAGE);
-    let mut after = None;
+/// The children page a selection's arguments ask for, as the resolver will read it:
+/// (rows to fetch minus one, cursor, backward); `None` when they are not plain literals or
+/// are invalid (the resolver then loads, or refuses, on its own).
+fn page_args(
+    args: &[(async_graphql::Name, async_graphql::Value)],
+) -> Option<(i64, Option<After>, bool)> {
+    let (mut first, mut after, mut last, mut before) = (None, None, None, None);
     for (name, value) in args {
         match (name.as_str(), value) {
-            ("first", async_graphql::Value::Number(n)) => first = n.as_i64()?,
-            ("after", async_graphql::Value::String(s)) => after = Some(decode_cursor(s).ok()?),
-            ("first" | "after", async_graphql::Value::Null) => {}
+            ("first", async_graphql::Value::Number(n)) => first = Some(n.as_i64()?),
+            ("last", async_graphql::Value::Number(n)) => last = Some(n.as_i64()?),
+            ("after", async_graphql::Value::String(s)) => after = Some(s.clone()),
+            ("before", async_graphql::Value::String(s)) => before = Some(s.clone()),
+            ("first" | "after" | "last" | "before", async_graphql::Value::Null) => {}
             _ => return None,
         }
     }
-    (0..=i64::from(MAX_PAGE))
-        .contains(&first)
-        .then_some((first, after))
+    let p = paging(
+        first.map(i32::try_from).transpose().ok()?,
+        after,
+        last.map(i32::try_from).transpose().ok()?,
+        before,
+    )
+    .ok()?;
+    let cursor = p.cursor.as_deref().map(decode_cursor).transpose().ok()?;
+    Some((p.size, cursor, p.backward))
 }
 
 /// Loads, one batch per field, what the selection will ask of every node of a page, so that
@@ -499,11 +529,14 @@ pub async fn prefetch(ctx: &Context<'_>, nodes: &[Node]) -> Result<()> {
     let children = node.field("children");
     let mut page_keys = Vec::new();
     for selection in children.selection_fields() {
-        if let Some((first, after)) = selection.arguments().ok().as_deref().and_then(page_args) {
+        if let Some((size, after, backward)) =
+            selection.arguments().ok().as_deref().and_then(page_args)
+        {
             page_keys.extend(ids.iter().map(|id| ChildrenKey {
                 parent: *id,
-                limit: first + 1,
+                limit: size + 1,
                 after: after.clone(),
+                backward,
             }));
         }
     }

@@ -83,18 +83,27 @@ pub struct After {
 }
 
 /// Up to `first` children of each parent, ordered by name, after `after`.
+///
+/// `backward` (`last`/`before`): the children before `after` instead, nearest first.
 pub async fn children(
     pool: &PgPool,
     parents: &[Uuid],
     first: i64,
     after: Option<&After>,
+    backward: bool,
 ) -> Result<HashMap<Uuid, Vec<Node>>, StoreError> {
+    let (cmp, order) = if backward {
+        ("<", "DESC")
+    } else {
+        (">", "ASC")
+    };
     let rows = sqlx::query(&format!(
         "SELECT * FROM (
-            SELECT {COLUMNS}, row_number() OVER (PARTITION BY g.parent_id ORDER BY g.name_key, g.id) AS rn
+            SELECT {COLUMNS}, row_number() OVER (PARTITION BY g.parent_id
+                                                 ORDER BY g.name_key {order}, g.id {order}) AS rn
               FROM {LIVE_SCHEMA}.groups g
              WHERE g.parent_id = ANY($1)
-               AND ($2::text IS NULL OR (g.name_key, g.id) > ($2, $3::uuid))) t
+               AND ($2::text IS NULL OR (g.name_key, g.id) {cmp} ($2, $3::uuid))) t
           WHERE rn <= $4 ORDER BY parent_id, rn"
     ))
     .bind(parents)

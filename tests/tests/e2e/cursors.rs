@@ -341,3 +341,60 @@ async fn a_groups_walk_pages_both_ways_and_ends_when_the_tree_reshapes() {
     assert_eq!(code(&p3), Some("CURSOR_STALE"), "{p3}");
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn children_page_backward_too_directly_and_prefetched() {
+    let app = TestApp::spawn().await;
+    let parent = app.create_group("Parent", None).await;
+    let mut names = vec![];
+    for i in [5, 1, 8, 3, 0, 7, 2, 6, 4] {
+        let name = format!("c{i}");
+        app.create_group(&name, Some(&parent)).await;
+        names.push(name);
+    }
+    names.sort();
+    const CHILDREN: &str = "query($id: ID!, $first: Int, $after: String, $last: Int, $before: String) { group(id: $id) { children(first: $first, after: $after, last: $last, before: $before) { totalCount pageInfo { hasNextPage hasPreviousPage startCursor endCursor } edges { node { name } } } } }";
+    for size in [1, 2, 4, 9, 20] {
+        for backward in [false, true] {
+            let mut out: Vec<String> = vec![];
+            let mut cursor = Value::Null;
+            loop {
+                let vars = if backward {
+                    json!({ "id": parent, "last": size, "before": cursor })
+                } else {
+                    json!({ "id": parent, "first": size, "after": cursor })
+                };
+                let data = app.data(&app.viewer, CHILDREN, vars).await;
+                let conn = &data["group"]["children"];
+                assert_eq!(conn["totalCount"], 9);
+                let page = ids(conn, "name");
+                let info = &conn["pageInfo"];
+                let (more, next) = if backward {
+                    out.splice(0..0, page);
+                    (info["hasPreviousPage"].clone(), info["startCursor"].clone())
+                } else {
+                    out.extend(page);
+                    (info["hasNextPage"].clone(), info["endCursor"].clone())
+                };
+                if more != true {
+                    break;
+                }
+                cursor = next;
+            }
+            assert_eq!(out, names, "size {size}, backward {backward}");
+        }
+    }
+    // Through the page prefetch of `groups` (one batch for every node's children page).
+    let data = app
+        .data(
+            &app.viewer,
+            "query { groups(type: DEVICE, search: \"Parent\", first: 5) { edges { node { children(last: 3) { pageInfo { hasPreviousPage hasNextPage } edges { node { name } } } } } } }",
+            json!({}),
+        )
+        .await;
+    let conn = &data["groups"]["edges"][0]["node"]["children"];
+    assert_eq!(ids(conn, "name"), names[6..].to_vec());
+    assert_eq!(conn["pageInfo"]["hasPreviousPage"], true);
+    assert_eq!(conn["pageInfo"]["hasNextPage"], false);
+    app.shutdown().await;
+}

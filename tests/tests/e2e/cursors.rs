@@ -398,3 +398,81 @@ async fn children_page_backward_too_directly_and_prefetched() {
     assert_eq!(conn["pageInfo"]["hasNextPage"], false);
     app.shutdown().await;
 }
+
+/// All pages of the connection `field` of `query` (which takes `$first $after $last $before`),
+/// forward or backward, as the values of `node.<key>`.
+async fn pages(
+    app: &TestApp,
+    token: &str,
+    query: &str,
+    field: &str,
+    key: &str,
+    size: i64,
+    backward: bool,
+) -> Vec<String> {
+    let mut out: Vec<String> = vec![];
+    let mut cursor = Value::Null;
+    loop {
+        let vars = if backward {
+            json!({ "last": size, "before": cursor })
+        } else {
+            json!({ "first": size, "after": cursor })
+        };
+        let data = app.data(token, query, vars).await;
+        let conn = &data[field];
+        let page = ids(conn, key);
+        let info = &conn["pageInfo"];
+        let (more, next) = if backward {
+            out.splice(0..0, page);
+            assert_eq!(info["hasNextPage"], json!(!cursor.is_null()), "{info}");
+            (info["hasPreviousPage"].clone(), info["startCursor"].clone())
+        } else {
+            out.extend(page);
+            assert_eq!(info["hasPreviousPage"], json!(!cursor.is_null()), "{info}");
+            (info["hasNextPage"].clone(), info["endCursor"].clone())
+        };
+        if more != true {
+            return out;
+        }
+        cursor = next;
+    }
+}
+
+#[tokio::test]
+async fn dashboard_lists_page_backward() {
+    let app = TestApp::spawn().await;
+    let mut names = vec![];
+    for i in [4, 0, 6, 2, 5, 1, 3] {
+        let name = format!("Board {i}");
+        let p = app
+            .data(
+                &app.viewer,
+                "mutation($n: String!) { createDashboard(input: { name: $n }) { userErrors { message } } }",
+                json!({ "n": name }),
+            )
+            .await;
+        assert_eq!(p["createDashboard"]["userErrors"], json!([]));
+        names.push(name);
+    }
+    names.sort();
+    const MINE: &str = "query($first: Int, $after: String, $last: Int, $before: String) { myDashboards(first: $first, after: $after, last: $last, before: $before) { pageInfo { hasNextPage hasPreviousPage startCursor endCursor } edges { node { name } } } }";
+    for size in [1, 3, 7, 10] {
+        for backward in [false, true] {
+            assert_eq!(
+                pages(
+                    &app,
+                    &app.viewer,
+                    MINE,
+                    "myDashboards",
+                    "name",
+                    size,
+                    backward
+                )
+                .await,
+                names,
+                "size {size}, backward {backward}"
+            );
+        }
+    }
+    app.shutdown().await;
+}

@@ -45,6 +45,9 @@ pub enum ErrorCode {
     RequestBudgetExceeded,
     /// The thing asked for does not exist.
     NotFound,
+    /// A cursor's walk can no longer be answered as of its first page: the set it pages
+    /// changed since (restart the walk, or page with `atPosition`).
+    CursorStale,
     /// A rule filter does not parse or type-check (`extensions.column` points at it).
     RuleInvalid,
     /// Health was asked from rollups where none exist for the window.
@@ -67,7 +70,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in the order `docs/errors.md` lists them.
-    pub const ALL: [ErrorCode; 25] = [
+    pub const ALL: [ErrorCode; 26] = [
         ErrorCode::Unauthenticated,
         ErrorCode::Forbidden,
         ErrorCode::BadUserInput,
@@ -84,6 +87,7 @@ impl ErrorCode {
         ErrorCode::QueryTimeout,
         ErrorCode::RequestBudgetExceeded,
         ErrorCode::NotFound,
+        ErrorCode::CursorStale,
         ErrorCode::RuleInvalid,
         ErrorCode::NoRollups,
         ErrorCode::TooLarge,
@@ -114,6 +118,7 @@ impl ErrorCode {
             ErrorCode::QueryTimeout => "QUERY_TIMEOUT",
             ErrorCode::RequestBudgetExceeded => "REQUEST_BUDGET_EXCEEDED",
             ErrorCode::NotFound => "NOT_FOUND",
+            ErrorCode::CursorStale => "CURSOR_STALE",
             ErrorCode::RuleInvalid => "RULE_INVALID",
             ErrorCode::NoRollups => "NO_ROLLUPS",
             ErrorCode::TooLarge => "TOO_LARGE",
@@ -162,6 +167,7 @@ impl ErrorCode {
             ErrorCode::QueryTimeout => "A database statement ran longer than `CORRAL_STATEMENT_TIMEOUT_MS` and was cancelled; ask for less (a narrower filter, a smaller page).",
             ErrorCode::RequestBudgetExceeded => "The request used up `CORRAL_REQUEST_DB_BUDGET_MS` of database time; the fields left were not run.",
             ErrorCode::NotFound => "The thing asked for does not exist (or is not the caller's to see). HTTP 404 outside a GraphQL response (the IDE turned off).",
+            ErrorCode::CursorStale => "An `after`/`before` cursor of a walk that began at a log position (`group.members`, `groups`) was sent after the set it pages changed: its later pages can no longer be answered as of the first page's state. `extensions.position` is the position the first page reflected (when known). Restart the walk from the first page, or, for `group.members`, page with `group(atPosition: …)` for a consistent historical view.",
             ErrorCode::RuleInvalid => "A rule filter does not parse or type-check; `extensions.column` points at it.",
             ErrorCode::NoRollups => "`group.health(source: ROLLUP)` for a window without rollups.",
             ErrorCode::TooLarge => "A `membershipChanges` subscription would watch more entries than one subscription may.",

@@ -215,6 +215,9 @@ pub const FIELDS: &[(&str, &str, Decision)] = &[
     ("Query", "me", Decision::Anyone),
     ("Query", "tokens", Decision::Needs(AccessManage)),
     ("Query", "roles", Decision::Needs(AccessManage)),
+    // Each node then follows its type's own root field (`graphql::node`): null when not granted.
+    ("Query", "node", Decision::Anyone),
+    ("Query", "nodes", Decision::Anyone),
     ("Mutation", "createGroup", Decision::Needs(GroupCreate)),
     ("Mutation", "renameGroup", Decision::Needs(GroupEdit)),
     ("Mutation", "updateGroup", Decision::Needs(GroupEdit)),

@@ -9,6 +9,7 @@ mod e2e {
     mod capabilities;
     mod catch_up;
     mod concurrency;
+    mod cursors;
     mod dashboards;
     mod dynamic;
     mod groups;
@@ -21,6 +22,7 @@ mod e2e {
     mod membership;
     mod membership_fold;
     mod metrics;
+    mod nodes;
     mod publisher;
     mod rebuild;
     mod request_limits;

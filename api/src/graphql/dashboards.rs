@@ -23,7 +23,9 @@ pub use data::{WidgetData, WidgetDataState};
 pub use mutation::DashboardMutation;
 
 use super::errors::internal;
-use super::types::{decode_cursor, encode_cursor, page_size, PageInfo, DEFAULT_PAGE};
+use super::types::{
+    decode_cursor, encode_cursor, page_info, paging, PageInfo, Paging, DEFAULT_PAGE,
+};
 use crate::auth::Actor;
 
 /// What a widget shows.
@@ -182,6 +184,11 @@ impl Dashboard {
 
 #[ComplexObject]
 impl Dashboard {
+    /// The global id (for `node`/`nodes`); `id` stays the dashboard's UUID.
+    pub(crate) async fn node_id(&self) -> ID {
+        super::node::global_id("Dashboard", &self.id)
+    }
+
     /// Its widgets (at most 50), top to bottom, then left to right.
     #[graphql(complexity = "MAX_WIDGETS * child_complexity")]
     async fn widgets(&self) -> Vec<Widget> {
@@ -213,9 +220,13 @@ pub struct DashboardConnection {
 }
 
 impl DashboardConnection {
-    fn page(mut rows: Vec<DashboardView>, first: i64, total: i64) -> Self {
-        let has_next_page = rows.len() as i64 > first;
-        rows.truncate(first as usize);
+    /// A page from `size + 1` rows read `paging`'s way (nearest first when backward).
+    fn page(mut rows: Vec<DashboardView>, paging: &Paging, total: i64) -> Self {
+        let more = rows.len() as i64 > paging.size;
+        rows.truncate(paging.size as usize);
+        if paging.backward {
+            rows.reverse();
+        }
         let edges: Vec<DashboardEdge> = rows
             .into_iter()
             .map(|d| DashboardEdge {
@@ -227,12 +238,12 @@ impl DashboardConnection {
             })
             .collect();
         DashboardConnection {
-            page_info: PageInfo {
-                has_next_page,
-                has_previous_page: false,
-                start_cursor: edges.first().map(|e| e.cursor.clone()),
-                end_cursor: edges.last().map(|e| e.cursor.clone()),
-            },
+            page_info: page_info(
+                paging,
+                more,
+                edges.first().map(|e| e.cursor.clone()),
+                edges.last().map(|e| e.cursor.clone()),
+            ),
             edges,
             total_count: total,
         }
@@ -255,28 +266,32 @@ pub struct DashboardQuery;
 
 #[Object]
 impl DashboardQuery {
-    /// The caller's dashboards, by name (ignoring case).
+    /// The caller's dashboards, by name (ignoring case). `last`/`before` page backward
+    /// (limits as for `first`).
     #[graphql(
-        complexity = "i64::from(first.unwrap_or(DEFAULT_PAGE)).max(1) as usize * child_complexity + 1"
+        complexity = "i64::from(first.or(last).unwrap_or(DEFAULT_PAGE)).max(1) as usize * child_complexity + 1"
     )]
     async fn my_dashboards(
         &self,
         ctx: &Context<'_>,
         first: Option<i32>,
         after: Option<String>,
+        last: Option<i32>,
+        before: Option<String>,
     ) -> Result<DashboardConnection> {
-        let first = page_size(first)?;
-        let after = after.as_deref().map(decode_cursor).transpose()?;
+        let paging = paging(first, after, last, before)?;
+        let cursor = paging.cursor.as_deref().map(decode_cursor).transpose()?;
         let actor = ctx.data::<Actor>()?;
         let (rows, total) = read::owned(
             ctx.data_unchecked::<PgPool>(),
             &actor.subject,
-            first + 1,
-            after.as_ref(),
+            paging.size + 1,
+            cursor.as_ref(),
+            paging.backward,
         )
         .await
         .map_err(internal)?;
-        Ok(DashboardConnection::page(rows, first, total))
+        Ok(DashboardConnection::page(rows, &paging, total))
     }
 
     /// The caller's default dashboard, if they chose one (`setDefaultDashboard`). `group`
@@ -307,22 +322,29 @@ impl DashboardQuery {
         Ok(readable(ctx, id).await?.map(|d| Dashboard::new(d, group)))
     }
 
-    /// The shared templates, by name (ignoring case).
+    /// The shared templates, by name (ignoring case). `last`/`before` page backward (limits
+    /// as for `first`).
     #[graphql(
-        complexity = "i64::from(first.unwrap_or(DEFAULT_PAGE)).max(1) as usize * child_complexity + 1"
+        complexity = "i64::from(first.or(last).unwrap_or(DEFAULT_PAGE)).max(1) as usize * child_complexity + 1"
     )]
     async fn dashboard_templates(
         &self,
         ctx: &Context<'_>,
         first: Option<i32>,
         after: Option<String>,
+        last: Option<i32>,
+        before: Option<String>,
     ) -> Result<DashboardConnection> {
-        let first = page_size(first)?;
-        let after = after.as_deref().map(decode_cursor).transpose()?;
-        let (rows, total) =
-            read::templates(ctx.data_unchecked::<PgPool>(), first + 1, after.as_ref())
-                .await
-                .map_err(internal)?;
-        Ok(DashboardConnection::page(rows, first, total))
+        let paging = paging(first, after, last, before)?;
+        let cursor = paging.cursor.as_deref().map(decode_cursor).transpose()?;
+        let (rows, total) = read::templates(
+            ctx.data_unchecked::<PgPool>(),
+            paging.size + 1,
+            cursor.as_ref(),
+            paging.backward,
+        )
+        .await
+        .map_err(internal)?;
+        Ok(DashboardConnection::page(rows, &paging, total))
     }
 }

@@ -157,6 +157,11 @@ impl From<ServiceRow> for Service {
 // async-graphql takes one `#[ComplexObject]` impl per type: other areas' fields go here too.
 #[ComplexObject]
 impl Device {
+    /// The global id (for `node`/`nodes`); `id` stays the source's id.
+    pub(crate) async fn node_id(&self) -> ID {
+        super::node::global_id("Device", &self.id)
+    }
+
     /// The groups this device belongs to, each with its reasons. EFFECTIVE adds every
     /// ancestor of a group it is a direct member of. A scoped reader gets only the groups it
     /// may read (a group outside its scope is left out, as if the device were not in it).
@@ -185,6 +190,11 @@ impl Device {
 
 #[ComplexObject]
 impl Service {
+    /// The global id (for `node`/`nodes`); `id` stays the source's id.
+    pub(crate) async fn node_id(&self) -> ID {
+        super::node::global_id("Service", &self.id)
+    }
+
     /// The host device (`null` when it is not in the inventory, or when the caller may not
     /// see it: a scoped reader sees a device only when it is a static member of a group in
     /// its scope, whatever the service's own memberships).

@@ -120,6 +120,8 @@ pub struct ChildrenKey {
     pub limit: i64,
     /// Keyset position.
     pub after: Option<read::After>,
+    /// `last`/`before`: the rows before `after`, nearest first.
+    pub backward: bool,
 }
 
 /// Children pages; keys with the same page arguments are fetched in one query.
@@ -134,16 +136,17 @@ impl Loader<ChildrenKey> for ChildrenLoader {
         keys: &[ChildrenKey],
     ) -> Result<HashMap<ChildrenKey, Vec<Node>>, Self::Error> {
         self.1.loader_batch("children");
-        let mut by_page: HashMap<(i64, Option<read::After>), Vec<Uuid>> = HashMap::new();
+        type Page = (i64, Option<read::After>, bool);
+        let mut by_page: HashMap<Page, Vec<Uuid>> = HashMap::new();
         for k in keys {
             by_page
-                .entry((k.limit, k.after.clone()))
+                .entry((k.limit, k.after.clone(), k.backward))
                 .or_default()
                 .push(k.parent);
         }
         let mut out = HashMap::new();
-        for ((limit, after), parents) in by_page {
-            let mut pages = read::children(&self.0, &parents, limit, after.as_ref())
+        for ((limit, after, backward), parents) in by_page {
+            let mut pages = read::children(&self.0, &parents, limit, after.as_ref(), backward)
                 .await
                 .map_err(internal)?;
             for parent in parents {
@@ -151,6 +154,7 @@ impl Loader<ChildrenKey> for ChildrenLoader {
                     parent,
                     limit,
                     after: after.clone(),
+                    backward,
                 };
                 out.insert(key, pages.remove(&parent).unwrap_or_default());
             }

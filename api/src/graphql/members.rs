@@ -28,7 +28,10 @@ use super::errors::internal;
 use super::inventory::{Device, Service};
 use super::loaders::Groups;
 use super::rules::MembershipSource;
-use super::types::{decode_cursor, encode_cursor, page_size, Group, PageInfo};
+use super::types::{decode_walk, encode_walk, page_info, stale, Group, Marks, PageInfo, Paging};
+use corral_projections::group_tree::GROUP_TREE;
+use corral_projections::membership::MEMBERSHIP;
+use corral_projections::walk;
 
 /// The complexity charged for an effective count or page (a subtree-wide computation): a
 /// request can afford a hundred of them within the complexity limit.
@@ -189,37 +192,77 @@ pub(crate) async fn nodes(
     })
 }
 
-/// `group.members`.
+/// `group.members`: a keyset page of a consistent walk. The first page records the
+/// membership projector's mark (and, for EFFECTIVE, the group tree projector's) in its
+/// cursors; a later page is read, then checked against them: when no change to the walked set
+/// was committed since, it continues the first page's state exactly; otherwise it fails with
+/// `CURSOR_STALE` (see `corral_projections::walk`).
 pub(crate) async fn page(
     ctx: &Context<'_>,
     group: &Group,
     mode: MembershipMode,
     source: Option<MembershipSource>,
-    first: Option<i32>,
-    after: Option<String>,
+    paging: Paging,
 ) -> Result<GroupMemberConnection> {
-    let first = page_size(first)?;
-    let after = after
-        .as_deref()
-        .map(decode_cursor)
-        .transpose()?
-        .map(|a| a.key);
     let pool = ctx.data_unchecked::<PgPool>();
     let mode = Mode::from(mode);
     let source = source_code(source);
-    let mut rows = members::page(pool, group.uuid, mode, source, first + 1, after.as_deref())
-        .await
-        .map_err(internal)?;
-    let has_next_page = rows.len() as i64 > first;
-    rows.truncate(first as usize);
-    // The cursor of the last row read, even when its entity is skipped below: a page whose
-    // members were all removed moments ago must still move the client forward.
-    let last_cursor = rows.last().map(|r| {
-        encode_cursor(&After {
-            key: r.member_id.clone(),
-            id: Uuid::nil(),
-        })
-    });
+    let arg = if paging.backward { "before" } else { "after" };
+    let (cursor, marks) = match paging.cursor.as_deref().map(|c| decode_walk(c, arg)) {
+        Some(r) => {
+            let (a, m) = r?;
+            (Some(a.key), m)
+        }
+        None => (None, None),
+    };
+    // A walk's marks: those of its first page, or (first page, or a plain cursor of old) now,
+    // before the page is read.
+    let (marks, check) = match marks {
+        Some(m) if m.m.is_some() && (mode == Mode::Direct || m.t.is_some()) => (m, true),
+        _ => (
+            Marks {
+                m: Some(walk::mark(pool, MEMBERSHIP).await.map_err(internal)?),
+                t: match mode {
+                    Mode::Direct => None,
+                    Mode::Effective => Some(walk::mark(pool, GROUP_TREE).await.map_err(internal)?),
+                },
+            },
+            false,
+        ),
+    };
+    let size = paging.size;
+    let mut rows = members::page_dir(
+        pool,
+        group.uuid,
+        mode,
+        source,
+        size + 1,
+        cursor.as_deref(),
+        paging.backward,
+    )
+    .await
+    .map_err(internal)?;
+    if check {
+        stale_check(pool, group.uuid, mode, &marks).await?;
+    }
+    let more = rows.len() as i64 > size;
+    rows.truncate(size as usize);
+    if paging.backward {
+        rows.reverse();
+    }
+    let cursor_of = |member: &str| {
+        encode_walk(
+            &After {
+                key: member.to_string(),
+                id: Uuid::nil(),
+            },
+            &marks,
+        )
+    };
+    // The cursors of the first and last rows read, even when their entities are skipped
+    // below: a page whose members were all removed moments ago must still move the client on.
+    let first_cursor = rows.first().map(|r| cursor_of(&r.member_id));
+    let last_cursor = rows.last().map(|r| cursor_of(&r.member_id));
     let kind = DomainGroupType::from(group.group_type);
     let mut loaded = nodes(
         ctx,
@@ -236,10 +279,7 @@ pub(crate) async fn page(
                 return None;
             };
             Some(GroupMemberEdge {
-                cursor: encode_cursor(&After {
-                    key: r.member_id,
-                    id: Uuid::nil(),
-                }),
+                cursor: cursor_of(&r.member_id),
                 node,
                 source: MembershipSource::from_code(r.source),
                 since: r.since,
@@ -250,12 +290,7 @@ pub(crate) async fn page(
         })
         .collect();
     Ok(GroupMemberConnection {
-        page_info: PageInfo {
-            has_next_page,
-            has_previous_page: false,
-            start_cursor: edges.first().map(|e| e.cursor.clone()),
-            end_cursor: last_cursor,
-        },
+        page_info: page_info(&paging, more, first_cursor, last_cursor),
         edges,
         missing_member_ids: missing,
         count: MemberCount {
@@ -265,6 +300,38 @@ pub(crate) async fn page(
             value: Arc::new(OnceCell::new()),
         },
     })
+}
+
+/// Fails with `CURSOR_STALE` when the members of `group` (for EFFECTIVE: of its subtree, or
+/// the subtree itself) changed since `marks`.
+async fn stale_check(pool: &PgPool, group: Uuid, mode: Mode, marks: &Marks) -> Result<()> {
+    let Some(m) = marks.m else {
+        return Ok(());
+    };
+    let changed = match mode {
+        Mode::Direct => walk::membership_changed(pool, &m, &[group])
+            .await
+            .map_err(internal)?,
+        Mode::Effective => {
+            let reshaped = match &marks.t {
+                Some(t) => walk::tree_reshaped(pool, t).await.map_err(internal)?,
+                None => true,
+            };
+            reshaped || {
+                let groups = members::subtree_groups(pool, group)
+                    .await
+                    .map_err(internal)?;
+                walk::membership_changed(pool, &m, &groups)
+                    .await
+                    .map_err(internal)?
+            }
+        }
+    };
+    if changed {
+        let position = walk::log_position(pool, &m).await.map_err(internal)?;
+        return Err(stale("the group's members", position));
+    }
+    Ok(())
 }
 
 /// `group.memberCount`.

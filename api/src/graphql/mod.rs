@@ -13,6 +13,7 @@ pub mod loaders;
 pub mod members;
 pub mod membership;
 pub mod mutation;
+pub mod node;
 pub mod query;
 pub mod role_defs;
 pub mod rules;
@@ -42,6 +43,7 @@ pub struct QueryRoot(
     sweeps::SweepQuery,
     access::AccessQuery,
     role_defs::RoleQuery,
+    node::NodeQuery,
 );
 
 /// The `Mutation` root: one part per area.

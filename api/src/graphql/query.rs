@@ -14,8 +14,12 @@ use uuid::Uuid;
 
 use super::errors::{coded, internal};
 use super::loaders::{may_read, Groups};
-use super::types::{decode_cursor, page_size, prefetch, Group, GroupConnection, GroupType};
+use super::types::{
+    decode_walk, paging, prefetch, stale, Group, GroupConnection, GroupType, Marks,
+};
 use crate::error_codes::ErrorCode;
+use corral_projections::group_tree::GROUP_TREE;
+use corral_projections::walk;
 
 /// Group queries (part of the `Query` root).
 #[derive(Default)]
@@ -86,9 +90,17 @@ impl GroupQuery {
     /// Groups of a type, ordered by path; `search` matches names (ignoring case, after
     /// putting it in Unicode NFC as names are). Only groups within the caller's scope,
     /// in the page and in `totalCount` alike.
+    ///
+    /// Pages form a consistent walk: the cursors of the first page record the log position
+    /// (the group tree's checkpoint) it was read at; a later page (`after` or `before` one of
+    /// them) fails with `CURSOR_STALE` when a group was created, renamed, moved or deleted
+    /// since (anywhere: restart the walk), and otherwise continues the first page's listing
+    /// exactly. Other edits (description, metadata, rules) do not end a walk; nodes show their
+    /// current fields. `last`/`before` page backward (limits as for `first`).
     #[graphql(
-        complexity = "i64::from(first.unwrap_or(super::types::DEFAULT_PAGE)).max(1) as usize * child_complexity + 1"
+        complexity = "i64::from(first.or(last).unwrap_or(super::types::DEFAULT_PAGE)).max(1) as usize * child_complexity + 1"
     )]
+    #[allow(clippy::too_many_arguments)]
     async fn groups(
         &self,
         ctx: &Context<'_>,
@@ -96,15 +108,37 @@ impl GroupQuery {
         search: Option<String>,
         first: Option<i32>,
         after: Option<String>,
+        last: Option<i32>,
+        before: Option<String>,
     ) -> Result<GroupConnection> {
-        let first = page_size(first)?;
+        let paging = paging(first, after, last, before)?;
         if search.as_ref().is_some_and(|s| s.chars().count() > 128) {
             return Err(coded(
                 ErrorCode::BadUserInput,
                 "search must be at most 128 characters",
             ));
         }
-        let after = after.as_deref().map(decode_cursor).transpose()?;
+        let arg = if paging.backward { "before" } else { "after" };
+        let (cursor, marks) = match paging.cursor.as_deref().map(|c| decode_walk(c, arg)) {
+            Some(r) => {
+                let (a, m) = r?;
+                (Some(a), m)
+            }
+            None => (None, None),
+        };
+        let pool = ctx.data_unchecked::<PgPool>();
+        // The walk's mark: its first page's, or (first page, plain cursor of old) now, read
+        // before the page.
+        let (marks, check) = match marks {
+            Some(m) if m.t.is_some() => (m, true),
+            _ => (
+                Marks {
+                    m: None,
+                    t: Some(walk::mark(pool, GROUP_TREE).await.map_err(internal)?),
+                },
+                false,
+            ),
+        };
         let t = DomainGroupType::from(group_type).as_str();
         let search = search.as_deref().map(str::trim).filter(|s| !s.is_empty());
         let roots = super::scope::read_roots(ctx).await?;
@@ -115,25 +149,40 @@ impl GroupQuery {
             _ => None,
         };
         let (rows, total) = read::search(
-            ctx.data_unchecked::<PgPool>(),
+            pool,
             t,
             search,
-            first + 1,
-            after.as_ref(),
+            paging.size + 1,
+            cursor.as_ref(),
+            paging.backward,
             roots.as_deref(),
             known_total,
         )
         .await
         .map_err(internal)?;
-        prefetch(ctx, &rows[..rows.len().min(first as usize)]).await?;
-        Ok(GroupConnection::page(rows, first, total, |n| {
-            n.path_key.clone()
-        }))
+        if check {
+            if let Some(mark) = &marks.t {
+                if walk::tree_reshaped(pool, mark).await.map_err(internal)? {
+                    // `groups` has no historical form: the only advice is a new walk.
+                    return Err(stale("the groups", None));
+                }
+            }
+        }
+        // The page's rows are the first `size` read, either way.
+        let keep = rows.len().min(paging.size as usize);
+        prefetch(ctx, &rows[..keep]).await?;
+        Ok(GroupConnection::walk_page(
+            rows,
+            &paging,
+            total,
+            Some(&marks),
+            |n| n.path_key.clone(),
+        ))
     }
 }
 
 /// The live group `id`, when the caller may read it.
-async fn live(ctx: &Context<'_>, id: Uuid) -> Result<Option<Group>> {
+pub(crate) async fn live(ctx: &Context<'_>, id: Uuid) -> Result<Option<Group>> {
     if !may_read(ctx, id).await? {
         return Ok(None);
     }

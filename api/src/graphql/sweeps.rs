@@ -33,7 +33,7 @@ use super::errors::{coded, internal, UserError};
 use super::mutation::{event_metadata, execute, MutationWait};
 use super::scalars::Position;
 use super::scope::{self, Reach};
-use super::types::{page_size, DEFAULT_PAGE};
+use super::types::{paging, DEFAULT_PAGE};
 use crate::auth::Actor;
 use crate::error_codes::ErrorCode;
 use crate::permissions::Permission;
@@ -196,6 +196,17 @@ async fn visible(ctx: &Context<'_>, run: &read::SweepRunView) -> Result<bool> {
     run_in_reach(ctx, run.group_id, !run.targets.is_empty()).await
 }
 
+/// The run `id` when the caller may see it (`sweepRun`, `node`).
+pub(crate) async fn run_by_id(ctx: &Context<'_>, id: Uuid) -> Result<Option<SweepRun>> {
+    let run = read::by_id(ctx.data_unchecked::<PgPool>(), id)
+        .await
+        .map_err(internal)?;
+    match run {
+        Some(run) if visible(ctx, &run).await? => Ok(Some(SweepRun::from(run))),
+        _ => Ok(None),
+    }
+}
+
 /// Checks a request (reading the group's members' addresses) into a plan.
 async fn checked(
     ctx: &Context<'_>,
@@ -269,10 +280,12 @@ pub struct SweepQuery;
 impl SweepQuery {
     /// Runs, newest first, optionally of one status and/or poller. A scoped caller gets only
     /// the runs of groups in the reach of its `sweep.run` bindings (`totalCount` and pages
-    /// count only those).
+    /// count only those). `last`/`before` page backward, toward newer runs (limits as for
+    /// `first`).
     #[graphql(
-        complexity = "i64::from(first.unwrap_or(DEFAULT_PAGE)).max(1) as usize * child_complexity + 1"
+        complexity = "i64::from(first.or(last).unwrap_or(DEFAULT_PAGE)).max(1) as usize * child_complexity + 1"
     )]
+    #[allow(clippy::too_many_arguments)]
     async fn sweep_runs(
         &self,
         ctx: &Context<'_>,
@@ -280,21 +293,28 @@ impl SweepQuery {
         poller_id: Option<String>,
         first: Option<i32>,
         after: Option<String>,
+        last: Option<i32>,
+        before: Option<String>,
     ) -> Result<SweepRunConnection> {
-        let first = page_size(first)?;
-        let after = after.as_deref().map(types::decode_run_cursor).transpose()?;
+        let paging = paging(first, after, last, before)?;
+        let cursor = paging
+            .cursor
+            .as_deref()
+            .map(types::decode_run_cursor)
+            .transpose()?;
         let reach = scope::reach(ctx, Permission::SweepRun).await?;
         let (rows, total) = read::list_within(
             ctx.data_unchecked::<PgPool>(),
             status.map(Into::into),
             poller_id.as_deref(),
-            first + 1,
-            after,
+            paging.size + 1,
+            cursor,
+            paging.backward,
             reach.roots(),
         )
         .await
         .map_err(internal)?;
-        Ok(SweepRunConnection::page(rows, first, total))
+        Ok(SweepRunConnection::page(rows, &paging, total))
     }
 
     /// One run (`null` when unknown, or out of the reach of a scoped caller's `sweep.run`).
@@ -302,13 +322,7 @@ impl SweepQuery {
         let Ok(id) = id.parse::<Uuid>() else {
             return Ok(None);
         };
-        let run = read::by_id(ctx.data_unchecked::<PgPool>(), id)
-            .await
-            .map_err(internal)?;
-        match run {
-            Some(run) if visible(ctx, &run).await? => Ok(Some(SweepRun::from(run))),
-            _ => Ok(None),
-        }
+        run_by_id(ctx, id).await
     }
 
     /// What `scheduleSweep` would do with this input, without scheduling anything.

@@ -1,10 +1,13 @@
 //! The `Group` type and its connection.
 
-use async_graphql::{ComplexObject, Context, Enum, Json, Result, SimpleObject, ID};
+use async_graphql::{
+    ComplexObject, Context, Enum, ErrorExtensions, Json, Result, SimpleObject, ID,
+};
 use chrono::{DateTime, Utc};
 use corral_domain::codes::Code;
 use corral_domain::group::GroupType as DomainGroupType;
 use corral_projections::group_tree::{read::After, Node};
+use corral_projections::walk::Mark;
 use uuid::Uuid;
 
 use super::errors::coded;
@@ -138,6 +141,11 @@ impl From<Node> for Group {
 
 #[ComplexObject]
 impl Group {
+    /// The global id (for `node`/`nodes`); `id` stays the group's UUID.
+    pub(crate) async fn node_id(&self) -> ID {
+        super::node::global_id("Group", &self.id)
+    }
+
     /// The log position this group reflects when read as of the past (`group(asOf |
     /// atPosition)`); null for the live group. Every field of a historical group answers as
     /// of this position.
@@ -212,9 +220,17 @@ impl Group {
     /// group that holds it as `viaGroup`. `source` keeps only members of that source.
     /// `asOf` (or a historical group) answers as the membership was then, tree included,
     /// folded from the event log: see `docs/membership.md`, "Time travel", for the cost.
+    ///
+    /// Live pages form a consistent walk: the cursors of the first page record the log
+    /// position (the read model's checkpoint) it was read at, and a later page (`after` or
+    /// `before` one of them) answers as of that state, or, when the walked members changed
+    /// since, fails with `CURSOR_STALE` (restart the walk, or page `group(atPosition)`).
+    /// `last`/`before` page backward (limits as for `first`; not with `first`/`after`);
+    /// historical pages go forward only.
     #[graphql(
-        complexity = "i64::from(first.unwrap_or(DEFAULT_PAGE)).max(1) as usize * child_complexity + if mode == Some(super::members::MembershipMode::Effective) { super::members::EFFECTIVE_COST } else { 1 } + if as_of.is_some() { super::history::HISTORY_COST } else { 0 }"
+        complexity = "i64::from(first.or(last).unwrap_or(DEFAULT_PAGE)).max(1) as usize * child_complexity + if mode == Some(super::members::MembershipMode::Effective) { super::members::EFFECTIVE_COST } else { 1 } + if as_of.is_some() { super::history::HISTORY_COST } else { 0 }"
     )]
+    #[allow(clippy::too_many_arguments)]
     async fn members(
         &self,
         ctx: &Context<'_>,
@@ -222,13 +238,22 @@ impl Group {
         source: Option<super::rules::MembershipSource>,
         first: Option<i32>,
         after: Option<String>,
+        last: Option<i32>,
+        before: Option<String>,
         as_of: Option<DateTime<Utc>>,
     ) -> Result<super::members::GroupMemberConnection> {
         let mode = mode.unwrap_or_default();
+        let paging = paging(first, after, last, before)?;
         if let Some(p) = super::history::members_position(ctx, self, as_of).await? {
-            return super::history::members(ctx, self, p, mode, source, first, after).await;
+            if paging.backward {
+                return Err(coded(
+                    ErrorCode::BadUserInput,
+                    "last/before are not available for historical members: page with first/after",
+                ));
+            }
+            return super::history::members(ctx, self, p, mode, source, first, paging.cursor).await;
         }
-        super::members::page(ctx, self, mode, source, first, after).await
+        super::members::page(ctx, self, mode, source, paging).await
     }
 
     /// How many members the group has (EFFECTIVE: distinct over its subtree, which scans it).
@@ -248,25 +273,36 @@ impl Group {
         super::members::count(ctx, self, mode.unwrap_or_default(), source).await
     }
 
-    /// Child groups, ordered by name.
+    /// Child groups, ordered by name. `last`/`before` page backward (limits as for `first`;
+    /// live groups only). Plain keyset cursors: a child added or renamed between pages shows
+    /// up or not depending on where it sorts (see `docs/architecture.md`, GraphQL reads).
     #[graphql(
-        complexity = "i64::from(first.unwrap_or(DEFAULT_PAGE)).max(1) as usize * child_complexity + 1"
+        complexity = "i64::from(first.or(last).unwrap_or(DEFAULT_PAGE)).max(1) as usize * child_complexity + 1"
     )]
     async fn children(
         &self,
         ctx: &Context<'_>,
         first: Option<i32>,
         after: Option<String>,
+        last: Option<i32>,
+        before: Option<String>,
     ) -> Result<GroupConnection> {
+        let paging = paging(first, after, last, before)?;
         if let Some(position) = self.at_position {
-            return super::history::children(ctx, self, position, first, after).await;
+            if paging.backward {
+                return Err(coded(
+                    ErrorCode::BadUserInput,
+                    "last/before are not available for a historical group's children",
+                ));
+            }
+            return super::history::children(ctx, self, position, first, paging.cursor).await;
         }
-        let first = page_size(first)?;
-        let after = after.as_deref().map(decode_cursor).transpose()?;
+        let cursor = paging.cursor.as_deref().map(decode_cursor).transpose()?;
         let key = ChildrenKey {
             parent: self.uuid,
-            limit: first + 1,
-            after,
+            limit: paging.size + 1,
+            after: cursor,
+            backward: paging.backward,
         };
         let rows = ctx
             .data_unchecked::<Children>()
@@ -278,9 +314,13 @@ impl Group {
             .load_one(self.uuid)
             .await?
             .unwrap_or(0);
-        Ok(GroupConnection::page(rows, first, total, |n| {
-            n.name_key.clone()
-        }))
+        Ok(GroupConnection::walk_page(
+            rows,
+            &paging,
+            total,
+            None,
+            |n| n.name_key.clone(),
+        ))
     }
 
     /// The group's audit trail (auditors and admins): its own events and its membership's,
@@ -399,20 +439,77 @@ impl GroupConnection {
     }
 }
 
-fn page_args(args: &[(async_graphql::Name, async_graphql::Value)]) -> Option<(i64, Option<After>)> {
-    let mut first = i64::from(DEFAULT_PAGE);
-    let mut after = None;
+impl GroupConnection {
+    /// A keyset page from `size + 1` rows read `paging`'s way (nearest first when
+    /// backward); with `marks`, a page of a consistent walk whose cursors carry them.
+    pub fn walk_page(
+        mut rows: Vec<Node>,
+        paging: &Paging,
+        total: i64,
+        marks: Option<&Marks>,
+        key: impl Fn(&Node) -> String,
+    ) -> Self {
+        let more = rows.len() as i64 > paging.size;
+        rows.truncate(paging.size as usize);
+        if paging.backward {
+            rows.reverse();
+        }
+        let edges: Vec<GroupEdge> = rows
+            .into_iter()
+            .map(|n| {
+                let after = After {
+                    key: key(&n),
+                    id: n.id,
+                };
+                GroupEdge {
+                    cursor: match marks {
+                        Some(m) => encode_walk(&after, m),
+                        None => encode_cursor(&after),
+                    },
+                    node: Group::from(n),
+                }
+            })
+            .collect();
+        let page_info = page_info(
+            paging,
+            more,
+            edges.first().map(|e| e.cursor.clone()),
+            edges.last().map(|e| e.cursor.clone()),
+        );
+        Self {
+            edges,
+            page_info,
+            total_count: total,
+        }
+    }
+}
+
+/// The children page a selection's arguments ask for, as the resolver will read it:
+/// (rows to fetch minus one, cursor, backward); `None` when they are not plain literals or
+/// are invalid (the resolver then loads, or refuses, on its own).
+fn page_args(
+    args: &[(async_graphql::Name, async_graphql::Value)],
+) -> Option<(i64, Option<After>, bool)> {
+    let (mut first, mut after, mut last, mut before) = (None, None, None, None);
     for (name, value) in args {
         match (name.as_str(), value) {
-            ("first", async_graphql::Value::Number(n)) => first = n.as_i64()?,
-            ("after", async_graphql::Value::String(s)) => after = Some(decode_cursor(s).ok()?),
-            ("first" | "after", async_graphql::Value::Null) => {}
+            ("first", async_graphql::Value::Number(n)) => first = Some(n.as_i64()?),
+            ("last", async_graphql::Value::Number(n)) => last = Some(n.as_i64()?),
+            ("after", async_graphql::Value::String(s)) => after = Some(s.clone()),
+            ("before", async_graphql::Value::String(s)) => before = Some(s.clone()),
+            ("first" | "after" | "last" | "before", async_graphql::Value::Null) => {}
             _ => return None,
         }
     }
-    (0..=i64::from(MAX_PAGE))
-        .contains(&first)
-        .then_some((first, after))
+    let p = paging(
+        first.map(i32::try_from).transpose().ok()?,
+        after,
+        last.map(i32::try_from).transpose().ok()?,
+        before,
+    )
+    .ok()?;
+    let cursor = p.cursor.as_deref().map(decode_cursor).transpose().ok()?;
+    Some((p.size, cursor, p.backward))
 }
 
 /// Loads, one batch per field, what the selection will ask of every node of a page, so that
@@ -432,11 +529,14 @@ pub async fn prefetch(ctx: &Context<'_>, nodes: &[Node]) -> Result<()> {
     let children = node.field("children");
     let mut page_keys = Vec::new();
     for selection in children.selection_fields() {
-        if let Some((first, after)) = selection.arguments().ok().as_deref().and_then(page_args) {
+        if let Some((size, after, backward)) =
+            selection.arguments().ok().as_deref().and_then(page_args)
+        {
             page_keys.extend(ids.iter().map(|id| ChildrenKey {
                 parent: *id,
-                limit: first + 1,
+                limit: size + 1,
                 after: after.clone(),
+                backward,
             }));
         }
     }
@@ -504,6 +604,169 @@ pub fn decode_cursor(cursor: &str) -> Result<After> {
     Ok(After {
         key: key.to_string(),
         id: id.parse().map_err(|_| bad())?,
+    })
+}
+
+/// The projector marks a walk began at (see `corral_projections::walk`): the membership
+/// projector's (member pages) and the group tree projector's (effective member pages, group
+/// listings).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Marks {
+    /// The membership projector's mark.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub m: Option<Mark>,
+    /// The group tree projector's mark.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub t: Option<Mark>,
+}
+
+/// A walk's cursor, version 1: the keyset position and the marks of the walk's first page.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct WalkCursor {
+    v: u8,
+    k: String,
+    i: Uuid,
+    #[serde(flatten)]
+    marks: Marks,
+}
+
+/// Prefix of a walk cursor (the rest is base64url of its JSON), so that it never reads as
+/// the hex of a plain cursor.
+const WALK_PREFIX: &str = "w1.";
+
+/// A cursor of a consistent walk: opaque, `w1.` and base64url of a versioned structure
+/// holding the keyset position and the marks of the walk's first page.
+pub fn encode_walk(after: &After, marks: &Marks) -> String {
+    use base64::Engine as _;
+    let cursor = WalkCursor {
+        v: 1,
+        k: after.key.clone(),
+        i: after.id,
+        marks: *marks,
+    };
+    let json = serde_json::to_vec(&cursor).unwrap_or_default();
+    format!(
+        "{WALK_PREFIX}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
+    )
+}
+
+/// Decodes a cursor of a consistent walk; a plain cursor (as issued before walks recorded
+/// their marks) decodes with no marks, so a walk begun then goes on as plain keyset paging.
+pub fn decode_walk(cursor: &str, arg: &str) -> Result<(After, Option<Marks>)> {
+    use base64::Engine as _;
+    let Some(body) = cursor.strip_prefix(WALK_PREFIX) else {
+        return decode_cursor(cursor).map(|a| (a, None));
+    };
+    let bad = || {
+        coded(
+            ErrorCode::BadUserInput,
+            format!("{arg} is not a cursor returned by this connection"),
+        )
+    };
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(body)
+        .map_err(|_| bad())?;
+    let c: WalkCursor = serde_json::from_slice(&json).map_err(|_| bad())?;
+    if c.v != 1 {
+        return Err(bad());
+    }
+    Ok((After { key: c.k, id: c.i }, Some(c.marks)))
+}
+
+/// Which way a page goes, from Relay's `first`/`after` and `last`/`before`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Paging {
+    /// Rows wanted.
+    pub size: i64,
+    /// `last`/`before`: the rows before `cursor`, the nearest first when read (pages are
+    /// returned in the connection's order all the same).
+    pub backward: bool,
+    /// The `after` or `before` cursor.
+    pub cursor: Option<String>,
+}
+
+/// Validates Relay's paging arguments: `first` and `last` may not both be given (nor `after`
+/// with `before`, nor `before` with `first`, nor `after` with `last`); `last` has the limits
+/// of `first`.
+pub fn paging(
+    first: Option<i32>,
+    after: Option<String>,
+    last: Option<i32>,
+    before: Option<String>,
+) -> Result<Paging> {
+    let bad = |m: &str| coded(ErrorCode::BadUserInput, m.to_string());
+    if first.is_some() && last.is_some() {
+        return Err(bad("give first or last, not both"));
+    }
+    if after.is_some() && before.is_some() {
+        return Err(bad("give after or before, not both"));
+    }
+    if first.is_some() && before.is_some() {
+        return Err(bad("before goes with last, not first"));
+    }
+    if last.is_some() && after.is_some() {
+        return Err(bad("after goes with first, not last"));
+    }
+    if last.is_none() && before.is_none() {
+        return Ok(Paging {
+            size: page_size(first)?,
+            backward: false,
+            cursor: after,
+        });
+    }
+    let size = match last.unwrap_or(DEFAULT_PAGE) {
+        n if (0..=MAX_PAGE).contains(&n) => i64::from(n),
+        n => {
+            return Err(bad(&format!(
+                "last must be between 0 and {MAX_PAGE}, got {n}"
+            )))
+        }
+    };
+    Ok(Paging {
+        size,
+        backward: true,
+        cursor: before,
+    })
+}
+
+/// Page information of a keyset page read `paging`'s way: `more` says whether rows lay
+/// beyond the page in the direction read. The other side holds edges exactly when a cursor
+/// was given (it names an edge of the walk; a consistent walk still holds it).
+pub fn page_info(
+    paging: &Paging,
+    more: bool,
+    start_cursor: Option<String>,
+    end_cursor: Option<String>,
+) -> PageInfo {
+    let behind = paging.cursor.is_some();
+    PageInfo {
+        has_next_page: if paging.backward { behind } else { more },
+        has_previous_page: if paging.backward { more } else { behind },
+        start_cursor,
+        end_cursor,
+    }
+}
+
+/// The error of a walk whose set changed since its first page: `CURSOR_STALE`, with the
+/// log position the first page reflected (when the sequencer has numbered it) in
+/// `extensions.position`.
+pub fn stale(what: &str, position: Option<i64>) -> async_graphql::Error {
+    let advice = match position {
+        Some(p) => format!(
+            "restart the walk from its first page, or page the state of its first page with \
+             atPosition: {p}"
+        ),
+        None => "restart the walk from its first page".to_string(),
+    };
+    async_graphql::Error::new(format!(
+        "{what} changed since this walk's first page; {advice}"
+    ))
+    .extend_with(|_, e| {
+        e.set("code", ErrorCode::CursorStale.as_str());
+        if let Some(p) = position {
+            e.set("position", p.to_string());
+        }
     })
 }
 

@@ -105,18 +105,26 @@ pub async fn by_id(pool: &PgPool, id: Uuid) -> Result<Option<DashboardView>, Sto
 
 /// Up to `limit` dashboards of `owner` by name (ignoring case), after `after`, and how many
 /// the owner has.
+///
+/// `backward` (`last`/`before`): the dashboards before `after` instead, nearest first.
 pub async fn owned(
     pool: &PgPool,
     owner: &str,
     limit: i64,
     after: Option<&After>,
+    backward: bool,
 ) -> Result<(Vec<DashboardView>, i64), StoreError> {
+    let (cmp, order) = if backward {
+        ("<", "DESC")
+    } else {
+        (">", "ASC")
+    };
     let rows = sqlx::query(&format!(
         "SELECT {COLUMNS} FROM {LIVE_SCHEMA}.dashboards d
            LEFT JOIN {LIVE_SCHEMA}.defaults df ON df.owner = d.owner AND df.dashboard_id = d.id
           WHERE d.owner = $1 AND NOT d.is_template
-            AND ($3::text IS NULL OR (d.name_key, d.id) > ($3::text COLLATE \"C\", $4::uuid))
-          ORDER BY d.name_key, d.id LIMIT $2"
+            AND ($3::text IS NULL OR (d.name_key, d.id) {cmp} ($3::text COLLATE \"C\", $4::uuid))
+          ORDER BY d.name_key {order}, d.id {order} LIMIT $2"
     ))
     .bind(owner)
     .bind(limit)
@@ -134,17 +142,25 @@ pub async fn owned(
 }
 
 /// Up to `limit` templates by name (ignoring case), after `after`, and how many there are.
+///
+/// `backward` (`last`/`before`): the templates before `after` instead, nearest first.
 pub async fn templates(
     pool: &PgPool,
     limit: i64,
     after: Option<&After>,
+    backward: bool,
 ) -> Result<(Vec<DashboardView>, i64), StoreError> {
+    let (cmp, order) = if backward {
+        ("<", "DESC")
+    } else {
+        (">", "ASC")
+    };
     let rows = sqlx::query(&format!(
         "SELECT {COLUMNS} FROM {LIVE_SCHEMA}.dashboards d
            LEFT JOIN {LIVE_SCHEMA}.defaults df ON false
           WHERE d.is_template
-            AND ($2::text IS NULL OR (d.name_key, d.id) > ($2::text COLLATE \"C\", $3::uuid))
-          ORDER BY d.name_key, d.id LIMIT $1"
+            AND ($2::text IS NULL OR (d.name_key, d.id) {cmp} ($2::text COLLATE \"C\", $3::uuid))
+          ORDER BY d.name_key {order}, d.id {order} LIMIT $1"
     ))
     .bind(limit)
     .bind(after.map(|a| a.key.clone()))

@@ -83,18 +83,27 @@ pub struct After {
 }
 
 /// Up to `first` children of each parent, ordered by name, after `after`.
+///
+/// `backward` (`last`/`before`): the children before `after` instead, nearest first.
 pub async fn children(
     pool: &PgPool,
     parents: &[Uuid],
     first: i64,
     after: Option<&After>,
+    backward: bool,
 ) -> Result<HashMap<Uuid, Vec<Node>>, StoreError> {
+    let (cmp, order) = if backward {
+        ("<", "DESC")
+    } else {
+        (">", "ASC")
+    };
     let rows = sqlx::query(&format!(
         "SELECT * FROM (
-            SELECT {COLUMNS}, row_number() OVER (PARTITION BY g.parent_id ORDER BY g.name_key, g.id) AS rn
+            SELECT {COLUMNS}, row_number() OVER (PARTITION BY g.parent_id
+                                                 ORDER BY g.name_key {order}, g.id {order}) AS rn
               FROM {LIVE_SCHEMA}.groups g
              WHERE g.parent_id = ANY($1)
-               AND ($2::text IS NULL OR (g.name_key, g.id) > ($2, $3::uuid))) t
+               AND ($2::text IS NULL OR (g.name_key, g.id) {cmp} ($2, $3::uuid))) t
           WHERE rn <= $4 ORDER BY parent_id, rn"
     ))
     .bind(parents)
@@ -154,13 +163,16 @@ pub async fn ancestors(
 /// Groups of a type whose name contains `search` (ignoring case, `search` put in NFC as names
 /// are), ordered by path, with the total count of matches. With `roots`, only groups in the
 /// subtree of one of them (page and count alike, so that keyset cursors and `totalCount`
-/// stay right); `None` leaves the scope out of the SQL entirely.
+/// stay right); `None` leaves the scope out of the SQL entirely. `backward` reads the rows
+/// before `after` instead, nearest first (`last`/`before`).
+#[allow(clippy::too_many_arguments)]
 pub async fn search(
     pool: &PgPool,
     group_type: &str,
     search: Option<&str>,
     first: i64,
     after: Option<&After>,
+    backward: bool,
     roots: Option<&[Uuid]>,
     known_total: Option<i64>,
 ) -> Result<(Vec<Node>, i64), StoreError> {
@@ -182,11 +194,17 @@ pub async fn search(
         ),
         None => (String::new(), String::new()),
     };
+    // Backward (`last`/`before`): the rows before the cursor, nearest first.
+    let (cmp, order) = if backward {
+        ("<", "DESC")
+    } else {
+        (">", "ASC")
+    };
     let page_sql = format!(
         "SELECT {COLUMNS} FROM {LIVE_SCHEMA}.groups g
           WHERE g.group_type = $1 AND ($2::text IS NULL OR g.name ILIKE $2)
-            AND ($3::text IS NULL OR (g.path_key, g.id) > ($3, $4::uuid)){page_scope}
-          ORDER BY g.path_key, g.id LIMIT $5"
+            AND ($3::text IS NULL OR (g.path_key, g.id) {cmp} ($3, $4::uuid)){page_scope}
+          ORDER BY g.path_key {order}, g.id {order} LIMIT $5"
     );
     let mut page = sqlx::query(&page_sql)
         .bind(group_type)

@@ -169,14 +169,33 @@ pub async fn page(
     limit: i64,
     after: Option<&str>,
 ) -> Result<Vec<MemberRow>, StoreError> {
-    let after = after.unwrap_or("");
+    page_dir(pool, group, mode, source, limit, after, false).await
+}
+
+/// [`page`] either way: `backward` reads the members before `cursor` (all, without one),
+/// nearest first, i.e. in descending member id order; otherwise as [`page`].
+pub async fn page_dir(
+    pool: &PgPool,
+    group: Uuid,
+    mode: Mode,
+    source: Option<char>,
+    limit: i64,
+    cursor: Option<&str>,
+    backward: bool,
+) -> Result<Vec<MemberRow>, StoreError> {
     let source = source_code(source);
+    // Forward, "" is before every id; backward, no cursor means no bound.
+    let (cmp, order, cursor) = if backward {
+        ("<", "DESC", cursor)
+    } else {
+        (">", "ASC", Some(cursor.unwrap_or("")))
+    };
     let sql = match mode {
         Mode::Direct => format!(
             "SELECT member_id, source, group_id, since FROM {M}.direct
-              WHERE group_id = $1 AND member_id > $2
+              WHERE group_id = $1 AND ($2::text IS NULL OR member_id {cmp} $2)
                 AND ($3::\"char\" IS NULL OR source = $3::\"char\")
-              ORDER BY member_id LIMIT $4"
+              ORDER BY member_id {order} LIMIT $4"
         ),
         Mode::Effective => {
             let (depths, rows, all_rows) = subtree(pool, group).await?;
@@ -185,24 +204,26 @@ pub async fn page(
             let per_group = groups * 2 + rows.min(groups * limit);
             let by_member = (limit + 1) * all_rows.max(1) / rows.max(1);
             if by_member < per_group {
-                return by_member_page(pool, &depths, source.as_deref(), limit, after).await;
+                return by_member_page(pool, &depths, source.as_deref(), limit, cursor, backward)
+                    .await;
             }
             format!(
                 "SELECT DISTINCT ON (x.member_id) x.member_id, x.source, x.group_id, x.since
                    FROM {T}.group_closure c
                   CROSS JOIN LATERAL (
                         SELECT d.member_id, d.source, d.group_id, d.since FROM {M}.direct d
-                         WHERE d.group_id = c.descendant_id AND d.member_id > $2
+                         WHERE d.group_id = c.descendant_id
+                           AND ($2::text IS NULL OR d.member_id {cmp} $2)
                            AND ($3::\"char\" IS NULL OR d.source = $3::\"char\")
-                         ORDER BY d.member_id LIMIT $4) x
+                         ORDER BY d.member_id {order} LIMIT $4) x
                   WHERE c.ancestor_id = $1
-                  ORDER BY x.member_id, c.depth, x.group_id LIMIT $4"
+                  ORDER BY x.member_id {order}, c.depth, x.group_id LIMIT $4"
             )
         }
     };
     let rows = sqlx::query(&sql)
         .bind(group)
-        .bind(after)
+        .bind(cursor)
         .bind(source)
         .bind(limit)
         .fetch_all(pool)
@@ -210,43 +231,68 @@ pub async fn page(
     rows.iter().map(member_row).collect()
 }
 
-/// The by-member plan: reads `direct` in member order in chunks, keeps rows of the subtree,
-/// and for each member the nearest group (then the smallest group id).
+/// The groups of `group`'s subtree (itself included), by the live tree (cached as the plan
+/// choice caches it).
+pub async fn subtree_groups(pool: &PgPool, group: Uuid) -> Result<Vec<Uuid>, StoreError> {
+    Ok(subtree(pool, group).await?.0.keys().copied().collect())
+}
+
+/// The by-member plan: reads `direct` in member order in chunks (descending when
+/// `backward`), keeps rows of the subtree, and for each member the nearest group (then the
+/// smallest group id).
 async fn by_member_page(
     pool: &PgPool,
     depths: &HashMap<Uuid, i32>,
     source: Option<&str>,
     limit: i64,
-    after: &str,
+    cursor: Option<&str>,
+    backward: bool,
 ) -> Result<Vec<MemberRow>, StoreError> {
     let chunk = (limit * 4).clamp(64, 4096);
     let mut out: Vec<MemberRow> = Vec::new();
     let mut best_depth = i32::MAX;
-    let (mut cursor_member, mut cursor_group) = (after.to_string(), Uuid::max());
-    loop {
-        let rows = sqlx::query(&format!(
+    // Backward without a cursor starts past every id (NULL: no bound).
+    let (mut cursor_member, mut cursor_group) = if backward {
+        (cursor.map(str::to_string), Uuid::nil())
+    } else {
+        (Some(cursor.unwrap_or("").to_string()), Uuid::max())
+    };
+    let sql = if backward {
+        format!(
+            "SELECT member_id, source, group_id, since FROM {M}.direct
+              WHERE ($1::text IS NULL OR (member_id, group_id) < ($1, $2))
+                AND ($3::\"char\" IS NULL OR source = $3::\"char\")
+              ORDER BY member_id DESC, group_id DESC LIMIT $4"
+        )
+    } else {
+        format!(
             "SELECT member_id, source, group_id, since FROM {M}.direct
               WHERE (member_id, group_id) > ($1, $2)
                 AND ($3::\"char\" IS NULL OR source = $3::\"char\")
               ORDER BY member_id, group_id LIMIT $4"
-        ))
-        .bind(&cursor_member)
-        .bind(cursor_group)
-        .bind(source)
-        .bind(chunk)
-        .fetch_all(pool)
-        .await?;
+        )
+    };
+    loop {
+        let rows = sqlx::query(&sql)
+            .bind(&cursor_member)
+            .bind(cursor_group)
+            .bind(source)
+            .bind(chunk)
+            .fetch_all(pool)
+            .await?;
         let exhausted = (rows.len() as i64) < chunk;
         for r in &rows {
             let row = member_row(r)?;
-            cursor_member.clone_from(&row.member_id);
+            cursor_member = Some(row.member_id.clone());
             cursor_group = row.via_group;
             let Some(&depth) = depths.get(&row.via_group) else {
                 continue;
             };
             match out.last_mut() {
                 Some(last) if last.member_id == row.member_id => {
-                    if depth < best_depth {
+                    // Forward, group ids ascend: the first at the best depth is the smallest;
+                    // backward they descend: the last at the best depth is.
+                    if depth < best_depth || (backward && depth == best_depth) {
                         best_depth = depth;
                         *last = row;
                     }

@@ -168,7 +168,7 @@ pub async fn list(
     limit: i64,
     after: Option<RunCursor>,
 ) -> Result<(Vec<SweepRunView>, i64), StoreError> {
-    list_within(pool, status, poller_id, limit, after, None).await
+    list_within(pool, status, poller_id, limit, after, false, None).await
 }
 
 /// The SQL condition "every target of the run lies within the subtrees of `$param`" (a
@@ -185,15 +185,23 @@ pub fn run_within_sql(param: &str) -> String {
 }
 
 /// [`list`] of the runs whose targets all lie within the subtrees of `roots` (see
-/// [`run_within_sql`]); `None` for every run (no extra condition at all).
+/// [`run_within_sql`]); `None` for every run (no extra condition at all). `backward`
+/// (`last`/`before`): the runs before `after` in list order (newer ones), nearest first.
 pub async fn list_within(
     pool: &PgPool,
     status: Option<SweepStatus>,
     poller_id: Option<&str>,
     limit: i64,
     after: Option<RunCursor>,
+    backward: bool,
     roots: Option<&[Uuid]>,
 ) -> Result<(Vec<SweepRunView>, i64), StoreError> {
+    // The list runs newest first: backward reads toward newer runs, oldest of them first.
+    let (cmp, order) = if backward {
+        (">", "ASC")
+    } else {
+        ("<", "DESC")
+    };
     // The roots are `$6` in the page and `$3` in the count.
     let filter = |roots_param: &str| {
         let mut f = "($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR poller_id = $2)"
@@ -206,8 +214,8 @@ pub async fn list_within(
     let page_sql = format!(
         "SELECT {COLUMNS} FROM sweep_runs
           WHERE {}
-            AND ($4::timestamptz IS NULL OR (scheduled_at, id) < ($4, $5::uuid))
-          ORDER BY scheduled_at DESC, id DESC LIMIT $3",
+            AND ($4::timestamptz IS NULL OR (scheduled_at, id) {cmp} ($4, $5::uuid))
+          ORDER BY scheduled_at {order}, id {order} LIMIT $3",
         filter("$6")
     );
     let rows = sqlx::query(&page_sql)

@@ -111,7 +111,12 @@ enum Expect {
 /// permission's scoping, the case's kind and where the position is now.
 fn expected(env: &Env, caller: &Caller, case: &Case, pos: Pos) -> Expect {
     let scoped = caller.binding == Binding::SiteA;
-    let granted = match corral_api::permissions::decision(case.root, case.field) {
+    // A node follows its type's own root field, and hides what that field refuses.
+    let (root, field, node) = match case.kind {
+        Kind::NodeOf(f) | Kind::OwnNodeOf(f) => ("Query", f, true),
+        _ => (case.root, case.field, false),
+    };
+    let granted = match corral_api::permissions::decision(root, field) {
         None => false,
         Some(Decision::Anyone) => true,
         Some(Decision::Needs(p)) => {
@@ -119,17 +124,23 @@ fn expected(env: &Env, caller: &Caller, case: &Case, pos: Pos) -> Expect {
         }
     };
     if !granted {
-        return Expect::Forbidden;
+        return if node {
+            Expect::Hidden
+        } else {
+            Expect::Forbidden
+        };
     }
     if !scoped {
         return Expect::Allowed;
     }
     match case.kind {
-        Kind::Own => Expect::Allowed,
+        Kind::Own | Kind::OwnNodeOf(_) => Expect::Allowed,
         Kind::GlobalOnly => Expect::Forbidden,
         Kind::AboveScopes => Expect::Hidden,
-        Kind::Read | Kind::List | Kind::SubscribeList if pos.in_scope() => Expect::Allowed,
-        Kind::Read | Kind::List | Kind::SubscribeList => Expect::Hidden,
+        Kind::Read | Kind::List | Kind::SubscribeList | Kind::NodeOf(_) if pos.in_scope() => {
+            Expect::Allowed
+        }
+        Kind::Read | Kind::List | Kind::SubscribeList | Kind::NodeOf(_) => Expect::Hidden,
         Kind::Write | Kind::SubscribeGroup if pos.in_scope() => Expect::Allowed,
         Kind::Write | Kind::SubscribeGroup => Expect::Forbidden,
     }

@@ -1016,3 +1016,63 @@ async fn a_job_nobody_claims_expires_and_its_key_goes() {
     sweeps.stop().await;
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn sweep_runs_page_backward_as_forward_reversed() {
+    let app = app().await;
+    for i in 0..5 {
+        let id = schedule_directly(
+            &app,
+            corral_domain::sweep::SweepRequest {
+                targets: vec![format!("127.0.0.{}", i + 1)],
+                idempotency_key: format!("paging-{i}"),
+                ..Default::default()
+            },
+            chrono::Utc::now() + chrono::TimeDelta::hours(1),
+        )
+        .await;
+        wait_for(&app, &id.to_string(), 10, |r| !r.is_null()).await;
+    }
+    const RUNS: &str = "query($first: Int, $after: String, $last: Int, $before: String) { sweepRuns(first: $first, after: $after, last: $last, before: $before) { pageInfo { hasNextPage hasPreviousPage startCursor endCursor } edges { node { id } } } }";
+    let walk = |size: i64, backward: bool| {
+        let app = &app;
+        async move {
+            let mut out: Vec<String> = vec![];
+            let mut cursor = Value::Null;
+            loop {
+                let vars = if backward {
+                    json!({ "last": size, "before": cursor })
+                } else {
+                    json!({ "first": size, "after": cursor })
+                };
+                let data = app.data(&app.admin, RUNS, vars).await;
+                let conn = &data["sweepRuns"];
+                let page: Vec<String> = conn["edges"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|e| e["node"]["id"].as_str().unwrap().to_string())
+                    .collect();
+                let info = &conn["pageInfo"];
+                let (more, next) = if backward {
+                    out.splice(0..0, page);
+                    (info["hasPreviousPage"].clone(), info["startCursor"].clone())
+                } else {
+                    out.extend(page);
+                    (info["hasNextPage"].clone(), info["endCursor"].clone())
+                };
+                if more != true {
+                    return out;
+                }
+                cursor = next;
+            }
+        }
+    };
+    let all = walk(10, false).await;
+    assert_eq!(all.len(), 5);
+    for size in [1, 2, 5] {
+        assert_eq!(walk(size, false).await, all, "forward by {size}");
+        assert_eq!(walk(size, true).await, all, "backward by {size}");
+    }
+    app.shutdown().await;
+}

@@ -8,7 +8,7 @@ use sqlx::PgPool;
 
 use crate::error_codes::ErrorCode;
 use crate::graphql::errors::{coded, internal};
-use crate::graphql::types::{page_size, PageInfo, DEFAULT_PAGE};
+use crate::graphql::types::{page_info, page_size, PageInfo, Paging, DEFAULT_PAGE};
 
 /// Where a run is in its life.
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
@@ -232,6 +232,11 @@ fn decode(s: &str) -> Result<String> {
 
 #[ComplexObject]
 impl SweepRun {
+    /// The global id (for `node`/`nodes`); `id` stays the run's UUID.
+    pub(crate) async fn node_id(&self) -> async_graphql::ID {
+        crate::graphql::node::global_id("SweepRun", &self.id)
+    }
+
     /// The run's results by address (`openOnly`: hosts with an open port). Empty once the
     /// retention deleted them.
     #[graphql(
@@ -325,9 +330,13 @@ pub(super) fn decode_run_cursor(s: &str) -> Result<RunCursor> {
 }
 
 impl SweepRunConnection {
-    pub(super) fn page(mut rows: Vec<SweepRunView>, first: i64, total: i64) -> Self {
-        let has_next_page = rows.len() as i64 > first;
-        rows.truncate(first as usize);
+    /// A page from `size + 1` rows read `paging`'s way (nearest first when backward).
+    pub(super) fn page(mut rows: Vec<SweepRunView>, paging: &Paging, total: i64) -> Self {
+        let more = rows.len() as i64 > paging.size;
+        rows.truncate(paging.size as usize);
+        if paging.backward {
+            rows.reverse();
+        }
         let edges: Vec<SweepRunEdge> = rows
             .into_iter()
             .map(|r| SweepRunEdge {
@@ -336,12 +345,12 @@ impl SweepRunConnection {
             })
             .collect();
         SweepRunConnection {
-            page_info: PageInfo {
-                has_next_page,
-                has_previous_page: false,
-                start_cursor: edges.first().map(|e| e.cursor.clone()),
-                end_cursor: edges.last().map(|e| e.cursor.clone()),
-            },
+            page_info: page_info(
+                paging,
+                more,
+                edges.first().map(|e| e.cursor.clone()),
+                edges.last().map(|e| e.cursor.clone()),
+            ),
             edges,
             total_count: total,
         }

@@ -3,6 +3,8 @@
 
 use serde_json::{json, Value};
 
+use corral_api::graphql::node::global_id;
+
 use super::fixtures::{fresh_board, widget, Caller, Env, Pos, ADD_WIDGET, PUBLISH};
 
 /// How a field meets the caller's scope (what a position changes).
@@ -25,12 +27,20 @@ pub enum Kind {
     SubscribeGroup,
     /// A stream filtered by scope: nothing delivered beyond it.
     SubscribeList,
+    /// `node`/`nodes` of a type whose own root field is this one: as `Read` of that field,
+    /// except that a caller the field refuses gets null (hidden), never `FORBIDDEN`.
+    NodeOf(&'static str),
+    /// As [`Kind::NodeOf`], for the caller's own object (as `Own` of that field).
+    OwnNodeOf(&'static str),
 }
 
 impl Kind {
     /// Whether the position changes the outcome for a scoped caller.
     pub fn positional(self) -> bool {
-        !matches!(self, Kind::Own | Kind::GlobalOnly | Kind::AboveScopes)
+        !matches!(
+            self,
+            Kind::Own | Kind::GlobalOnly | Kind::AboveScopes | Kind::OwnNodeOf(_)
+        )
     }
 }
 
@@ -103,6 +113,48 @@ pub const CASES: &[Case] = &[
     case("Query", "me", Own),
     case("Query", "tokens", GlobalOnly),
     case("Query", "roles", GlobalOnly),
+    Case {
+        root: "Query",
+        field: "node",
+        label: "group",
+        kind: NodeOf("group"),
+    },
+    Case {
+        root: "Query",
+        field: "node",
+        label: "device",
+        kind: NodeOf("device"),
+    },
+    Case {
+        root: "Query",
+        field: "node",
+        label: "service",
+        kind: NodeOf("service"),
+    },
+    Case {
+        root: "Query",
+        field: "node",
+        label: "sweepRun",
+        kind: NodeOf("sweepRun"),
+    },
+    Case {
+        root: "Query",
+        field: "node",
+        label: "dashboard",
+        kind: OwnNodeOf("dashboard"),
+    },
+    Case {
+        root: "Query",
+        field: "nodes",
+        label: "group",
+        kind: NodeOf("group"),
+    },
+    Case {
+        root: "Query",
+        field: "nodes",
+        label: "device",
+        kind: NodeOf("device"),
+    },
     case("Mutation", "createGroup", Write),
     case("Mutation", "renameGroup", Write),
     case("Mutation", "updateGroup", Write),
@@ -274,6 +326,33 @@ pub async fn build(env: &Env, caller: &Caller, case: &Case, pos: Pos) -> Option<
         ("Query", "me", _) => op("{ me { subject } }", json!({}), Look::NonNull),
         ("Query", "tokens", _) => op("{ tokens(first: 5) { id } }", json!({}), Look::NonNull),
         ("Query", "roles", _) => op("{ roles { name } }", json!({}), Look::NonNull),
+        ("Query", "node", label) => {
+            let id = match label {
+                "group" => global_id("Group", &g),
+                "device" => global_id("Device", &device),
+                "service" => global_id("Service", &pos.service()),
+                "sweepRun" => global_id("SweepRun", &env.runs[&pos]),
+                "dashboard" => global_id("Dashboard", caller.board.as_str()),
+                _ => return None,
+            };
+            op(
+                "query($id: ID!) { node(id: $id) { nodeId } }",
+                json!({ "id": id }),
+                Look::NonNull,
+            )
+        }
+        ("Query", "nodes", label) => {
+            let id = match label {
+                "group" => global_id("Group", &g),
+                "device" => global_id("Device", &device),
+                _ => return None,
+            };
+            op(
+                "query($ids: [ID!]!) { nodes(ids: $ids) { nodeId } }",
+                json!({ "ids": [id.0.clone()] }),
+                Look::At("/0", json!({ "nodeId": id.0 }), Value::Null),
+            )
+        }
 
         ("Mutation", "createGroup", _) => op(
             "mutation($input: CreateGroupInput!) { createGroup(input: $input) { group { id } userErrors { code } } }",

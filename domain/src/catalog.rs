@@ -19,6 +19,7 @@ use crate::group::{GroupCapabilities, GroupDetails, GroupEvent, GroupType, RuleR
 use crate::membership::{MemberSource, MembershipEvent};
 use crate::sweep::{SweepEvent, SweepPlan};
 use crate::upcast::{current_version, STEPS};
+use crate::watch::MembershipWatchEvent;
 
 /// The line that opens the generated section of `docs/events.md`.
 pub const BEGIN_MARKER: &str = "<!-- BEGIN GENERATED: corral docs events -->";
@@ -47,7 +48,7 @@ pub struct EventDoc {
 }
 
 /// The aggregates whose events are stored, with what their aggregate id is.
-const AGGREGATES: [(&str, &str); 6] = [
+const AGGREGATES: [(&str, &str); 7] = [
     ("Group", "the group's UUID"),
     (
         "Membership",
@@ -66,6 +67,10 @@ const AGGREGATES: [(&str, &str); 6] = [
         "Role",
         "a UUIDv5 of the custom role's name (a named set of permissions of the catalog)",
     ),
+    (
+        "MembershipWatch",
+        "the watch's UUID (random): a durable watch of a group's membership, published to NATS",
+    ),
 ];
 
 /// Every event type, in declaration order.
@@ -82,7 +87,23 @@ pub fn catalog() -> Vec<EventDoc> {
     out.extend(event_docs::<SweepEvent>("SweepRun", sweep_examples()));
     out.extend(event_docs::<AccessEvent>("Subject", access_examples()));
     out.extend(event_docs::<RoleEvent>("Role", role_examples()));
+    out.extend(event_docs::<MembershipWatchEvent>(
+        "MembershipWatch",
+        watch_examples(),
+    ));
     out
+}
+
+fn watch_examples() -> Vec<Value> {
+    let events = [
+        MembershipWatchEvent::MembershipWatchRegistered {
+            group_id: Uuid::from_u128(0x0195_8a4e_7c10_7000_8000_0000_0000_0001),
+            include_descendants: true,
+            description: Some("CMDB sync of the Paris site".into()),
+        },
+        MembershipWatchEvent::MembershipWatchRemoved {},
+    ];
+    events.iter().map(to_json).collect()
 }
 
 fn role_examples() -> Vec<Value> {
@@ -632,6 +653,14 @@ mod tests {
                 }
                 "Role" => {
                     let e: RoleEvent = serde_json::from_value(example).expect("role event");
+                    assert_eq!(
+                        (e.event_type(), e.event_version()),
+                        (d.event_type, d.version.to_string())
+                    );
+                }
+                "MembershipWatch" => {
+                    let e: MembershipWatchEvent =
+                        serde_json::from_value(example).expect("watch event");
                     assert_eq!(
                         (e.event_type(), e.event_version()),
                         (d.event_type, d.version.to_string())

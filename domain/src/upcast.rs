@@ -17,6 +17,7 @@ use cqrs_es::Aggregate;
 use serde_json::{Map, Value};
 
 use crate::access::{AccessEvent, RoleDefinition, RoleEvent, Subject};
+use crate::watch::{MembershipWatch, MembershipWatchEvent};
 use crate::dashboard::{Dashboard, DashboardEvent};
 use crate::group::{Group, GroupEvent};
 use crate::membership::{Membership, MembershipEvent};
@@ -114,6 +115,7 @@ pub fn current_version(aggregate_type: &str, event_type: &str) -> Option<&'stati
         SweepRun::TYPE => SweepEvent::current_version(event_type),
         Subject::TYPE => AccessEvent::current_version(event_type),
         RoleDefinition::TYPE => RoleEvent::current_version(event_type),
+        MembershipWatch::TYPE => MembershipWatchEvent::current_version(event_type),
         _ => None,
     }
 }

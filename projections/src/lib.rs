@@ -22,6 +22,7 @@ pub mod sequencer;
 pub mod sweeps;
 pub mod waiter;
 pub mod wake;
+pub mod watch;
 
 pub use corral_migrations::locks;
 pub use log::{CatchUpReader, Cursor, EventRecord};

@@ -15,6 +15,7 @@ pub mod membership;
 pub mod mutation;
 pub mod query;
 pub mod role_defs;
+pub mod watches;
 pub mod rules;
 pub mod scalars;
 pub mod scope;
@@ -42,6 +43,7 @@ pub struct QueryRoot(
     sweeps::SweepQuery,
     access::AccessQuery,
     role_defs::RoleQuery,
+    watches::WatchQuery,
 );
 
 /// The `Mutation` root: one part per area.
@@ -57,6 +59,7 @@ pub struct MutationRoot(
     sweeps::SweepMutation,
     access::AccessMutation,
     role_defs::RoleMutation,
+    watches::WatchMutation,
 );
 
 /// Corral's schema type.

@@ -41,13 +41,14 @@ impl Drop for KillOnDrop {
     }
 }
 
-const LEADERS: [&str; 7] = [
+const LEADERS: [&str; 8] = [
     "rule_evaluator",
     "sweep_dispatcher",
     "sweep_monitor",
     "health_refresh",
     "capabilities",
     "token_expiry",
+    "membership_feed",
     "publisher:",
 ];
 

@@ -17,11 +17,11 @@ use cqrs_es::Aggregate;
 use serde_json::{Map, Value};
 
 use crate::access::{AccessEvent, RoleDefinition, RoleEvent, Subject};
-use crate::watch::{MembershipWatch, MembershipWatchEvent};
 use crate::dashboard::{Dashboard, DashboardEvent};
 use crate::group::{Group, GroupEvent};
 use crate::membership::{Membership, MembershipEvent};
 use crate::sweep::{SweepEvent, SweepRun};
+use crate::watch::{MembershipWatch, MembershipWatchEvent};
 
 /// One step of the chain: rewrites the fields of an event of version `from` into version `to`.
 #[derive(Debug, Clone, Copy)]

@@ -226,13 +226,16 @@ mod tests {
             vec![MembershipWatchEvent::MembershipWatchRegistered {
                 group_id: Uuid::nil(),
                 include_descendants: true,
-                    description: Some("crm sync".into()),
+                description: Some("crm sync".into()),
             }]
         );
         let mut w = registered();
         assert_eq!(w.decide(register()), Err(WatchError::AlreadyExists));
         let removed = w.decide(MembershipWatchCommand::Remove).expect("removed");
-        assert_eq!(removed, vec![MembershipWatchEvent::MembershipWatchRemoved {}]);
+        assert_eq!(
+            removed,
+            vec![MembershipWatchEvent::MembershipWatchRemoved {}]
+        );
         w.apply(removed[0].clone());
         assert_eq!(w.decide(MembershipWatchCommand::Remove), Ok(vec![]));
         assert_eq!(
@@ -248,7 +251,9 @@ mod tests {
             include_descendants: false,
             description: Some("x".repeat(MAX_WATCH_DESCRIPTION_CHARS + 1)),
         };
-        let err = MembershipWatch::default().decide(long).expect_err("too long");
+        let err = MembershipWatch::default()
+            .decide(long)
+            .expect_err("too long");
         assert_eq!(err.code(), Code::Invalid);
         assert_eq!(err.field(), Some("description"));
     }

@@ -15,13 +15,13 @@ pub mod membership;
 pub mod mutation;
 pub mod query;
 pub mod role_defs;
-pub mod watches;
 pub mod rules;
 pub mod scalars;
 pub mod scope;
 pub mod subscriptions;
 pub mod sweeps;
 pub mod types;
+pub mod watches;
 
 use async_graphql::{MergedObject, Request, Schema};
 

@@ -19,7 +19,9 @@ pub enum LoadError {
     #[error("no group {0} at that position")]
     NotFound(Uuid),
     /// It holds more entries than a watch may.
-    #[error("the watched groups hold {entries} membership entries, over the {max} a watch may hold")]
+    #[error(
+        "the watched groups hold {entries} membership entries, over the {max} a watch may hold"
+    )]
     TooLarge {
         /// The entries.
         entries: usize,

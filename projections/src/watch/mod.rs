@@ -105,7 +105,8 @@ impl FromStr for ChangeCursor {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let shown: String = s.chars().take(40).collect();
-        let bad = || format!("{shown:?} is not a membership change cursor (\"<position>:<index>\")");
+        let bad =
+            || format!("{shown:?} is not a membership change cursor (\"<position>:<index>\")");
         let (p, i) = s.split_once(':').ok_or_else(bad)?;
         let position: i64 = p.parse().map_err(|_| bad())?;
         let index: u32 = i.parse().map_err(|_| bad())?;

@@ -11,6 +11,9 @@ use uuid::Uuid;
 use crate::log::decode_stored;
 use crate::StoreError;
 
+/// The watches' aggregate type (`MembershipWatch`).
+pub const WATCH_AGGREGATE: &str = MembershipWatch::TYPE;
+
 /// Most watches registered and not removed at once.
 pub const MAX_WATCHES: usize = 100;
 
@@ -126,14 +129,30 @@ mod tests {
         let folded = fold([
             (a, 3, t, "alice".into(), registered(9)),
             (b, 5, t, "bob".into(), registered(8)),
-            (a, 8, t, "alice".into(), MembershipWatchEvent::MembershipWatchRemoved {}),
+            (
+                a,
+                8,
+                t,
+                "alice".into(),
+                MembershipWatchEvent::MembershipWatchRemoved {},
+            ),
         ]);
         assert_eq!(folded.len(), 2);
         assert_eq!(
-            (folded[0].id, folded[0].registered_at_position, folded[0].removed_at_position),
+            (
+                folded[0].id,
+                folded[0].registered_at_position,
+                folded[0].removed_at_position
+            ),
             (a, 3, Some(8))
         );
         assert!(folded[0].include_descendants);
-        assert_eq!((folded[1].registered_by.as_str(), folded[1].removed_at_position), ("bob", None));
+        assert_eq!(
+            (
+                folded[1].registered_by.as_str(),
+                folded[1].removed_at_position
+            ),
+            ("bob", None)
+        );
     }
 }

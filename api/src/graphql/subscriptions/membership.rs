@@ -200,8 +200,7 @@ pub(super) async fn membership_stream(
             };
             match applied.await {
                 Ok(changes) => {
-                    let numbered =
-                        watch::number(entry.position, entry.event.recorded_at, changes);
+                    let numbered = watch::number(entry.position, entry.event.recorded_at, changes);
                     let skip = s.skip;
                     s.pending.extend(
                         numbered

@@ -246,13 +246,9 @@ impl SubscriptionRoot {
                 ))
             }
         };
-        let stream = membership::membership_stream(
-            ctx,
-            group,
-            include_descendants.unwrap_or(false),
-            start,
-        )
-        .await?;
+        let stream =
+            membership::membership_stream(ctx, group, include_descendants.unwrap_or(false), start)
+                .await?;
         let pool = ctx.data_unchecked::<PgPool>().clone();
         let stream = futures::StreamExt::take_while(stream, move |_| {
             let (pool, roots) = (pool.clone(), roots.clone());

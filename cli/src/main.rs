@@ -13,11 +13,13 @@ use corral_projections::rebuild;
 mod audit_cli;
 mod import;
 mod role_cli;
+mod watch_cli;
 mod rollups_cli;
 mod sweeps_cli;
 mod token_cli;
 
 use role_cli::RoleCommand;
+use watch_cli::WatchCommand;
 use token_cli::TokenCommand;
 
 #[derive(Parser)]
@@ -60,6 +62,11 @@ enum Command {
     Role {
         #[command(subcommand)]
         command: RoleCommand,
+    },
+    /// Register, remove and list durable membership watches (the NATS membership feed).
+    Watch {
+        #[command(subcommand)]
+        command: WatchCommand,
     },
     /// Inspect or rebuild projections.
     Projections {
@@ -277,6 +284,7 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
         Command::Migrate => println!("migrations applied"),
         Command::Token { command } => token_cli::run(&pool, command).await?,
         Command::Role { command } => role_cli::run(&pool, command).await?,
+        Command::Watch { command } => watch_cli::run(&pool, command).await?,
         Command::Projections {
             command: ProjectionCommand::Status { nats },
         } => {

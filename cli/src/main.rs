@@ -13,14 +13,14 @@ use corral_projections::rebuild;
 mod audit_cli;
 mod import;
 mod role_cli;
-mod watch_cli;
 mod rollups_cli;
 mod sweeps_cli;
 mod token_cli;
+mod watch_cli;
 
 use role_cli::RoleCommand;
-use watch_cli::WatchCommand;
 use token_cli::TokenCommand;
+use watch_cli::WatchCommand;
 
 #[derive(Parser)]
 #[command(

@@ -121,14 +121,40 @@ pub(crate) struct Sent {
     pub(crate) error: Option<String>,
 }
 
+/// Most messages sent before their acks are awaited (async-nats holds at most 5,000 acks in
+/// flight per context, and would wait forever for room a pipelined batch never frees).
+const PIPELINE: usize = 1_000;
+
 /// Sends every message (each expecting the previous one's stream sequence, starting after
-/// `last_sequence`), then awaits the acks and takes them in order. Every ack is awaited even
-/// after a failure, so that the re-sync that follows sees the stream settled.
+/// `last_sequence`), in pipelined chunks: a chunk is sent, then its acks are awaited and taken
+/// in order. Every ack of a chunk is awaited even after a failure, so that the re-sync that
+/// follows sees the stream settled; no later chunk is sent after a failure.
 pub(crate) async fn send_pipelined(
     js: &Context,
     last_sequence: u64,
     messages: Vec<Outgoing>,
 ) -> Sent {
+    let mut sent = Sent {
+        published: 0,
+        last_sequence,
+        error: None,
+    };
+    let mut messages = messages.into_iter().peekable();
+    while messages.peek().is_some() {
+        let chunk: Vec<Outgoing> = messages.by_ref().take(PIPELINE).collect();
+        let n = chunk.len();
+        let part = send_chunk(js, sent.last_sequence, chunk).await;
+        sent.published += part.published;
+        sent.last_sequence = part.last_sequence;
+        if part.error.is_some() || part.published < n {
+            sent.error = part.error.or(Some("a chunk was not fully stored".into()));
+            break;
+        }
+    }
+    sent
+}
+
+async fn send_chunk(js: &Context, last_sequence: u64, messages: Vec<Outgoing>) -> Sent {
     let mut pending: Vec<(i64, u64, PublishAckFuture)> = Vec::with_capacity(messages.len());
     let mut error = None;
     for (i, m) in messages.into_iter().enumerate() {

@@ -504,3 +504,59 @@ mod tests {
         assert!(w.ended);
     }
 }
+
+#[cfg(test)]
+mod cost {
+    use super::*;
+    use corral_domain::group::GroupType;
+
+    fn resident_bytes() -> usize {
+        let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+        let pages: usize = statm
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        pages * 4096
+    }
+
+    /// What a watch costs per entry (the figure in `docs/integrators.md`): 1,000,000 entries
+    /// of 36-character ids over 10 groups. Run with `--ignored --nocapture`.
+    #[test]
+    #[ignore = "a measurement, not a check"]
+    fn a_watch_of_a_million_entries_costs_its_resident_memory() {
+        let before = resident_bytes();
+        let mut w = EffectiveWatch::new(Uuid::from_u128(1), true);
+        let mut groups = vec![];
+        for g in 0..10u128 {
+            let ids: Vec<String> = (0..100_000u128)
+                .map(|i| Uuid::from_u128(g * 1_000_000 + i).to_string())
+                .collect();
+            let mut entries = GroupEntries::default();
+            entries.apply(
+                &MembershipEvent::MembersAdded {
+                    member_type: GroupType::Device,
+                    member_ids: ids,
+                    source: MemberSource::Static,
+                    rule_version: None,
+                    cause: None,
+                },
+                chrono::Utc::now(),
+            );
+            groups.push((
+                Uuid::from_u128(g + 1),
+                (g > 0).then(|| Uuid::from_u128(1)),
+                entries,
+            ));
+        }
+        w.add_groups(groups);
+        let after = resident_bytes();
+        assert_eq!(w.entry_count(), 1_000_000);
+        println!(
+            "a watch of {} entries: {} MB resident, {} bytes per entry",
+            w.entry_count(),
+            (after - before) / 1_000_000,
+            (after - before) / w.entry_count()
+        );
+    }
+}

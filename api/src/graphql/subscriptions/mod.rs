@@ -207,10 +207,10 @@ impl SubscriptionRoot {
     /// right after that change. To resume exactly, pass the cursor of the last change you
     /// processed as `after`, or, if you store positions only, the position of the last change
     /// you saw with `lastOfPosition`, plus one, as `fromPosition`. Not both. Watches at most
-    /// 1,000,000 membership entries (`TOO_LARGE`). A caller bound to groups must be able to
-    /// read the group (`FORBIDDEN` otherwise, for a missing group too); when the group leaves
-    /// its scope later (moved away, or the binding revoked), the stream ends before the next
-    /// change would be delivered.
+    /// 500,000 membership entries (`TOO_LARGE`; about 290 bytes of server memory each). A
+    /// caller bound to groups must be able to read the group (`FORBIDDEN` otherwise, for a
+    /// missing group too); when the group leaves its scope later (moved away, or the binding
+    /// revoked), the stream ends before the next change would be delivered.
     async fn membership_changes(
         &self,
         ctx: &Context<'_>,

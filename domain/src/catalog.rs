@@ -612,7 +612,7 @@ mod tests {
     fn every_event_type_has_a_version_a_description_and_an_example() {
         let docs = catalog();
         let types: BTreeSet<_> = docs.iter().map(|d| d.event_type.as_str()).collect();
-        assert_eq!(types.len(), 37, "{types:?}");
+        assert_eq!(types.len(), 39, "{types:?}");
         for d in &docs {
             assert_ne!(d.version, "?", "{} has no current version", d.event_type);
             assert!(

@@ -30,6 +30,8 @@ pub struct Metrics {
     pub telemetry_feed: std::sync::Arc<corral_workers::telemetry_feed::TelemetryStats>,
     /// Counters of this process's NATS publisher of the event log.
     pub publisher: std::sync::Arc<corral_workers::publisher::PublisherStats>,
+    /// Counters of this process's NATS membership feed.
+    pub membership_feed: std::sync::Arc<corral_workers::membership_feed::FeedStats>,
 }
 
 impl Metrics {
@@ -148,6 +150,7 @@ impl Metrics {
         out.push_str(&self.inventory_feed.render());
         out.push_str(&self.telemetry_feed.render());
         out.push_str(&self.publisher.render());
+        out.push_str(&self.membership_feed.render());
         out
     }
 }

@@ -42,6 +42,8 @@ pub enum Permission {
     SweepRun,
     /// Tokens, role bindings and role definitions.
     AccessManage,
+    /// Register and remove durable NATS membership watches.
+    FeedManage,
 }
 
 /// Whether scoped bindings can grant a permission.
@@ -55,7 +57,7 @@ pub enum Scoping {
 
 /// The catalog: each permission, its name in policies, whether scopes apply, and what it
 /// allows (`corral docs permissions` prints it).
-pub const CATALOG: [(Permission, &str, Scoping, &str); 14] = [
+pub const CATALOG: [(Permission, &str, Scoping, &str); 15] = [
     (
         Permission::GroupRead,
         "group.read",
@@ -141,6 +143,13 @@ pub const CATALOG: [(Permission, &str, Scoping, &str); 14] = [
         Scoping::Global,
         "create, list and revoke tokens; grant and revoke roles; define roles",
     ),
+    (
+        Permission::FeedManage,
+        "feed.manage",
+        Scoping::Global,
+        "register, list and remove durable membership watches, whose changes are published \
+         to NATS (the stream is not scoped, so neither is this)",
+    ),
 ];
 
 impl Permission {
@@ -218,6 +227,7 @@ pub const FIELDS: &[(&str, &str, Decision)] = &[
     // Each node then follows its type's own root field (`graphql::node`): null when not granted.
     ("Query", "node", Decision::Anyone),
     ("Query", "nodes", Decision::Anyone),
+    ("Query", "membershipWatches", Decision::Needs(FeedManage)),
     ("Mutation", "createGroup", Decision::Needs(GroupCreate)),
     ("Mutation", "renameGroup", Decision::Needs(GroupEdit)),
     ("Mutation", "updateGroup", Decision::Needs(GroupEdit)),
@@ -315,6 +325,16 @@ pub const FIELDS: &[(&str, &str, Decision)] = &[
     ("Mutation", "revokeRole", Decision::Needs(AccessManage)),
     ("Mutation", "defineRole", Decision::Needs(AccessManage)),
     ("Mutation", "deleteRole", Decision::Needs(AccessManage)),
+    (
+        "Mutation",
+        "registerMembershipWatch",
+        Decision::Needs(FeedManage),
+    ),
+    (
+        "Mutation",
+        "removeMembershipWatch",
+        Decision::Needs(FeedManage),
+    ),
     ("Subscription", "events", Decision::Needs(AuditRead)),
     (
         "Subscription",

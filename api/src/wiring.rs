@@ -3,7 +3,7 @@
 //! the projectors and the LISTEN connection, the rollup refresh and telemetry retention, the
 //! rule evaluator, the capabilities worker, the recorder of token expiries, the sweep monitor
 //! and results retention, and with `NATS_URL` the inventory and telemetry feeds, the sweep
-//! dispatcher and reports consumer, and the publisher of the event log. Singleton workers elect
+//! dispatcher and reports consumer, the publisher of the event log and the membership feed. Singleton workers elect
 //! one leader per cluster (`corral_projections::leader`); NATS names come from one registry
 //! (`corral_workers::nats_names`).
 
@@ -172,6 +172,7 @@ pub struct Workers {
     background: Background,
     tasks: Vec<Task>,
     publisher: Option<corral_workers::publisher::Publisher>,
+    membership_feed: Option<corral_workers::membership_feed::MembershipFeed>,
 }
 
 impl Workers {
@@ -204,6 +205,7 @@ impl Workers {
             background,
             tasks: Vec::new(),
             publisher: None,
+            membership_feed: None,
         })
     }
 
@@ -272,9 +274,17 @@ impl Workers {
         tracing::info!(nats.stream = %publisher.stream, nats.subject_prefix = %publisher.subject_prefix, "publishing the event log to NATS");
         self.publisher = Some(corral_workers::publisher::spawn(
             pool.clone(),
-            url,
+            url.clone(),
             publisher,
             metrics.publisher.clone(),
+        ));
+        let feed = settings.nats.membership_feed();
+        tracing::info!(nats.stream = %feed.stream, nats.subject_prefix = %feed.subject_prefix, "publishing the membership watches' changes to NATS");
+        self.membership_feed = Some(corral_workers::membership_feed::spawn(
+            pool.clone(),
+            url,
+            feed,
+            metrics.membership_feed.clone(),
         ));
     }
 
@@ -285,6 +295,9 @@ impl Workers {
         }
         if let Some(publisher) = self.publisher {
             publisher.shutdown().await;
+        }
+        if let Some(feed) = self.membership_feed {
+            feed.shutdown().await;
         }
         self.background.shutdown().await;
     }

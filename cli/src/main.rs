@@ -16,9 +16,11 @@ mod role_cli;
 mod rollups_cli;
 mod sweeps_cli;
 mod token_cli;
+mod watch_cli;
 
 use role_cli::RoleCommand;
 use token_cli::TokenCommand;
+use watch_cli::WatchCommand;
 
 #[derive(Parser)]
 #[command(
@@ -60,6 +62,11 @@ enum Command {
     Role {
         #[command(subcommand)]
         command: RoleCommand,
+    },
+    /// Register, remove and list durable membership watches (the NATS membership feed).
+    Watch {
+        #[command(subcommand)]
+        command: WatchCommand,
     },
     /// Inspect or rebuild projections.
     Projections {
@@ -350,6 +357,7 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
         Command::Migrate => println!("migrations applied"),
         Command::Token { command } => token_cli::run(&pool, command).await?,
         Command::Role { command } => role_cli::run(&pool, command).await?,
+        Command::Watch { command } => watch_cli::run(&pool, command).await?,
         Command::Projections {
             command: ProjectionCommand::Status { nats },
         } => {

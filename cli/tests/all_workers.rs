@@ -41,13 +41,14 @@ impl Drop for KillOnDrop {
     }
 }
 
-const LEADERS: [&str; 7] = [
+const LEADERS: [&str; 8] = [
     "rule_evaluator",
     "sweep_dispatcher",
     "sweep_monitor",
     "health_refresh",
     "capabilities",
     "token_expiry",
+    "membership_feed",
     "publisher:",
 ];
 
@@ -151,6 +152,32 @@ async fn every_worker_runs_at_once_with_nats_on_as_corral_serve_runs_them() {
         .as_str()
         .expect("id")
         .to_string();
+    // A durable membership watch of the site, registered with the CLI: the feed of this
+    // process publishes its members entering.
+    let (ok, stdout, stderr) = served.corral(&[
+        "watch",
+        "add",
+        "--group",
+        &site,
+        "--descendants",
+        "--description",
+        "all workers",
+    ]);
+    assert!(ok, "{stderr}");
+    let watch = stdout
+        .lines()
+        .last()
+        .expect("the watch id")
+        .trim()
+        .to_string();
+    eventually("the watch listed", 30, || async {
+        let (ok, stdout, _) = served.corral(&["watch", "list"]);
+        (ok && stdout
+            .lines()
+            .any(|l| l.starts_with(&watch) && l.contains("all workers")))
+        .then_some(())
+    })
+    .await;
     let set = served
         .data(
             &served.admin,
@@ -178,6 +205,15 @@ async fn every_worker_runs_at_once_with_nats_on_as_corral_serve_runs_them() {
         (d["group"]["memberCount"] == 2).then_some(())
     })
     .await;
+    let feed = format!("CORRAL_MEMBERSHIP_{ns}");
+    eventually("the watch's changes on NATS", 30, || async {
+        let mut stream = js.get_stream(&feed).await.ok()?;
+        let messages = stream.info().await.ok()?.state.messages;
+        (messages == 2).then_some(())
+    })
+    .await;
+    let (ok, _, stderr) = served.corral(&["watch", "remove", "--id", &watch]);
+    assert!(ok, "{stderr}");
     let now = Utc::now();
     let samples = json!([
         { "deviceId": "web-1", "ts": now.to_rfc3339(), "cpuPercent": 40, "memPercent": 50, "diskPercent": 60 },

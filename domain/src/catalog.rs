@@ -22,6 +22,7 @@ use crate::inventory::events::{
 use crate::membership::{MemberSource, MembershipEvent};
 use crate::sweep::{SweepEvent, SweepPlan};
 use crate::upcast::{current_version, STEPS};
+use crate::watch::MembershipWatchEvent;
 
 /// The line that opens the generated section of `docs/events.md`.
 pub const BEGIN_MARKER: &str = "<!-- BEGIN GENERATED: corral docs events -->";
@@ -50,7 +51,7 @@ pub struct EventDoc {
 }
 
 /// The aggregates whose events are stored, with what their aggregate id is.
-pub const AGGREGATES: [(&str, &str); 8] = [
+pub const AGGREGATES: [(&str, &str); 9] = [
     ("Group", "the group's UUID"),
     (
         "Membership",
@@ -77,6 +78,10 @@ pub const AGGREGATES: [(&str, &str); 8] = [
         "Service",
         "the service's inventory id (its history: every real change, with before and after)",
     ),
+    (
+        "MembershipWatch",
+        "the watch's UUID (random): a durable watch of a group's membership, published to NATS",
+    ),
 ];
 
 /// Every event type, in declaration order.
@@ -95,6 +100,10 @@ pub fn catalog() -> Vec<EventDoc> {
     out.extend(event_docs::<RoleEvent>("Role", role_examples()));
     out.extend(event_docs::<DeviceEvent>("Device", device_examples()));
     out.extend(event_docs::<ServiceEvent>("Service", service_examples()));
+    out.extend(event_docs::<MembershipWatchEvent>(
+        "MembershipWatch",
+        watch_examples(),
+    ));
     out
 }
 
@@ -159,6 +168,18 @@ fn service_examples() -> Vec<Value> {
         },
         ServiceEvent::ServiceRevived { changes: port },
         ServiceEvent::ServiceRemoved {},
+    ];
+    events.iter().map(to_json).collect()
+}
+
+fn watch_examples() -> Vec<Value> {
+    let events = [
+        MembershipWatchEvent::MembershipWatchRegistered {
+            group_id: Uuid::from_u128(0x0195_8a4e_7c10_7000_8000_0000_0000_0001),
+            include_descendants: true,
+            description: Some("CMDB sync of the Paris site".into()),
+        },
+        MembershipWatchEvent::MembershipWatchRemoved {},
     ];
     events.iter().map(to_json).collect()
 }
@@ -669,7 +690,7 @@ mod tests {
     fn every_event_type_has_a_version_a_description_and_an_example() {
         let docs = catalog();
         let types: BTreeSet<_> = docs.iter().map(|d| d.event_type.as_str()).collect();
-        assert_eq!(types.len(), 45, "{types:?}");
+        assert_eq!(types.len(), 47, "{types:?}");
         for d in &docs {
             assert_ne!(d.version, "?", "{} has no current version", d.event_type);
             assert!(
@@ -710,6 +731,14 @@ mod tests {
                 }
                 "Role" => {
                     let e: RoleEvent = serde_json::from_value(example).expect("role event");
+                    assert_eq!(
+                        (e.event_type(), e.event_version()),
+                        (d.event_type, d.version.to_string())
+                    );
+                }
+                "MembershipWatch" => {
+                    let e: MembershipWatchEvent =
+                        serde_json::from_value(example).expect("watch event");
                     assert_eq!(
                         (e.event_type(), e.event_version()),
                         (d.event_type, d.version.to_string())

@@ -16,3 +16,4 @@ pub mod rule;
 pub mod sweep;
 pub mod text;
 pub mod upcast;
+pub mod watch;

@@ -21,6 +21,7 @@ use crate::dashboard::{Dashboard, DashboardEvent};
 use crate::group::{Group, GroupEvent};
 use crate::membership::{Membership, MembershipEvent};
 use crate::sweep::{SweepEvent, SweepRun};
+use crate::watch::{MembershipWatch, MembershipWatchEvent};
 
 /// One step of the chain: rewrites the fields of an event of version `from` into version `to`.
 #[derive(Debug, Clone, Copy)]
@@ -120,6 +121,7 @@ pub fn current_version(aggregate_type: &str, event_type: &str) -> Option<&'stati
         crate::inventory::events::SERVICE => {
             crate::inventory::events::ServiceEvent::current_version(event_type)
         }
+        MembershipWatch::TYPE => MembershipWatchEvent::current_version(event_type),
         _ => None,
     }
 }

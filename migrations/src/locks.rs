@@ -41,11 +41,13 @@ pub enum Lock {
     MembershipPurge,
     /// Leadership of the worker that records token expiries (`TokenExpired`).
     TokenExpiry,
+    /// Leadership of the NATS membership feed (durable membership watches).
+    MembershipFeed,
 }
 
 impl Lock {
     /// Every lock, in key order.
-    pub const ALL: [Lock; 10] = [
+    pub const ALL: [Lock; 11] = [
         Lock::Migrations,
         Lock::Tree,
         Lock::RuleEvaluator,
@@ -56,6 +58,7 @@ impl Lock {
         Lock::Capabilities,
         Lock::MembershipPurge,
         Lock::TokenExpiry,
+        Lock::MembershipFeed,
     ];
 
     /// The key, for `pg_advisory_lock($1)` and friends.
@@ -73,6 +76,7 @@ impl Lock {
                 Lock::Capabilities => 0x0010,
                 Lock::MembershipPurge => 0x0011,
                 Lock::TokenExpiry => 0x0012,
+                Lock::MembershipFeed => 0x0013,
             }
     }
 
@@ -89,6 +93,7 @@ impl Lock {
             Lock::Capabilities => "capabilities",
             Lock::MembershipPurge => "membership_purge",
             Lock::TokenExpiry => "token_expiry",
+            Lock::MembershipFeed => "membership_feed",
         }
     }
 
@@ -103,6 +108,7 @@ impl Lock {
                 | Lock::Capabilities
                 | Lock::MembershipPurge
                 | Lock::TokenExpiry
+                | Lock::MembershipFeed
         )
     }
 
@@ -219,7 +225,8 @@ mod tests {
                 "health_refresh",
                 "capabilities",
                 "membership_purge",
-                "token_expiry"
+                "token_expiry",
+                "membership_feed"
             ]
         );
     }

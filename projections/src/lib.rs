@@ -23,6 +23,7 @@ pub mod sweeps;
 pub mod waiter;
 pub mod wake;
 pub mod walk;
+pub mod watch;
 
 pub use corral_migrations::locks;
 pub use log::{CatchUpReader, Cursor, EventRecord};

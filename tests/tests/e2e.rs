@@ -20,7 +20,9 @@ mod e2e {
     mod leaders;
     mod limits;
     mod membership;
+    mod membership_feed;
     mod membership_fold;
+    mod membership_resume;
     mod metrics;
     mod nodes;
     mod publisher;

@@ -8,6 +8,7 @@ pub mod capabilities;
 pub mod feed;
 pub mod health;
 pub mod inventory_feed;
+pub mod membership_feed;
 pub mod nats_names;
 pub mod publisher;
 pub mod rules;

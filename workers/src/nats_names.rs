@@ -14,6 +14,7 @@
 use std::time::Duration;
 
 use crate::feed::FeedConfig;
+use crate::membership_feed::MembershipFeedConfig;
 use crate::publisher::PublisherConfig;
 use crate::sweeps::SweepNames;
 
@@ -25,7 +26,14 @@ const MAX_NAMESPACE_CHARS: usize = 32;
 
 /// Second subject tokens of the production names: a namespace equal to one of them could
 /// make a namespaced subject look like a production one.
-const RESERVED: [&str; 5] = ["events", "inventory", "telemetry", "sweeps", "reports"];
+const RESERVED: [&str; 6] = [
+    "events",
+    "inventory",
+    "telemetry",
+    "sweeps",
+    "reports",
+    "membership",
+];
 
 /// A deployment's NATS names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +48,10 @@ pub struct NatsNames {
     pub events_stream: String,
     /// Its subjects' prefix (`<prefix>.<aggregateType>.<aggregateId>.<eventType>`).
     pub events_subject_prefix: String,
+    /// The stream of the membership feed (`docs/integrators.md`).
+    pub membership_stream: String,
+    /// Its subjects' prefix (`<prefix>.<watchId>.<Entered|Left>`).
+    pub membership_subject_prefix: String,
     /// The sweep buckets and report stream (`docs/sweeps.md`).
     pub sweeps: SweepNames,
     /// The durable consumer of sweep reports.
@@ -56,19 +68,22 @@ impl NatsNames {
     /// The production names.
     pub fn production() -> Self {
         let publisher = PublisherConfig::default();
+        let feed = MembershipFeedConfig::default();
         Self {
             namespace: None,
             inventory: FeedConfig::default(),
             telemetry: crate::telemetry_feed::default_config(),
             events_stream: publisher.stream,
             events_subject_prefix: publisher.subject_prefix,
+            membership_stream: feed.stream,
+            membership_subject_prefix: feed.subject_prefix,
             sweeps: SweepNames::default(),
             sweep_reports_consumer: "corral-sweep-reports".into(),
         }
     }
 
     /// Names of a namespace of their own (letters, digits, `_`, `-`; 1-32 characters; not
-    /// `events`, `inventory`, `telemetry`, `sweeps` or `reports`).
+    /// `events`, `inventory`, `telemetry`, `sweeps`, `reports` or `membership`).
     pub fn namespaced(namespace: &str) -> Result<Self, String> {
         let valid = !namespace.is_empty()
             && namespace.len() <= MAX_NAMESPACE_CHARS
@@ -105,6 +120,8 @@ impl NatsNames {
             telemetry: feed(base.telemetry),
             events_stream: stream(&base.events_stream),
             events_subject_prefix: subject(&base.events_subject_prefix),
+            membership_stream: stream(&base.membership_stream),
+            membership_subject_prefix: subject(&base.membership_subject_prefix),
             sweeps: SweepNames::tagged(namespace),
             sweep_reports_consumer: format!("{}-{namespace}", base.sweep_reports_consumer),
         })
@@ -147,6 +164,15 @@ impl NatsNames {
         }
     }
 
+    /// The membership feed's settings for these names.
+    pub fn membership_feed(&self) -> MembershipFeedConfig {
+        MembershipFeedConfig {
+            stream: self.membership_stream.clone(),
+            subject_prefix: self.membership_subject_prefix.clone(),
+            ..MembershipFeedConfig::default()
+        }
+    }
+
     /// Every stream these names use (KV buckets as the streams behind them) with the subject
     /// filters it holds.
     pub fn streams(&self) -> Vec<(String, Vec<String>)> {
@@ -163,6 +189,10 @@ impl NatsNames {
             (
                 self.events_stream.clone(),
                 vec![format!("{}.>", self.events_subject_prefix)],
+            ),
+            (
+                self.membership_stream.clone(),
+                vec![format!("{}.>", self.membership_subject_prefix)],
             ),
             kv(&self.sweeps.jobs_bucket),
             kv(&self.sweeps.pollers_bucket),
@@ -280,6 +310,8 @@ mod tests {
         );
         assert_eq!(a.events_subject_prefix, "corral.site-a.events");
         assert_eq!(a.events_stream, "CORRAL_EVENTS_site-a");
+        assert_eq!(a.membership_subject_prefix, "corral.site-a.membership");
+        assert_eq!(a.membership_stream, "CORRAL_MEMBERSHIP_site-a");
     }
 
     #[test]

@@ -103,6 +103,15 @@ impl Refusal for GroupError {
     }
 }
 
+impl Refusal for corral_domain::watch::WatchError {
+    fn code(&self) -> Option<Code> {
+        Some(corral_domain::watch::WatchError::code(self))
+    }
+    fn field(&self) -> Option<&'static str> {
+        corral_domain::watch::WatchError::field(self)
+    }
+}
+
 impl Refusal for corral_domain::access::AccessError {
     fn code(&self) -> Option<Code> {
         Some(corral_domain::access::AccessError::code(self))
@@ -131,6 +140,7 @@ pub fn from_command(err: CommandError) -> Result<UserError, async_graphql::Error
         CommandError::Sweep(e) => from_exec_any(e),
         CommandError::Access(e) => from_exec(e),
         CommandError::Role(e) => from_exec(e),
+        CommandError::Watch(e) => from_exec(e),
     }
 }
 

@@ -22,6 +22,7 @@ pub mod scope;
 pub mod subscriptions;
 pub mod sweeps;
 pub mod types;
+pub mod watches;
 
 use async_graphql::{MergedObject, Request, Schema};
 
@@ -44,6 +45,7 @@ pub struct QueryRoot(
     access::AccessQuery,
     role_defs::RoleQuery,
     node::NodeQuery,
+    watches::WatchQuery,
 );
 
 /// The `Mutation` root: one part per area.
@@ -59,6 +61,7 @@ pub struct MutationRoot(
     sweeps::SweepMutation,
     access::AccessMutation,
     role_defs::RoleMutation,
+    watches::WatchMutation,
 );
 
 /// Corral's schema type.

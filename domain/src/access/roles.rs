@@ -16,7 +16,7 @@ use super::{AccessError, BUILT_IN_ROLES};
 
 /// Every permission of the catalog, by its name in policies (the API's
 /// `permissions::CATALOG` describes each).
-pub const PERMISSIONS: [&str; 14] = [
+pub const PERMISSIONS: [&str; 15] = [
     "group.read",
     "group.create",
     "group.edit",
@@ -31,6 +31,7 @@ pub const PERMISSIONS: [&str; 14] = [
     "dashboard.template",
     "sweep.run",
     "access.manage",
+    "feed.manage",
 ];
 
 /// Longest role name, in characters.

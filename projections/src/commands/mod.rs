@@ -22,6 +22,7 @@ mod locked;
 pub mod membership;
 pub mod own_state;
 pub mod sweeps;
+pub mod watches;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +33,7 @@ use corral_domain::group::{GroupCommand, GroupError};
 use corral_domain::membership::{MembershipCommand, MembershipError};
 use corral_domain::metadata::EventMetadata;
 use corral_domain::sweep::{SweepCommand, SweepRun};
+use corral_domain::watch::{MembershipWatch, MembershipWatchCommand};
 use cqrs_es::Aggregate;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -91,6 +93,8 @@ pub enum Command {
     Access(Uuid, AccessCommand),
     /// A custom-role command (on the role named in it).
     Role(RoleCommand),
+    /// A MembershipWatch command.
+    Watch(Uuid, MembershipWatchCommand),
 }
 
 /// Why a command did not commit: the aggregate's refusal, a version conflict, or the store.
@@ -114,6 +118,9 @@ pub enum CommandError {
     /// From a custom-role command.
     #[error(transparent)]
     Role(ExecError<<RoleDefinition as Aggregate>::Error>),
+    /// From a MembershipWatch command.
+    #[error(transparent)]
+    Watch(ExecError<<MembershipWatch as Aggregate>::Error>),
 }
 
 /// The runners of every aggregate, and what waiting needs.
@@ -124,6 +131,7 @@ pub struct Commands {
     sweeps: Arc<SweepCommands>,
     access: Arc<AccessCommands>,
     roles: Arc<self::access::RoleCommands>,
+    watches: Arc<self::watches::WatchCommands>,
     pool: PgPool,
     waiter: ConsistencyWaiter,
 }
@@ -151,7 +159,8 @@ impl Commands {
             dashboards: Arc::new(dashboards::dashboard_commands(pool.clone(), signal.clone())),
             sweeps: Arc::new(sweeps::sweep_commands(pool.clone(), signal.clone())),
             access: Arc::new(access::access_commands(pool.clone(), signal.clone())),
-            roles: Arc::new(access::role_commands(pool.clone(), signal)),
+            roles: Arc::new(access::role_commands(pool.clone(), signal.clone())),
+            watches: Arc::new(watches::watch_commands(pool.clone(), signal)),
             pool,
             waiter,
         }
@@ -244,6 +253,14 @@ impl Commands {
                     .await
                     .map_err(CommandError::Role)?;
                 ("Role", id, c)
+            }
+            Command::Watch(id, command) => {
+                let c = self
+                    .watches
+                    .execute(id, command, metadata)
+                    .await
+                    .map_err(CommandError::Watch)?;
+                ("MembershipWatch", id, c)
             }
         };
         Ok(self

@@ -13,10 +13,10 @@ use tokio_tungstenite::tungstenite::Message;
 
 use super::membership::{add, devices};
 
-type Ws =
+pub(crate) type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn serve(app: &TestApp) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+pub(crate) async fn serve(app: &TestApp) -> (SocketAddr, tokio::task::JoinHandle<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -29,7 +29,7 @@ async fn serve(app: &TestApp) -> (SocketAddr, tokio::task::JoinHandle<()>) {
 }
 
 /// Connects and authenticates with `token`.
-async fn connect(addr: SocketAddr, token: &str) -> Ws {
+pub(crate) async fn connect(addr: SocketAddr, token: &str) -> Ws {
     let mut request = format!("ws://{addr}/graphql/ws")
         .into_client_request()
         .expect("request");
@@ -50,14 +50,14 @@ async fn connect(addr: SocketAddr, token: &str) -> Ws {
     ws
 }
 
-async fn send(ws: &mut Ws, message: Value) {
+pub(crate) async fn send(ws: &mut Ws, message: Value) {
     ws.send(Message::Text(message.to_string().into()))
         .await
         .expect("send");
 }
 
 /// The next JSON message (pings answered), or panics after 20 s.
-async fn next(ws: &mut Ws) -> Value {
+pub(crate) async fn next(ws: &mut Ws) -> Value {
     loop {
         let message = tokio::time::timeout(Duration::from_secs(20), ws.next())
             .await
@@ -77,7 +77,7 @@ async fn next(ws: &mut Ws) -> Value {
     }
 }
 
-async fn subscribe(ws: &mut Ws, id: &str, query: &str, variables: Value) {
+pub(crate) async fn subscribe(ws: &mut Ws, id: &str, query: &str, variables: Value) {
     send(
         ws,
         json!({ "id": id, "type": "subscribe", "payload": { "query": query, "variables": variables } }),
@@ -87,7 +87,7 @@ async fn subscribe(ws: &mut Ws, id: &str, query: &str, variables: Value) {
 
 const EVENTS: &str = "subscription($from: Position, $filter: EventStreamFilter) { events(fromPosition: $from, filter: $filter) { position eventId aggregateType aggregateId version eventType eventVersion recordedAt metadata payload hash } }";
 
-async fn head(app: &TestApp) -> i64 {
+pub(crate) async fn head(app: &TestApp) -> i64 {
     sqlx::query_scalar("SELECT coalesce(max(log_position), 0) FROM event_log")
         .fetch_one(&app.pool)
         .await
@@ -211,7 +211,7 @@ async fn events_replay_then_go_live_without_gap_or_duplicate() {
 
 const CHANGES: &str = "subscription($id: ID!, $descendants: Boolean) { membershipChanges(groupId: $id, includeDescendants: $descendants) { position change memberId source groupId cause } }";
 
-async fn members_edit(app: &TestApp, mutation: &str, group: &str, ids: &[&str]) {
+pub(crate) async fn members_edit(app: &TestApp, mutation: &str, group: &str, ids: &[&str]) {
     let query = format!("mutation($input: GroupMembersInput!) {{ {mutation}(input: $input) {{ userErrors {{ code message }} }} }}");
     let data = app
         .data(
@@ -223,7 +223,7 @@ async fn members_edit(app: &TestApp, mutation: &str, group: &str, ids: &[&str]) 
     assert_eq!(data[mutation]["userErrors"], json!([]), "{mutation}");
 }
 
-async fn move_group(app: &TestApp, id: &str, parent: &str) {
+pub(crate) async fn move_group(app: &TestApp, id: &str, parent: &str) {
     let data = app
         .data(
             &app.admin,

@@ -20,9 +20,10 @@
 //!   with a capped back-off.
 
 mod config;
+pub(crate) mod js_stream;
 pub(crate) mod message;
 mod metrics;
-mod plan;
+pub(crate) mod plan;
 mod stream;
 
 use std::sync::atomic::Ordering;
@@ -75,19 +76,19 @@ pub fn spawn(
 }
 
 /// Resolves once `stop` turns true or its sender is gone.
-async fn stopped(stop: &mut watch::Receiver<bool>) {
+pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
 /// Sleeps `d`, or less if `stop` turns true; returns whether to stop.
-async fn pause(d: Duration, stop: &mut watch::Receiver<bool>) -> bool {
+pub(crate) async fn pause(d: Duration, stop: &mut watch::Receiver<bool>) -> bool {
     tokio::select! {
         _ = stopped(stop) => true,
         _ = tokio::time::sleep(d) => false,
     }
 }
 
-fn is_stopped(stop: &watch::Receiver<bool>) -> bool {
+pub(crate) fn is_stopped(stop: &watch::Receiver<bool>) -> bool {
     *stop.borrow() || stop.has_changed().is_err()
 }
 

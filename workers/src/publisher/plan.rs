@@ -17,7 +17,7 @@ pub(super) const LOOK_BACK: u64 = 1_000;
 
 /// Where the stream stands: its last sequence and the position of the event there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Synced {
+pub(crate) struct Synced {
     pub(super) last_sequence: u64,
     pub(super) position: i64,
 }
@@ -56,34 +56,35 @@ pub(super) fn stream_subjects(config: &PublisherConfig) -> Vec<String> {
 
 /// Whether an existing stream must be updated: Corral owns only its subjects and its dedup
 /// window (replicas, limits and the rest are the operator's).
-pub(super) fn stream_needs_update(
+pub(crate) fn stream_needs_update(
     subjects: &[String],
     duplicate_window: Duration,
-    config: &PublisherConfig,
+    wanted_subjects: &[String],
+    wanted_window: Duration,
 ) -> bool {
-    subjects != stream_subjects(config).as_slice() || duplicate_window != config.duplicate_window
+    subjects != wanted_subjects || duplicate_window != wanted_window
 }
 
 /// The stream sequences a re-sync looks at for the last `Corral-Position`, newest first.
-pub(super) fn look_back(last_sequence: u64) -> impl Iterator<Item = u64> {
+pub(crate) fn look_back(last_sequence: u64) -> impl Iterator<Item = u64> {
     let lowest = last_sequence.saturating_sub(LOOK_BACK).max(1);
     (lowest..=last_sequence).rev()
 }
 
 /// A `Corral-Position` header's value.
-pub(super) fn position_of(header: Option<&str>) -> Option<i64> {
+pub(crate) fn position_of(header: Option<&str>) -> Option<i64> {
     header.and_then(|v| v.parse::<i64>().ok())
 }
 
 /// The `Nats-Expected-Last-Sequence` of the `i`th message of a batch sent from `at` (its ack
 /// must then carry that plus one).
-pub(super) fn expected_last_sequence(at: Synced, i: usize) -> u64 {
-    at.last_sequence + i as u64
+pub(crate) fn expected_last_sequence(last_sequence: u64, i: usize) -> u64 {
+    last_sequence + i as u64
 }
 
 /// One acknowledgement, as far as the decision goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Ack {
+pub(crate) enum Ack {
     /// Stored at `sequence` (`duplicate`: the server had the message id already).
     Stored { sequence: u64, duplicate: bool },
     /// No acknowledgement: why.
@@ -92,7 +93,7 @@ pub(super) enum Ack {
 
 /// What the acks of a batch add up to.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Tally {
+pub(crate) struct Tally {
     /// How far the stream got (`None`: not at all).
     pub(super) done: Option<Synced>,
     /// Messages that count as published.
@@ -106,7 +107,7 @@ pub(super) struct Tally {
 /// after a failed ack a later message may have been stored after someone else's message took
 /// the expected sequence (a foreign publisher on our subjects), which would leave a gap if
 /// taken as progress.
-pub(super) fn tally(expected: &[(i64, u64)], acks: Vec<Ack>) -> Tally {
+pub(crate) fn tally(expected: &[(i64, u64)], acks: Vec<Ack>) -> Tally {
     let mut out = Tally {
         done: None,
         published: 0,
@@ -164,21 +165,21 @@ pub(super) fn checkpoint_due(caught_up: bool, since_last: Duration) -> bool {
 /// The pauses between retries: doubling from [`MIN_BACKOFF`] up to [`MAX_BACKOFF`], back to
 /// the start after a success.
 #[derive(Debug)]
-pub(super) struct Backoff(Duration);
+pub(crate) struct Backoff(Duration);
 
 impl Backoff {
-    pub(super) fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self(MIN_BACKOFF)
     }
 
     /// The pause after one more failure.
-    pub(super) fn next(&mut self) -> Duration {
+    pub(crate) fn next(&mut self) -> Duration {
         let wait = self.0;
         self.0 = (self.0 * 2).min(MAX_BACKOFF);
         wait
     }
 
-    pub(super) fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.0 = MIN_BACKOFF;
     }
 }
@@ -230,20 +231,19 @@ mod tests {
         let config = PublisherConfig::default();
         let subjects = vec!["corral.events.>".to_string()];
         assert_eq!(stream_subjects(&config), subjects);
-        assert!(!stream_needs_update(
-            &subjects,
-            config.duplicate_window,
-            &config
-        ));
+        let window = config.duplicate_window;
+        assert!(!stream_needs_update(&subjects, window, &subjects, window));
         assert!(stream_needs_update(
             &subjects,
             Duration::from_secs(1),
-            &config
+            &subjects,
+            window
         ));
         assert!(stream_needs_update(
             &["other.>".to_string()],
-            config.duplicate_window,
-            &config
+            window,
+            &subjects,
+            window
         ));
     }
 
@@ -261,12 +261,8 @@ mod tests {
 
     #[test]
     fn each_message_expects_the_sequence_its_predecessor_gets() {
-        let at = Synced {
-            last_sequence: 100,
-            position: 7,
-        };
-        assert_eq!(expected_last_sequence(at, 0), 100);
-        assert_eq!(expected_last_sequence(at, 3), 103);
+        assert_eq!(expected_last_sequence(100, 0), 100);
+        assert_eq!(expected_last_sequence(100, 3), 103);
     }
 
     fn stored(sequence: u64) -> Ack {

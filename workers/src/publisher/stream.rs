@@ -5,17 +5,15 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use async_nats::connection::State;
-use async_nats::jetstream::context::PublishAckFuture;
-use async_nats::jetstream::message::PublishMessage;
-use async_nats::jetstream::stream::{self, StorageType};
 use async_nats::jetstream::Context;
 use corral_projections::public_log::{self, RawEntry};
 use corral_projections::StoreError;
 use sqlx::PgConnection;
 use tokio::sync::watch;
 
+use super::js_stream::{ensure_stream, last_marked, send_pipelined, Outgoing, StreamSpec};
 use super::message::headers;
-use super::plan::{self, Ack, Backoff, Synced};
+use super::plan::{self, Backoff, Synced};
 use super::{is_stopped, pause, stopped, PublisherConfig, PublisherStats, POSITION_HEADER};
 
 /// Why a publishing round stopped.
@@ -36,10 +34,6 @@ impl From<sqlx::Error> for PublishError {
     fn from(e: sqlx::Error) -> Self {
         Self::Store(e.into())
     }
-}
-
-fn nats(context: &str, e: impl std::fmt::Display) -> PublishError {
-    PublishError::Nats(format!("{context}: {e}"))
 }
 
 /// Logs failures once per outage (later ones at debug level) and paces retries.
@@ -236,46 +230,18 @@ async fn sync(
 ) -> Result<Synced, PublishError> {
     // Create the stream when it is missing; otherwise change only what Corral owns (its
     // subjects, the dedup window), keeping what an operator set (replicas, limits, ...).
-
-    let info = match js.get_stream(&config.stream).await {
-        Ok(mut existing) => {
-            let info = existing
-                .info()
-                .await
-                .map_err(|e| nats("reading the stream's configuration", e))?
-                .clone();
-            if plan::stream_needs_update(
-                &info.config.subjects,
-                info.config.duplicate_window,
-                config,
-            ) {
-                let mut updated = info.config.clone();
-                updated.subjects = plan::stream_subjects(config);
-                updated.duplicate_window = config.duplicate_window;
-                js.update_stream(updated)
-                    .await
-                    .map_err(|e| nats("updating the stream", e))?
-            } else {
-                info
-            }
-        }
-        Err(_) => js
-            .create_stream(stream::Config {
-                name: config.stream.clone(),
-                subjects: plan::stream_subjects(config),
-                storage: StorageType::File,
-                max_age: config.max_age,
-                duplicate_window: config.duplicate_window,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| nats("creating the stream", e))?
-            .cached_info()
-            .clone(),
+    let spec = StreamSpec {
+        name: &config.stream,
+        subjects: plan::stream_subjects(config),
+        duplicate_window: config.duplicate_window,
+        max_age: config.max_age,
     };
-    let state = info.state;
-    let in_stream = if state.messages > 0 {
-        last_position(js, config, state.last_sequence).await?
+    let (last_sequence, messages) = ensure_stream(js, &spec).await.map_err(PublishError::Nats)?;
+    let in_stream = if messages > 0 {
+        last_marked(js, &config.stream, last_sequence)
+            .await
+            .map_err(PublishError::Nats)?
+            .and_then(|h| plan::position_of(h.get(POSITION_HEADER).map(|v| v.as_str())))
     } else {
         None
     };
@@ -306,49 +272,16 @@ async fn sync(
     }
     tracing::info!(
         nats.stream = %config.stream,
-        nats.last_sequence = state.last_sequence,
+        nats.last_sequence = last_sequence,
         stream.position = in_stream.unwrap_or(0),
         checkpoint = stored,
         position,
         "NATS publisher synced with its stream"
     );
     Ok(Synced {
-        last_sequence: state.last_sequence,
+        last_sequence,
         position,
     })
-}
-
-/// The `Corral-Position` of the stream's last message that has one (`None` when none of the
-/// last [`plan::LOOK_BACK`] has). Messages from other publishers on our subjects are skipped.
-async fn last_position(
-    js: &Context,
-    config: &PublisherConfig,
-    last_sequence: u64,
-) -> Result<Option<i64>, PublishError> {
-    let stream = js
-        .get_stream_no_info(&config.stream)
-        .await
-        .map_err(|e| nats("opening the stream", e))?;
-    for sequence in plan::look_back(last_sequence) {
-        // A deleted sequence (purged, or removed by hand) is skipped.
-        if let Ok(message) = stream.get_raw_message(sequence).await {
-            let position =
-                plan::position_of(message.headers.get(POSITION_HEADER).map(|v| v.as_str()));
-            if position.is_some() {
-                return Ok(position);
-            }
-            tracing::warn!(
-                nats.stream = %config.stream,
-                nats.sequence = message.sequence,
-                "a message without a Corral-Position header in the stream (another publisher on its subjects?)"
-            );
-        }
-    }
-    tracing::warn!(
-        nats.stream = %config.stream,
-        "none of the stream's last messages has a Corral-Position header; resuming from the checkpoint"
-    );
-    Ok(None)
 }
 
 /// What a batch did: how far the stream got (`None`: not at all) and the first error.
@@ -358,55 +291,30 @@ struct BatchOutcome {
     error: Option<PublishError>,
 }
 
-/// Sends every entry (each expecting the previous one's stream sequence), then awaits the acks
-/// and takes them in order. Every ack is awaited even after a failure, so that the re-sync
-/// that follows sees the stream settled.
+/// Sends every entry pipelined ([`send_pipelined`]) and says how far the stream got.
 async fn publish_batch(
     js: &Context,
     config: &PublisherConfig,
     at: Synced,
     entries: &[RawEntry],
 ) -> BatchOutcome {
-    let mut pending: Vec<(i64, u64, PublishAckFuture)> = Vec::with_capacity(entries.len());
-    let mut error = None;
-    for (i, entry) in entries.iter().enumerate() {
-        let expected = plan::expected_last_sequence(at, i);
-        let body = entry.envelope.clone().into_bytes();
-        let mut message = PublishMessage::build()
-            .payload(body.into())
-            .expected_last_sequence(expected);
-        for (name, value) in headers(entry) {
-            message = message.header(name, value.as_str());
-        }
-        match js.send_publish(config.subject(entry), message).await {
-            Ok(ack) => pending.push((entry.position, expected + 1, ack)),
-            Err(e) => {
-                error = Some(nats("publishing", e));
-                break;
-            }
-        }
-    }
-    // Awaited together (each with its own timeout, so an outage costs one timeout, not one
-    // per message), then taken in order.
-    let (expected, acks): (Vec<(i64, u64)>, Vec<PublishAckFuture>) =
-        pending.into_iter().map(|(p, s, a)| ((p, s), a)).unzip();
-    let results =
-        futures::future::join_all(acks.into_iter().map(std::future::IntoFuture::into_future)).await;
-    let acks = results
-        .into_iter()
-        .map(|r| match r {
-            Ok(ack) => Ack::Stored {
-                sequence: ack.sequence,
-                duplicate: ack.duplicate,
-            },
-            Err(e) => Ack::Failed(e.to_string()),
+    let messages = entries
+        .iter()
+        .map(|entry| Outgoing {
+            key: entry.position,
+            subject: config.subject(entry),
+            headers: headers(entry),
+            body: entry.envelope.clone().into_bytes(),
         })
         .collect();
-    let tally = plan::tally(&expected, acks);
+    let sent = send_pipelined(js, at.last_sequence, messages).await;
+    let done = (sent.published > 0).then(|| Synced {
+        last_sequence: sent.last_sequence,
+        position: entries[sent.published - 1].position,
+    });
     BatchOutcome {
-        done: tally.done,
-        published: tally.published,
-        // A failure to send comes first; then the first failed ack.
-        error: error.or(tally.error.map(PublishError::Nats)),
+        done,
+        published: sent.published as u64,
+        error: sent.error.map(PublishError::Nats),
     }
 }

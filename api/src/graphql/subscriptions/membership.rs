@@ -1,15 +1,13 @@
-//! The `membershipChanges` subscription: the watch loaded at the head, then fed by the log.
+//! The `membershipChanges` subscription: the watch folded as of the position it starts after,
+//! then fed by the log (replay and live tail are one loop). The decisions are
+//! `corral_projections::watch`'s, shared with the NATS membership feed.
 
 use std::collections::VecDeque;
 
-use async_graphql::{Context, Result, SimpleObject, ID};
+use async_graphql::{Context, Enum, Result, SimpleObject, ID};
 use chrono::{DateTime, Utc};
-use corral_domain::group::{Group, GroupEvent};
-use corral_domain::membership::{Membership, MembershipEvent};
-use corral_projections::history;
-use corral_projections::public_log::{self, LogEntry, LogFilter};
-use corral_projections::StoreError;
-use cqrs_es::Aggregate;
+use corral_projections::public_log;
+use corral_projections::watch::{self, ChangeCursor, EffectiveWatch, LoadError, NumberedChange};
 use futures::Stream;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -17,15 +15,42 @@ use uuid::Uuid;
 use super::super::errors::{coded, internal};
 use super::super::scalars::Position;
 use super::follow;
-use super::watch::{MembershipChangeKind, MembershipWatch, Step, WatchChange};
 use super::LogHead;
 use crate::error_codes::ErrorCode;
+
+pub use watch::MAX_WATCHED_ENTRIES;
+
+/// Whether a member entered or left.
+#[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MembershipChangeKind {
+    /// It became a member.
+    Entered,
+    /// It stopped being one.
+    Left,
+}
+
+impl From<watch::MembershipChangeKind> for MembershipChangeKind {
+    fn from(kind: watch::MembershipChangeKind) -> Self {
+        match kind {
+            watch::MembershipChangeKind::Entered => Self::Entered,
+            watch::MembershipChangeKind::Left => Self::Left,
+        }
+    }
+}
 
 /// A member entering or leaving a group's membership.
 #[derive(SimpleObject, Clone, Debug)]
 pub struct MembershipChange {
     /// The position of the event that caused it.
     pub position: Position,
+    /// Its index among the changes that event caused in this watch (from 0; one event can
+    /// cause many, e.g. a subtree moving in).
+    pub index: i32,
+    /// Whether it is the last change of its position: a client that stores only positions
+    /// may store this one (and resume with `fromPosition` = it + 1) once it sees this flag.
+    pub last_of_position: bool,
+    /// `"<position>:<index>"`: pass it as `after` to resume exactly after this change.
+    pub cursor: String,
     /// When that event was recorded.
     pub recorded_at: DateTime<Utc>,
     /// Entered or left.
@@ -38,180 +63,159 @@ pub struct MembershipChange {
     /// `includeDescendants`, the descendant through which the member entered or left.
     pub group_id: ID,
     /// Why: the rule evaluation's cause (`rule_changed`, `inventory:<id>`, ...), `moved` when
-    /// a whole descendant moved in or out, or null for a direct edit.
+    /// a whole descendant moved in or out, `deleted` when it was deleted, or null for a
+    /// direct edit.
     pub cause: Option<String>,
 }
 
-impl MembershipChange {
-    fn of(entry: &LogEntry, change: WatchChange) -> Self {
+impl From<NumberedChange> for MembershipChange {
+    fn from(c: NumberedChange) -> Self {
         Self {
-            position: Position(entry.position),
-            recorded_at: entry.event.recorded_at,
-            change: change.kind,
-            member_id: change.member_id,
+            position: Position(c.position),
+            index: i32::try_from(c.index).unwrap_or(i32::MAX),
+            last_of_position: c.last,
+            cursor: c.cursor().to_string(),
+            recorded_at: c.recorded_at,
+            change: c.change.kind.into(),
+            member_id: c.change.member_id,
             source: super::super::rules::MembershipSource::from_code(
-                corral_domain::membership::EntryKind::from(change.source).code(),
+                corral_domain::membership::EntryKind::from(c.change.source).code(),
             ),
-            group_id: ID(change.group.to_string()),
-            cause: change.cause,
+            group_id: ID(c.change.group.to_string()),
+            cause: c.change.cause,
         }
     }
 }
 
-/// Applies one log entry to the watch (loading a subtree that moved in at the entry's
-/// position); returns the changes it caused.
-async fn apply(
-    watch: &mut MembershipWatch,
-    pool: &PgPool,
-    entry: &LogEntry,
-) -> Result<Vec<MembershipChange>, StoreError> {
-    let e = &entry.event;
-    let Ok(id) = e.aggregate_id.parse::<Uuid>() else {
-        return Ok(vec![]);
-    };
-    let changes = match e.aggregate_type.as_str() {
-        Membership::TYPE => watch.membership(id, &e.decode::<MembershipEvent>()?, e.recorded_at),
-        Group::TYPE => match watch.group(id, &e.decode::<GroupEvent>()?) {
-            Step::Changes(changes) => changes,
-            Step::LoadSubtree { group } => {
-                // A subtree moved in: its members as they are at this position.
-                let mut conn = pool.acquire().await?;
-                let tree = history::tree_at(&mut conn, entry.position).await?;
-                let subtree = tree.subtree(group);
-                let mut folds =
-                    history::membership_folds(&mut conn, &subtree, entry.position).await?;
-                let added = subtree
-                    .iter()
-                    .map(|(g, _)| {
-                        let parent = tree.node(*g).and_then(|n| n.parent);
-                        (*g, parent, folds.remove(g).unwrap_or_default())
-                    })
-                    .collect();
-                watch.subtree_moved_in(added)
-            }
-        },
-        _ => vec![],
-    };
-    Ok(changes
-        .into_iter()
-        .map(|c| MembershipChange::of(entry, c))
-        .collect())
+/// Where a `membershipChanges` stream starts.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Start {
+    /// With the next event.
+    Now,
+    /// With the changes of this position (replayed) and every later one.
+    From(i64),
+    /// Right after this change.
+    After(ChangeCursor),
 }
 
-/// Most membership entries one `membershipChanges` subscription may watch (its memory).
-pub const MAX_WATCHED_ENTRIES: usize = 500_000;
-
-fn too_large(entries: usize, descendants: bool) -> async_graphql::Error {
-    coded(
-        ErrorCode::TooLarge,
-        format!(
-            "the group{} holds {entries} membership entries, over the {MAX_WATCHED_ENTRIES} one subscription may watch; subscribe to a smaller subtree, or to `events` filtered on Membership",
-            if descendants { " and its descendants" } else { "" }
+fn load_error(err: LoadError, descendants: bool) -> async_graphql::Error {
+    match err {
+        LoadError::NotFound(group) => coded(ErrorCode::NotFound, format!("no group {group}")),
+        LoadError::TooLarge { entries, max } => coded(
+            ErrorCode::TooLarge,
+            format!(
+                "the group{} holds {entries} membership entries, over the {max} one subscription may watch; subscribe to a smaller subtree, or to `events` filtered on Membership",
+                if descendants { " and its descendants" } else { "" }
+            ),
         ),
-    )
+        LoadError::Store(err) => internal(err),
+    }
 }
 
-/// `membershipChanges`: the watch, loaded at the head, then fed by the log.
+/// `membershipChanges`: the watch folded as of the position before its first, then fed by
+/// the log.
 pub(super) async fn membership_stream(
     ctx: &Context<'_>,
     group: Uuid,
     descendants: bool,
+    start: Start,
 ) -> Result<impl Stream<Item = Result<MembershipChange>>> {
     let (pool, head) = ctx
         .data_unchecked::<LogHead>()
         .get(ctx.data_unchecked::<PgPool>())
         .await;
     let mut conn = pool.acquire().await.map_err(internal)?;
-    let (start, _) = public_log::head(&mut conn).await.map_err(internal)?;
-    let tree = history::tree_at(&mut conn, start).await.map_err(internal)?;
-    let groups: Vec<(Uuid, i32)> = if descendants {
-        tree.subtree(group)
-    } else {
-        tree.node(group)
-            .map(|_| vec![(group, 0)])
-            .unwrap_or_default()
+    let (top, _) = public_log::head(&mut conn).await.map_err(internal)?;
+    let (after, skip) = match start {
+        Start::Now => (top, None),
+        Start::From(p) => ((p - 1).max(0), None),
+        Start::After(c) => (c.position - 1, Some(c)),
     };
-    if groups.is_empty() {
-        return Err(coded(ErrorCode::NotFound, format!("no group {group}")));
+    if after > top {
+        return Err(coded(
+            ErrorCode::BadUserInput,
+            format!(
+                "the log ends at position {top}: start at {} at most",
+                top + 1
+            ),
+        ));
     }
-    // Refuse before folding: the write-side registry counts the entries the watch would hold.
-    let ids: Vec<Uuid> = groups.iter().map(|g| g.0).collect();
-    let current: i64 = sqlx::query_scalar(
-        "SELECT coalesce(sum(c.n), 0)::bigint FROM unnest($1::uuid[]) g(id)
-           JOIN membership_registry_counts c ON c.group_id = g.id",
-    )
-    .bind(&ids)
-    .fetch_one(&mut *conn)
-    .await
-    .map_err(internal)?;
-    if current as usize > MAX_WATCHED_ENTRIES {
-        return Err(too_large(current as usize, descendants));
-    }
-    let mut folds = history::membership_folds(&mut conn, &groups, start)
+    let watch = watch::load(&mut conn, group, descendants, after, MAX_WATCHED_ENTRIES)
         .await
-        .map_err(internal)?;
+        .map_err(|e| load_error(e, descendants))?;
     drop(conn);
-    let mut watch = MembershipWatch::new(group, descendants);
-    watch.add_groups(
-        groups
-            .iter()
-            .map(|(g, _)| {
-                let parent = tree.node(*g).and_then(|n| n.parent);
-                (*g, parent, folds.remove(g).unwrap_or_default())
-            })
-            .collect::<Vec<_>>(),
-    );
-    let entries = watch.entry_count();
-    if entries > MAX_WATCHED_ENTRIES {
-        return Err(too_large(entries, descendants));
+    let entries = Box::pin(follow(
+        pool.clone(),
+        head,
+        watch::filter(group, descendants),
+        after,
+        None,
+    ));
+    struct State<S> {
+        entries: S,
+        watch: EffectiveWatch,
+        pending: VecDeque<NumberedChange>,
+        pool: PgPool,
+        skip: Option<ChangeCursor>,
+        failed: bool,
     }
-    let filter = if descendants {
-        LogFilter {
-            aggregate_types: vec![Group::TYPE.into(), Membership::TYPE.into()],
-            ..Default::default()
-        }
-    } else {
-        // The group's own Group events too (its deletion ends the stream).
-        LogFilter {
-            aggregate_types: vec![Group::TYPE.into(), Membership::TYPE.into()],
-            aggregate_ids: vec![group.to_string()],
-            ..Default::default()
-        }
-    };
-    let entries = Box::pin(follow(pool.clone(), head, filter, start, None));
-    let state = (
+    let state = State {
         entries,
         watch,
-        VecDeque::<MembershipChange>::new(),
+        pending: VecDeque::new(),
         pool,
-        false,
-    );
-    Ok(futures::stream::unfold(
-        state,
-        |(mut entries, mut watch, mut pending, pool, failed)| async move {
-            if failed {
+        skip,
+        failed: false,
+    };
+    Ok(futures::stream::unfold(state, |mut s| async move {
+        if s.failed {
+            return None;
+        }
+        loop {
+            if let Some(item) = s.pending.pop_front() {
+                return Some((Ok(MembershipChange::from(item)), s));
+            }
+            if s.watch.ended {
                 return None;
             }
-            loop {
-                if let Some(item) = pending.pop_front() {
-                    return Some((Ok(item), (entries, watch, pending, pool, false)));
+            let entry = match futures::StreamExt::next(&mut s.entries).await? {
+                Ok(entry) => entry,
+                Err(err) => {
+                    s.failed = true;
+                    return Some((Err(internal(err)), s));
                 }
-                if watch.ended {
-                    return None;
-                }
-                let entry = match futures::StreamExt::next(&mut entries).await? {
-                    Ok(entry) => entry,
-                    Err(err) => {
-                        return Some((Err(internal(err)), (entries, watch, pending, pool, true)))
-                    }
+            };
+            let applied = async {
+                let Some(event) = watch::decode(&entry)? else {
+                    return Ok(vec![]);
                 };
-                match apply(&mut watch, &pool, &entry).await {
-                    Ok(changes) => pending.extend(changes),
-                    Err(err) => {
-                        return Some((Err(internal(err)), (entries, watch, pending, pool, true)))
+                watch::apply(
+                    &mut s.watch,
+                    &s.pool,
+                    entry.position,
+                    entry.event.recorded_at,
+                    &event,
+                )
+                .await
+            };
+            match applied.await {
+                Ok(changes) => {
+                    let numbered = watch::number(entry.position, entry.event.recorded_at, changes);
+                    let skip = s.skip;
+                    s.pending.extend(
+                        numbered
+                            .into_iter()
+                            .filter(|c| skip.is_none_or(|k| k.precedes(c))),
+                    );
+                    if entry.position > skip.map_or(0, |k| k.position) {
+                        s.skip = None;
                     }
+                }
+                Err(err) => {
+                    s.failed = true;
+                    return Some((Err(internal(err)), s));
                 }
             }
-        },
-    ))
+        }
+    }))
 }

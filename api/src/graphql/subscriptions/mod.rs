@@ -5,12 +5,12 @@
 //! there is no switch-over at which an event could be missed or delivered twice.
 //!
 //! - `log`: the `events` stream (the filter, the envelope, the follow loop);
-//! - `watch`: what each event does to a `membershipChanges` watch (pure, unit-tested);
-//! - `membership`: the `membershipChanges` stream (loading the watch, feeding it the log).
+//! - `membership`: the `membershipChanges` stream (loading the watch as of the position it
+//!   starts after, feeding it the log); what each event does to a watch is decided in
+//!   `corral_projections::watch` (pure, unit-tested), shared with the NATS membership feed.
 
 mod log;
 mod membership;
-mod watch;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,8 +33,7 @@ use corral_projections::waiter::ConsistencyWaiter;
 
 pub(crate) use log::follow;
 pub use log::{EventStreamFilter, LogEvent};
-pub use membership::{MembershipChange, MAX_WATCHED_ENTRIES};
-pub use watch::MembershipChangeKind;
+pub use membership::{MembershipChange, MembershipChangeKind, MAX_WATCHED_ENTRIES};
 
 /// Entries read per query while replaying (a Membership event is up to ~260 KB).
 const BATCH: i64 = 100;
@@ -196,19 +195,29 @@ impl SubscriptionRoot {
         ))
     }
 
-    /// Members entering and leaving a group, from now on: its direct membership, or with
+    /// Members entering and leaving a group: its direct membership, or with
     /// `includeDescendants` its effective membership (a member enters when the first group of
     /// the subtree holds it directly and leaves when the last one stops), including whole
-    /// descendants moving in or out. Each change names the group it happened in and the
-    /// source. Watches at most 500,000 membership entries. A caller bound to groups must be
-    /// able to read the group (`FORBIDDEN` otherwise, for a missing group too); when the group
-    /// leaves its scope later (moved away, or the binding revoked), the stream ends before the
-    /// next change would be delivered.
+    /// descendants moving in or out. Each change names the group it happened in, the source,
+    /// the position of the event that caused it and its index among that event's changes.
+    ///
+    /// Where it starts: omitted, with the next event; `fromPosition`, with the changes of that
+    /// position (the watch is folded as of the position before, then the changes are replayed
+    /// and the stream goes live with no gap and no duplicate); `after` (a change's `cursor`),
+    /// right after that change. To resume exactly, pass the cursor of the last change you
+    /// processed as `after`, or, if you store positions only, the position of the last change
+    /// you saw with `lastOfPosition`, plus one, as `fromPosition`. Not both. Watches at most
+    /// 500,000 membership entries (`TOO_LARGE`; about 290 bytes of server memory each). A
+    /// caller bound to groups must be able to read the group (`FORBIDDEN` otherwise, for a
+    /// missing group too); when the group leaves its scope later (moved away, or the binding
+    /// revoked), the stream ends before the next change would be delivered.
     async fn membership_changes(
         &self,
         ctx: &Context<'_>,
         group_id: ID,
         include_descendants: Option<bool>,
+        from_position: Option<Position>,
+        after: Option<String>,
     ) -> Result<impl Stream<Item = Result<MembershipChange>>> {
         authorize(ctx, "membershipChanges")?;
         let slot = take_slot(ctx)?;
@@ -222,8 +231,24 @@ impl SubscriptionRoot {
         let roots = super::scope::binding_reach(ctx, Permission::GroupRead)?
             .roots()
             .map(<[Uuid]>::to_vec);
+        let start = match (from_position, after) {
+            (None, None) => membership::Start::Now,
+            (Some(Position(p)), None) => membership::Start::From(p),
+            (None, Some(cursor)) => membership::Start::After(
+                cursor
+                    .parse()
+                    .map_err(|e: String| coded(ErrorCode::BadUserInput, format!("after: {e}")))?,
+            ),
+            (Some(_), Some(_)) => {
+                return Err(coded(
+                    ErrorCode::BadUserInput,
+                    "give fromPosition or after, not both",
+                ))
+            }
+        };
         let stream =
-            membership::membership_stream(ctx, group, include_descendants.unwrap_or(false)).await?;
+            membership::membership_stream(ctx, group, include_descendants.unwrap_or(false), start)
+                .await?;
         let pool = ctx.data_unchecked::<PgPool>().clone();
         let stream = futures::StreamExt::take_while(stream, move |_| {
             let (pool, roots) = (pool.clone(), roots.clone());

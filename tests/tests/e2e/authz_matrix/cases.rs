@@ -155,6 +155,7 @@ pub const CASES: &[Case] = &[
         label: "device",
         kind: NodeOf("device"),
     },
+    case("Query", "membershipWatches", GlobalOnly),
     case("Mutation", "createGroup", Write),
     case("Mutation", "renameGroup", Write),
     case("Mutation", "updateGroup", Write),
@@ -204,6 +205,8 @@ pub const CASES: &[Case] = &[
     case("Mutation", "revokeRole", GlobalOnly),
     case("Mutation", "defineRole", GlobalOnly),
     case("Mutation", "deleteRole", GlobalOnly),
+    case("Mutation", "registerMembershipWatch", GlobalOnly),
+    case("Mutation", "removeMembershipWatch", GlobalOnly),
     case("Subscription", "events", SubscribeList),
     case("Subscription", "membershipChanges", SubscribeGroup),
     case("Subscription", "sweepProgress", SubscribeGroup),
@@ -353,6 +356,11 @@ pub async fn build(env: &Env, caller: &Caller, case: &Case, pos: Pos) -> Option<
                 Look::At("/0", json!({ "nodeId": id.0 }), Value::Null),
             )
         }
+        ("Query", "membershipWatches", _) => op(
+            "{ membershipWatches { id } }",
+            json!({}),
+            Look::NonNull,
+        ),
 
         ("Mutation", "createGroup", _) => op(
             "mutation($input: CreateGroupInput!) { createGroup(input: $input) { group { id } userErrors { code } } }",
@@ -605,6 +613,25 @@ pub async fn build(env: &Env, caller: &Caller, case: &Case, pos: Pos) -> Option<
             op(
                 "mutation($input: DeleteRoleInput!) { deleteRole(input: $input) { role { name } userErrors { code } } }",
                 json!({ "input": { "name": name } }),
+                OK,
+            )
+        }
+
+        ("Mutation", "registerMembershipWatch", _) => op(
+            "mutation($input: RegisterMembershipWatchInput!) { registerMembershipWatch(input: $input) { watch { id } userErrors { code } } }",
+            json!({ "input": { "groupId": g, "includeDescendants": true } }),
+            OK,
+        ),
+        ("Mutation", "removeMembershipWatch", _) => {
+            let registered = env
+                .setup(
+                    "mutation($input: RegisterMembershipWatchInput!) { registerMembershipWatch(input: $input) { watch { id } userErrors { code } } }",
+                    json!({ "input": { "groupId": g } }),
+                )
+                .await;
+            op(
+                "mutation($input: RemoveMembershipWatchInput!) { removeMembershipWatch(input: $input) { position userErrors { code } } }",
+                json!({ "input": { "id": registered["watch"]["id"] } }),
                 OK,
             )
         }

@@ -18,6 +18,7 @@ use schemars::generate::SchemaSettings;
 use schemars::JsonSchema;
 use serde_json::{json, Map, Value};
 
+use crate::membership_feed::plan::{sample_message, FeedChange};
 use crate::nats_names::NatsNames;
 use crate::sweeps::protocol::{PollerHeartbeat, SweepJob, SweepReport, JOB_KEY_PREFIX};
 
@@ -65,11 +66,28 @@ fn event_schema_path(doc: &EventDoc) -> String {
     )
 }
 
-/// The schema of `T` as a standalone draft 2020-12 document titled `title`.
+/// The schema of `T` as Corral reads it (a message it consumes), as a standalone draft
+/// 2020-12 document titled `title`.
 fn schema_of<T: JsonSchema>(title: &str, description: &str) -> Value {
-    let root = SchemaSettings::draft2020_12()
+    standalone::<T>(
+        SchemaSettings::draft2020_12().for_deserialize(),
+        title,
+        description,
+    )
+}
+
+/// The schema of `T` as Corral writes it (a message it publishes).
+fn schema_of_serialized<T: JsonSchema>(title: &str, description: &str) -> Value {
+    standalone::<T>(
+        SchemaSettings::draft2020_12().for_serialize(),
+        title,
+        description,
+    )
+}
+
+fn standalone<T: JsonSchema>(settings: SchemaSettings, title: &str, description: &str) -> Value {
+    let root = settings
         .with(|s| s.inline_subschemas = true)
-        .for_deserialize()
         .into_generator()
         .into_root_schema_for::<T>();
     let mut schema = Map::new();
@@ -223,6 +241,13 @@ fn feed_schemas() -> Vec<(String, Value)> {
             ),
         ),
         (
+            format!("{SCHEMAS_DIR}/membership/change.json"),
+            schema_of_serialized::<FeedChange>(
+                "Membership feed: one change",
+                "A member entering or leaving a registered watch's group (docs/integrators.md, \"The membership feed\").",
+            ),
+        ),
+        (
             format!("{SCHEMAS_DIR}/sweeps/job.json"),
             schema_of::<SweepJob>(
                 "Sweep job",
@@ -248,12 +273,30 @@ fn feed_schemas() -> Vec<(String, Value)> {
 
 /// The headers of an event message, from the publisher's header list.
 fn event_headers() -> Value {
-    let sample = crate::publisher::message::sample_headers();
+    headers_schema(&crate::publisher::message::sample_headers())
+}
+
+/// The headers of a membership-feed message, from the feed's header list.
+fn membership_headers() -> Value {
+    headers_schema(&sample_message().headers)
+}
+
+/// The schema of a message's headers, from the header list of a sample message.
+fn headers_schema(sample: &[(&'static str, String)]) -> Value {
     let mut properties = Map::new();
-    for (name, value) in &sample {
+    for (name, value) in sample {
         let schema = match *name {
-            "Nats-Msg-Id" | "ce-id" => {
+            "Nats-Msg-Id" | "ce-id" if value.parse::<uuid::Uuid>().is_ok() => {
                 json!({"type": "string", "format": "uuid", "description": "The event id"})
+            }
+            "Nats-Msg-Id" | "ce-id" => {
+                json!({"type": "string", "pattern": "^[0-9a-f-]{36}:[0-9]+:[0-9]+$", "description": "<watchId>:<position>:<index>"})
+            }
+            "Corral-Change-Index" | "Corral-Feed-Ordinal" => {
+                json!({"type": "string", "pattern": "^[0-9]+$", "description": format!("{name}, decimal (docs/integrators.md)")})
+            }
+            "Corral-Watch-Id" => {
+                json!({"type": "string", "format": "uuid", "description": "The watch"})
             }
             "Corral-Position" => {
                 json!({"type": "string", "pattern": "^[1-9][0-9]*$", "description": "The position, decimal"})
@@ -263,10 +306,10 @@ fn event_headers() -> Value {
             }
             "ce-specversion" | "ce-source" | "Content-Type" => json!({"const": value}),
             "ce-type" => {
-                json!({"type": "string", "pattern": "^io\\.corral\\.[A-Za-z]+\\.[A-Za-z]+$", "description": "io.corral.<aggregateType>.<eventType>"})
+                json!({"type": "string", "pattern": "^io\\.corral\\.[A-Za-z]+\\.[A-Za-z]+$", "description": "io.corral.<aggregateType>.<eventType>, or io.corral.membership.Entered|Left"})
             }
             "ce-subject" => {
-                json!({"type": "string", "description": "<aggregateType>/<aggregateId>"})
+                json!({"type": "string", "description": "<aggregateType>/<aggregateId>, or Group/<groupId>/members/<memberId>"})
             }
             "ce-time" => {
                 json!({"type": "string", "format": "date-time", "description": "When the event was recorded"})
@@ -362,6 +405,44 @@ fn document(docs: &[EventDoc]) -> Value {
             "description": "Exactly once in position order (deterministic Nats-Msg-Id, a checkpoint in PostgreSQL); one process of the cluster publishes.",
             "channel": {"$ref": "#/channels/events"},
             "messages": event_refs,
+        }),
+    );
+
+    // The membership feed.
+    messages.insert(
+        "membershipChange".into(),
+        message(
+            "membershipChange",
+            "Membership change",
+            "A member entered or left a watched group",
+            &format!("{SCHEMAS_DIR}/membership/change.json"),
+            Some("#/components/schemas/MembershipHeaders"),
+        ),
+    );
+    channels.insert(
+        "membershipFeed".into(),
+        json!({
+            "address": format!("{}.{{watchId}}.{{change}}", names.membership_subject_prefix),
+            "title": "Membership feed",
+            "description": format!(
+                "Each ENTERED/LEFT change of every registered watch (registerMembershipWatch, corral watch add), once, in position order, on stream {}; with CORRAL_NATS_NAMESPACE=<ns> the stream is {}_<ns> and the subjects corral.<ns>.membership.>. docs/integrators.md.",
+                names.membership_stream, names.membership_stream
+            ),
+            "parameters": {
+                "watchId": {"description": "The watch's UUID"},
+                "change": {"enum": ["Entered", "Left"], "description": "Entered or left"},
+            },
+            "messages": {"membershipChange": {"$ref": "#/components/messages/membershipChange"}},
+        }),
+    );
+    operations.insert(
+        "publishMembershipFeed".into(),
+        json!({
+            "action": "send",
+            "title": "Corral publishes each change of each registered watch",
+            "description": "Exactly once in position order (Nats-Msg-Id <watchId>:<position>:<index>; the feed resumes from the stream's last message); one process of the cluster publishes.",
+            "channel": {"$ref": "#/channels/membershipFeed"},
+            "messages": [{"$ref": "#/channels/membershipFeed/messages/membershipChange"}],
         }),
     );
 
@@ -503,7 +584,7 @@ fn document(docs: &[EventDoc]) -> Value {
         "channels": channels,
         "operations": operations,
         "components": {
-            "schemas": {"EventHeaders": event_headers()},
+            "schemas": {"EventHeaders": event_headers(), "MembershipHeaders": membership_headers()},
             "messages": messages,
         },
     })
@@ -610,5 +691,29 @@ mod tests {
         for (name, _) in crate::publisher::message::sample_headers() {
             assert!(schema["properties"][name].is_object(), "{name}");
         }
+        let schema = membership_headers();
+        for (name, _) in sample_message().headers {
+            assert!(
+                schema["properties"][name]["description"].is_string()
+                    || schema["properties"][name]["const"].is_string(),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_membership_message_body_has_the_schema_keys() {
+        let body: Value = serde_json::from_slice(&sample_message().body).expect("json");
+        let schema = &files()[&format!("{SCHEMAS_DIR}/membership/change.json")];
+        let schema: Value = serde_json::from_str(schema).expect("json");
+        let mut keys: Vec<&String> = body.as_object().expect("object").keys().collect();
+        let mut declared: Vec<&String> = schema["properties"]
+            .as_object()
+            .expect("properties")
+            .keys()
+            .collect();
+        keys.sort();
+        declared.sort();
+        assert_eq!(keys, declared);
     }
 }

@@ -3,7 +3,7 @@
 
 use corral_projections::canonical::format_time;
 use corral_projections::watch::NumberedChange;
-use serde_json::json;
+use serde::Serialize;
 use uuid::Uuid;
 
 use crate::publisher::{subject_token, POSITION_HEADER};
@@ -63,6 +63,38 @@ pub struct Message {
     pub body: Vec<u8>,
 }
 
+/// The body of one membership-feed message (JSON; its schema is
+/// `docs/schemas/membership/change.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FeedChange {
+    /// The watch.
+    pub watch_id: Uuid,
+    /// The watched group.
+    pub group_id: Uuid,
+    /// The log position of the event that caused the change.
+    pub position: i64,
+    /// Its index among the changes that event caused in this watch (from 0).
+    pub index: u32,
+    /// Whether it is the last change of its position in this watch.
+    pub last_of_position: bool,
+    /// `<position>:<index>`: `membershipChanges(after:)` resumes right after it.
+    pub cursor: String,
+    /// When the event was recorded (RFC 3339, UTC, microseconds).
+    pub recorded_at: String,
+    /// `ENTERED` or `LEFT`.
+    pub change: &'static str,
+    /// The device or service id.
+    pub member_id: String,
+    /// `STATIC` or `RULE`: how it is (entered) or was (left) a direct member of `viaGroupId`.
+    pub source: &'static str,
+    /// The group whose direct membership changed: the watched group, or the descendant
+    /// through which the member entered or left.
+    pub via_group_id: Uuid,
+    /// Why: the rule evaluation's cause, `moved`, `deleted`, or null for a direct edit.
+    pub cause: Option<String>,
+}
+
 /// The message of `change`, the `ordinal`th of its position, for watch `watch` of `group`.
 pub fn message(
     prefix: &str,
@@ -73,20 +105,20 @@ pub fn message(
 ) -> Message {
     let c = &change.change;
     let id = format!("{watch}:{}:{}", change.position, change.index);
-    let body = json!({
-        "watchId": watch,
-        "groupId": group,
-        "position": change.position,
-        "index": change.index,
-        "lastOfPosition": change.last,
-        "cursor": change.cursor().to_string(),
-        "recordedAt": format_time(change.recorded_at),
-        "change": c.kind.as_str(),
-        "memberId": c.member_id,
-        "source": c.source.as_str(),
-        "viaGroupId": c.group,
-        "cause": c.cause,
-    });
+    let body = FeedChange {
+        watch_id: watch,
+        group_id: group,
+        position: change.position,
+        index: change.index,
+        last_of_position: change.last,
+        cursor: change.cursor().to_string(),
+        recorded_at: format_time(change.recorded_at),
+        change: c.kind.as_str(),
+        member_id: c.member_id.clone(),
+        source: c.source.as_str(),
+        via_group_id: c.group,
+        cause: c.cause.clone(),
+    };
     let clean = |s: &str| -> String { s.chars().filter(|c| !c.is_control()).collect() };
     Message {
         subject: format!("{prefix}.{watch}.{}", subject_token(c.kind.word())),
@@ -107,8 +139,32 @@ pub fn message(
             ("ce-time", format_time(change.recorded_at)),
             ("Content-Type", "application/json".into()),
         ],
-        body: body.to_string().into_bytes(),
+        body: serde_json::to_vec(&body).unwrap_or_default(),
     }
+}
+
+/// The message of a sample change (for the AsyncAPI document's headers).
+pub(crate) fn sample_message() -> Message {
+    use corral_domain::membership::MemberSource;
+    use corral_projections::watch::{number, MembershipChangeKind, WatchChange};
+    let changes = number(
+        1,
+        chrono::DateTime::UNIX_EPOCH,
+        vec![WatchChange {
+            kind: MembershipChangeKind::Entered,
+            member_id: "d1".into(),
+            source: MemberSource::Static,
+            group: Uuid::nil(),
+            cause: None,
+        }],
+    );
+    message(
+        "corral.membership",
+        Uuid::nil(),
+        Uuid::nil(),
+        0,
+        &changes[0],
+    )
 }
 
 #[cfg(test)]

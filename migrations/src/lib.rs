@@ -71,6 +71,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0010_access_roles.sql",
         sql: include_str!("../sql/0010_access_roles.sql"),
     },
+    Migration {
+        version: 13,
+        name: "0013_event_writers.sql",
+        sql: include_str!("../sql/0013_event_writers.sql"),
+    },
 ];
 
 /// Why migrating failed.

@@ -10,6 +10,7 @@ mod e2e {
     mod concurrency;
     mod dashboards;
     mod dynamic;
+    mod event_writers;
     mod groups;
     mod health;
     mod inventory;

@@ -76,6 +76,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0011_inventory_history.sql",
         sql: include_str!("../sql/0011_inventory_history.sql"),
     },
+    Migration {
+        version: 12,
+        name: "0012_event_writers.sql",
+        sql: include_str!("../sql/0012_event_writers.sql"),
+    },
 ];
 
 /// Why migrating failed.

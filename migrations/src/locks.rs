@@ -119,7 +119,18 @@ impl Lock {
 }
 
 /// Names whose `hashtext` SQL functions of the migrations lock (in transactions).
-pub const SQL_HASHED: [&str; 2] = ["corral_telemetry_partitions", "corral_sweep_partitions"];
+pub const SQL_HASHED: [&str; 3] = [
+    "corral_telemetry_partitions",
+    "corral_sweep_partitions",
+    EVENT_WRITERS,
+];
+
+/// Taken in shared mode by every transaction that writes events, before it has a transaction
+/// id, until its end (`corral_announce_event_writer()` and the statement trigger on `events`,
+/// migration 0012): readers of the log wait only for the transactions that hold it
+/// (`corral_projections::log::horizon`).
+/// Key `hashtext('corral_event_writers')`; nothing takes it exclusively.
+pub const EVENT_WRITERS: &str = "corral_event_writers";
 
 /// A lock per entity, in the two-key space: `(class, hash)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

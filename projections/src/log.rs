@@ -3,8 +3,10 @@
 //! `global_position` is assigned at insert but becomes visible at commit, so a reader that
 //! checkpoints it alone can see 21 while 20 is still uncommitted and skip 20 forever. The
 //! [`CatchUpReader`] only reads events whose inserting transaction is older than the oldest
-//! transaction still running (`pg_snapshot_xmin`), in `(transaction_id, global_position)`
-//! order, and its [`Cursor`] is that pair. Nothing is ever skipped, and nothing read twice.
+//! event writer still running (the [`horizon`]: writers announce themselves with an advisory
+//! lock, so transactions that write no events hold nobody back), in
+//! `(transaction_id, global_position)` order, and its [`Cursor`] is that pair. Nothing is ever
+//! skipped, and nothing read twice.
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -143,40 +145,84 @@ pub struct Batch {
     pub next: Cursor,
     /// Whether the reader has caught up with the horizon.
     pub caught_up: bool,
-    /// Caught up, but transactions were still running when the horizon was read: events may
-    /// appear below the next horizon without anyone announcing them (an older writer that
-    /// commits or aborts, another reader's transaction ending), so look again soon.
+    /// Caught up, but an event writer was still running below the snapshot's xmax when the
+    /// horizon was read ([`Horizon::in_flight`]): its events, and those of younger writers
+    /// that committed first, may appear below the next horizon without anyone announcing them
+    /// (a writer that aborts wakes nobody), so look again soon.
     pub held_back: bool,
 }
 
-/// Where readers may read up to: every transaction below `xmin` had finished.
+/// Where readers may read up to: every transaction below `bound` that wrote events had
+/// finished, and its events are visible to any later snapshot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Horizon {
-    /// `pg_snapshot_xmin` of the snapshot.
-    pub xmin: u64,
-    /// Whether any transaction (with a transaction id) was still running.
+    /// Readers read events with `transaction_id < bound`.
+    pub bound: u64,
+    /// Whether an event writer (or a transaction that might have been one) below the
+    /// snapshot's xmax held the bound back: its events, and those of later writers that
+    /// committed first, will appear below a later horizon.
     pub in_flight: bool,
 }
 
-/// Reads the horizon in a snapshot of its own. Read it before the reader's own transaction
-/// takes a transaction id (its first write or row lock), or that id would hold it back too.
-/// `in_flight` comes from `pg_stat_activity` (other sessions' `backend_xid`), so a role that
-/// cannot see other sessions just polls at the normal pace.
+/// The horizon, in one statement (see `migrations/sql/0012_event_writers.sql`):
+/// - `S` is the statement's snapshot; every transaction id at or above `pg_snapshot_xmax(S)`
+///   was unassigned or running when it was taken, so the bound never exceeds it.
+/// - `pg_locks` is read after `S` (atomically for the main lock table): a transaction of
+///   `pg_snapshot_xip(S)` that still holds its id's lock without holding the shared
+///   `corral_event_writers` lock got its id before any announcement, so it can never write an
+///   event (the trigger on `events` refuses it) and holds nobody back.
+/// - Every other transaction of `xip(S)` bounds the horizon: a writer that announced itself
+///   (it took the lock before its id existed, and keeps it until after its end is visible), or
+///   one that ended between `S` and the read of `pg_locks` (it might have written events that
+///   a snapshot as old as `S` does not see).
+///
+/// So every event below the bound was committed (or aborted) before `S`, or belongs to no
+/// transaction at all, and any later statement (or `S` itself, in a repeatable-read
+/// transaction) sees all of them. Running transactions that write no events (projector
+/// batches, the rule evaluator, telemetry ingest, a reader's own claim) no longer hold readers
+/// back. Read it before the reader's own transaction writes events (it never should).
 pub async fn horizon(conn: &mut PgConnection) -> Result<Horizon, StoreError> {
-    let (xmin, in_flight): (String, bool) = sqlx::query_as(
-        "SELECT pg_snapshot_xmin(pg_current_snapshot())::text,
-                EXISTS (SELECT 1 FROM pg_stat_activity
-                         WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid())",
-    )
-    .fetch_one(conn)
-    .await?;
+    let (xmax, bound): (String, Option<String>) = sqlx::query_as(HORIZON_SQL)
+        .bind(crate::locks::EVENT_WRITERS)
+        .fetch_one(conn)
+        .await?;
+    let xmax = parse_xid(&xmax)?;
+    let bound = bound.as_deref().map(parse_xid).transpose()?;
     Ok(Horizon {
-        xmin: parse_xid(&xmin)?,
-        in_flight,
+        bound: bound.map_or(xmax, |b| b.min(xmax)),
+        in_flight: bound.is_some_and(|b| b < xmax),
     })
 }
 
-/// Reads the log below the xmin horizon, in commit-safe order.
+/// The statement of [`horizon`]. An advisory lock on a `bigint` key shows in `pg_locks` as
+/// `classid` (high 32 bits), `objid` (low 32 bits) and `objsubid = 1`; a `transactionid`
+/// row shows the 32-bit xid, matched against the low 32 bits of the snapshot's xid8s. Only
+/// the holder of a transaction id holds its lock in `ExclusiveLock` mode. Advisory locks
+/// belong to a database (transaction ids do not): a writer of another database's log is a
+/// bystander here.
+const HORIZON_SQL: &str = "
+WITH s AS MATERIALIZED (SELECT pg_current_snapshot() AS snap),
+     k AS MATERIALIZED (SELECT hashtext($1)::bigint AS key),
+     l AS MATERIALIZED (
+        SELECT locktype, database, virtualtransaction, transactionid::text::bigint AS xid,
+               classid::bigint AS classid, objid::bigint AS objid, objsubid, mode
+          FROM pg_locks
+         WHERE granted AND locktype IN ('advisory', 'transactionid')),
+     writers AS (
+        SELECT l.virtualtransaction FROM l, k
+         WHERE l.locktype = 'advisory' AND l.objsubid = 1
+           AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+           AND l.classid = (k.key >> 32) & 4294967295 AND l.objid = k.key & 4294967295),
+     bystanders AS (
+        SELECT xid FROM l
+         WHERE locktype = 'transactionid' AND mode = 'ExclusiveLock'
+           AND virtualtransaction NOT IN (SELECT virtualtransaction FROM writers))
+SELECT pg_snapshot_xmax(s.snap)::text AS xmax,
+       (SELECT min(x)::text FROM pg_snapshot_xip(s.snap) x
+         WHERE (x::text::bigint & 4294967295) NOT IN (SELECT xid FROM bystanders)) AS bound
+  FROM s";
+
+/// Reads the log below the [`horizon`], in commit-safe order.
 #[derive(Debug, Clone)]
 pub struct CatchUpReader {
     /// Only these aggregate types (all when empty).
@@ -212,7 +258,7 @@ impl CatchUpReader {
         after: Cursor,
         below: Horizon,
     ) -> Result<Batch, StoreError> {
-        let horizon = below.xmin;
+        let horizon = below.bound;
         let columns = if self.with_metadata {
             EVENT_COLUMNS
         } else {

@@ -4,7 +4,7 @@
 //!
 //! The sequencer assigns positions one batch at a time and commits each batch before the next,
 //! so a reader that has seen position N never later finds a new event at or below N: reading
-//! `log_position > N` needs no xmin horizon (unlike [`crate::log::CatchUpReader`]).
+//! `log_position > N` needs no horizon (unlike [`crate::log::CatchUpReader`]).
 
 use std::time::Duration;
 

@@ -12,6 +12,7 @@ mod e2e {
     mod cursors;
     mod dashboards;
     mod dynamic;
+    mod event_writers;
     mod groups;
     mod health;
     mod inventory;

@@ -28,11 +28,12 @@ pub struct AuditArgs {
     /// Events per batch of the NATS publisher (and of the raw loop beside it).
     #[arg(long, default_value_t = 256)]
     pub publish_batch: i64,
-    /// Commands per second for the commit-to-subscriber latency.
-    #[arg(long, default_value_t = 500)]
-    pub command_rate: u64,
-    /// Seconds the latency measurement runs.
-    #[arg(long, default_value_t = 20)]
+    /// Commands per second for the commit-to-subscriber latency (comma-separated: one
+    /// measurement per rate, quiet and loaded).
+    #[arg(long, value_delimiter = ',', default_values_t = [250, 500, 1000])]
+    pub command_rates: Vec<u64>,
+    /// Seconds each latency measurement runs.
+    #[arg(long, default_value_t = 10)]
     pub latency_seconds: u64,
 }
 

@@ -4,7 +4,7 @@
 //!
 //! The one follow-up today: a deleted group's memberships go too, as Membership events
 //! (`Purge` commands of at most 10,000 ids per kind). The worker reads `GroupDeleted` events
-//! below the xmin horizon, purges each group, and only then moves its checkpoint (a row of
+//! below the log's horizon, purges each group, and only then moves its checkpoint (a row of
 //! `projection_checkpoints`, announced like a projector's), so a mutation can wait for it
 //! as for a read model, and a crash in the middle means the purge is simply done again
 //! (purging what is already gone is a no-op). One process of a cluster runs it
@@ -108,9 +108,9 @@ pub async fn purge_step(pool: &PgPool, members: &MembershipCommands) -> Result<b
     };
     let mut conn = pool.acquire().await?;
     ensure_checkpoint(&mut conn, MEMBERSHIP_PURGE).await?;
-    // Read without holding the row: the purges below commit on their own, and an open
-    // transaction would hold every reader's horizon back. The leader lock keeps other
-    // processes off this checkpoint.
+    // Read without holding the row: the purges below commit on their own (each an event
+    // writer of its own), and a transaction kept open across them would only hold a
+    // connection. The leader lock keeps other processes off this checkpoint.
     let after: Cursor = claim_checkpoint(&mut conn, MEMBERSHIP_PURGE, true)
         .await?
         .map(|c| c.cursor)

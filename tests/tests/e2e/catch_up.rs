@@ -113,8 +113,13 @@ async fn a_later_insert_committed_first_is_read_in_commit_order_and_the_earlier_
     setup(&pool).await;
     let mut b = PgConnection::connect(&db.url).await.expect("b");
     let mut a = PgConnection::connect(&db.url).await.expect("a");
-    // B takes its transaction id first, A inserts first, B inserts second and commits first.
+    // B announces itself as an event writer and takes its transaction id first, A inserts
+    // first, B inserts second and commits first.
     sqlx::query("BEGIN").execute(&mut b).await.expect("begin b");
+    sqlx::query("SELECT corral_announce_event_writer()")
+        .execute(&mut b)
+        .await
+        .expect("announce b");
     sqlx::query("SELECT pg_current_xact_id()")
         .execute(&mut b)
         .await
@@ -241,7 +246,7 @@ async fn concurrent_runners_of_one_projector_apply_each_event_exactly_once() {
 }
 
 #[tokio::test]
-async fn a_reader_held_back_by_a_running_transaction_says_so() {
+async fn a_reader_held_back_by_a_running_event_writer_says_so() {
     let db = TestDb::new().await;
     let pool = db.pool(4).await;
     setup(&pool).await;
@@ -250,16 +255,22 @@ async fn a_reader_held_back_by_a_running_transaction_says_so() {
         .execute(&mut open)
         .await
         .expect("begin");
+    sqlx::query("SELECT corral_announce_event_writer()")
+        .execute(&mut open)
+        .await
+        .expect("announce");
     sqlx::query("SELECT pg_current_xact_id()")
         .execute(&mut open)
         .await
         .expect("xid");
+    // A younger transaction ends, so the snapshot's xmax passes the writer's id.
+    insert(&mut PgConnection::connect(&db.url).await.expect("b"), "b").await;
     let reader = CatchUpReader {
         aggregate_types: vec!["Test".into()],
         batch_size: 100,
         with_metadata: true,
     };
-    // Caught up, but the open transaction could still commit events below the next horizon:
+    // Caught up, but the open writer could still commit events below the next horizon:
     // the runner looks again within milliseconds instead of sleeping until the next poll.
     match step(&pool, &Recorder, &reader, "recorder", "public")
         .await
@@ -272,6 +283,11 @@ async fn a_reader_held_back_by_a_running_transaction_says_so() {
         } => {}
         other => panic!("{other:?}"),
     }
+    assert_eq!(
+        seen(&pool).await,
+        Vec::<String>::new(),
+        "b waits for the writer"
+    );
     sqlx::query("ROLLBACK")
         .execute(&mut open)
         .await

@@ -5,8 +5,8 @@
 //! The events table is the outbox; PostgreSQL stays the source of truth.
 //!
 //! - **One publisher per cluster**: it holds a session advisory lock on a connection of its own
-//!   (not a row lock in an open transaction, which would hold back every projector's xmin
-//!   horizon). Other processes wait to take over.
+//!   (not a row lock in an open transaction, which would hold a transaction open for as long
+//!   as it leads). Other processes wait to take over.
 //! - **Resume**: on start and after any error it reads the stream's last message and its
 //!   `Corral-Position` header, and resumes after `max(checkpoint, that position)`. A killed
 //!   publisher may have had acks in flight that never reached the checkpoint; the stream itself

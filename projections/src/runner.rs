@@ -169,13 +169,12 @@ pub async fn step<P: Projection + ?Sized>(
 
 /// Keeps a projection current until `shutdown` fires: woken by `wake` (a local commit or
 /// LISTEN/NOTIFY), polling every `poll` as a fallback, and looking again within milliseconds
-/// while running transactions hold its horizon back. After applying events it wakes
-/// `siblings`, whose horizon its own transaction may have been holding back.
+/// while a running event writer holds its horizon back. (Projectors' own transactions write
+/// no events, so they hold no other projector back, and a batch applied wakes nobody.)
 pub async fn run_projector<P: Projection + ?Sized>(
     pool: PgPool,
     projection: Arc<P>,
     wake: Arc<Notify>,
-    siblings: Vec<Arc<Notify>>,
     poll: Duration,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -199,7 +198,6 @@ pub async fn run_projector<P: Projection + ?Sized>(
             }) => {
                 error_backoff = Duration::from_millis(100);
                 if events > 0 {
-                    siblings.iter().for_each(|s| s.notify_one());
                     held_back_backoff = HELD_BACK_FIRST;
                     tracing::debug!(
                         projection.name = name,

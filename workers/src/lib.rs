@@ -168,17 +168,10 @@ pub async fn start_with_options(
             wakers.push(Arc::new(Notify::new()));
         }
         for (i, projection) in all.into_iter().enumerate() {
-            let siblings = wakers
-                .iter()
-                .enumerate()
-                .filter(|(j, _)| *j != i)
-                .map(|(_, w)| w.clone())
-                .collect();
             tasks.spawn(run_projector(
                 pool.clone(),
                 projection,
                 wakers[i].clone(),
-                siblings,
                 poll,
                 stop_rx.clone(),
             ));

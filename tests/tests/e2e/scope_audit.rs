@@ -507,8 +507,7 @@ async fn membership_changes_need_the_group_in_scope_and_end_when_it_leaves() {
     let b = app.create_group("Site-B", Some(&root)).await;
     let ids = super::membership::devices(&app, "scoped-", 3).await;
     let vic = app.scoped_token("vic", "viewer", &a).await;
-    const WATCH: &str =
-        "subscription($g: ID!) { membershipChanges(groupId: $g) { change memberId groupId } }";
+    const WATCH: &str = "subscription($g: ID!, $from: Position) { membershipChanges(groupId: $g, fromPosition: $from) { change memberId groupId } }";
 
     let mut ws = connect(addr, &vic).await;
     // Outside (a sibling), above (an ancestor) and missing: FORBIDDEN alike.
@@ -529,13 +528,21 @@ async fn membership_changes_need_the_group_in_scope_and_end_when_it_leaves() {
         );
         let _complete = next(&mut ws).await;
     }
-    // Inside: the changes arrive, until the group is moved out of the scope.
+    // Inside: the changes arrive, until the group is moved out of the scope. The watch starts
+    // right after the current head, so a slow start cannot fold the add in instead of
+    // reporting it.
+    let head: i64 = app
+        .data(&app.admin, "{ auditChainHead { position } }", json!({}))
+        .await["auditChainHead"]["position"]
+        .as_str()
+        .expect("position")
+        .parse()
+        .expect("decimal");
     send(
         &mut ws,
-        json!({ "id": "4", "type": "subscribe", "payload": { "query": WATCH, "variables": { "g": a1 } } }),
+        json!({ "id": "4", "type": "subscribe", "payload": { "query": WATCH, "variables": { "g": a1, "from": (head + 1).to_string() } } }),
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
     super::membership::add(&app, &a1, &ids[..1]).await;
     let entered = next(&mut ws).await;
     assert_eq!(

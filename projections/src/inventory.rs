@@ -50,9 +50,8 @@ pub fn sql_context(now: DateTime<Utc>) -> SqlContext {
     SqlContext {
         now,
         first_param: 1,
-        effective_members_sql: "SELECT m.member_id FROM rm_membership.direct m \
-            JOIN rm_group_tree.group_closure c ON c.descendant_id = m.group_id \
-            WHERE c.ancestor_id = {group}"
+        effective_members_sql: "SELECT m.member_id FROM rm_membership.effective m \
+            WHERE m.ancestor_id = {group}"
             .into(),
         direct_members_sql: "SELECT m.member_id FROM rm_membership.direct m \
             WHERE m.group_id = {group}"

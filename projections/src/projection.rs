@@ -27,6 +27,12 @@ pub trait Projection: Send + Sync + 'static {
     /// of its own (the sequencer) and cannot be rebuilt.
     fn live_schema(&self) -> Option<&'static str>;
 
+    /// The shape of the tables `create_tables` makes. A live schema of another shape (from an
+    /// older release) is rebuilt when the projector starts.
+    fn shape(&self) -> u32 {
+        1
+    }
+
     /// Creates the projection's tables in `schema` (which exists and is empty).
     async fn create_tables(&self, conn: &mut PgConnection, schema: &str) -> Result<(), StoreError>;
 
@@ -37,6 +43,28 @@ pub trait Projection: Send + Sync + 'static {
         schema: &str,
         events: &[EventRecord],
     ) -> Result<(), StoreError>;
+}
+
+/// The comment that records a schema's shape.
+pub(crate) fn shape_comment(shape: u32) -> String {
+    format!("corral shape {shape}")
+}
+
+/// Creates a projection's tables in `schema` and records their shape.
+pub(crate) async fn create_shaped<P: Projection + ?Sized>(
+    conn: &mut PgConnection,
+    projection: &P,
+    schema: &str,
+) -> Result<(), StoreError> {
+    projection.create_tables(&mut *conn, schema).await?;
+    sqlx::query(&format!(
+        "COMMENT ON SCHEMA {} IS '{}'",
+        schema_ident(schema)?,
+        shape_comment(projection.shape())
+    ))
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// Quotes a schema name produced by Corral itself (letters, digits, underscores only).

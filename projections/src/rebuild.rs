@@ -100,7 +100,7 @@ pub async fn rebuild<P: Projection + ?Sized>(
         sqlx::query(&format!("CREATE SCHEMA {fresh}"))
             .execute(&mut *tx)
             .await?;
-        projection.create_tables(&mut tx, &fresh).await?;
+        crate::projection::create_shaped(&mut tx, projection, &fresh).await?;
         sqlx::query("DELETE FROM projection_checkpoints WHERE name = $1")
             .bind(&checkpoint)
             .execute(&mut *tx)

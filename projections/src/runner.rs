@@ -113,7 +113,49 @@ pub async fn ensure_schema<P: Projection + ?Sized>(
             sqlx::query(&format!("CREATE SCHEMA {}", schema_ident(schema)?))
                 .execute(&mut *tx)
                 .await?;
-            projection.create_tables(&mut tx, schema).await?;
+            crate::projection::create_shaped(&mut tx, projection, schema).await?;
+        } else {
+            // Schemas made before shapes were recorded have no comment: shape 1.
+            let comment: Option<String> = sqlx::query_scalar(
+                "SELECT obj_description(oid, 'pg_namespace') FROM pg_namespace WHERE nspname = $1",
+            )
+            .bind(schema)
+            .fetch_one(&mut *tx)
+            .await?;
+            let expected = crate::projection::shape_comment(projection.shape());
+            let current = comment.unwrap_or_else(|| crate::projection::shape_comment(1));
+            if current != expected {
+                tx.commit().await?;
+                tracing::warn!(
+                    projection = projection.name(),
+                    from = %current,
+                    to = %expected,
+                    "the read model's tables changed shape: rebuilding it before it serves"
+                );
+                let started = Instant::now();
+                let outcome = crate::rebuild::rebuild(
+                    pool,
+                    projection,
+                    crate::rebuild::Options::default(),
+                    |p| {
+                        tracing::info!(
+                            projection = projection.name(),
+                            processed = p.processed,
+                            total = p.total,
+                            rate = p.rate as i64,
+                            "rebuilding"
+                        )
+                    },
+                )
+                .await?;
+                tracing::info!(
+                    projection = projection.name(),
+                    ?outcome,
+                    seconds = started.elapsed().as_secs_f64(),
+                    "read model rebuilt in its new shape"
+                );
+                return Ok(());
+            }
         }
     }
     tx.commit().await?;

@@ -12,6 +12,7 @@ mod e2e {
     mod cursors;
     mod dashboards;
     mod dynamic;
+    mod effective_model;
     mod event_writers;
     mod groups;
     mod health;

@@ -33,9 +33,10 @@ use corral_projections::group_tree::GROUP_TREE;
 use corral_projections::membership::MEMBERSHIP;
 use corral_projections::walk;
 
-/// The complexity charged for an effective count or page (a subtree-wide computation): a
-/// request can afford a hundred of them within the complexity limit.
-pub const EFFECTIVE_COST: usize = 200;
+/// The complexity charged for an effective count or page beyond a direct one: the count is
+/// one stored row and a page one index range of the stored effective membership, but a later
+/// page's staleness check may probe up to 256 groups of the subtree.
+pub const EFFECTIVE_COST: usize = 10;
 
 /// Direct or effective membership.
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug, Default)]

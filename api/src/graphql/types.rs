@@ -256,7 +256,8 @@ impl Group {
         super::members::page(ctx, self, mode, source, paging).await
     }
 
-    /// How many members the group has (EFFECTIVE: distinct over its subtree, which scans it).
+    /// How many members the group has (EFFECTIVE: distinct over its subtree; exact, and one
+    /// stored row either way).
     #[graphql(
         complexity = "if mode == Some(super::members::MembershipMode::Effective) { super::members::EFFECTIVE_COST } else { 1 }"
     )]

@@ -195,6 +195,9 @@ pub(super) async fn analyze(pool: &PgPool) -> Result<(), BoxError> {
         "rm_membership.entries",
         "rm_membership.direct",
         "rm_membership.group_counts",
+        "rm_membership.ancestry",
+        "rm_membership.effective",
+        "rm_membership.effective_counts",
     ] {
         sqlx::query(&format!("VACUUM ANALYZE {table}"))
             .execute(pool)

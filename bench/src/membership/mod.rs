@@ -6,12 +6,14 @@
 //! memberships through `MembershipCommands` in commands of at most 10,000 ids, then the
 //! projectors catch up and the tables are analyzed. Then, in order: effective first pages,
 //! the effective count, the reverse lookup, one rule over every device, sustained inventory
-//! changes with the rule evaluator running, and AddMembers as one group grows.
+//! changes with the rule evaluator running, and AddMembers as one group grows; between the
+//! queries and the rules, a subtree of a tenth of the inventory moves and back.
 
 mod changes;
 mod data;
 mod growth;
 mod load;
+mod moves;
 mod queries;
 mod rules;
 
@@ -232,6 +234,7 @@ pub(super) async fn bench_membership(
         .map(|k| data::device_id(data::mix(scale.seed ^ 0x7265_7665, k) as usize % scale.devices))
         .collect();
     queries::reverse(&pool, &probes, rows).await?;
+    moves::bench(&pool, &rt.groups, &tree, scale.devices, rows).await?;
     eprintln!(
         "bench: membership: queries done at {:.0} s",
         suite_started.elapsed().as_secs_f64()

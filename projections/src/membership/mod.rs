@@ -3,15 +3,17 @@
 //!
 //! The read model keeps each group's entries (static, rule, excluded) and, resolved from them
 //! with the precedence exclude > static > rule, its direct members. Effective membership (a
-//! group's own members plus every descendant's) is never stored: queries compute it from
-//! `direct` and the group tree's closure table.
+//! group's own members plus every descendant's) is stored too, with its own copy of the tree
+//! (the projector reads Group events as well as Membership events): see [`effective`].
 
+mod effective;
 pub mod read;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use corral_domain::group::GroupEvent;
 use corral_domain::membership::{EntryOp, MembershipEvent};
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -27,7 +29,8 @@ pub const MEMBERSHIP: &str = "membership";
 /// The schema that serves queries.
 pub const LIVE_SCHEMA: &str = "rm_membership";
 
-/// Builds `entries`, `direct` and `group_counts`.
+/// Builds `entries`, `direct`, `group_counts`, `ancestry`, `effective` and
+/// `effective_counts`.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct MembershipProjection;
 
@@ -38,7 +41,7 @@ impl Projection for MembershipProjection {
     }
 
     fn aggregate_types(&self) -> Vec<String> {
-        vec!["Membership".to_string()]
+        vec!["Group".to_string(), "Membership".to_string()]
     }
 
     fn needs_metadata(&self) -> bool {
@@ -51,7 +54,7 @@ impl Projection for MembershipProjection {
 
     async fn create_tables(&self, conn: &mut PgConnection, schema: &str) -> Result<(), StoreError> {
         let s = schema_ident(schema)?;
-        let ddl = [
+        let mut ddl = vec![
             format!(
                 "CREATE TABLE {s}.entries (
                     group_id uuid NOT NULL, kind \"char\" NOT NULL,
@@ -68,9 +71,11 @@ impl Projection for MembershipProjection {
             format!("CREATE INDEX direct_member_idx ON {s}.direct (member_id, group_id)"),
             format!(
                 "CREATE TABLE {s}.group_counts (
-                    group_id uuid PRIMARY KEY, direct_count bigint NOT NULL)"
+                    group_id uuid PRIMARY KEY, direct_count bigint NOT NULL,
+                    static_count bigint NOT NULL, rule_count bigint NOT NULL)"
             ),
         ];
+        ddl.extend(effective::ddl(s));
         for statement in ddl {
             sqlx::query(&statement).execute(&mut *conn).await?;
         }
@@ -84,111 +89,246 @@ impl Projection for MembershipProjection {
         events: &[EventRecord],
     ) -> Result<(), StoreError> {
         let s = schema_ident(schema)?;
-        // Ids whose direct row must be recomputed, per group.
-        let mut touched: BTreeMap<Uuid, BTreeSet<String>> = BTreeMap::new();
+        let mut entries = EntryBatch::default();
+        // Consecutive creates are placed together (a child may follow its parent).
+        let mut created: Vec<(Uuid, Option<Uuid>)> = Vec::new();
         for event in events {
-            // The domain's one fold decides what the event does to the entries; this persists
-            // it (and `resolve` applies the fold's precedence in SQL).
-            let decoded: MembershipEvent = event.decode()?;
-            let op = EntryOp::of(&decoded);
-            let kind = op.kind.code().to_string();
-            let (adds, ids) = (op.adds, op.ids);
-            if ids.is_empty() {
-                continue;
-            }
             let group: Uuid = event
                 .aggregate_id
                 .parse()
                 .map_err(|_| StoreError::Data(format!("group id {:?}", event.aggregate_id)))?;
-            if adds {
-                add_entries(conn, s, group, &kind, ids, event.recorded_at).await?;
-            } else {
-                sqlx::query(&format!(
-                    "DELETE FROM {s}.entries e USING unnest($3::text[]) AS x(id)
-                      WHERE e.group_id = $1 AND e.kind = $2::\"char\" AND e.member_id = x.id"
-                ))
-                .bind(group)
-                .bind(&kind)
-                .bind(ids)
-                .execute(&mut *conn)
-                .await?;
+            if event.aggregate_type == "Group" {
+                // Only the tree's shape matters here; other Group events are skipped
+                // without decoding.
+                if !matches!(
+                    event.event_type.as_str(),
+                    "GroupCreated" | "GroupMoved" | "GroupDeleted"
+                ) {
+                    continue;
+                }
+                match event.decode::<GroupEvent>()? {
+                    GroupEvent::GroupCreated { parent_id, .. } => created.push((group, parent_id)),
+                    GroupEvent::GroupMoved { new_parent_id, .. } => {
+                        effective::create(conn, s, &std::mem::take(&mut created)).await?;
+                        effective::move_group(conn, s, group, new_parent_id).await?;
+                    }
+                    GroupEvent::GroupDeleted {} => {
+                        effective::create(conn, s, &std::mem::take(&mut created)).await?;
+                        effective::delete_group(conn, s, group).await?;
+                    }
+                    _ => {}
+                }
+                continue;
             }
-            touched
-                .entry(group)
-                .or_default()
-                .extend(ids.iter().cloned());
+            // The domain's one fold decides what the event does to the entries; this persists
+            // it (and `resolve` applies the fold's precedence in SQL).
+            let decoded: MembershipEvent = event.decode()?;
+            entries.push(group, &EntryOp::of(&decoded), event.recorded_at);
         }
-        for (group, ids) in touched {
-            let ids: Vec<String> = ids.into_iter().collect();
-            resolve(conn, s, group, &ids).await?;
-        }
-        Ok(())
+        effective::create(conn, s, &created).await?;
+        // Direct changes go last, against the tree as the batch left it (see `effective`).
+        let touched = entries.write(conn, s).await?;
+        resolve(conn, s, touched).await
     }
 }
 
-async fn add_entries(
-    conn: &mut PgConnection,
-    s: &str,
-    group: Uuid,
-    kind: &str,
-    ids: &[String],
-    at: DateTime<Utc>,
-) -> Result<(), StoreError> {
-    sqlx::query(&format!(
-        "INSERT INTO {s}.entries (group_id, kind, member_id, since)
-         SELECT $1, $2::\"char\", m, $4 FROM unnest($3::text[]) m
-         ON CONFLICT DO NOTHING"
-    ))
-    .bind(group)
-    .bind(kind)
-    .bind(ids)
-    .bind(at)
-    .execute(conn)
-    .await?;
-    Ok(())
+/// What a batch does to one entry: remove it, or have it (since `since`; `overwrite` when
+/// the batch removed it first, so the stored one, if any, goes).
+#[derive(Debug, Clone, Copy)]
+enum Pending {
+    Remove,
+    Insert {
+        since: DateTime<Utc>,
+        overwrite: bool,
+    },
 }
 
-/// Recomputes the direct rows of `ids` in `group` from their entries, and the group's count.
+/// The entry changes of one batch, folded per entry: applied in log order, adds keep an
+/// existing entry's `since` and removes drop it, so the last operation decides, and an add
+/// after a remove replaces the stored entry.
+#[derive(Default)]
+struct EntryBatch {
+    ops: HashMap<(Uuid, char, String), Pending>,
+    /// The (group, member) pairs whose direct row must be recomputed, first-seen order.
+    touched: Vec<(Uuid, String)>,
+    seen: HashSet<(Uuid, String)>,
+}
+
+impl EntryBatch {
+    fn push(&mut self, group: Uuid, op: &EntryOp<'_>, at: DateTime<Utc>) {
+        let kind = op.kind.code();
+        for id in op.ids {
+            let key = (group, kind, id.clone());
+            let next = match (op.adds, self.ops.get(&key)) {
+                (false, _) => Pending::Remove,
+                (true, None) => Pending::Insert {
+                    since: at,
+                    overwrite: false,
+                },
+                (true, Some(Pending::Remove)) => Pending::Insert {
+                    since: at,
+                    overwrite: true,
+                },
+                (true, Some(insert)) => *insert,
+            };
+            self.ops.insert(key, next);
+            if self.seen.insert((group, id.clone())) {
+                self.touched.push((group, id.clone()));
+            }
+        }
+    }
+
+    /// Writes the entries (a delete and an insert); returns the touched pairs.
+    async fn write(
+        self,
+        conn: &mut PgConnection,
+        s: &str,
+    ) -> Result<Vec<(Uuid, String)>, StoreError> {
+        let (mut dg, mut dk, mut dm) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut ig, mut ik, mut im, mut is) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for ((group, kind, member), pending) in self.ops {
+            let (remove, insert) = match pending {
+                Pending::Remove => (true, None),
+                Pending::Insert { since, overwrite } => (overwrite, Some(since)),
+            };
+            if remove {
+                dg.push(group);
+                dk.push(kind.to_string());
+                dm.push(member.clone());
+            }
+            if let Some(since) = insert {
+                ig.push(group);
+                ik.push(kind.to_string());
+                im.push(member);
+                is.push(since);
+            }
+        }
+        if !dg.is_empty() {
+            sqlx::query(&format!(
+                "DELETE FROM {s}.entries e
+                  USING unnest($1::uuid[], $2::text[], $3::text[]) AS x(g, k, m)
+                  WHERE e.group_id = x.g AND e.kind = x.k::\"char\" AND e.member_id = x.m"
+            ))
+            .bind(dg)
+            .bind(dk)
+            .bind(dm)
+            .execute(&mut *conn)
+            .await?;
+        }
+        if !ig.is_empty() {
+            sqlx::query(&format!(
+                "INSERT INTO {s}.entries (group_id, kind, member_id, since)
+                 SELECT g, k::\"char\", m, t
+                   FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[])
+                        AS x(g, k, m, t)
+                 ON CONFLICT DO NOTHING"
+            ))
+            .bind(ig)
+            .bind(ik)
+            .bind(im)
+            .bind(is)
+            .execute(&mut *conn)
+            .await?;
+        }
+        Ok(self.touched)
+    }
+}
+
+/// Recomputes the direct rows of the touched (group, member) pairs from their entries, the
+/// groups' direct counts, and effective membership.
 async fn resolve(
     conn: &mut PgConnection,
     s: &str,
-    group: Uuid,
-    ids: &[String],
+    touched: Vec<(Uuid, String)>,
 ) -> Result<(), StoreError> {
-    let removed = sqlx::query(&format!(
-        "DELETE FROM {s}.direct d USING unnest($2::text[]) AS x(id)
-          WHERE d.group_id = $1 AND d.member_id = x.id"
+    if touched.is_empty() {
+        return Ok(());
+    }
+    let (groups, members): (Vec<Uuid>, Vec<String>) = touched.into_iter().unzip();
+    let removed: Vec<(Uuid, String, i8)> = sqlx::query_as(&format!(
+        "DELETE FROM {s}.direct d USING unnest($1::uuid[], $2::text[]) AS x(g, m)
+          WHERE d.group_id = x.g AND d.member_id = x.m
+         RETURNING d.group_id, d.member_id, d.source"
     ))
-    .bind(group)
-    .bind(ids)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected() as i64;
-    let added = sqlx::query(&format!(
+    .bind(&groups)
+    .bind(&members)
+    .fetch_all(&mut *conn)
+    .await?;
+    let added: Vec<(Uuid, String, i8)> = sqlx::query_as(&format!(
         "INSERT INTO {s}.direct (group_id, member_id, source, since)
-         SELECT $1, e.member_id,
+         SELECT e.group_id, e.member_id,
                 CASE WHEN bool_or(kind = 'S') THEN 'S' ELSE 'R' END::\"char\",
                 coalesce(min(since) FILTER (WHERE kind = 'S'), min(since))
-           FROM unnest($2::text[]) AS x(id)
-           JOIN {s}.entries e ON e.group_id = $1 AND e.member_id = x.id
-          GROUP BY e.member_id
-         HAVING NOT bool_or(kind = 'X')"
+           FROM unnest($1::uuid[], $2::text[]) AS x(g, m)
+           JOIN {s}.entries e ON e.group_id = x.g AND e.member_id = x.m
+          GROUP BY e.group_id, e.member_id
+         HAVING NOT bool_or(kind = 'X')
+         RETURNING group_id, member_id, source"
     ))
-    .bind(group)
-    .bind(ids)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected() as i64;
-    if added != removed {
+    .bind(&groups)
+    .bind(&members)
+    .fetch_all(&mut *conn)
+    .await?;
+    // Per pair: the change of its static and rule rows; per group: of its counts.
+    let mut pairs: HashMap<(Uuid, String), (i32, i32)> = HashMap::new();
+    let mut counts: HashMap<Uuid, (i64, i64, i64)> = HashMap::new();
+    for (rows, sign) in [(removed, -1), (added, 1)] {
+        for (group, member, source) in rows {
+            let statik = source as u8 == b'S';
+            let d = pairs.entry((group, member)).or_default();
+            let c = counts.entry(group).or_default();
+            c.0 += i64::from(sign);
+            if statik {
+                d.0 += sign;
+                c.1 += i64::from(sign);
+            } else {
+                d.1 += sign;
+                c.2 += i64::from(sign);
+            }
+        }
+    }
+    counts.retain(|_, c| *c != (0, 0, 0));
+    if !counts.is_empty() {
+        let mut cols: (Vec<Uuid>, Vec<i64>, Vec<i64>, Vec<i64>) = Default::default();
+        for (g, (d, st, r)) in counts {
+            cols.0.push(g);
+            cols.1.push(d);
+            cols.2.push(st);
+            cols.3.push(r);
+        }
         sqlx::query(&format!(
-            "INSERT INTO {s}.group_counts (group_id, direct_count) VALUES ($1, $2)
+            "INSERT INTO {s}.group_counts AS c (group_id, direct_count, static_count, rule_count)
+             SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::bigint[])
              ON CONFLICT (group_id) DO UPDATE
-                SET direct_count = {s}.group_counts.direct_count + EXCLUDED.direct_count"
+                SET direct_count = c.direct_count + EXCLUDED.direct_count,
+                    static_count = c.static_count + EXCLUDED.static_count,
+                    rule_count = c.rule_count + EXCLUDED.rule_count"
         ))
-        .bind(group)
-        .bind(added - removed)
-        .execute(conn)
+        .bind(cols.0)
+        .bind(cols.1)
+        .bind(cols.2)
+        .bind(cols.3)
+        .execute(&mut *conn)
         .await?;
     }
-    Ok(())
+    let mut delta = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for ((g, m), (ds, dr)) in pairs {
+        if (ds, dr) != (0, 0) {
+            delta.0.push(g);
+            delta.1.push(m);
+            delta.2.push(ds);
+            delta.3.push(dr);
+        }
+    }
+    effective::apply(
+        conn,
+        s,
+        effective::Delta::Direct {
+            groups: delta.0,
+            members: delta.1,
+            ds: delta.2,
+            dr: delta.3,
+        },
+    )
+    .await
 }

@@ -1,23 +1,12 @@
-//! Queries over `rm_membership` and the group tree's closure table.
+//! Queries over `rm_membership`: direct rows, the stored effective membership and its own
+//! copy of the tree (`ancestry`), all written by one projector in one transaction, so a query
+//! sees members and tree of one moment.
 //!
-//! Effective members are a distinct union over a subtree, computed per request. One keyset
-//! page is answered by whichever of two plans touches fewer rows:
-//! - **per group**: for each group of the subtree, the first rows of its `(group_id,
-//!   member_id)` index range after the cursor (a LATERAL probe each), merged; its cost grows
-//!   with the number of groups, so it serves leaves, small subtrees and sparse ones;
-//! - **by member**: walk the `(member_id, group_id)` index in member order and keep rows whose
-//!   group is in the subtree (a set held in memory); its cost grows with
-//!   page size × all rows / the subtree's rows, so it serves big subtrees: the root's first
-//!   page reads about one page of index entries.
-//!
-//! The subtree (its groups and their depths) is cached per group and keyed by the group tree
-//! projector's progress, so a cached subtree is never used after the tree changed; the row
-//! counts that steer the choice are refreshed every ten seconds (they steer the plan, never
-//! the answer).
+//! An effective page is an index range of `effective` (one row per member of the subtree),
+//! then for those members only, the nearest group of the subtree that holds each one (its
+//! direct rows, by member). A count is one row of `effective_counts`.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
@@ -25,7 +14,6 @@ use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
 use super::LIVE_SCHEMA as M;
-use crate::group_tree::LIVE_SCHEMA as T;
 use crate::StoreError;
 
 /// One member of a group, with the reason it is one.
@@ -48,99 +36,6 @@ pub enum Mode {
     Direct,
     /// The group's and every descendant's, distinct.
     Effective,
-}
-
-/// How long the row counts that choose a plan are reused.
-const STATS_TTL: Duration = Duration::from_secs(10);
-/// Subtrees cached at most.
-const SUBTREE_CACHE: usize = 1024;
-
-/// A group's subtree: each descendant (itself included) and its distance.
-struct Subtree {
-    /// `events_processed` of the group-tree projector when read.
-    tree_version: i64,
-    depths: Arc<HashMap<Uuid, i32>>,
-    /// Direct rows in the subtree, and in all groups, when last counted.
-    rows: i64,
-    all_rows: i64,
-    counted_at: Instant,
-}
-
-type SubtreeCache = Mutex<HashMap<(String, Uuid), Subtree>>;
-
-fn subtree_cache() -> &'static SubtreeCache {
-    static CACHE: std::sync::OnceLock<SubtreeCache> = std::sync::OnceLock::new();
-    CACHE.get_or_init(Default::default)
-}
-
-/// The subtree of `group` with fresh-enough row counts: (depths, subtree rows, all rows).
-async fn subtree(
-    pool: &PgPool,
-    group: Uuid,
-) -> Result<(Arc<HashMap<Uuid, i32>>, i64, i64), StoreError> {
-    // One cache per database (the same group ids exist in every database).
-    let db = pool
-        .connect_options()
-        .get_database()
-        .unwrap_or("")
-        .to_string();
-    let key = (db, group);
-    let tree_version: i64 = sqlx::query_scalar(
-        "SELECT coalesce((SELECT events_processed FROM projection_checkpoints
-                           WHERE name = 'group_tree'), 0)",
-    )
-    .fetch_one(pool)
-    .await?;
-    let cached = {
-        let cache = subtree_cache().lock().unwrap_or_else(|e| e.into_inner());
-        cache.get(&key).and_then(|c| {
-            (c.tree_version == tree_version).then(|| {
-                (
-                    c.depths.clone(),
-                    c.rows,
-                    c.all_rows,
-                    c.counted_at.elapsed() < STATS_TTL,
-                )
-            })
-        })
-    };
-    let depths = match cached {
-        Some((depths, rows, all, true)) => return Ok((depths, rows, all)),
-        Some((depths, ..)) => depths,
-        None => {
-            let rows: Vec<(Uuid, i32)> = sqlx::query_as(&format!(
-                "SELECT descendant_id, depth FROM {T}.group_closure WHERE ancestor_id = $1"
-            ))
-            .bind(group)
-            .fetch_all(pool)
-            .await?;
-            Arc::new(rows.into_iter().collect())
-        }
-    };
-    let ids: Vec<Uuid> = depths.keys().copied().collect();
-    let (rows, all_rows): (i64, i64) = sqlx::query_as(&format!(
-        "SELECT coalesce(sum(direct_count) FILTER (WHERE group_id = ANY($1)), 0)::bigint,
-                coalesce(sum(direct_count), 0)::bigint
-           FROM {M}.group_counts"
-    ))
-    .bind(&ids)
-    .fetch_one(pool)
-    .await?;
-    let mut cache = subtree_cache().lock().unwrap_or_else(|e| e.into_inner());
-    if cache.len() >= SUBTREE_CACHE {
-        cache.clear();
-    }
-    cache.insert(
-        key,
-        Subtree {
-            tree_version,
-            depths: depths.clone(),
-            rows,
-            all_rows,
-            counted_at: Instant::now(),
-        },
-    );
-    Ok((depths, rows, all_rows))
 }
 
 fn source_code(source: Option<char>) -> Option<String> {
@@ -197,29 +92,21 @@ pub async fn page_dir(
                 AND ($3::\"char\" IS NULL OR source = $3::\"char\")
               ORDER BY member_id {order} LIMIT $4"
         ),
-        Mode::Effective => {
-            let (depths, rows, all_rows) = subtree(pool, group).await?;
-            let groups = depths.len() as i64;
-            // Index entries each plan is expected to read.
-            let per_group = groups * 2 + rows.min(groups * limit);
-            let by_member = (limit + 1) * all_rows.max(1) / rows.max(1);
-            if by_member < per_group {
-                return by_member_page(pool, &depths, source.as_deref(), limit, cursor, backward)
-                    .await;
-            }
-            format!(
-                "SELECT DISTINCT ON (x.member_id) x.member_id, x.source, x.group_id, x.since
-                   FROM {T}.group_closure c
-                  CROSS JOIN LATERAL (
-                        SELECT d.member_id, d.source, d.group_id, d.since FROM {M}.direct d
-                         WHERE d.group_id = c.descendant_id
-                           AND ($2::text IS NULL OR d.member_id {cmp} $2)
-                           AND ($3::\"char\" IS NULL OR d.source = $3::\"char\")
-                         ORDER BY d.member_id {order} LIMIT $4) x
-                  WHERE c.ancestor_id = $1
-                  ORDER BY x.member_id {order}, c.depth, x.group_id LIMIT $4"
-            )
-        }
+        // The page's members from `effective`, then each one's nearest group holding it
+        // (of that source), then the smallest such group id.
+        Mode::Effective => format!(
+            "WITH p AS (
+                SELECT member_id FROM {M}.effective
+                 WHERE ancestor_id = $1 AND ($2::text IS NULL OR member_id {cmp} $2)
+                   AND ($3::\"char\" IS NULL OR CASE $3::\"char\" WHEN 'S' THEN n_static > 0
+                                                                ELSE n_rule > 0 END)
+                 ORDER BY member_id {order} LIMIT $4)
+             SELECT DISTINCT ON (d.member_id) d.member_id, d.source, d.group_id, d.since
+               FROM p JOIN {M}.direct d ON d.member_id = p.member_id
+               JOIN {M}.ancestry a ON a.group_id = d.group_id AND a.ancestor_id = $1
+              WHERE ($3::\"char\" IS NULL OR d.source = $3::\"char\")
+              ORDER BY d.member_id {order}, a.depth, d.group_id"
+        ),
     };
     let rows = sqlx::query(&sql)
         .bind(group)
@@ -231,121 +118,39 @@ pub async fn page_dir(
     rows.iter().map(member_row).collect()
 }
 
-/// The groups of `group`'s subtree (itself included), by the live tree (cached as the plan
-/// choice caches it).
+/// The groups of `group`'s subtree (itself included), as the membership projector has the
+/// tree.
 pub async fn subtree_groups(pool: &PgPool, group: Uuid) -> Result<Vec<Uuid>, StoreError> {
-    Ok(subtree(pool, group).await?.0.keys().copied().collect())
+    Ok(sqlx::query_scalar(&format!(
+        "SELECT group_id FROM {M}.ancestry WHERE ancestor_id = $1"
+    ))
+    .bind(group)
+    .fetch_all(pool)
+    .await?)
 }
 
-/// The by-member plan: reads `direct` in member order in chunks (descending when
-/// `backward`), keeps rows of the subtree, and for each member the nearest group (then the
-/// smallest group id).
-async fn by_member_page(
-    pool: &PgPool,
-    depths: &HashMap<Uuid, i32>,
-    source: Option<&str>,
-    limit: i64,
-    cursor: Option<&str>,
-    backward: bool,
-) -> Result<Vec<MemberRow>, StoreError> {
-    let chunk = (limit * 4).clamp(64, 4096);
-    let mut out: Vec<MemberRow> = Vec::new();
-    let mut best_depth = i32::MAX;
-    // Backward without a cursor starts past every id (NULL: no bound).
-    let (mut cursor_member, mut cursor_group) = if backward {
-        (cursor.map(str::to_string), Uuid::nil())
-    } else {
-        (Some(cursor.unwrap_or("").to_string()), Uuid::max())
-    };
-    let sql = if backward {
-        format!(
-            "SELECT member_id, source, group_id, since FROM {M}.direct
-              WHERE ($1::text IS NULL OR (member_id, group_id) < ($1, $2))
-                AND ($3::\"char\" IS NULL OR source = $3::\"char\")
-              ORDER BY member_id DESC, group_id DESC LIMIT $4"
-        )
-    } else {
-        format!(
-            "SELECT member_id, source, group_id, since FROM {M}.direct
-              WHERE (member_id, group_id) > ($1, $2)
-                AND ($3::\"char\" IS NULL OR source = $3::\"char\")
-              ORDER BY member_id, group_id LIMIT $4"
-        )
-    };
-    loop {
-        let rows = sqlx::query(&sql)
-            .bind(&cursor_member)
-            .bind(cursor_group)
-            .bind(source)
-            .bind(chunk)
-            .fetch_all(pool)
-            .await?;
-        let exhausted = (rows.len() as i64) < chunk;
-        for r in &rows {
-            let row = member_row(r)?;
-            cursor_member = Some(row.member_id.clone());
-            cursor_group = row.via_group;
-            let Some(&depth) = depths.get(&row.via_group) else {
-                continue;
-            };
-            match out.last_mut() {
-                Some(last) if last.member_id == row.member_id => {
-                    // Forward, group ids ascend: the first at the best depth is the smallest;
-                    // backward they descend: the last at the best depth is.
-                    if depth < best_depth || (backward && depth == best_depth) {
-                        best_depth = depth;
-                        *last = row;
-                    }
-                }
-                _ => {
-                    if out.len() as i64 == limit {
-                        // The page is complete: its last member has no rows left.
-                        return Ok(out);
-                    }
-                    best_depth = depth;
-                    out.push(row);
-                }
-            }
-        }
-        if exhausted {
-            return Ok(out);
-        }
-    }
-}
-
-/// How many members a group has.
+/// How many members a group has (exact; kept by the projector, so no scan however big the
+/// group).
 pub async fn count(
     pool: &PgPool,
     group: Uuid,
     mode: Mode,
     source: Option<char>,
 ) -> Result<i64, StoreError> {
-    let source = source_code(source);
-    if mode == Mode::Direct && source.is_none() {
-        // Kept by the projector: no scan, however big the group.
-        let n: Option<i64> = sqlx::query_scalar(&format!(
-            "SELECT direct_count FROM {M}.group_counts WHERE group_id = $1"
-        ))
+    let column = match (mode, source) {
+        (Mode::Direct, None) => "direct_count FROM {M}.group_counts",
+        (Mode::Direct, Some('S')) => "static_count FROM {M}.group_counts",
+        (Mode::Direct, Some(_)) => "rule_count FROM {M}.group_counts",
+        (Mode::Effective, None) => "members FROM {M}.effective_counts",
+        (Mode::Effective, Some('S')) => "static_members FROM {M}.effective_counts",
+        (Mode::Effective, Some(_)) => "rule_members FROM {M}.effective_counts",
+    }
+    .replace("{M}", M);
+    let n: Option<i64> = sqlx::query_scalar(&format!("SELECT {column} WHERE group_id = $1"))
         .bind(group)
         .fetch_optional(pool)
         .await?;
-        return Ok(n.unwrap_or(0));
-    }
-    let sql = match mode {
-        Mode::Direct => {
-            format!("SELECT count(*) FROM {M}.direct WHERE group_id = $1 AND source = $2::\"char\"")
-        }
-        Mode::Effective => format!(
-            "SELECT count(DISTINCT d.member_id)
-               FROM {T}.group_closure c JOIN {M}.direct d ON d.group_id = c.descendant_id
-              WHERE c.ancestor_id = $1 AND ($2::\"char\" IS NULL OR d.source = $2::\"char\")"
-        ),
-    };
-    Ok(sqlx::query_scalar(&sql)
-        .bind(group)
-        .bind(source)
-        .fetch_one(pool)
-        .await?)
+    Ok(n.unwrap_or(0))
 }
 
 /// One group a member belongs to, with every reason.
@@ -376,29 +181,25 @@ pub async fn groups_of_within(
     mode: Mode,
     roots: Option<&[Uuid]>,
 ) -> Result<HashMap<String, Vec<Belonging>>, StoreError> {
-    let target = match mode {
-        Mode::Direct => "d.group_id",
-        Mode::Effective => "c.ancestor_id",
-    };
+    // A deleted group's direct rows stay until they are purged; it has no ancestry rows.
     let within = match roots {
         None => String::new(),
         Some(_) => format!(
-            " AND {target} IN (SELECT rc.descendant_id FROM {T}.group_closure rc
-                                WHERE rc.ancestor_id = ANY($2::uuid[]))"
+            " AND a.ancestor_id IN (SELECT rc.group_id FROM {M}.ancestry rc
+                                     WHERE rc.ancestor_id = ANY($2::uuid[]))"
         ),
     };
-    let sql = match mode {
-        Mode::Direct => format!(
-            "SELECT d.member_id, d.group_id AS target, d.source, d.group_id, d.since
-               FROM {M}.direct d JOIN {T}.groups g ON g.id = d.group_id
-              WHERE d.member_id = ANY($1){within} ORDER BY d.member_id, d.group_id"
-        ),
-        Mode::Effective => format!(
-            "SELECT d.member_id, c.ancestor_id AS target, d.source, d.group_id, d.since
-               FROM {M}.direct d JOIN {T}.group_closure c ON c.descendant_id = d.group_id
-              WHERE d.member_id = ANY($1){within} ORDER BY d.member_id, c.ancestor_id, c.depth"
-        ),
+    let only_own = match mode {
+        Mode::Direct => " AND a.depth = 0",
+        Mode::Effective => "",
     };
+    let sql = format!(
+        "SELECT d.member_id, a.ancestor_id AS target, d.source, d.group_id, d.since
+           FROM unnest($1::text[]) AS x(id)
+           JOIN {M}.direct d ON d.member_id = x.id
+           JOIN {M}.ancestry a ON a.group_id = d.group_id{only_own}
+          WHERE true{within} ORDER BY d.member_id, a.ancestor_id, a.depth"
+    );
     let query = sqlx::query(&sql).bind(members);
     let query = match roots {
         Some(r) => query.bind(r),

@@ -52,6 +52,12 @@ impl Projection for MembershipProjection {
         Some(LIVE_SCHEMA)
     }
 
+    /// 2: effective membership stored (`ancestry`, `effective`, `effective_counts`) and
+    /// per-source direct counts.
+    fn shape(&self) -> u32 {
+        2
+    }
+
     async fn create_tables(&self, conn: &mut PgConnection, schema: &str) -> Result<(), StoreError> {
         let s = schema_ident(schema)?;
         let mut ddl = vec![

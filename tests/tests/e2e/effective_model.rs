@@ -416,3 +416,48 @@ async fn stored_effective_membership_equals_a_from_scratch_computation() {
         db.drop_db().await;
     }
 }
+
+/// A read model of an older shape (from a release before effective membership was stored:
+/// no shape recorded, no `effective` table) is rebuilt when the projector starts, and then
+/// holds the same model as one built from scratch.
+#[tokio::test]
+async fn an_older_shape_is_rebuilt_at_start() {
+    let db = TestDb::new().await;
+    let pool = db.pool(4).await;
+    let mut rng = StdRng::seed_from_u64(99);
+    let reference = random_log(&pool, &mut rng, 120).await;
+    project(&pool, 5000).await;
+    // What an older release left: the schema without a recorded shape and without the
+    // effective tables.
+    for statement in [
+        "COMMENT ON SCHEMA rm_membership IS NULL",
+        "DROP TABLE rm_membership.effective",
+        "DROP TABLE rm_membership.effective_counts",
+        "DROP TABLE rm_membership.ancestry",
+        "DROP TABLE rm_membership.group_counts",
+        "CREATE TABLE rm_membership.group_counts (
+            group_id uuid PRIMARY KEY, direct_count bigint NOT NULL)",
+    ] {
+        sqlx::query(statement)
+            .execute(&pool)
+            .await
+            .expect(statement);
+    }
+    ensure_schema(&pool, &MembershipProjection)
+        .await
+        .expect("schema");
+    let shape: Option<String> = sqlx::query_scalar(
+        "SELECT obj_description(oid, 'pg_namespace') FROM pg_namespace
+          WHERE nspname = 'rm_membership'",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("shape");
+    assert_eq!(
+        shape.as_deref(),
+        Some(format!("corral shape {}", MembershipProjection.shape()).as_str())
+    );
+    compare(&pool, &reference, "rebuilt at start").await;
+    pool.close().await;
+    db.drop_db().await;
+}

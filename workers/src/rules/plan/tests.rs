@@ -248,7 +248,7 @@ impl Memberships for EveryThird {
             .trim_start_matches('d')
             .parse()
             .unwrap_or_default();
-        group == Uuid::from_u128(1) && !direct && n % 3 == 0
+        group == Uuid::from_u128(1) && !direct && n.is_multiple_of(3)
     }
 }
 
@@ -279,14 +279,14 @@ fn a_large_batch_decided_on_every_core_equals_the_sequential_decision() {
         .map(|(i, d)| Changed {
             entity: Entity::Device(d),
             id: d.id.as_str(),
-            fields: (i % 2 == 0).then_some(&changed),
-            removed: i % 11 == 0,
+            fields: i.is_multiple_of(2).then_some(&changed),
+            removed: i.is_multiple_of(11),
         })
         .collect();
     assert!(entities.len() * rules.len() >= PARALLEL_EVALUATIONS);
     // Some entries present already, in every group.
     let current: HashSet<(Uuid, String)> = (0..n)
-        .filter(|i| i % 5 == 0)
+        .filter(|i| i.is_multiple_of(5))
         .map(|i| (Uuid::from_u128(1 + (i as u128 % 4)), format!("d{i}")))
         .collect();
     let now = Utc::now();

@@ -351,6 +351,7 @@ impl Rule {
 
     /// Whether `entity` matches. An entity of the other kind never does; an unresolved path
     /// reference matches nothing.
+    #[inline]
     pub fn matches(&self, entity: Entity<'_>, ctx: &EvalContext<'_>) -> bool {
         self.accepts(entity) && self.plan.predicate.eval(entity, ctx)
     }

@@ -752,6 +752,31 @@ impl PNode {
         }
     }
 
+    /// The root of a device rule, inlined where [`Rule::matches`](super::Rule::matches) is
+    /// called: a conjunction's loop runs there, nested groups call [`PNode::eval`].
+    #[inline(always)]
+    fn eval_root<'a>(&self, s: impl Subject<'a>, ctx: &EvalContext<'_>) -> bool {
+        match self {
+            PNode::All(items) => {
+                for item in items.iter() {
+                    let s = std::hint::black_box(s);
+                    let ok = match item {
+                        PNode::Check(c) => c.eval(s, ctx),
+                        other => other.eval(s, ctx),
+                    };
+                    if !ok {
+                        return false;
+                    }
+                }
+                true
+            }
+            PNode::Check(c) => c.eval(s, ctx),
+            PNode::Const(b) => *b,
+            other => other.eval(s, ctx),
+        }
+    }
+
+    #[inline(never)]
     fn eval<'a>(&self, s: impl Subject<'a>, ctx: &EvalContext<'_>) -> bool {
         match self {
             PNode::Check(c) => c.eval(s, ctx),
@@ -812,7 +837,7 @@ impl Predicate {
     #[inline]
     pub(crate) fn eval(&self, entity: Entity<'_>, ctx: &EvalContext<'_>) -> bool {
         match entity {
-            Entity::Device(d) => self.root.eval(OfDevice(d), ctx),
+            Entity::Device(d) => self.root.eval_root(OfDevice(d), ctx),
             Entity::Service(service, host) => self.root.eval(OfService { service, host }, ctx),
         }
     }

@@ -39,6 +39,9 @@ pub(crate) struct Predicate {
 enum PNode {
     Const(bool),
     Check(Check),
+    /// A conjunction of conditions alone (the common rule), looped over without decoding
+    /// a node per operand.
+    AllChecks(Box<[Check]>),
     All(Box<[PNode]>),
     Any(Box<[PNode]>),
     /// The condition's result is two-valued here, so `NOT` is a plain negation.
@@ -394,6 +397,18 @@ fn contains_ignore_ascii_case(hay: &[u8], needle: &[u8]) -> bool {
     })
 }
 
+/// `a == b`, comparing short values in line rather than through `memcmp` (the values of
+/// rule conditions are mostly a few bytes long, and the call cost as much as the compare).
+#[inline(always)]
+fn short_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len()
+        && if b.len() <= 16 {
+            a.iter().zip(b).all(|(x, y)| x == y)
+        } else {
+            a == b
+        }
+}
+
 /// An `ip:` operand with its network pre-computed.
 enum Net {
     V4 { net: u32, mask: u32 },
@@ -440,6 +455,12 @@ impl Net {
 
 /// One condition, specialised by the kind of column it reads.
 enum Check {
+    /// `Text` with `Eq`, the commonest condition.
+    TextEq {
+        field: TextField,
+        value: Box<str>,
+        on: Outcome,
+    },
     Text {
         field: TextField,
         test: TextTest,
@@ -525,6 +546,11 @@ impl Check {
     #[inline(always)]
     fn eval<'a>(&self, s: impl Subject<'a>, ctx: &EvalContext<'_>) -> bool {
         match self {
+            Check::TextEq { field, value, on } => on.apply(
+                field
+                    .read(s)
+                    .map(|t| short_eq(t.as_bytes(), value.as_bytes())),
+            ),
             Check::Text { field, test, on } => on.apply(test.eval(field.read(s))),
             Check::Available { test, on } => {
                 let value = s.device().and_then(|d| d.is_available);
@@ -542,6 +568,11 @@ impl Check {
     #[inline(never)]
     fn eval_rest<'a>(&self, s: impl Subject<'a>, ctx: &EvalContext<'_>) -> bool {
         match self {
+            Check::TextEq { field, value, on } => on.apply(
+                field
+                    .read(s)
+                    .map(|t| short_eq(t.as_bytes(), value.as_bytes())),
+            ),
             Check::Text { field, test, on } => on.apply(test.eval(field.read(s))),
             Check::Key { map, key, test, on } => {
                 on.apply(test.eval(map.read(s).and_then(|m| m.get(&**key)).map(String::as_str)))
@@ -606,10 +637,17 @@ enum Lowered {
 fn lower_leaf(leaf: &CLeaf) -> PNode {
     let on = Outcome::of(leaf.neg);
     let lowered = match &leaf.col {
-        Col::Text(name) => Lowered::Check(Check::Text {
-            field: TextField::of(leaf.scope, name),
-            test: TextTest::of(&leaf.test),
-            on,
+        Col::Text(name) => Lowered::Check(match &leaf.test {
+            Test::Eq(value) => Check::TextEq {
+                field: TextField::of(leaf.scope, name),
+                value: value.as_str().into(),
+                on,
+            },
+            test => Check::Text {
+                field: TextField::of(leaf.scope, name),
+                test: TextTest::of(test),
+                on,
+            },
         }),
         Col::Key(map, key) => Lowered::Check(Check::Key {
             map: MapField::of(leaf.scope, *map),
@@ -719,6 +757,9 @@ impl PNode {
                 PNode::Const(b) if b == all => {}
                 PNode::Const(b) => return PNode::Const(b),
                 PNode::All(inner) if all => flat.extend(inner.into_vec()),
+                PNode::AllChecks(inner) if all => {
+                    flat.extend(inner.into_vec().into_iter().map(PNode::Check))
+                }
                 PNode::Any(inner) if !all => flat.extend(inner.into_vec()),
                 other => flat.push(other),
             }
@@ -726,6 +767,14 @@ impl PNode {
         match flat.len() {
             0 => PNode::Const(all),
             1 => flat.pop().unwrap_or(PNode::Const(all)),
+            _ if all && flat.iter().all(|n| matches!(n, PNode::Check(_))) => PNode::AllChecks(
+                flat.into_iter()
+                    .filter_map(|n| match n {
+                        PNode::Check(c) => Some(c),
+                        _ => None,
+                    })
+                    .collect(),
+            ),
             _ if all => PNode::All(flat.into()),
             _ => PNode::Any(flat.into()),
         }
@@ -755,6 +804,7 @@ impl PNode {
     #[inline(always)]
     fn eval_root<'a>(&self, s: impl Subject<'a>, ctx: &EvalContext<'_>) -> bool {
         match self {
+            PNode::AllChecks(checks) => checks.iter().all(|c| c.eval(std::hint::black_box(s), ctx)),
             PNode::All(items) => {
                 for item in items.iter() {
                     // Opaque per operand, as in `eval`.
@@ -779,6 +829,8 @@ impl PNode {
     fn eval<'a>(&self, s: impl Subject<'a>, ctx: &EvalContext<'_>) -> bool {
         match self {
             PNode::Check(c) => c.eval(s, ctx),
+            // Opaque per operand, as below.
+            PNode::AllChecks(checks) => checks.iter().all(|c| c.eval(std::hint::black_box(s), ctx)),
             PNode::All(items) => {
                 for item in items.iter() {
                     // Opaque per operand: otherwise loop-invariant code motion loads every

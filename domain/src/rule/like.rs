@@ -9,6 +9,19 @@ enum Tok {
     Many,
 }
 
+/// Where the literal of a simple pattern must occur in the text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Anchor {
+    /// `lit`
+    Whole,
+    /// `lit%`
+    Start,
+    /// `%lit`
+    End,
+    /// `%lit%`
+    Anywhere,
+}
+
 /// Fast paths for patterns made of ASCII literals and `%` at the ends only.
 #[derive(Clone, Debug)]
 enum Shape {
@@ -95,6 +108,21 @@ impl Like {
             glob(&self.toks, text.chars().flat_map(char::to_lowercase))
         } else {
             glob(&self.toks, text.chars())
+        }
+    }
+
+    /// The literal of an ILIKE pattern made of ASCII literals with `%` at the ends only
+    /// (lower-cased), with where it must occur; `None` for other patterns.
+    pub(crate) fn ascii_ci_shape(&self) -> Option<(Anchor, &[u8])> {
+        if !self.ci || !self.ascii {
+            return None;
+        }
+        match &self.shape {
+            Shape::Exact(p) => Some((Anchor::Whole, p)),
+            Shape::Prefix(p) => Some((Anchor::Start, p)),
+            Shape::Suffix(p) => Some((Anchor::End, p)),
+            Shape::Contains(p) => Some((Anchor::Anywhere, p)),
+            Shape::General => None,
         }
     }
 

@@ -15,6 +15,7 @@ use uuid::Uuid;
 use super::ast::{Body, Expr, Leaf, Op, Value};
 use super::fields::{Field, Name, Scope, ValueKind};
 use super::like::Like;
+use super::predicate::Predicate;
 use super::regex_subset::{self, CheckedRegex};
 use super::text::leaf_text;
 use super::values::{normalize_mac, parse_bool, parse_int, parse_version, IpOperand, TimeValue};
@@ -26,6 +27,8 @@ pub(crate) struct Plan {
     pub leaves: Vec<CLeaf>,
     /// The normalized text of each leaf (for `explain`).
     pub texts: Vec<String>,
+    /// `root` over `leaves`, specialised for evaluation in memory.
+    pub predicate: Predicate,
 }
 
 impl fmt::Debug for Plan {
@@ -128,8 +131,10 @@ impl Plan {
             root: Node::And(Vec::new()),
             leaves: Vec::new(),
             texts: Vec::new(),
+            predicate: Predicate::default(),
         };
         plan.root = plan.node(expr, kind)?;
+        plan.predicate = Predicate::compile(&plan.root, &plan.leaves);
         Ok(plan)
     }
 

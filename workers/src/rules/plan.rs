@@ -110,9 +110,70 @@ pub(super) fn concerns(
     })
 }
 
+/// Evaluations (changed entities × rules) from which [`decide`] spreads a batch over every
+/// core: below it, starting threads costs more than it saves.
+pub(super) const PARALLEL_EVALUATIONS: usize = 20_000;
+
 /// Rule entries to add and remove, per group, for changed entities: each is evaluated against
-/// the rules it [`concerns`]; removed entities are left to [`gone_by_group`].
+/// the rules it [`concerns`]; removed entities are left to [`gone_by_group`]. A large batch is
+/// evaluated on every core ([`decide_on`]), with the same result.
 pub(super) fn decide(
+    rules: &[&Active],
+    entities: &[Changed<'_>],
+    current: &HashSet<(Uuid, String)>,
+    groups: &(dyn Memberships + Sync),
+    now: DateTime<Utc>,
+) -> (Decisions, Decisions) {
+    let threads = if entities.len().saturating_mul(rules.len()) >= PARALLEL_EVALUATIONS {
+        std::thread::available_parallelism().map_or(1, usize::from)
+    } else {
+        1
+    };
+    decide_on(threads, rules, entities, current, groups, now)
+}
+
+/// [`decide`] on `threads` threads: the entities are cut into that many consecutive runs,
+/// each decided on its own thread, and the runs' decisions joined in entity order, so that
+/// every group's lists are exactly those of one thread.
+pub(super) fn decide_on(
+    threads: usize,
+    rules: &[&Active],
+    entities: &[Changed<'_>],
+    current: &HashSet<(Uuid, String)>,
+    groups: &(dyn Memberships + Sync),
+    now: DateTime<Utc>,
+) -> (Decisions, Decisions) {
+    if threads <= 1 || entities.len() < 2 {
+        return decide_run(rules, entities, current, groups, now);
+    }
+    let run = entities.len().div_ceil(threads);
+    let parts: Vec<(Decisions, Decisions)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = entities
+            .chunks(run)
+            .map(|part| scope.spawn(move || decide_run(rules, part, current, groups, now)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    });
+    let mut add: Decisions = HashMap::new();
+    let mut remove: Decisions = HashMap::new();
+    for (part_add, part_remove) in parts {
+        for (group, ids) in part_add {
+            add.entry(group).or_default().extend(ids);
+        }
+        for (group, ids) in part_remove {
+            remove.entry(group).or_default().extend(ids);
+        }
+    }
+    (add, remove)
+}
+
+fn decide_run(
     rules: &[&Active],
     entities: &[Changed<'_>],
     current: &HashSet<(Uuid, String)>,
@@ -123,16 +184,19 @@ pub(super) fn decide(
     let mut add: Decisions = HashMap::new();
     let mut remove: Decisions = HashMap::new();
     for e in entities.iter().filter(|e| !e.removed) {
+        // One key per entity, its group set per rule (the lookup needs an owned id).
+        let mut key = (Uuid::nil(), e.id.to_string());
         for rule in rules {
             if !concerns(rule.kind, &rule.cached.fields, e.fields) {
                 continue;
             }
             let matched = rule.cached.rule.matches(e.entity, &ctx);
-            let present = current.contains(&(rule.group, e.id.to_string()));
+            key.0 = rule.group;
+            let present = current.contains(&key);
             if matched && !present {
-                add.entry(rule.group).or_default().push(e.id.to_string());
+                add.entry(rule.group).or_default().push(key.1.clone());
             } else if !matched && present {
-                remove.entry(rule.group).or_default().push(e.id.to_string());
+                remove.entry(rule.group).or_default().push(key.1.clone());
             }
         }
     }

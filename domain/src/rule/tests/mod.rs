@@ -1,5 +1,6 @@
 //! Unit tests of the rule language.
 
+mod equivalence;
 mod features;
 mod rejections;
 mod roundtrip;

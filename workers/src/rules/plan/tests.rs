@@ -239,6 +239,81 @@ fn services_are_evaluated_with_their_host() {
     assert_eq!(remove[&rule.group], vec!["d1/http/web".to_string()]);
 }
 
+/// Members of group 1 (effective) by a fixed rule of the id's number.
+struct EveryThird;
+
+impl Memberships for EveryThird {
+    fn contains(&self, group: Uuid, direct: bool, member_id: &str) -> bool {
+        let n: usize = member_id
+            .trim_start_matches('d')
+            .parse()
+            .unwrap_or_default();
+        group == Uuid::from_u128(1) && !direct && n.is_multiple_of(3)
+    }
+}
+
+#[test]
+fn a_large_batch_decided_on_every_core_equals_the_sequential_decision() {
+    let rules = [
+        active(1, GroupType::Device, "site:A"),
+        active(2, GroupType::Device, "site:B OR hostname:%7%"),
+        active(
+            3,
+            GroupType::Device,
+            "group:00000000-0000-0000-0000-000000000001 site:A",
+        ),
+        active(4, GroupType::Device, "NOT site:A"),
+    ];
+    let rules: Vec<&Active> = rules.iter().collect();
+    let n = 30_000;
+    let devices: Vec<Device> = (0..n)
+        .map(|i| Device {
+            hostname: Some(format!("h{i}")),
+            ..device(&format!("d{i}"), ["A", "B", "C"][i % 3])
+        })
+        .collect();
+    let changed = fields(&["site"]);
+    let entities: Vec<Changed<'_>> = devices
+        .iter()
+        .enumerate()
+        .map(|(i, d)| Changed {
+            entity: Entity::Device(d),
+            id: d.id.as_str(),
+            fields: i.is_multiple_of(2).then_some(&changed),
+            removed: i.is_multiple_of(11),
+        })
+        .collect();
+    assert!(entities.len() * rules.len() >= PARALLEL_EVALUATIONS);
+    // Some entries present already, in every group.
+    let current: HashSet<(Uuid, String)> = (0..n)
+        .filter(|i| i.is_multiple_of(5))
+        .map(|i| (Uuid::from_u128(1 + (i as u128 % 4)), format!("d{i}")))
+        .collect();
+    let now = Utc::now();
+    let sequential = decide_on(1, &rules, &entities, &current, &EveryThird, now);
+    for threads in [2, 3, 8] {
+        let parallel = decide_on(threads, &rules, &entities, &current, &EveryThird, now);
+        assert_eq!(parallel, sequential, "{threads} threads");
+    }
+    assert_eq!(
+        decide(&rules, &entities, &current, &EveryThird, now),
+        sequential
+    );
+    // Every group gains and loses members, in entity order.
+    for group in 1..=4 {
+        let group = Uuid::from_u128(group);
+        for decided in [&sequential.0, &sequential.1] {
+            let ids = &decided[&group];
+            assert!(ids.len() > 100, "{group}: {}", ids.len());
+            let numbers: Vec<usize> = ids
+                .iter()
+                .map(|id| id[1..].parse().expect("number"))
+                .collect();
+            assert!(numbers.windows(2).all(|w| w[0] < w[1]));
+        }
+    }
+}
+
 #[test]
 fn the_cause_names_the_first_five_ids_and_counts_the_rest() {
     let ids: Vec<String> = (1..=7).map(|i| format!("d{i}")).collect();

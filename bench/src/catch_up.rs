@@ -101,7 +101,7 @@ async fn generate_backlog(pool: &PgPool, backlog: usize) -> Result<Vec<Uuid>, Bo
 
 /// How a catch-up is driven.
 #[derive(Clone, Copy)]
-enum Driver {
+pub(super) enum Driver {
     /// The projector's own loop (`run_projector`): batches of the projection's size, the next
     /// one read while the current one is applied.
     Projector,
@@ -118,27 +118,20 @@ pub(super) async fn catch_up(
     let schema = projection.live_schema().unwrap_or("public");
     let started = Instant::now();
     let mut total = 0;
-    let (mut stepper, reader) = match driver {
-        Driver::Projector => (
-            Some(Stepper::new(
-                pool,
-                projection,
-                CatchUpReader::for_projection(projection, projection.batch_size()),
-                projection.name(),
-                schema,
-            )),
-            None,
-        ),
-        Driver::StepByStep => (
-            None,
-            Some(CatchUpReader::for_projection(projection, 5000)),
-        ),
-    };
+    let mut stepper = matches!(driver, Driver::Projector).then(|| {
+        Stepper::new(
+            pool,
+            projection,
+            CatchUpReader::for_projection(projection, projection.batch_size()),
+            projection.name(),
+            schema,
+        )
+    });
+    let reader = CatchUpReader::for_projection(projection, 5000);
     loop {
-        let next = match (&mut stepper, &reader) {
-            (Some(stepper), _) => stepper.step().await?,
-            (None, Some(reader)) => step(pool, projection, reader, projection.name(), schema).await?,
-            (None, None) => unreachable!("one driver is set"),
+        let next = match &mut stepper {
+            Some(stepper) => stepper.step().await?,
+            None => step(pool, projection, &reader, projection.name(), schema).await?,
         };
         match next {
             Step::Applied {

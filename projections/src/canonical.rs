@@ -138,7 +138,10 @@ mod tests {
         let (mut ours, mut theirs) = (Vec::new(), Vec::new());
         write_canonical(&value, &mut ours);
         reference(&value, &mut theirs);
-        assert_eq!(String::from_utf8_lossy(&ours), String::from_utf8_lossy(&theirs));
+        assert_eq!(
+            String::from_utf8_lossy(&ours),
+            String::from_utf8_lossy(&theirs)
+        );
     }
 
     #[test]

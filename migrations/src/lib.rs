@@ -81,6 +81,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0012_event_writers.sql",
         sql: include_str!("../sql/0012_event_writers.sql"),
     },
+    Migration {
+        version: 14,
+        name: "0014_membership_registry_by_member.sql",
+        sql: include_str!("../sql/0014_membership_registry_by_member.sql"),
+    },
 ];
 
 /// Why migrating failed.

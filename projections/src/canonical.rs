@@ -12,16 +12,16 @@ use crate::log::EventRecord;
 pub fn write_canonical(value: &Value, out: &mut Vec<u8>) {
     match value {
         Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
             out.push(b'{');
-            for (i, key) in keys.into_iter().enumerate() {
+            for (i, (key, item)) in entries.into_iter().enumerate() {
                 if i > 0 {
                     out.push(b',');
                 }
-                write_canonical(&Value::String(key.clone()), out);
+                write_str(key, out);
                 out.push(b':');
-                write_canonical(&map[key], out);
+                write_canonical(item, out);
             }
             out.push(b'}');
         }
@@ -35,15 +35,23 @@ pub fn write_canonical(value: &Value, out: &mut Vec<u8>) {
             }
             out.push(b']');
         }
-        scalar => out.extend_from_slice(scalar.to_string().as_bytes()),
+        Value::String(s) => write_str(s, out),
+        // The same compact form as `Value`'s `Display`, written in place.
+        scalar => serde_json::to_writer(&mut *out, scalar)
+            .expect("a JSON scalar always serializes into a Vec"),
     }
+}
+
+/// A JSON string literal, escaped as `serde_json` escapes it, without building a `Value`.
+fn write_str(s: &str, out: &mut Vec<u8>) {
+    serde_json::to_writer(&mut *out, s).expect("a str always serializes into a Vec");
 }
 
 /// The canonical form of an event at a log position: an object with the keys below, in
 /// sorted order, written directly (without copying the payload).
 pub fn canonical_event(event: &EventRecord, log_position: i64) -> Vec<u8> {
     let mut out = Vec::with_capacity(512);
-    let string = |s: &str, out: &mut Vec<u8>| write_canonical(&Value::String(s.to_string()), out);
+    let string = write_str;
     out.extend_from_slice(b"{\"aggregateId\":");
     string(&event.aggregate_id, &mut out);
     out.extend_from_slice(b",\"aggregateType\":");
@@ -85,6 +93,56 @@ pub const GENESIS_HASH: [u8; 32] = [0; 32];
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// The form the chain was first hashed with: every string and scalar through `Value`'s
+    /// `Display`. The in-place writer must produce the same bytes, or stored chains break.
+    fn reference(value: &Value, out: &mut Vec<u8>) {
+        match value {
+            Value::Object(map) => {
+                let mut keys: Vec<&String> = map.keys().collect();
+                keys.sort();
+                out.push(b'{');
+                for (i, key) in keys.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    reference(&Value::String(key.clone()), out);
+                    out.push(b':');
+                    reference(&map[key], out);
+                }
+                out.push(b'}');
+            }
+            Value::Array(items) => {
+                out.push(b'[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    reference(item, out);
+                }
+                out.push(b']');
+            }
+            scalar => out.extend_from_slice(scalar.to_string().as_bytes()),
+        }
+    }
+
+    #[test]
+    fn the_in_place_writer_matches_the_display_based_form_byte_for_byte() {
+        let value = json!({
+            "ü": "tab\there \"quoted\" \\ back\u{0001}\u{001f}\u{007f} é 日本 😀",
+            "Z": [1, -2, 3.5, 1e300, -0.0, 18446744073709551615u64, -9223372036854775808i64,
+                  true, false, null, [], {}],
+            "a": {"k\n": {"deep": [{"b": 1, "a": 2, "A": 3, "é": 4, "e": 5}]}},
+            "": ""
+        });
+        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+        write_canonical(&value, &mut ours);
+        reference(&value, &mut theirs);
+        assert_eq!(
+            String::from_utf8_lossy(&ours),
+            String::from_utf8_lossy(&theirs)
+        );
+    }
 
     #[test]
     fn keys_are_sorted_at_every_level() {

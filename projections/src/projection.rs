@@ -23,6 +23,14 @@ pub trait Projection: Send + Sync + 'static {
         true
     }
 
+    /// Most events per catch-up batch ([`crate::runner::run_projector`]). A projection whose
+    /// events are small and whose batches coalesce (many events, one row each) can take more
+    /// than the default at a time; one that reads large events (Membership events carry up
+    /// to 1,000 ids) should not.
+    fn batch_size(&self) -> i64 {
+        crate::runner::BATCH_SIZE
+    }
+
     /// The schema that serves the read model, or `None` when the projection keeps no tables
     /// of its own (the sequencer) and cannot be rebuilt.
     fn live_schema(&self) -> Option<&'static str>;

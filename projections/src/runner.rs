@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use sqlx::{PgConnection, PgPool, Row};
 use tokio::sync::Notify;
 
-use crate::log::{parse_xid, CatchUpReader, Cursor};
+use crate::log::{parse_xid, Batch, CatchUpReader, Cursor};
 use crate::projection::{schema_ident, Projection};
 use crate::StoreError;
 
@@ -209,6 +209,108 @@ pub async fn step<P: Projection + ?Sized>(
     })
 }
 
+/// Runs batches of one projection like [`step`], reading the next batch on another connection
+/// while the current one is applied and committed, so that catching up a backlog overlaps
+/// the log scan and its decoding with the projection's own work.
+///
+/// A batch read ahead is used only when it is full and starts exactly where the claimed
+/// checkpoint stands; anything else (another process moved the checkpoint, the batch read
+/// ahead reached the horizon, the read failed) is read again in the step's transaction, so
+/// results are those of [`step`]: a partial batch always comes from a fresh horizon. Events
+/// below a horizon never change, so a batch read outside the checkpoint's transaction is the
+/// batch that transaction would read.
+pub struct Stepper<'a, P: Projection + ?Sized> {
+    pool: &'a PgPool,
+    projection: &'a P,
+    reader: CatchUpReader,
+    checkpoint: &'a str,
+    schema: &'a str,
+    ahead: Option<ReadAhead>,
+}
+
+/// A batch being read after `after`.
+struct ReadAhead {
+    after: Cursor,
+    batch: tokio::task::JoinHandle<Result<Batch, StoreError>>,
+}
+
+impl<'a, P: Projection + ?Sized> Stepper<'a, P> {
+    /// A stepper of `projection` against `schema` with checkpoint `checkpoint`.
+    pub fn new(
+        pool: &'a PgPool,
+        projection: &'a P,
+        reader: CatchUpReader,
+        checkpoint: &'a str,
+        schema: &'a str,
+    ) -> Self {
+        Self {
+            pool,
+            projection,
+            reader,
+            checkpoint,
+            schema,
+            ahead: None,
+        }
+    }
+
+    /// Runs one batch (see [`step`]).
+    pub async fn step(&mut self) -> Result<Step, StoreError> {
+        // Waited for before this step holds a connection: the read needs one of its own.
+        let ahead = match self.ahead.take() {
+            Some(ahead) => Some((ahead.after, ahead.batch.await)),
+            None => None,
+        };
+        let mut tx = self.pool.begin().await?;
+        // The horizon first: the claim below gives this transaction an id, which would hold it back.
+        let below = crate::log::horizon(&mut tx).await?;
+        let Some(current) = claim_checkpoint(&mut tx, self.checkpoint, false).await? else {
+            return Ok(Step::Busy);
+        };
+        let batch = match ahead {
+            Some((after, Ok(Ok(batch)))) if after == current.cursor && !batch.caught_up => batch,
+            _ => {
+                self.reader
+                    .read_below(&mut tx, current.cursor, below)
+                    .await?
+            }
+        };
+        if !batch.caught_up {
+            let (pool, reader, after) = (self.pool.clone(), self.reader.clone(), batch.next);
+            self.ahead = Some(ReadAhead {
+                after,
+                batch: tokio::spawn(async move {
+                    let mut conn = pool.acquire().await?;
+                    reader.read_below(&mut conn, after, below).await
+                }),
+            });
+        }
+        if !batch.events.is_empty() {
+            self.projection
+                .apply(&mut tx, self.schema, &batch.events)
+                .await?;
+        }
+        if batch.next != current.cursor {
+            save_checkpoint(&mut tx, self.checkpoint, batch.next, batch.events.len()).await?;
+            tx.commit().await?;
+        } else {
+            tx.rollback().await?;
+        }
+        Ok(Step::Applied {
+            events: batch.events.len(),
+            caught_up: batch.caught_up,
+            held_back: batch.held_back,
+        })
+    }
+}
+
+impl<P: Projection + ?Sized> Drop for Stepper<'_, P> {
+    fn drop(&mut self) {
+        if let Some(ahead) = self.ahead.take() {
+            ahead.batch.abort();
+        }
+    }
+}
+
 /// Keeps a projection current until `shutdown` fires: woken by `wake` (a local commit or
 /// LISTEN/NOTIFY), polling every `poll` as a fallback, and looking again within milliseconds
 /// while a running event writer holds its horizon back. (Projectors' own transactions write
@@ -222,9 +324,10 @@ pub async fn run_projector<P: Projection + ?Sized>(
 ) {
     const HELD_BACK_FIRST: Duration = Duration::from_millis(5);
     const HELD_BACK_MAX: Duration = Duration::from_millis(100);
-    let reader = CatchUpReader::for_projection(projection.as_ref(), BATCH_SIZE);
+    let reader = CatchUpReader::for_projection(projection.as_ref(), projection.batch_size());
     let name = projection.name();
     let schema = projection.live_schema().unwrap_or("public");
+    let mut stepper = Stepper::new(&pool, projection.as_ref(), reader, name, schema);
     let mut error_backoff = Duration::from_millis(100);
     let mut held_back_backoff = HELD_BACK_FIRST;
     loop {
@@ -232,7 +335,7 @@ pub async fn run_projector<P: Projection + ?Sized>(
             return;
         }
         let started = Instant::now();
-        let pause = match step(&pool, projection.as_ref(), &reader, name, schema).await {
+        let pause = match stepper.step().await {
             Ok(Step::Applied {
                 events,
                 caught_up,

@@ -165,14 +165,23 @@ pub(super) async fn large_log(pool: &PgPool, events: usize) -> Result<(Uuid, i64
         "bench: audit: log written in {:.1}s",
         started.elapsed().as_secs_f64()
     );
-    let (n, secs) = crate::catch_up::catch_up(pool, &Sequencer).await?;
+    let (n, secs) =
+        crate::catch_up::catch_up(pool, &Sequencer, crate::catch_up::Driver::Projector).await?;
     eprintln!("bench: audit: sequenced {n} events in {secs:.1}s");
-    let (n, secs) = crate::catch_up::catch_up(pool, &GroupTreeProjection).await?;
+    let (n, secs) = crate::catch_up::catch_up(
+        pool,
+        &GroupTreeProjection,
+        crate::catch_up::Driver::Projector,
+    )
+    .await?;
     eprintln!("bench: audit: group tree over {n} events in {secs:.1}s");
     // The membership read model, for the as-of figures' current-state baselines.
-    let (n, secs) =
-        crate::catch_up::catch_up(pool, &corral_projections::membership::MembershipProjection)
-            .await?;
+    let (n, secs) = crate::catch_up::catch_up(
+        pool,
+        &corral_projections::membership::MembershipProjection,
+        crate::catch_up::Driver::Projector,
+    )
+    .await?;
     eprintln!("bench: audit: memberships over {n} events in {secs:.1}s");
     for table in ["events", "event_log", "devices", "member_events"] {
         sqlx::query(&format!("ANALYZE {table}"))

@@ -107,11 +107,20 @@ pub fn anchors(event: &GroupEvent) -> (Option<Uuid>, bool) {
 impl TreeFold {
     /// Applies one Group event.
     pub fn apply(&mut self, event: &EventRecord) -> Result<(), StoreError> {
+        self.apply_decoded(event, event.decode()?)
+    }
+
+    /// Applies one Group event already decoded from `event` (the projector decodes each
+    /// event once, for [`anchors`] and for the fold).
+    pub fn apply_decoded(
+        &mut self,
+        event: &EventRecord,
+        decoded: GroupEvent,
+    ) -> Result<(), StoreError> {
         let id: Uuid = event
             .aggregate_id
             .parse()
             .map_err(|_| StoreError::Data(format!("group id {:?}", event.aggregate_id)))?;
-        let decoded: GroupEvent = event.decode()?;
         let unknown = || StoreError::Data(format!("{} for unknown group {id}", event.event_type));
         match decoded {
             GroupEvent::GroupCreated {

@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use corral_projections::log::{CatchUpReader, EventRecord};
-use corral_projections::runner::{ensure_checkpoint, step, Step};
+use corral_projections::runner::{ensure_checkpoint, step, Step, Stepper};
 use corral_projections::{Projection, StoreError};
 use corral_tests::TestDb;
 use sqlx::{Connection, PgConnection, PgPool};
@@ -292,5 +292,59 @@ async fn a_reader_held_back_by_a_running_event_writer_says_so() {
         .execute(&mut open)
         .await
         .expect("rollback");
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn a_stepper_reading_ahead_applies_each_event_once_in_order_when_another_runner_moves_the_checkpoint(
+) {
+    let db = TestDb::new().await;
+    let pool = db.pool(6).await;
+    setup(&pool).await;
+    let mut conn = pool.acquire().await.expect("conn");
+    for i in 0..350 {
+        insert(&mut conn, &format!("e{i}")).await;
+    }
+    let reader = CatchUpReader {
+        aggregate_types: vec!["Test".into()],
+        batch_size: 100,
+        with_metadata: true,
+    };
+    let mut stepper = Stepper::new(&pool, &Recorder, reader.clone(), "recorder", "public");
+    // The stepper applies e0..e99 and starts reading e100..e199 ahead; another runner then
+    // applies e100..e199 itself, so the batch read ahead no longer starts at the checkpoint.
+    stepper.step().await.expect("first step");
+    step(&pool, &Recorder, &reader, "recorder", "public")
+        .await
+        .expect("other runner");
+    let mut caught_up = false;
+    for _ in 0..20 {
+        if let Step::Applied {
+            caught_up: true, ..
+        } = stepper.step().await.expect("step")
+        {
+            caught_up = true;
+            break;
+        }
+    }
+    assert!(caught_up, "the stepper reached the horizon");
+    // Events committed after a batch was read ahead are read too.
+    for i in 350..420 {
+        insert(&mut conn, &format!("e{i}")).await;
+    }
+    for _ in 0..500 {
+        stepper.step().await.expect("step");
+        if seen(&pool).await.len() >= 420 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let expected: Vec<String> = (0..420).map(|i| format!("e{i}")).collect();
+    assert_eq!(
+        seen(&pool).await,
+        expected,
+        "every event once (the table's key), in commit order"
+    );
+    drop(conn);
     db.drop_db().await;
 }

@@ -74,6 +74,12 @@ pub(super) enum Delta {
 
 /// Applies a delta to `effective` and `effective_counts`; rows whose counts reach zero are
 /// deleted.
+///
+/// Every lookup of `effective` (and of `direct` for a subtree) is a `LATERAL ... OFFSET 0`
+/// probe of its primary key, which the planner cannot turn into a hash join over the whole
+/// table (at a million devices `effective` holds some ten million rows; a move touches a few
+/// hundred thousand of them). Rows that reach zero are deleted by the `ctid` the probe read,
+/// and the others are upserted: the two sets are disjoint, so one statement does both.
 pub(super) async fn apply(
     conn: &mut PgConnection,
     s: &str,
@@ -95,7 +101,10 @@ pub(super) async fn apply(
                 SELECT d.member_id,
                        count(*) FILTER (WHERE d.source = 'S')::int AS s,
                        count(*) FILTER (WHERE d.source = 'R')::int AS r
-                  FROM {s}.ancestry sub JOIN {s}.direct d ON d.group_id = sub.group_id
+                  FROM {s}.ancestry sub
+                 CROSS JOIN LATERAL (
+                       SELECT d.member_id, d.source FROM {s}.direct d
+                        WHERE d.group_id = sub.group_id OFFSET 0) d
                  WHERE sub.ancestor_id = $1
                  GROUP BY d.member_id)
              SELECT a.id AS ancestor_id, m.member_id AS m, a.sign * m.s AS ds, a.sign * m.r AS dr
@@ -105,16 +114,22 @@ pub(super) async fn apply(
     let sql = format!(
         "WITH x AS ({x}),
          old AS (
-            SELECT x.ancestor_id, x.m, x.ds, x.dr,
+            SELECT x.ancestor_id, x.m, x.ds, x.dr, e.ctid AS tid,
                    coalesce(e.n_static, 0) AS os, coalesce(e.n_rule, 0) AS orl
-              FROM x LEFT JOIN {s}.effective e
-                ON e.ancestor_id = x.ancestor_id AND e.member_id = x.m),
+              FROM x LEFT JOIN LATERAL (
+                   SELECT e.ctid, e.n_static, e.n_rule FROM {s}.effective e
+                    WHERE e.ancestor_id = x.ancestor_id AND e.member_id = x.m OFFSET 0) e ON true),
+         gone AS (
+            DELETE FROM {s}.effective
+             WHERE ctid = ANY (ARRAY(
+                   SELECT tid FROM old
+                    WHERE tid IS NOT NULL AND os + ds = 0 AND orl + dr = 0))),
          w AS (
             INSERT INTO {s}.effective AS e (ancestor_id, member_id, n_static, n_rule)
             SELECT ancestor_id, m, os + ds, orl + dr FROM old
+             WHERE os + ds <> 0 OR orl + dr <> 0
             ON CONFLICT (ancestor_id, member_id) DO UPDATE
-               SET n_static = EXCLUDED.n_static, n_rule = EXCLUDED.n_rule
-            RETURNING e.ancestor_id, e.member_id, e.n_static, e.n_rule),
+               SET n_static = EXCLUDED.n_static, n_rule = EXCLUDED.n_rule),
          c AS (
             INSERT INTO {s}.effective_counts AS c
                    (group_id, members, static_members, rule_members)
@@ -127,9 +142,9 @@ pub(super) async fn apply(
                SET members = c.members + EXCLUDED.members,
                    static_members = c.static_members + EXCLUDED.static_members,
                    rule_members = c.rule_members + EXCLUDED.rule_members)
-         SELECT ancestor_id, member_id FROM w WHERE n_static = 0 AND n_rule = 0"
+         SELECT count(*) FROM old WHERE os + ds < 0 OR orl + dr < 0"
     );
-    let query = sqlx::query_as::<_, (Uuid, String)>(&sql);
+    let query = sqlx::query_scalar::<_, i64>(&sql);
     let query = match delta {
         Delta::Direct {
             groups,
@@ -143,19 +158,14 @@ pub(super) async fn apply(
             signs,
         } => query.bind(group).bind(ancestors).bind(signs),
     };
-    let zero = query.fetch_all(&mut *conn).await?;
-    if zero.is_empty() {
-        return Ok(());
+    let negative = query.fetch_one(&mut *conn).await?;
+    if negative > 0 {
+        // A count below zero means the stored model and the direct rows disagree: fail the
+        // batch (it is retried, and a rebuild repairs the model) rather than store it.
+        return Err(StoreError::Data(format!(
+            "{negative} effective membership counts would go below zero"
+        )));
     }
-    let (groups, members): (Vec<Uuid>, Vec<String>) = zero.into_iter().unzip();
-    sqlx::query(&format!(
-        "DELETE FROM {s}.effective e USING unnest($1::uuid[], $2::text[]) AS z(a, m)
-          WHERE e.ancestor_id = z.a AND e.member_id = z.m AND e.n_static = 0 AND e.n_rule = 0"
-    ))
-    .bind(groups)
-    .bind(members)
-    .execute(conn)
-    .await?;
     Ok(())
 }
 

@@ -32,6 +32,8 @@ struct Reference {
 
 /// (members, static members, rule members).
 type Counts = (i64, i64, i64);
+/// (ancestor, member) -> (n_static, n_rule).
+type Rows = BTreeMap<(Uuid, String), (i32, i32)>;
 
 impl Reference {
     fn live(&self) -> Vec<Uuid> {
@@ -68,8 +70,8 @@ impl Reference {
     }
 
     /// (ancestor, member) -> (n_static, n_rule), and per group its counts.
-    fn effective(&self) -> (BTreeMap<(Uuid, String), (i32, i32)>, BTreeMap<Uuid, Counts>) {
-        let mut rows: BTreeMap<(Uuid, String), (i32, i32)> = BTreeMap::new();
+    fn effective(&self) -> (Rows, BTreeMap<Uuid, Counts>) {
+        let mut rows: Rows = BTreeMap::new();
         for ((group, member), statik) in self.direct() {
             for (a, _) in self.ancestors(group) {
                 let row = rows.entry((a, member.clone())).or_default();

@@ -134,9 +134,18 @@ impl Projection for MembershipProjection {
         effective::create(conn, s, &created).await?;
         // Direct changes go last, against the tree as the batch left it (see `effective`).
         let touched = entries.write(conn, s).await?;
-        resolve(conn, s, touched).await
+        // In bounded statements: a catch-up batch of 5,000 events of 1,000 ids each touches
+        // millions of pairs. Each pair is in one chunk, and effective membership is linear in
+        // the direct rows, so chunk by chunk gives the same result.
+        for chunk in touched.chunks(CHUNK) {
+            resolve(conn, s, chunk).await?;
+        }
+        Ok(())
     }
 }
+
+/// Most (group, member) pairs or entries one statement carries.
+const CHUNK: usize = 20_000;
 
 /// What a batch does to one entry: remove it, or have it (since `since`; `overwrite` when
 /// the batch removed it first, so the stored one, if any, goes).
@@ -190,9 +199,24 @@ impl EntryBatch {
         conn: &mut PgConnection,
         s: &str,
     ) -> Result<Vec<(Uuid, String)>, StoreError> {
+        let ops: Vec<_> = self.ops.into_iter().collect();
+        for chunk in ops.chunks(CHUNK) {
+            write_entries(conn, s, chunk).await?;
+        }
+        Ok(self.touched)
+    }
+}
+
+/// Writes one chunk of folded entry changes: a delete, then an insert.
+async fn write_entries(
+    conn: &mut PgConnection,
+    s: &str,
+    ops: &[((Uuid, char, String), Pending)],
+) -> Result<(), StoreError> {
+    {
         let (mut dg, mut dk, mut dm) = (Vec::new(), Vec::new(), Vec::new());
         let (mut ig, mut ik, mut im, mut is) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for ((group, kind, member), pending) in self.ops {
+        for ((group, kind, member), pending) in ops.iter().cloned() {
             let (remove, insert) = match pending {
                 Pending::Remove => (true, None),
                 Pending::Insert { since, overwrite } => (overwrite, Some(since)),
@@ -236,8 +260,8 @@ impl EntryBatch {
             .execute(&mut *conn)
             .await?;
         }
-        Ok(self.touched)
     }
+    Ok(())
 }
 
 /// Recomputes the direct rows of the touched (group, member) pairs from their entries, the
@@ -245,12 +269,12 @@ impl EntryBatch {
 async fn resolve(
     conn: &mut PgConnection,
     s: &str,
-    touched: Vec<(Uuid, String)>,
+    touched: &[(Uuid, String)],
 ) -> Result<(), StoreError> {
     if touched.is_empty() {
         return Ok(());
     }
-    let (groups, members): (Vec<Uuid>, Vec<String>) = touched.into_iter().unzip();
+    let (groups, members): (Vec<Uuid>, Vec<String>) = touched.iter().cloned().unzip();
     let removed: Vec<(Uuid, String, i8)> = sqlx::query_as(&format!(
         "DELETE FROM {s}.direct d USING unnest($1::uuid[], $2::text[]) AS x(g, m)
           WHERE d.group_id = x.g AND d.member_id = x.m

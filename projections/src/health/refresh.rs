@@ -41,11 +41,11 @@ pub enum RefreshOutcome {
     },
 }
 
-/// The effective members of `group` per the read models (closure + direct members).
-pub(crate) const EFFECTIVE_MEMBERS: &str = "SELECT DISTINCT d.member_id AS id
-      FROM rm_group_tree.group_closure c
-      JOIN rm_membership.direct d ON d.group_id = c.descendant_id
-     WHERE c.ancestor_id = $1";
+/// The effective members of `group` per the membership read model's stored effective
+/// membership (one index range; no DISTINCT over the subtree's direct rows).
+pub(crate) const EFFECTIVE_MEMBERS: &str = "SELECT e.member_id AS id
+      FROM rm_membership.effective e
+     WHERE e.ancestor_id = $1";
 
 /// Refreshes one group in its own transaction (see the module docs). `force` recomputes even
 /// when membership is unchanged (backfill).

@@ -33,18 +33,29 @@ pub(crate) async fn add(app: &TestApp, group: &str, ids: &[String]) -> Value {
         .clone()
 }
 
-/// Member ids of a group, all pages.
+/// Member ids of a group, all pages. A walk that goes stale (`CURSOR_STALE`: members changed
+/// while it paged, e.g. the rule evaluator still adding) starts again from the first page, as
+/// a client would.
 pub(crate) async fn member_ids(app: &TestApp, group: &str, mode: &str) -> Vec<String> {
     let mut out = vec![];
     let mut after = Value::Null;
+    let mut restarts = 0;
     loop {
-        let data = app
-            .data(
+        let body = app
+            .gql(
                 &app.viewer,
                 MEMBERS,
                 json!({ "id": group, "mode": mode, "first": 7, "after": after }),
             )
             .await;
+        if body["errors"][0]["extensions"]["code"] == "CURSOR_STALE" && restarts < 50 {
+            restarts += 1;
+            out.clear();
+            after = Value::Null;
+            continue;
+        }
+        assert!(body.get("errors").is_none(), "unexpected errors: {body}");
+        let data = &body["data"];
         let conn = &data["group"]["members"];
         for e in conn["edges"].as_array().expect("edges") {
             out.push(e["node"]["id"].as_str().expect("id").to_string());

@@ -293,7 +293,7 @@ async fn graphql_inventory_writes_are_events_with_the_caller_and_before_and_afte
     );
 
     // The index is a function of the log: rebuilding it gives the same rows.
-    let snapshot = "SELECT coalesce(array_agg(member_id || ':' || global_position ORDER BY 1), '{}') FROM member_events";
+    let snapshot = "SELECT coalesce(array_agg(member_id || ':' || global_position ORDER BY member_id, global_position), '{}') FROM member_events";
     let before: Vec<String> = sqlx::query_scalar(snapshot)
         .fetch_one(&app.pool)
         .await

@@ -193,6 +193,19 @@ pub async fn step<P: Projection + ?Sized>(
         return Ok(Step::Busy);
     };
     let batch = reader.read_below(&mut tx, current.cursor, below).await?;
+    finish(tx, projection, schema, checkpoint, &current, batch).await
+}
+
+/// Applies `batch` in `tx`, moves the checkpoint past it and commits (or rolls back when
+/// nothing moved): the end of a step, with or without read-ahead.
+async fn finish<P: Projection + ?Sized>(
+    mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
+    projection: &P,
+    schema: &str,
+    checkpoint: &str,
+    current: &Checkpoint,
+    batch: crate::log::Batch,
+) -> Result<Step, StoreError> {
     if !batch.events.is_empty() {
         projection.apply(&mut tx, schema, &batch.events).await?;
     }
@@ -284,22 +297,15 @@ impl<'a, P: Projection + ?Sized> Stepper<'a, P> {
                 }),
             });
         }
-        if !batch.events.is_empty() {
-            self.projection
-                .apply(&mut tx, self.schema, &batch.events)
-                .await?;
-        }
-        if batch.next != current.cursor {
-            save_checkpoint(&mut tx, self.checkpoint, batch.next, batch.events.len()).await?;
-            tx.commit().await?;
-        } else {
-            tx.rollback().await?;
-        }
-        Ok(Step::Applied {
-            events: batch.events.len(),
-            caught_up: batch.caught_up,
-            held_back: batch.held_back,
-        })
+        finish(
+            tx,
+            self.projection,
+            self.schema,
+            self.checkpoint,
+            &current,
+            batch,
+        )
+        .await
     }
 }
 

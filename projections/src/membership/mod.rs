@@ -9,7 +9,7 @@
 mod effective;
 pub mod read;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -164,9 +164,6 @@ enum Pending {
 #[derive(Default)]
 struct EntryBatch {
     ops: HashMap<(Uuid, char, String), Pending>,
-    /// The (group, member) pairs whose direct row must be recomputed, first-seen order.
-    touched: Vec<(Uuid, String)>,
-    seen: HashSet<(Uuid, String)>,
 }
 
 impl EntryBatch {
@@ -187,13 +184,11 @@ impl EntryBatch {
                 (true, Some(insert)) => *insert,
             };
             self.ops.insert(key, next);
-            if self.seen.insert((group, id.clone())) {
-                self.touched.push((group, id.clone()));
-            }
         }
     }
 
-    /// Writes the entries (a delete and an insert); returns the touched pairs.
+    /// Writes the entries (a delete and an insert per chunk); returns the (group, member)
+    /// pairs whose direct row must be recomputed, each once.
     async fn write(
         self,
         conn: &mut PgConnection,
@@ -203,7 +198,11 @@ impl EntryBatch {
         for chunk in ops.chunks(CHUNK) {
             write_entries(conn, s, chunk).await?;
         }
-        Ok(self.touched)
+        let touched: BTreeSet<(Uuid, String)> = ops
+            .into_iter()
+            .map(|((group, _, member), _)| (group, member))
+            .collect();
+        Ok(touched.into_iter().collect())
     }
 }
 
@@ -213,53 +212,51 @@ async fn write_entries(
     s: &str,
     ops: &[((Uuid, char, String), Pending)],
 ) -> Result<(), StoreError> {
-    {
-        let (mut dg, mut dk, mut dm) = (Vec::new(), Vec::new(), Vec::new());
-        let (mut ig, mut ik, mut im, mut is) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for ((group, kind, member), pending) in ops.iter().cloned() {
-            let (remove, insert) = match pending {
-                Pending::Remove => (true, None),
-                Pending::Insert { since, overwrite } => (overwrite, Some(since)),
-            };
-            if remove {
-                dg.push(group);
-                dk.push(kind.to_string());
-                dm.push(member.clone());
-            }
-            if let Some(since) = insert {
-                ig.push(group);
-                ik.push(kind.to_string());
-                im.push(member);
-                is.push(since);
-            }
+    let (mut dg, mut dk, mut dm) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut ig, mut ik, mut im, mut is) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for ((group, kind, member), pending) in ops.iter().cloned() {
+        let (remove, insert) = match pending {
+            Pending::Remove => (true, None),
+            Pending::Insert { since, overwrite } => (overwrite, Some(since)),
+        };
+        if remove {
+            dg.push(group);
+            dk.push(kind.to_string());
+            dm.push(member.clone());
         }
-        if !dg.is_empty() {
-            sqlx::query(&format!(
-                "DELETE FROM {s}.entries e
+        if let Some(since) = insert {
+            ig.push(group);
+            ik.push(kind.to_string());
+            im.push(member);
+            is.push(since);
+        }
+    }
+    if !dg.is_empty() {
+        sqlx::query(&format!(
+            "DELETE FROM {s}.entries e
                   USING unnest($1::uuid[], $2::text[], $3::text[]) AS x(g, k, m)
                   WHERE e.group_id = x.g AND e.kind = x.k::\"char\" AND e.member_id = x.m"
-            ))
-            .bind(dg)
-            .bind(dk)
-            .bind(dm)
-            .execute(&mut *conn)
-            .await?;
-        }
-        if !ig.is_empty() {
-            sqlx::query(&format!(
-                "INSERT INTO {s}.entries (group_id, kind, member_id, since)
+        ))
+        .bind(dg)
+        .bind(dk)
+        .bind(dm)
+        .execute(&mut *conn)
+        .await?;
+    }
+    if !ig.is_empty() {
+        sqlx::query(&format!(
+            "INSERT INTO {s}.entries (group_id, kind, member_id, since)
                  SELECT g, k::\"char\", m, t
                    FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[])
                         AS x(g, k, m, t)
                  ON CONFLICT DO NOTHING"
-            ))
-            .bind(ig)
-            .bind(ik)
-            .bind(im)
-            .bind(is)
-            .execute(&mut *conn)
-            .await?;
-        }
+        ))
+        .bind(ig)
+        .bind(ik)
+        .bind(im)
+        .bind(is)
+        .execute(&mut *conn)
+        .await?;
     }
     Ok(())
 }
